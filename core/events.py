@@ -1,0 +1,503 @@
+"""The events of aisle: one frozen, typed schema per event type, and their wire format.
+
+Every event is a msgspec ``Struct`` tagged by its ``type``; the wire format is JSON with
+the envelope fields first. Decoding validates the whole event in one pass (types,
+constraints, unknown fields refused) so an adapter cannot smuggle extra data, such as an
+image or an embedding, into the log.
+
+Schema evolution (see ``docs/events.md``): a field may be added with a default without a
+version change; anything else (rename, removal, a new meaning) bumps the type's ``v`` and
+registers an upcaster that turns the old form into the new one, so old events in the log
+still decode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias, TypeVar, Union
+
+import msgspec
+from msgspec import Meta, Struct
+
+__all__ = [
+    "EVENT_TYPES",
+    "AnyEvent",
+    "DerivedEvent",
+    "Event",
+    "EventError",
+    "RawEvent",
+    "RuleRef",
+    "decode",
+    "derive",
+    "encode",
+    "event_id",
+    "new",
+    "register_upcaster",
+    "subject_for",
+    "validate",
+]
+
+STORE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+StoreId = Annotated[str, Meta(pattern=STORE_PATTERN)]
+Name = Annotated[str, Meta(min_length=1, max_length=128)]
+Sku = Annotated[str, Meta(min_length=1, max_length=64)]
+Qty = Annotated[int, Meta(ge=1, le=1000)]
+Cents = Annotated[int, Meta(ge=0)]
+Confidence = Annotated[float, Meta(ge=0.0, le=1.0)]
+Metres = Annotated[float, Meta(ge=-1e5, le=1e5)]
+EventTime = Annotated[datetime, Meta(tz=True)]
+Severity = Literal["info", "warning", "critical"]
+
+
+class EventError(ValueError):
+    """An event broke its schema; ``field`` is the dotted path of the offending field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.field = field
+        self.reason = reason
+
+
+# -- the envelope -------------------------------------------------------------------------
+
+
+class Event(Struct, frozen=True, kw_only=True, tag_field="type", forbid_unknown_fields=True):
+    """The envelope every event shares. ``subject`` is a pseudonymous per-visit id."""
+
+    id: Annotated[str, Meta(min_length=1, max_length=64)]
+    store: StoreId
+    at: EventTime
+    source: Name
+    subject: Name
+    v: int = 1
+
+    derived: ClassVar[bool] = False
+
+    @property
+    def type(self) -> str:
+        return self.__struct_config__.tag  # type: ignore[return-value]
+
+
+class RawEvent(Event, frozen=True, kw_only=True):
+    """An observation from an adapter or the simulator."""
+
+
+class RuleRef(Struct, frozen=True, forbid_unknown_fields=True):
+    id: Name
+    version: Name
+
+
+class DerivedEvent(Event, frozen=True, kw_only=True):
+    """An event a rule derived; ``caused_by`` lists the ids of the events that produced it."""
+
+    rule: RuleRef
+    caused_by: Annotated[tuple[str, ...], Meta(min_length=1)]
+
+    derived: ClassVar[bool] = True
+
+
+class Data(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+# -- raw event types ----------------------------------------------------------------------
+
+
+class EntryData(Data, frozen=True, kw_only=True):
+    line: Name
+    group: Name | None = None  # shoppers who share one cart carry the same group id
+
+
+class ShopperEntered(RawEvent, frozen=True, kw_only=True, tag="shopper.entered"):
+    data: EntryData
+
+
+class ExitData(Data, frozen=True, kw_only=True):
+    line: Name
+
+
+class ShopperExited(RawEvent, frozen=True, kw_only=True, tag="shopper.exited"):
+    data: ExitData
+
+
+class PasserbyData(Data, frozen=True, kw_only=True):
+    line: Name
+
+
+class PasserbySeen(RawEvent, frozen=True, kw_only=True, tag="passerby.seen"):
+    data: PasserbyData
+
+
+class ZoneData(Data, frozen=True, kw_only=True):
+    zone: Name
+
+
+class ZoneEntered(RawEvent, frozen=True, kw_only=True, tag="zone.entered"):
+    data: ZoneData
+
+
+class ZoneExited(RawEvent, frozen=True, kw_only=True, tag="zone.exited"):
+    data: ZoneData
+
+
+class ItemData(Data, frozen=True, kw_only=True):
+    sku: Sku
+    shelf: Name
+    qty: Qty = 1
+
+
+class ItemPicked(RawEvent, frozen=True, kw_only=True, tag="item.picked"):
+    data: ItemData
+
+
+class ItemPutBack(RawEvent, frozen=True, kw_only=True, tag="item.put_back"):
+    data: ItemData
+
+
+class PositionSample(Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+    """One tracked person on the floor, in metres; encoded as ``[track, x, y]``."""
+
+    track: Name
+    x: Metres
+    y: Metres
+
+
+class PositionData(Data, frozen=True, kw_only=True):
+    frame: Annotated[int, Meta(ge=0)]
+    samples: tuple[PositionSample, ...]
+
+
+class PositionSamples(RawEvent, frozen=True, kw_only=True, tag="position.samples"):
+    """Every person one camera saw in one frame; ``subject`` is the camera id."""
+
+    data: PositionData
+
+
+class FaceMatchData(Data, frozen=True, kw_only=True):
+    """Only the enrolled member's pseudonymous id: never an image or an embedding."""
+
+    member: Name
+    watchlist: bool = False
+    confidence: Confidence
+
+
+class FaceMatched(RawEvent, frozen=True, kw_only=True, tag="face.matched"):
+    data: FaceMatchData
+
+
+class StaffData(Data, frozen=True, kw_only=True):
+    badge: Name
+
+
+class StaffSessionStarted(RawEvent, frozen=True, kw_only=True, tag="staff.session_started"):
+    data: StaffData
+
+
+class StaffSessionEnded(RawEvent, frozen=True, kw_only=True, tag="staff.session_ended"):
+    data: StaffData
+
+
+class HeartbeatData(Data, frozen=True, kw_only=True):
+    pass
+
+
+class StoreHeartbeat(RawEvent, frozen=True, kw_only=True, tag="store.heartbeat"):
+    """Moves a quiet store's watermark forward; ``subject`` is the emitting process."""
+
+    data: HeartbeatData = HeartbeatData()
+
+
+# -- derived event types ------------------------------------------------------------------
+
+
+class CartItemData(Data, frozen=True, kw_only=True):
+    sku: Sku
+    qty: Qty = 1
+    cart: Name  # the shopper or group the cart belongs to
+
+
+class CartItemAdded(DerivedEvent, frozen=True, kw_only=True, tag="cart.item_added"):
+    data: CartItemData
+
+
+class CartItemRemoved(DerivedEvent, frozen=True, kw_only=True, tag="cart.item_removed"):
+    data: CartItemData
+
+
+class ReceiptLine(Data, frozen=True, kw_only=True):
+    sku: Sku
+    name: Name
+    qty: Qty
+    unit_cents: Cents
+    amount_cents: Cents
+    age_restricted: bool = False
+
+
+class ReceiptData(Data, frozen=True, kw_only=True):
+    cart: Name
+    lines: tuple[ReceiptLine, ...]
+    total_cents: Cents
+    currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
+    age_check: bool = False
+
+
+class ReceiptIssued(DerivedEvent, frozen=True, kw_only=True, tag="receipt.issued"):
+    data: ReceiptData
+
+
+Labels = dict[Annotated[str, Meta(min_length=1, max_length=64)], str]
+
+
+class AlertData(Data, frozen=True, kw_only=True):
+    alert: Name
+    key: Name  # what the alert is about (a shopper, a zone): raise and resolve pair on it
+    severity: Severity = "warning"
+    summary: str = ""
+    labels: Labels = {}
+
+
+class AlertRaised(DerivedEvent, frozen=True, kw_only=True, tag="alert.raised"):
+    data: AlertData
+
+
+class AlertResolved(DerivedEvent, frozen=True, kw_only=True, tag="alert.resolved"):
+    data: AlertData
+
+
+class MetricData(Data, frozen=True, kw_only=True):
+    name: Name
+    value: float
+    labels: Labels = {}
+    window_start: EventTime | None = None
+    window_end: EventTime | None = None
+
+
+class Metric(DerivedEvent, frozen=True, kw_only=True, tag="metric"):
+    data: MetricData
+
+
+class HeatmapTileData(Data, frozen=True, kw_only=True):
+    cell_x: int
+    cell_y: int
+    size: Annotated[float, Meta(gt=0)]
+    window_start: EventTime
+    window_end: EventTime
+    visits: Annotated[int, Meta(ge=0)]
+    dwell_s: Annotated[float, Meta(ge=0)]
+
+
+class HeatmapTile(DerivedEvent, frozen=True, kw_only=True, tag="heatmap.tile"):
+    data: HeatmapTileData
+
+
+AnyEvent: TypeAlias = Union[  # noqa: UP007 - msgspec needs a Union object here
+    ShopperEntered,
+    ShopperExited,
+    PasserbySeen,
+    ZoneEntered,
+    ZoneExited,
+    ItemPicked,
+    ItemPutBack,
+    PositionSamples,
+    FaceMatched,
+    StaffSessionStarted,
+    StaffSessionEnded,
+    StoreHeartbeat,
+    CartItemAdded,
+    CartItemRemoved,
+    ReceiptIssued,
+    AlertRaised,
+    AlertResolved,
+    Metric,
+    HeatmapTile,
+]
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in AnyEvent.__args__  # type: ignore[attr-defined]
+}
+RAW_TYPES = frozenset(t for t, c in EVENT_TYPES.items() if not c.derived)
+DERIVED_TYPES = frozenset(t for t, c in EVENT_TYPES.items() if c.derived)
+# High-volume types that live in their own short-retention stream.
+SAMPLE_TYPES = frozenset({"position.samples"})
+
+E = TypeVar("E", bound=Event)
+
+# -- wire format --------------------------------------------------------------------------
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyEvent)
+_generic = msgspec.json.Decoder(dict[str, Any])
+_PATH = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
+_MISSING = re.compile(r"^Object missing required field `([^`]+)`$")
+
+
+def encode(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def _error(exc: msgspec.MsgspecError) -> EventError:
+    """Turn msgspec's message into a field path and a reason."""
+    m = _PATH.match(str(exc))
+    reason, path = (m.group(1), m.group(2) or "") if m else (str(exc), "")
+    path = path.lstrip(".")
+    missing = _MISSING.match(reason)
+    if missing:
+        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+        reason = "required field is missing"
+    elif reason.startswith("Object contains unknown field"):
+        field = reason.split("`")[1]
+        path = f"{path}.{field}" if path else field
+        reason = "unknown field (the schema forbids extra fields)"
+    elif path == "type" and reason.startswith("Invalid value"):
+        reason = f"{reason}; known types: {', '.join(sorted(EVENT_TYPES))}"
+    elif not path and "missing required field `type`" in reason:
+        path, reason = "type", "required field is missing"
+    return EventError(path or "$", reason)
+
+
+# Upcasters turn an old version of a type's JSON object into the next version, in place.
+_UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def register_upcaster(
+    event_type: str, from_version: int
+) -> Callable[
+    [Callable[[dict[str, Any]], dict[str, Any]]], Callable[[dict[str, Any]], dict[str, Any]]
+]:
+    """Register ``fn(obj) -> obj`` that lifts ``event_type`` from ``from_version`` to the next."""
+
+    def register(
+        fn: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        _UPCASTERS[(event_type, from_version)] = fn
+        return fn
+
+    return register
+
+
+def _upcast(payload: bytes | str) -> Event:
+    obj = _generic.decode(payload)
+    cls = EVENT_TYPES.get(obj.get("type", ""))
+    if cls is None:
+        raise EventError("type", f"unknown event type {obj.get('type')!r}")
+    target = _VERSIONS[cls]
+    v = obj.get("v", 1)
+    if not isinstance(v, int) or v > target or v < 1:
+        raise EventError(
+            "v", f"unsupported schema version {v!r} for {obj['type']} (current {target})"
+        )
+    while v < target:
+        step = _UPCASTERS.get((obj["type"], v))
+        if step is None:
+            raise EventError("v", f"no upcaster from version {v} of {obj['type']}")
+        obj = step(obj)
+        v += 1
+        obj["v"] = v
+    try:
+        return msgspec.convert(obj, cls)
+    except msgspec.ValidationError as exc:
+        raise _error(exc) from None
+
+
+def _default(cls: type[Event], name: str) -> Any:
+    return next(f.default for f in msgspec.structs.fields(cls) if f.name == name)
+
+
+def decode(payload: bytes | str) -> AnyEvent:
+    """Decode and validate one event; raises ``EventError`` naming the field at fault."""
+    try:
+        event = _decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        # An older schema version may fail the current schema: lift it, if upcasters exist.
+        if _UPCASTERS:
+            try:
+                return _upcast(payload)  # type: ignore[return-value]
+            except EventError:
+                pass
+        raise _error(exc) from None
+    except msgspec.DecodeError as exc:
+        raise EventError("$", f"not valid JSON: {exc}") from None
+    if event.v != _VERSIONS[type(event)]:
+        return _upcast(payload)  # type: ignore[return-value]
+    return event
+
+
+def validate(event: Event) -> AnyEvent:
+    """Check an event built in code against its schema (constructors do not check)."""
+    return decode(encode(event))
+
+
+_VERSIONS: dict[type[Event], int] = {cls: _default(cls, "v") for cls in EVENT_TYPES.values()}
+
+
+# -- identity -----------------------------------------------------------------------------
+
+
+def event_id(*parts: object) -> str:
+    """A 128-bit hex id from the canonical msgpack encoding of ``parts``."""
+    return hashlib.blake2b(msgspec.msgpack.encode(parts), digest_size=16).hexdigest()
+
+
+def _utc(at: datetime) -> datetime:
+    if at.tzinfo is None:
+        raise EventError("at", "event time must carry a time zone (UTC)")
+    return at.astimezone(UTC)
+
+
+def new(
+    cls: type[E],
+    *,
+    store: str,
+    at: datetime,
+    source: str,
+    subject: str,
+    data: Struct | None = None,
+) -> E:
+    """Build a raw event whose id is a hash of its content.
+
+    The same occurrence, reported again after a retry or a restart, gets the same id, and
+    the log keeps one copy.
+    """
+    at = _utc(at)
+    if data is None:
+        data = _default(cls, "data")  # types whose data has a default (heartbeat)
+    eid = event_id(cls.__struct_config__.tag, store, at.isoformat(), source, subject, data)
+    return cls(id=eid, store=store, at=at, source=source, subject=subject, data=data)  # type: ignore[call-arg]
+
+
+def derive(
+    cls: type[E],
+    *,
+    rule: RuleRef,
+    caused_by: Iterable[str],
+    store: str,
+    at: datetime,
+    subject: str,
+    data: Struct,
+    discriminator: object = None,
+) -> E:
+    """Build a derived event whose id is a hash of its rule, the rule's version and its causes.
+
+    ``discriminator`` separates several events one rule emits from the same causes.
+    """
+    causes = tuple(caused_by)
+    eid = event_id(rule.id, rule.version, causes, discriminator)
+    return cls(  # type: ignore[call-arg]
+        id=eid,
+        store=store,
+        at=_utc(at),
+        source=f"rule:{rule.id}",
+        subject=subject,
+        data=data,
+        rule=rule,
+        caused_by=causes,
+    )
+
+
+def subject_for(prefix: str, store: str, event_type: str) -> str:
+    """The NATS subject of an event: ``<prefix>.<store>.<type>``."""
+    return f"{prefix}.{store}.{event_type}"

