@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from core.log import (
     Rejected,
     Stream,
     StreamStats,
+    store_of,
     stream_for_type,
     stream_for_types,
 )
@@ -87,6 +87,7 @@ class JetStreamLog:
             Stream.DEADLETTER: config.deadletter_stream,
         }
         self._multi_filter = _version(nc) >= (2, 10)
+        self._consumers: set[JetStreamConsumer] = set()
 
     @classmethod
     async def open(cls, nc: Client, config: LogConfig | None = None) -> JetStreamLog:
@@ -174,14 +175,12 @@ class JetStreamLog:
         try:
             event = ev.decode(payload)
         except ev.EventError as exc:
-            raise await self._reject(_store_of(payload), payload, exc, source) from None
+            raise await self._reject(store_of(payload), payload, exc, source) from None
         return (await self._send([(self._subject(event.store, event.type), payload, event.id)]))[0]
 
     async def _reject(
         self, store: str, payload: bytes, exc: ev.EventError, source: str
     ) -> Rejected:
-        if not _valid_store(store):
-            store = "_unknown"
         letter = DeadLetter(
             store=store, field=exc.field, reason=exc.reason, payload=payload, source=source
         )
@@ -372,6 +371,7 @@ class JetStreamLog:
         cfg.max_ack_pending = max_ack_pending
         consumer = JetStreamConsumer(self, self._streams[stream], cfg, client_filter)
         await consumer.bind()
+        self._consumers.add(consumer)
         return consumer
 
     async def stats(self) -> list[StreamStats]:
@@ -393,6 +393,9 @@ class JetStreamLog:
         return out
 
     async def close(self) -> None:
+        """Close consumers, then drain: a pull subscription left open stalls the drain."""
+        for consumer in list(self._consumers):
+            await consumer.close()
         await self.nc.drain()
 
 
@@ -439,25 +442,25 @@ class JetStreamConsumer:
 
     async def fetch(self, batch: int = 100, timeout_s: float = 1.0) -> list[Delivery]:
         assert self._sub is not None
-        try:
-            msgs = await self._sub.fetch(batch, timeout=timeout_s)
-        except nats.errors.TimeoutError:
-            return []
-        except (nats.errors.ConnectionClosedError, nats.js.errors.ServiceUnavailableError):
-            await asyncio.sleep(0.2)
-            await self._rebind()
-            return []
         out: list[Delivery] = []
-        for msg in msgs:
-            if self.client_filter is not None and not self.client_filter(msg.subject):
-                await msg.ack()  # not ours: acknowledged so it is not redelivered
-                continue
-            meta = msg.metadata
-            out.append(
-                JetStreamDelivery(
-                    msg, Record(meta.sequence.stream, ev.decode(msg.data), meta.timestamp)
-                )
-            )
+        wait = timeout_s
+        while len(out) < batch:
+            try:
+                msgs = await self._sub.fetch(batch - len(out), timeout=wait)
+            except nats.errors.TimeoutError:
+                break  # fetch() raises on an empty batch: it means "nothing now"
+            except (nats.errors.ConnectionClosedError, nats.js.errors.ServiceUnavailableError):
+                await asyncio.sleep(0.2)
+                await self._rebind()
+                break
+            for msg in msgs:
+                if self.client_filter is not None and not self.client_filter(msg.subject):
+                    await msg.ack()  # not ours (a server without multi-filters sent it)
+                    continue
+                out.append(JetStreamDelivery(msg, _record(msg)))
+            if self.client_filter is None:
+                break
+            wait = 0.05  # only to fill up what the client filter dropped
         return out
 
     async def _rebind(self) -> None:
@@ -473,8 +476,13 @@ class JetStreamConsumer:
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def close(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()
+        self.log._consumers.discard(self)
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(
+                nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError
+            ):
+                await sub.unsubscribe()
 
 
 def _record(msg: Msg) -> Record:
@@ -504,19 +512,3 @@ def _matches(pattern: list[str], tokens: list[str]) -> bool:
         if i >= len(tokens) or (p != "*" and p != tokens[i]):
             return False
     return len(tokens) == len(pattern)
-
-
-_store_decoder = msgspec_json.Decoder(dict)
-_store_pattern = re.compile(ev.STORE_PATTERN)
-
-
-def _store_of(payload: bytes) -> str:
-    try:
-        store = _store_decoder.decode(payload).get("store", "")
-    except Exception:
-        return "_unknown"
-    return store if isinstance(store, str) else "_unknown"
-
-
-def _valid_store(store: str) -> bool:
-    return bool(_store_pattern.match(store))

@@ -9,7 +9,8 @@ stream: it goes to the dead-letter subject with the reason, and the caller gets
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+import re
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -17,7 +18,7 @@ from typing import Protocol
 
 import msgspec
 
-from core.events import SAMPLE_TYPES, AnyEvent, Event, EventError
+from core.events import SAMPLE_TYPES, STORE_PATTERN, AnyEvent, Event, EventError
 
 
 class Stream(StrEnum):
@@ -38,6 +39,19 @@ def stream_for_types(types: Iterable[str] | None) -> Stream:
     if len(kinds) > 1:
         raise ValueError("position samples live in their own stream: read them separately")
     return kinds.pop() if kinds else Stream.EVENTS
+
+
+_loose = msgspec.json.Decoder(dict)
+_store = re.compile(STORE_PATTERN)
+
+
+def store_of(payload: bytes) -> str:
+    """The store a refused payload names, if it names a valid one: its dead letters go there."""
+    try:
+        store = _loose.decode(payload).get("store")
+    except msgspec.DecodeError:
+        return "_unknown"
+    return store if isinstance(store, str) and _store.match(store) else "_unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +168,3 @@ class EventLog(Protocol):
     async def stats(self) -> list[StreamStats]: ...
 
     async def close(self) -> None: ...
-
-
-OnReject = Callable[[DeadLetter], Awaitable[None]]

@@ -1,0 +1,232 @@
+"""The ``aisle`` command.
+
+``core`` owns the log and layout commands; the layers above add theirs through the
+``aisle.commands`` entry point group (a ``register(app)`` function each), so ``core`` never
+imports them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core import events as ev
+from core.config import Settings
+from core.log import Record
+from core.natsd import NatsServerError
+from core.runtime import open_log
+from core.yamlsource import SourceError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="aisle: an event-sourced rules engine for checkout-free stores.", no_args_is_help=True
+)
+log_app = typer.Typer(help="The event log: what it holds, live and replayed.", no_args_is_help=True)
+layout_app = typer.Typer(help="Store layout files.", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+app.add_typer(layout_app, name="layout")
+out = Console()
+err = Console(stderr=True)
+
+StoreOpt = Annotated[str | None, typer.Option("--store", "-s", help="Only this store.")]
+TypeOpt = Annotated[list[str] | None, typer.Option("--type", "-t", help="Only these event types.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON event per line.")]
+
+
+def run(coro: Callable[[Settings], Awaitable[T]]) -> T:
+    """Run one async command against the configured log, with friendly failures."""
+    try:
+        return asyncio.run(coro(Settings.from_env()))
+    except NatsServerError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _check_types(types: list[str] | None) -> list[str] | None:
+    unknown = sorted(set(types or ()) - set(ev.EVENT_TYPES))
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown event type {', '.join(unknown)}; known: {', '.join(sorted(ev.EVENT_TYPES))}",
+            param_hint="--type",
+        )
+    return types
+
+
+def _summary(data: Any) -> str:
+    fields = msgspec.to_builtins(data)
+    if "samples" in fields:
+        return f"frame {fields['frame']}: {len(fields['samples'])} people"
+    if "lines" in fields:
+        return f"{len(fields['lines'])} lines, total {fields['total_cents'] / 100:.2f} {fields['currency']}"
+    return " ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, {}, ""))
+
+
+def print_record(record: Record, as_json: bool) -> None:
+    e = record.event
+    if as_json:
+        sys.stdout.write(ev.encode(e).decode() + "\n")
+        return
+    derived = f" [dim]← {e.rule.id}@{e.rule.version}[/]" if isinstance(e, ev.DerivedEvent) else ""
+    out.print(
+        f"[dim]{record.seq:>8}[/] {e.at:%Y-%m-%d %H:%M:%S.%f}"[:-3]
+        + f"  [bold]{e.store}[/] [cyan]{e.type:<22}[/] {e.subject:<14} {_summary(e.data)}{derived}",
+        highlight=False,
+    )
+
+
+def _parse_from(value: str | None) -> tuple[int | None, datetime | None]:
+    if value is None:
+        return None, None
+    if value.isdigit():
+        return int(value), None
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is neither a stream sequence nor an ISO time", param_hint="--from"
+        ) from None
+    if at.tzinfo is None:
+        raise typer.BadParameter(
+            "give the time zone, e.g. 2026-11-28T09:00:00Z", param_hint="--from"
+        )
+    return None, at
+
+
+@log_app.command("info")
+def log_info(as_json: JsonOpt = False) -> None:
+    """Streams, message counts, last sequences, and counts by store and type."""
+
+    async def go(settings: Settings) -> None:
+        async with open_log(settings, name="aisle-log-info") as log:
+            stats = await log.stats()
+        if as_json:
+            sys.stdout.write(json.dumps([s.__dict__ for s in stats], default=str) + "\n")
+            return
+        table = Table("stream", "messages", "bytes", "first seq", "last seq", "consumers")
+        for s in stats:
+            table.add_row(
+                s.name,
+                f"{s.messages:,}",
+                f"{s.bytes:,}",
+                str(s.first_seq),
+                str(s.last_seq),
+                str(s.consumers),
+            )
+        out.print(table)
+        by_subject = Table("store", "type", "messages")
+        for s in stats:
+            for subject, count in sorted(s.subjects.items()):
+                _, store, kind = subject.split(".", 2)
+                by_subject.add_row(store, kind, f"{count:,}")
+        if by_subject.row_count:
+            out.print(by_subject)
+
+    run(go)
+
+
+@log_app.command("tail")
+def log_tail(store: StoreOpt = None, types: TypeOpt = None, as_json: JsonOpt = False) -> None:
+    """Follow new events as they arrive (Ctrl-C to stop)."""
+    _check_types(types)
+
+    async def go(settings: Settings) -> None:
+        async with open_log(settings, name="aisle-log-tail") as log:
+            async for record in log.tail(store=store, types=types):
+                print_record(record, as_json)
+
+    run(go)
+
+
+@log_app.command("replay")
+def log_replay(
+    store: StoreOpt = None,
+    types: TypeOpt = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="A stream sequence, or an ISO time of arrival.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print what the log holds, oldest first, and a count by type."""
+    _check_types(types)
+    from_seq, from_time = _parse_from(start)
+
+    async def go(settings: Settings) -> None:
+        counts: dict[str, int] = {}
+        async with open_log(settings, name="aisle-log-replay") as log:
+            async for record in log.replay(
+                store=store, types=types, from_seq=from_seq, from_time=from_time
+            ):
+                print_record(record, as_json)
+                counts[record.event.type] = counts.get(record.event.type, 0) + 1
+                if limit is not None and sum(counts.values()) >= limit:
+                    break
+        if not as_json:
+            err.print(
+                f"{sum(counts.values()):,} events: "
+                + ", ".join(f"{t} {n:,}" for t, n in sorted(counts.items()))
+            )
+
+    run(go)
+
+
+@log_app.command("deadletters")
+def log_deadletters(store: StoreOpt = None) -> None:
+    """Events the log refused, with the field at fault and the reason."""
+
+    async def go(settings: Settings) -> None:
+        async with open_log(settings, name="aisle-log-deadletters") as log:
+            async for seq, letter in log.deadletters(store=store):
+                out.print(
+                    f"[dim]{seq:>6}[/] [bold]{letter.store}[/] [red]{letter.field}[/]: {letter.reason}  "
+                    f"[dim]{letter.payload[:120].decode(errors='replace')}[/]",
+                    highlight=False,
+                )
+
+    run(go)
+
+
+@layout_app.command("check")
+def layout_check(
+    files: Annotated[list[Path], typer.Argument(help="Store layout files.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate store layouts; errors as file:line:col: message, exit code 1 on any."""
+    from core.layout import check_layout
+
+    errors: list[SourceError] = []
+    for path in files:
+        found = check_layout(path)
+        errors.extend(found)
+        if not found and not as_json:
+            out.print(f"[green]ok[/] {path}")
+    if as_json:
+        sys.stdout.write(json.dumps([e.to_dict() for e in errors]) + "\n")
+    else:
+        for e in errors:
+            err.print(str(e), highlight=False, markup=False)
+    raise typer.Exit(1 if errors else 0)
+
+
+def _load_plugins() -> None:
+    for entry in entry_points(group="aisle.commands"):
+        entry.load()(app)
+
+
+def main() -> None:
+    _load_plugins()
+    app()

@@ -1,0 +1,658 @@
+"""The store layout: one YAML file that every layer reads (see ``docs/layout.md``).
+
+The simulator walks shoppers over it, the adapters project detections onto it, the rules
+engine asks it which zone a position is in and whether a step crossed the door, and the
+dashboard draws it. A mistake in it therefore shows up everywhere at once, far from its
+cause, so loading is strict: types and unknown fields first (``core.yamlsource``), then a
+semantic pass (references, geometry, calibration, prices) that reports every problem it
+finds with its line in the file, not just the first one.
+
+Once loaded, a ``Layout`` is a frozen value; its derived geometry (zone grid, homographies,
+lookup tables) is computed once at load and cached on the instance.
+"""
+
+from __future__ import annotations
+
+import difflib
+import zoneinfo
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from functools import cache, cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import numpy as np
+import shapely
+from msgspec import Meta, Struct
+from shapely.geometry import LineString, Polygon
+from shapely.validation import explain_validity
+
+from core.geometry import Edge, Homography, ZoneIndex, ring_area, ring_contains, ring_edges
+from core.geometry import segment_crossing as _segment_crossing
+from core.yamlsource import PathKey, SourceError, YamlDocument, convert, load_yaml
+
+__all__ = [
+    "CALIBRATION_TOLERANCE_M",
+    "FLOOR_TOLERANCE_M",
+    "SHELF_REACH_M",
+    "Calibration",
+    "CalibrationPoint",
+    "Camera",
+    "CatalogItem",
+    "ImageSize",
+    "Layout",
+    "LayoutError",
+    "Line",
+    "Shelf",
+    "Slot",
+    "Store",
+    "Zone",
+    "check_layout",
+    "load_layout",
+    "load_layout_text",
+]
+
+FLOOR_TOLERANCE_M = 0.10
+"""How far a zone, shelf or door line may stick out of the floor outline (drawing slack)."""
+CALIBRATION_TOLERANCE_M = 0.05
+"""Largest reprojection error of a calibration point; beyond it a pair is likely mistyped."""
+SHELF_REACH_M = 1.0
+"""Largest gap between a shelf and the shelf_front zone it is reached from."""
+
+StoreId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Id = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+Sku = Annotated[str, Meta(min_length=1, max_length=64)]
+Name = Annotated[str, Meta(min_length=1, max_length=128)]
+Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
+Coord = Annotated[float, Meta(ge=-1e5, le=1e5)]  # also refuses .nan and .inf
+Pixel = Annotated[float, Meta(ge=-1e5, le=1e5)]
+Point = tuple[Coord, Coord]
+ZoneKind = Literal["aisle", "shelf_front", "checkout_queue", "exit_gate", "staff_only", "entrance"]
+LineKind = Literal["entrance", "exit", "entrance_exit", "passby"]
+T = TypeVar("T")
+
+
+class _Spec(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, dict=True):
+    """Frozen and strict; ``dict=True`` only so ``cached_property`` can hold derived geometry."""
+
+
+class Store(_Spec):
+    id: StoreId
+    name: Name
+    timezone: str
+    currency: Currency = "EUR"
+
+
+class Line(_Spec):
+    """A counting line. ``in_side`` is the inside, seen walking from points[0] to points[1]."""
+
+    id: Id
+    kind: LineKind
+    points: tuple[Point, Point]
+    in_side: Literal["left", "right"]
+
+    @cached_property
+    def _sign(self) -> int:
+        return 1 if self.in_side == "left" else -1
+
+    def crossing(self, p0: Sequence[float], p1: Sequence[float]) -> int:
+        """+1 if the step p0→p1 crosses into the store (towards ``in_side``), -1 out, else 0.
+
+        A sample exactly on the line counts as outside, so a track is counted once however
+        its samples fall. Steps parallel to the line, beside it or along it give 0.
+        """
+        return _segment_crossing(self.points[0], self.points[1], self._sign, p0, p1)
+
+
+class Zone(_Spec):
+    id: Id
+    kind: ZoneKind
+    polygon: tuple[Point, ...]
+    name: Name | None = None
+
+    @cached_property
+    def shape(self) -> Polygon:
+        """The shapely polygon, for drawing and set operations (not for per-sample tests)."""
+        return Polygon(self.polygon)
+
+    @cached_property
+    def area(self) -> float:
+        return ring_area(self.polygon)
+
+    @cached_property
+    def _test(self) -> tuple[float, float, float, float, tuple[Edge, ...]]:
+        xs = [p[0] for p in self.polygon]
+        ys = [p[1] for p in self.polygon]
+        return min(xs), min(ys), max(xs), max(ys), ring_edges(self.polygon)
+
+    def contains(self, x: float, y: float) -> bool:
+        """Inside test with the same half-open boundary rule as ``Layout.zone_at``."""
+        x0, y0, x1, y1, edges = self._test
+        return x0 <= x <= x1 and y0 <= y <= y1 and ring_contains(edges, x, y)
+
+
+class Slot(_Spec):
+    sku: Sku
+    facings: Annotated[int, Meta(ge=1, le=1000)] = 1
+
+
+class Shelf(_Spec):
+    """A shelf face; ``footprint`` is a polygon (3+ points) or the front edge (2 points)."""
+
+    id: Id
+    zone: Id
+    footprint: tuple[Point, ...]
+    slots: tuple[Slot, ...] = ()
+    name: Name | None = None
+
+    @cached_property
+    def shape(self) -> Polygon | LineString:
+        return LineString(self.footprint) if len(self.footprint) == 2 else Polygon(self.footprint)
+
+    @property
+    def skus(self) -> tuple[str, ...]:
+        return tuple(s.sku for s in self.slots)
+
+
+class ImageSize(_Spec):
+    width: Annotated[int, Meta(gt=0, le=16384)]
+    height: Annotated[int, Meta(gt=0, le=16384)]
+
+
+class CalibrationPoint(_Spec):
+    image: tuple[Pixel, Pixel]
+    floor: Point
+
+
+class Calibration(_Spec):
+    points: tuple[CalibrationPoint, ...]
+
+
+class Camera(_Spec):
+    id: Id
+    kind: Literal["overhead", "angled"]
+    position: tuple[Coord, Coord, Annotated[float, Meta(gt=0, le=100)]]
+    image: ImageSize
+    fps: Annotated[float, Meta(gt=0, le=240)]
+    sees: tuple[Id, ...]
+    calibration: Calibration
+
+    @cached_property
+    def homography(self) -> Homography:
+        """Image pixels → floor metres, fitted to the calibration points."""
+        pts = self.calibration.points
+        return Homography.fit([p.image for p in pts], [p.floor for p in pts])
+
+    @cached_property
+    def _inverse(self) -> Homography:
+        return self.homography.inverse()
+
+    def to_floor(self, u: float, v: float) -> tuple[float, float]:
+        """Where on the floor pixel (u, v) is, in metres (meaningful for floor-level points)."""
+        return self.homography(u, v)
+
+    def to_image(self, x: float, y: float) -> tuple[float, float]:
+        """Which pixel shows floor point (x, y)."""
+        return self._inverse(x, y)
+
+    def reprojection_errors(self) -> np.ndarray:
+        """Distance in metres between each calibration floor point and its pixel's image."""
+        pts = self.calibration.points
+        mapped = self.homography.apply_array(np.array([p.image for p in pts]))
+        return np.linalg.norm(mapped - np.array([p.floor for p in pts]), axis=1)
+
+
+class CatalogItem(_Spec):
+    sku: Sku
+    name: Name
+    price: Decimal
+    age_restricted: bool = False
+
+    @property
+    def price_cents(self) -> int:
+        """The price as an exact integer of minor units; the loader refuses sub-cent prices."""
+        return int(self.price * 100)
+
+
+class Layout(_Spec):
+    store: Store
+    floor: tuple[Point, ...]
+    lines: tuple[Line, ...] = ()
+    zones: tuple[Zone, ...] = ()
+    shelves: tuple[Shelf, ...] = ()
+    cameras: tuple[Camera, ...] = ()
+    catalog: tuple[CatalogItem, ...] = ()
+
+    @cached_property
+    def _index(self) -> ZoneIndex:
+        return ZoneIndex([(z.id, z.polygon) for z in self.zones])
+
+    @cached_property
+    def _by_id(self) -> dict[str, dict[str, Any]]:
+        shelves_in: dict[str, list[Shelf]] = {}
+        for s in self.shelves:
+            shelves_in.setdefault(s.zone, []).append(s)
+        return {
+            "zone": {z.id: z for z in self.zones},
+            "line": {ln.id: ln for ln in self.lines},
+            "shelf": {s.id: s for s in self.shelves},
+            "camera": {c.id: c for c in self.cameras},
+            "sku": {c.sku: c for c in self.catalog},
+            "shelves_in": {k: tuple(v) for k, v in shelves_in.items()},
+        }
+
+    def prepare(self) -> Layout:
+        """Build every cache now, so the first position sample does not pay for it."""
+        _ = self._index, self._by_id
+        for cam in self.cameras:
+            _ = cam._inverse
+        for line in self.lines:
+            _ = line._sign
+        for zone in self.zones:
+            _ = zone._test
+        return self
+
+    def zone_at(self, x: float, y: float) -> str | None:
+        """The most specific zone containing (x, y): the smallest by area, then file order.
+
+        Smallest-wins makes a shelf_front inside an aisle, or a queue inside a front area,
+        win without any explicit priority field. Per-call cost: see ``ZoneIndex``.
+        """
+        return self._index.zone_at(x, y)
+
+    def zones_at(self, x: float, y: float) -> tuple[str, ...]:
+        """Every zone containing (x, y), most specific first."""
+        return self._index.zones_at(x, y)
+
+    def zone(self, zone_id: str) -> Zone:
+        return self._get("zone", zone_id)
+
+    def line(self, line_id: str) -> Line:
+        return self._get("line", line_id)
+
+    def shelf(self, shelf_id: str) -> Shelf:
+        return self._get("shelf", shelf_id)
+
+    def camera(self, camera_id: str) -> Camera:
+        return self._get("camera", camera_id)
+
+    def sku(self, sku: str) -> CatalogItem:
+        return self._get("sku", sku)
+
+    def shelves_in_zone(self, zone_id: str) -> tuple[Shelf, ...]:
+        """The shelves reached from ``zone_id`` (empty for a zone with none, or unknown)."""
+        return self._by_id["shelves_in"].get(zone_id, ())
+
+    def _get(self, kind: str, key: str) -> Any:
+        try:
+            return self._by_id[kind][key]
+        except KeyError:
+            raise KeyError(f"store {self.store.id!r} has no {kind} {key!r}") from None
+
+
+class LayoutError(ValueError):
+    """A layout with problems; ``errors`` holds every one, each with its place in the file."""
+
+    def __init__(self, errors: Sequence[SourceError]) -> None:
+        self.errors = tuple(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+def load_layout(source: str | Path, *, text: str | None = None) -> Layout:
+    """Load and check a layout file (or ``text`` named ``source``); raise ``LayoutError``."""
+    layout, errors = _load(source, text)
+    if errors or layout is None:
+        raise LayoutError(errors)
+    return layout.prepare()
+
+
+def load_layout_text(text: str, name: str = "<layout>") -> Layout:
+    return load_layout(name, text=text)
+
+
+def check_layout(source: str | Path, *, text: str | None = None) -> list[SourceError]:
+    """Every problem in a layout file, in file order; empty when it loads."""
+    return _load(source, text)[1]
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+class _File(_Spec):
+    """The top level only; each section is converted item by item to collect all errors."""
+
+    store: Any
+    floor: Any
+    lines: tuple[Any, ...] = ()
+    zones: tuple[Any, ...] = ()
+    shelves: tuple[Any, ...] = ()
+    cameras: tuple[Any, ...] = ()
+    catalog: tuple[Any, ...] = ()
+
+
+_SECTIONS: dict[str, tuple[type[_Spec], str, str]] = {  # item type, key field, what it is
+    "lines": (Line, "id", "line id"),
+    "zones": (Zone, "id", "zone id"),
+    "shelves": (Shelf, "id", "shelf id"),
+    "cameras": (Camera, "id", "camera id"),
+    "catalog": (CatalogItem, "sku", "sku"),
+}
+
+
+def _load(source: str | Path, text: str | None) -> tuple[Layout | None, list[SourceError]]:
+    try:
+        doc = load_yaml(source, text=text)
+    except SourceError as exc:
+        return None, [exc]
+    if doc.data is None:
+        return None, [doc.error((), "the layout file is empty")]
+    doc.data = _plain_numbers(doc.data)
+    try:
+        top = convert(doc, _File)
+    except SourceError as exc:
+        return None, [exc]
+    c = _Checker(doc)
+    store = c.convert(("store",), top.store, Store)
+    floor = c.convert(("floor",), top.floor, tuple[Point, ...])
+    sections: dict[str, list[tuple[int, Any]]] = {}
+    for name, (typ, key, _) in _SECTIONS.items():
+        sections[name] = []
+        for i, raw in enumerate(getattr(top, name)):
+            item = c.convert((name, i), raw, typ)
+            if item is not None:
+                sections[name].append((i, item))
+            elif isinstance(raw, dict) and isinstance(raw.get(key), str):
+                c.broken[name].add(raw[key])  # known to exist: refer to it without more noise
+    c.check(store, floor, sections)
+    errors = sorted(c.errors, key=lambda e: (e.line, e.col))
+    if errors or store is None or floor is None:
+        return None, errors
+    layout = Layout(
+        store=store,
+        floor=floor,
+        **{name: tuple(item for _, item in items) for name, items in sections.items()},
+    )
+    return layout, []
+
+
+class _Checker:
+    """The semantic pass: it records problems and carries on, so one run reports them all."""
+
+    def __init__(self, doc: YamlDocument) -> None:
+        self.doc = doc
+        self.errors: list[SourceError] = []
+        self.broken: dict[str, set[str]] = {name: set() for name in _SECTIONS}
+        self.floor_shape: Polygon | None = None
+
+    def error(self, path: PathKey, message: str) -> None:
+        self.errors.append(self.doc.error(path, message))
+
+    def convert(self, path: PathKey, raw: Any, typ: type[T]) -> T | None:
+        try:
+            return convert(self.doc, typ, path=path, data=raw)
+        except SourceError as exc:
+            self.errors.append(exc)
+            return None
+
+    def check(
+        self,
+        store: Store | None,
+        floor: tuple[Point, ...] | None,
+        sections: dict[str, list[tuple[int, Any]]],
+    ) -> None:
+        if store is not None:
+            self.check_store(store)
+        if floor is not None:
+            self.floor_shape = self.polygon(("floor",), floor, "the floor outline")
+        ids = {name: self.unique(name, items) for name, items in sections.items()}
+        for i, line in sections["lines"]:
+            self.check_line(i, line)
+        for i, zone in sections["zones"]:
+            self.check_zone(i, zone)
+        for i, shelf in sections["shelves"]:
+            self.check_shelf(i, shelf, ids["zones"], ids["catalog"])
+        for i, cam in sections["cameras"]:
+            self.check_camera(i, cam, ids["zones"])
+        for i, item in sections["catalog"]:
+            self.check_price(i, item)
+
+    def unique(self, section: str, items: Iterable[tuple[int, Any]]) -> dict[str, Any]:
+        _, key, what = _SECTIONS[section]
+        seen: dict[str, int] = {}
+        for i, item in items:
+            value = getattr(item, key)
+            if value in seen:
+                first = self.doc.where((section, seen[value], key))[0]
+                self.error((section, i, key), f"duplicate {what} {value!r} (first at line {first})")
+            else:
+                seen[value] = i
+        return {getattr(item, key): item for _, item in items}
+
+    def check_store(self, store: Store) -> None:
+        zones = _timezones()
+        if zones and store.timezone not in zones:
+            self.error(
+                ("store", "timezone"),
+                f"unknown time zone {store.timezone!r}: use an IANA name such as "
+                "'Europe/Amsterdam'",
+            )
+
+    def polygon(self, path: PathKey, ring: Sequence[Sequence[float]], what: str) -> Polygon | None:
+        """A valid shapely polygon, or None after recording why the ring is not one."""
+        if len(ring) < 3:
+            self.error(path, f"{what} needs at least 3 points, got {len(ring)}")
+            return None
+        shape = Polygon(ring)
+        if not shape.is_valid:
+            reason = explain_validity(shape)
+            self.error(
+                path,
+                f"{what} is not a simple polygon ({_explain(reason)}); "
+                "list its corners in order around the edge",
+            )
+            return None
+        if shape.area < 1e-6:
+            self.error(path, f"{what} has zero area")
+            return None
+        return shape
+
+    def outside_floor(self, path: PathKey, shape: Any, what: str, hint: str) -> None:
+        floor = self.floor_shape
+        if floor is None or floor.buffer(FLOOR_TOLERANCE_M).covers(shape):
+            return
+        outside = shape.difference(floor)
+        far = max(
+            (floor.distance(shapely.Point(p)) for p in shapely.get_coordinates(outside)),
+            default=0.0,
+        )
+        self.error(
+            path,
+            f"{what} lies {far:.2f} m outside the floor outline "
+            f"(tolerance {FLOOR_TOLERANCE_M} m){hint}",
+        )
+
+    def check_line(self, i: int, line: Line) -> None:
+        (x0, y0), (x1, y1) = line.points
+        if (x0, y0) == (x1, y1):
+            self.error(("lines", i, "points"), f"line {line.id!r} has zero length")
+        elif line.kind != "passby":
+            self.outside_floor(
+                ("lines", i, "points"),
+                LineString(line.points),
+                f"line {line.id!r}",
+                "; only passby lines may be outside",
+            )
+
+    def check_zone(self, i: int, zone: Zone) -> None:
+        shape = self.polygon(("zones", i, "polygon"), zone.polygon, f"zone {zone.id!r}")
+        if shape is not None and zone.kind != "entrance":
+            self.outside_floor(
+                ("zones", i, "polygon"),
+                shape,
+                f"zone {zone.id!r}",
+                "; only entrance zones may be outside",
+            )
+
+    def check_shelf(
+        self, i: int, shelf: Shelf, zones: dict[str, Zone], catalog: dict[str, CatalogItem]
+    ) -> None:
+        path: PathKey = ("shelves", i)
+        zone = zones.get(shelf.zone)
+        if zone is None and shelf.zone not in self.broken["zones"]:
+            self.error(
+                (*path, "zone"),
+                f"shelf {shelf.id!r} is reached from unknown zone "
+                f"{shelf.zone!r}{_suggest(shelf.zone, zones)}",
+            )
+        elif zone is not None and zone.kind != "shelf_front":
+            self.error(
+                (*path, "zone"),
+                f"shelf {shelf.id!r} is reached from zone {zone.id!r}, "
+                f"a {zone.kind} zone; it must be a shelf_front zone",
+            )
+        shape: Any = None
+        if len(shelf.footprint) == 2:
+            if shelf.footprint[0] == shelf.footprint[1]:
+                self.error((*path, "footprint"), f"shelf {shelf.id!r} footprint has zero length")
+            else:
+                shape = LineString(shelf.footprint)
+        else:
+            shape = self.polygon(
+                (*path, "footprint"), shelf.footprint, f"shelf {shelf.id!r} footprint"
+            )
+        if shape is not None:
+            self.outside_floor((*path, "footprint"), shape, f"shelf {shelf.id!r}", "")
+            if zone is not None and zone.kind == "shelf_front":
+                gap = shape.distance(zone.shape)
+                if gap > SHELF_REACH_M:
+                    self.error(
+                        (*path, "footprint"),
+                        f"shelf {shelf.id!r} is {gap:.2f} m from its zone {zone.id!r}; "
+                        f"a shelf must be within {SHELF_REACH_M} m of its shelf_front",
+                    )
+        seen: set[str] = set()
+        for j, slot in enumerate(shelf.slots):
+            where = (*path, "slots", j, "sku")
+            if slot.sku in seen:
+                self.error(where, f"sku {slot.sku!r} is listed twice on shelf {shelf.id!r}")
+            seen.add(slot.sku)
+            if slot.sku not in catalog and slot.sku not in self.broken["catalog"]:
+                self.error(
+                    where,
+                    f"sku {slot.sku!r} on shelf {shelf.id!r} is not in the "
+                    f"catalog{_suggest(slot.sku, catalog)}",
+                )
+
+    def check_camera(self, i: int, cam: Camera, zones: dict[str, Zone]) -> None:
+        path: PathKey = ("cameras", i)
+        for j, zid in enumerate(cam.sees):
+            if zid not in zones and zid not in self.broken["zones"]:
+                self.error(
+                    (*path, "sees", j),
+                    f"camera {cam.id!r} sees unknown zone {zid!r}{_suggest(zid, zones)}",
+                )
+        pts = cam.calibration.points
+        where = (*path, "calibration", "points")
+        if len(pts) < 4:
+            self.error(
+                where,
+                f"camera {cam.id!r} calibration needs at least 4 points "
+                f"(image ↔ floor pairs), got {len(pts)}",
+            )
+            return
+        for j, p in enumerate(pts):
+            u, v = p.image
+            if not (0 <= u <= cam.image.width and 0 <= v <= cam.image.height):
+                self.error(
+                    (*where, j, "image"),
+                    f"camera {cam.id!r} calibration point {j + 1} "
+                    f"({u}, {v}) is outside the {cam.image.width}x{cam.image.height} image",
+                )
+        try:
+            errors = cam.reprojection_errors()
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            self.error(
+                where,
+                f"camera {cam.id!r} calibration is degenerate: {exc}; use at least "
+                "4 points spread over the floor, no three on one line",
+            )
+            return
+        if not self.faces_floor(cam):
+            self.error(
+                where,
+                f"camera {cam.id!r} calibration puts the horizon inside the "
+                "image (the points fold the floor over); a pair is probably "
+                "mistyped" + (", or the camera is angled" if cam.kind == "overhead" else ""),
+            )
+            return
+        worst = int(np.argmax(errors))
+        if errors[worst] > CALIBRATION_TOLERANCE_M:
+            self.error(
+                (*where, worst),
+                f"camera {cam.id!r} calibration point {worst + 1} "
+                f"reprojects {errors[worst]:.3f} m from its floor position (tolerance "
+                f"{CALIBRATION_TOLERANCE_M} m): a pair is probably mistyped",
+            )
+
+    @staticmethod
+    def faces_floor(cam: Camera) -> bool:
+        """Whether every calibration pixel (and, overhead, every image corner) sees the floor.
+
+        A real camera sees the floor on one side of its horizon only, so the homography's
+        projective denominator has one sign over those pixels; a mistyped pair that folds
+        the mapping shows up as a sign change even when 4 points fit exactly.
+        """
+        w, h = cam.image.width, cam.image.height
+        pixels = [p.image for p in cam.calibration.points]
+        if cam.kind == "overhead":
+            pixels += [(0, 0), (w, 0), (w, h), (0, h)]
+        denom = np.hstack([np.array(pixels), np.ones((len(pixels), 1))]) @ cam.homography.matrix[2]
+        return bool(np.all(denom > 0) or np.all(denom < 0))
+
+    def check_price(self, i: int, item: CatalogItem) -> None:
+        price = item.price
+        where: PathKey = ("catalog", i, "price")
+        if not price.is_finite():
+            self.error(where, f"price of {item.sku!r} must be a number, got {price}")
+        elif price < 0:
+            self.error(where, f"price of {item.sku!r} is negative ({price})")
+        elif price != price.quantize(Decimal("0.01")):
+            self.error(where, f"price of {item.sku!r} has more than 2 decimals ({price})")
+
+
+def _plain_numbers(value: Any) -> Any:
+    """Turn ruamel's float/int subclasses (``ScalarFloat``...) into ``float``/``int``.
+
+    msgspec refuses float subclasses for ``float`` and ``Decimal`` fields, so without this
+    every ``2.5`` in the file would be "expected float, got ScalarFloat". Harmless once
+    ``core.yamlsource`` does the same.
+    """
+    if isinstance(value, dict):
+        return {k: _plain_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_numbers(v) for v in value]
+    if isinstance(value, float) and type(value) is not float:
+        return float(value)
+    if isinstance(value, int) and not isinstance(value, bool) and type(value) is not int:
+        return int(value)
+    return value
+
+
+def _explain(reason: str) -> str:
+    """Shapely says ``Self-intersection[1 1]``; people read 'crosses itself at (1, 1)'."""
+    name, _, at = reason.partition("[")
+    coords = ", ".join(at.rstrip("]").split())
+    if name == "Self-intersection":
+        return f"it crosses itself at ({coords})"
+    return f"{name.lower()} at ({coords})" if coords else name.lower()
+
+
+def _suggest(key: str, known: dict[str, Any]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@cache
+def _timezones() -> set[str]:
+    """The IANA names known here; empty (no check) where the system has no tz database."""
+    return zoneinfo.available_timezones()

@@ -1,0 +1,235 @@
+"""The log's contract, on JetStream (the machine's server and an embedded one) and in memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from core import events as ev
+from core.jetstream import JetStreamLog
+from core.log import EventLog, Rejected
+from core.memlog import MemoryLog
+from tests.conftest import server_url, scratch_log
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+def visit(store: str, subject: str, n_items: int = 2, start: datetime = T0) -> list[ev.Event]:
+    """A short scripted visit: enter, pick ``n_items``, put one back, leave."""
+    base = {"store": store, "source": "cam-1", "subject": subject}
+    out: list[ev.Event] = [
+        ev.new(ev.ShopperEntered, at=start, data=ev.EntryData(line="door"), **base)
+    ]
+    for i in range(n_items):
+        at = start + timedelta(seconds=10 + i)
+        out.append(
+            ev.new(ev.ItemPicked, at=at, data=ev.ItemData(sku=f"sku-{i}", shelf="A1"), **base)
+        )
+    out.append(
+        ev.new(
+            ev.ItemPutBack,
+            at=start + timedelta(seconds=30),
+            data=ev.ItemData(sku="sku-0", shelf="B2"),
+            **base,
+        )
+    )
+    out.append(
+        ev.new(
+            ev.ShopperExited,
+            at=start + timedelta(seconds=60),
+            data=ev.ExitData(line="door"),
+            **base,
+        )
+    )
+    return out
+
+
+@pytest.fixture(params=["system", "embedded", "memory"])
+async def anylog(request: pytest.FixtureRequest) -> AsyncIterator[EventLog]:
+    if request.param == "memory":
+        yield MemoryLog()
+        return
+    async with scratch_log(server_url(request.param, request)) as log:
+        yield log
+
+
+async def collect(it: AsyncIterator) -> list:  # type: ignore[type-arg]
+    return [x async for x in it]
+
+
+async def test_publish_then_replay_by_store_and_type(anylog: EventLog) -> None:
+    a, b = visit("s1", "v-1"), visit("s2", "v-2")
+    acks = await anylog.publish_many([*a, *b])
+    assert [p.id for p in acks] == [e.id for e in [*a, *b]]
+    assert not any(p.duplicate for p in acks)
+
+    everything = await collect(anylog.replay())
+    assert [r.event for r in everything] == [*a, *b]
+    assert [r.seq for r in everything] == list(range(1, len(a) + len(b) + 1))
+    assert [r.event for r in await collect(anylog.replay(store="s2"))] == b
+    picks = await collect(anylog.replay(store="s1", types=["item.picked"]))
+    assert [r.event for r in picks] == [e for e in a if e.type == "item.picked"]
+    both = await collect(anylog.replay(types=["shopper.entered", "shopper.exited"]))
+    assert {r.event.type for r in both} == {"shopper.entered", "shopper.exited"}
+    assert len(both) == 4
+
+
+async def test_replay_from_a_sequence(anylog: EventLog) -> None:
+    events = visit("s1", "v-1", n_items=5)
+    await anylog.publish_many(events)
+    tail = await collect(anylog.replay(from_seq=4))
+    assert [r.event for r in tail] == events[3:]
+
+
+async def test_replay_from_a_time(anylog: EventLog) -> None:
+    first, second = visit("s1", "v-1"), visit("s1", "v-2")
+    await anylog.publish_many(first)
+    await asyncio.sleep(0.05)
+    cut = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    await anylog.publish_many(second)
+    assert [r.event for r in await collect(anylog.replay(from_time=cut))] == second
+
+
+async def test_republishing_keeps_one_copy(anylog: EventLog) -> None:
+    events = visit("s1", "v-1")
+    await anylog.publish_many(events)
+    again = await anylog.publish_many(events + events)
+    assert all(p.duplicate for p in again)
+    assert len(await collect(anylog.replay())) == len(events)
+
+
+async def test_invalid_event_goes_to_the_dead_letters(anylog: EventLog) -> None:
+    good = visit("s1", "v-1")[0]
+    bad = ev.ItemPicked(
+        id="x1",
+        store="s1",
+        at=T0,
+        source="cam-1",
+        subject="v-1",
+        data=ev.ItemData(sku="", shelf="A1"),
+    )
+    with pytest.raises(Rejected) as info:
+        await anylog.publish_many([good, bad])
+    assert info.value.field == "data.sku"
+    assert info.value.deadletter_seq == 1
+    with pytest.raises(Rejected) as info:
+        await anylog.publish_raw(b'{"type":"item.picked","store":"s1",', source="adapter-x")
+    assert info.value.field == "$"
+    letters = await collect(anylog.deadletters())
+    assert [(s, d.store, d.field) for s, d in letters] == [
+        (1, "s1", "data.sku"),
+        (2, "_unknown", "$"),
+    ]
+    assert letters[0][1].payload == ev.encode(bad)
+    assert letters[1][1].source == "adapter-x"
+    # Nothing of a refused batch reaches the business stream.
+    assert await collect(anylog.replay()) == []
+
+
+async def test_position_samples_have_their_own_stream(anylog: EventLog) -> None:
+    frame = ev.new(
+        ev.PositionSamples,
+        store="s1",
+        at=T0,
+        source="cam-1",
+        subject="cam-1",
+        data=ev.PositionData(frame=7, samples=(ev.PositionSample("t1", 1.0, 2.0),)),
+    )
+    await anylog.publish_many([frame, *visit("s1", "v-1")])
+    samples = await collect(anylog.replay(types=["position.samples"]))
+    assert [r.event for r in samples] == [frame]
+    assert samples[0].seq == 1
+    assert all(r.event.type != "position.samples" for r in await collect(anylog.replay()))
+    with pytest.raises(ValueError, match="own stream"):
+        await collect(anylog.replay(types=["position.samples", "item.picked"]))
+
+
+async def test_durable_consumer_resumes(anylog: EventLog) -> None:
+    events = visit("s1", "v-1", n_items=4)
+    await anylog.publish_many(events)
+    c = await anylog.consumer("engine-s1", store="s1", types=["item.picked", "item.put_back"])
+    first = await c.fetch(3, timeout_s=2)
+    assert [d.record.event for d in first] == [e for e in events if e.type.startswith("item.")][:3]
+    for d in first:
+        await d.ack()
+    await c.close()
+    c = await anylog.consumer("engine-s1", store="s1", types=["item.picked", "item.put_back"])
+    rest = await c.fetch(10, timeout_s=2)
+    assert [d.record.event.type for d in rest] == ["item.picked", "item.put_back"]
+    assert await c.fetch(10, timeout_s=0.2) == []
+
+
+async def test_nak_redelivers(anylog: EventLog) -> None:
+    await anylog.publish_many(visit("s1", "v-1")[:1])
+    c = await anylog.consumer("redo", store="s1")
+    (d,) = await c.fetch(1, timeout_s=2)
+    await d.nak()
+    (again,) = await c.fetch(1, timeout_s=2)
+    assert again.record.event == d.record.event
+
+
+async def test_tail_sees_new_events(anylog: EventLog) -> None:
+    events = visit("s1", "v-1")
+    await anylog.publish(events[0])  # already there: tail does not repeat it
+
+    async def first_two() -> list[ev.Event]:
+        out = []
+        async for r in anylog.tail(store="s1"):
+            out.append(r.event)
+            if len(out) == 2:
+                return out
+        return out
+
+    task = asyncio.create_task(first_two())
+    await asyncio.sleep(0.3)
+    await anylog.publish_many(events[1:3])
+    assert await asyncio.wait_for(task, 10) == events[1:3]
+
+
+async def test_stats_count_by_subject(jslog: JetStreamLog) -> None:
+    await jslog.publish_many(visit("s1", "v-1") + visit("s2", "v-2", n_items=3))
+    stats = {s.name: s for s in await jslog.stats()}
+    events = stats[jslog.config.events_stream]
+    assert events.messages == 5 + 6
+    assert events.subjects[f"{jslog.config.prefix}.s2.item.picked"] == 3
+    assert stats[jslog.config.samples_stream].messages == 0
+
+
+async def test_streams_are_created_idempotently(jslog: JetStreamLog) -> None:
+    await jslog.publish_many(visit("s1", "v-1"))
+    await jslog.ensure_streams()
+    await JetStreamLog.open(jslog.nc, jslog.config)
+    assert len(await collect(jslog.replay())) == 5
+
+
+async def test_stream_config_is_updated_in_place(jslog: JetStreamLog) -> None:
+    from dataclasses import replace
+
+    await jslog.publish_many(visit("s1", "v-1"))
+    newer = await JetStreamLog.open(jslog.nc, replace(jslog.config, duplicate_window_s=30.0))
+    info = await newer.js.stream_info(newer.config.events_stream)
+    assert info.config.duplicate_window == 30.0
+    assert info.state.messages == 5
+
+
+async def test_publish_gives_up_with_a_clear_error_when_no_stream_answers(
+    jslog: JetStreamLog,
+) -> None:
+    from dataclasses import replace
+
+    from core.log import PublishError
+
+    await jslog.delete_streams()
+    lost = JetStreamLog(
+        jslog.nc, replace(jslog.config, publish_deadline_s=0.5, publish_timeout_s=0.2)
+    )
+    with pytest.raises(PublishError, match="not confirmed"):
+        await lost.publish(visit("s1", "v-1")[0])
+    with contextlib.suppress(Exception):
+        await jslog.ensure_streams()

@@ -1,0 +1,129 @@
+"""What survives: server restarts in the middle of a publish loop, and endless re-publishing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core import events as ev
+from core.config import LogConfig
+from core.jetstream import JetStreamLog, connect
+from core.natsd import EmbeddedNats
+from tests.conftest import unique_prefix
+from tests.strategies import any_event
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+def picks(n: int) -> list[ev.Event]:
+    return [
+        ev.new(
+            ev.ItemPicked,
+            store=f"s{i % 3}",
+            at=T0 + timedelta(milliseconds=i),
+            source="cam-1",
+            subject=f"v-{i % 40}",
+            data=ev.ItemData(sku=f"sku-{i % 17}", shelf="A1"),
+        )
+        for i in range(n)
+    ]
+
+
+async def _publish_through(server: EmbeddedNats, outage: str) -> None:
+    nc = await connect(server.url)
+    log = await JetStreamLog.open(nc, LogConfig(prefix="faults", publish_timeout_s=1.0))
+    events = picks(3000)
+    acked: list[str] = []
+
+    async def publish_loop() -> None:
+        for i in range(0, len(events), 50):
+            acks = await log.publish_many(events[i : i + 50])
+            acked.extend(p.id for p in acks)
+
+    loop = asyncio.create_task(publish_loop())
+    while len(acked) < 1000:
+        await asyncio.sleep(0.01)
+    # The outage starts in the middle of the loop, with publishes in flight.
+    if outage == "restart":
+        await asyncio.to_thread(server.stop)
+    else:
+        await asyncio.to_thread(server.kill)
+    cut = len(acked)
+    await asyncio.sleep(0.5)
+    await asyncio.to_thread(server.start)
+    await asyncio.wait_for(loop, 120)
+
+    assert cut < len(events), "the outage must fall inside the loop"
+    assert acked == [e.id for e in events]
+    stored = Counter([r.event.id async for r in log.replay()])
+    assert set(stored) == set(acked), "an acknowledged event was lost"
+    assert max(stored.values()) == 1, "an event was stored twice"
+    await log.close()
+
+
+async def test_restart_mid_publish_loses_and_duplicates_nothing(private_nats: EmbeddedNats) -> None:
+    await _publish_through(private_nats, "restart")
+
+
+async def test_crash_mid_publish_loses_and_duplicates_nothing(private_nats: EmbeddedNats) -> None:
+    """SIGKILL: the process dies, the operating system (and its page cache) lives on."""
+    await _publish_through(private_nats, "kill")
+
+
+def with_content_id(event: ev.Event) -> ev.Event:
+    """Generated ids are arbitrary; real ones name one occurrence, as ``ev.new`` makes them."""
+    return msgspec.structs.replace(event, id=ev.event_id(ev.encode(event)))
+
+
+@pytest.fixture(scope="module")
+def runner():  # type: ignore[no-untyped-def]
+    with asyncio.Runner() as r:
+        yield r
+
+
+@pytest.fixture(scope="module", params=["system", "embedded"])
+def republish_log(request: pytest.FixtureRequest, runner: asyncio.Runner):  # type: ignore[no-untyped-def]
+    from tests.conftest import server_url
+
+    url = server_url(request.param, request)
+
+    async def open_() -> JetStreamLog:
+        return await JetStreamLog.open(await connect(url), LogConfig(prefix=unique_prefix()))
+
+    log = runner.run(open_())
+    yield log
+
+    async def close() -> None:
+        await log.delete_streams()
+        await log.close()
+
+    runner.run(close())
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(event=any_event.map(with_content_id), copies=st.integers(1, 6), batched=st.booleans())
+def test_republishing_any_event_leaves_one_copy(
+    republish_log: JetStreamLog, runner: asyncio.Runner, event: ev.Event, copies: int, batched: bool
+) -> None:
+    async def go() -> list[int]:
+        if batched:
+            acks = await republish_log.publish_many([event] * copies)
+        else:
+            acks = [await republish_log.publish(event) for _ in range(copies)]
+        assert [a.duplicate for a in acks][1:] == [True] * (copies - 1)
+        found = [
+            r.seq
+            async for r in republish_log.replay(store=event.store, types=[event.type])
+            if r.event.id == event.id
+        ]
+        return found
+
+    found = runner.run(go())
+    assert len(found) == 1
