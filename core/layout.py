@@ -383,6 +383,7 @@ class _Checker:
         self.errors: list[SourceError] = []
         self.broken: dict[str, set[str]] = {name: set() for name in _SECTIONS}
         self.floor_shape: Polygon | None = None
+        self.zone_shapes: dict[str, Polygon] = {}  # only the zones whose polygon is valid
 
     def error(self, path: PathKey, message: str) -> None:
         self.errors.append(self.doc.error(path, message))
@@ -443,6 +444,9 @@ class _Checker:
             self.error(path, f"{what} needs at least 3 points, got {len(ring)}")
             return None
         shape = Polygon(ring)
+        if shape.convex_hull.area < 1e-6:
+            self.error(path, f"{what} has zero area (its points are on one line)")
+            return None
         if not shape.is_valid:
             reason = explain_validity(shape)
             self.error(
@@ -450,9 +454,6 @@ class _Checker:
                 f"{what} is not a simple polygon ({_explain(reason)}); "
                 "list its corners in order around the edge",
             )
-            return None
-        if shape.area < 1e-6:
-            self.error(path, f"{what} has zero area")
             return None
         return shape
 
@@ -485,6 +486,8 @@ class _Checker:
 
     def check_zone(self, i: int, zone: Zone) -> None:
         shape = self.polygon(("zones", i, "polygon"), zone.polygon, f"zone {zone.id!r}")
+        if shape is not None:
+            self.zone_shapes.setdefault(zone.id, shape)
         if shape is not None and zone.kind != "entrance":
             self.outside_floor(
                 ("zones", i, "polygon"),
@@ -507,8 +510,8 @@ class _Checker:
         elif zone is not None and zone.kind != "shelf_front":
             self.error(
                 (*path, "zone"),
-                f"shelf {shelf.id!r} is reached from zone {zone.id!r}, "
-                f"a {zone.kind} zone; it must be a shelf_front zone",
+                f"shelf {shelf.id!r} is reached from zone {zone.id!r} of kind "
+                f"{zone.kind}; it must be a shelf_front zone",
             )
         shape: Any = None
         if len(shelf.footprint) == 2:
@@ -522,8 +525,9 @@ class _Checker:
             )
         if shape is not None:
             self.outside_floor((*path, "footprint"), shape, f"shelf {shelf.id!r}", "")
-            if zone is not None and zone.kind == "shelf_front":
-                gap = shape.distance(zone.shape)
+            zone_shape = self.zone_shapes.get(shelf.zone)
+            if zone is not None and zone.kind == "shelf_front" and zone_shape is not None:
+                gap = shape.distance(zone_shape)
                 if gap > SHELF_REACH_M:
                     self.error(
                         (*path, "footprint"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -60,7 +60,11 @@ class Record:
 
     seq: int
     event: AnyEvent
-    stored_at: datetime | None = None
+    stored_ns: int = 0  # arrival in the log, ns since the epoch (not the event time)
+
+    @property
+    def stored_at(self) -> datetime:
+        return datetime.fromtimestamp(self.stored_ns / 1e9, UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,9 @@ tests use the real one.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from core import events as ev
 from core.log import (
@@ -66,7 +67,7 @@ class MemoryLog:
             seq = next(r.seq for r in records if r.event.id == event.id)
             return Published(event.id, stream.value, seq, duplicate=True)
         self._ids.add(event.id)
-        records.append(Record(len(records) + 1, event, datetime.now(UTC)))
+        records.append(Record(len(records) + 1, event, time.time_ns()))
         async with self._new:
             self._new.notify_all()
         return Published(event.id, stream.value, len(records))
@@ -90,7 +91,7 @@ class MemoryLog:
         from_time: datetime | None = None,
     ) -> AsyncIterator[Record]:
         for r in self._select(store, types, from_seq):
-            if from_time is None or (r.stored_at and r.stored_at >= from_time):
+            if from_time is None or r.stored_at >= from_time:
                 yield r
 
     async def tail(

@@ -39,8 +39,11 @@ def server_url(which: str, request: pytest.FixtureRequest) -> str:
 
     Where the machine runs none (a developer's laptop), the embedded one stands in.
     """
-    if which == "system" and _reachable(SYSTEM_NATS):
-        return SYSTEM_NATS
+    if which == "system":
+        if _reachable(SYSTEM_NATS):
+            return SYSTEM_NATS
+        if os.environ.get("AISLE_TEST_REQUIRE_SERVICES"):
+            pytest.fail(f"no NATS server at {SYSTEM_NATS} (AISLE_TEST_REQUIRE_SERVICES is set)")
     return request.getfixturevalue("embedded_nats").url
 
 
