@@ -11,6 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from datetime import datetime
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -71,7 +72,8 @@ def _summary(data: Any) -> str:
     if "samples" in fields:
         return f"frame {fields['frame']}: {len(fields['samples'])} people"
     if "lines" in fields:
-        return f"{len(fields['lines'])} lines, total {fields['total_cents'] / 100:.2f} {fields['currency']}"
+        total = fields["total_cents"] / 100
+        return f"{len(fields['lines'])} lines, total {total:.2f} {fields['currency']}"
     return " ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, {}, ""))
 
 
@@ -114,7 +116,7 @@ def log_info(as_json: JsonOpt = False) -> None:
         async with open_log(settings, name="aisle-log-info") as log:
             stats = await log.stats()
         if as_json:
-            sys.stdout.write(json.dumps([s.__dict__ for s in stats], default=str) + "\n")
+            sys.stdout.write(json.dumps([asdict(s) for s in stats]) + "\n")
             return
         table = Table("stream", "messages", "bytes", "first seq", "last seq", "consumers")
         for s in stats:
@@ -191,9 +193,10 @@ def log_deadletters(store: StoreOpt = None) -> None:
     async def go(settings: Settings) -> None:
         async with open_log(settings, name="aisle-log-deadletters") as log:
             async for seq, letter in log.deadletters(store=store):
+                payload = letter.payload[:120].decode(errors="replace")
                 out.print(
-                    f"[dim]{seq:>6}[/] [bold]{letter.store}[/] [red]{letter.field}[/]: {letter.reason}  "
-                    f"[dim]{letter.payload[:120].decode(errors='replace')}[/]",
+                    f"[dim]{seq:>6}[/] [bold]{letter.store}[/] [red]{letter.field}[/]: "
+                    f"{letter.reason}  [dim]{payload}[/]",
                     highlight=False,
                 )
 

@@ -346,7 +346,6 @@ def _load(source: str | Path, text: str | None) -> tuple[Layout | None, list[Sou
         return None, [exc]
     if doc.data is None:
         return None, [doc.error((), "the layout file is empty")]
-    doc.data = _plain_numbers(doc.data)
     try:
         top = convert(doc, _File)
     except SourceError as exc:
@@ -622,24 +621,6 @@ class _Checker:
             self.error(where, f"price of {item.sku!r} is negative ({price})")
         elif price != price.quantize(Decimal("0.01")):
             self.error(where, f"price of {item.sku!r} has more than 2 decimals ({price})")
-
-
-def _plain_numbers(value: Any) -> Any:
-    """Turn ruamel's float/int subclasses (``ScalarFloat``...) into ``float``/``int``.
-
-    msgspec refuses float subclasses for ``float`` and ``Decimal`` fields, so without this
-    every ``2.5`` in the file would be "expected float, got ScalarFloat". Harmless once
-    ``core.yamlsource`` does the same.
-    """
-    if isinstance(value, dict):
-        return {k: _plain_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain_numbers(v) for v in value]
-    if isinstance(value, float) and type(value) is not float:
-        return float(value)
-    if isinstance(value, int) and not isinstance(value, bool) and type(value) is not int:
-        return int(value)
-    return value
 
 
 def _explain(reason: str) -> str:

@@ -80,8 +80,16 @@ def _plain(node: Any, path: PathKey, doc: YamlDocument) -> Any:
             doc.positions[(*path, i)] = (line + 1, col + 1)
             items.append(_plain(v, (*path, i), doc))
         return items
+    # ruamel's scalar subclasses (ScalarFloat, ScalarInt...) become plain values: msgspec
+    # refuses subclasses where it expects float, int or Decimal.
+    if isinstance(node, bool):
+        return bool(node)
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
     if isinstance(node, str):
-        return str(node)  # ruamel's scalar string subclasses become plain str
+        return str(node)
     return node
 
 

@@ -1,0 +1,98 @@
+"""The ``aisle`` command, run as a user runs it (Typer's runner, real NATS servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from core.cli import _load_plugins, app
+from core.config import LogConfig
+from core.jetstream import JetStreamLog, connect
+from tests.conftest import server_url, unique_prefix
+from tests.test_log import visit
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+_load_plugins()
+
+
+@pytest.fixture(params=["system", "embedded"])
+def env(request: pytest.FixtureRequest) -> dict[str, str]:
+    return {"AISLE_NATS_URL": server_url(request.param, request), "AISLE_PREFIX": unique_prefix()}
+
+
+def _publish(env: dict[str, str], events: list) -> None:  # type: ignore[type-arg]
+    async def go() -> None:
+        nc = await connect(env["AISLE_NATS_URL"])
+        log = await JetStreamLog.open(nc, LogConfig(prefix=env["AISLE_PREFIX"]))
+        await log.publish_many(events)
+        await log.close()
+
+    asyncio.run(go())
+
+
+def test_layout_check_passes_the_examples() -> None:
+    files = sorted(str(p) for p in (ROOT / "examples" / "stores").glob("*.yaml"))
+    result = runner.invoke(app, ["layout", "check", *files])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("ok ") == len(files) == 2
+
+
+def test_layout_check_gives_the_line_of_a_broken_layout(tmp_path: Path) -> None:
+    text = (ROOT / "examples" / "stores" / "convenience.yaml").read_text().splitlines()
+    line = next(i for i, s in enumerate(text) if "zone: sf-drinks" in s)
+    text[line] = text[line].replace("sf-drinks", "sf-nowhere")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("\n".join(text))
+    result = runner.invoke(app, ["layout", "check", str(broken)])
+    assert result.exit_code == 1
+    assert f"broken.yaml:{line + 1}:" in result.output
+    assert "sf-nowhere" in result.output
+    as_json = runner.invoke(app, ["layout", "check", "--json", str(broken)])
+    assert json.loads(as_json.stdout)[0]["line"] == line + 1
+
+
+def test_log_replay_info_and_deadletters(env: dict[str, str]) -> None:
+    _publish(env, visit("s1", "v-1") + visit("s2", "v-2"))
+    replay = runner.invoke(app, ["log", "replay", "--store", "s2", "--json"], env=env)
+    assert replay.exit_code == 0, replay.output
+    lines = [json.loads(x) for x in replay.stdout.splitlines()]
+    assert [x["store"] for x in lines] == ["s2"] * 5
+    assert [x["type"] for x in lines][:2] == ["shopper.entered", "item.picked"]
+
+    picked = runner.invoke(app, ["log", "replay", "-t", "item.picked", "--from", "3"], env=env)
+    assert picked.exit_code == 0
+    assert picked.stdout.count("item.picked") == 3  # one of s1's two is before seq 3
+
+    info = runner.invoke(app, ["log", "info", "--json"], env=env)
+    assert info.exit_code == 0, info.output
+    stats = {s["name"]: s for s in json.loads(info.stdout)}
+    assert stats[f"{env['AISLE_PREFIX'].upper()}_EVENTS"]["messages"] == 10
+
+
+def test_unknown_type_is_refused_with_the_known_ones(env: dict[str, str]) -> None:
+    result = runner.invoke(app, ["log", "replay", "--type", "item.stolen"], env=env)
+    assert result.exit_code == 2
+    assert "item.stolen" in result.output
+    assert "item.picked" in result.output
+
+
+def test_demo_runs_end_to_end_on_the_embedded_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AISLE_NATS_URL", raising=False)
+    result = runner.invoke(app, ["demo", "--shoppers", "5"], env={"AISLE_NATS_URL": ""})
+    assert result.exit_code == 0, result.output
+    assert "embedded nats-server" in result.output
+    assert re.search(r"shopper\.entered\s+│ 5 ", result.output)
+    assert "dead letter 1" in result.output
+    assert (tmp_path / ".aisle" / "jetstream").is_dir()
+    again = runner.invoke(app, ["demo", "--shoppers", "5"], env={"AISLE_NATS_URL": ""})
+    assert "(0 new" in again.output
+    assert re.search(r"shopper\.entered\s+│ 5 ", again.output)
