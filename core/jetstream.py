@@ -38,6 +38,7 @@ from core.log import (
     stream_for_type,
     stream_for_types,
 )
+from core.puller import Puller
 
 log = logging.getLogger(__name__)
 
@@ -331,35 +332,21 @@ class JetStreamLog:
         )
         cfg.ack_policy = api.AckPolicy.NONE
         cfg.inactive_threshold = 30.0
-        consumer = (await self.js.add_consumer(name, cfg)).name
-        sub = await self.js.pull_subscribe_bind(stream=name, consumer=consumer)
-
-        async def fetch(n: int) -> list[Msg]:
-            try:
-                return await sub.fetch(n, timeout=5)
-            except nats.errors.TimeoutError:
-                return []  # fetch() raises on an empty batch: it means "nothing yet"
-
-        ahead: asyncio.Task[list[Msg]] | None = None
+        info = await self.js.add_consumer(name, cfg)
+        puller = await Puller(self.nc, name, info.name).start()
         try:
-            pending = 1 if follow else (await sub.consumer_info()).num_pending
+            pending = 1 if follow else info.num_pending
             while pending:
-                msgs = await (ahead or fetch(batch if follow else min(batch, pending)))
-                ahead = None
+                msgs = await puller.fetch(batch if follow else min(batch, pending), timeout_s=5)
                 if msgs and not follow:
                     pending = _ack_info(msgs[-1])[2]
-                if pending:
-                    # The server sends the next batch while the caller works on this one.
-                    ahead = asyncio.create_task(fetch(batch if follow else min(batch, pending)))
                 if client_filter is not None:
                     msgs = [m for m in msgs if client_filter(m.subject)]
                 yield msgs
         finally:
-            if ahead is not None:
-                ahead.cancel()
+            await puller.stop()
             with contextlib.suppress(Exception):
-                await self.js.delete_consumer(name, consumer)
-            await sub.unsubscribe()
+                await self.js.delete_consumer(name, info.name)
 
     async def replay(
         self,
@@ -452,7 +439,7 @@ class JetStreamDelivery:
 
 
 class JetStreamConsumer:
-    """A durable pull consumer; it re-binds itself after a server restart if it must."""
+    """A durable pull consumer; its pulls go through ``Puller``, which survives reconnects."""
 
     def __init__(
         self,
@@ -466,7 +453,7 @@ class JetStreamConsumer:
         self.config = config
         self.name = str(config.durable_name)
         self.client_filter = client_filter
-        self._sub: JetStreamContext.PullSubscription | None = None
+        self._puller: Puller | None = None
 
     async def bind(self) -> None:
         try:
@@ -476,51 +463,35 @@ class JetStreamConsumer:
                 raise
             await self.log.js.delete_consumer(self.stream, self.name)
             await self.log.js.add_consumer(self.stream, self.config)
-        self._sub = await self.log.js.pull_subscribe_bind(durable=self.name, stream=self.stream)
+        self._puller = await Puller(self.log.nc, self.stream, self.name).start()
 
     async def fetch(self, batch: int = 100, timeout_s: float = 1.0) -> list[Delivery]:
-        assert self._sub is not None
+        assert self._puller is not None
         out: list[Delivery] = []
-        wait = timeout_s
         while len(out) < batch:
-            try:
-                msgs = await self._sub.fetch(batch - len(out), timeout=wait)
-            except nats.errors.TimeoutError:
-                break  # fetch() raises on an empty batch: it means "nothing now"
-            except (nats.errors.ConnectionClosedError, nats.js.errors.ServiceUnavailableError):
-                await asyncio.sleep(0.2)
-                await self._rebind()
-                break
+            want = batch - len(out)
+            msgs = await self._puller.fetch(want, timeout_s if not out else 0.05)
             for msg in msgs:
                 if self.client_filter is not None and not self.client_filter(msg.subject):
                     await msg.ack()  # not ours (a server without multi-filters sent it)
                     continue
                 out.append(JetStreamDelivery(msg, _record(msg)))
-            if self.client_filter is None:
-                break
-            wait = 0.05  # only to fill up what the client filter dropped
+            if len(msgs) < want or self.client_filter is None:
+                break  # no more now; the loop only refills what the client filter dropped
         return out
 
-    async def _rebind(self) -> None:
-        with contextlib.suppress(Exception):
-            if self._sub is not None:
-                await self._sub.unsubscribe()
-        with contextlib.suppress(Exception):
-            await self.bind()
-
     async def pending(self) -> int:
-        assert self._sub is not None
-        info = await self._sub.consumer_info()
+        info = await self.log.js.consumer_info(self.stream, self.name)
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def close(self) -> None:
         self.log._consumers.discard(self)
-        sub, self._sub = self._sub, None
-        if sub is not None:
+        puller, self._puller = self._puller, None
+        if puller is not None:
             with contextlib.suppress(
                 nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError
             ):
-                await sub.unsubscribe()
+                await puller.stop()
 
 
 def _ack_info(msg: Msg) -> tuple[int, int, int]:

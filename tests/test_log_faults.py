@@ -127,3 +127,26 @@ def test_republishing_any_event_leaves_one_copy(
 
     found = runner.run(go())
     assert len(found) == 1
+
+
+async def test_durable_consumer_carries_on_after_a_restart(private_nats: EmbeddedNats) -> None:
+    """Pulls resume by themselves after the server comes back, where they left off."""
+    log = await JetStreamLog.open(await connect(private_nats.url), LogConfig(prefix="resume"))
+    events = picks(500)
+    await log.publish_many(events)
+    consumer = await log.consumer("engine", store="s1")
+    wanted = [e.id for e in events if e.store == "s1"]
+    seen: list[str] = []
+    for d in await consumer.fetch(100, timeout_s=2):
+        seen.append(d.record.event.id)
+        await d.ack()
+    await asyncio.to_thread(private_nats.restart)
+    for _ in range(50):
+        batch = await consumer.fetch(100, timeout_s=1)
+        for d in batch:
+            seen.append(d.record.event.id)
+            await d.ack()
+        if len(seen) >= len(wanted):
+            break
+    assert seen == wanted
+    await log.close()
