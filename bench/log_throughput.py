@@ -157,9 +157,19 @@ async def one_round(nc: nats.NATS, n_events: int, n_frames: int) -> dict[str, fl
         n = sum([1 async for _ in log.replay()])
         assert n == n_events, n
 
+    async def consume() -> None:
+        consumer = await log.consumer("bench")
+        n = 0
+        while n < n_events:
+            for d in await consumer.fetch(1000, timeout_s=5):
+                await d.ack()
+                n += 1
+        await consumer.close()
+
     rates["aisle_awaited"] = await timed(2000, each)
     rates["aisle_many"] = await timed(n_events - 2000, lambda: log.publish_many(events[2000:]))
     rates["aisle_replay"] = await timed(n_events, replay)
+    rates["aisle_consume"] = await timed(n_events, consume)
 
     frame_events = frames(n_frames, tag)
     n_samples = n_frames * PEOPLE_PER_FRAME
@@ -200,6 +210,11 @@ async def run(
         ),
         ("aisle: publish_many(), per event", b["aisle_many"], b["aisle_many"] / b["raw_pipelined"]),
         ("aisle: replay() (decoded, validated)", b["aisle_replay"], b["aisle_replay"] / read),
+        (
+            "aisle: durable consumer, fetch 1000 + ack each",
+            b["aisle_consume"],
+            b["aisle_consume"] / b["raw_fetch_ack"],
+        ),
         (f"aisle: position samples in ({PEOPLE_PER_FRAME}/frame)", b["samples_in"], None),
         ("aisle: position samples out (replay)", b["samples_out"], None),
     ]
