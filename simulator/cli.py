@@ -47,7 +47,8 @@ async def demo(settings: Settings, layout: Layout, shoppers: int, day: datetime)
                     new += not ack.duplicate
                 progress.advance(task, min(500, len(events) - i))
         out.print(
-            f"published {len(events):,} events ({new:,} new, {len(events) - new:,} already in the log)"
+            f"published {len(events):,} events "
+            f"({new:,} new, {len(events) - new:,} already in the log)"
         )
 
         try:
@@ -56,7 +57,8 @@ async def demo(settings: Settings, layout: Layout, shoppers: int, day: datetime)
             )
         except Rejected as exc:
             out.print(
-                f"a malformed event was refused ([red]{exc.field}[/]: {exc.reason}) and kept as dead letter {exc.deadletter_seq}"
+                f"a malformed event was refused ([red]{exc.field}[/]: {exc.reason}) "
+                f"and kept as dead letter {exc.deadletter_seq}"
             )
 
         seen: set[str] = set()

@@ -8,6 +8,7 @@ including a position sample per camera frame and zone changes derived from the p
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Iterator
@@ -77,7 +78,7 @@ def _route(layout: Layout, visit: Visit) -> list[tuple[float, float]]:
 def _walk(route: list[tuple[float, float]]) -> Iterator[tuple[float, float, int]]:
     """Points every frame along the route; the int is the index of the waypoint reached."""
     step = WALK_M_PER_S * FRAME_S
-    for i, (a, b) in enumerate(zip(route, route[1:], strict=False)):
+    for i, (a, b) in enumerate(itertools.pairwise(route)):
         n = max(1, math.ceil(math.dist(a, b) / step))
         for k in range(n):
             t = k / n

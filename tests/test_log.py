@@ -13,7 +13,7 @@ from core import events as ev
 from core.jetstream import JetStreamLog
 from core.log import EventLog, Rejected
 from core.memlog import MemoryLog
-from tests.conftest import server_url, scratch_log
+from tests.conftest import scratch_log, server_url
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)

@@ -107,7 +107,9 @@ def republish_log(request: pytest.FixtureRequest, runner: asyncio.Runner):  # ty
     runner.run(close())
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(event=any_event.map(with_content_id), copies=st.integers(1, 6), batched=st.booleans())
 def test_republishing_any_event_leaves_one_copy(
     republish_log: JetStreamLog, runner: asyncio.Runner, event: ev.Event, copies: int, batched: bool

