@@ -44,6 +44,7 @@ class YamlDocument:
     data: Any
     positions: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
     key_positions: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+    text: str = ""
 
     def where(self, path: PathKey, *, key: bool = False) -> tuple[int, int]:
         """The position of ``path``, or of its nearest ancestor that has one."""
@@ -111,7 +112,7 @@ def load_yaml(source: str | Path, *, text: str | None = None) -> YamlDocument:
         raise SourceError(name, line, col, f"YAML syntax: {problem}") from None
     except YAMLError as exc:
         raise SourceError(name, 1, 1, f"YAML syntax: {exc}") from None
-    doc = YamlDocument(name, None)
+    doc = YamlDocument(name, None, text=text)
     doc.positions[()] = (1, 1)
     doc.data = _plain(root, (), doc)
     return doc

@@ -1,0 +1,194 @@
+"""What every operator shares: the partition it works in, emitting, timers and throttling."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from core import events as ev
+
+Cond = Callable[[Any], Any]
+KeyFn = Callable[[Any], Any]
+
+
+def utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+@dataclass(slots=True)
+class Partition:
+    """All engine state of one store: its clock, its pending timers and each rule's state.
+
+    Everything here is plain data (dicts, lists, numbers, strings, events), so a snapshot
+    of a partition is a snapshot of the store's engine.
+    """
+
+    store: str
+    watermark: float = float("-inf")
+    newest: float = float("-inf")
+    buffer: list[tuple[float, str, ev.Event]] = field(default_factory=list)
+    timers: list[tuple[float, int, str, Any, int]] = field(default_factory=list)
+    timer_seq: int = 0
+    state: dict[str, dict[Any, Any]] = field(default_factory=dict)
+    sets: dict[str, set[str]] = field(default_factory=dict)
+    throttled: dict[tuple[str, Any], float] = field(default_factory=dict)
+    late: int = 0
+
+    def rule_state(self, rule_id: str) -> dict[Any, Any]:
+        s = self.state.get(rule_id)
+        if s is None:
+            s = self.state[rule_id] = {}
+        return s
+
+    def schedule(self, at: float, rule_id: str, key: Any, token: int) -> None:
+        """A timer fires once the watermark reaches ``at``; ``token`` lets the rule ignore
+        a timer it has since superseded (cheaper than removing it from the heap)."""
+        self.timer_seq += 1
+        heapq.heappush(self.timers, (at, self.timer_seq, rule_id, key, token))
+
+
+class Emitter:
+    """Collects derived events; the engine feeds each back to the rules and to the output."""
+
+    __slots__ = ("events",)
+
+    def __init__(self) -> None:
+        self.events: list[ev.Event] = []
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Names an output template sees: the event's own fields, then the rule's extras."""
+
+    event: ev.Event | None
+    extra: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        extra = object.__getattribute__(self, "extra")
+        if name in extra:
+            return extra[name]
+        return getattr(object.__getattribute__(self, "event"), name)
+
+
+def key_text(key: Any) -> str:
+    """A key as people read it in alerts and subjects: ``v-1`` or ``v-1/milk``."""
+    if isinstance(key, tuple):
+        return "/".join(str(k) for k in key)
+    return str(key)
+
+
+@dataclass(slots=True)
+class Output:
+    """A rule's compiled outputs: alert, metrics, a general event; and its throttle."""
+
+    alert: Any = None  # rules.outputs.AlertOut
+    metrics: Sequence[Any] = ()
+    emit: Any = None
+    throttle_s: float = 0.0
+    throttle_by: KeyFn | None = None
+
+
+class Rule:
+    """A compiled rule. Subclasses implement ``on_event`` and, if they wait, ``on_timer``."""
+
+    kind = "match"
+
+    def __init__(
+        self,
+        rule_id: str,
+        ref: ev.RuleRef,
+        types: frozenset[str] | None,
+        where: Cond | None,
+        output: Output,
+    ) -> None:
+        self.id = rule_id
+        self.ref = ref
+        self.types = types
+        self.where = where
+        self.output = output
+
+    def on_event(self, p: Partition, e: ev.Event, ts: float, out: Emitter) -> None:
+        raise NotImplementedError
+
+    def on_timer(self, p: Partition, key: Any, token: int, ts: float, out: Emitter) -> None:
+        """Only rules that schedule timers receive them."""
+
+    # -- emitting ---------------------------------------------------------------------------
+
+    def throttled(self, p: Partition, scope: Any, ts: float) -> bool:
+        o = self.output
+        if not o.throttle_s:
+            return False
+        tkey = (self.id, o.throttle_by(scope) if o.throttle_by else None)
+        last = p.throttled.get(tkey)
+        if last is not None and ts - last < o.throttle_s:
+            return True
+        p.throttled[tkey] = ts
+        return False
+
+    def derive(
+        self,
+        cls: type[ev.Event],
+        p: Partition,
+        ts: float,
+        subject: str,
+        data: msgspec.Struct,
+        causes: Sequence[str],
+        out: Emitter,
+        discriminator: object = None,
+    ) -> ev.Event:
+        event = ev.derive(
+            cls,
+            rule=self.ref,
+            caused_by=causes,
+            store=p.store,
+            at=utc(ts),
+            subject=subject,
+            data=data,
+            discriminator=discriminator,
+        )
+        out.events.append(event)
+        return event
+
+    def fire(
+        self,
+        p: Partition,
+        scope: Any,
+        key: Any,
+        ts: float,
+        causes: Sequence[str],
+        out: Emitter,
+        discriminator: object = None,
+    ) -> bool:
+        """Everything a rule emits when it fires: its alert, its metrics, its event.
+
+        Returns False when the throttle held it back.
+        """
+        o = self.output
+        if o.throttle_s and self.throttled(p, scope, ts):
+            return False
+        if o.alert is not None:
+            a = o.alert
+            self.derive(
+                ev.AlertRaised, p, ts, a.subject(scope, key), a.data(scope, key), causes, out
+            )
+        for m in o.metrics:
+            data = m.data(scope)
+            self.derive(ev.Metric, p, ts, key_text(key), data, causes, out, (discriminator, m.name))
+        if o.emit is not None:
+            cls, subject, data = o.emit.build(scope, key)
+            self.derive(cls, p, ts, subject, data, causes, out, discriminator)
+        return True
+
+    def resolve(
+        self, p: Partition, scope: Any, key: Any, ts: float, causes: Sequence[str], out: Emitter
+    ) -> None:
+        a = self.output.alert
+        if a is not None:
+            data = a.data(scope, key)
+            self.derive(ev.AlertResolved, p, ts, a.subject(scope, key), data, causes, out)

@@ -1,0 +1,125 @@
+"""``sequence``: ordered steps per key within a time span, with ``absent`` steps and ``until``.
+
+Per key, the first step starts a candidate (one at a time: the earliest start wins until it
+completes, expires at ``start + within`` or is cancelled by ``until``). Each ``when`` step
+must match in order; an ``absent`` step between two ``when`` steps breaks the candidate if
+its event comes in between. Trailing ``absent`` steps wait: the rule fires at
+``start + within`` if none of their events came. Names of matched steps are in scope for
+later steps' ``where`` and for the outputs (``steps.<name>.at``, ``elapsed_s``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+from core import events as ev
+from rules.operators.base import Cond, Emitter, KeyFn, Partition, Rule, Scope, key_text
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    name: str
+    when: Cond | None  # None: an absent step
+    absent: Cond | None
+    where: Cond | None  # evaluated on a Scope with earlier steps in it
+
+
+class Sequence(Rule):
+    kind = "sequence"
+
+    def __init__(
+        self,
+        *args: Any,
+        by: KeyFn,
+        within_s: float,
+        steps: list[StepSpec],
+        until: Cond | None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(*args, **kw)
+        self.by, self.within_s, self.until = by, within_s, until
+        # Group the steps: each positive step with the absent steps that guard the gap before it.
+        self.positives: list[tuple[StepSpec, list[StepSpec]]] = []
+        guards: list[StepSpec] = []
+        for step in steps:
+            if step.when is None:
+                guards.append(step)
+            else:
+                self.positives.append((step, guards))
+                guards = []
+        self.trailing = guards
+
+    def on_event(self, p: Partition, e: ev.Event, ts: float, out: Emitter) -> None:
+        states = p.rule_state(self.id)
+        key = self.by(e)
+        st = states.get(key)
+        if st is not None:
+            if self.until is not None and self.until(e):
+                del states[key]
+                return
+            i = st["next"]
+            guards = self.trailing if i == len(self.positives) else self.positives[i][1]
+            if any(g.absent(e) for g in guards):  # type: ignore[misc]
+                del states[key]
+                return
+            if i == len(self.positives):
+                return  # waiting out the trailing absent steps
+            step = self.positives[i][0]
+            if step.when(e) and self._where(step, st, e, ts):  # type: ignore[misc]
+                self._advance(p, states, key, st, step, e, ts, out)
+            return
+        first = self.positives[0][0]
+        if first.when(e) and self._where(first, None, e, ts):  # type: ignore[misc]
+            st = {"start": ts, "next": 0, "steps": {}, "token": 1}
+            states[key] = st
+            p.schedule(ts + self.within_s, self.id, key, 1)
+            self._advance(p, states, key, st, first, e, ts, out)
+
+    def _where(self, step: StepSpec, st: dict[str, Any] | None, e: ev.Event, ts: float) -> bool:
+        if step.where is None:
+            return True
+        return bool(step.where(self._scope(st or {"start": ts, "steps": {}}, e, ts)))
+
+    def _advance(
+        self,
+        p: Partition,
+        states: dict[Any, Any],
+        key: Any,
+        st: dict[str, Any],
+        step: StepSpec,
+        e: ev.Event,
+        ts: float,
+        out: Emitter,
+    ) -> None:
+        if ts - st["start"] > self.within_s:
+            del states[key]
+            return
+        st["steps"][step.name] = e
+        st["next"] += 1
+        if st["next"] == len(self.positives) and not self.trailing:
+            del states[key]
+            self._complete(p, key, st, e, ts, out)
+
+    def on_timer(self, p: Partition, key: Any, token: int, ts: float, out: Emitter) -> None:
+        states = p.rule_state(self.id)
+        st = states.get(key)
+        if st is None or st["token"] != token:
+            return
+        del states[key]
+        if st["next"] == len(self.positives) and self.trailing:
+            last = list(st["steps"].values())[-1]
+            self._complete(p, key, st, last, ts, out)
+
+    def _complete(
+        self, p: Partition, key: Any, st: dict[str, Any], e: ev.Event, ts: float, out: Emitter
+    ) -> None:
+        causes = tuple(s.id for s in st["steps"].values())
+        self.fire(p, self._scope(st, e, ts, key), key, ts, causes, out)
+
+    @staticmethod
+    def _scope(st: dict[str, Any], e: ev.Event, ts: float, key: Any = None) -> Scope:
+        steps = SimpleNamespace(**st["steps"])
+        extra = {"steps": steps, "elapsed_s": ts - st["start"], "key": key_text(key)}
+        return Scope(e, extra)

@@ -1,0 +1,137 @@
+"""``tally``: a keyed running multiset, the cart.
+
+``add`` and ``remove`` change the cart of the key (or of the group the key belongs to,
+by ``members``); a removal never takes a count below zero, and a put-back counts by SKU,
+whichever shelf it goes back to. ``close`` removes the key from its group; when the last
+member of a cart has closed, a non-empty cart becomes a receipt with priced lines from the
+catalog, and its state is freed. ``abandon`` is the holder leaving without closing (out
+of the store, not through the gate): a non-empty cart then fires the rule's outputs (with
+``cart``, ``items`` and ``total_cents`` in scope) instead of a receipt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from core import events as ev
+from rules.operators.base import Cond, Emitter, KeyFn, Partition, Rule, Scope
+
+Price = Callable[[str], tuple[str, int, bool]]  # sku -> (name, unit cents, age restricted)
+
+
+class Tally(Rule):
+    kind = "tally"
+
+    def __init__(
+        self,
+        *args: Any,
+        by: KeyFn,
+        add: tuple[Cond, KeyFn, KeyFn],
+        remove: tuple[Cond, KeyFn, KeyFn],
+        close: Cond,
+        abandon: Cond | None,
+        members: tuple[Cond, KeyFn, KeyFn] | None,
+        price: Price,
+        currency: Callable[[str], str],
+        **kw: Any,
+    ) -> None:
+        super().__init__(*args, **kw)
+        self.by, self.add, self.remove = by, add, remove
+        self.close, self.abandon = close, abandon
+        self.members, self.price, self.currency = members, price, currency
+
+    def on_event(self, p: Partition, e: ev.Event, ts: float, out: Emitter) -> None:
+        st = p.rule_state(self.id)
+        alias: dict[str, str] = st.setdefault("alias", {})
+        if self.members is not None and self.members[0](e):
+            member, cart = str(self.members[1](e)), str(self.members[2](e))
+            alias[member] = cart
+            st.setdefault("crew", {}).setdefault(cart, []).append(member)
+            return
+        key = str(self.by(e))
+        cart_id = alias.get(key, key)
+        carts: dict[str, dict[str, int]] = st.setdefault("carts", {})
+        when, item, qty = self.add
+        if when(e):
+            sku, n = str(item(e)), int(qty(e))
+            cart = carts.setdefault(cart_id, {})
+            cart[sku] = cart.get(sku, 0) + n
+            data = ev.CartItemData(sku=sku, qty=n, cart=cart_id)
+            added = self.derive(ev.CartItemAdded, p, ts, key, data, (e.id,), out)
+            st.setdefault("causes", {}).setdefault(cart_id, []).append(added.id)
+            return
+        when, item, qty = self.remove
+        if when(e):
+            cart = carts.get(cart_id)
+            sku = str(item(e))
+            n = min(int(qty(e)), cart.get(sku, 0) if cart else 0)
+            if n <= 0 or cart is None:
+                return  # nothing of that SKU in the cart: a count never goes below zero
+            cart[sku] -= n
+            if not cart[sku]:
+                del cart[sku]
+            data = ev.CartItemData(sku=sku, qty=n, cart=cart_id)
+            removed = self.derive(ev.CartItemRemoved, p, ts, key, data, (e.id,), out)
+            st["causes"][cart_id].append(removed.id)
+            return
+        if self.close(e):
+            self._close(p, st, key, cart_id, e, ts, out, paid=True)
+        elif self.abandon is not None and self.abandon(e):
+            self._close(p, st, key, cart_id, e, ts, out, paid=False)
+
+    def _close(
+        self,
+        p: Partition,
+        st: dict[str, Any],
+        key: str,
+        cart_id: str,
+        e: ev.Event,
+        ts: float,
+        out: Emitter,
+        paid: bool,
+    ) -> None:
+        crew = st.get("crew", {}).get(cart_id)
+        st["alias"].pop(key, None)
+        if crew is not None:
+            if key in crew:
+                crew.remove(key)
+            if crew:
+                return  # others of the group are still shopping on this cart
+            del st["crew"][cart_id]
+        cart = st.setdefault("carts", {}).pop(cart_id, None)
+        # The receipt is caused by every change of the cart, and by the close.
+        causes = (*st.setdefault("causes", {}).pop(cart_id, ()), e.id)
+        if not cart:
+            return
+        if not paid:
+            prices = {sku: self.price(sku)[1] for sku in cart}
+            extra = {
+                "cart": cart_id,
+                "items": sum(cart.values()),
+                "total_cents": sum(prices[s] * n for s, n in cart.items()),
+            }
+            self.fire(p, Scope(e, extra), key, ts, causes, out)
+            return
+        lines = []
+        for sku in sorted(cart):
+            name, unit, restricted = self.price(sku)
+            qty = cart[sku]
+            lines.append(
+                ev.ReceiptLine(
+                    sku=sku,
+                    name=name,
+                    qty=qty,
+                    unit_cents=unit,
+                    amount_cents=unit * qty,
+                    age_restricted=restricted,
+                )
+            )
+        receipt = ev.ReceiptData(
+            cart=cart_id,
+            lines=tuple(lines),
+            total_cents=sum(line.amount_cents for line in lines),
+            currency=self.currency(p.store),
+            age_check=any(line.age_restricted for line in lines),
+        )
+        self.derive(ev.ReceiptIssued, p, ts, key, receipt, causes, out)

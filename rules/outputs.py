@@ -1,0 +1,80 @@
+"""A rule's outputs, compiled: the alert it raises, the metrics it reports, the event it emits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from core import events as ev
+from rules.operators.base import key_text
+
+Fn = Callable[[Any], Any]
+
+
+def subject_of(scope: Any, key: Any) -> str:
+    """The shopper (or track) the output is about: the scope's subject, else the key."""
+    try:
+        return str(scope.subject)
+    except AttributeError:
+        return key_text(key)
+
+
+def _labels(labels: Mapping[str, Fn], scope: Any) -> dict[str, str]:
+    return {k: str(fn(scope)) for k, fn in labels.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertOut:
+    name: str
+    severity: str
+    summary: Fn | None
+    labels: Mapping[str, Fn]
+    key: Fn | None
+
+    def data(self, scope: Any, key: Any) -> ev.AlertData:
+        return ev.AlertData(
+            alert=self.name,
+            key=str(self.key(scope)) if self.key else key_text(key),
+            severity=self.severity,  # type: ignore[arg-type]
+            summary=self.summary(scope) if self.summary else "",
+            labels=_labels(self.labels, scope),
+        )
+
+    def subject(self, scope: Any, key: Any) -> str:
+        return subject_of(scope, key)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricOut:
+    name: str
+    value: Fn
+    labels: Mapping[str, Fn]
+
+    def data(self, scope: Any) -> ev.MetricData:
+        return ev.MetricData(
+            name=self.name,
+            value=float(self.value(scope)),
+            labels=_labels(self.labels, scope),
+            window_start=getattr(scope, "window_start", None),
+            window_end=getattr(scope, "window_end", None),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EmitOut:
+    cls: type[ev.Event]
+    data_cls: type[msgspec.Struct]
+    subject: Fn | None
+    fields: Mapping[str, Fn]
+
+    def build(self, scope: Any, key: Any) -> tuple[type[ev.Event], str, msgspec.Struct]:
+        data = msgspec.convert({k: fn(scope) for k, fn in self.fields.items()}, self.data_cls)
+        subject = str(self.subject(scope)) if self.subject else subject_of(scope, key)
+        return self.cls, subject, data
+
+
+def data_class(cls: type[ev.Event]) -> type[msgspec.Struct]:
+    return next(f.type for f in msgspec.structs.fields(cls) if f.name == "data")

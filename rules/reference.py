@@ -1,0 +1,107 @@
+"""Reference data rules join with: each store's layout and catalog, by the partition at hand.
+
+Functions here are what expressions may call. They read the current partition from the
+engine's ``Context``, so one rule set serves every store of a chain, each with its own
+zones and prices.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from core.layout import Layout
+from rules.engine import Context
+
+
+class Reference:
+    """Layouts by store id; with one layout, it serves every store."""
+
+    def __init__(self, layouts: Mapping[str, Layout] | None = None) -> None:
+        self.layouts = dict(layouts or {})
+        for layout in self.layouts.values():
+            layout.prepare()
+
+    @classmethod
+    def of(cls, *layouts: Layout) -> Reference:
+        return cls({lay.store.id: lay for lay in layouts})
+
+    def layout(self, store: str) -> Layout:
+        found = self.layouts.get(store)
+        if found is not None:
+            return found
+        if len(self.layouts) == 1:
+            return next(iter(self.layouts.values()))
+        raise KeyError(f"no store layout for store {store!r}")
+
+    def price(self, store: str, sku: str) -> tuple[str, int, bool]:
+        """(name, unit price in cents, age restricted); an unknown SKU is an error."""
+        item = self.layout(store).sku(sku)
+        return item.name, item.price_cents, item.age_restricted
+
+    def currency(self, store: str) -> str:
+        return self.layout(store).store.currency if self.layouts else "EUR"
+
+    def functions(self, context: Context) -> dict[str, Callable[..., Any]]:
+        """The functions expressions may call, bound to the engine's context."""
+
+        def here() -> Layout:
+            assert context.partition is not None
+            return self.layout(context.partition.store)
+
+        def zone_of(x: float, y: float) -> str | None:
+            return here().zone_at(x, y)
+
+        def zone_kind(zone: str) -> str:
+            return here().zone(zone).kind
+
+        def shelf_zone(shelf: str) -> str:
+            return here().shelf(shelf).zone
+
+        def price(sku: str) -> int:
+            return here().sku(sku).price_cents
+
+        def item_name(sku: str) -> str:
+            return here().sku(sku).name
+
+        def age_restricted(sku: str) -> bool:
+            return here().sku(sku).age_restricted
+
+        return {
+            "zone_of": zone_of,
+            "zone_kind": zone_kind,
+            "shelf_zone": shelf_zone,
+            "price": price,
+            "item_name": item_name,
+            "age_restricted": age_restricted,
+            **PURE_FUNCTIONS,
+        }
+
+
+def cell(v: float, size: float) -> int:
+    """The grid cell index of a coordinate: heatmaps group by ``cell(x, 0.5), cell(y, 0.5)``."""
+    return math.floor(v / size)
+
+
+def grid(x: float, y: float, size: float) -> tuple[int, int]:
+    return math.floor(x / size), math.floor(y / size)
+
+
+def distance(x1: float, y1: float, x2: float, y2: float) -> float:
+    return math.hypot(x2 - x1, y2 - y1)
+
+
+PURE_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "cell": cell,
+    "grid": grid,
+    "distance": distance,
+    "len": len,
+    "min": min,
+    "max": max,
+    "abs": abs,
+    "round": round,
+    "str": str,
+    "int": int,
+    "float": float,
+}
