@@ -89,8 +89,8 @@ def check_rules(
             errors.append(doc.error(("pack",), f"pack {pack.pack!r} is loaded twice"))
             continue
         packs[pack.pack] = pack.version
-        compiler = _PackCompiler(doc, pack, reference, context)
         try:
+            compiler = _PackCompiler(doc, pack, reference, context)
             compiled = compiler.compile()
         except SourceError as exc:
             errors.append(exc)
@@ -129,7 +129,7 @@ class _PackCompiler:
                 raise doc.error(
                     ("params", name), f"{name!r} is both a list and a parameter", key=True
                 )
-            self.constants[name] = value
+            self.constants[name] = _param_value(value)
         for name in pack.sets:
             if name in self.constants:
                 raise doc.error(
@@ -337,6 +337,8 @@ class _PackCompiler:
             return frozenset(r.on)
         found: set[str] = set()
         for c in conditions:
+            if c is None:
+                continue  # an optional condition left out (no 'until'): it pins nothing
             t = self.types_of(c)
             if t is None:
                 return self.types_of(r.where)
@@ -650,6 +652,16 @@ class _PackCompiler:
             self.expr(c.where, path, names).fn if c.where else None,
             c.q,
         )
+
+
+def _param_value(value: str | int | float | bool) -> str | int | float | bool:
+    """A parameter as expressions see it: a duration ("90s") in seconds, else as written."""
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError:
+            return value
+    return value
 
 
 __all__ = ["Checked", "ExpressionError", "PackError", "check_rules", "load_rules"]
