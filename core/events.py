@@ -319,6 +319,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in AnyEvent.__args__  # type: ignore[attr-defined]
 }
+for _tag, _cls in EVENT_TYPES.items():
+    # A plain class attribute shadows the ``type`` property: read per event on hot paths.
+    _cls.type = _tag  # type: ignore[misc,assignment]
 RAW_TYPES = frozenset(t for t, c in EVENT_TYPES.items() if not c.derived)
 DERIVED_TYPES = frozenset(t for t, c in EVENT_TYPES.items() if c.derived)
 # High-volume types that live in their own short-retention stream.

@@ -62,10 +62,13 @@ def check(
         )
     else:
         for e in checked.errors:
-            err.print(f"{e}", highlight=False, markup=False)
+            err.print(f"{e}", highlight=False, markup=False, soft_wrap=True)
         for w in checked.warnings:
             err.print(
-                f"{w.file}:{w.line}:{w.col}: warning: {w.message}", highlight=False, markup=False
+                f"{w.file}:{w.line}:{w.col}: warning: {w.message}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
             )
         if not checked.errors:
             rules = len(checked.ruleset.rules) if checked.ruleset else 0
@@ -80,13 +83,15 @@ def test(
     """Run rule unit tests; a failing test prints what was expected and what came."""
     results, errors = run_paths(paths)
     for e in errors:
-        err.print(str(e), highlight=False, markup=False)
+        err.print(str(e), highlight=False, markup=False, soft_wrap=True)
     failed = [r for r in results if not r.ok]
     for r in results:
         mark = "[green]PASS[/]" if r.ok else "[red]FAIL[/]"
-        out.print(f"{mark} {r.file}:{r.line} {r.name}", highlight=False)
+        out.print(f"{mark} {r.file}:{r.line} {r.name}", highlight=False, soft_wrap=True)
         for f in r.failures:
-            out.print("     " + f.replace("\n", "\n     "), highlight=False, markup=False)
+            out.print(
+                "     " + f.replace("\n", "\n     "), highlight=False, markup=False, soft_wrap=True
+            )
     out.print(
         f"{len(results) - len(failed)} passed, {len(failed)} failed, {len(errors)} files in error"
     )

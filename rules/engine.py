@@ -52,6 +52,7 @@ class SetRule:
     add: Any
     remove: Any
     member: Any
+    types: frozenset[str] | None = None  # the event types that can change it
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class RuleSet:
     by_id: dict[str, Rule] = field(init=False)
     dispatch: dict[str, tuple[Rule, ...]] = field(init=False)
     wildcard: tuple[Rule, ...] = field(init=False)
+    set_dispatch: dict[str, tuple[SetRule, ...]] = field(init=False)
+    interested: frozenset[str] = field(init=False)  # types some rule or set listens to
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_id", {r.id: r for r in self.rules})
@@ -74,29 +77,41 @@ class RuleSet:
                 table[t].append(r)
         object.__setattr__(self, "dispatch", {t: tuple(rs) for t, rs in table.items()})
         object.__setattr__(self, "wildcard", wildcard)
+        sets = {t: tuple(s for s in self.sets if s.types is None or t in s.types) for t in table}
+        object.__setattr__(self, "set_dispatch", sets)
+        listened = {t for t in table if table[t] or sets[t]}
+        object.__setattr__(self, "interested", frozenset(listened))
+
+
+class LiveSet(set[str]):
+    """``subject in staff``: a set kept from the events, tested at C speed in expressions.
+
+    Members are per-visit pseudonymous ids, unique across stores, so one set serves all
+    partitions; each partition also keeps its own members (``Partition.sets``), which is
+    what a snapshot of that store holds.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
 
 
 class Context:
-    """The partition being worked on, for the functions and sets that rules read."""
+    """What the functions and sets that rules read see of the engine: the partition at hand."""
 
-    __slots__ = ("partition",)
+    __slots__ = ("live", "partition")
 
     def __init__(self) -> None:
         self.partition: Partition | None = None
+        self.live: dict[str, LiveSet] = {}
 
-
-class DynamicSet:
-    """``subject in staff``: membership in a set kept per store from the events."""
-
-    __slots__ = ("context", "name")
-
-    def __init__(self, name: str, context: Context) -> None:
-        self.name = name
-        self.context = context
-
-    def __contains__(self, item: object) -> bool:
-        p = self.context.partition
-        return p is not None and item in p.sets.get(self.name, ())
+    def live_set(self, name: str) -> LiveSet:
+        found = self.live.get(name)
+        if found is None:
+            found = self.live[name] = LiveSet(name)
+        return found
 
 
 class Engine:
@@ -148,11 +163,18 @@ class Engine:
         return p
 
     def _accept(self, e: ev.Event, out: Output) -> None:
-        p = self._partition(e.store)
+        p = self.partitions.get(e.store) or self._partition(e.store)
         ts = e.at.timestamp()
         if ts < p.watermark:
             p.late += 1
             out.late.append(e)
+            return
+        if e.type not in self.rules.interested:
+            # Nothing listens to it: it only moves the clock (timers fire on time).
+            if ts > p.newest:
+                p.newest = ts
+                p.watermark = max(p.watermark, ts - self.lateness_s)
+                self._drain(p, out)
             return
         seen = self._seen[p.store]
         if e.id in seen:
@@ -163,9 +185,12 @@ class Engine:
             self._seen[p.store] = {i: t for i, t in seen.items() if t >= horizon}
         if ts > p.newest:
             p.newest = ts
-            p.watermark = max(p.watermark, ts - self.lateness_s)
+            if ts - self.lateness_s > p.watermark:
+                p.watermark = ts - self.lateness_s
         if not p.buffer and ts <= p.watermark:
-            self._timers(p, ts, out)  # the common case with no lateness: no reordering needed
+            # The common case with no lateness: nothing to reorder.
+            if p.timers and p.timers[0][0] <= ts:
+                self._timers(p, ts, out)
             self._apply(p, e, ts, out, 0)
             return
         heapq.heappush(p.buffer, (ts, e.id, e))
@@ -198,19 +223,28 @@ class Engine:
     def _apply(self, p: Partition, e: ev.Event, ts: float, out: Output, depth: int) -> None:
         self.context.partition = p
         rs = self.rules
-        for s in rs.sets:
+        kind = e.type
+        for s in rs.set_dispatch.get(kind, rs.sets):
             if s.add(e):
-                p.sets.setdefault(s.name, set()).add(s.member(e))
+                member = s.member(e)
+                p.sets.setdefault(s.name, set()).add(member)
+                self.context.live_set(s.name).add(member)
             elif s.remove is not None and s.remove(e):
-                p.sets.get(s.name, set()).discard(s.member(e))
+                member = s.member(e)
+                p.sets.get(s.name, set()).discard(member)
+                self.context.live_set(s.name).discard(member)
+        rules = rs.dispatch.get(kind, rs.wildcard)
+        if not rules:
+            return
         emitter = Emitter()
-        for rule in rs.dispatch.get(e.type, rs.wildcard):
+        for rule in rules:
             try:
                 if rule.where is None or rule.where(e):
                     rule.on_event(p, e, ts, emitter)
             except Exception as exc:  # one rule's failure must not stop the store
                 out.errors.append(RuleError(rule.id, e.id, _message(exc)))
-        self._feed(p, emitter, ts, out, depth)
+        if emitter.events:
+            self._feed(p, emitter, ts, out, depth)
 
     def _feed(self, p: Partition, emitter: Emitter, ts: float, out: Output, depth: int) -> None:
         for d in emitter.events:

@@ -315,7 +315,8 @@ def _safe_pow(base: Any, exp: Any) -> Any:
 
 
 def _hashable_collection(value: Any) -> bool:
-    if not isinstance(value, list | tuple | set | frozenset):
+    # Exact types only: a set subclass (a live set the engine keeps) must stay live.
+    if type(value) not in (list, tuple, set, frozenset):
         return False
     try:
         frozenset(value)

@@ -15,21 +15,22 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
 from core import events as ev
-from core.yamlsource import SourceError, YamlDocument, convert, load_yaml
+from core.yamlsource import SourceError, YamlDocument, convert, load_yaml, parse_path
 from rules import operators as op
 from rules import pack as spec
 from rules.durations import parse_duration
-from rules.engine import Context, DynamicSet, RuleSet, SetRule
+from rules.engine import Context, RuleSet, SetRule
 from rules.expressions import Expr, ExpressionError, Where, compile_expr, compile_template
 from rules.outputs import AlertOut, EmitOut, MetricOut, data_class
 from rules.reference import Reference
 
 ENVELOPE = ("type", "id", "store", "at", "source", "subject", "v", "data", "rule", "caused_by")
+Part = tuple[str, int] | None  # an expression inside a longer scalar: the scalar, the offset
 _COMPUTE = re.compile(r"^\s*(count|sum|mean|min|max|distinct|percentile)\s*\((.*)\)\s*$", re.S)
 
 
@@ -81,7 +82,7 @@ def check_rules(
                 doc = load_yaml(source[0], text=source[1])
             else:
                 doc = load_yaml(source)
-            pack = convert(doc, spec.Pack)
+            pack = _convert_pack(doc)
         except SourceError as exc:
             errors.append(exc)
             continue
@@ -106,6 +107,85 @@ def check_rules(
 def _suggest(name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_MISSING = re.compile(r"^Object missing required field `([^`]+)` - at `\$(.*)`$")
+_ENUM = re.compile(r"^Invalid enum value (.*) - at `\$(.*)`$")
+_HINTS = {
+    ("sequence", "within"): "every wait is bounded: say how long the steps may take, e.g. 10m",
+}
+
+
+def _convert_pack(doc: YamlDocument) -> spec.Pack:
+    """``convert``, with a missing field placed at the key of the mapping that lacks it and
+    an invalid enum value listed with the values allowed."""
+    try:
+        return msgspec.convert(doc.data, spec.Pack)
+    except msgspec.ValidationError as exc:
+        missing = _MISSING.match(str(exc))
+        if missing and missing.group(2):
+            name, path = missing.group(1), parse_path(missing.group(2))
+            if isinstance(path[-1], str):
+                hint = _HINTS.get((path[-1], name))
+                raise doc.error(
+                    path,
+                    f"{path[-1]!r} is missing its required field {name!r}"
+                    + (f": {hint}" if hint else ""),
+                    key=True,
+                ) from None
+        enum = _ENUM.match(str(exc))
+        if enum:
+            path = parse_path(enum.group(2))
+            allowed = _ENUM_VALUES.get(next((p for p in reversed(path) if isinstance(p, str)), ""))
+            if allowed:
+                raise doc.error(
+                    path, f"{enum.group(1)} is not allowed here; write one of {', '.join(allowed)}"
+                ) from None
+    return convert(doc, spec.Pack)  # the error, placed in the file
+
+
+_ENUM_VALUES = {
+    "severity": get_args(spec.Severity),
+    "needs": ("catalog", "layout", "members", "watchlist"),
+    "fn": ("count", "sum", "mean", "min", "max", "distinct", "percentile"),
+}
+
+
+def _positions(text: str, start: int, source: str, style: str) -> list[int] | None:
+    """The index in ``text`` of every character of the scalar ``source`` read from ``start``.
+
+    A folded (``>``) or plain scalar that spans lines, a quoted one with escapes: YAML turns
+    line breaks and indentation into spaces and escapes into characters, so a character's
+    place in the value is not simply its place in the file. Walk both side by side.
+    """
+    out: list[int] = []
+    i, j = 0, start
+    while i < len(source) and j < len(text):
+        c, f = source[i], text[j]
+        if style == "'" and text.startswith("''", j) and c == "'":
+            out.append(j)
+            i, j = i + 1, j + 2
+        elif style == '"' and f == "\\":
+            if text[j + 1 : j + 2] == "\n":  # an escaped line break: nothing in the value
+                j += 2
+                continue
+            out.append(j)
+            width = {"x": 4, "u": 6, "U": 10}.get(text[j + 1 : j + 2], 2)
+            i, j = i + 1, j + width
+        elif c == f:
+            out.append(j)
+            i, j = i + 1, j + 1
+        elif f in " \t\r\n":
+            if c in " \n":  # a fold: the line break stands for this space
+                out.append(j)
+                i += 1
+            j += 1
+        else:
+            return None
+    if source[i:].strip():
+        return None
+    out += [j] * (len(source) - i + 1)  # trailing line breaks, and the end of the value
+    return out
 
 
 class _PackCompiler:
@@ -135,7 +215,7 @@ class _PackCompiler:
                 raise doc.error(
                     ("sets", name), f"{name!r} is already a list or a parameter", key=True
                 )
-            self.constants[name] = DynamicSet(name, context)
+            self.constants[name] = context.live_set(name)
         self.macros: dict[str, ast.expr] = {}
         self.macro_types: dict[str, frozenset[str] | None] = {}
 
@@ -150,16 +230,76 @@ class _PackCompiler:
             line, col = line + 1, len(self.lines[line]) - len(self.lines[line].lstrip()) + 1
         return Where(self.doc.file, line, col)
 
-    def expr(self, source: str, path: tuple[Any, ...], names: Iterable[str] = ENVELOPE) -> Expr:
-        compiled = compile_expr(
-            source,
-            self.where(path),
-            names=frozenset(names),
-            functions=self.functions,
-            constants=self.constants,
-            macros=self.macros,
-        )
+    def locate(self, path: tuple[Any, ...], source: str, index: int) -> tuple[int, int] | None:
+        """The file position of character ``index`` of the expression at ``path``."""
+        line, col = self.doc.where(path)
+        lines = self.lines
+        if not 0 < line <= len(lines):
+            return None
+        starts = [0]
+        for text in lines:
+            starts.append(starts[-1] + len(text) + 1)
+        text = "\n".join(lines) + "\n"
+        start = starts[line - 1] + col - 1
+        style = text[start : start + 1]
+        if style in ("'", '"'):
+            start += 1
+        elif style in ("|", ">"):
+            start = text.find("\n", start) + 1
+            if start == 0:
+                return None
+        else:
+            style = ""
+        found = _positions(text, start, source, style)
+        if found is None:
+            return None
+        j = found[max(0, min(index, len(source)))]
+        row = next(k for k in range(len(starts) - 1, -1, -1) if starts[k] <= j)
+        return row + 1, j - starts[row] + 1
+
+    def _placed(
+        self, exc: ExpressionError, source: str, path: tuple[Any, ...], part: Part
+    ) -> SourceError:
+        """Place a compiler error right in folded, plain multi-line and escaped scalars.
+
+        The compiler counts positions from the expression's first character, line by line
+        as in a literal block (``|``); other scalar styles fold lines or decode escapes.
+        ``part``: the expression is a part of the scalar (its text, and where it starts).
+        """
+        w = self.where(path)
+        dline = exc.line - w.line
+        source_lines = source.split("\n")
+        if not 0 <= dline < len(source_lines):
+            return exc
+        index = sum(len(s) + 1 for s in source_lines[:dline]) + exc.col - w.col
+        scalar, offset = part or (source, 0)
+        pos = self.locate(path, scalar, offset + index)
+        if pos is None or pos == (exc.line, exc.col):
+            return exc
+        return ExpressionError(exc.file, pos[0], pos[1], exc.message)
+
+    def expr(
+        self,
+        source: str,
+        path: tuple[Any, ...],
+        names: Iterable[str] = ENVELOPE,
+        types: frozenset[str] | None = None,
+        part: Part = None,
+    ) -> Expr:
+        try:
+            compiled = compile_expr(
+                source,
+                self.where(path),
+                names=frozenset(names),
+                functions=self.functions,
+                constants=self.constants,
+                macros=self.macros,
+            )
+        except ExpressionError as exc:
+            raise self._placed(exc, source, path, part) from None
         self.used |= compiled.names & (set(self.constants) | set(self.macros))
+        if types:
+            self._check_fields(compiled, types, path, part)
         return compiled
 
     def cond(self, source: str | None, path: tuple[Any, ...]) -> Callable[[Any], Any] | None:
@@ -170,23 +310,34 @@ class _PackCompiler:
         return compiled.fn
 
     def template(
-        self, source: str, path: tuple[Any, ...], names: Iterable[str]
+        self,
+        source: str,
+        path: tuple[Any, ...],
+        names: Iterable[str],
+        types: frozenset[str] | None = None,
     ) -> Callable[[Any], Any]:
-        compiled = compile_template(
-            source,
-            self.where(path),
-            names=frozenset(names),
-            functions=self.functions,
-            constants=self.constants,
-            macros=self.macros,
-        )
+        try:
+            compiled = compile_template(
+                source,
+                self.where(path),
+                names=frozenset(names),
+                functions=self.functions,
+                constants=self.constants,
+                macros=self.macros,
+            )
+        except ExpressionError as exc:
+            raise self._placed(exc, source, path, None) from None
         self.used |= compiled.names & (set(self.constants) | set(self.macros))
+        if types:
+            self._check_fields(compiled, types, path)
         return compiled.fn
 
-    def key(self, k: spec.Key, path: tuple[Any, ...]) -> Callable[[Any], Any]:
+    def key(
+        self, k: spec.Key, path: tuple[Any, ...], types: frozenset[str] | None = None
+    ) -> Callable[[Any], Any]:
         if isinstance(k, str):
-            return self.expr(k, path).fn
-        fns = [self.expr(s, (*path, i)).fn for i, s in enumerate(k)]
+            return self.expr(k, path, types=types).fn
+        fns = [self.expr(s, (*path, i), types=types).fn for i, s in enumerate(k)]
         return lambda e: tuple(f(e) for f in fns)
 
     def duration(self, value: spec.Duration, path: tuple[Any, ...]) -> float:
@@ -196,6 +347,12 @@ class _PackCompiler:
         try:
             return parse_duration(value)  # type: ignore[arg-type]
         except ValueError as exc:
+            if isinstance(value, str) and value.isidentifier():
+                raise self.doc.error(
+                    path,
+                    f"{value!r} is neither a duration (such as 90s, 2m, 1h30m) nor a parameter"
+                    + _suggest(value, self.pack.params),
+                ) from None
             raise self.doc.error(path, str(exc)) from None
 
     def number(self, value: int | str, path: tuple[Any, ...]) -> int:
@@ -248,25 +405,46 @@ class _PackCompiler:
                 return frozenset(str(c.value) for c in right.elts if isinstance(c, ast.Constant))
         return None
 
+    def _error_at(
+        self, path: tuple[Any, ...], source: str, pattern: str, message: str, part: Part = None
+    ) -> SourceError:
+        """An error at the first match of ``pattern`` in the expression, else at its start."""
+        m = re.search(pattern, source)
+        scalar, offset = part or (source, 0)
+        pos = self.locate(path, scalar, offset + m.start(1)) if m else None
+        if pos is None:
+            return self.doc.error(path, message)
+        return SourceError(self.doc.file, pos[0], pos[1], message)
+
     def _check_types(self, compiled: Expr, source: str, path: tuple[Any, ...]) -> None:
         types = self.types_of(source)
         for t in types or ():
             if t not in ev.EVENT_TYPES:
-                raise self.doc.error(path, f"unknown event type {t!r}{_suggest(t, ev.EVENT_TYPES)}")
+                raise self._error_at(
+                    path,
+                    source,
+                    rf"""(["']){re.escape(t)}\1""",
+                    f"unknown event type {t!r}{_suggest(t, ev.EVENT_TYPES)}",
+                )
         if types:
             self._check_fields(compiled, types, path)
 
-    def _check_fields(self, compiled: Expr, types: Iterable[str], path: tuple[Any, ...]) -> None:
+    def _check_fields(
+        self, compiled: Expr, types: Iterable[str], path: tuple[Any, ...], part: Part = None
+    ) -> None:
         fields: set[str] = set()
         for t in types:
             fields |= {f.name for f in msgspec.structs.fields(data_class(ev.EVENT_TYPES[t]))}
-        for p in compiled.paths:
+        for p in sorted(compiled.paths):
             if len(p) >= 2 and p[0] == "data" and p[1] not in fields:
                 names = ", ".join(sorted(types))
-                raise self.doc.error(
+                raise self._error_at(
                     path,
+                    compiled.source,
+                    rf"\bdata\s*\.\s*({re.escape(p[1])})\b",
                     f"{names} has no field data.{p[1]}{_suggest(p[1], fields)}; "
                     f"its fields: {', '.join(sorted(fields))}",
+                    part,
                 )
 
     # -- the pack ----------------------------------------------------------------------------
@@ -290,6 +468,9 @@ class _PackCompiler:
                     self.cond(s.add, (*path, "add")),
                     self.cond(s.remove, (*path, "remove")),
                     self.expr(s.member, (*path, "member")).fn,
+                    _union(
+                        self.types_of(s.add), self.types_of(s.remove) if s.remove else frozenset()
+                    ),
                 )
             )
         seen: dict[str, int] = {}
@@ -315,8 +496,11 @@ class _PackCompiler:
     def rule(self, r: spec.Rule, path: tuple[Any, ...]) -> op.Rule:
         present = [k for k in spec.OPERATORS if getattr(r, "for_" if k == "for" else k) is not None]
         if len(present) > 1:
+            second = max(present, key=lambda k: self.doc.where((*path, k), key=True))
             raise self.doc.error(
-                path, f"rule {r.id!r} has {' and '.join(present)}: one operator per rule"
+                (*path, second),
+                f"rule {r.id!r} has {' and '.join(present)}: one operator per rule",
+                key=True,
             )
         kind = present[0] if present else "match"
         if r.on:
@@ -347,8 +531,14 @@ class _PackCompiler:
         return frozenset(found & pinned) if pinned is not None else frozenset(found)
 
     def _output(
-        self, r: spec.Rule, path: tuple[Any, ...], names: Iterable[str], required: bool
+        self,
+        r: spec.Rule,
+        path: tuple[Any, ...],
+        names: Iterable[str],
+        required: bool,
+        types: frozenset[str] | None = None,
     ) -> op.Output:
+        """The rule's outputs; ``types``: the event types the outputs' ``data`` can be."""
         names = frozenset(names)
         out = op.Output()
         if r.alert is not None:
@@ -356,25 +546,27 @@ class _PackCompiler:
             out.alert = AlertOut(
                 name=a.name,
                 severity=a.severity,
-                summary=self.template(a.summary, (*ap, "summary"), names) if a.summary else None,
+                summary=self.template(a.summary, (*ap, "summary"), names, types)
+                if a.summary
+                else None,
                 labels={
-                    k: self.template(v, (*ap, "labels", k), names) for k, v in a.labels.items()
+                    k: self.template(v, (*ap, "labels", k), names, types)
+                    for k, v in a.labels.items()
                 },
-                key=self.expr(a.key, (*ap, "key"), names).fn if a.key else None,
+                key=self.expr(a.key, (*ap, "key"), names, types).fn if a.key else None,
             )
-        metrics = ([r.metric] if r.metric else []) + (r.metrics or [])
+        metrics = [(r.metric, (*path, "metric"))] if r.metric else []
+        metrics += [(m, (*path, "metrics", i)) for i, m in enumerate(r.metrics or [])]
         out.metrics = [
             MetricOut(
                 m.name,
-                self.expr(
-                    m.value, (*path, "metric" if r.metric is m else "metrics", "value"), names
-                ).fn,
+                self.expr(m.value, (*mp, "value"), names, types).fn,
                 {
-                    k: self.template(v, (*path, "metric", "labels", k), names)
+                    k: self.template(v, (*mp, "labels", k), names, types)
                     for k, v in m.labels.items()
                 },
             )
-            for m in metrics
+            for m, mp in metrics
         ]
         if r.emit is not None:
             e, epath = r.emit, (*path, "emit")
@@ -390,14 +582,15 @@ class _PackCompiler:
                 if k not in fields:
                     raise self.doc.error(
                         (*epath, "data", k),
-                        f"{e.type} has no field {k!r}{_suggest(k, fields)}",
+                        f"{e.type} has no field {k!r}{_suggest(k, fields)}; "
+                        f"its fields: {', '.join(sorted(fields))}",
                         key=True,
                     )
             out.emit = EmitOut(
                 cls,
                 dcls,
-                self.expr(e.subject, (*epath, "subject"), names).fn if e.subject else None,
-                {k: self.expr(v, (*epath, "data", k), names).fn for k, v in e.data.items()},
+                self.expr(e.subject, (*epath, "subject"), names, types).fn if e.subject else None,
+                {k: self.expr(v, (*epath, "data", k), names, types).fn for k, v in e.data.items()},
             )
         if required and out.alert is None and not out.metrics and out.emit is None:
             raise self.doc.error(
@@ -408,7 +601,7 @@ class _PackCompiler:
                 r.throttle.once_within, (*path, "throttle", "once_within")
             )
             if r.throttle.by is not None:
-                out.throttle_by = self.key(r.throttle.by, (*path, "throttle", "by"))
+                out.throttle_by = self.key(r.throttle.by, (*path, "throttle", "by"), types)
         return out
 
     # -- one method per operator --------------------------------------------------------------
@@ -417,7 +610,7 @@ class _PackCompiler:
         self, r: spec.Rule, path: tuple, rule_id: str, ref: ev.RuleRef, where: Any
     ) -> op.Rule:  # type: ignore[type-arg]
         types = self._types_for(r, [r.where])
-        return op.Match(rule_id, ref, types, where, self._output(r, path, ENVELOPE, True))
+        return op.Match(rule_id, ref, types, where, self._output(r, path, ENVELOPE, True, types))
 
     def _for(self, r: spec.Rule, path: tuple, rule_id: str, ref: ev.RuleRef, where: Any) -> op.Rule:  # type: ignore[type-arg]
         f, fp = r.for_, (*path, "for")
@@ -429,8 +622,8 @@ class _PackCompiler:
             ref,
             types,
             where,
-            self._output(r, path, names, True),
-            by=self.key(f.by, (*fp, "by")),
+            self._output(r, path, names, True, types),
+            by=self.key(f.by, (*fp, "by"), types),
             start=self.cond(f.start, (*fp, "start")),  # type: ignore[arg-type]
             until=self.cond(f.until, (*fp, "until")),  # type: ignore[arg-type]
             duration_s=self.duration(f.duration, (*fp, "duration")),
@@ -457,20 +650,23 @@ class _PackCompiler:
                     name=step.name or f"step{i + 1}",
                     when=self.cond(step.when, (*p, "when")),
                     absent=self.cond(step.absent, (*p, "absent")),
-                    where=self.expr(step.where, (*p, "where"), names).fn if step.where else None,
+                    where=self.expr(step.where, (*p, "where"), names, self.types_of(step.when)).fn
+                    if step.where
+                    else None,
                 )
             )
         if steps[0].when is None:
             raise self.doc.error(
                 (*sp, "steps", 0), "a sequence starts with a 'when' step, not 'absent'"
             )
+        types = self._types_for(r, conditions)
         return op.Sequence(
             rule_id,
             ref,
-            self._types_for(r, conditions),
+            types,
             where,
-            self._output(r, path, names, True),
-            by=self.key(s.by, (*sp, "by")),
+            self._output(r, path, names, True, types),
+            by=self.key(s.by, (*sp, "by"), types),
             within_s=self.duration(s.within, (*sp, "within")),
             steps=steps,
             until=self.cond(s.until, (*sp, "until")),
@@ -484,13 +680,14 @@ class _PackCompiler:
         if where is None:
             raise self.doc.error(path, f"count rule {r.id!r} needs a 'where': the events it counts")
         names = (*ENVELOPE, "count", "key", "window_s")
+        types = self._types_for(r, [r.where])
         return op.Count(
             rule_id,
             ref,
-            self._types_for(r, [r.where]),
+            types,
             where,
-            self._output(r, path, names, True),
-            by=self.key(c.by, (*cp, "by")),
+            self._output(r, path, names, True, types),
+            by=self.key(c.by, (*cp, "by"), types),
             window_s=self.duration(c.window, (*cp, "window")),
             threshold=self.number(c.threshold, (*cp, "threshold")),
         )
@@ -507,20 +704,20 @@ class _PackCompiler:
             )
 
         def op3(o: spec.TallyOp, name: str) -> tuple[Any, Any, Any]:
-            p = (*tp, name)
+            p, types = (*tp, name), self.types_of(o.when)
             return (
                 self.cond(o.when, (*p, "when")),
-                self.expr(o.item, (*p, "item")).fn,
-                self.expr(o.qty, (*p, "qty")).fn,
+                self.expr(o.item, (*p, "item"), types=types).fn,
+                self.expr(o.qty, (*p, "qty"), types=types).fn,
             )
 
         members = None
         if t.members is not None:
-            mp = (*tp, "members")
+            mp, mtypes = (*tp, "members"), self.types_of(t.members.when)
             members = (
                 self.cond(t.members.when, (*mp, "when")),
-                self.expr(t.members.member, (*mp, "member")).fn,
-                self.expr(t.members.cart, (*mp, "cart")).fn,
+                self.expr(t.members.member, (*mp, "member"), types=mtypes).fn,
+                self.expr(t.members.cart, (*mp, "cart"), types=mtypes).fn,
             )
         abandon = t.abandon.when if t.abandon else None
         conditions = [
@@ -536,12 +733,13 @@ class _PackCompiler:
             assert context.partition is not None
             return reference.price(context.partition.store, sku)
 
+        types = self._types_for(r, [c for c in conditions if c is not None])
         return op.Tally(
             rule_id,
             ref,
-            self._types_for(r, [c for c in conditions if c is not None]),
+            types,
             where,
-            self._output(r, path, (*ENVELOPE, "cart", "items", "total_cents"), False),
+            self._output(r, path, (*ENVELOPE, "cart", "items", "total_cents"), False, types),
             by=self.key(t.by, (*tp, "by")),
             add=op3(t.add, "add"),
             remove=op3(t.remove, "remove"),
@@ -580,13 +778,15 @@ class _PackCompiler:
                 raise self.doc.error(
                     (*wp, "every"), "a sliding window's size must be a multiple of 'every'"
                 )
+        types = self._types_for(r, [r.where])
         item_names = ENVELOPE if a.each is None else (*ENVELOPE, a.as_)
-        each = self.expr(a.each, (*ap, "each")).fn if a.each else None
+        each = self.expr(a.each, (*ap, "each"), types=types).fn if a.each else None
         group_by = [
-            (k, self.expr(v, (*ap, "group_by", k), item_names).fn) for k, v in a.group_by.items()
+            (k, self.expr(v, (*ap, "group_by", k), item_names, types).fn)
+            for k, v in a.group_by.items()
         ]
         computes = [
-            self._compute(name, c, (*ap, "compute", name), item_names)
+            self._compute(name, c, (*ap, "compute", name), item_names, types)
             for name, c in a.compute.items()
         ]
         out_names = (*a.group_by, *a.compute, "window_start", "window_end", "key")
@@ -603,7 +803,7 @@ class _PackCompiler:
         return op.Aggregate(
             rule_id,
             ref,
-            self._types_for(r, [r.where]),
+            types,
             where,
             output,
             window_s=size,
@@ -614,10 +814,27 @@ class _PackCompiler:
             computes=computes,
             cumulative=a.cumulative,
             having=self.expr(a.having, (*ap, "having"), out_names).fn if a.having else None,
+            item_filter=self._item_filter(a, ap, item_names, types),
         )
 
+    def _item_filter(
+        self, a: spec.AggregateSpec, ap: tuple[Any, ...], names: Any, types: Any
+    ) -> Callable[[Any], Any] | None:
+        if a.filter is None:
+            return None
+        if a.each is None:
+            raise self.doc.error(
+                (*ap, "filter"), "'filter' picks items of 'each'; use 'where' for events"
+            )
+        return self.expr(a.filter, (*ap, "filter"), names, types).fn
+
     def _compute(
-        self, name: str, c: spec.Compute | str, path: tuple[Any, ...], names: Iterable[str]
+        self,
+        name: str,
+        c: spec.Compute | str,
+        path: tuple[Any, ...],
+        names: Iterable[str],
+        types: frozenset[str] | None = None,
     ) -> op.ComputeSpec:
         if isinstance(c, str):
             m = _COMPUTE.match(c)
@@ -628,6 +845,7 @@ class _PackCompiler:
                     "or percentile(x, q)",
                 )
             fn, args = m.group(1), m.group(2).strip()
+            part = (c, m.start(2) + len(m.group(2)) - len(m.group(2).lstrip()))
             q = None
             if fn == "percentile":
                 of, _, qs = args.rpartition(",")
@@ -639,6 +857,9 @@ class _PackCompiler:
                     ) from None
                 args = of.strip()
             c = spec.Compute(fn=fn, of=args or None, q=q)  # type: ignore[arg-type]
+            of_path: tuple[Any, ...] = path
+        else:
+            part, of_path = None, (*path, "of")
         if c.fn != "count" and not c.of:
             raise self.doc.error(
                 path, f"{c.fn}() needs the value it works on, e.g. {c.fn}(data.qty)"
@@ -648,10 +869,17 @@ class _PackCompiler:
         return op.ComputeSpec(
             name,
             c.fn,
-            self.expr(c.of, path, names).fn if c.of else None,
-            self.expr(c.where, path, names).fn if c.where else None,
+            self.expr(c.of, of_path, names, types, part).fn if c.of else None,
+            self.expr(c.where, (*path, "where"), names, types).fn if c.where else None,
             c.q,
         )
+
+
+def _union(*types: frozenset[str] | None) -> frozenset[str] | None:
+    """The types any of several conditions may match; None if one may match anything."""
+    if any(t is None for t in types):
+        return None
+    return frozenset().union(*types)  # type: ignore[arg-type]
 
 
 def _param_value(value: str | int | float | bool) -> str | int | float | bool:

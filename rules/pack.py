@@ -125,6 +125,7 @@ class Compute(_S, kw_only=True):
 class AggregateSpec(_S, kw_only=True):
     window: Window
     each: Expression | None = None  # a list in the event to aggregate item by item
+    filter: Expression | None = None  # which items of ``each`` count (``where`` is per event)
     as_: Annotated[str, Meta(pattern=r"^[a-z_][a-z0-9_]*$")] = msgspec.field(
         default="item", name="as"
     )

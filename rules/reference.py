@@ -44,7 +44,13 @@ class Reference:
         return self.layout(store).store.currency if self.layouts else "EUR"
 
     def functions(self, context: Context) -> dict[str, Callable[..., Any]]:
-        """The functions expressions may call, bound to the engine's context."""
+        """The functions expressions may call, bound to the engine's context.
+
+        Lookups go through tables per store, built once: ``zone_kind`` runs for most zone
+        events in several rules, so it costs a dict lookup, not a walk through the layout.
+        """
+        kinds: dict[str, dict[str, str]] = {}
+        shelves: dict[str, dict[str, str]] = {}
 
         def here() -> Layout:
             assert context.partition is not None
@@ -54,10 +60,18 @@ class Reference:
             return here().zone_at(x, y)
 
         def zone_kind(zone: str) -> str:
-            return here().zone(zone).kind
+            store = context.partition.store  # type: ignore[union-attr]
+            table = kinds.get(store)
+            if table is None:
+                table = kinds[store] = {z.id: z.kind for z in self.layout(store).zones}
+            return table[zone]
 
         def shelf_zone(shelf: str) -> str:
-            return here().shelf(shelf).zone
+            store = context.partition.store  # type: ignore[union-attr]
+            table = shelves.get(store)
+            if table is None:
+                table = shelves[store] = {s.id: s.zone for s in self.layout(store).shelves}
+            return table[shelf]
 
         def price(sku: str) -> int:
             return here().sku(sku).price_cents

@@ -190,6 +190,13 @@ def _run(
         else max((e.at for e in events), default=start)
     )
     out.extend(engine.advance(store, until.timestamp()))
+    # A late input event is never applied: say so, or the test would pass without it.
+    result.failures += [
+        f"input event {_show(msgspec.to_builtins(e), start)} is late (older than the "
+        "watermark, so the engine did not apply it): write the events in time order, "
+        "or give the test a lateness"
+        for e in out.late
+    ]
     result.failures += [f"rule {e.rule} failed on {e.event}: {e.message}" for e in out.errors]
     actual = [msgspec.to_builtins(d) for d in out.derived]
     for k, spec in enumerate(t.expect):

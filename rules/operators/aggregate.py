@@ -1,10 +1,11 @@
 """``aggregate``: tumbling or sliding windows, grouped, with count, sum, mean, min, max,
 distinct and percentiles.
 
-An event (or, with ``each``, every item of a list in it: the samples of a frame) falls in
-the windows that contain its time; when the watermark passes a window's end, the rule fires
-once per group with the window's values. ``cumulative`` keeps running values across
-windows (occupancy: entries minus exits) and reports them at each window's end.
+An event (or, with ``each``, every item of a list in it that passes ``filter``: the
+samples of a frame) falls in the windows that contain its time; when the watermark passes
+a window's end, the rule fires once per group with the window's values. ``cumulative``
+keeps running values across windows (occupancy: entries minus exits) and reports them at
+each window's end.
 """
 
 from __future__ import annotations
@@ -64,9 +65,12 @@ class Aggregate(Rule):
         computes: list[ComputeSpec],
         cumulative: bool,
         having: Cond | None,
+        item_filter: Cond | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
+        self.item_filter = item_filter
+        self._group_fns = tuple(fn for _, fn in group_by)
         self.window_s, self.every_s = window_s, every_s
         self.each, self.item_scope = each, item_scope
         self.group_by, self.computes = group_by, computes
@@ -74,9 +78,17 @@ class Aggregate(Rule):
 
     def _starts(self, ts: float) -> list[float]:
         w, e = self.window_s, self.every_s
+        if w == e:
+            return [math.floor(ts / w) * w]
         last = math.floor(ts / e)
         first = math.floor((ts - w) / e) + 1
         return [k * e for k in range(first, last + 1)]
+
+    def _key(self, scope: Any) -> tuple[Any, ...]:
+        fns = self._group_fns
+        if len(fns) == 2:  # the heatmap's cell: the hot path, spelled out
+            return (fns[0](scope), fns[1](scope))
+        return tuple(fn(scope) for fn in fns)
 
     def on_event(self, p: Partition, e: ev.Event, ts: float, out: Emitter) -> None:
         st = p.rule_state(self.id)
@@ -89,10 +101,16 @@ class Aggregate(Rule):
                 p.schedule(start + self.window_s, self.id, start, 0)
             targets.append(groups)
         running = st.setdefault("running", {}) if self.cumulative else None
-        scopes = (self.item_scope(e, x) for x in self.each(e)) if self.each else (e,)  # type: ignore[misc]
-        group_by, computes = self.group_by, self.computes
+        if self.each is None:
+            scopes: Any = (e,)
+        else:
+            make, keep = self.item_scope, self.item_filter
+            scopes = [make(e, x) for x in self.each(e)]  # type: ignore[misc]
+            if keep is not None:
+                scopes = [s for s in scopes if keep(s)]
+        computes, eid = self.computes, e.id
         for scope in scopes:
-            gkey = tuple(fn(scope) for _, fn in group_by)
+            gkey = self._key(scope)
             for groups in targets:
                 g = groups.get(gkey)
                 if g is None:
@@ -100,9 +118,9 @@ class Aggregate(Rule):
                         accs = [_new(c.fn) for c in computes]
                     else:  # cumulative (tumbling only): one running value per group
                         accs = running.setdefault(gkey, [_new(c.fn) for c in computes])
-                    g = groups[gkey] = [accs, [e.id]]
-                elif g[1][-1] != e.id and len(g[1]) < MAX_CAUSES:
-                    g[1].append(e.id)
+                    g = groups[gkey] = [accs, [eid]]
+                elif g[1][-1] != eid and len(g[1]) < MAX_CAUSES:
+                    g[1].append(eid)
                 accs = g[0]
                 for i, c in enumerate(computes):
                     if c.where is not None and not c.where(scope):

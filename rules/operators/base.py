@@ -34,6 +34,7 @@ class Partition:
     buffer: list[tuple[float, str, ev.Event]] = field(default_factory=list)
     timers: list[tuple[float, int, str, Any, int]] = field(default_factory=list)
     timer_seq: int = 0
+    token_seq: int = 0
     state: dict[str, dict[Any, Any]] = field(default_factory=dict)
     sets: dict[str, set[str]] = field(default_factory=dict)
     throttled: dict[tuple[str, Any], float] = field(default_factory=dict)
@@ -50,6 +51,16 @@ class Partition:
         a timer it has since superseded (cheaper than removing it from the heap)."""
         self.timer_seq += 1
         heapq.heappush(self.timers, (at, self.timer_seq, rule_id, key, token))
+
+    def new_token(self) -> int:
+        """A timer token no earlier timer of this store holds.
+
+        A rule frees a key's state when it is done with it and may start it afresh later;
+        tokens counted per state would start again at 1 and let a stale timer of the old
+        state (still in the heap) act on the new one.
+        """
+        self.token_seq += 1
+        return self.token_seq
 
 
 class Emitter:

@@ -37,7 +37,7 @@ class Count(Rule):
             hits.clear()
             self.fire(p, Scope(e, extra), key, ts, causes, out)
         if hits:
-            st["token"] += 1
+            st["token"] = p.new_token()  # unique: a timer of an earlier state never matches
             p.schedule(ts + self.window_s, self.id, key, st["token"])
         else:
             del states[key]

@@ -43,7 +43,7 @@ class For(Rule):
                 del states[key]
             elif st["phase"] == FIRING:
                 if self.keep_firing_s:
-                    st["phase"], st["token"] = RESOLVING, st["token"] + 1
+                    st["phase"], st["token"] = RESOLVING, p.new_token()
                     st["until"] = e.id
                     p.schedule(ts + self.keep_firing_s, self.id, key, st["token"])
                 else:
@@ -54,10 +54,11 @@ class For(Rule):
             return
         if self.start(e):
             if st is None:
-                st = states[key] = {"phase": PENDING, "since": ts, "event": e, "token": 1}
-                p.schedule(ts + self.duration_s, self.id, key, 1)
+                token = p.new_token()  # unique: a timer of an earlier state never matches it
+                st = states[key] = {"phase": PENDING, "since": ts, "event": e, "token": token}
+                p.schedule(ts + self.duration_s, self.id, key, token)
             elif st["phase"] == RESOLVING:
-                st["phase"], st["token"] = FIRING, st["token"] + 1  # the grace timer is void
+                st["phase"], st["token"] = FIRING, p.new_token()  # the grace timer is void
 
     def on_timer(self, p: Partition, key: Any, token: int, ts: float, out: Emitter) -> None:
         states = p.rule_state(self.id)

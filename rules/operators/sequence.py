@@ -3,9 +3,11 @@
 Per key, the first step starts a candidate (one at a time: the earliest start wins until it
 completes, expires at ``start + within`` or is cancelled by ``until``). Each ``when`` step
 must match in order; an ``absent`` step between two ``when`` steps breaks the candidate if
-its event comes in between. Trailing ``absent`` steps wait: the rule fires at
-``start + within`` if none of their events came. Names of matched steps are in scope for
-later steps' ``where`` and for the outputs (``steps.<name>.at``, ``elapsed_s``).
+its event comes in between. The event that cancels or breaks a candidate may itself start
+the next one (``until: type == "zone.entered"`` restarts a zone visit on re-entry).
+Trailing ``absent`` steps wait: the rule fires at ``start + within`` if none of their
+events came. Names of matched steps are in scope for later steps' ``where`` and for the
+outputs (``steps.<name>.at``, ``elapsed_s``).
 """
 
 from __future__ import annotations
@@ -56,25 +58,23 @@ class Sequence(Rule):
         key = self.by(e)
         st = states.get(key)
         if st is not None:
-            if self.until is not None and self.until(e):
-                del states[key]
-                return
             i = st["next"]
             guards = self.trailing if i == len(self.positives) else self.positives[i][1]
-            if any(g.absent(e) for g in guards):  # type: ignore[misc]
-                del states[key]
+            cancelled = self.until is not None and self.until(e)
+            if not cancelled and not any(g.absent(e) for g in guards):  # type: ignore[misc]
+                if i == len(self.positives):
+                    return  # waiting out the trailing absent steps
+                step = self.positives[i][0]
+                if step.when(e) and self._where(step, st, e, ts):  # type: ignore[misc]
+                    self._advance(p, states, key, st, step, e, ts, out)
                 return
-            if i == len(self.positives):
-                return  # waiting out the trailing absent steps
-            step = self.positives[i][0]
-            if step.when(e) and self._where(step, st, e, ts):  # type: ignore[misc]
-                self._advance(p, states, key, st, step, e, ts, out)
-            return
+            del states[key]  # broken: the event that broke it may start the next candidate
         first = self.positives[0][0]
         if first.when(e) and self._where(first, None, e, ts):  # type: ignore[misc]
-            st = {"start": ts, "next": 0, "steps": {}, "token": 1}
+            token = p.new_token()  # unique: a timer of an earlier candidate never matches it
+            st = {"start": ts, "next": 0, "steps": {}, "token": token}
             states[key] = st
-            p.schedule(ts + self.within_s, self.id, key, 1)
+            p.schedule(ts + self.within_s, self.id, key, token)
             self._advance(p, states, key, st, first, e, ts, out)
 
     def _where(self, step: StepSpec, st: dict[str, Any] | None, e: ev.Event, ts: float) -> bool:
