@@ -136,13 +136,18 @@ def compile_expr(
     functions: Mapping[str, Callable[..., Any]],
     constants: Mapping[str, Any] = {},
     macros: Mapping[str, ast.expr] = {},
+    itself: str | None = None,
 ) -> Expr:
     """Compile one expression, or raise ExpressionError pointing at what is not allowed.
+
+    ``itself`` names the scope object itself rather than one of its attributes: an
+    aggregate's ``each`` item (``s.x``) is then evaluated on the item, with no scope built.
 
     ``macros`` are named conditions, parsed once: a macro's name in the expression is
     replaced by its syntax tree (as Falco inlines its macros), placed where the name was.
     """
     c = _Compiler(source, where, names, functions, constants, macros)
+    c.itself = itself
     body = c.expression(_Fragment(source, 0, 0))
     return c.finish(body)
 
@@ -339,6 +344,7 @@ class _Compiler:
         macros: Mapping[str, ast.expr] = {},
     ) -> None:
         self.macros = dict(macros)
+        self.itself: str | None = None
         for kind, group in (("name", names), ("function", functions), ("constant", constants)):
             for n in group:
                 if not n.isidentifier() or n.startswith("_") or keyword.iskeyword(n):
@@ -581,6 +587,8 @@ class _Validator:
             return c.cell("k", name, c.constants[name]), False
         if name in c.scope_names:
             c.read.add(name)
+            if name == c.itself:  # the scope object itself goes by this name
+                return ast.Name(_SCOPE, ast.Load()), True
             return ast.Attribute(ast.Name(_SCOPE, ast.Load()), name, ast.Load()), True
         if name in c.functions:
             self.fail(node, f"{name!r} is a function; call it, as in {name}(...)")

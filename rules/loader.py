@@ -217,6 +217,7 @@ class _PackCompiler:
                 )
             self.constants[name] = context.live_set(name)
         self.macros: dict[str, ast.expr] = {}
+        self._itself: str | None = None  # while compiling an aggregate's per-item expressions
         self.macro_types: dict[str, frozenset[str] | None] = {}
 
     # -- expressions -------------------------------------------------------------------------
@@ -294,6 +295,7 @@ class _PackCompiler:
                 functions=self.functions,
                 constants=self.constants,
                 macros=self.macros,
+                itself=self._itself if self._itself in names else None,
             )
         except ExpressionError as exc:
             raise self._placed(exc, source, path, part) from None
@@ -333,11 +335,18 @@ class _PackCompiler:
         return compiled.fn
 
     def key(
-        self, k: spec.Key, path: tuple[Any, ...], types: frozenset[str] | None = None
+        self,
+        k: spec.Key,
+        path: tuple[Any, ...],
+        types: frozenset[str] | None = None,
+        names: Iterable[str] = ENVELOPE,
     ) -> Callable[[Any], Any]:
         if isinstance(k, str):
-            return self.expr(k, path, types=types).fn
-        fns = [self.expr(s, (*path, i), types=types).fn for i, s in enumerate(k)]
+            return self.expr(k, path, names, types).fn
+        fns = [self.expr(s, (*path, i), names, types).fn for i, s in enumerate(k)]
+        if len(fns) == 2:  # (subject, sku), (subject, zone): the common keys, spelled out
+            f0, f1 = fns
+            return lambda e: (f0(e), f1(e))
         return lambda e: tuple(f(e) for f in fns)
 
     def duration(self, value: spec.Duration, path: tuple[Any, ...]) -> float:
@@ -601,7 +610,8 @@ class _PackCompiler:
                 r.throttle.once_within, (*path, "throttle", "once_within")
             )
             if r.throttle.by is not None:
-                out.throttle_by = self.key(r.throttle.by, (*path, "throttle", "by"), types)
+                # The throttle sees what the outputs see (an aggregate's groups and values).
+                out.throttle_by = self.key(r.throttle.by, (*path, "throttle", "by"), types, names)
         return out
 
     # -- one method per operator --------------------------------------------------------------
@@ -781,6 +791,10 @@ class _PackCompiler:
         types = self._types_for(r, [r.where])
         item_names = ENVELOPE if a.each is None else (*ENVELOPE, a.as_)
         each = self.expr(a.each, (*ap, "each"), types=types).fn if a.each else None
+        direct = a.each is not None and self._item_only(a, ap, item_names, types)
+        if direct:
+            # Per-item expressions read only the item: evaluate them on it, build no scope.
+            item_names, self._itself = (a.as_,), a.as_
         group_by = [
             (k, self.expr(v, (*ap, "group_by", k), item_names, types).fn)
             for k, v in a.group_by.items()
@@ -789,6 +803,8 @@ class _PackCompiler:
             self._compute(name, c, (*ap, "compute", name), item_names, types)
             for name, c in a.compute.items()
         ]
+        item_filter = self._item_filter(a, ap, item_names, types)
+        self._itself = None
         out_names = (*a.group_by, *a.compute, "window_start", "window_end", "key")
         output = self._output(r, path, out_names, False)
         if output.alert is None and not output.metrics and output.emit is None:
@@ -809,13 +825,40 @@ class _PackCompiler:
             window_s=size,
             every_s=every,
             each=each,
-            item_scope=op.item_scope_class(a.as_) if a.each else None,
+            item_scope=op.item_scope_class(a.as_) if a.each and not direct else None,
             group_by=group_by,
             computes=computes,
             cumulative=a.cumulative,
             having=self.expr(a.having, (*ap, "having"), out_names).fn if a.having else None,
-            item_filter=self._item_filter(a, ap, item_names, types),
+            item_filter=item_filter,
         )
+
+    def _item_only(
+        self, a: spec.AggregateSpec, ap: tuple[Any, ...], names: Any, types: Any
+    ) -> bool:
+        """Whether every per-item expression reads the item and nothing of the event."""
+        sources = [(v, (*ap, "group_by", k)) for k, v in a.group_by.items()]
+        for name, c in a.compute.items():
+            if isinstance(c, spec.Compute):
+                sources += [(x, (*ap, "compute", name)) for x in (c.of, c.where) if x]
+            else:
+                inner = _COMPUTE.match(c)
+                if inner and inner.group(2).strip():
+                    sources.append(
+                        (
+                            inner.group(2).rpartition(",")[0] or inner.group(2),
+                            (*ap, "compute", name),
+                        )
+                    )
+        if a.filter:
+            sources.append((a.filter, (*ap, "filter")))
+        try:
+            return all(
+                not (self.expr(src, path, names, types).names & set(ENVELOPE))
+                for src, path in sources
+            )
+        except SourceError:
+            return False  # the error is reported when the expression is compiled for real
 
     def _item_filter(
         self, a: spec.AggregateSpec, ap: tuple[Any, ...], names: Any, types: Any

@@ -105,7 +105,9 @@ class Aggregate(Rule):
             scopes: Any = (e,)
         else:
             make, keep = self.item_scope, self.item_filter
-            scopes = [make(e, x) for x in self.each(e)]  # type: ignore[misc]
+            items = self.each(e)  # type: ignore[misc]
+            # Without item_scope the per-item expressions read the item itself.
+            scopes = items if make is None else [make(e, x) for x in items]
             if keep is not None:
                 scopes = [s for s in scopes if keep(s)]
         computes, eid = self.computes, e.id

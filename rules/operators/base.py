@@ -72,18 +72,21 @@ class Emitter:
         self.events: list[ev.Event] = []
 
 
-@dataclass(frozen=True, slots=True)
 class Scope:
-    """Names an output template sees: the event's own fields, then the rule's extras."""
+    """Names an output template sees: the rule's extras, then the event's own fields.
 
-    event: ev.Event | None
-    extra: dict[str, Any]
+    Extras live in the instance's ``__dict__`` (read at C speed); ``__getattr__`` runs
+    only for the rest, and finds them on the event.
+    """
+
+    def __init__(self, event: ev.Event | None, extra: dict[str, Any]) -> None:
+        self.__dict__.update(extra)
+        self.__dict__["_event"] = event
 
     def __getattr__(self, name: str) -> Any:
-        extra = object.__getattribute__(self, "extra")
-        if name in extra:
-            return extra[name]
-        return getattr(object.__getattribute__(self, "event"), name)
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.__dict__["_event"], name)
 
 
 def key_text(key: Any) -> str:
