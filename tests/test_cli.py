@@ -87,12 +87,17 @@ def test_demo_runs_end_to_end_on_the_embedded_server(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("AISLE_NATS_URL", raising=False)
-    result = runner.invoke(app, ["demo", "--shoppers", "5"], env={"AISLE_NATS_URL": ""})
+    result = runner.invoke(app, ["demo", "--shoppers", "12"], env={"AISLE_NATS_URL": ""})
     assert result.exit_code == 0, result.output
     assert "embedded nats-server" in result.output
-    assert re.search(r"shopper\.entered\s+│ 5 ", result.output)
     assert "dead letter 1" in result.output
+    derived = re.search(r"derived ([\d,]+) events from ([\d,]+) \(([\d,]+) new", result.output)
+    assert derived and int(derived.group(1).replace(",", "")) > 100
+    assert derived.group(1) == derived.group(3), "a first run publishes every derived event"
+    assert re.search(r"receipts \((\d+)\)", result.output)
+    assert "footfall" in result.output and "busiest heatmap cells" in result.output
     assert (tmp_path / ".aisle" / "jetstream").is_dir()
-    again = runner.invoke(app, ["demo", "--shoppers", "5"], env={"AISLE_NATS_URL": ""})
+    again = runner.invoke(app, ["demo", "--shoppers", "12"], env={"AISLE_NATS_URL": ""})
     assert "(0 new" in again.output
-    assert re.search(r"shopper\.entered\s+│ 5 ", again.output)
+    assert f"derived {derived.group(1)} events" in again.output
+    assert re.search(r"\(0 new to the log\)", again.output), "a replay publishes nothing new"
