@@ -116,7 +116,7 @@ def explain(
         if chain is None:
             err.print(f"no event {event_id} in the log" + (f" of store {store}" if store else ""))
             raise typer.Exit(1)
-        out.print(render_chain(chain), highlight=False)
+        typer.echo(render_chain(chain))
 
     asyncio.run(go(Settings.from_env()))
 

@@ -1,0 +1,243 @@
+"""``docs/rules.md`` cannot drift from the engine.
+
+Every worked example in the rule language reference is a file under ``docs/examples/``: a pack
+and a rule test whose timeline and expected derived events are the example. These tests check
+that the text in the document is the text of those files, that the packs load cleanly, that
+the rule tests pass and list every derived event their timeline produces, that the Python
+examples run, and that the tables (event fields, functions, the standard packs' rules, the
+``explain`` output) match the code.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from typer.testing import CliRunner
+
+from core import events as ev
+from core.cli import _load_plugins, app
+from core.layout import load_layout
+from rules import testing
+from rules.engine import Context, Engine, Output
+from rules.explain import explain_chain, render_chain
+from rules.loader import check_rules, load_rules
+from rules.outputs import data_class
+from rules.pack import json_schema
+from rules.reference import Reference
+from rules.testing import run_file
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "rules.md"
+EXAMPLES = ROOT / "docs" / "examples"
+LAYOUT = ROOT / "examples" / "stores" / "convenience.yaml"
+PACKS = sorted(p for p in EXAMPLES.glob("*.yaml") if not p.name.endswith("_test.yaml"))
+TESTS = sorted(EXAMPLES.glob("*_test.yaml"))
+runner = CliRunner()
+_load_plugins()
+
+
+@cache
+def doc() -> str:
+    return DOC.read_text(encoding="utf-8")
+
+
+@cache
+def reference() -> Reference:
+    return Reference.of(load_layout(LAYOUT))
+
+
+def block_after(marker: str) -> str:
+    """The fenced code block that follows ``<!-- marker -->`` in the document."""
+    m = re.search(rf"<!-- {re.escape(marker)} -->\n```[a-z]*\n(.*?)```\n", doc(), re.S)
+    assert m, f"no code block after <!-- {marker} --> in docs/rules.md"
+    return m.group(1)
+
+
+def embedded_files() -> dict[str, str]:
+    found = re.findall(r"<!-- file: (\S+) -->\n```yaml\n(.*?)```\n", doc(), re.S)
+    names = [name for name, _ in found]
+    assert len(names) == len(set(names)), "a file is embedded twice"
+    return dict(found)
+
+
+def test_every_example_file_is_in_the_docs_word_for_word() -> None:
+    embedded = embedded_files()
+    on_disk = {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8") for p in [*PACKS, *TESTS]}
+    assert sorted(embedded) == sorted(on_disk)
+    for name, text in on_disk.items():
+        assert embedded[name] == text, f"docs/rules.md shows another {name}"
+
+
+def test_there_is_a_worked_example_for_every_operator() -> None:
+    kinds = set()
+    for pack in PACKS:
+        for rule in load_rules([pack], reference(), Context()).rules:
+            kinds.add(rule.kind)
+            if rule.output.throttle_s:
+                kinds.add("throttle")
+            if getattr(rule, "cumulative", False):
+                kinds.add("cumulative")
+            if getattr(rule, "each", None) is not None:
+                kinds.add("each")
+            if getattr(rule, "window_s", 0) != getattr(rule, "every_s", 0):
+                kinds.add("sliding")
+    assert kinds >= {
+        "match",
+        "for",
+        "sequence",
+        "count",
+        "tally",
+        "aggregate",
+        "throttle",
+        "cumulative",
+        "each",
+        "sliding",
+    }
+
+
+@pytest.mark.parametrize("pack", PACKS, ids=lambda p: p.name)
+def test_example_packs_are_clean(pack: Path) -> None:
+    checked = check_rules([pack], reference())
+    assert [str(e) for e in checked.errors] == []
+    assert [str(w) for w in checked.warnings] == []
+
+
+class RecordingEngine(Engine):
+    """The engine of ``rules.testing``, keeping what each test derived."""
+
+    runs: list[list[ev.Event]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.derived: list[ev.Event] = []
+        RecordingEngine.runs.append(self.derived)
+
+    def process(self, events: Any) -> Output:
+        out = super().process(events)
+        self.derived += out.derived
+        return out
+
+    def advance(self, store: str, at: float) -> Output:
+        out = super().advance(store, at)
+        self.derived += out.derived
+        return out
+
+
+@pytest.mark.parametrize("path", TESTS, ids=lambda p: p.name)
+def test_example_timelines_give_exactly_the_events_shown(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test passes, and names under ``expect`` or ``absent`` every type it derives.
+
+    ``aisle rules test`` compares the types named under ``expect`` exactly, so together this
+    means the example shows every derived event of its timeline.
+    """
+    RecordingEngine.runs = []
+    monkeypatch.setattr(testing, "Engine", RecordingEngine)
+    results = run_file(path)
+    assert results and all(r.ok for r in results), "\n".join(
+        f"{r.name}: {f}" for r in results for f in r.failures
+    )
+    spec = msgspec.convert(testing.load_yaml(path).data, testing.TestFile)
+    assert len(RecordingEngine.runs) == len(spec.tests)
+    for case, derived in zip(spec.tests, RecordingEngine.runs, strict=True):
+        shown = {e["type"] for e in case.expect} | {e["type"] for e in case.absent}
+        produced = {d.type for d in derived}
+        assert produced <= shown, f"{case.name}: also derives {sorted(produced - shown)}"
+
+
+def test_the_python_examples_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = re.findall(r"<!-- run: python -->\n```python\n(.*?)```\n", doc(), re.S)
+    assert blocks
+    monkeypatch.chdir(ROOT)
+    for block in blocks:
+        exec(compile(block, "docs/rules.md", "exec"), {"__name__": "docs_example"})
+
+
+def table_after(marker: str) -> list[list[str]]:
+    m = re.search(rf"<!-- {re.escape(marker)} -->\n((?:\|.*\n)+)", doc())
+    assert m, f"no table after <!-- {marker} -->"
+    rows = [r.strip().strip("|").split("|") for r in m.group(1).splitlines()[2:]]
+    return [[c.strip() for c in row] for row in rows]
+
+
+def test_the_event_field_table_matches_the_schemas() -> None:
+    shown = {}
+    for kind, raw_or_derived, fields in table_after("event fields"):
+        shown[kind.strip("`")] = (raw_or_derived, re.findall(r"`(\w+)`", fields.split("(")[0]))
+    actual = {
+        t: (
+            "derived" if cls.derived else "raw",
+            [f.name for f in msgspec.structs.fields(data_class(cls))],
+        )
+        for t, cls in ev.EVENT_TYPES.items()
+    }
+    assert shown == actual
+
+
+def test_the_function_table_matches_the_functions_rules_can_call() -> None:
+    shown = set()
+    for row in table_after("functions"):
+        shown |= set(re.findall(r"`(\w+)\(", row[0]))
+    assert shown == set(Reference().functions(Context()))
+
+
+def test_the_standard_packs_section_names_every_rule() -> None:
+    packs = sorted(
+        p for p in (ROOT / "rules" / "packs").glob("*.yaml") if not p.name.endswith("_test.yaml")
+    )
+    sections = dict(re.findall(r"<!-- pack: (\w+) -->\n(.*?)(?=\n<!--|\Z)", doc(), re.S))
+    assert sorted(sections) == sorted(p.stem for p in packs)
+    for pack in packs:
+        ruleset = load_rules([pack], reference(), Context())
+        listed = re.search(r"Rules: (.*?)\.\s", sections[pack.stem], re.S)
+        assert listed, f"the {pack.stem} paragraph lists no rules"
+        names = set(re.findall(r"`(\w+)`", listed.group(1)))
+        assert names == {r.id.split(".", 1)[1] for r in ruleset.rules}, pack.stem
+
+
+def test_the_quick_start_error_is_what_check_prints(tmp_path: Path) -> None:
+    text = (EXAMPLES / "first.yaml").read_text().replace("data.qty >= 3", "data.qtty >= 3")
+    (tmp_path / "first.yaml").write_text(text)
+    result = runner.invoke(
+        app, ["rules", "check", "--layout", str(LAYOUT), str(tmp_path / "first.yaml")]
+    )
+    assert result.exit_code == 1
+    shown = re.search(r"\n(first\.yaml:\d+:\d+: .*)\n", doc())
+    assert shown
+    assert result.output.strip() == f"{tmp_path}/{shown.group(1)}"
+
+
+def test_the_explain_output_is_what_explain_prints() -> None:
+    def at(s: float) -> Any:
+        from datetime import UTC, datetime, timedelta
+
+        return datetime(2026, 11, 28, 9, 0, tzinfo=UTC) + timedelta(seconds=s)
+
+    cam = {"store": "corner-01", "source": "cam-back-west", "subject": "v-81f3"}
+    raw = [
+        ev.new(ev.ItemPicked, at=at(10), data=ev.ItemData(sku="cola-500ml", shelf="fridge-drinks", qty=2), **cam),  # noqa: E501
+        ev.new(ev.ItemPutBack, at=at(30), data=ev.ItemData(sku="cola-500ml", shelf="fridge-drinks"), **cam),  # noqa: E501
+        ev.new(ev.ZoneEntered, at=at(50), data=ev.ZoneData(zone="exit-gate"), **{**cam, "source": "adapter"}),  # noqa: E501
+    ]  # fmt: skip
+    context = Context()
+    engine = Engine(load_rules([ROOT / "rules/packs/carts.yaml"], reference(), context), context=context)  # noqa: E501  # fmt: skip
+    out = engine.process(raw)
+    receipt = next(d for d in out.derived if d.type == "receipt.issued")
+    chain = explain_chain(receipt.id, {e.id: e for e in [*raw, *out.derived]})
+    assert chain is not None
+
+    def mask(text: str) -> str:
+        return re.sub(r"id=[0-9a-f]{32}", "id=...", text).strip()
+
+    assert mask(render_chain(chain)) == mask(block_after("explain"))
+
+
+def test_the_shipped_pack_schema_is_the_schema_of_the_pack_structs() -> None:
+    shipped = msgspec.json.decode((ROOT / "rules" / "pack.schema.json").read_bytes())
+    assert shipped == json_schema(), "regenerate it: aisle rules schema > rules/pack.schema.json"

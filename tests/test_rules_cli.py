@@ -1,0 +1,110 @@
+"""``aisle rules test | explain | schema``, as a rule author runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from core import events as ev
+from core.cli import _load_plugins, app
+from core.config import LogConfig
+from core.jetstream import JetStreamLog, connect
+from core.layout import load_layout
+from rules.engine import Context, Engine
+from rules.loader import load_rules
+from rules.reference import Reference
+from tests.conftest import server_url, unique_prefix
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+_load_plugins()
+
+
+def test_the_standard_pack_tests_pass() -> None:
+    result = runner.invoke(app, ["rules", "test", str(ROOT / "rules" / "packs")])
+    assert result.exit_code == 0, result.output
+    assert " 0 failed, 0 files in error" in result.output
+    assert result.output.count("PASS") >= 70
+
+
+def test_a_wrong_expectation_fails_with_a_readable_diff(tmp_path: Path) -> None:
+    test = tmp_path / "wrong_test.yaml"
+    test.write_text(
+        f"""packs: [{ROOT / "rules" / "packs" / "carts.yaml"}]
+layout: {ROOT / "examples" / "stores" / "convenience.yaml"}
+tests:
+  - name: the price is wrong on purpose
+    events:
+      - 10s item.picked v1 sku=cola-500ml shelf=fridge-drinks
+      - 40s zone.entered v1 zone=exit-gate
+    expect:
+      - {{at: 40s, type: receipt.issued, data: {{total_cents: 100}}}}
+"""
+    )
+    result = runner.invoke(app, ["rules", "test", str(test)])
+    assert result.exit_code == 1
+    assert "FAIL" in result.output and "the price is wrong on purpose" in result.output
+    assert '- expected: 40s receipt.issued  {"total_cents":100}' in result.output
+    assert '"total_cents":179' in result.output and "+ got:" in result.output
+
+
+def test_schema_is_json_schema_for_editors() -> None:
+    result = runner.invoke(app, ["rules", "schema"])
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "aisle rule pack"
+    assert (ROOT / "rules" / "pack.schema.json").read_text().strip() == json.dumps(
+        {k: v for k, v in schema.items()}, indent=2
+    )
+
+
+@pytest.fixture(params=["system", "embedded"])
+def env(request: pytest.FixtureRequest) -> dict[str, str]:
+    return {"AISLE_NATS_URL": server_url(request.param, request), "AISLE_PREFIX": unique_prefix()}
+
+
+def test_explain_walks_a_receipt_back_to_the_picks(env: dict[str, str]) -> None:
+    layout = load_layout(ROOT / "examples" / "stores" / "convenience.yaml")
+    t0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    base = {"store": "corner-01", "source": "cam-1", "subject": "v-7"}
+    raw = [
+        ev.new(
+            ev.ItemPicked, at=t0, data=ev.ItemData(sku="cola-500ml", shelf="fridge-drinks"), **base
+        ),
+        ev.new(
+            ev.ZoneEntered,
+            at=t0 + timedelta(seconds=30),
+            data=ev.ZoneData(zone="exit-gate"),
+            **base,
+        ),
+    ]
+    context = Context()
+    packs = [ROOT / "rules" / "packs" / "carts.yaml"]
+    derived = (
+        Engine(load_rules(packs, Reference.of(layout), context), context=context)
+        .process(raw)
+        .derived
+    )
+    receipt = next(d for d in derived if isinstance(d, ev.ReceiptIssued))
+
+    async def publish() -> None:
+        log = await JetStreamLog.open(
+            await connect(env["AISLE_NATS_URL"]), LogConfig(prefix=env["AISLE_PREFIX"])
+        )
+        await log.publish_many([*raw, *derived])
+        await log.close()
+
+    asyncio.run(publish())
+    result = runner.invoke(app, ["rules", "explain", receipt.id, "--store", "corner-01"], env=env)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "receipt.issued v-7" in lines[0] and "[rule carts.cart version 1.0.0]" in lines[0]
+    assert any("cart.item_added" in line and "carts.cart" in line for line in lines)
+    assert any("item.picked" in line and "[raw]" in line for line in lines)
+    assert any("zone.entered" in line and "[raw]" in line for line in lines)
+    missing = runner.invoke(app, ["rules", "explain", "nope"], env=env)
+    assert missing.exit_code == 1 and "no event nope" in missing.output
