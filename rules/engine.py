@@ -247,8 +247,11 @@ class Engine:
             self._feed(p, emitter, ts, out, depth)
 
     def _feed(self, p: Partition, emitter: Emitter, ts: float, out: Output, depth: int) -> None:
+        interested = self.rules.interested
         for d in emitter.events:
             out.derived.append(d)
+            if d.type not in interested:
+                continue  # a heatmap tile, say: nothing listens, nothing to apply
             if depth < MAX_DEPTH:
                 self._apply(p, d, d.at.timestamp(), out, depth + 1)
             else:

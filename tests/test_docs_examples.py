@@ -11,9 +11,10 @@ examples run, and that the tables (event fields, functions, the standard packs' 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import pytest
@@ -110,7 +111,7 @@ def test_example_packs_are_clean(pack: Path) -> None:
 class RecordingEngine(Engine):
     """The engine of ``rules.testing``, keeping what each test derived."""
 
-    runs: list[list[ev.Event]] = []
+    runs: ClassVar[list[list[ev.Event]]] = []
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -214,20 +215,20 @@ def test_the_quick_start_error_is_what_check_prints(tmp_path: Path) -> None:
 
 
 def test_the_explain_output_is_what_explain_prints() -> None:
-    def at(s: float) -> Any:
-        from datetime import UTC, datetime, timedelta
+    t0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
-        return datetime(2026, 11, 28, 9, 0, tzinfo=UTC) + timedelta(seconds=s)
+    def seen(cls: Any, second: float, data: Any, source: str = "cam-back-west") -> ev.Event:
+        at = t0 + timedelta(seconds=second)
+        return ev.new(cls, store="corner-01", at=at, source=source, subject="v-81f3", data=data)
 
-    cam = {"store": "corner-01", "source": "cam-back-west", "subject": "v-81f3"}
     raw = [
-        ev.new(ev.ItemPicked, at=at(10), data=ev.ItemData(sku="cola-500ml", shelf="fridge-drinks", qty=2), **cam),  # noqa: E501
-        ev.new(ev.ItemPutBack, at=at(30), data=ev.ItemData(sku="cola-500ml", shelf="fridge-drinks"), **cam),  # noqa: E501
-        ev.new(ev.ZoneEntered, at=at(50), data=ev.ZoneData(zone="exit-gate"), **{**cam, "source": "adapter"}),  # noqa: E501
-    ]  # fmt: skip
+        seen(ev.ItemPicked, 10, ev.ItemData(sku="cola-500ml", shelf="fridge-drinks", qty=2)),
+        seen(ev.ItemPutBack, 30, ev.ItemData(sku="cola-500ml", shelf="fridge-drinks")),
+        seen(ev.ZoneEntered, 50, ev.ZoneData(zone="exit-gate"), source="adapter"),
+    ]
     context = Context()
-    engine = Engine(load_rules([ROOT / "rules/packs/carts.yaml"], reference(), context), context=context)  # noqa: E501  # fmt: skip
-    out = engine.process(raw)
+    carts = load_rules([ROOT / "rules" / "packs" / "carts.yaml"], reference(), context)
+    out = Engine(carts, context=context).process(raw)
     receipt = next(d for d in out.derived if d.type == "receipt.issued")
     chain = explain_chain(receipt.id, {e.id: e for e in [*raw, *out.derived]})
     assert chain is not None

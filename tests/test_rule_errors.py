@@ -501,6 +501,24 @@ rules:
         "item.picked has no field data.skus (did you mean 'sku'?)",
         "skus",
     ),
+    Case(
+        "throttle.by of an aggregate reads what its outputs see, not the event",
+        HEAD
+        + """rules:
+  - id: r
+    where: type == "item.picked"
+    aggregate:
+      window: {tumbling: 1h}
+      group_by: {shelf: data.shelf}
+      compute: {n: count()}
+    throttle: {once_within: 1h, by: subject}
+""",
+        10,
+        37,
+        "unknown name 'subject'; the names allowed here are: key, n, shelf, window_end, "
+        "window_start",
+        "subject}",
+    ),
     # -- layer 3: durations, numbers, parameters --------------------------------------------
     Case(
         "a duration that cannot parse",
