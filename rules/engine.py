@@ -174,7 +174,8 @@ class Engine:
             if ts > p.newest:
                 p.newest = ts
                 p.watermark = max(p.watermark, ts - self.lateness_s)
-                self._drain(p, out)
+                if p.buffer or (p.timers and p.timers[0][0] <= p.watermark):
+                    self._drain(p, out)
             return
         seen = self._seen[p.store]
         if e.id in seen:

@@ -242,3 +242,12 @@ def test_the_explain_output_is_what_explain_prints() -> None:
 def test_the_shipped_pack_schema_is_the_schema_of_the_pack_structs() -> None:
     shipped = msgspec.json.decode((ROOT / "rules" / "pack.schema.json").read_bytes())
     assert shipped == json_schema(), "regenerate it: aisle rules schema > rules/pack.schema.json"
+
+
+def test_the_test_file_format_example_runs(tmp_path: Path) -> None:
+    text = block_after("test file format")
+    text = text.replace("packs: [carts.yaml]", f"packs: [{ROOT / 'rules/packs/carts.yaml'}]")
+    text = text.replace("layout: ../../examples/stores/convenience.yaml", f"layout: {LAYOUT}")
+    (tmp_path / "format_test.yaml").write_text(text)
+    results = run_file(tmp_path / "format_test.yaml")
+    assert [r.failures for r in results] == [[]]
