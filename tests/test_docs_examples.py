@@ -109,9 +109,10 @@ def test_example_packs_are_clean(pack: Path) -> None:
 
 
 class RecordingEngine(Engine):
-    """The engine of ``rules.testing``, keeping what each test derived."""
+    """The engine of ``rules.testing``, keeping what each test put in and derived."""
 
     runs: ClassVar[list[list[ev.Event]]] = []
+    inputs: ClassVar[list[ev.Event]] = []
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -119,6 +120,8 @@ class RecordingEngine(Engine):
         RecordingEngine.runs.append(self.derived)
 
     def process(self, events: Any) -> Output:
+        events = list(events)
+        RecordingEngine.inputs += events
         out = super().process(events)
         self.derived += out.derived
         return out
@@ -251,3 +254,52 @@ def test_the_test_file_format_example_runs(tmp_path: Path) -> None:
     (tmp_path / "format_test.yaml").write_text(text)
     results = run_file(tmp_path / "format_test.yaml")
     assert [r.failures for r in results] == [[]]
+
+
+CAUSES = {  # example test file -> derived type -> the types of its caused_by, in order
+    "match_test.yaml": {"alert.raised": ["item.picked"]},
+    "for_test.yaml": {
+        "alert.raised": ["zone.entered"],
+        "alert.resolved": ["zone.entered", "zone.exited|shopper.exited"],
+    },
+    "keep_firing_test.yaml": {"alert.resolved": ["zone.entered", "zone.exited"]},
+    "sequence_test.yaml": {"alert.raised": ["item.picked", "shopper.exited"]},
+    "sequence_absent_test.yaml": {"alert.raised": ["zone.entered"]},
+    "count_test.yaml": {"alert.raised": ["item.put_back"] * 3},
+    "tally_test.yaml": {
+        "cart.item_added": ["item.picked"],
+        "cart.item_removed": ["item.put_back"],
+        "receipt.issued": ["cart.item_added|cart.item_removed", "...", "zone.entered"],
+        "alert.raised": ["cart.item_added", "shopper.exited"],
+    },
+    "aggregate_test.yaml": {"metric": ["item.picked"] * 4},
+    "aggregate_cumulative_test.yaml": {"metric": ["shopper.entered|shopper.exited", "..."]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(CAUSES))
+def test_caused_by_is_what_the_outputs_section_says(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    RecordingEngine.runs, RecordingEngine.inputs = [], []
+    monkeypatch.setattr(testing, "Engine", RecordingEngine)
+    run_file(EXAMPLES / name)
+    derived = [d for run in RecordingEngine.runs for d in run]
+    index = {e.id: e for e in [*RecordingEngine.inputs, *derived]}
+    checked = 0
+    for d in derived:
+        want = CAUSES[name].get(d.type)
+        if want is None:
+            continue
+        got = [index[c].type for c in d.caused_by]  # every cause is an event that exists
+        if want[-2:-1] == ["..."]:  # a run of the first kind, then the last
+            pattern = [want[0]] * (len(got) - 1) + [want[-1]]
+        elif want[-1] == "...":
+            pattern = [want[0]] * len(got)
+        else:
+            pattern = want
+        assert len(got) == len(pattern), (d.type, got)
+        for kind, allowed in zip(got, pattern, strict=True):
+            assert kind in allowed.split("|"), (d.type, got)
+        checked += 1
+    assert checked

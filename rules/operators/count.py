@@ -2,15 +2,25 @@
 
 When the count reaches the threshold the rule fires (caused by the events in the window)
 and the key's window starts afresh, so the next alert needs ``threshold`` new events.
-A timer at the end of the newest event's window frees a key that went quiet.
+One timer per key frees it once its newest event is a window old.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from core import events as ev
 from rules.operators.base import Emitter, KeyFn, Partition, Rule, Scope, key_text
+
+
+class Hits(msgspec.Struct, gc=False):
+    """One key's matching events inside the window: their times and ids."""
+
+    token: int
+    times: list[float]
+    ids: list[str]
 
 
 class Count(Rule):
@@ -25,25 +35,27 @@ class Count(Rule):
         key = self.by(e)
         st = states.get(key)
         if st is None:
-            st = states[key] = {"hits": [], "token": 0}
-        hits: list[tuple[float, str]] = st["hits"]
+            st = states[key] = Hits(p.new_token(), [], [])
+            # One timer per key: when it fires it frees the key or moves on (on_timer).
+            p.schedule(ts + self.window_s, self.id, key, st.token)
         horizon = ts - self.window_s
-        while hits and hits[0][0] < horizon:
-            hits.pop(0)
-        hits.append((ts, e.id))
-        if len(hits) >= self.threshold:
-            causes = tuple(i for _, i in hits)
-            extra = {"count": len(hits), "key": key_text(key), "window_s": self.window_s}
-            hits.clear()
+        while st.times and st.times[0] < horizon:
+            del st.times[0], st.ids[0]
+        st.times.append(ts)
+        st.ids.append(e.id)
+        if len(st.ids) >= self.threshold:
+            causes = tuple(st.ids)
+            extra = {"count": len(causes), "key": key_text(key), "window_s": self.window_s}
+            st.times.clear()
+            st.ids.clear()
             self.fire(p, Scope(e, extra), key, ts, causes, out)
-        if hits:
-            st["token"] = p.new_token()  # unique: a timer of an earlier state never matches
-            p.schedule(ts + self.window_s, self.id, key, st["token"])
-        else:
-            del states[key]
 
     def on_timer(self, p: Partition, key: Any, token: int, ts: float, out: Emitter) -> None:
         states = p.rule_state(self.id)
         st = states.get(key)
-        if st is not None and st["token"] == token:
+        if st is None or st.token != token:
+            return
+        if not st.times or st.times[-1] + self.window_s <= ts:
             del states[key]  # the newest hit is a window old: nothing left to count
+        else:
+            p.schedule(st.times[-1] + self.window_s, self.id, key, token)

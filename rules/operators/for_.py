@@ -11,10 +11,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from core import events as ev
 from rules.operators.base import Cond, Emitter, KeyFn, Partition, Rule, Scope, key_text
 
 PENDING, FIRING, RESOLVING = "pending", "firing", "resolving"
+
+
+class Held(msgspec.Struct, gc=False):
+    """One key's state: a struct, a fifth of a dict's size (state is per shopper)."""
+
+    phase: str
+    since: float
+    event: ev.Event
+    token: int
+    until: str = ""  # the id of the event that ended it, while it resolves
+    silenced: bool = False  # the throttle held its alert back: nothing to resolve
 
 
 class For(Rule):
@@ -39,42 +52,41 @@ class For(Rule):
         key = self.by(e)
         st = states.get(key)
         if st is not None and self.until(e):
-            if st["phase"] == PENDING:
+            if st.phase == PENDING:
                 del states[key]
-            elif st["phase"] == FIRING:
+            elif st.phase == FIRING:
                 if self.keep_firing_s:
-                    st["phase"], st["token"] = RESOLVING, p.new_token()
-                    st["until"] = e.id
-                    p.schedule(ts + self.keep_firing_s, self.id, key, st["token"])
+                    st.phase, st.token, st.until = RESOLVING, p.new_token(), e.id
+                    p.schedule(ts + self.keep_firing_s, self.id, key, st.token)
                 else:
-                    if not st.get("silenced"):
-                        scope = Scope(st["event"], self._extra(st, key, ts))
-                        self.resolve(p, scope, key, ts, (st["event"].id, e.id), out)
+                    if not st.silenced:
+                        scope = Scope(st.event, self._extra(st, key, ts))
+                        self.resolve(p, scope, key, ts, (st.event.id, e.id), out)
                     del states[key]
             return
         if self.start(e):
             if st is None:
                 token = p.new_token()  # unique: a timer of an earlier state never matches it
-                st = states[key] = {"phase": PENDING, "since": ts, "event": e, "token": token}
+                states[key] = Held(PENDING, ts, e, token)
                 p.schedule(ts + self.duration_s, self.id, key, token)
-            elif st["phase"] == RESOLVING:
-                st["phase"], st["token"] = FIRING, p.new_token()  # the grace timer is void
+            elif st.phase == RESOLVING:
+                st.phase, st.token = FIRING, p.new_token()  # the grace timer is void
 
     def on_timer(self, p: Partition, key: Any, token: int, ts: float, out: Emitter) -> None:
         states = p.rule_state(self.id)
         st = states.get(key)
-        if st is None or st["token"] != token:
+        if st is None or st.token != token:
             return
-        scope = Scope(st["event"], self._extra(st, key, ts))
-        if st["phase"] == PENDING:
-            st["phase"] = FIRING
+        scope = Scope(st.event, self._extra(st, key, ts))
+        if st.phase == PENDING:
+            st.phase = FIRING
             # A throttled alert was never raised, so it will not be resolved either.
-            st["silenced"] = not self.fire(p, scope, key, ts, (st["event"].id,), out)
-        elif st["phase"] == RESOLVING:
-            if not st.get("silenced"):
-                self.resolve(p, scope, key, ts, (st["event"].id, st["until"]), out)
+            st.silenced = not self.fire(p, scope, key, ts, (st.event.id,), out)
+        elif st.phase == RESOLVING:
+            if not st.silenced:
+                self.resolve(p, scope, key, ts, (st.event.id, st.until), out)
             del states[key]
 
     @staticmethod
-    def _extra(st: dict[str, Any], key: Any, ts: float) -> dict[str, Any]:
-        return {"held_s": ts - st["since"], "key": key_text(key)}
+    def _extra(st: Held, key: Any, ts: float) -> dict[str, Any]:
+        return {"held_s": ts - st.since, "key": key_text(key)}

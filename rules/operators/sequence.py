@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
+
 from core import events as ev
 from rules.operators.base import Cond, Emitter, KeyFn, Partition, Rule, Scope, key_text
 
@@ -26,6 +28,14 @@ class StepSpec:
     when: Cond | None  # None: an absent step
     absent: Cond | None
     where: Cond | None  # evaluated on a Scope with earlier steps in it
+
+
+class Candidate(msgspec.Struct, gc=False):
+    """One key's sequence in progress: the matched step events, in order."""
+
+    start: float
+    token: int
+    steps: list[ev.Event]
 
 
 class Sequence(Rule):
@@ -58,7 +68,7 @@ class Sequence(Rule):
         key = self.by(e)
         st = states.get(key)
         if st is not None:
-            i = st["next"]
+            i = len(st.steps)
             guards = self.trailing if i == len(self.positives) else self.positives[i][1]
             cancelled = self.until is not None and self.until(e)
             if not cancelled and not any(g.absent(e) for g in guards):  # type: ignore[misc]
@@ -72,54 +82,56 @@ class Sequence(Rule):
         first = self.positives[0][0]
         if first.when(e) and self._where(first, None, e, ts):  # type: ignore[misc]
             token = p.new_token()  # unique: a timer of an earlier candidate never matches it
-            st = {"start": ts, "next": 0, "steps": {}, "token": token}
-            states[key] = st
+            st = states[key] = Candidate(ts, token, [])
             p.schedule(ts + self.within_s, self.id, key, token)
             self._advance(p, states, key, st, first, e, ts, out)
 
-    def _where(self, step: StepSpec, st: dict[str, Any] | None, e: ev.Event, ts: float) -> bool:
+    def _where(self, step: StepSpec, st: Candidate | None, e: ev.Event, ts: float) -> bool:
         if step.where is None:
             return True
-        return bool(step.where(self._scope(st or {"start": ts, "steps": {}}, e, ts)))
+        return bool(step.where(self._scope(st or Candidate(ts, 0, []), e, ts)))
 
     def _advance(
         self,
         p: Partition,
         states: dict[Any, Any],
         key: Any,
-        st: dict[str, Any],
+        st: Candidate,
         step: StepSpec,
         e: ev.Event,
         ts: float,
         out: Emitter,
     ) -> None:
-        if ts - st["start"] > self.within_s:
+        if ts - st.start > self.within_s:
             del states[key]
             return
-        st["steps"][step.name] = e
-        st["next"] += 1
-        if st["next"] == len(self.positives) and not self.trailing:
+        st.steps.append(e)
+        if len(st.steps) == len(self.positives) and not self.trailing:
             del states[key]
             self._complete(p, key, st, e, ts, out)
 
     def on_timer(self, p: Partition, key: Any, token: int, ts: float, out: Emitter) -> None:
         states = p.rule_state(self.id)
         st = states.get(key)
-        if st is None or st["token"] != token:
+        if st is None or st.token != token:
             return
         del states[key]
-        if st["next"] == len(self.positives) and self.trailing:
-            last = list(st["steps"].values())[-1]
-            self._complete(p, key, st, last, ts, out)
+        if len(st.steps) == len(self.positives) and self.trailing:
+            self._complete(p, key, st, st.steps[-1], ts, out)
 
     def _complete(
-        self, p: Partition, key: Any, st: dict[str, Any], e: ev.Event, ts: float, out: Emitter
+        self, p: Partition, key: Any, st: Candidate, e: ev.Event, ts: float, out: Emitter
     ) -> None:
-        causes = tuple(s.id for s in st["steps"].values())
+        causes = tuple(s.id for s in st.steps)
         self.fire(p, self._scope(st, e, ts, key), key, ts, causes, out)
 
-    @staticmethod
-    def _scope(st: dict[str, Any], e: ev.Event, ts: float, key: Any = None) -> Scope:
-        steps = SimpleNamespace(**st["steps"])
-        extra = {"steps": steps, "elapsed_s": ts - st["start"], "key": key_text(key)}
+    def _scope(self, st: Candidate, e: ev.Event, ts: float, key: Any = None) -> Scope:
+        named = {
+            spec.name: event for (spec, _), event in zip(self.positives, st.steps, strict=False)
+        }
+        extra = {
+            "steps": SimpleNamespace(**named),
+            "elapsed_s": ts - st.start,
+            "key": key_text(key),
+        }
         return Scope(e, extra)
