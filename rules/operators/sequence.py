@@ -7,7 +7,9 @@ its event comes in between. The event that cancels or breaks a candidate may its
 the next one (``until: type == "zone.entered"`` restarts a zone visit on re-entry).
 Trailing ``absent`` steps wait: the rule fires at ``start + within`` if none of their
 events came. Names of matched steps are in scope for later steps' ``where`` and for the
-outputs (``steps.<name>.at``, ``elapsed_s``).
+outputs (``steps.<name>.at``, ``elapsed_s``). A step whose event comes but fails its
+``where`` ends the candidate: the step happened, just not as the rule wants (a zone visit
+that was too short is over, not pending).
 """
 
 from __future__ import annotations
@@ -75,9 +77,12 @@ class Sequence(Rule):
                 if i == len(self.positives):
                     return  # waiting out the trailing absent steps
                 step = self.positives[i][0]
-                if step.when(e) and self._where(step, st, e, ts):  # type: ignore[misc]
+                if not step.when(e):  # type: ignore[misc]
+                    return
+                if self._where(step, st, e, ts):
                     self._advance(p, states, key, st, step, e, ts, out)
-                return
+                    return
+                # The step's event came but does not qualify (a visit too short): it is over.
             del states[key]  # broken: the event that broke it may start the next candidate
         first = self.positives[0][0]
         if first.when(e) and self._where(first, None, e, ts):  # type: ignore[misc]
