@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -83,6 +84,8 @@ def _plain(node: Any, path: PathKey, doc: YamlDocument) -> Any:
         return items
     # ruamel's scalar subclasses (ScalarFloat, ScalarInt...) become plain values: msgspec
     # refuses subclasses where it expects float, int or Decimal.
+    if isinstance(node, datetime):  # ruamel's TimeStamp: msgspec wants a plain datetime
+        return datetime(*node.timetuple()[:6], node.microsecond, tzinfo=node.tzinfo)
     if isinstance(node, bool):
         return bool(node)
     if isinstance(node, int):

@@ -121,6 +121,8 @@ class Engine:
         self.rules = rules
         self.lateness_s = lateness_s
         self.context = context or Context()
+        for live in self.context.live.values():
+            live.clear()  # what the sets hold comes from this engine's events only
         self.partitions: dict[str, Partition] = {}
         self._seen: dict[str, dict[str, float]] = {}
 

@@ -196,7 +196,8 @@ class Rule:
             self.derive(ev.Metric, p, ts, key_text(key), data, causes, out, (discriminator, m.name))
         if o.emit is not None:
             cls, subject, data = o.emit.build(scope, key)
-            self.derive(cls, p, ts, subject, data, causes, out, discriminator)
+            # Apart from the alert's: one firing, several outputs, one id each.
+            self.derive(cls, p, ts, subject, data, causes, out, ("emit", discriminator))
         return True
 
     def resolve(

@@ -7,6 +7,7 @@ One timer per key frees it once its newest event is a window old.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -55,7 +56,9 @@ class Count(Rule):
         st = states.get(key)
         if st is None or st.token != token:
             return
-        if not st.times or st.times[-1] + self.window_s <= ts:
-            del states[key]  # the newest hit is a window old: nothing left to count
+        if not st.times or st.times[-1] + self.window_s < ts:
+            del states[key]  # the newest hit is more than a window old: nothing to count
         else:
-            p.schedule(st.times[-1] + self.window_s, self.id, key, token)
+            # The window is inclusive: at exactly a window later the hit still counts, so
+            # the key is freed just after that instant, not at it.
+            p.schedule(math.nextafter(st.times[-1] + self.window_s, math.inf), self.id, key, token)

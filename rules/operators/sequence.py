@@ -79,22 +79,24 @@ class Sequence(Rule):
                 step = self.positives[i][0]
                 if not step.when(e):  # type: ignore[misc]
                     return
-                if self._where(step, st, e, ts):
+                if self._where(step, st, e, ts, key):
                     self._advance(p, states, key, st, step, e, ts, out)
                     return
                 # The step's event came but does not qualify (a visit too short): it is over.
             del states[key]  # broken: the event that broke it may start the next candidate
         first = self.positives[0][0]
-        if first.when(e) and self._where(first, None, e, ts):  # type: ignore[misc]
+        if first.when(e) and self._where(first, None, e, ts, key):  # type: ignore[misc]
             token = p.new_token()  # unique: a timer of an earlier candidate never matches it
             st = states[key] = Candidate(ts, token, [])
             p.schedule(ts + self.within_s, self.id, key, token)
             self._advance(p, states, key, st, first, e, ts, out)
 
-    def _where(self, step: StepSpec, st: Candidate | None, e: ev.Event, ts: float) -> bool:
+    def _where(
+        self, step: StepSpec, st: Candidate | None, e: ev.Event, ts: float, key: Any
+    ) -> bool:
         if step.where is None:
             return True
-        return bool(step.where(self._scope(st or Candidate(ts, 0, []), e, ts)))
+        return bool(step.where(self._scope(st or Candidate(ts, 0, []), e, ts, key)))
 
     def _advance(
         self,

@@ -80,6 +80,15 @@ class Tally(Rule):
         elif self.abandon is not None and self.abandon(e):
             self._close(p, st, key, cart_id, e, ts, out, paid=False)
 
+    def _priced(self, p: Partition, cart_id: str, sku: str) -> tuple[str, int, bool]:
+        try:
+            return self.price(sku)
+        except KeyError:
+            raise KeyError(
+                f"SKU {sku!r} in cart {cart_id!r} is not in the catalog of store {p.store!r}: "
+                "the cart stays open and no receipt is issued until the catalog has it"
+            ) from None
+
     def _close(
         self,
         p: Partition,
@@ -92,6 +101,10 @@ class Tally(Rule):
         paid: bool,
     ) -> None:
         crew = st.get("crew", {}).get(cart_id)
+        last = crew is None or not [m for m in crew if m != key]
+        cart = st.setdefault("carts", {}).get(cart_id)
+        # Price first: an unknown SKU raises here and leaves the cart open, not lost.
+        priced = {sku: self._priced(p, cart_id, sku) for sku in cart} if last and cart else {}
         st["alias"].pop(key, None)
         if crew is not None:
             if key in crew:
@@ -99,23 +112,22 @@ class Tally(Rule):
             if crew:
                 return  # others of the group are still shopping on this cart
             del st["crew"][cart_id]
-        cart = st.setdefault("carts", {}).pop(cart_id, None)
+        st["carts"].pop(cart_id, None)
         # The receipt is caused by every change of the cart, and by the close.
         causes = (*st.setdefault("causes", {}).pop(cart_id, ()), e.id)
         if not cart:
             return
         if not paid:
-            prices = {sku: self.price(sku)[1] for sku in cart}
             extra = {
                 "cart": cart_id,
                 "items": sum(cart.values()),
-                "total_cents": sum(prices[s] * n for s, n in cart.items()),
+                "total_cents": sum(priced[s][1] * n for s, n in cart.items()),
             }
             self.fire(p, Scope(e, extra), key, ts, causes, out)
             return
         lines = []
         for sku in sorted(cart):
-            name, unit, restricted = self.price(sku)
+            name, unit, restricted = priced[sku]
             qty = cart[sku]
             lines.append(
                 ev.ReceiptLine(
