@@ -1,0 +1,160 @@
+"""Edge cases of the operators that once went wrong, pinned."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+
+from core import events as ev
+from core.layout import load_layout
+from core.yamlsource import convert, load_yaml
+from rules.engine import Context, Engine
+from rules.loader import load_rules
+from rules.reference import Reference
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+LAYOUT = load_layout(ROOT / "examples" / "stores" / "convenience.yaml")
+
+
+def engine(text: str, context: Context | None = None) -> Engine:
+    context = context or Context()
+    return Engine(load_rules([("p.yaml", text)], Reference.of(LAYOUT), context), context=context)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def picked(s: float, subject: str = "v1", sku: str = "cola-500ml") -> ev.Event:
+    data = ev.ItemData(sku=sku, shelf="fridge-drinks")
+    return ev.new(
+        ev.ItemPicked, store="corner-01", at=at(s), source="c", subject=subject, data=data
+    )
+
+
+def put_back(s: float, subject: str = "v1") -> ev.Event:
+    data = ev.ItemData(sku="cola-500ml", shelf="fridge-drinks")
+    return ev.new(
+        ev.ItemPutBack, store="corner-01", at=at(s), source="c", subject=subject, data=data
+    )
+
+
+def test_an_alert_and_an_emit_of_one_firing_have_their_own_ids() -> None:
+    e = engine(
+        """
+pack: p
+version: "1"
+rules:
+  - id: both
+    where: type == "item.picked"
+    alert: {name: a}
+    emit: {type: metric, data: {name: "'m'", value: data.qty}}
+"""
+    )
+    out = e.process([picked(0)]).derived
+    assert [d.type for d in out] == ["alert.raised", "metric"]
+    assert out[0].id != out[1].id
+
+
+COUNT = """
+pack: p
+version: "1"
+rules:
+  - id: hesitation
+    where: type == "item.put_back"
+    count: {by: subject, window: 2m, threshold: 3}
+    alert: {name: h}
+"""
+
+
+def test_a_count_window_includes_its_edge_whatever_the_timers_do() -> None:
+    for times in ([0, 60, 120], [0, 120, 120.0]):
+        e = engine(COUNT)
+        events = [put_back(t) for t in times]
+        # Two put-backs at the same instant are two events: give them distinct ids.
+        events[-1] = msgspec.structs.replace(events[-1], id=events[-1].id + "b")
+        out = e.process(events).derived
+        assert [d.type for d in out] == ["alert.raised"], times
+    e = engine(COUNT)
+    assert e.process([put_back(0), put_back(60), put_back(120.5)]).derived == []
+
+
+def test_a_steps_where_sees_the_key() -> None:
+    e = engine(
+        """
+pack: p
+version: "1"
+rules:
+  - id: second_pick
+    sequence:
+      by: subject
+      within: 1h
+      steps:
+        - {when: type == "item.picked"}
+        - {when: type == "item.picked", where: key == "v1"}
+    alert: {name: twice}
+"""
+    )
+    out = e.process(
+        [picked(0), picked(5, sku="butter-250g"), picked(0, "v2"), picked(5, "v2", "butter-250g")]
+    )
+    assert [d.subject for d in out.derived] == ["v1"]
+
+
+STAFF = """
+pack: p
+version: "1"
+sets:
+  staff: {add: type == "staff.session_started", remove: type == "staff.session_ended"}
+rules:
+  - id: shopper_pick
+    where: type == "item.picked" and not (subject in staff)
+    alert: {name: pick}
+"""
+
+
+def test_what_a_set_holds_belongs_to_the_engine_that_saw_the_events() -> None:
+    context = Context()
+    first = engine(STAFF, context)
+    session = ev.new(
+        ev.StaffSessionStarted,
+        store="corner-01",
+        at=at(0),
+        source="c",
+        subject="s1",
+        data=ev.StaffData(badge="b"),
+    )
+    assert first.process([session, picked(1, "s1")]).derived == []
+    second = Engine(first.rules, context=context)
+    assert [d.subject for d in second.process([picked(1, "s1")]).derived] == ["s1"]
+
+
+def test_an_unknown_sku_keeps_the_cart_open_and_says_why() -> None:
+    e = engine((ROOT / "rules" / "packs" / "carts.yaml").read_text())
+    gate = ev.new(
+        ev.ZoneEntered,
+        store="corner-01",
+        at=at(30),
+        source="c",
+        subject="v1",
+        data=ev.ZoneData(zone="exit-gate"),
+    )
+    out = e.process([picked(0), picked(1, sku="not-in-catalog"), gate])
+    assert not any(isinstance(d, ev.ReceiptIssued) for d in out.derived)
+    assert out.errors and "'not-in-catalog'" in out.errors[0].message
+    assert "stays open" in out.errors[0].message
+    assert e.partitions["corner-01"].state["carts.cart"]["carts"]["v1"] == {
+        "cola-500ml": 1,
+        "not-in-catalog": 1,
+    }
+
+
+def test_unquoted_yaml_timestamps_are_datetimes() -> None:
+    class Spec(msgspec.Struct):
+        start: datetime
+
+    doc = load_yaml("t.yaml", text="start: 2026-11-28T09:00:00+02:00\n")
+    assert convert(doc, Spec).start == datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
