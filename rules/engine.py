@@ -124,7 +124,7 @@ class Engine:
         for live in self.context.live.values():
             live.clear()  # what the sets hold comes from this engine's events only
         self.partitions: dict[str, Partition] = {}
-        self._seen: dict[str, dict[str, float]] = {}
+        self._seen: dict[str, list[Any]] = {}  # store -> [ids now, ids before, rotate at]
 
     # -- the public surface ------------------------------------------------------------------
 
@@ -161,7 +161,7 @@ class Engine:
         p = self.partitions.get(store)
         if p is None:
             p = self.partitions[store] = Partition(store)
-            self._seen[store] = {}
+            self._seen[store] = [set(), set(), float("-inf")]
         return p
 
     def _accept(self, e: ev.Event, out: Output) -> None:
@@ -179,13 +179,12 @@ class Engine:
                 if p.buffer or (p.timers and p.timers[0][0] <= p.watermark):
                     self._drain(p, out)
             return
-        seen = self._seen[p.store]
-        if e.id in seen:
+        recent = self._seen[p.store]
+        if e.id in recent[0] or e.id in recent[1]:
             return
-        seen[e.id] = ts
-        if len(seen) > 100_000:
-            horizon = p.watermark - DEDUP_HORIZON_S
-            self._seen[p.store] = {i: t for i, t in seen.items() if t >= horizon}
+        if ts >= recent[2]:  # two generations: an id is remembered for a horizon or two
+            recent[0], recent[1], recent[2] = set(), recent[0], ts + DEDUP_HORIZON_S
+        recent[0].add(e.id)
         if ts > p.newest:
             p.newest = ts
             if ts - self.lateness_s > p.watermark:
@@ -211,7 +210,7 @@ class Engine:
         timers = p.timers
         by_id = self.rules.by_id
         while timers and timers[0][0] <= upto:
-            at, _, rule_id, key, token = heapq.heappop(timers)
+            at, token, rule_id, key = heapq.heappop(timers)
             rule = by_id.get(rule_id)
             if rule is None:
                 continue  # the rule was removed by a reload

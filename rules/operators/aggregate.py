@@ -130,7 +130,7 @@ class Aggregate(Rule):
             groups = windows.get(start)
             if groups is None:
                 groups = windows[start] = {}
-                p.schedule(start + self.window_s, self.id, start, 0)
+                p.schedule(start + self.window_s, self.id, start, p.new_token())
             targets.append(groups)
         running = st.setdefault("running", {}) if self.cumulative else None
         if self.each is None:

@@ -32,8 +32,7 @@ class Partition:
     watermark: float = float("-inf")
     newest: float = float("-inf")
     buffer: list[tuple[float, str, ev.Event]] = field(default_factory=list)
-    timers: list[tuple[float, int, str, Any, int]] = field(default_factory=list)
-    timer_seq: int = 0
+    timers: list[tuple[float, int, str, Any]] = field(default_factory=list)
     token_seq: int = 0
     state: dict[str, dict[Any, Any]] = field(default_factory=dict)
     sets: dict[str, set[str]] = field(default_factory=dict)
@@ -48,9 +47,9 @@ class Partition:
 
     def schedule(self, at: float, rule_id: str, key: Any, token: int) -> None:
         """A timer fires once the watermark reaches ``at``; ``token`` lets the rule ignore
-        a timer it has since superseded (cheaper than removing it from the heap)."""
-        self.timer_seq += 1
-        heapq.heappush(self.timers, (at, self.timer_seq, rule_id, key, token))
+        a timer it has since superseded (cheaper than removing it from the heap). Tokens
+        are unique in the store, so they also order timers due at the same time."""
+        heapq.heappush(self.timers, (at, token, rule_id, key))
 
     def new_token(self) -> int:
         """A timer token no earlier timer of this store holds.

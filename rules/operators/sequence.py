@@ -37,7 +37,7 @@ class Candidate(msgspec.Struct, gc=False):
 
     start: float
     token: int
-    steps: list[ev.Event]
+    steps: tuple[ev.Event, ...]  # a tuple: smaller than a list, and rarely more than 3
 
 
 class Sequence(Rule):
@@ -87,7 +87,7 @@ class Sequence(Rule):
         first = self.positives[0][0]
         if first.when(e) and self._where(first, None, e, ts, key):  # type: ignore[misc]
             token = p.new_token()  # unique: a timer of an earlier candidate never matches it
-            st = states[key] = Candidate(ts, token, [])
+            st = states[key] = Candidate(ts, token, ())
             p.schedule(ts + self.within_s, self.id, key, token)
             self._advance(p, states, key, st, first, e, ts, out)
 
@@ -96,7 +96,7 @@ class Sequence(Rule):
     ) -> bool:
         if step.where is None:
             return True
-        return bool(step.where(self._scope(st or Candidate(ts, 0, []), e, ts, key)))
+        return bool(step.where(self._scope(st or Candidate(ts, 0, ()), e, ts, key)))
 
     def _advance(
         self,
@@ -112,7 +112,7 @@ class Sequence(Rule):
         if ts - st.start > self.within_s:
             del states[key]
             return
-        st.steps.append(e)
+        st.steps = (*st.steps, e)
         if len(st.steps) == len(self.positives) and not self.trailing:
             del states[key]
             self._complete(p, key, st, e, ts, out)
