@@ -194,6 +194,8 @@ class Engine:
             if p.timers and p.timers[0][0] <= ts:
                 self._timers(p, ts, out)
             self._apply(p, e, ts, out, 0)
+            if len(p.timers) > p.compact_at:
+                self._compact(p)
             return
         heapq.heappush(p.buffer, (ts, e.id, e))
         self._drain(p, out)
@@ -205,6 +207,23 @@ class Engine:
             self._timers(p, ts, out)
             self._apply(p, e, ts, out, 0)
         self._timers(p, p.watermark, out)
+
+    def _compact(self, p: Partition) -> None:
+        """Sweep out timers whose state is gone (a visit that ended before its ``within``).
+
+        Timers are not removed when their state is (that would cost a heap search); they
+        wait to fire and be ignored. Sweeping when the heap has doubled keeps memory in
+        proportion to the live state, at an amortised constant cost per timer.
+        """
+        by_id = self.rules.by_id
+        alive = [
+            t
+            for t in p.timers
+            if (r := by_id.get(t[2])) is not None and r.timer_alive(p, t[3], t[1])
+        ]
+        heapq.heapify(alive)
+        p.timers = alive
+        p.compact_at = max(1024, 2 * len(alive))
 
     def _timers(self, p: Partition, upto: float, out: Output) -> None:
         timers = p.timers

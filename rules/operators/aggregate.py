@@ -157,6 +157,9 @@ class Aggregate(Rule):
                     g[1].append(eid)
                 update(g[0], scope)
 
+    def timer_alive(self, p: Partition, key: Any, token: int) -> bool:
+        return key in p.state.get(self.id, {}).get("windows", {})
+
     def on_timer(self, p: Partition, key: Any, token: int, ts: float, out: Emitter) -> None:
         st = p.rule_state(self.id)
         groups = st.setdefault("windows", {}).pop(key, None)

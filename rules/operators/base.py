@@ -38,6 +38,7 @@ class Partition:
     sets: dict[str, set[str]] = field(default_factory=dict)
     throttled: dict[tuple[str, Any], float] = field(default_factory=dict)
     late: int = 0
+    compact_at: int = 1024  # timers in the heap before the stale ones are swept out
 
     def rule_state(self, rule_id: str) -> dict[Any, Any]:
         s = self.state.get(rule_id)
@@ -130,6 +131,11 @@ class Rule:
 
     def on_timer(self, p: Partition, key: Any, token: int, ts: float, out: Emitter) -> None:
         """Only rules that schedule timers receive them."""
+
+    def timer_alive(self, p: Partition, key: Any, token: int) -> bool:
+        """Whether a timer still matters: its key's state still holds its token."""
+        st = p.state.get(self.id, {}).get(key)
+        return st is not None and getattr(st, "token", None) == token
 
     # -- emitting ---------------------------------------------------------------------------
 
