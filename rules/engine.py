@@ -179,12 +179,14 @@ class Engine:
                 if p.buffer or (p.timers and p.timers[0][0] <= p.watermark):
                     self._drain(p, out)
             return
-        recent = self._seen[p.store]
-        if e.id in recent[0] or e.id in recent[1]:
+        # Ids are kept as their 64-bit hashes (not the strings, which would outlive their
+        # events), in two generations: each is remembered for one to two horizons.
+        recent, h = self._seen[p.store], hash(e.id)
+        if h in recent[0] or h in recent[1]:
             return
-        if ts >= recent[2]:  # two generations: an id is remembered for a horizon or two
+        if ts >= recent[2]:
             recent[0], recent[1], recent[2] = set(), recent[0], ts + DEDUP_HORIZON_S
-        recent[0].add(e.id)
+        recent[0].add(h)
         if ts > p.newest:
             p.newest = ts
             if ts - self.lateness_s > p.watermark:

@@ -46,6 +46,13 @@ class Partition:
             s = self.state[rule_id] = {}
         return s
 
+    def forget(self, rule_id: str, key: Any) -> None:
+        """Drop a key's state; an emptied table is replaced, as a dict never shrinks."""
+        states = self.state[rule_id]
+        del states[key]
+        if not states:
+            self.state[rule_id] = {}
+
     def schedule(self, at: float, rule_id: str, key: Any, token: int) -> None:
         """A timer fires once the watermark reaches ``at``; ``token`` lets the rule ignore
         a timer it has since superseded (cheaper than removing it from the heap). Tokens

@@ -57,7 +57,7 @@ class Count(Rule):
         if st is None or st.token != token:
             return
         if not st.times or st.times[-1] + self.window_s < ts:
-            del states[key]  # the newest hit is more than a window old: nothing to count
+            p.forget(self.id, key)  # the newest hit is more than a window old: nothing to count
         else:
             # The window is inclusive: at exactly a window later the hit still counts, so
             # the key is freed just after that instant, not at it.

@@ -23,8 +23,7 @@ class Held(msgspec.Struct, gc=False):
     """One key's state: a struct, a fifth of a dict's size (state is per shopper)."""
 
     phase: str
-    since: float
-    event: ev.Event
+    event: ev.Event  # the start; its time is when the condition began to hold
     token: int
     until: str = ""  # the id of the event that ended it, while it resolves
     silenced: bool = False  # the throttle held its alert back: nothing to resolve
@@ -53,7 +52,7 @@ class For(Rule):
         st = states.get(key)
         if st is not None and self.until(e):
             if st.phase == PENDING:
-                del states[key]
+                p.forget(self.id, key)
             elif st.phase == FIRING:
                 if self.keep_firing_s:
                     st.phase, st.token, st.until = RESOLVING, p.new_token(), e.id
@@ -62,12 +61,12 @@ class For(Rule):
                     if not st.silenced:
                         scope = Scope(st.event, self._extra(st, key, ts))
                         self.resolve(p, scope, key, ts, (st.event.id, e.id), out)
-                    del states[key]
+                    p.forget(self.id, key)
             return
         if self.start(e):
             if st is None:
                 token = p.new_token()  # unique: a timer of an earlier state never matches it
-                states[key] = Held(PENDING, ts, e, token)
+                states[key] = Held(PENDING, e, token)
                 p.schedule(ts + self.duration_s, self.id, key, token)
             elif st.phase == RESOLVING:
                 st.phase, st.token = FIRING, p.new_token()  # the grace timer is void
@@ -85,8 +84,8 @@ class For(Rule):
         elif st.phase == RESOLVING:
             if not st.silenced:
                 self.resolve(p, scope, key, ts, (st.event.id, st.until), out)
-            del states[key]
+            p.forget(self.id, key)
 
     @staticmethod
     def _extra(st: Held, key: Any, ts: float) -> dict[str, Any]:
-        return {"held_s": ts - st.since, "key": key_text(key)}
+        return {"held_s": ts - st.event.at.timestamp(), "key": key_text(key)}

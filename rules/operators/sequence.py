@@ -35,9 +35,12 @@ class StepSpec:
 class Candidate(msgspec.Struct, gc=False):
     """One key's sequence in progress: the matched step events, in order."""
 
-    start: float
     token: int
     steps: tuple[ev.Event, ...]  # a tuple: smaller than a list, and rarely more than 3
+
+    def start(self, now: float) -> float:
+        """When the candidate began: its first step's time (no copy of it is kept)."""
+        return self.steps[0].at.timestamp() if self.steps else now
 
 
 class Sequence(Rule):
@@ -80,28 +83,27 @@ class Sequence(Rule):
                 if not step.when(e):  # type: ignore[misc]
                     return
                 if self._where(step, st, e, ts, key):
-                    self._advance(p, states, key, st, step, e, ts, out)
+                    self._advance(p, key, st, step, e, ts, out)
                     return
                 # The step's event came but does not qualify (a visit too short): it is over.
-            del states[key]  # broken: the event that broke it may start the next candidate
+            p.forget(self.id, key)  # broken: the event that broke it may start the next candidate
         first = self.positives[0][0]
         if first.when(e) and self._where(first, None, e, ts, key):  # type: ignore[misc]
             token = p.new_token()  # unique: a timer of an earlier candidate never matches it
-            st = states[key] = Candidate(ts, token, ())
+            st = p.rule_state(self.id)[key] = Candidate(token, ())
             p.schedule(ts + self.within_s, self.id, key, token)
-            self._advance(p, states, key, st, first, e, ts, out)
+            self._advance(p, key, st, first, e, ts, out)
 
     def _where(
         self, step: StepSpec, st: Candidate | None, e: ev.Event, ts: float, key: Any
     ) -> bool:
         if step.where is None:
             return True
-        return bool(step.where(self._scope(st or Candidate(ts, 0, ()), e, ts, key)))
+        return bool(step.where(self._scope(st or Candidate(0, ()), e, ts, key)))
 
     def _advance(
         self,
         p: Partition,
-        states: dict[Any, Any],
         key: Any,
         st: Candidate,
         step: StepSpec,
@@ -109,20 +111,19 @@ class Sequence(Rule):
         ts: float,
         out: Emitter,
     ) -> None:
-        if ts - st.start > self.within_s:
-            del states[key]
+        if ts - st.start(ts) > self.within_s:
+            p.forget(self.id, key)
             return
         st.steps = (*st.steps, e)
         if len(st.steps) == len(self.positives) and not self.trailing:
-            del states[key]
+            p.forget(self.id, key)
             self._complete(p, key, st, e, ts, out)
 
     def on_timer(self, p: Partition, key: Any, token: int, ts: float, out: Emitter) -> None:
-        states = p.rule_state(self.id)
-        st = states.get(key)
+        st = p.rule_state(self.id).get(key)
         if st is None or st.token != token:
             return
-        del states[key]
+        p.forget(self.id, key)
         if len(st.steps) == len(self.positives) and self.trailing:
             self._complete(p, key, st, st.steps[-1], ts, out)
 
@@ -138,7 +139,7 @@ class Sequence(Rule):
         }
         extra = {
             "steps": SimpleNamespace(**named),
-            "elapsed_s": ts - st.start,
+            "elapsed_s": ts - st.start(ts),
             "key": key_text(key),
         }
         return Scope(e, extra)
