@@ -799,6 +799,11 @@ class _PackCompiler:
             (k, self.expr(v, (*ap, "group_by", k), item_names, types).fn)
             for k, v in a.group_by.items()
         ]
+        if a.group_by:
+            # Checked one by one above; run as one tuple expression: one call per item.
+            whole = "(" + "".join(f"({v}), " for v in a.group_by.values()) + ")"
+            path = (*ap, "group_by", next(iter(a.group_by)))
+            group_by.append(("", self.expr(whole, path, item_names, types).fn))
         computes = [
             self._compute(name, c, (*ap, "compute", name), item_names, types)
             for name, c in a.compute.items()

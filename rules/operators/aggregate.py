@@ -64,7 +64,7 @@ _STEP: dict[str, list[str]] = {
 
 def _folder(
     computes: list[ComputeSpec],
-    group_fns: tuple[Callable[[Any], Any], ...],
+    key_fn: Callable[[Any], tuple[Any, ...]] | None,
     make: Callable[[ev.Event, Any], Any] | None,
     keep: Cond | None,
 ) -> Callable[..., None]:
@@ -77,9 +77,8 @@ def _folder(
     """
     namespace: dict[str, Any] = {"__builtins__": {}, "len": len, "make": make, "keep": keep}
     namespace["MAX"] = MAX_CAUSES
-    for i, fn in enumerate(group_fns):
-        namespace[f"g{i}"] = fn
-    key = "(" + "".join(f"g{i}(s), " for i in range(len(group_fns))) + ")"
+    namespace["key"] = key_fn
+    key = "key(s)" if key_fn is not None else "()"
     lines = [
         "def fold(items, e, targets, fresh):",
         "    eid = e.id",
@@ -129,8 +128,9 @@ class Aggregate(Rule):
     ) -> None:
         super().__init__(*args, **kw)
         self.item_filter = item_filter
-        group_fns = tuple(fn for _, fn in group_by)
-        self._fold = _folder(computes, group_fns, item_scope if each else None, item_filter)
+        # The loader appends the whole key as one tuple expression, named "".
+        key_fn = group_by.pop()[1] if group_by and group_by[-1][0] == "" else None
+        self._fold = _folder(computes, key_fn, item_scope if each else None, item_filter)
         self.window_s, self.every_s = window_s, every_s
         self.each, self.item_scope = each, item_scope
         self.group_by, self.computes = group_by, computes
