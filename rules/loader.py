@@ -758,6 +758,13 @@ class _PackCompiler:
             members=members,
             price=price,
             currency=reference.currency,
+            op_types={
+                "members": self.types_of(t.members.when) if t.members else frozenset(),
+                "add": self.types_of(t.add.when),
+                "remove": self.types_of(t.remove.when),
+                "close": self.types_of(t.close.when),
+                "abandon": self.types_of(abandon) if abandon else frozenset(),
+            },
         )
 
     def _aggregate(

@@ -34,38 +34,43 @@ class Tally(Rule):
         members: tuple[Cond, KeyFn, KeyFn] | None,
         price: Price,
         currency: Callable[[str], str],
+        op_types: dict[str, frozenset[str] | None] | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
+        # Per event type, which of members, add, remove, close, abandon could match: a set
+        # lookup instead of evaluating five conditions on every event.
+        names = ("members", "add", "remove", "close", "abandon")
+        types = op_types or {}
+        self._plan = {
+            t: tuple((types.get(n) is None) or (t in types[n]) for n in names)  # type: ignore[operator]
+            for t in ev.EVENT_TYPES
+        }
         self.by, self.add, self.remove = by, add, remove
         self.close, self.abandon = close, abandon
         self.members, self.price, self.currency = members, price, currency
 
     def on_event(self, p: Partition, e: ev.Event, ts: float, out: Emitter) -> None:
+        may_join, may_add, may_remove, may_close, may_abandon = self._plan[e.type]
         st = p.rule_state(self.id)
-        alias: dict[str, str] = st.setdefault("alias", {})
-        if self.members is not None and self.members[0](e):
+        if may_join and self.members is not None and self.members[0](e):
             member, cart = str(self.members[1](e)), str(self.members[2](e))
-            alias[member] = cart
+            st.setdefault("alias", {})[member] = cart
             st.setdefault("crew", {}).setdefault(cart, []).append(member)
             return
-        key = str(self.by(e))
-        cart_id = alias.get(key, key)
-        carts: dict[str, dict[str, int]] = st.setdefault("carts", {})
-        when, item, qty = self.add
-        if when(e):
-            sku, n = str(item(e)), int(qty(e))
-            cart = carts.setdefault(cart_id, {})
+        if may_add and self.add[0](e):
+            key, cart_id = self._cart_of(st, e)
+            sku, n = str(self.add[1](e)), int(self.add[2](e))
+            cart = st.setdefault("carts", {}).setdefault(cart_id, {})
             cart[sku] = cart.get(sku, 0) + n
             data = ev.CartItemData(sku=sku, qty=n, cart=cart_id)
             added = self.derive(ev.CartItemAdded, p, ts, key, data, (e.id,), out)
             st.setdefault("causes", {}).setdefault(cart_id, []).append(added.id)
-            return
-        when, item, qty = self.remove
-        if when(e):
-            cart = carts.get(cart_id)
-            sku = str(item(e))
-            n = min(int(qty(e)), cart.get(sku, 0) if cart else 0)
+        elif may_remove and self.remove[0](e):
+            key, cart_id = self._cart_of(st, e)
+            cart = st.get("carts", {}).get(cart_id)
+            sku = str(self.remove[1](e))
+            n = min(int(self.remove[2](e)), cart.get(sku, 0) if cart else 0)
             if n <= 0 or cart is None:
                 return  # nothing of that SKU in the cart: a count never goes below zero
             cart[sku] -= n
@@ -74,11 +79,15 @@ class Tally(Rule):
             data = ev.CartItemData(sku=sku, qty=n, cart=cart_id)
             removed = self.derive(ev.CartItemRemoved, p, ts, key, data, (e.id,), out)
             st["causes"][cart_id].append(removed.id)
-            return
-        if self.close(e):
-            self._close(p, st, key, cart_id, e, ts, out, paid=True)
-        elif self.abandon is not None and self.abandon(e):
-            self._close(p, st, key, cart_id, e, ts, out, paid=False)
+        elif may_close and self.close(e):
+            self._close(p, st, *self._cart_of(st, e), e, ts, out, paid=True)
+        elif may_abandon and self.abandon is not None and self.abandon(e):
+            self._close(p, st, *self._cart_of(st, e), e, ts, out, paid=False)
+
+    def _cart_of(self, st: dict[str, Any], e: ev.Event) -> tuple[str, str]:
+        """The event's key, and the cart it shops on (its group's, if it joined one)."""
+        key = str(self.by(e))
+        return key, st.get("alias", {}).get(key, key)
 
     def _priced(self, p: Partition, cart_id: str, sku: str) -> tuple[str, int, bool]:
         try:
@@ -102,6 +111,7 @@ class Tally(Rule):
     ) -> None:
         crew = st.get("crew", {}).get(cart_id)
         last = crew is None or not [m for m in crew if m != key]
+        st.setdefault("alias", {})
         cart = st.setdefault("carts", {}).get(cart_id)
         # Price first: an unknown SKU raises here and leaves the cart open, not lost.
         priced = {sku: self._priced(p, cart_id, sku) for sku in cart} if last and cart else {}
