@@ -38,6 +38,7 @@ class Partition:
     sets: dict[str, set[str]] = field(default_factory=dict)
     throttled: dict[tuple[str, Any], float] = field(default_factory=dict)
     late: int = 0
+    sweeps: dict[str, int] = field(default_factory=dict)  # rule id -> its sweep timer's token
     compact_at: int = 1024  # timers in the heap before the stale ones are swept out
 
     def rule_state(self, rule_id: str) -> dict[Any, Any]:
@@ -68,6 +69,9 @@ class Partition:
         """
         self.token_seq += 1
         return self.token_seq
+
+
+SWEEP = None  # the timer key of a rule's periodic sweep
 
 
 class Emitter:
@@ -141,8 +145,33 @@ class Rule:
 
     def timer_alive(self, p: Partition, key: Any, token: int) -> bool:
         """Whether a timer still matters: its key's state still holds its token."""
+        if key is SWEEP:
+            return p.sweeps.get(self.id) == token
         st = p.state.get(self.id, {}).get(key)
         return st is not None and getattr(st, "token", None) == token
+
+    # -- periodic sweeps: state that only has to be freed, not acted on, needs no timer each
+
+    sweep_every_s = 60.0
+
+    def ensure_sweep(self, p: Partition, now: float) -> None:
+        """Have the rule's sweep run once a period while it holds state."""
+        if self.id not in p.sweeps:
+            token = p.sweeps[self.id] = p.new_token()
+            p.schedule(now + self.sweep_every_s, self.id, SWEEP, token)
+
+    def swept(self, p: Partition, token: int, ts: float) -> bool:
+        """Run the sweep if this timer is the rule's sweep; True if it was (handled)."""
+        if p.sweeps.get(self.id) != token:
+            return True  # a stale sweep timer: nothing to do
+        del p.sweeps[self.id]
+        self.sweep(p, ts)
+        if p.state.get(self.id):
+            self.ensure_sweep(p, ts)
+        return True
+
+    def sweep(self, p: Partition, ts: float) -> None:
+        """Free the state that has run out by ``ts``."""
 
     # -- emitting ---------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from core import events as ev
-from rules.operators.base import Cond, Emitter, KeyFn, Partition, Rule, Scope, key_text
+from rules.operators.base import SWEEP, Cond, Emitter, KeyFn, Partition, Rule, Scope, key_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,7 @@ class Sequence(Rule):
     ) -> None:
         super().__init__(*args, **kw)
         self.by, self.within_s, self.until = by, within_s, until
+        self.sweep_every_s = max(within_s / 4, 1.0)
         # Group the steps: each positive step with the absent steps that guard the gap before it.
         self.positives: list[tuple[StepSpec, list[StepSpec]]] = []
         guards: list[StepSpec] = []
@@ -72,6 +73,9 @@ class Sequence(Rule):
         states = p.rule_state(self.id)
         key = self.by(e)
         st = states.get(key)
+        if st is not None and not self.trailing and ts - st.start(ts) >= self.within_s:
+            p.forget(self.id, key)  # ran out (the sweep frees such candidates in time too)
+            st = None
         if st is not None:
             i = len(st.steps)
             guards = self.trailing if i == len(self.positives) else self.positives[i][1]
@@ -89,9 +93,14 @@ class Sequence(Rule):
             p.forget(self.id, key)  # broken: the event that broke it may start the next candidate
         first = self.positives[0][0]
         if first.when(e) and self._where(first, None, e, ts, key):  # type: ignore[misc]
-            token = p.new_token()  # unique: a timer of an earlier candidate never matches it
+            if self.trailing:
+                # It fires when it runs out: a timer of its own, at that very time.
+                token = p.new_token()  # unique: a timer of an earlier candidate never matches
+                p.schedule(ts + self.within_s, self.id, key, token)
+            else:
+                token = 0  # it only has to be freed when it runs out: the sweep does that
+                self.ensure_sweep(p, ts)
             st = p.rule_state(self.id)[key] = Candidate(token, ())
-            p.schedule(ts + self.within_s, self.id, key, token)
             self._advance(p, key, st, first, e, ts, out)
 
     def _where(
@@ -119,7 +128,15 @@ class Sequence(Rule):
             p.forget(self.id, key)
             self._complete(p, key, st, e, ts, out)
 
+    def sweep(self, p: Partition, ts: float) -> None:
+        for key, st in list(p.rule_state(self.id).items()):
+            if ts - st.start(ts) >= self.within_s:
+                p.forget(self.id, key)
+
     def on_timer(self, p: Partition, key: Any, token: int, ts: float, out: Emitter) -> None:
+        if key is SWEEP:
+            self.swept(p, token, ts)
+            return
         st = p.rule_state(self.id).get(key)
         if st is None or st.token != token:
             return
