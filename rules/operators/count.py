@@ -17,10 +17,13 @@ from rules.operators.base import SWEEP, Emitter, KeyFn, Partition, Rule, Scope, 
 
 
 class Hits(msgspec.Struct, gc=False):
-    """One key's matching events inside the window: their times and ids."""
+    """One key's matching events inside the window, oldest first: (time, id) pairs.
 
-    times: list[float]
-    ids: list[str]
+    A tuple, rebuilt on each hit: hits are rare (put-backs, entries) and a tuple is the
+    smallest container there is (state is per shopper).
+    """
+
+    hits: tuple[tuple[float, str], ...] = ()
 
 
 class Count(Rule):
@@ -36,18 +39,14 @@ class Count(Rule):
         key = self.by(e)
         st = states.get(key)
         if st is None:
-            st = states[key] = Hits([], [])
+            st = states[key] = Hits()
             self.ensure_sweep(p, ts)
         horizon = ts - self.window_s  # inclusive: a hit exactly a window old still counts
-        while st.times and st.times[0] < horizon:
-            del st.times[0], st.ids[0]
-        st.times.append(ts)
-        st.ids.append(e.id)
-        if len(st.ids) >= self.threshold:
-            causes = tuple(st.ids)
+        st.hits = (*(h for h in st.hits if h[0] >= horizon), (ts, e.id))
+        if len(st.hits) >= self.threshold:
+            causes = tuple(i for _, i in st.hits)
             extra = {"count": len(causes), "key": key_text(key), "window_s": self.window_s}
-            st.times.clear()
-            st.ids.clear()
+            st.hits = ()
             self.fire(p, Scope(e, extra), key, ts, causes, out)
 
     def on_timer(self, p: Partition, key: Any, token: int, ts: float, out: Emitter) -> None:
@@ -56,5 +55,5 @@ class Count(Rule):
 
     def sweep(self, p: Partition, ts: float) -> None:
         for key, st in list(p.rule_state(self.id).items()):
-            if not st.times or st.times[-1] + self.window_s < ts:
+            if not st.hits or st.hits[-1][0] + self.window_s < ts:
                 p.forget(self.id, key)  # the newest hit is more than a window old
