@@ -67,6 +67,9 @@ class RuleSet:
     wildcard: tuple[Rule, ...] = field(init=False)
     set_dispatch: dict[str, tuple[SetRule, ...]] = field(init=False)
     interested: frozenset[str] = field(init=False)  # types some rule or set listens to
+    # Per type, each rule's (where, on_event, id), looked up once: per event and rule,
+    # attribute lookups and bound-method creation cost a tenth of the engine's time.
+    handlers: dict[str, tuple[tuple[Any, Any, str], ...]] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_id", {r.id: r for r in self.rules})
@@ -79,6 +82,8 @@ class RuleSet:
         object.__setattr__(self, "wildcard", wildcard)
         sets = {t: tuple(s for s in self.sets if s.types is None or t in s.types) for t in table}
         object.__setattr__(self, "set_dispatch", sets)
+        handlers = {t: tuple((r.where, r.on_event, r.id) for r in rs) for t, rs in table.items()}
+        object.__setattr__(self, "handlers", handlers)
         listened = {t for t in table if table[t] or sets[t]}
         object.__setattr__(self, "interested", frozenset(listened))
 
@@ -256,16 +261,16 @@ class Engine:
                 member = s.member(e)
                 p.sets.get(s.name, set()).discard(member)
                 self.context.live_set(s.name).discard(member)
-        rules = rs.dispatch.get(kind, rs.wildcard)
-        if not rules:
+        handlers = rs.handlers.get(kind, ())
+        if not handlers:
             return
         emitter = Emitter()
-        for rule in rules:
+        for where, on_event, rule_id in handlers:
             try:
-                if rule.where is None or rule.where(e):
-                    rule.on_event(p, e, ts, emitter)
+                if where is None or where(e):
+                    on_event(p, e, ts, emitter)
             except Exception as exc:  # one rule's failure must not stop the store
-                out.errors.append(RuleError(rule.id, e.id, _message(exc)))
+                out.errors.append(RuleError(rule_id, e.id, _message(exc)))
         if emitter.events:
             self._feed(p, emitter, ts, out, depth)
 

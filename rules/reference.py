@@ -43,6 +43,12 @@ class Reference:
     def currency(self, store: str) -> str:
         return self.layout(store).store.currency if self.layouts else "EUR"
 
+    def _merged(self, table: Callable[[Layout], dict[str, str]]) -> dict[str, str] | None:
+        """One table for every store, or None if two stores disagree on an id."""
+        if not self.layouts:
+            return None
+        return _no_conflict([table(lay) for lay in self.layouts.values()])
+
     def functions(self, context: Context) -> dict[str, Callable[..., Any]]:
         """The functions expressions may call, bound to the engine's context.
 
@@ -73,6 +79,16 @@ class Reference:
                 table = shelves[store] = {s.id: s.zone for s in self.layout(store).shelves}
             return table[shelf]
 
+        # Where every store agrees on what an id means (the usual case: one layout, or a
+        # chain with one naming scheme), one table serves all, looked up in C: zone_kind
+        # runs in most rules on most zone events.
+        merged_kinds = self._merged(lambda lay: {z.id: z.kind for z in lay.zones})
+        merged_shelves = self._merged(lambda lay: {s.id: s.zone for s in lay.shelves})
+        if merged_kinds is not None:
+            zone_kind = merged_kinds.__getitem__  # type: ignore[assignment]
+        if merged_shelves is not None:
+            shelf_zone = merged_shelves.__getitem__  # type: ignore[assignment]
+
         def price(sku: str) -> int:
             return here().sku(sku).price_cents
 
@@ -91,6 +107,15 @@ class Reference:
             "age_restricted": age_restricted,
             **PURE_FUNCTIONS,
         }
+
+
+def _no_conflict(tables: list[dict[str, str]]) -> dict[str, str] | None:
+    merged: dict[str, str] = {}
+    for table in tables:
+        for k, v in table.items():
+            if merged.setdefault(k, v) != v:
+                return None
+    return merged
 
 
 def cell(v: float, size: float) -> int:
