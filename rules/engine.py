@@ -129,6 +129,7 @@ class Engine:
         for live in self.context.live.values():
             live.clear()  # what the sets hold comes from this engine's events only
         self.partitions: dict[str, Partition] = {}
+        self._emitter = Emitter()
         self._seen: dict[str, list[Any]] = {}  # store -> [ids now, ids before, rotate at]
 
     # -- the public surface ------------------------------------------------------------------
@@ -240,13 +241,15 @@ class Engine:
             rule = by_id.get(rule_id)
             if rule is None:
                 continue  # the rule was removed by a reload
-            emitter = Emitter()
+            pending = self._emitter.events
+            mark = len(pending)
             self.context.partition = p
             try:
-                rule.on_timer(p, key, token, at, emitter)
+                rule.on_timer(p, key, token, at, self._emitter)
             except Exception as exc:  # one rule's failure must not stop the store
                 out.errors.append(RuleError(rule_id, f"timer@{at}", _message(exc)))
-            self._feed(p, emitter, at, out, 0)
+            if len(pending) > mark:
+                self._feed(p, pending, mark, out, 0)
 
     def _apply(self, p: Partition, e: ev.Event, ts: float, out: Output, depth: int) -> None:
         self.context.partition = p
@@ -264,19 +267,27 @@ class Engine:
         handlers = rs.handlers.get(kind, ())
         if not handlers:
             return
-        emitter = Emitter()
+        emitter = self._emitter
+        pending = emitter.events
+        mark = len(pending)
         for where, on_event, rule_id in handlers:
             try:
                 if where is None or where(e):
                     on_event(p, e, ts, emitter)
             except Exception as exc:  # one rule's failure must not stop the store
                 out.errors.append(RuleError(rule_id, e.id, _message(exc)))
-        if emitter.events:
-            self._feed(p, emitter, ts, out, depth)
+        if len(pending) > mark:
+            self._feed(p, pending, mark, out, depth)
 
-    def _feed(self, p: Partition, emitter: Emitter, ts: float, out: Output, depth: int) -> None:
+    def _feed(
+        self, p: Partition, pending: list[ev.Event], mark: int, out: Output, depth: int
+    ) -> None:
+        """Take what the rules emitted past ``mark`` (one emitter serves all: no object per
+        event), record it, and apply it to the rules in turn."""
+        new = pending[mark:]
+        del pending[mark:]
         interested = self.rules.interested
-        for d in emitter.events:
+        for d in new:
             out.derived.append(d)
             if d.type not in interested:
                 continue  # a heatmap tile, say: nothing listens, nothing to apply
