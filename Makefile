@@ -26,7 +26,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
+	$(BIN)/python bench/event_codec.py
+	$(BIN)/python bench/expressions.py
 	$(BIN)/python bench/log_throughput.py
+	$(BIN)/python bench/engine_throughput.py
 
 clean:
 	rm -rf $(VENV) .aisle .pytest_cache .hypothesis
