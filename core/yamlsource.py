@@ -140,7 +140,7 @@ def convert(doc: YamlDocument, typ: type[T], *, path: PathKey = (), data: Any = 
     except msgspec.ValidationError as exc:
         m = _AT.match(str(exc))
         reason, where = (m.group(1), m.group(2) or "") if m else (str(exc), "")
-        full = (*path, *parse_path(where))
+        full = (*path, *_locate(value, typ, where))
         unknown = re.match(r"Object contains unknown field `([^`]+)`", reason)
         if unknown:
             name = unknown.group(1)
@@ -152,6 +152,34 @@ def convert(doc: YamlDocument, typ: type[T], *, path: PathKey = (), data: Any = 
         raise doc.error(
             full, f"{place}: {_friendly(reason)}" if place else _friendly(reason)
         ) from None
+
+
+def _locate(value: Any, typ: Any, where: str) -> PathKey:
+    """The path of msgspec's ``$...``; for a value in a mapping (``[...]``: msgspec does not
+    say which key) the key is found by converting with one entry of the mapping at a time."""
+    if "[...]" not in where:
+        return parse_path(where)
+    head, _, rest = where.partition("[...]")
+    prefix = parse_path(head)
+    mapping = value
+    for part in prefix:
+        mapping = mapping[part]
+    for key in list(mapping):
+        trial = _replaced(value, prefix, {key: mapping[key]})
+        try:
+            msgspec.convert(trial, typ)
+        except msgspec.ValidationError:
+            return (*prefix, key, *parse_path(rest))
+    return prefix
+
+
+def _replaced(value: Any, path: PathKey, new: Any) -> Any:
+    if not path:
+        return new
+    head, *rest = path
+    copy = list(value) if isinstance(value, list) else dict(value)
+    copy[head] = _replaced(value[head], tuple(rest), new)  # type: ignore[index]
+    return copy
 
 
 def _friendly(reason: str) -> str:

@@ -809,8 +809,8 @@ class _PackCompiler:
         if a.group_by:
             # Checked one by one above; run as one tuple expression: one call per item.
             whole = "(" + "".join(f"({v}), " for v in a.group_by.values()) + ")"
-            path = (*ap, "group_by", next(iter(a.group_by)))
-            group_by.append(("", self.expr(whole, path, item_names, types).fn))
+            key_path = (*ap, "group_by", next(iter(a.group_by)))
+            group_by.append(("", self.expr(whole, key_path, item_names, types).fn))
         computes = [
             self._compute(name, c, (*ap, "compute", name), item_names, types)
             for name, c in a.compute.items()

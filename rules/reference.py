@@ -1,31 +1,61 @@
-"""Reference data rules join with: each store's layout and catalog, by the partition at hand.
+"""Reference data rules join with: each store's layout and catalog, by the partition at
+hand, and the chain's enrolled members and watch list.
 
 Functions here are what expressions may call. They read the current partition from the
 engine's ``Context``, so one rule set serves every store of a chain, each with its own
-zones and prices.
+zones and prices. Members and the watch list hold pseudonymous ids only (enrolment and
+face matching happen elsewhere, with consent): a note per id, never a name or a face.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
 
 from core.layout import Layout
+from core.yamlsource import convert, load_yaml
 from rules.engine import Context
 
 
-class Reference:
-    """Layouts by store id; with one layout, it serves every store."""
+class ReferenceList(msgspec.Struct, forbid_unknown_fields=True):
+    """A members or watch-list file: pseudonymous ids, each with an optional note."""
 
-    def __init__(self, layouts: Mapping[str, Layout] | None = None) -> None:
+    entries: dict[Annotated[str, msgspec.Meta(min_length=1, max_length=128)], str] = {}
+
+
+def load_reference_list(path: str | Path) -> dict[str, str]:
+    """``entries: {m-7f3a: "opted in 2026-03"}``, with file:line errors (``SourceError``)."""
+    return dict(convert(load_yaml(path), ReferenceList).entries)
+
+
+class Reference:
+    """Layouts by store id (with one layout, it serves every store); members and watch list."""
+
+    def __init__(
+        self,
+        layouts: Mapping[str, Layout] | None = None,
+        *,
+        members: Mapping[str, str] | None = None,
+        watchlist: Mapping[str, str] | None = None,
+    ) -> None:
         self.layouts = dict(layouts or {})
         for layout in self.layouts.values():
             layout.prepare()
+        self.members = dict(members or {})
+        self.watchlist = dict(watchlist or {})
 
     @classmethod
-    def of(cls, *layouts: Layout) -> Reference:
-        return cls({lay.store.id: lay for lay in layouts})
+    def of(
+        cls,
+        *layouts: Layout,
+        members: Mapping[str, str] | None = None,
+        watchlist: Mapping[str, str] | None = None,
+    ) -> Reference:
+        return cls({lay.store.id: lay for lay in layouts}, members=members, watchlist=watchlist)
 
     def layout(self, store: str) -> Layout:
         found = self.layouts.get(store)
@@ -98,7 +128,21 @@ class Reference:
         def age_restricted(sku: str) -> bool:
             return here().sku(sku).age_restricted
 
+        members, watchlist = self.members, self.watchlist
+
+        def enrolled(member: str) -> bool:
+            return member in members
+
+        def watchlisted(member: str) -> bool:
+            return member in watchlist
+
+        def watch_note(member: str) -> str:
+            return watchlist.get(member, "")
+
         return {
+            "enrolled": enrolled,
+            "watchlisted": watchlisted,
+            "watch_note": watch_note,
             "zone_of": zone_of,
             "zone_kind": zone_kind,
             "shelf_zone": shelf_zone,

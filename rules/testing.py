@@ -25,7 +25,7 @@ from core.yamlsource import SourceError, YamlDocument, convert, load_yaml
 from rules.durations import parse_duration
 from rules.engine import Context, Engine
 from rules.loader import PackError, load_rules
-from rules.reference import Reference
+from rules.reference import Reference, load_reference_list
 
 DEFAULT_START = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 _scalar = YAML(typ="safe", pure=True)
@@ -43,6 +43,8 @@ class TestCase(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class TestFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     packs: list[str]
     layout: str | None = None
+    members: str | None = None  # reference files, as rules.reference.load_reference_list reads
+    watchlist: str | None = None
     store: str | None = None
     start: datetime = DEFAULT_START
     tests: list[TestCase]
@@ -150,7 +152,10 @@ def run_file(path: str | Path) -> list[Result]:
     tf = convert(doc, TestFile)
     base = Path(path).parent
     layout = load_layout(base / tf.layout) if tf.layout else None
-    reference = Reference.of(layout) if layout else Reference()
+    members = load_reference_list(base / tf.members) if tf.members else None
+    watchlist = load_reference_list(base / tf.watchlist) if tf.watchlist else None
+    layouts = {layout.store.id: layout} if layout else {}
+    reference = Reference(layouts, members=members, watchlist=watchlist)
     context = Context()
     try:
         rules = load_rules([base / p for p in tf.packs], reference, context)

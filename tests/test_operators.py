@@ -158,3 +158,50 @@ def test_unquoted_yaml_timestamps_are_datetimes() -> None:
 
     doc = load_yaml("t.yaml", text="start: 2026-11-28T09:00:00+02:00\n")
     assert convert(doc, Spec).start == datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+
+
+def test_members_and_the_watch_list_join_by_pseudonymous_id(tmp_path: Path) -> None:
+    from core.yamlsource import SourceError
+    from rules.reference import load_reference_list
+
+    watch = load_reference_list(ROOT / "examples" / "reference" / "watchlist.yaml")
+    members = load_reference_list(ROOT / "examples" / "reference" / "members.yaml")
+    context = Context()
+    rules = load_rules(
+        [
+            (
+                "p.yaml",
+                """
+pack: p
+version: "1"
+rules:
+  - id: seen
+    where: type == "face.matched" and (enrolled(data.member) or watchlisted(data.member))
+    alert: {name: seen, summary: "{watch_note(data.member) or 'member'}"}
+""",
+            )
+        ],
+        Reference.of(LAYOUT, members=members, watchlist=watch),
+        context,
+    )
+    e = Engine(rules, context=context)
+
+    def face(member: str) -> ev.Event:
+        data = ev.FaceMatchData(member=member, confidence=0.9)
+        return ev.new(
+            ev.FaceMatched, store="corner-01", at=at(0), source="c", subject=member, data=data
+        )
+
+    out = e.process([face("m-1a2b3c"), face("m-b72d03"), face("m-nobody")]).derived
+    assert [(d.subject, d.data.summary) for d in out] == [
+        ("m-1a2b3c", "member"),
+        ("m-b72d03", "banned from super-01 until 2027-01-01"),
+    ]
+    bad = tmp_path / "watch.yaml"
+    bad.write_text("entries:\n  m-1: ok\n  nope: [1, 2]\n")
+    try:
+        load_reference_list(bad)
+    except SourceError as exc:
+        assert exc.line == 3 and "entries.nope" in exc.message
+    else:
+        raise AssertionError("a malformed reference list must be refused")
