@@ -82,11 +82,8 @@ class Reference:
     def functions(self, context: Context) -> dict[str, Callable[..., Any]]:
         """The functions expressions may call, bound to the engine's context.
 
-        Lookups go through tables per store, built once: ``zone_kind`` runs for most zone
-        events in several rules, so it costs a dict lookup, not a walk through the layout.
+        Lookups by id go through tables built once, not walks through the layout.
         """
-        kinds: dict[str, dict[str, str]] = {}
-        shelves: dict[str, dict[str, str]] = {}
 
         def here() -> Layout:
             assert context.partition is not None
@@ -95,29 +92,26 @@ class Reference:
         def zone_of(x: float, y: float) -> str | None:
             return here().zone_at(x, y)
 
-        def zone_kind(zone: str) -> str:
-            store = context.partition.store  # type: ignore[union-attr]
-            table = kinds.get(store)
-            if table is None:
-                table = kinds[store] = {z.id: z.kind for z in self.layout(store).zones}
-            return table[zone]
+        def per_store(build: Callable[[Layout], dict[str, str]]) -> Callable[[str], str]:
+            """A lookup by id in the store at hand. Where every store agrees on what an id
+            means (one layout, or a chain with one naming scheme), one table serves all,
+            looked up in C: ``zone_kind`` runs in most rules on most zone events."""
+            merged = self._merged(build)
+            if merged is not None:
+                return merged.__getitem__
+            tables: dict[str, dict[str, str]] = {}
 
-        def shelf_zone(shelf: str) -> str:
-            store = context.partition.store  # type: ignore[union-attr]
-            table = shelves.get(store)
-            if table is None:
-                table = shelves[store] = {s.id: s.zone for s in self.layout(store).shelves}
-            return table[shelf]
+            def lookup(name: str) -> str:
+                store = context.partition.store  # type: ignore[union-attr]
+                table = tables.get(store)
+                if table is None:
+                    table = tables[store] = build(self.layout(store))
+                return table[name]
 
-        # Where every store agrees on what an id means (the usual case: one layout, or a
-        # chain with one naming scheme), one table serves all, looked up in C: zone_kind
-        # runs in most rules on most zone events.
-        merged_kinds = self._merged(lambda lay: {z.id: z.kind for z in lay.zones})
-        merged_shelves = self._merged(lambda lay: {s.id: s.zone for s in lay.shelves})
-        if merged_kinds is not None:
-            zone_kind = merged_kinds.__getitem__  # type: ignore[assignment]
-        if merged_shelves is not None:
-            shelf_zone = merged_shelves.__getitem__  # type: ignore[assignment]
+            return lookup
+
+        zone_kind = per_store(lambda lay: {z.id: z.kind for z in lay.zones})
+        shelf_zone = per_store(lambda lay: {s.id: s.zone for s in lay.shelves})
 
         def price(sku: str) -> int:
             return here().sku(sku).price_cents

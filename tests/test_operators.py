@@ -205,3 +205,47 @@ rules:
         assert exc.line == 3 and "entries.nope" in exc.message
     else:
         raise AssertionError("a malformed reference list must be refused")
+
+
+def test_zone_kind_follows_the_store_when_stores_disagree_on_an_id() -> None:
+    from core.layout import load_layout_text
+
+    text = (ROOT / "examples" / "stores" / "convenience.yaml").read_text()
+    other = load_layout_text(
+        text.replace("id: corner-01", "id: corner-02").replace(
+            "  - id: aisle-1\n    kind: aisle", "  - id: aisle-1\n    kind: staff_only"
+        ),
+        "corner-02.yaml",
+    )
+    assert other.zone("aisle-1").kind == "staff_only"
+    context = Context()
+    rules = load_rules(
+        [
+            (
+                "p.yaml",
+                """
+pack: p
+version: "1"
+rules:
+  - id: staff_area
+    where: type == "zone.entered" and zone_kind(data.zone) == "staff_only"
+    alert: {name: staff_area}
+""",
+            )
+        ],
+        Reference.of(LAYOUT, other),
+        context,
+    )
+    e = Engine(rules, context=context)
+    entered = [
+        ev.new(
+            ev.ZoneEntered,
+            store=s,
+            at=at(0),
+            source="c",
+            subject="v1",
+            data=ev.ZoneData(zone="aisle-1"),
+        )
+        for s in ("corner-01", "corner-02")
+    ]
+    assert [d.store for d in e.process(entered).derived] == ["corner-02"]
