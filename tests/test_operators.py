@@ -19,9 +19,10 @@ T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 LAYOUT = load_layout(ROOT / "examples" / "stores" / "convenience.yaml")
 
 
-def engine(text: str, context: Context | None = None) -> Engine:
+def engine(text: str, context: Context | None = None, reference: Reference | None = None) -> Engine:
     context = context or Context()
-    return Engine(load_rules([("p.yaml", text)], Reference.of(LAYOUT), context), context=context)
+    rules = load_rules([("p.yaml", text)], reference or Reference.of(LAYOUT), context)
+    return Engine(rules, context=context)
 
 
 def at(seconds: float) -> datetime:
@@ -166,25 +167,15 @@ def test_members_and_the_watch_list_join_by_pseudonymous_id(tmp_path: Path) -> N
 
     watch = load_reference_list(ROOT / "examples" / "reference" / "watchlist.yaml")
     members = load_reference_list(ROOT / "examples" / "reference" / "members.yaml")
-    context = Context()
-    rules = load_rules(
-        [
-            (
-                "p.yaml",
-                """
+    pack = """
 pack: p
 version: "1"
 rules:
   - id: seen
     where: type == "face.matched" and (enrolled(data.member) or watchlisted(data.member))
     alert: {name: seen, summary: "{watch_note(data.member) or 'member'}"}
-""",
-            )
-        ],
-        Reference.of(LAYOUT, members=members, watchlist=watch),
-        context,
-    )
-    e = Engine(rules, context=context)
+"""
+    e = engine(pack, reference=Reference.of(LAYOUT, members=members, watchlist=watch))
 
     def face(member: str) -> ev.Event:
         data = ev.FaceMatchData(member=member, confidence=0.9)
@@ -218,25 +209,15 @@ def test_zone_kind_follows_the_store_when_stores_disagree_on_an_id() -> None:
         "corner-02.yaml",
     )
     assert other.zone("aisle-1").kind == "staff_only"
-    context = Context()
-    rules = load_rules(
-        [
-            (
-                "p.yaml",
-                """
+    pack = """
 pack: p
 version: "1"
 rules:
   - id: staff_area
     where: type == "zone.entered" and zone_kind(data.zone) == "staff_only"
     alert: {name: staff_area}
-""",
-            )
-        ],
-        Reference.of(LAYOUT, other),
-        context,
-    )
-    e = Engine(rules, context=context)
+"""
+    e = engine(pack, reference=Reference.of(LAYOUT, other))
     entered = [
         ev.new(
             ev.ZoneEntered,
