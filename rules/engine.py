@@ -63,8 +63,6 @@ class RuleSet:
     packs: dict[str, str]  # pack name -> version
     sets: tuple[SetRule, ...] = ()
     by_id: dict[str, Rule] = field(init=False)
-    dispatch: dict[str, tuple[Rule, ...]] = field(init=False)
-    wildcard: tuple[Rule, ...] = field(init=False)
     set_dispatch: dict[str, tuple[SetRule, ...]] = field(init=False)
     interested: frozenset[str] = field(init=False)  # types some rule or set listens to
     # Per type, each rule's (where, on_event, id), looked up once: per event and rule,
@@ -73,13 +71,11 @@ class RuleSet:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_id", {r.id: r for r in self.rules})
-        wildcard = tuple(r for r in self.rules if r.types is None)
+        # Dispatch by type: a rule sees only the types its conditions can match.
         table: dict[str, list[Rule]] = {t: [] for t in ev.EVENT_TYPES}
         for r in self.rules:
             for t in r.types or ev.EVENT_TYPES:
                 table[t].append(r)
-        object.__setattr__(self, "dispatch", {t: tuple(rs) for t, rs in table.items()})
-        object.__setattr__(self, "wildcard", wildcard)
         sets = {t: tuple(s for s in self.sets if s.types is None or t in s.types) for t in table}
         object.__setattr__(self, "set_dispatch", sets)
         handlers = {t: tuple((r.where, r.on_event, r.id) for r in rs) for t, rs in table.items()}
