@@ -65,9 +65,10 @@ class RuleSet:
     by_id: dict[str, Rule] = field(init=False)
     set_dispatch: dict[str, tuple[SetRule, ...]] = field(init=False)
     interested: frozenset[str] = field(init=False)  # types some rule or set listens to
-    # Per type, each rule's (where, on_event, id), looked up once: per event and rule,
+    # Per type, each rule's (guard, where, on_event, id), looked up once: per event and rule,
     # attribute lookups and bound-method creation cost a tenth of the engine's time.
-    handlers: dict[str, tuple[tuple[Any, Any, str], ...]] = field(init=False)
+    handlers: dict[str, tuple[tuple[Any, Any, Any, str], ...]] = field(init=False)
+    gates: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_id", {r.id: r for r in self.rules})
@@ -78,10 +79,21 @@ class RuleSet:
                 table[t].append(r)
         sets = {t: tuple(s for s in self.sets if s.types is None or t in s.types) for t in table}
         object.__setattr__(self, "set_dispatch", sets)
-        handlers = {t: tuple((r.where, r.on_event, r.id) for r in rs) for t, rs in table.items()}
+        handlers = {
+            t: tuple(((r.guards or {}).get(t), r.where, r.on_event, r.id) for r in rs)
+            for t, rs in table.items()
+        }
         object.__setattr__(self, "handlers", handlers)
         listened = {t for t in table if table[t] or sets[t]}
         object.__setattr__(self, "interested", frozenset(listened))
+        # Types whose every rule has a guard (and no set listens): an event none of the
+        # guards lets through only moves the clock, like one no rule listens to.
+        gates = {
+            t: _either(tuple(h[0] for h in hs))
+            for t, hs in handlers.items()
+            if hs and not sets[t] and all(h[0] is not None for h in hs)
+        }
+        object.__setattr__(self, "gates", gates)
 
 
 class LiveSet(set[str]):
@@ -138,16 +150,16 @@ class Engine:
         """
         out = Output()
         partitions, interested = self.partitions, self.rules.interested
-        lateness = self.lateness_s
+        gates, lateness = self.rules.gates, self.lateness_s
         for e in events:
             p = partitions.get(e.store) or self._partition(e.store)
             ts = e.at.timestamp()
             if ts < p.watermark:
                 p.late += 1
                 out.late.append(e)
-            elif e.type in interested:
+            elif e.type in interested and ((gate := gates.get(e.type)) is None or gate(e)):
                 self._accept(p, e, ts, out)
-            elif ts > p.newest:  # nothing listens to it: it only moves the clock
+            elif ts > p.newest:  # nothing can use it: it only moves the clock
                 p.newest = ts
                 if ts - lateness > p.watermark:
                     p.watermark = ts - lateness
@@ -271,9 +283,9 @@ class Engine:
         emitter = self._emitter
         pending = emitter.events
         mark = len(pending)
-        for where, on_event, rule_id in handlers:
+        for guard, where, on_event, rule_id in handlers:
             try:
-                if where is None or where(e):
+                if (guard is None or guard(e)) and (where is None or where(e)):
                     on_event(p, e, ts, emitter)
             except Exception as exc:  # one rule's failure must not stop the store
                 out.errors.append(RuleError(rule_id, e.id, _message(exc)))
@@ -298,6 +310,12 @@ class Engine:
                 out.errors.append(
                     RuleError(d.rule.id, d.id, "derived events nest too deep: a cycle?")
                 )  # type: ignore[attr-defined]
+
+
+def _either(guards: tuple[Any, ...]) -> Any:
+    if len(guards) == 1:
+        return guards[0]
+    return lambda e: any(g(e) for g in guards)
 
 
 def _message(exc: Exception) -> str:

@@ -523,7 +523,28 @@ class _PackCompiler:
         where = self.cond(r.where, (*path, "where"))
         build = getattr(self, f"_{kind}")
         rule: op.Rule = build(r, path, rule_id, ref, where)
+        rule.guards = self._guards(rule, _entry_conditions(r), path)
         return rule
+
+    def _guards(
+        self, rule: op.Rule, conditions: list[str], path: tuple[Any, ...]
+    ) -> dict[str, Callable[[Any], Any]] | None:
+        """Per event type, one expression: whether any of the rule's conditions can match.
+
+        The engine asks it before the rule's handler, which would otherwise learn the same
+        by evaluating its conditions one by one (most zone events reach the carts rule only
+        to turn out not to be at the gate). None where a condition pins no type.
+        """
+        typed = [(c, self.types_of(c)) for c in conditions]
+        if not typed or rule.types is None or any(t is None for _, t in typed):
+            return None
+        guards = {}
+        for kind in rule.types:
+            sources = [c for c, types in typed if kind in types]  # type: ignore[operator]
+            if sources:
+                whole = " or ".join(f"({c.strip()})" for c in sources)
+                guards[kind] = self.expr(whole, path).fn
+        return guards
 
     def _types_for(self, r: spec.Rule, conditions: Iterable[str | None]) -> frozenset[str] | None:
         if r.on:
@@ -928,6 +949,21 @@ class _PackCompiler:
             self.expr(c.where, (*path, "where"), names, types).fn if c.where else None,
             c.q,
         )
+
+
+def _entry_conditions(r: spec.Rule) -> list[str]:
+    """The conditions through which events reach an operator's state (empty: it sees all
+    the events its ``where`` lets through)."""
+    if r.for_ is not None:
+        return [r.for_.start, r.for_.until]
+    if r.sequence is not None:
+        s = r.sequence
+        return [c for c in (s.until, *(x.when or x.absent for x in s.steps)) if c]
+    if r.tally is not None:
+        t = r.tally
+        ops = (t.members, t.add, t.remove, t.close, t.abandon)
+        return [o.when for o in ops if o is not None]
+    return []
 
 
 def _union(*types: frozenset[str] | None) -> frozenset[str] | None:

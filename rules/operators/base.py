@@ -136,6 +136,8 @@ class Rule:
         self.types = types
         self.where = where
         self.output = output
+        # Per event type, whether any of the rule's conditions can match (set by the loader).
+        self.guards: dict[str, Cond] | None = None
 
     def on_event(self, p: Partition, e: ev.Event, ts: float, out: Emitter) -> None:
         raise NotImplementedError
