@@ -230,3 +230,34 @@ rules:
         for s in ("corner-01", "corner-02")
     ]
     assert [d.store for d in e.process(entered).derived] == ["corner-02"]
+
+
+def test_an_event_no_guard_lets_through_still_moves_the_clock() -> None:
+    """Only guarded rules listen to zone events here; a zone event away from the queue is
+    of no use to them, yet it is event time passing: the queue wait fires on it."""
+    e = engine(
+        """
+pack: p
+version: "1"
+rules:
+  - id: queue_wait
+    for:
+      by: subject
+      start: type == "zone.entered" and data.zone == "checkout-queue"
+      until: type == "zone.exited" and data.zone == "checkout-queue"
+      duration: 90s
+    alert: {name: long_wait}
+"""
+    )
+    rules = e.rules
+    assert "zone.entered" in rules.gates and "zone.exited" in rules.gates
+
+    def zone(s: float, subject: str, name: str) -> ev.Event:
+        data = ev.ZoneData(zone=name)
+        return ev.new(
+            ev.ZoneEntered, store="corner-01", at=at(s), source="c", subject=subject, data=data
+        )
+
+    assert e.process([zone(0, "v1", "checkout-queue")]).derived == []
+    out = e.process([zone(95, "v2", "aisle-1")]).derived
+    assert [(d.type, d.subject, d.at) for d in out] == [("alert.raised", "v1", at(90))]
