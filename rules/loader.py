@@ -801,6 +801,10 @@ class _PackCompiler:
             )
         if w.tumbling is not None:
             size = every = self.duration(w.tumbling, (*wp, "tumbling"))
+            if w.local and (size > 86400 or 86400 % size):
+                raise self.doc.error(
+                    (*wp, "local"), "a window aligned to local time divides a day: 1h, 24h..."
+                )
         else:
             if w.every is None:
                 raise self.doc.error(wp, "a sliding window needs 'every': how often it moves")
@@ -812,6 +816,8 @@ class _PackCompiler:
                 raise self.doc.error(
                     (*ap, "cumulative"), "cumulative values need a tumbling window"
                 )
+            if w.local:
+                raise self.doc.error((*wp, "local"), "local alignment takes a tumbling window")
             if size % every:
                 raise self.doc.error(
                     (*wp, "every"), "a sliding window's size must be a multiple of 'every'"
@@ -864,6 +870,7 @@ class _PackCompiler:
             cumulative=a.cumulative,
             having=self.expr(a.having, (*ap, "having"), out_names).fn if a.having else None,
             item_filter=item_filter,
+            local_tz=self.reference.tz if w.local else None,
         )
 
     def _item_only(

@@ -113,6 +113,8 @@ class Window(_S, kw_only=True):
     tumbling: Duration | None = None
     sliding: Duration | None = None
     every: Duration | None = None
+    local: bool = False  # align to the store's local time (its layout's time zone): a day
+    # runs from local midnight
 
 
 class Compute(_S, kw_only=True):

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -45,6 +47,7 @@ class Reference:
         self.layouts = dict(layouts or {})
         for layout in self.layouts.values():
             layout.prepare()
+        self._zones: dict[str, tzinfo] = {}
         self.members = dict(members or {})
         self.watchlist = dict(watchlist or {})
 
@@ -69,6 +72,16 @@ class Reference:
         """(name, unit price in cents, age restricted); an unknown SKU is an error."""
         item = self.layout(store).sku(sku)
         return item.name, item.price_cents, item.age_restricted
+
+    def tz(self, store: str) -> tzinfo:
+        """The store's time zone (its layout's), for windows aligned to local time."""
+        if not self.layouts:
+            return UTC
+        name = self.layout(store).store.timezone
+        found = self._zones.get(name)
+        if found is None:
+            found = self._zones[name] = ZoneInfo(name)
+        return found
 
     def currency(self, store: str) -> str:
         return self.layout(store).store.currency if self.layouts else "EUR"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from typing import Any
 
 from core import events as ev
@@ -124,10 +125,12 @@ class Aggregate(Rule):
         cumulative: bool,
         having: Cond | None,
         item_filter: Cond | None = None,
+        local_tz: Callable[[str], tzinfo] | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
         self.item_filter = item_filter
+        self.local_tz = local_tz
         # The loader appends the whole key as one tuple expression, named "".
         key_fn = group_by.pop()[1] if group_by and group_by[-1][0] == "" else None
         self._fold = _folder(computes, key_fn, item_scope if each else None, item_filter)
@@ -136,8 +139,13 @@ class Aggregate(Rule):
         self.group_by, self.computes = group_by, computes
         self.cumulative, self.having = cumulative, having
 
-    def _starts(self, ts: float) -> list[float]:
+    def _starts(self, ts: float, store: str) -> list[float]:
         w, e = self.window_s, self.every_s
+        if self.local_tz is not None:  # tumbling, from the store's local midnight
+            local = datetime.fromtimestamp(ts, self.local_tz(store))
+            midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+            since = (local - midnight).total_seconds()
+            return [midnight.timestamp() + math.floor(since / w) * w]
         if w == e:
             return [math.floor(ts / w) * w]
         last = math.floor(ts / e)
@@ -148,7 +156,7 @@ class Aggregate(Rule):
         st = p.rule_state(self.id)
         windows: dict[float, dict[Any, Any]] = st.setdefault("windows", {})
         targets = []
-        for start in self._starts(ts):
+        for start in self._starts(ts, p.store):
             groups = windows.get(start)
             if groups is None:
                 groups = windows[start] = {}
