@@ -763,6 +763,21 @@ rules:
         "true",
     ),
     Case(
+        "a local window that does not divide a day",
+        HEAD
+        + """rules:
+  - id: r
+    where: type == "shopper.entered"
+    aggregate:
+      window: {tumbling: 7h, local: true}
+      compute: {n: count()}
+""",
+        7,
+        37,
+        "a window aligned to local time divides a day",
+        "true}",
+    ),
+    Case(
         "compute shorthand that does not parse",
         HEAD
         + """rules:
