@@ -261,3 +261,22 @@ rules:
     assert e.process([zone(0, "v1", "checkout-queue")]).derived == []
     out = e.process([zone(95, "v2", "aisle-1")]).derived
     assert [(d.type, d.subject, d.at) for d in out] == [("alert.raised", "v1", at(90))]
+
+
+def test_throttle_memory_is_forgotten_once_quiet() -> None:
+    e = engine(
+        """
+pack: p
+version: "1"
+rules:
+  - id: each_pick
+    where: type == "item.picked"
+    alert: {name: pick}
+    throttle: {once_within: 1m, by: subject}
+"""
+    )
+    out = e.process([picked(i, subject=f"v{i}") for i in range(3000)])
+    assert len(out.derived) == 3000  # every shopper once
+    again = e.process([picked(3000 + i, subject=f"v{i}") for i in range(5)])
+    assert len(again.derived) == 5  # a minute later: not throttled any more
+    assert len(e.partitions["corner-01"].throttled) < 1100  # swept, not one per shopper ever

@@ -36,7 +36,8 @@ class Partition:
     token_seq: int = 0
     state: dict[str, dict[Any, Any]] = field(default_factory=dict)
     sets: dict[str, set[str]] = field(default_factory=dict)
-    throttled: dict[tuple[str, Any], float] = field(default_factory=dict)
+    throttled: dict[tuple[str, Any], float] = field(default_factory=dict)  # key -> quiet until
+    throttle_sweep_at: int = 1024
     late: int = 0
     sweeps: dict[str, int] = field(default_factory=dict)  # rule id -> its sweep timer's token
     compact_at: int = 1024  # timers in the heap before the stale ones are swept out
@@ -182,10 +183,13 @@ class Rule:
         if not o.throttle_s:
             return False
         tkey = (self.id, o.throttle_by(scope) if o.throttle_by else None)
-        last = p.throttled.get(tkey)
-        if last is not None and ts - last < o.throttle_s:
+        until = p.throttled.get(tkey)
+        if until is not None and ts < until:
             return True
-        p.throttled[tkey] = ts
+        p.throttled[tkey] = ts + o.throttle_s
+        if len(p.throttled) > p.throttle_sweep_at:  # forget the keys whose quiet time is over
+            p.throttled = {k: t for k, t in p.throttled.items() if t > ts}
+            p.throttle_sweep_at = max(1024, 2 * len(p.throttled))
         return False
 
     def derive(
