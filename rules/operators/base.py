@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -119,7 +120,7 @@ class Output:
     throttle_by: KeyFn | None = None
 
 
-class Rule:
+class Rule(ABC):
     """A compiled rule. Subclasses implement ``on_event`` and, if they wait, ``on_timer``."""
 
     kind = "match"
@@ -140,11 +141,12 @@ class Rule:
         # Per event type, whether any of the rule's conditions can match (set by the loader).
         self.guards: dict[str, Cond] | None = None
 
+    @abstractmethod
     def on_event(self, p: Partition, e: ev.Event, ts: float, out: Emitter) -> None:
-        raise NotImplementedError
+        """Apply one event the rule's dispatch, guard and ``where`` let through."""
 
-    def on_timer(self, p: Partition, key: Any, token: int, ts: float, out: Emitter) -> None:
-        """Only rules that schedule timers receive them."""
+    def on_timer(self, p: Partition, key: Any, token: int, ts: float, out: Emitter) -> None:  # noqa: B027
+        """Only rules that schedule timers receive them; the others have none to handle."""
 
     def timer_alive(self, p: Partition, key: Any, token: int) -> bool:
         """Whether a timer still matters: its key's state still holds its token."""
@@ -173,8 +175,8 @@ class Rule:
             self.ensure_sweep(p, ts)
         return True
 
-    def sweep(self, p: Partition, ts: float) -> None:
-        """Free the state that has run out by ``ts``."""
+    def sweep(self, p: Partition, ts: float) -> None:  # noqa: B027
+        """Free the state that has run out by ``ts`` (rules that sweep say how)."""
 
     # -- emitting ---------------------------------------------------------------------------
 
