@@ -32,7 +32,13 @@ class NoPath(ValueError):
 
 class Floor:
     def __init__(
-        self, layout: Layout, *, staff: bool = False, any_door: bool = False, cell_m: float = 0.25
+        self,
+        layout: Layout,
+        *,
+        staff: bool = False,
+        any_door: bool = False,
+        avoid: tuple[str, ...] = (),
+        cell_m: float = 0.25,
     ) -> None:
         self.layout = layout
         self.cell_m = cell_m
@@ -54,6 +60,7 @@ class Floor:
         ]
         if not staff:
             blocked += [z.shape for z in layout.zones if z.kind == "staff_only"]
+        blocked += [z.shape for z in layout.zones if z.kind in avoid]  # (a thief: the gate)
         self.blocked = [prepared.prep(b) for b in blocked]
         xs = [p[0] for p in layout.floor]
         ys = [p[1] for p in layout.floor]
