@@ -94,19 +94,21 @@ class Store:
         self.stock = _centre(by_kind["staff_only"].polygon) if "staff_only" in by_kind else None
         entrance = next(ln for ln in layout.lines if ln.kind in ("entrance", "entrance_exit"))
         exit_ = next(ln for ln in layout.lines if ln.kind in ("exit", "entrance_exit"))
-        self.outside_in = self._outside(entrance.points)
-        self.outside_out = self._outside(exit_.points)
+        self.outside_in = self._beside(entrance.points, out=True)
+        self.inside_in = self._beside(entrance.points, out=False)
+        self.outside_out = self._beside(exit_.points, out=True)
         self.stocked = [s for s in layout.shelves if s.slots]
         self.passby = next((ln for ln in layout.lines if ln.kind == "passby"), None)
 
-    def _outside(self, points: tuple[tuple[float, float], tuple[float, float]]) -> Pt:
+    def _beside(self, points: tuple[tuple[float, float], tuple[float, float]], out: bool) -> Pt:
+        """A metre from the middle of a door line, outside the store or inside it."""
         (x0, y0), (x1, y1) = points
         mx, my = (x0 + x1) / 2, (y0 + y1) / 2
-        # One metre out, on the side away from the floor's centre.
         cx, cy = _centre(self.layout.floor)
         nx, ny = -(y1 - y0), x1 - x0
         norm = math.hypot(nx, ny) or 1.0
-        sign = -1 if (cx - mx) * nx + (cy - my) * ny > 0 else 1
+        towards_centre = (cx - mx) * nx + (cy - my) * ny > 0
+        sign = (-1 if towards_centre else 1) * (1 if out else -1)
         return mx + sign * nx / norm, my + sign * ny / norm
 
     def front(self, shelf: Shelf) -> Pt:
@@ -135,11 +137,7 @@ def _checkout(store: Store, rng: random.Random, queue_s: float | None = None) ->
 
 def plan(store: Store, persona: Persona, rng: random.Random) -> tuple[Act, ...]:
     """What a visitor of this persona will do, walking in from outside the entrance."""
-    enter = (
-        [Act(to=store.outside_in), Act(to=_centre(store.layout.zone("entrance").polygon))]
-        if any(z.id == "entrance" for z in store.layout.zones)
-        else [Act(to=store.outside_in)]
-    )
+    enter = [Act(to=store.outside_in), Act(to=store.inside_in)]
     if persona is Persona.MISSION:
         return (*enter, *_shopping(store, rng, rng.randint(1, 3), (3, 8)), *_checkout(store, rng))
     if persona is Persona.BROWSER:

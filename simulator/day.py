@@ -1,0 +1,143 @@
+"""A simulated store day: visitors arriving on a time-of-day curve, a persona mix, groups,
+passers-by and staff, played together; the events in time order, and the truth.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import accumulate
+
+import msgspec
+
+from core import events as ev
+from core.layout import Layout
+from simulator.shoppers import SOURCE, Persona, Store, Truth, Visitor, plan, play, position_events
+
+# Shoppers per opening hour, relative, local time: a morning peak, lunch, the evening rush.
+ARRIVALS: dict[int, float] = {
+    7: 0.6, 8: 1.2, 9: 0.8, 10: 0.7, 11: 0.9, 12: 1.4, 13: 1.2, 14: 0.7,
+    15: 0.7, 16: 0.9, 17: 1.5, 18: 1.6, 19: 1.1, 20: 0.7, 21: 0.4,
+}  # fmt: skip
+
+
+class Mix(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Shares of personas among visitors (normalised), and passers-by per visitor."""
+
+    mission: float = 0.40
+    browser: float = 0.18
+    hesitant: float = 0.05
+    group: float = 0.06
+    queue_waiter: float = 0.04
+    wrong_shelf: float = 0.04
+    member: float = 0.12
+    no_receipt: float = 0.01
+    staff: float = 0.01
+    passers_by_per_visitor: float = 2.0
+
+
+DEFAULT_MIX = Mix()
+
+
+@dataclass
+class Run:
+    """What a simulation produced: events in event-time order, and the truth per visitor."""
+
+    events: list[ev.Event]
+    visitors: list[Visitor]
+    truth: list[Truth]
+    passers_by: int = 0
+    members: dict[str, str] = field(default_factory=dict)
+
+    def receipts(self) -> dict[str, dict[str, int]]:
+        """The receipts that should be issued, by cart: a group's once all of it has paid."""
+        carts: dict[str, Counter[str]] = {}
+        unpaid: set[str] = set()
+        for t in self.truth:
+            if t.persona is Persona.STAFF:
+                continue
+            carts.setdefault(t.cart_id, Counter()).update(t.cart)
+            if not t.paid and t.cart:
+                unpaid.add(t.cart_id)
+        return {c: dict(items) for c, items in carts.items() if items and c not in unpaid}
+
+
+def _arrivals(rng: random.Random, start: datetime, hours: float, n: int) -> list[datetime]:
+    """``n`` arrival times in [start, start + hours), following ARRIVALS (by local hour)."""
+    minutes = int(hours * 60)
+    weights = [ARRIVALS.get((start + timedelta(minutes=m)).hour, 0.05) for m in range(minutes)]
+    cumulative = list(accumulate(weights))
+    total = cumulative[-1]
+    out = []
+    for _ in range(n):
+        m = bisect.bisect_left(cumulative, rng.uniform(0, total))
+        out.append(start + timedelta(minutes=m, seconds=rng.uniform(0, 60)))
+    return sorted(out)
+
+
+def simulate(
+    layout: Layout | Store,
+    start: datetime,
+    *,
+    hours: float,
+    shoppers: int,
+    seed: int,
+    mix: Mix = DEFAULT_MIX,
+) -> Run:
+    """A store for ``hours`` from ``start`` (local time zone aware), ``shoppers`` visitors."""
+    store = layout if isinstance(layout, Store) else Store(layout)
+    rng = random.Random(seed)
+    shares = {p: getattr(mix, p.value) for p in Persona if p is not Persona.PASSERBY}
+    personas, weights = list(shares), list(shares.values())
+    visitors: list[Visitor] = []
+    sid = store.layout.store.id
+    for i, at in enumerate(_arrivals(rng, start, hours, shoppers)):
+        persona = rng.choices(personas, weights)[0]
+        speed = rng.uniform(0.9, 1.4)
+        if persona is Persona.GROUP:
+            group = f"g-{seed}-{i}"
+            for k in range(rng.randint(2, 3)):
+                acts = plan(store, persona, rng)
+                vid = f"{sid}-{seed}-{i}-{k}"
+                when = at + timedelta(seconds=2 * k)
+                visitors.append(Visitor(vid, persona, when, group=group, speed=speed, acts=acts))
+            continue
+        member = f"m-{rng.getrandbits(24):06x}" if persona is Persona.MEMBER else None
+        acts = plan(store, persona, rng)
+        visitors.append(
+            Visitor(f"{sid}-{seed}-{i}", persona, at, member=member, speed=speed, acts=acts)
+        )
+    played = [(v, *play(store, v)) for v in visitors]
+    events = [e for _, es, _ in played for e in es]
+    events += position_events(store, [(v, t) for v, _, t in played])
+    passers = _passers_by(store, rng, start, hours, int(shoppers * mix.passers_by_per_visitor))
+    events += passers
+    events.sort(key=lambda e: (e.at, e.id))
+    members = {v.member: "enrolled" for v in visitors if v.member}
+    return Run(events, visitors, [t for _, _, t in played], len(passers), members)
+
+
+def _passers_by(
+    store: Store, rng: random.Random, start: datetime, hours: float, n: int
+) -> list[ev.Event]:
+    """People walking past on the pavement: one ``passerby.seen`` each, at the passby line."""
+    if store.passby is None:
+        return []
+    out = []
+    for k, at in enumerate(_arrivals(rng, start, hours, n)):
+        data = ev.PasserbyData(line=store.passby.id)
+        subject = f"p-{rng.getrandbits(32):08x}-{k}"
+        out.append(
+            ev.new(
+                ev.PasserbySeen,
+                store=store.layout.store.id,
+                at=at,
+                source=SOURCE,
+                subject=subject,
+                data=data,
+            )
+        )
+    return out

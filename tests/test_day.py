@@ -1,0 +1,89 @@
+"""A simulated store day: deterministic, on its time-of-day curve, and the standard packs'
+receipts are exactly the true ones."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from core import events as ev
+from core.layout import load_layout
+from rules.engine import Context, Engine
+from rules.loader import load_rules
+from rules.reference import Reference
+from simulator.day import Run, simulate
+from simulator.shoppers import Persona, Store
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKS = sorted(
+    p for p in (ROOT / "rules" / "packs").glob("*.yaml") if not p.name.endswith("_test.yaml")
+)
+OPEN = datetime(2026, 11, 28, 7, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))
+
+
+@cache
+def store() -> Store:
+    return Store(load_layout(ROOT / "examples" / "stores" / "convenience.yaml"))
+
+
+@cache
+def day(seed: int, shoppers: int = 150) -> Run:
+    return simulate(store(), OPEN, hours=15, shoppers=shoppers, seed=seed)
+
+
+def derived(run: Run) -> list[ev.Event]:
+    context = Context()
+    reference = Reference.of(store().layout, members=run.members)
+    engine = Engine(load_rules(PACKS, reference, context), context=context)
+    out = engine.process(run.events)
+    out.extend(engine.advance("corner-01", run.events[-1].at.timestamp() + 86400))
+    assert not out.errors and not out.late
+    return out.derived
+
+
+def test_the_same_seed_gives_the_same_day_byte_for_byte() -> None:
+    a = simulate(store(), OPEN, hours=2, shoppers=20, seed=7)
+    b = simulate(store(), OPEN, hours=2, shoppers=20, seed=7)
+    assert [ev.encode(e) for e in a.events] == [ev.encode(e) for e in b.events]
+    assert [t.path for t in a.truth] == [t.path for t in b.truth]
+    c = simulate(store(), OPEN, hours=2, shoppers=20, seed=8)
+    assert [ev.encode(e) for e in c.events] != [ev.encode(e) for e in a.events]
+
+
+def test_every_receipt_is_exactly_the_true_one() -> None:
+    run = day(1)
+    receipts = {
+        d.data.cart: {line.sku: line.qty for line in d.data.lines}
+        for d in derived(run)
+        if isinstance(d, ev.ReceiptIssued)
+    }
+    assert receipts == run.receipts()
+    assert len(receipts) > 100
+    assert any(v.group for v in run.visitors), "the mix has groups sharing a cart"
+
+
+def test_arrivals_follow_the_time_of_day_curve() -> None:
+    run = day(2, 400)
+    hours = Counter(v.start.astimezone(OPEN.tzinfo).hour for v in run.visitors)
+    assert hours[18] > 1.5 * hours[15] and hours[12] > hours[10]
+    assert min(hours) >= 7 and max(hours) <= 21
+
+
+def test_staff_and_passers_by_are_traffic_apart() -> None:
+    run = day(3)
+    out = derived(run)
+    footfall = sum(
+        d.data.value for d in out if isinstance(d, ev.Metric) and d.data.name == "footfall"
+    )
+    shoppers = sum(1 for v in run.visitors if v.persona is not Persona.STAFF)
+    assert footfall == shoppers
+    assert run.passers_by == 2 * 150
+    rates = [
+        d.data.value
+        for d in out
+        if isinstance(d, ev.Metric) and d.data.name == "capture_rate_of_traffic"
+    ]
+    assert rates and all(0 < r < 1 for r in rates)
