@@ -52,6 +52,22 @@ class Run:
     passers_by: int = 0
     members: dict[str, str] = field(default_factory=dict)
 
+    def truth_records(self) -> list[dict[str, object]]:
+        """The truth as plain records, one per visitor (written beside a run, for QA)."""
+        return [
+            {
+                "visitor": t.visitor,
+                "persona": t.persona.value,
+                "cart": t.cart_id,
+                "items": dict(t.cart),
+                "paid": t.paid,
+                "dwell_s": dict(t.dwell),
+                "alerts": t.alerts,
+                "path": t.path,
+            }
+            for t in self.truth
+        ]
+
     def receipts(self) -> dict[str, dict[str, int]]:
         """The receipts that should be issued, by cart: a group's once all of it has paid."""
         carts: dict[str, Counter[str]] = {}
