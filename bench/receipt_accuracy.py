@@ -86,9 +86,8 @@ def main() -> None:
     except ImportError:  # the noise part of the simulator is not there yet
         noise = None  # type: ignore[assignment]
     profiles = [("noise off", None)] + ([("default noise", noise.DEFAULT)] if noise else [])
-    print(
-        f"receipt accuracy: {args.days} store days of {args.shoppers} shoppers, {store.layout.store.id}"
-    )
+    days = f"{args.days} store days of {args.shoppers} shoppers"
+    print(f"receipt accuracy: {days}, {store.layout.store.id}")
     for label, profile in profiles:
         start = time.perf_counter()
         visits = due = right = 0
