@@ -10,11 +10,14 @@ conversion, receipts, alerts and the busiest heatmap cells.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
+import msgspec
 import typer
 from rich.console import Console
 from rich.progress import Progress
@@ -29,6 +32,7 @@ from core.runtime import open_log
 from rules.engine import Context, Engine
 from rules.loader import load_rules
 from rules.reference import Reference
+from simulator.day import simulate
 from simulator.scripted import plan, visit_events
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,7 +142,93 @@ def _report(layout: Layout, derived: list[ev.Event]) -> None:
     out.print(table)
 
 
+def _chain(layout: Layout, stores: int) -> list[Layout]:
+    """``stores`` copies of a layout under their own store ids (a chain of one design)."""
+    if stores == 1:
+        return [layout]
+    return [
+        msgspec.structs.replace(
+            layout, store=msgspec.structs.replace(layout.store, id=f"{layout.store.id}-{k:03d}")
+        )
+        for k in range(1, stores + 1)
+    ]
+
+
+async def simulate_chain(
+    settings: Settings,
+    layouts: list[Layout],
+    start: datetime,
+    hours: float,
+    shoppers: int,
+    seed: int,
+    truth_dir: Path | None,
+    publish: bool,
+) -> None:
+    totals = Counter[str]()
+    began = time.perf_counter()
+
+    async def each(log: JetStreamLog | None) -> None:
+        with Progress(console=out) as progress:
+            task = progress.add_task("simulating", total=len(layouts))
+            for k, layout in enumerate(layouts):
+                run = simulate(layout, start, hours=hours, shoppers=shoppers, seed=seed + k)
+                totals["events"] += len(run.events)
+                totals["visitors"] += len(run.visitors)
+                totals["receipts"] += len(run.receipts())
+                if truth_dir is not None:
+                    truth_dir.mkdir(parents=True, exist_ok=True)
+                    path = truth_dir / f"{layout.store.id}.truth.jsonl"
+                    path.write_bytes(
+                        b"\n".join(msgspec.json.encode(r) for r in run.truth_records())
+                    )
+                if log is not None:
+                    for i in range(0, len(run.events), 5000):
+                        await log.publish_many(run.events[i : i + 5000])
+                progress.advance(task)
+
+    if publish:
+        async with open_log(settings, name="aisle-simulate") as log:
+            await each(log)
+    else:
+        await each(None)
+    took = time.perf_counter() - began
+    done = "published" if publish else "generated"
+    out.print(
+        f"{done} {totals['events']:,} events of {totals['visitors']:,} visitors in "
+        f"{len(layouts)} store(s), {hours:g} h each, in {took:.1f} s "
+        f"({totals['events'] / took:,.0f} events/s); {totals['receipts']:,} receipts due"
+    )
+
+
 def register(app: typer.Typer) -> None:
+    @app.command("simulate")
+    def simulate_command(
+        store: Annotated[Path, typer.Option("--store", help="Store layout file.")] = EXAMPLE,
+        hours: Annotated[float, typer.Option(help="Opening hours to simulate.")] = 15.0,
+        shoppers: Annotated[int, typer.Option(help="Visitors per store.")] = 300,
+        seed: Annotated[int, typer.Option(help="Same seed, same events.")] = 1,
+        stores: Annotated[int, typer.Option(help="A chain: this many stores of this layout.")] = 1,
+        opens: Annotated[
+            str, typer.Option("--opens", help="When the day starts, local time (ISO).")
+        ] = "2026-11-28T07:00",
+        truth: Annotated[
+            Path | None, typer.Option(help="Write the ground truth here, a file per store.")
+        ] = None,
+        publish: Annotated[bool, typer.Option(help="Publish into the log.")] = True,
+    ) -> None:
+        """Simulate shoppers in a store (or a chain) and publish their events into the log."""
+        layout = load_layout(store)
+        try:
+            start = datetime.fromisoformat(opens)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{opens!r} is not an ISO time", param_hint="--opens"
+            ) from None
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=ZoneInfo(layout.store.timezone))
+        args = (start, hours, shoppers, seed, truth, publish)
+        asyncio.run(simulate_chain(Settings.from_env(), _chain(layout, stores), *args))
+
     @app.command("demo")
     def demo_command(
         layout_file: Annotated[Path, typer.Option("--layout", help="Store layout file.")] = EXAMPLE,

@@ -101,3 +101,37 @@ def test_demo_runs_end_to_end_on_the_embedded_server(
     assert "(0 new" in again.output
     assert f"derived {derived.group(1)} events" in again.output
     assert re.search(r"\(0 new to the log\)", again.output), "a replay publishes nothing new"
+
+
+def test_simulate_publishes_a_chain_and_writes_the_truth(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    args = [
+        "simulate",
+        "--shoppers",
+        "20",
+        "--hours",
+        "2",
+        "--stores",
+        "2",
+        "--truth",
+        str(tmp_path),
+    ]
+    result = runner.invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    published = int(
+        re.search(r"published ([\d,]+) events", result.output).group(1).replace(",", "")
+    )
+    truth = sorted(p.name for p in tmp_path.iterdir())
+    assert truth == ["corner-01-001.truth.jsonl", "corner-01-002.truth.jsonl"]
+    records = [json.loads(x) for x in (tmp_path / truth[0]).read_text().splitlines()]
+    assert records and {"visitor", "persona", "items", "paid", "path"} <= set(records[0])
+    info = runner.invoke(app, ["log", "info", "--json"], env=env)
+    stats = {s["name"]: s["messages"] for s in json.loads(info.stdout)}
+    prefix = env["AISLE_PREFIX"].upper()
+    assert stats[f"{prefix}_EVENTS"] + stats[f"{prefix}_SAMPLES"] == published
+    again = runner.invoke(app, args, env=env)
+    assert again.exit_code == 0
+    info = runner.invoke(app, ["log", "info", "--json"], env=env)
+    after = {s["name"]: s["messages"] for s in json.loads(info.stdout)}
+    assert after == stats, "the same seed publishes the same events: nothing new"
