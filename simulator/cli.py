@@ -1,6 +1,6 @@
 """``aisle demo``: the store end to end, as far as aisle goes today.
 
-It loads the example convenience store, publishes scripted visits into the log (the
+It loads the example convenience store, publishes a simulated day into the log (the
 embedded nats-server unless ``AISLE_NATS_URL`` is set), shows that a malformed event lands
 on the dead-letter subject, runs the standard rule packs over what the log holds, publishes
 the derived events back to it, and prints what an operator wants to see: footfall,
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -33,7 +33,6 @@ from rules.engine import Context, Engine
 from rules.loader import load_rules
 from rules.reference import Reference
 from simulator.day import simulate
-from simulator.scripted import plan, visit_events
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "stores" / "convenience.yaml"
@@ -63,11 +62,13 @@ async def _store_events(log: JetStreamLog, store: str) -> list[ev.Event]:
 
 
 async def demo(settings: Settings, layout: Layout, shoppers: int, day: datetime) -> None:
-    events = [e for v in plan(layout, shoppers, day) for e in visit_events(layout, v)]
+    run = simulate(layout, day, hours=15, shoppers=shoppers, seed=1)
+    events = run.events
     store = layout.store.id
     packs = sorted(p for p in PACKS.glob("*.yaml") if not p.name.endswith("_test.yaml"))
     context = Context()
-    engine = Engine(load_rules(packs, Reference.of(layout), context), context=context)
+    reference = Reference.of(layout, members=run.members)
+    engine = Engine(load_rules(packs, reference, context), context=context)
     async with open_log(settings, name="aisle-demo") as log:
         where = settings.nats_url or f"embedded nats-server in {settings.data_dir}/"
         out.print(f"[bold]aisle demo[/]: {layout.store.name} ({store}), log on {where}")
@@ -130,8 +131,10 @@ def _report(layout: Layout, derived: list[ev.Event]) -> None:
 
     alerts = [d for d in derived if isinstance(d, ev.AlertRaised)]
     table = Table("time", "alert", "severity", "who", "summary", title=f"alerts ({len(alerts)})")
+    local = ZoneInfo(layout.store.timezone)
     for a in alerts[:10]:
-        table.add_row(f"{a.at:%H:%M:%S}", a.data.alert, a.data.severity, a.subject, a.data.summary)
+        when = f"{a.at.astimezone(local):%H:%M:%S}"
+        table.add_row(when, a.data.alert, a.data.severity, a.subject, a.data.summary)
     out.print(table)
 
     day_tiles = [d for d in derived if isinstance(d, ev.HeatmapTile) and d.subject == "floor-day"]
@@ -232,9 +235,9 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_command(
         layout_file: Annotated[Path, typer.Option("--layout", help="Store layout file.")] = EXAMPLE,
-        shoppers: Annotated[int, typer.Option(help="Scripted shoppers to send through.")] = 40,
+        shoppers: Annotated[int, typer.Option(help="Visitors in the simulated day.")] = 200,
     ) -> None:
         """Run the simulated store end to end on the embedded defaults."""
         layout = load_layout(layout_file)
-        day = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+        day = datetime(2026, 11, 28, 7, 0, tzinfo=ZoneInfo(layout.store.timezone))
         asyncio.run(demo(Settings.from_env(), layout, shoppers, day))

@@ -220,14 +220,14 @@ def play(store: Store, visitor: Visitor) -> tuple[list[ev.Event], Truth]:
     out: list[ev.Event] = []
     t = 0.0
     pos: Pt = visitor.acts[0].to or store.outside_in
-    zone: str | None = None
+    zones: set[str] = set()
     doors = [ln for ln in layout.lines if ln.kind in ("entrance", "exit", "entrance_exit")]
 
     def at(seconds: float) -> datetime:
         return visitor.start + timedelta(seconds=round(seconds, 3))
 
     def frame(p: Pt) -> None:
-        nonlocal zone, pos, t
+        nonlocal zones, pos, t
         t += FRAME_S
         for line in doors:
             way = line.crossing(pos, p)
@@ -247,17 +247,18 @@ def play(store: Store, visitor: Visitor) -> tuple[list[ev.Event], Truth]:
                 out.append(
                     ev.new(ev.ShopperExited, at=at(t), data=ev.ExitData(line=line.id), **base)
                 )
-        now = layout.zone_at(*p)
-        if now != zone:
-            if now is not None and layout.zone(now).kind == "exit_gate" and truth.cart:
+        # Every zone the person is in: stepping from an aisle to a shelf front inside it
+        # enters the front, and does not leave the aisle.
+        now = set(layout.zones_at(*p))
+        for name in sorted(zones - now):
+            out.append(ev.new(ev.ZoneExited, at=at(t), data=ev.ZoneData(zone=name), **base))
+        for name in sorted(now - zones):
+            if layout.zone(name).kind == "exit_gate" and truth.cart:
                 truth.paid = True  # the gate charges the cart as it is
-            if zone is not None:
-                out.append(ev.new(ev.ZoneExited, at=at(t), data=ev.ZoneData(zone=zone), **base))
-            if now is not None:
-                out.append(ev.new(ev.ZoneEntered, at=at(t), data=ev.ZoneData(zone=now), **base))
-            zone = now
-        if now is not None:
-            truth.dwell[now] += FRAME_S
+            out.append(ev.new(ev.ZoneEntered, at=at(t), data=ev.ZoneData(zone=name), **base))
+        zones = now
+        for name in now:
+            truth.dwell[name] += FRAME_S
         truth.path.append((t, round(p[0], 3), round(p[1], 3)))
         pos = p
 
