@@ -15,7 +15,17 @@ import msgspec
 
 from core import events as ev
 from core.layout import Layout
-from simulator.shoppers import SOURCE, Persona, Store, Truth, Visitor, plan, play, position_events
+from simulator.shoppers import (
+    FRAME_S,
+    SOURCE,
+    Persona,
+    Store,
+    Truth,
+    Visitor,
+    plan,
+    play,
+    position_events,
+)
 
 # Shoppers per opening hour, relative, local time: a morning peak, lunch, the evening rush.
 ARRIVALS: dict[int, float] = {
@@ -90,7 +100,9 @@ def _arrivals(rng: random.Random, start: datetime, hours: float, n: int) -> list
     out = []
     for _ in range(n):
         m = bisect.bisect_left(cumulative, rng.uniform(0, total))
-        out.append(start + timedelta(minutes=m, seconds=rng.uniform(0, 60)))
+        # On the cameras' frame clock: everyone seen in one frame is reported together.
+        second = round(rng.uniform(0, 60) / FRAME_S) * FRAME_S
+        out.append(start + timedelta(minutes=m, seconds=second))
     return sorted(out)
 
 
