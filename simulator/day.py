@@ -5,8 +5,10 @@ passers-by and staff, played together; the events in time order, and the truth.
 from __future__ import annotations
 
 import bisect
+import math
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import accumulate
@@ -15,6 +17,7 @@ import msgspec
 
 from core import events as ev
 from core.layout import Layout
+from simulator.render import Person
 from simulator.shoppers import (
     FRAME_S,
     SOURCE,
@@ -78,22 +81,56 @@ class Run:
             for t in self.truth
         ]
 
+    def people(self, fps: float) -> Iterator[tuple[float, list[Person]]]:
+        """Everyone on the floor, ``fps`` times a second from the first arrival to the last
+        departure: true positions, interpolated between the simulator's frames, for the
+        renderer (seconds from the first arrival)."""
+        tracks = [(v, t.path) for v, t in zip(self.visitors, self.truth, strict=True) if t.path]
+        if not tracks:
+            return
+        origin = min(v.start for v, _ in tracks)
+        offsets = [(v, (v.start - origin).total_seconds(), path) for v, path in tracks]
+        end = max(offset + path[-1][0] for _, offset, path in offsets)
+        for k in range(int(end * fps) + 1):
+            now = k / fps
+            people = []
+            for v, offset, path in offsets:
+                t = now - offset
+                if not 0 <= t <= path[-1][0]:
+                    continue
+                i = min(int(t / FRAME_S), len(path) - 1)
+                (t0, x0, y0), (t1, x1, y1) = path[i], path[min(i + 1, len(path) - 1)]
+                f = 0.0 if t1 == t0 else min(1.0, (t - t0) / (t1 - t0))
+                people.append(Person(v.id, x0 + (x1 - x0) * f, y0 + (y1 - y0) * f))
+            yield now, people
+
     def receipts(self) -> dict[str, dict[str, int]]:
-        """The receipts that should be issued, by cart: a group's once all of it has paid."""
-        carts: dict[str, Counter[str]] = {}
+        """The receipts that should be issued, by cart: a group's once all of it has paid.
+
+        A shared cart is every member's picks and put-backs in time order, never below
+        zero: one member may put back what another took.
+        """
+        moves: dict[str, list[tuple[datetime, str, int]]] = {}
         unpaid: set[str] = set()
         for t in self.truth:
             if t.persona is Persona.STAFF:
                 continue
-            carts.setdefault(t.cart_id, Counter()).update(t.cart)
+            moves.setdefault(t.cart_id, []).extend(t.moves)
             if not t.paid and t.cart:
                 unpaid.add(t.cart_id)
-        return {c: dict(items) for c, items in carts.items() if items and c not in unpaid}
+        out = {}
+        for cart_id, changes in moves.items():
+            cart: Counter[str] = Counter()
+            for _, sku, n in sorted(changes):
+                cart[sku] = max(0, cart[sku] + n)
+            if +cart and cart_id not in unpaid:
+                out[cart_id] = dict(+cart)
+        return out
 
 
 def _arrivals(rng: random.Random, start: datetime, hours: float, n: int) -> list[datetime]:
     """``n`` arrival times in [start, start + hours), following ARRIVALS (by local hour)."""
-    minutes = int(hours * 60)
+    minutes = max(1, math.ceil(hours * 60))
     weights = [ARRIVALS.get((start + timedelta(minutes=m)).hour, 0.05) for m in range(minutes)]
     cumulative = list(accumulate(weights))
     total = cumulative[-1]

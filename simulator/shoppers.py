@@ -63,6 +63,7 @@ class Truth:
     dwell: Counter[str] = field(default_factory=Counter)  # seconds per zone
     alerts: list[str] = field(default_factory=list)  # names of the alerts that should fire
     cart_id: str = ""
+    moves: list[tuple[datetime, str, int]] = field(default_factory=list)  # (when, sku, +1/-1)
 
 
 @dataclass(frozen=True)
@@ -279,12 +280,14 @@ def play(store: Store, visitor: Visitor) -> tuple[list[ev.Event], Truth]:
             )
             if visitor.persona is not Persona.STAFF:
                 truth.cart[sku] += 1
+                truth.moves.append((at(t), sku, 1))
         if act.back is not None:
             shelf, sku = act.back
             out.append(
                 ev.new(ev.ItemPutBack, at=at(t), data=ev.ItemData(sku=sku, shelf=shelf), **base)
             )
             truth.cart[sku] = max(0, truth.cart[sku] - 1)
+            truth.moves.append((at(t), sku, -1))
         truth.cart += Counter()  # drops zero counts
     if visitor.persona is Persona.STAFF:
         data = ev.StaffData(badge=f"badge-{visitor.id[-4:]}")

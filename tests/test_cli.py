@@ -135,3 +135,14 @@ def test_simulate_publishes_a_chain_and_writes_the_truth(
     info = runner.invoke(app, ["log", "info", "--json"], env=env)
     after = {s["name"]: s["messages"] for s in json.loads(info.stdout)}
     assert after == stats, "the same seed publishes the same events: nothing new"
+
+
+def test_render_films_a_camera_with_its_ground_truth(tmp_path: Path) -> None:
+    args = ["render", "--camera", "cam-front-west", "--minutes", "0.2", "--shoppers", "2"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    gt = (tmp_path / "cam-front-west.gt.txt").read_text().splitlines()
+    assert gt and all(len(line.split(",")) == 9 for line in gt)
+    assert (tmp_path / "cam-front-west.mp4").stat().st_size > 10_000
+    bad = runner.invoke(app, ["render", "--camera", "cam-nowhere", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "cam-front-west" in bad.output

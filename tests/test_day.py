@@ -87,3 +87,16 @@ def test_staff_and_passers_by_are_traffic_apart() -> None:
         if isinstance(d, ev.Metric) and d.data.name == "capture_rate_of_traffic"
     ]
     assert rates and all(0 < r < 1 for r in rates)
+
+
+def test_people_on_the_floor_follow_the_true_paths() -> None:
+    run = simulate(store(), OPEN, hours=0.2, shoppers=5, seed=4)
+    origin = min(v.start for v in run.visitors)
+    frames = dict(run.people(2.0))  # the simulator's own frame rate: no interpolation
+    for visitor, truth in zip(run.visitors, run.truth, strict=True):
+        offset = (visitor.start - origin).total_seconds()
+        for t, x, y in truth.path[:: max(1, len(truth.path) // 10)]:
+            there = {p.track: (p.x, p.y) for p in frames[offset + t]}
+            assert there[visitor.id] == (x, y)
+    busiest = max(len(people) for people in frames.values())
+    assert busiest >= 2

@@ -1,0 +1,236 @@
+"""QA scenarios through the real pipeline: the library passes, a wrong expectation fails
+readably (report, JUnit, exit code), and a broken scenario file is refused at its line."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from core.cli import _load_plugins, app
+from core.config import Settings
+from core.yamlsource import load_yaml
+from simulator.scenario import load_scenario, run_files, scenario_files, standard_packs
+from simulator.shoppers import Persona
+from tests.conftest import server_url, unique_prefix
+
+ROOT = Path(__file__).resolve().parent.parent
+LIBRARY = ROOT / "examples" / "scenarios"
+LAYOUT = ROOT / "examples" / "stores" / "convenience.yaml"
+runner = CliRunner()
+_load_plugins()
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def env(request: pytest.FixtureRequest) -> dict[str, str]:
+    return {"AISLE_NATS_URL": server_url("embedded", request), "AISLE_PREFIX": unique_prefix()}
+
+
+def test_the_library_passes_with_the_standard_packs(env: dict[str, str]) -> None:
+    files = scenario_files([LIBRARY])
+    assert len(files) >= 15
+    settings = Settings.from_env(env)
+    results = asyncio.run(run_files(settings, [load_scenario(f) for f in files], standard_packs()))
+    failed = [(r.name, c) for r in results for c in r.checks if not c.ok]
+    assert not failed, failed
+    assert all(r.checks for r in results), "every scenario expects something"
+    assert all(r.outcome.inputs for r in results), "every scenario went through the log"
+
+    packs = {d.rule.id.split(".")[0] for r in results for d in r.outcome.derived}
+    assert packs >= {p.stem for p in standard_packs()}, "every standard pack derived something"
+
+
+def test_the_library_covers_every_persona() -> None:
+    seen: set[str] = set()
+    for f in scenario_files([LIBRARY]):
+        data = load_yaml(f).data
+        for s in data.get("shoppers") or ():
+            seen.add("staff" if s.get("staff") else s.get("persona", "mission"))
+    assert seen == {p.value for p in Persona}
+
+
+def _scenario(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text.replace("LAYOUT", str(LAYOUT)))
+    return path
+
+
+WRONG = """\
+scenario: wrong-on-purpose
+layout: LAYOUT
+start: 2026-11-28T10:00
+shoppers:
+  - id: v1
+    steps: [enter, {go: fridge-drinks}, {take: cola-500ml}, {queue: 5s}, pay, leave]
+expect:
+  receipts:
+    - {cart: v1, lines: {cola-500ml: 2}}
+  alerts:
+    must:
+      - {alert: hesitation, subject: v1}
+    must_not:
+      - {alert: "*"}
+  metrics:
+    - {name: footfall, value: 1}
+    - {name: footfall, value: 3, tolerance: 1}
+"""
+
+
+def test_a_wrong_expectation_fails_with_a_readable_report(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    path = _scenario(tmp_path, "wrong.yaml", WRONG)
+    junit = tmp_path / "out" / "junit.xml"
+    result = runner.invoke(app, ["scenario", "run", str(path), "--junit", str(junit)], env=env)
+    assert result.exit_code == 1, result.output
+    out = result.output
+    assert f"FAIL receipt of cart v1: expected cola-500ml×2, got cola-500ml×1  [{path}:9]" in out, (
+        out
+    )
+    assert "FAIL alert hesitation for v1 must fire: expected at least 1, got 0" in out
+    assert f"[{path}:12]" in out
+    assert "PASS any alert must not fire: none" in out
+    assert "PASS metric footfall (last): 1" in out
+    assert "FAIL metric footfall (last): expected 3 ± 1, got 1" in out
+    assert "1 scenario, 5 expectations: 2 passed, 3 failed (in 1 scenario)" in out
+
+    suites = ET.parse(junit).getroot()
+    assert suites.tag == "testsuites"
+    assert (suites.get("tests"), suites.get("failures")) == ("5", "3")
+    (suite,) = suites
+    assert suite.get("name") == str(path) and suite.get("failures") == "3"
+    cases = suite.findall("testcase")
+    assert len(cases) == 5 and {c.get("classname") for c in cases} == {"wrong-on-purpose"}
+    failures = [c.find("failure") for c in cases if c.find("failure") is not None]
+    assert [f.get("message") for f in failures] == [
+        "expected cola-500ml×2, got cola-500ml×1",
+        "expected at least 1, got 0; alerts raised: none",
+        "expected 3 ± 1, got 1",
+    ]
+    assert [c.get("line") for c in cases] == ["9", "12", "14", "16", "17"]
+
+
+def test_a_rerun_publishes_nothing_and_reports_the_same(env: dict[str, str]) -> None:
+    files = [str(LIBRARY / "hesitant_alert.yaml"), str(LIBRARY / "passersby_capture_rate.yaml")]
+    first = runner.invoke(app, ["scenario", "run", *files], env=env)
+    again = runner.invoke(app, ["scenario", "run", *files], env=env)
+    assert first.exit_code == again.exit_code == 0, first.output + again.output
+    assert re.findall(r"\((\d+) new to the log\)", again.output) == ["0", "0"]
+    assert "(0 new" not in first.output
+
+    def steady(text: str) -> str:
+        return re.sub(r"\(\d+ new to the log\)|[\d.]+ s$", "", text, flags=re.M)
+
+    assert steady(first.output) == steady(again.output)
+    stores = re.findall(r"in store (corner-01-[0-9a-f]{10})", first.output)
+    assert len(set(stores)) == 2, "each scenario has a store of its own"
+
+
+HEAD = """\
+scenario: broken
+layout: LAYOUT
+start: 2026-11-28T10:00
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "col", "message"),
+    [
+        (
+            "shoppers:\n  - id: v1\n    steps:\n      - enter\n      - go: fridge-drinkz\n",
+            8,
+            13,
+            "unknown shelf or zone 'fridge-drinkz' (did you mean 'fridge-drinks'?)",
+        ),
+        (
+            "shoppers:\n  - id: v1\n    steps: [enter, {take: cola-5000ml}]\n",
+            6,
+            27,
+            "unknown SKU 'cola-5000ml'",
+        ),
+        (
+            "shoppers:\n  - id: v1\n    steps: [enter, {take: cola-500ml from g1-west}]\n",
+            6,
+            27,
+            "shelf g1-west holds no cola-500ml",
+        ),
+        (
+            "shoppers:\n  - id: v1\n    steps: [enter, {put_back: cola-500ml on g9}]\n",
+            6,
+            31,
+            "unknown shelf 'g9'",
+        ),
+        (
+            "shoppers:\n  - id: v1\n    steps: [enter, {go: aisle-9}]\n",
+            6,
+            25,
+            "unknown shelf or zone 'aisle-9'",
+        ),
+        (
+            "shoppers:\n  - id: v1\n    steps: [enter, {go: stock-room}]\n",
+            6,
+            25,
+            "stock-room is staff only",
+        ),
+        (
+            "shoppers:\n  - id: v1\n    persona: shoplifter\n",
+            6,
+            14,
+            "unknown persona 'shoplifter': one of mission, browser",
+        ),
+        (
+            "shoppers:\n  - id: v1\n    steps:\n      - enter\n      - wait: 20 seconds\n",
+            8,
+            15,
+            "'20 seconds' is not a duration",
+        ),
+        ("shoppers:\n  - {id: v1, at: 2h}\n", 5, 18, "2h is after the scenario's end"),
+        ("shoppers:\n  - id: v1\n    steps: [enter, walk]\n", 6, 20, "unknown step 'walk'"),
+        ("crowd: {shoppers: 3, mix: {mission: 1, robber: 1}}\n", 4, 40, "unknown field 'robber'"),
+        ("noise: loud\n", 4, 8, "noise is off, default, or a mapping of knobs"),
+    ],
+)
+def test_an_invalid_scenario_is_refused_at_its_line(
+    tmp_path: Path, body: str, line: int, col: int, message: str
+) -> None:
+    path = _scenario(tmp_path, "broken.yaml", HEAD + body + "expect: {receipts: exact}\n")
+    result = runner.invoke(app, ["scenario", "run", str(path)], env={"AISLE_NATS_URL": "x"})
+    assert result.exit_code == 2, result.output
+    assert f"{path}:{line}:{col}: {message}" in result.output
+
+
+@pytest.mark.parametrize(
+    ("expect", "line", "message"),
+    [
+        ("expect:\n  reciepts: exact\n", 5, "unknown field 'reciepts'"),
+        ("expect:\n  receipts: exakt\n", 5, "receipts: exact, {within: 0.99} or a list"),
+        ("expect:\n  receipts: {within: 1.5}\n", 5, "expected float <= 1.0"),
+        ("expect:\n  alerts:\n    must: [{alert: '*'}]\n", 6, "'*' only in must_not"),
+        ("expect:\n  events: [{type: item.stolen, count: 1}]\n", 5, "unknown event type"),
+        ("expect:\n  metrics: [{name: footfall}]\n", 5, "missing required field 'value'"),
+        ("expect:\n  heatmap: [{at: [1, 2]}]\n", 5, "a heatmap expectation is"),
+    ],
+)
+def test_an_unknown_expectation_is_refused_at_its_line(
+    tmp_path: Path, expect: str, line: int, message: str
+) -> None:
+    path = _scenario(tmp_path, "broken.yaml", HEAD + expect)
+    result = runner.invoke(app, ["scenario", "run", str(path)], env={"AISLE_NATS_URL": "x"})
+    assert result.exit_code == 2, result.output
+    assert f"{path}:{line}:" in result.output and message in result.output, result.output
+
+
+def test_the_documented_example_is_a_valid_scenario(tmp_path: Path) -> None:
+    doc = (ROOT / "docs" / "scenarios.md").read_text()
+    examples = [b for b in re.findall(r"```yaml\n(.*?)```", doc, re.S) if "scenario:" in b]
+    assert examples
+    for i, text in enumerate(examples):
+        text = text.replace("../stores/convenience.yaml", "LAYOUT")
+        sc = load_scenario(_scenario(tmp_path, f"doc{i}.yaml", text))
+        assert sc.visitors and sc.expectations
