@@ -158,6 +158,24 @@ def _chain(layout: Layout, stores: int) -> list[Layout]:
     ]
 
 
+async def _paced(log: JetStreamLog, events: list[ev.Event]) -> None:
+    """Publish as the events happen: a second of store time takes a second of wall time."""
+    if not events:
+        return
+    began, first = time.monotonic(), events[0].at
+    i = 0
+    while i < len(events):
+        due = (events[i].at - first).total_seconds() - (time.monotonic() - began)
+        if due > 0:
+            await asyncio.sleep(due)
+        now = time.monotonic() - began
+        j = i + 1
+        while j < len(events) and (events[j].at - first).total_seconds() <= now:
+            j += 1
+        await log.publish_many(events[i:j])
+        i = j
+
+
 async def simulate_chain(
     settings: Settings,
     layouts: list[Layout],
@@ -167,6 +185,7 @@ async def simulate_chain(
     seed: int,
     truth_dir: Path | None,
     publish: bool,
+    realtime: bool = False,
 ) -> None:
     totals = Counter[str]()
     began = time.perf_counter()
@@ -185,7 +204,11 @@ async def simulate_chain(
                     path.write_bytes(
                         b"\n".join(msgspec.json.encode(r) for r in run.truth_records())
                     )
-                if log is not None:
+                    receipts = truth_dir / f"{layout.store.id}.receipts.json"
+                    receipts.write_bytes(msgspec.json.encode(run.receipts()))
+                if log is not None and realtime:
+                    await _paced(log, run.events)
+                elif log is not None:
                     for i in range(0, len(run.events), 5000):
                         await log.publish_many(run.events[i : i + 5000])
                 progress.advance(task)
@@ -256,6 +279,9 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="Write the ground truth here, a file per store.")
         ] = None,
         publish: Annotated[bool, typer.Option(help="Publish into the log.")] = True,
+        realtime: Annotated[
+            bool, typer.Option(help="Publish as it happens (for demos and latency tests).")
+        ] = False,
     ) -> None:
         """Simulate shoppers in a store (or a chain) and publish their events into the log."""
         layout = load_layout(store)
@@ -267,7 +293,7 @@ def register(app: typer.Typer) -> None:
             ) from None
         if start.tzinfo is None:
             start = start.replace(tzinfo=ZoneInfo(layout.store.timezone))
-        args = (start, hours, shoppers, seed, truth, publish)
+        args = (start, hours, shoppers, seed, truth, publish, realtime)
         asyncio.run(simulate_chain(Settings.from_env(), _chain(layout, stores), *args))
 
     @app.command("demo")

@@ -128,10 +128,16 @@ class Run:
         return out
 
 
-def _arrivals(rng: random.Random, start: datetime, hours: float, n: int) -> list[datetime]:
+def _arrivals(
+    rng: random.Random,
+    start: datetime,
+    hours: float,
+    n: int,
+    curve: dict[int, float] = ARRIVALS,
+) -> list[datetime]:
     """``n`` arrival times in [start, start + hours), following ARRIVALS (by local hour)."""
     minutes = max(1, math.ceil(hours * 60))
-    weights = [ARRIVALS.get((start + timedelta(minutes=m)).hour, 0.05) for m in range(minutes)]
+    weights = [curve.get((start + timedelta(minutes=m)).hour, 0.05) for m in range(minutes)]
     cumulative = list(accumulate(weights))
     total = cumulative[-1]
     out = []
@@ -151,15 +157,17 @@ def simulate(
     shoppers: int,
     seed: int,
     mix: Mix = DEFAULT_MIX,
+    arrivals: dict[int, float] = ARRIVALS,
 ) -> Run:
-    """A store for ``hours`` from ``start`` (local time zone aware), ``shoppers`` visitors."""
+    """A store for ``hours`` from ``start`` (local time zone aware), ``shoppers`` visitors
+    arriving on ``arrivals`` (relative weights by local hour)."""
     store = layout if isinstance(layout, Store) else Store(layout)
     rng = random.Random(seed)
     shares = {p: getattr(mix, p.value) for p in Persona if p is not Persona.PASSERBY}
     personas, weights = list(shares), list(shares.values())
     visitors: list[Visitor] = []
     sid = store.layout.store.id
-    for i, at in enumerate(_arrivals(rng, start, hours, shoppers)):
+    for i, at in enumerate(_arrivals(rng, start, hours, shoppers, arrivals)):
         persona = rng.choices(personas, weights)[0]
         speed = rng.uniform(0.9, 1.4)
         if persona is Persona.GROUP:

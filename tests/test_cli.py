@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import msgspec
 import pytest
 from typer.testing import CliRunner
 
@@ -122,8 +123,10 @@ def test_simulate_publishes_a_chain_and_writes_the_truth(
     published = int(
         re.search(r"published ([\d,]+) events", result.output).group(1).replace(",", "")
     )
-    truth = sorted(p.name for p in tmp_path.iterdir())
+    truth = sorted(p.name for p in tmp_path.glob("*.truth.jsonl"))
     assert truth == ["corner-01-001.truth.jsonl", "corner-01-002.truth.jsonl"]
+    receipts = json.loads((tmp_path / "corner-01-001.receipts.json").read_text())
+    assert receipts and all(isinstance(lines, dict) for lines in receipts.values())
     records = [json.loads(x) for x in (tmp_path / truth[0]).read_text().splitlines()]
     assert records and {"visitor", "persona", "items", "paid", "path"} <= set(records[0])
     info = runner.invoke(app, ["log", "info", "--json"], env=env)
@@ -146,3 +149,20 @@ def test_render_films_a_camera_with_its_ground_truth(tmp_path: Path) -> None:
     assert (tmp_path / "cam-front-west.mp4").stat().st_size > 10_000
     bad = runner.invoke(app, ["render", "--camera", "cam-nowhere", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "cam-front-west" in bad.output
+
+
+async def test_real_time_publishing_keeps_the_pace_of_event_time(jslog) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from simulator.cli import _paced
+
+    events = visit("s1", "v-1", n_items=3)
+    # visit() spans 60 s; squeeze it into 1.5 s of event time for the test.
+    first = events[0].at
+    squeezed = [msgspec.structs.replace(e, at=first + (e.at - first) / 40) for e in events]
+    began = time.monotonic()
+    await _paced(jslog, squeezed)
+    took = time.monotonic() - began
+    span = (squeezed[-1].at - first).total_seconds()
+    assert span * 0.9 <= took <= span + 1.0
+    assert len([r async for r in jslog.replay()]) == len(events)
