@@ -1,9 +1,9 @@
-"""Scripted visits: shoppers who walk a fixed route through a store layout.
+"""Scripted visits: shoppers who walk a fixed, straight route through a store layout.
 
-The smallest honest source of events until the full simulator exists: each shopper walks
-from the entrance past some shelves to the exit at walking speed, takes items from the
-shelves' slots (and puts one back), and every event an adapter would emit comes out,
-including a position sample per camera frame and zone changes derived from the positions.
+Simpler than the full simulator (``simulator.day``): straight walks between waypoints, one
+zone at a time, no personas. It stays as the fixed workload of the engine benchmark (so that
+figures recorded over time compare) and of tests that want a cheap, steady event stream;
+QA, the demo and the accuracy benchmark use the full simulator.
 """
 
 from __future__ import annotations
