@@ -1,0 +1,139 @@
+"""``aisle demo``: the store end to end, as far as aisle goes today.
+
+It loads the example convenience store, publishes a simulated day into the log (the
+embedded nats-server unless ``AISLE_NATS_URL`` is set), shows that a malformed event lands
+on the dead-letter subject, runs the standard rule packs over what the log holds, publishes
+the derived events back to it, and prints what an operator wants to see: footfall,
+conversion, receipts, alerts and the busiest heatmap cells.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from core import events as ev
+from core.config import Settings
+from core.jetstream import JetStreamLog
+from core.layout import Layout
+from core.log import Rejected
+from core.runtime import open_log
+from rules.engine import Context, Engine
+from rules.loader import load_rules
+from rules.reference import Reference
+from simulator.day import simulate
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKS = ROOT / "rules" / "packs"
+out = Console()
+
+
+async def _publish(log: JetStreamLog, events: list[ev.Event], label: str) -> int:
+    """Publish in batches with a progress bar; returns how many were new to the log."""
+    new = 0
+    with Progress(console=out, transient=True) as progress:
+        task = progress.add_task(label, total=len(events))
+        for i in range(0, len(events), 1000):
+            batch = events[i : i + 1000]
+            new += sum(not ack.duplicate for ack in await log.publish_many(batch))
+            progress.advance(task, len(batch))
+    return new
+
+
+async def _store_events(log: JetStreamLog, store: str) -> list[ev.Event]:
+    """Raw events and position samples of the store, merged in event-time order."""
+    raw = [
+        r.event async for r in log.replay(store=store, types=sorted(ev.RAW_TYPES - ev.SAMPLE_TYPES))
+    ]
+    samples = [r.event async for r in log.replay(store=store, types=sorted(ev.SAMPLE_TYPES))]
+    return sorted([*raw, *samples], key=lambda e: (e.at, e.id))
+
+
+async def demo(settings: Settings, layout: Layout, shoppers: int, day: datetime) -> None:
+    run = simulate(layout, day, hours=15, shoppers=shoppers, seed=1)
+    events = run.events
+    store = layout.store.id
+    packs = sorted(p for p in PACKS.glob("*.yaml") if not p.name.endswith("_test.yaml"))
+    context = Context()
+    reference = Reference.of(layout, members=run.members)
+    engine = Engine(load_rules(packs, reference, context), context=context)
+    async with open_log(settings, name="aisle-demo") as log:
+        where = settings.nats_url or f"embedded nats-server in {settings.data_dir}/"
+        out.print(f"[bold]aisle demo[/]: {layout.store.name} ({store}), log on {where}")
+        new = await _publish(log, events, "publishing the shoppers' events")
+        old = len(events) - new
+        out.print(f"published {len(events):,} events ({new:,} new, {old:,} already in the log)")
+        bad = b'{"type":"item.picked","store":"%s","data":{"sku":""}}' % store.encode()
+        try:
+            await log.publish_raw(bad, source="demo")
+        except Rejected as exc:
+            out.print(
+                f"a malformed event was refused ([red]{exc.field}[/]: {exc.reason}) "
+                f"and kept as dead letter {exc.deadletter_seq}"
+            )
+
+        inputs = await _store_events(log, store)
+        result = engine.process(inputs)
+        end = max(e.at for e in inputs).timestamp() + 24 * 3600  # the day is over: close it
+        result.extend(engine.advance(store, end))
+        derived = result.derived
+        new = await _publish(log, derived, "publishing derived events")
+        out.print(
+            f"the {len(packs)} standard rule packs derived {len(derived):,} events from "
+            f"{len(inputs):,} ({new:,} new to the log); {len(result.late)} late, "
+            f"{len(result.errors)} rule errors"
+        )
+    _report(layout, derived)
+
+
+def _report(layout: Layout, derived: list[ev.Event]) -> None:
+    currency = layout.store.currency
+    metrics: dict[str, list[ev.Metric]] = {}
+    for d in derived:
+        if isinstance(d, ev.Metric):
+            metrics.setdefault(d.data.name, []).append(d)
+
+    traffic = Table("metric", "value", title="traffic")
+    footfall = sum(m.data.value for m in metrics.get("footfall", []))
+    traffic.add_row("footfall", f"{footfall:.0f}")
+    waits = [m.data.value for m in metrics.get("queue_wait_s", [])]
+    if waits:
+        traffic.add_row("queue wait, mean", f"{sum(waits) / len(waits):.0f} s")
+    traffic.add_row("queue abandoned", f"{len(metrics.get('queue_abandoned', []))}")
+    conversions = Counter()
+    for m in metrics.get("zone_conversion", []):
+        conversions[m.data.labels.get("zone", "?")] = m.data.value
+    for zone, value in conversions.most_common(3):
+        traffic.add_row(f"conversion at {zone}", f"{value:.0%}")
+    out.print(traffic)
+
+    receipts = [d for d in derived if isinstance(d, ev.ReceiptIssued)]
+    table = Table("shopper", "lines", "total", "ID check", title=f"receipts ({len(receipts)})")
+    for r in receipts[:8]:
+        lines = ", ".join(f"{line.qty}× {line.name}" for line in r.data.lines)
+        check = "yes" if r.data.age_check else ""
+        table.add_row(r.subject, lines, f"{r.data.total_cents / 100:.2f} {currency}", check)
+    if len(receipts) > 8:
+        table.add_row("…", f"{len(receipts) - 8} more", "", "")
+    out.print(table)
+
+    alerts = [d for d in derived if isinstance(d, ev.AlertRaised)]
+    table = Table("time", "alert", "severity", "who", "summary", title=f"alerts ({len(alerts)})")
+    local = ZoneInfo(layout.store.timezone)
+    for a in alerts[:10]:
+        when = f"{a.at.astimezone(local):%H:%M:%S}"
+        table.add_row(when, a.data.alert, a.data.severity, a.subject, a.data.summary)
+    out.print(table)
+
+    day_tiles = [d for d in derived if isinstance(d, ev.HeatmapTile) and d.subject == "floor-day"]
+    table = Table("cell (x, y in m)", "visitors", "dwell", title="busiest heatmap cells today")
+    for t in sorted(day_tiles, key=lambda t: -t.data.dwell_s)[:5]:
+        x, y = t.data.cell_x * t.data.size, t.data.cell_y * t.data.size
+        table.add_row(f"{x:.1f}, {y:.1f}", str(t.data.visits), f"{t.data.dwell_s:.0f} s")
+    out.print(table)
