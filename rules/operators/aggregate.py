@@ -175,6 +175,18 @@ class Aggregate(Rule):
 
         self._fold(self.each(e) if self.each else (e,), e, targets, fresh)  # type: ignore[misc]
 
+    def restored(self, p: Partition) -> None:
+        """A cumulative rule's open windows share their groups' values with the running
+        ones (one list each); a snapshot writes them twice, so link them again."""
+        if not self.cumulative:
+            return
+        st = p.state.get(self.id, {})
+        running = st.get("running", {})
+        for groups in st.get("windows", {}).values():
+            for gkey, g in groups.items():
+                if gkey in running:
+                    g[0] = running[gkey]
+
     def timer_alive(self, p: Partition, key: Any, token: int) -> bool:
         return key in p.state.get(self.id, {}).get("windows", {})
 

@@ -155,6 +155,9 @@ class Rule(ABC):
         st = p.state.get(self.id, {}).get(key)
         return st is not None and getattr(st, "token", None) == token
 
+    def restored(self, p: Partition) -> None:  # noqa: B027
+        """Re-link what a snapshot cannot hold: shared objects (most rules share none)."""
+
     # -- periodic sweeps: state that only has to be freed, not acted on, needs no timer each
 
     sweep_every_s = 60.0

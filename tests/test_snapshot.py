@@ -1,0 +1,81 @@
+"""Snapshots: an engine restored from one carries on exactly as one that never stopped."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core import events as ev
+from core.layout import load_layout
+from rules.engine import Context, Engine
+from rules.loader import load_rules
+from rules.reference import Reference
+from rules.snapshot import SnapshotError, restore, snapshot
+from simulator.day import simulate
+from simulator.shoppers import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKS = sorted(
+    p for p in (ROOT / "rules" / "packs").glob("*.yaml") if not p.name.endswith("_test.yaml")
+)
+OPEN = datetime(2026, 11, 28, 7, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))
+
+
+@cache
+def day() -> tuple[Store, list[ev.Event], dict[str, str]]:
+    store = Store(load_layout(ROOT / "examples" / "stores" / "convenience.yaml"))
+    run = simulate(store, OPEN, hours=3, shoppers=60, seed=5)
+    return store, run.events, run.members
+
+
+def engine(lateness_s: float = 0.0) -> Engine:
+    store, _, members = day()
+    context = Context()
+    rules = load_rules(PACKS, Reference.of(store.layout, members=members), context)
+    return Engine(rules, lateness_s=lateness_s, context=context)
+
+
+def finish(e: Engine, events: list[ev.Event]) -> list[bytes]:
+    out = e.process(events)
+    out.extend(e.advance("corner-01", events[-1].at.timestamp() + 86400))
+    return [ev.encode(d) for d in out.derived]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cut=st.floats(0.05, 0.95), lateness=st.sampled_from([0.0, 2.0]))
+def test_a_restored_engine_derives_what_an_unbroken_one_does(cut: float, lateness: float) -> None:
+    _, events, _ = day()
+    unbroken = finish(engine(lateness), events)
+    k = int(len(events) * cut)
+    first = engine(lateness)
+    before = [ev.encode(d) for d in first.process(events[:k]).derived]
+    saved = snapshot(first)
+    second = engine(lateness)
+    restore(second, saved)
+    assert before + finish(second, events[k:]) == unbroken
+    assert snapshot(second) != saved  # it moved on
+
+
+def test_a_snapshot_holds_data_only() -> None:
+    _, events, _ = day()
+    e = engine()
+    e.process(events[: len(events) // 2])
+    data = snapshot(e)
+    assert b"pickle" not in data and len(data) < 2_000_000
+    with pytest.raises(SnapshotError, match="version"):
+        restore(engine(), msgspec.msgpack.encode({"version": 99}))
+    with pytest.raises(SnapshotError, match="damaged"):
+        restore(engine(), data[: len(data) // 2])
+    with pytest.raises(SnapshotError, match="extension"):
+        restore(engine(), msgspec.msgpack.encode(msgspec.msgpack.Ext(42, b"\x90")))
+    fresh = engine()
+    fresh.process(events[:10])
+    with pytest.raises(SnapshotError, match="fresh"):
+        restore(fresh, data)
