@@ -286,15 +286,29 @@ class _PackCompiler(OperatorBuilders):
         types: frozenset[str] | None = None,
         part: Part = None,
     ) -> Expr:
+        itself = self._itself if self._itself in names else None
+        return self._compiled(compile_expr, source, path, names, types, part, itself=itself)
+
+    def _compiled(
+        self,
+        compiler: Callable[..., Expr],
+        source: str,
+        path: tuple[Any, ...],
+        names: Iterable[str],
+        types: frozenset[str] | None,
+        part: Part,
+        **options: Any,
+    ) -> Expr:
+        """Compile with the pack's names, errors placed in the file, fields checked."""
         try:
-            compiled = compile_expr(
+            compiled = compiler(
                 source,
                 self.where(path),
                 names=frozenset(names),
                 functions=self.functions,
                 constants=self.constants,
                 macros=self.macros,
-                itself=self._itself if self._itself in names else None,
+                **options,
             )
         except ExpressionError as exc:
             raise self._placed(exc, source, path, part) from None
@@ -317,21 +331,7 @@ class _PackCompiler(OperatorBuilders):
         names: Iterable[str],
         types: frozenset[str] | None = None,
     ) -> Callable[[Any], Any]:
-        try:
-            compiled = compile_template(
-                source,
-                self.where(path),
-                names=frozenset(names),
-                functions=self.functions,
-                constants=self.constants,
-                macros=self.macros,
-            )
-        except ExpressionError as exc:
-            raise self._placed(exc, source, path, None) from None
-        self.used |= compiled.names & (set(self.constants) | set(self.macros))
-        if types:
-            self._check_fields(compiled, types, path)
-        return compiled.fn
+        return self._compiled(compile_template, source, path, names, types, None).fn
 
     def key(
         self,
