@@ -55,6 +55,17 @@ async def publish(url: str, runs: list[Run]) -> None:
     await log.close()
 
 
+def report(label: str, runs: list[Run], took: float) -> None:
+    hours = sum(shopper_hours(r) for r in runs)
+    events = sum(len(r.events) for r in runs)
+    per_store = took / len(runs)
+    print(
+        f"  {label}: {hours:,.0f} shopper-hours in {took:.1f} s = "
+        f"{hours / took:,.0f} shopper-hours/s; {events / took:,.0f} events/s; "
+        f"{per_store:.2f} s per store day (300 stores: {300 * per_store / 60:.1f} min)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stores", type=int, default=20)
@@ -68,15 +79,7 @@ def main() -> None:
     runs = [
         simulate(s, OPEN, hours=15, shoppers=args.shoppers, seed=k) for k, s in enumerate(chain)
     ]
-    took = time.perf_counter() - start
-    hours = sum(shopper_hours(r) for r in runs)
-    events = sum(len(r.events) for r in runs)
-    print(
-        f"  generating only: {hours:,.0f} shopper-hours in {took:.1f} s = "
-        f"{hours / took:,.0f} shopper-hours/s; {events / took:,.0f} events/s; "
-        f"{took / args.stores:.2f} s per store day "
-        f"(300 stores: {300 * took / args.stores / 60:.1f} min)"
-    )
+    report("generating only", runs, time.perf_counter() - start)
 
     sample = runs[: args.publish_stores]
     with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(tmp) as server:
@@ -87,14 +90,7 @@ def main() -> None:
         ]
         asyncio.run(publish(server.url, fresh))
         took = time.perf_counter() - start
-    hours = sum(shopper_hours(r) for r in sample)
-    events = sum(len(r.events) for r in sample)
-    print(
-        f"  generating and publishing: {hours:,.0f} shopper-hours in {took:.1f} s = "
-        f"{hours / took:,.0f} shopper-hours/s; {events / took:,.0f} events/s; "
-        f"{took / len(sample):.2f} s per store day "
-        f"(300 stores: {300 * took / len(sample) / 60:.1f} min)"
-    )
+    report("generating and publishing", sample, took)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ stream: it goes to the dead-letter subject with the reason, and the caller gets
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Protocol
 
 import msgspec
 
-from core.events import SAMPLE_TYPES, STORE_PATTERN, AnyEvent, Event, EventError
+from core.events import RAW_TYPES, SAMPLE_TYPES, STORE_PATTERN, AnyEvent, Event, EventError
 
 
 class Stream(StrEnum):
@@ -172,3 +173,19 @@ class EventLog(Protocol):
     async def stats(self) -> list[StreamStats]: ...
 
     async def close(self) -> None: ...
+
+
+async def read_raw(log: EventLog, store: str) -> list[AnyEvent]:
+    """A store's raw events as the log delivers them: each stream in its own order, the
+    business events and the position samples merged by event time, a repeated id (a
+    publish retried after the log's duplicate window) dropped."""
+    business = sorted(RAW_TYPES - SAMPLE_TYPES)
+    events = [r.event async for r in log.replay(store=store, types=business)]
+    samples = [r.event async for r in log.replay(store=store, types=sorted(SAMPLE_TYPES))]
+    seen: set[str] = set()
+    out = []
+    for e in heapq.merge(events, samples, key=lambda e: (e.at, e.id)):
+        if e.id not in seen:
+            seen.add(e.id)
+            out.append(e)
+    return out

@@ -22,7 +22,7 @@ from core import events as ev
 from core.config import Settings
 from core.jetstream import JetStreamLog
 from core.layout import Layout
-from core.log import Rejected
+from core.log import Rejected, read_raw
 from core.runtime import open_log
 from rules.engine import Context, Engine
 from rules.loader import load_rules
@@ -44,15 +44,6 @@ async def _publish(log: JetStreamLog, events: list[ev.Event], label: str) -> int
             new += sum(not ack.duplicate for ack in await log.publish_many(batch))
             progress.advance(task, len(batch))
     return new
-
-
-async def _store_events(log: JetStreamLog, store: str) -> list[ev.Event]:
-    """Raw events and position samples of the store, merged in event-time order."""
-    raw = [
-        r.event async for r in log.replay(store=store, types=sorted(ev.RAW_TYPES - ev.SAMPLE_TYPES))
-    ]
-    samples = [r.event async for r in log.replay(store=store, types=sorted(ev.SAMPLE_TYPES))]
-    return sorted([*raw, *samples], key=lambda e: (e.at, e.id))
 
 
 async def demo(settings: Settings, layout: Layout, shoppers: int, day: datetime) -> None:
@@ -78,7 +69,7 @@ async def demo(settings: Settings, layout: Layout, shoppers: int, day: datetime)
                 f"and kept as dead letter {exc.deadletter_seq}"
             )
 
-        inputs = await _store_events(log, store)
+        inputs = await read_raw(log, store)
         result = engine.process(inputs)
         end = max(e.at for e in inputs).timestamp() + 24 * 3600  # the day is over: close it
         result.extend(engine.advance(store, end))

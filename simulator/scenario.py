@@ -17,7 +17,6 @@ import asyncio
 import copy
 import difflib
 import hashlib
-import heapq
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from core import events as ev
 from core.config import Settings
 from core.jetstream import JetStreamLog
 from core.layout import Layout, LayoutError, load_layout
+from core.log import read_raw
 from core.natsd import NatsServerError
 from core.runtime import open_log
 from core.yamlsource import PathKey, SourceError, YamlDocument, convert, load_yaml
@@ -65,7 +65,6 @@ PAY_S = 2.0  # standing in the exit gate while it charges the cart
 # Taking or putting back an item takes a frame: two picks of one SKU at one instant would be
 # one event (ids are content hashes), as two sensor reports of the same pick are.
 HANDLE_S = 0.5
-BUSINESS_TYPES = sorted(ev.RAW_TYPES - ev.SAMPLE_TYPES)
 SAMPLE_TYPES = sorted(ev.SAMPLE_TYPES)
 
 Name = Annotated[str, Meta(min_length=1, max_length=128)]
@@ -490,21 +489,6 @@ def store_id(sc: Scenario, clean: Sequence[ev.Event]) -> str:
 # -- through the pipeline ----------------------------------------------------------------
 
 
-async def _raw_in_log(log: JetStreamLog, store: str) -> list[ev.Event]:
-    """The store's raw events as the log delivers them: each stream in its order, the two
-    merged by event time, a repeated id (a publish retried after the log's duplicate
-    window) dropped."""
-    business = [r.event async for r in log.replay(store=store, types=BUSINESS_TYPES)]
-    samples = [r.event async for r in log.replay(store=store, types=SAMPLE_TYPES)]
-    seen: set[str] = set()
-    out = []
-    for e in heapq.merge(business, samples, key=lambda e: (e.at, e.id)):
-        if e.id not in seen:
-            seen.add(e.id)
-            out.append(e)
-    return out
-
-
 async def _publish_new(log: JetStreamLog, events: list[ev.Event], held: set[str]) -> int:
     """Publish what the log does not hold yet: a rerun adds nothing, however much later."""
     new = [e for e in events if e.id not in held]
@@ -524,7 +508,7 @@ async def run_scenario(log: JetStreamLog, sc: Scenario, packs: Sequence[Path]) -
     held = {r.event.id async for r in log.replay(store=sid)}
     held |= {r.event.id async for r in log.replay(store=sid, types=SAMPLE_TYPES)}
     new = await _publish_new(log, delivered, held)
-    inputs = await _raw_in_log(log, sid)
+    inputs = await read_raw(log, sid)
 
     context = Context()
     reference = Reference.of(store.layout, members=run.members, watchlist=sc.watchlist)
