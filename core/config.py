@@ -51,6 +51,14 @@ class LogConfig:
     def deadletter_subject(self, store: str) -> str:
         return f"{self.prefix}.{store}.deadletter"
 
+    def late_subject(self, store: str) -> str:
+        """Where the engine reports events that came after their store's watermark."""
+        return f"{self.prefix}.{store}.late"
+
+    def bucket(self, name: str) -> str:
+        """A key-value or object bucket of this deployment (engine checkpoints, leases)."""
+        return f"{self.stem}_{name.upper()}"
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -22,6 +22,8 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
 from core import events as ev
 from core.config import LogConfig
@@ -58,9 +60,12 @@ _RETRYABLE = (
 
 
 async def connect(url: str, *, name: str = "aisle") -> Client:
-    """A client that reconnects forever: a server restart is an outage, not an end."""
+    """A client that reconnects forever: a server restart is an outage, not an end.
+
+    ``url`` may list several servers of a cluster, comma-separated.
+    """
     return await nats.connect(
-        servers=[url],
+        servers=[u.strip() for u in url.split(",") if u.strip()],
         name=name,
         allow_reconnect=True,
         max_reconnect_attempts=-1,
@@ -128,9 +133,9 @@ class JetStreamLog:
             ),
             api.StreamConfig(
                 name=c.deadletter_stream,
-                subjects=[f"{p}.*.deadletter"],
+                subjects=[f"{p}.*.deadletter", f"{p}.*.late"],
                 max_age=c.deadletter_max_age_s,
-                description="events refused by validation, with the reason",
+                description="events refused by validation, and events too late to apply",
                 **common,
             ),
         ]
@@ -184,18 +189,38 @@ class JetStreamLog:
     async def _reject(
         self, store: str, payload: bytes, exc: ev.EventError, source: str
     ) -> Rejected:
-        letter = DeadLetter(
-            store=store, field=exc.field, reason=exc.reason, payload=payload, source=source
-        )
-        body = msgspec_json.encode(letter)
-        msg_id = ev.event_id("deadletter", payload)
         seq = None
         try:
-            ack = (await self._send([(self.config.deadletter_subject(store), body, msg_id)]))[0]
-            seq = ack.seq
+            seq = (
+                await self.set_aside(
+                    [
+                        DeadLetter(
+                            store=store,
+                            field=exc.field,
+                            reason=exc.reason,
+                            payload=payload,
+                            source=source,
+                        )
+                    ]
+                )
+            )[0].seq
         finally:
             log.warning("event refused: %s: %s (dead-letter seq %s)", exc.field, exc.reason, seq)
         return Rejected(exc, seq)
+
+    async def set_aside(
+        self, letters: Sequence[DeadLetter], *, late: bool = False
+    ) -> list[Published]:
+        """Keep what could not be applied, with the reason: refused payloads on the
+        dead-letter subject, events too late to apply on the late one. Idempotent."""
+        subject = self.config.late_subject if late else self.config.deadletter_subject
+        kind = "late" if late else "deadletter"
+        return await self._send(
+            [
+                (subject(d.store), msgspec_json.encode(d), ev.event_id(kind, d.payload))
+                for d in letters
+            ]
+        )
 
     async def _send(self, items: Sequence[tuple[str, bytes, str]]) -> list[Published]:
         """Publish pipelined; retry what was not confirmed, with the same message ids."""
@@ -339,7 +364,7 @@ class JetStreamLog:
             while pending:
                 msgs = await puller.fetch(batch if follow else min(batch, pending), timeout_s=5)
                 if msgs and not follow:
-                    pending = _ack_info(msgs[-1])[2]
+                    pending = ack_info(msgs[-1])[2]
                 if client_filter is not None:
                     msgs = [m for m in msgs if client_filter(m.subject)]
                 yield msgs
@@ -378,7 +403,7 @@ class JetStreamLog:
         filters = self._filters(store, None, Stream.DEADLETTER)
         async for msgs in self._read(Stream.DEADLETTER, filters):
             for msg in msgs:
-                yield _ack_info(msg)[0], msgspec_json.decode(msg.data, type=DeadLetter)
+                yield ack_info(msg)[0], msgspec_json.decode(msg.data, type=DeadLetter)
 
     async def consumer(
         self,
@@ -398,6 +423,61 @@ class JetStreamLog:
         await consumer.bind()
         self._consumers.add(consumer)
         return consumer
+
+    async def engine_consumer(
+        self, name: str, stream: Stream, *, store: str, types: Iterable[str], start_seq: int
+    ) -> tuple[Puller, SubjectFilter | None]:
+        """A durable consumer for the engine, (re)started at ``start_seq``.
+
+        Acks are cumulative (``AckPolicy.ALL``): the engine acks the last message of a batch
+        once the batch's output is confirmed. The server filter where it can; the
+        returned client filter (older servers) for what it cannot.
+        """
+        name_ = self._streams[stream]
+        cfg, client_filter = self._consumer_config(
+            self._filters(store, types, stream), from_seq=max(1, start_seq)
+        )
+        cfg.durable_name = name
+        cfg.ack_policy = api.AckPolicy.ALL
+        cfg.ack_wait = 60.0
+        cfg.max_ack_pending = 100_000
+        cfg.inactive_threshold = 24 * 3600.0  # a worker gone for good leaves none behind
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.js.delete_consumer(name_, name)  # restart where the checkpoint says
+        await self.js.add_consumer(name_, cfg)
+        return await Puller(self.nc, name_, name).start(), client_filter
+
+    async def drop_consumers(self, stream: Stream, prefix: str, *, keep: str = "") -> list[str]:
+        """Delete the durable consumers named ``prefix*`` (but ``keep``): a partition's new
+        owner fences out the old one's, whose next pull then fails."""
+        name = self._streams[stream]
+        gone = []
+        for info in await self.js.consumers_info(name):
+            durable = info.name
+            if durable.startswith(prefix) and durable != keep:
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    await self.js.delete_consumer(name, durable)
+                gone.append(durable)
+        return gone
+
+    async def key_value(
+        self, name: str, *, ttl_s: float | None = None, history: int = 1
+    ) -> KeyValue:
+        """A key-value bucket of this deployment, created on first use."""
+        bucket = self.config.bucket(name)
+        try:
+            return await self.js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            return await self.js.create_key_value(
+                bucket=bucket, history=history, ttl=ttl_s, replicas=self.config.replicas
+            )
+
+    async def object_store(self, name: str) -> ObjectStore:
+        bucket = self.config.bucket(name)
+        try:
+            return await self.js.object_store(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            return await self.js.create_object_store(bucket, replicas=self.config.replicas)
 
     async def stats(self) -> list[StreamStats]:
         out = []
@@ -494,7 +574,7 @@ class JetStreamConsumer:
                 await puller.stop()
 
 
-def _ack_info(msg: Msg) -> tuple[int, int, int]:
+def ack_info(msg: Msg) -> tuple[int, int, int]:
     """Stream sequence, arrival time (ns) and pending count, from the ack subject.
 
     ``msg.metadata`` parses the same subject into objects and datetimes: a tenth of the
@@ -509,7 +589,7 @@ def _ack_info(msg: Msg) -> tuple[int, int, int]:
 
 
 def _record(msg: Msg) -> Record:
-    seq, ns, _ = _ack_info(msg)
+    seq, ns, _ = ack_info(msg)
     return Record(seq, ev.decode(msg.data), ns)
 
 

@@ -189,3 +189,17 @@ async def read_raw(log: EventLog, store: str) -> list[AnyEvent]:
             seen.add(e.id)
             out.append(e)
     return out
+
+
+async def read_arrived(log: EventLog, store: str) -> list[AnyEvent]:
+    """A store's raw events in the order the log received them: the two streams merged by
+    arrival time (ties: business events first). This is the order in which the engine
+    service applies them (``core.merge``), so it defines what an uninterrupted run derives.
+    """
+    business = sorted(RAW_TYPES - SAMPLE_TYPES)
+    streams = []
+    for k, types in enumerate((business, sorted(SAMPLE_TYPES))):
+        streams.append(
+            [(r.stored_ns, k, r.event) async for r in log.replay(store=store, types=types)]
+        )
+    return [e for _, _, e in heapq.merge(*streams, key=lambda x: (x[0], x[1]))]

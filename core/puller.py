@@ -2,11 +2,14 @@
 
 nats-py's ``PullSubscription.fetch`` awaits every message of a batch through its own
 ``asyncio.wait_for`` (a task and a timer each); on replay that machinery was a fifth of the
-time, measured (``bench/log_throughput.py``). Here one core subscription on an inbox
-collects a batch with a callback, and one event ends the wait. The protocol is JetStream's
-own: a request on ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``, answered by messages
-and, when the batch cannot be filled, a status message (404 no messages, 408 expired, 409
-conflict). Being a plain subscription, nats-py re-subscribes it after a reconnect.
+time, measured (``bench/log_throughput.py``). Here one core subscription collects batches
+with a callback, and one event ends each wait. The protocol is JetStream's own: a request on
+``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``, answered by messages and, when the batch
+cannot be filled, a status message (404 no messages, 408 expired, 409 conflict). Being a
+plain subscription, nats-py re-subscribes it after a reconnect.
+
+Each request has its own reply subject (``<inbox>.<n>``), so several can be in flight at
+once (a long poll, and a quick look beside it) and a status ends only its own request.
 """
 
 from __future__ import annotations
@@ -14,12 +17,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from itertools import count
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 STATUS = "Status"
+NO_MESSAGES = "404"
+
+
+class ConsumerGone(RuntimeError):
+    """The consumer was deleted (a partition's new owner fences out the old one)."""
+
+
+class _Request:
+    __slots__ = ("done", "got", "status", "want")
+
+    def __init__(self, want: int) -> None:
+        self.want, self.got = want, 0
+        self.status: str | None = None
+        self.done = asyncio.Event()
 
 
 class Puller:
@@ -27,23 +45,42 @@ class Puller:
         self.nc = nc
         self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self.inbox = nc.new_inbox()
-        self._batch: list[Msg] = []
-        self._want = 0
-        self._done = asyncio.Event()
+        self._batch: list[Msg] = []  # delivered, not yet taken: in the consumer's order
+        self._requests: dict[str, _Request] = {}
+        self._tokens = count()
         self._sub: Subscription | None = None
+        self.gone = False
 
     async def start(self) -> Puller:
-        self._sub = await self.nc.subscribe(self.inbox, cb=self._on_msg)
+        self._sub = await self.nc.subscribe(f"{self.inbox}.*", cb=self._on_msg)
         return self
 
     async def _on_msg(self, msg: Msg) -> None:
         if msg.headers and STATUS in msg.headers:
-            if msg.headers[STATUS] != "100":  # 100 is a heartbeat; the rest end the batch
-                self._done.set()
+            status = msg.headers[STATUS]
+            if status == "503" or (
+                status == "409" and "deleted" in msg.headers.get("Description", "").lower()
+            ):
+                self.gone = True
+            req = self._requests.get(msg.subject[len(self.inbox) + 1 :])
+            if status != "100" and req is not None:  # 100 is a heartbeat; the rest end it
+                req.status = status
+                req.done.set()
             return
+        # A message keeps its own subject, so it counts for the oldest request still
+        # open: the server serves waiting requests in order. One that comes after its
+        # request was given up on is kept all the same.
         self._batch.append(msg)
-        if len(self._batch) >= self._want:
-            self._done.set()
+        for req in self._requests.values():
+            if req.status is None and req.got < req.want:
+                req.got += 1
+                if req.got >= req.want:
+                    req.done.set()
+                break
+
+    def take(self) -> list[Msg]:
+        batch, self._batch = self._batch, []
+        return batch
 
     async def fetch(self, n: int, timeout_s: float) -> list[Msg]:
         """Up to ``n`` messages, as soon as there are any; none if none come in time.
@@ -53,26 +90,42 @@ class Puller:
         when busy.
         """
         if self._batch:  # stragglers of a request that timed out: never drop them
-            batch, self._batch = self._batch, []
-            return batch
-        batch = await self._request(n, {"no_wait": True}, 5.0)
-        if batch:
-            return batch
-        batch = await self._request(1, {"expires": int(timeout_s * 1e9)}, timeout_s)
-        if batch and n > 1:
-            batch += await self._request(n - 1, {"no_wait": True}, 5.0)
-        return batch
+            return self.take()
+        await self._request(n, {"no_wait": True}, 5.0)
+        if self._batch:
+            return self.take()
+        await self._request(1, {"expires": int(timeout_s * 1e9)}, timeout_s)
+        if self._batch and n > 1:
+            await self._request(n - 1, {"no_wait": True}, 5.0)
+        return self.take()
 
-    async def _request(self, n: int, options: dict[str, object], wait_s: float) -> list[Msg]:
-        self._want = n
-        self._done.clear()
-        request = json.dumps({"batch": n, **options}).encode()
-        await self.nc.publish(self.subject, request, reply=self.inbox)
-        # On a timeout a reconnect lost the request or its answer: return what came.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._done.wait(), wait_s + 1.0)
-        batch, self._batch = self._batch, []
-        return batch
+    async def poll(self, n: int) -> bool:
+        """Ask for up to ``n`` messages there now (``take`` them); True if the consumer
+        had no more when the server answered (every message stored before the request
+        was sent has then been delivered)."""
+        req = await self._request(n, {"no_wait": True}, 5.0)
+        if self.gone:
+            raise ConsumerGone(self.subject)
+        return req.status == NO_MESSAGES or (req.status is not None and req.got < n)
+
+    async def wait(self, timeout_s: float) -> None:
+        """A long poll for one message; it stays with the others until taken."""
+        await self._request(1, {"expires": int(timeout_s * 1e9)}, timeout_s)
+        if self.gone:
+            raise ConsumerGone(self.subject)
+
+    async def _request(self, n: int, options: dict[str, object], wait_s: float) -> _Request:
+        token = str(next(self._tokens))
+        req = self._requests[token] = _Request(n)
+        try:
+            request = json.dumps({"batch": n, **options}).encode()
+            await self.nc.publish(self.subject, request, reply=f"{self.inbox}.{token}")
+            # On a timeout a reconnect lost the request or its answer: go with what came.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(req.done.wait(), wait_s + 1.0)
+        finally:
+            del self._requests[token]
+        return req
 
     async def stop(self) -> None:
         if self._sub is not None:

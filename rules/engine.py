@@ -180,6 +180,14 @@ class Engine:
             self._drain(p, out)
         return out
 
+    def drop(self, store: str) -> None:
+        """Forget a store (it moved to another worker): its partition, ids and set members."""
+        p = self.partitions.pop(store, None)
+        self._seen.pop(store, None)
+        if p is not None:
+            for name, members in p.sets.items():
+                self.context.live_set(name).difference_update(members)
+
     def reload(self, rules: RuleSet) -> None:
         """Swap the rule set in one step; state of rules that are gone is dropped."""
         for p in self.partitions.values():

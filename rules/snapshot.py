@@ -10,6 +10,7 @@ loading one runs no code.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -86,38 +87,46 @@ def _ext(code: int, data: memoryview) -> Any:
 _decoder = msgspec.msgpack.Decoder(ext_hook=_ext)
 
 
-def snapshot(engine: Engine) -> bytes:
-    """The engine's whole state: every store's partition and the ids it remembers."""
+def snapshot(engine: Engine, stores: Iterable[str] | None = None) -> bytes:
+    """The engine's state for ``stores`` (all by default): partitions and remembered ids.
+
+    One store's snapshot is what a service checkpoints: stores move between workers alone.
+    """
+    chosen = engine.partitions.keys() if stores is None else set(stores) & engine.partitions.keys()
     partitions = {
         store: {f: getattr(p, f) for f in p.__dataclass_fields__}
         for store, p in engine.partitions.items()
+        if store in chosen
     }
     body = {
         "version": VERSION,
         "packs": engine.rules.packs,
         "partitions": partitions,
-        "seen": engine._seen,
+        "seen": {store: engine._seen[store] for store in partitions},
     }
     return _encoder.encode(_plain(body))
 
 
-def restore(engine: Engine, data: bytes) -> None:
-    """Load a snapshot into a fresh engine (of the same rule set, or a newer one)."""
-    if engine.partitions:
-        raise SnapshotError("restore into a fresh engine: this one has state already")
+def restore(engine: Engine, data: bytes) -> list[str]:
+    """Load a snapshot's stores into an engine (of the same rule set, or a newer one) that
+    holds none of them yet; returns the stores. A refused snapshot loads nothing."""
     try:
         body = _decoder.decode(data)
-        if body.get("version") != VERSION:
-            raise SnapshotError(
-                f"snapshot version {body.get('version')!r}; this engine reads {VERSION}"
-            )
-        for store, fields in body["partitions"].items():
-            p = engine.partitions[store] = Partition(**fields)
-            for name, members in p.sets.items():
-                engine.context.live_set(name).update(members)
-            for rule in engine.rules.rules:
-                rule.restored(p)
-        engine._seen = body["seen"]
+        if not isinstance(body, dict) or body.get("version") != VERSION:
+            version = body.get("version") if isinstance(body, dict) else None
+            raise SnapshotError(f"snapshot version {version!r}; this engine reads {VERSION}")
+        partitions = {store: Partition(**fields) for store, fields in body["partitions"].items()}
+        seen = {store: body["seen"][store] for store in partitions}
     except (msgspec.DecodeError, KeyError, TypeError, AttributeError) as exc:
-        engine.partitions.clear()
         raise SnapshotError(f"damaged snapshot: {type(exc).__name__}: {exc}") from None
+    held = sorted(partitions.keys() & engine.partitions.keys())
+    if held:
+        raise SnapshotError(f"the engine holds state for {', '.join(held)} already")
+    for store, p in partitions.items():
+        engine.partitions[store] = p
+        engine._seen[store] = seen[store]
+        for name, members in p.sets.items():
+            engine.context.live_set(name).update(members)
+        for rule in engine.rules.rules:
+            rule.restored(p)
+    return list(partitions)

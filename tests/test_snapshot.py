@@ -77,5 +77,23 @@ def test_a_snapshot_holds_data_only() -> None:
         restore(engine(), msgspec.msgpack.encode(msgspec.msgpack.Ext(42, b"\x90")))
     fresh = engine()
     fresh.process(events[:10])
-    with pytest.raises(SnapshotError, match="fresh"):
+    with pytest.raises(SnapshotError, match="holds state for corner-01"):
         restore(fresh, data)
+
+
+def test_a_store_moves_alone() -> None:
+    """One store's snapshot, restored beside other stores, carries on as if never moved."""
+    _, events, _ = day()
+    other = [msgspec.structs.replace(e, store="corner-02") for e in events]
+    k = len(events) // 2
+    unbroken = finish(engine(2.0), events)
+    first = engine(2.0)
+    before = [ev.encode(d) for d in first.process(events[:k]).derived]
+    first.process(other[:k])
+    saved = snapshot(first, ["corner-01"])
+    first.drop("corner-01")
+    assert set(first.partitions) == {"corner-02"} and set(first._seen) == {"corner-02"}
+    second = engine(2.0)
+    second.process(other)
+    assert restore(second, saved) == ["corner-01"]
+    assert before + finish(second, events[k:]) == unbroken

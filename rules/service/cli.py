@@ -1,0 +1,190 @@
+"""``aisle engine run`` and ``aisle rules deploy | status``: the engine as a service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.config import Settings
+from core.layout import load_layout
+from core.logs import configure
+from core.runtime import open_log
+from rules.cli import rules_app
+from rules.loader import PackError
+from rules.reference import Reference, load_reference_list
+from rules.service.deploy import DeployError, deploy, deployed
+from rules.service.leases import Leases
+from rules.service.metrics import EngineMetrics
+from rules.service.partition import ServiceConfig
+from rules.service.worker import Worker
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKS = ROOT / "rules" / "packs"
+EXAMPLE = ROOT / "examples" / "stores" / "convenience.yaml"
+
+engine_app = typer.Typer(help="The rules engine as a service over the log.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+LayoutOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--layout", help="Store layout files (one serves every store of a chain)."),
+]
+
+
+def _reference(
+    layouts: list[Path] | None, members: Path | None, watchlist: Path | None
+) -> Reference:
+    return Reference.of(
+        *(load_layout(p) for p in layouts or [EXAMPLE]),
+        members=load_reference_list(members) if members else None,
+        watchlist=load_reference_list(watchlist) if watchlist else None,
+    )
+
+
+def _packs(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(f for f in p.glob("*.yaml") if not f.name.endswith("_test.yaml"))
+        else:
+            files.append(p)
+    return files
+
+
+def _default_worker() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{socket.gethostname()}-{os.getpid()}")
+
+
+@engine_app.command("run")
+def run(
+    layout: LayoutOpt = None,
+    packs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--packs", help="Packs to run when none are deployed (default: the standard ones)."
+        ),
+    ] = None,
+    members: Annotated[
+        Path | None, typer.Option(help="Enrolled members (a reference list).")
+    ] = None,
+    watchlist: Annotated[
+        Path | None, typer.Option(help="The watch list (a reference list).")
+    ] = None,
+    worker: Annotated[
+        str | None, typer.Option(help="This worker's id (default: host-pid).")
+    ] = None,
+    store: Annotated[
+        list[str] | None, typer.Option("--store", "-s", help="Only these stores (default: all).")
+    ] = None,
+    lateness: Annotated[float, typer.Option(help="Allowed lateness, seconds of event time.")] = 2.0,
+    checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N events...")] = 20_000,
+    checkpoint_seconds: Annotated[float, typer.Option(help="...or every T seconds.")] = 5.0,
+    lease_ttl: Annotated[
+        float, typer.Option(help="Seconds before a dead worker's stores move.")
+    ] = 6.0,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this loopback port.")
+    ] = None,
+    log_format: Annotated[str, typer.Option(help="json or text.")] = "json",
+) -> None:
+    """Consume raw events, apply the deployed rules, publish derived events, checkpoint."""
+    configure(json_lines=log_format == "json")
+    if worker is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", worker):
+        err.print(f"[red]error:[/] --worker {worker!r}: letters, digits, '-' or '_' only")
+        raise typer.Exit(2)
+    reference = _reference(layout, members, watchlist)
+    config = ServiceConfig(
+        worker=worker or _default_worker(),
+        lateness_s=lateness,
+        checkpoint_every=checkpoint_every,
+        checkpoint_s=checkpoint_seconds,
+        lease_ttl_s=lease_ttl,
+        stores=tuple(store or ()),
+    )
+    metrics = EngineMetrics()
+    if metrics_port is not None:
+        port = metrics.serve(metrics_port)
+        err.print(f"metrics on http://127.0.0.1:{port}/metrics")
+
+    async def go(settings: Settings) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with open_log(settings, name=f"aisle-engine-{config.worker}") as log:
+            await Worker(
+                log, reference, config, packs=_packs(packs or [PACKS]), metrics=metrics
+            ).run(stop)
+
+    try:
+        asyncio.run(go(Settings.from_env()))
+    except PackError as exc:
+        err.print(f"[red]error:[/] the rules were refused:\n{exc}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
+
+
+@rules_app.command("deploy")
+def deploy_command(
+    paths: Annotated[list[Path], typer.Argument(help="Pack files or folders of packs.")],
+    layout: LayoutOpt = None,
+) -> None:
+    """Validate packs and deploy them to every running engine (they swap atomically)."""
+    reference = _reference(layout, None, None)
+
+    async def go(settings: Settings) -> None:
+        async with open_log(settings, name="aisle-rules-deploy") as log:
+            kv = await log.key_value("rules", history=20)
+            try:
+                deployment, new = await deploy(kv, _packs(paths), reference)
+            except DeployError as exc:
+                for line in exc.errors:
+                    err.print(line, markup=False, highlight=False, soft_wrap=True)
+                err.print(
+                    "[red]refused[/]: nothing was deployed; the running rules stay as they are"
+                )
+                raise typer.Exit(1) from None
+        verb = "deployed" if new else "already deployed"
+        out.print(f"{verb} rules version {deployment.version} ({len(deployment.files)} packs)")
+
+    asyncio.run(go(Settings.from_env()))
+
+
+@rules_app.command("status")
+def status_command() -> None:
+    """Which rules version is deployed, and which each running engine worker runs."""
+
+    async def go(settings: Settings) -> None:
+        async with open_log(settings, name="aisle-rules-status") as log:
+            current = await deployed(await log.key_value("rules", history=20))
+            leases = Leases(await log.key_value("engine_leases"), "status")
+            workers, _ = await leases.view()
+        if current is None:
+            out.print("deployed: none (engines run the packs they were started with)")
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(current.deployed_at))
+            out.print(f"deployed: {current.version} at {when} UTC by {current.by}")
+        table = Table("worker", "rules", "stores", "packs", title=f"engines ({len(workers)})")
+        for w in workers:
+            mark = (
+                "" if current is None or w.rules_version == current.version else " [red](behind)[/]"
+            )
+            packs = ", ".join(f"{k} {v}" for k, v in sorted(w.packs.items()))
+            table.add_row(w.worker, w.rules_version + mark, ", ".join(w.stores) or "-", packs)
+        out.print(table)
+
+    asyncio.run(go(Settings.from_env()))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(engine_app, name="engine")

@@ -1,0 +1,114 @@
+"""Who runs which store: leases in a key-value bucket whose entries expire.
+
+NATS gives the coordination: a lease is a key ``store.<id>`` created only if absent and
+renewed by compare-and-set on its revision; the bucket's TTL removes the keys of a worker
+that stopped renewing (it crashed, or lost the network), and its stores are free to take.
+Workers announce themselves under ``worker.<id>`` in the same bucket, with what they run,
+so each can take its fair share (``ceil(stores / workers)``) and hand back the excess when
+another joins. That is the whole protocol: there is no leader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable
+
+import msgspec
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+
+class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``aisle rules status`` shows of a running engine worker."""
+
+    worker: str
+    rules_version: str
+    packs: dict[str, str]
+    stores: tuple[str, ...]
+    started_at: float
+    seen_at: float
+
+
+class Leases:
+    def __init__(self, kv: KeyValue, worker: str) -> None:
+        self.kv = kv
+        self.worker = worker
+        self.held: dict[str, int] = {}  # store -> lease revision
+
+    async def take(self, store: str) -> bool:
+        try:
+            self.held[store] = await self.kv.create(f"store.{store}", self.worker.encode())
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def renew(self) -> list[str]:
+        """Renew every lease held; returns the stores whose lease was lost."""
+        lost = []
+        for store, revision in list(self.held.items()):
+            try:
+                self.held[store] = await self.kv.update(
+                    f"store.{store}", self.worker.encode(), last=revision
+                )
+            except nats.js.errors.KeyWrongLastSequenceError:
+                del self.held[store]
+                lost.append(store)
+        return lost
+
+    async def give_back(self, store: str) -> None:
+        revision = self.held.pop(store, None)
+        if revision is not None:
+            # If it had expired and been taken already, it is not ours to delete.
+            with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
+                await self.kv.delete(f"store.{store}", last=revision)
+
+    async def announce(self, status: WorkerStatus) -> None:
+        await self.kv.put(f"worker.{self.worker}", msgspec.json.encode(status))
+
+    async def view(self) -> tuple[list[WorkerStatus], dict[str, str]]:
+        """The workers alive now (their announcements have not expired), and which
+        worker holds each store."""
+        entries = await _entries(self.kv)
+        workers = [
+            msgspec.json.decode(v, type=WorkerStatus)
+            for k, v in entries.items()
+            if k.startswith("worker.")
+        ]
+        owners = {
+            k.removeprefix("store."): v.decode()
+            for k, v in entries.items()
+            if k.startswith("store.")
+        }
+        return sorted(workers, key=lambda w: w.worker), owners
+
+    async def plan(self, stores: Iterable[str]) -> tuple[list[str], list[str]]:
+        """The stores to try to take and the ones to give back, for a fair share.
+
+        Free stores are tried in an order of this worker's own (a hash of its id and the
+        store), so that two workers starting together do not contend for the same ones.
+        """
+        stores = sorted(set(stores))
+        workers, owners = await self.view()
+        alive = max(1, len(workers))
+        share = math.ceil(len(stores) / alive) if stores else 0
+        mine = [s for s in stores if s in self.held]
+        if len(mine) > share:
+            return [], mine[share:]
+        free = sorted((s for s in stores if s not in owners), key=lambda s: hash((self.worker, s)))
+        return free[: share - len(mine)], []
+
+
+async def _entries(kv: KeyValue) -> dict[str, bytes]:
+    """Every live key and its value, read in one pass of a watcher."""
+    watcher = await kv.watchall(ignore_deletes=True)
+    out: dict[str, bytes] = {}
+    try:
+        async for entry in watcher:
+            if entry is None:  # the watcher's "that was all"
+                break
+            if entry.value and entry.operation is None:
+                out[entry.key] = entry.value
+    finally:
+        await watcher.stop()
+    return out

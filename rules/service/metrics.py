@@ -1,0 +1,56 @@
+"""The engine's Prometheus metrics, in a registry of its own (no process-wide state)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, start_http_server
+
+
+class EngineMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        by = ["store"]
+        self.events_in = Counter(
+            "aisle_engine_events_in", "Raw events read from the log", by, registry=r
+        )
+        self.derived_out = Counter(
+            "aisle_engine_derived_out", "Derived events published", by, registry=r
+        )
+        self.late = Counter(
+            "aisle_engine_late_events", "Events too late to apply (set aside)", by, registry=r
+        )
+        self.deadletters = Counter(
+            "aisle_engine_deadletter_events", "Payloads refused on the way in", by, registry=r
+        )
+        self.rule_errors = Counter(
+            "aisle_engine_rule_errors", "Rules that failed on an event", by, registry=r
+        )
+        self.lag_events = Gauge(
+            "aisle_engine_lag_events", "Messages in the log not yet applied", by, registry=r
+        )
+        self.lag_seconds = Gauge(
+            "aisle_engine_lag_seconds",
+            "Age of the newest applied message when it was applied",
+            by,
+            registry=r,
+        )
+        self.snapshot_age = Gauge(
+            "aisle_engine_snapshot_age_seconds", "Time since the last checkpoint", by, registry=r
+        )
+        self.checkpoints = Counter(
+            "aisle_engine_checkpoints", "Checkpoints committed", by, registry=r
+        )
+        self.stores = Gauge("aisle_engine_stores", "Stores this worker runs", registry=r)
+        self.rules = Info("aisle_engine_rules", "The rule set this worker runs", registry=r)
+
+    def forget(self, store: str) -> None:
+        """A store moved away: its series go with it (the new owner reports them)."""
+        for gauge in (self.lag_events, self.lag_seconds, self.snapshot_age):
+            with contextlib.suppress(KeyError):
+                gauge.remove(store)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
+        """Serve ``/metrics`` over HTTP; returns the port (useful with ``port=0``)."""
+        server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        return int(server.server_port)

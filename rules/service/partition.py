@@ -1,0 +1,246 @@
+"""One store on one worker: read its raw events, apply the rules, publish, ack, checkpoint.
+
+The order of effects is what makes the output exactly-once:
+
+1. read a batch from the store's two durable consumers, merged in arrival order;
+2. apply it to the engine (a refused payload goes to the dead letters, a late event to the
+   late subject, each with its reason, and the store carries on);
+3. publish what the rules derived, with their deterministic ids, and wait for the log to
+   confirm it;
+4. only then ack the input (cumulative acks: the batch's last message per stream);
+5. every N events or T seconds, commit a checkpoint: the store's engine state with the
+   sequences it has applied.
+
+After a crash the next owner restores the checkpoint and reads on from its sequences: the
+engine derives again what it derived after the checkpoint, with the same ids. Those the
+log already holds (it reads the store's derived events published since the checkpoint)
+are not published again, even past the server's duplicate window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+
+from core import events as ev
+from core.jetstream import JetStreamLog, SubjectFilter, ack_info
+from core.log import DeadLetter, Stream
+from core.merge import ArrivalMerge
+from core.puller import Puller
+from rules.engine import Engine
+from rules.service.checkpoints import Checkpoint, Checkpoints
+from rules.service.metrics import EngineMetrics
+from rules.snapshot import restore, snapshot
+
+log = logging.getLogger("aisle.engine")
+
+# The engine's input: each stream with the raw types it holds.
+INPUTS = (
+    (Stream.EVENTS, tuple(sorted(ev.RAW_TYPES - ev.SAMPLE_TYPES))),
+    (Stream.SAMPLES, tuple(sorted(ev.SAMPLE_TYPES))),
+)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """How a worker runs; every value has a flag on ``aisle engine run``."""
+
+    worker: str
+    lateness_s: float = 2.0
+    batch: int = 1000
+    checkpoint_every: int = 20_000  # events
+    checkpoint_s: float = 5.0
+    lease_ttl_s: float = 6.0
+    stores: tuple[str, ...] = ()  # empty: every store the log holds
+
+
+def consumer_name(store: str, stream: Stream, worker: str = "") -> str:
+    return f"engine_{store}_{stream.value}_{worker}"
+
+
+class StoreRunner:
+    def __init__(
+        self,
+        store: str,
+        log: JetStreamLog,
+        engine: Engine,
+        checkpoints: Checkpoints,
+        metrics: EngineMetrics,
+        config: ServiceConfig,
+    ) -> None:
+        self.store = store
+        self.log = log
+        self.engine = engine
+        self.checkpoints = checkpoints
+        self.metrics = metrics
+        self.config = config
+        self.seqs = [0] * len(INPUTS)
+        self.derived_seq = 0
+        self.revision = 0
+        self.checkpoint: Checkpoint | None = None
+        self.since_checkpoint = 0
+        self.checkpointed_at = time.monotonic()
+        self._published: set[str] = set()  # derived ids the log had when this run began
+        self._pullers: list[Puller] = []
+        self._filters: list[SubjectFilter | None] = []
+        self._merge: ArrivalMerge | None = None
+        self.stopping = False
+
+    async def open(self) -> None:
+        """Restore the checkpoint (if any) and start reading right after it."""
+        cp, state, self.revision = await self.checkpoints.load(self.store)
+        if cp is not None:
+            restore(self.engine, state)
+            self.checkpoint = cp
+            self.seqs = list(cp.seqs)
+            self.derived_seq = cp.derived_seq
+        self._published = {
+            r.event.id
+            async for r in self.log.replay(
+                store=self.store,
+                types=sorted(ev.DERIVED_TYPES),
+                from_seq=self.derived_seq + 1,
+            )
+        }
+        for (stream, types), seq in zip(INPUTS, self.seqs, strict=True):
+            name = consumer_name(self.store, stream, self.config.worker)
+            await self.log.drop_consumers(
+                stream, consumer_name(self.store, stream), keep=name
+            )  # fences out a previous owner
+            puller, client_filter = await self.log.engine_consumer(
+                name, stream, store=self.store, types=types, start_seq=seq + 1
+            )
+            self._pullers.append(puller)
+            self._filters.append(client_filter)
+        self._merge = ArrivalMerge(self._pullers, batch=self.config.batch)
+        self.checkpointed_at = time.monotonic()
+        log.info(
+            "store opened",
+            extra={
+                "store": self.store,
+                "from_seqs": self.seqs,
+                "restored": cp is not None,
+                "already_published": len(self._published),
+            },
+        )
+
+    async def step(self, timeout_s: float = 1.0) -> int:
+        """Read, apply, publish, ack one batch; returns how many messages it held."""
+        assert self._merge is not None
+        batch = await self._merge.next(self.config.batch, timeout_s)
+        if not batch:
+            await self.maybe_checkpoint()
+            return 0
+        last: list[Msg | None] = [None] * len(INPUTS)
+        events: list[ev.Event] = []
+        refused: list[DeadLetter] = []
+        for i, msg in batch:
+            last[i] = msg
+            keep = self._filters[i]
+            if keep is not None and not keep(msg.subject):
+                continue  # another store's, or a derived event: an old server sent it
+            try:
+                events.append(ev.decode(msg.data))
+            except ev.EventError as exc:
+                refused.append(
+                    DeadLetter(
+                        store=self.store,
+                        field=exc.field,
+                        reason=exc.reason,
+                        payload=msg.data,
+                        source="engine",
+                    )
+                )
+        out = self.engine.process(events)
+        derived = []
+        for d in out.derived:
+            if d.id in self._published:
+                self._published.discard(d.id)  # published before a crash: the log has it
+            else:
+                derived.append(d)
+        if refused:
+            await self.log.set_aside(refused)
+            log.warning(
+                "payloads refused",
+                extra={
+                    "store": self.store,
+                    "count": len(refused),
+                    "first": f"{refused[0].field}: {refused[0].reason}",
+                },
+            )
+        if out.late:
+            await self.log.set_aside([self._late(e) for e in out.late], late=True)
+        if derived:
+            acks = await self.log.publish_many(derived)
+            self.derived_seq = max(self.derived_seq, max(a.seq for a in acks))
+        for i, msg in enumerate(last):
+            if msg is not None:
+                await msg.ack()
+                self.seqs[i] = ack_info(msg)[0]
+        self._count(len(batch), len(derived), out, refused, last)
+        self.since_checkpoint += len(batch)
+        await self.maybe_checkpoint()
+        return len(batch)
+
+    def _late(self, e: ev.Event) -> DeadLetter:
+        p = self.engine.partitions[self.store]
+        behind = p.watermark - e.at.timestamp()
+        return DeadLetter(
+            store=self.store,
+            field="at",
+            reason=f"late: {behind:.3f}s behind the store's watermark "
+            f"(allowed lateness {self.config.lateness_s}s)",
+            payload=ev.encode(e),
+            source=e.source,
+        )
+
+    def _count(self, n: int, derived: int, out: object, refused: list, last: list) -> None:
+        m, s = self.metrics, self.store
+        m.events_in.labels(s).inc(n)
+        m.derived_out.labels(s).inc(derived)
+        m.late.labels(s).inc(len(out.late))  # type: ignore[attr-defined]
+        m.deadletters.labels(s).inc(len(refused))
+        m.rule_errors.labels(s).inc(len(out.errors))  # type: ignore[attr-defined]
+        info = [ack_info(msg) for msg in last if msg is not None]
+        m.lag_seconds.labels(s).set(max(0.0, time.time() - max(i[1] for i in info) / 1e9))
+        m.lag_events.labels(s).set(sum(i[2] for i in info))
+
+    async def maybe_checkpoint(self) -> None:
+        due = time.monotonic() - self.checkpointed_at >= self.config.checkpoint_s
+        if self.since_checkpoint and (due or self.since_checkpoint >= self.config.checkpoint_every):
+            await self.commit()
+        self.metrics.snapshot_age.labels(self.store).set(
+            time.time() - self.checkpoint.taken_at if self.checkpoint else 0.0
+        )
+
+    async def commit(self) -> None:
+        """Checkpoint now (``LostStore`` if another worker has committed since)."""
+        self.checkpoint, self.revision = await self.checkpoints.save(
+            self.store,
+            seqs=tuple(self.seqs),
+            derived_seq=self.derived_seq,
+            packs=dict(self.engine.rules.packs),
+            state=snapshot(self.engine, [self.store]),
+            revision=self.revision,
+            previous=self.checkpoint.snapshot if self.checkpoint else None,
+        )
+        self.since_checkpoint = 0
+        self.checkpointed_at = time.monotonic()
+        self.metrics.checkpoints.labels(self.store).inc()
+
+    async def close(self, *, commit: bool) -> None:
+        """Stop reading; with ``commit``, checkpoint first (a clean hand-over)."""
+        if commit and self.since_checkpoint:
+            await self.commit()
+        if self._merge is not None:
+            await self._merge.close()
+        for puller in self._pullers:
+            with contextlib.suppress(Exception):  # the connection is going: nothing to stop
+                await puller.stop()
+        self._pullers.clear()
+        self.engine.drop(self.store)
+        self.metrics.forget(self.store)

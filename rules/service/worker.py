@@ -1,0 +1,232 @@
+"""An engine worker: takes its share of the stores, runs them, hands them over.
+
+Stores are the partitions. A worker holds a lease per store it runs (``leases.py``), runs
+one ``StoreRunner`` per store over one shared engine, renews its leases every third of
+their time to live, and rebalances: it takes free stores up to its fair share and hands
+back the excess when more workers join. A store moves like this:
+
+- worker joins: the others see one more worker, checkpoint the stores above their new
+  share and give their leases back; the newcomer takes them and restores the checkpoints;
+- worker stops cleanly (SIGTERM): it checkpoints every store and gives the leases back;
+- worker dies: its leases expire after their time to live, the others take its stores
+  and restore the last checkpoints. Output ids are deterministic, so what the dead worker
+  had derived after its checkpoint is derived again, and not published twice.
+
+Rule deployments are watched in the rules bucket and swapped in between batches; a
+deployment this worker refuses leaves it running the rules it had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from core.jetstream import JetStreamLog
+from rules.engine import Context, Engine, RuleSet
+from rules.loader import PackError, load_rules
+from rules.reference import Reference
+from rules.service import deploy
+from rules.service.checkpoints import Checkpoints
+from rules.service.leases import Leases, WorkerStatus
+from rules.service.metrics import EngineMetrics
+from rules.service.partition import ServiceConfig, StoreRunner
+
+log = logging.getLogger("aisle.engine")
+
+
+class Worker:
+    def __init__(
+        self,
+        log_: JetStreamLog,
+        reference: Reference,
+        config: ServiceConfig,
+        *,
+        packs: list[Path] | None = None,
+        metrics: EngineMetrics | None = None,
+    ) -> None:
+        self.log = log_
+        self.reference = reference
+        self.config = config
+        self.packs = packs or []
+        self.metrics = metrics or EngineMetrics()
+        self.runners: dict[str, StoreRunner] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.rules_version = "local"
+        self.started_at = time.time()
+        self.engine: Engine | None = None
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        c = self.config
+        self.leases = Leases(
+            await self.log.key_value("engine_leases", ttl_s=c.lease_ttl_s), c.worker
+        )
+        self.checkpoints = Checkpoints(
+            await self.log.key_value("engine_checkpoints"),
+            await self.log.object_store("engine_snapshots"),
+        )
+        self.rules_kv = await self.log.key_value("rules", history=20)
+        context = Context()
+        self.engine = Engine(
+            await self._first_rules(context), lateness_s=c.lateness_s, context=context
+        )
+        self._announce_rules()
+        watching = asyncio.create_task(self._watch_rules())
+        log.info("worker started", extra={"worker": c.worker, "rules": self.rules_version})
+        try:
+            while not stop.is_set():
+                await self._rebalance()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), c.lease_ttl_s / 3)
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+            for store in list(self.runners):
+                await self._hand_over(store)
+            log.info("worker stopped", extra={"worker": c.worker})
+
+    async def _rebalance(self) -> None:
+        for store in await self.leases.renew():
+            log.warning("lease lost", extra={"store": store, "worker": self.config.worker})
+            await self._drop(store)
+        for store, task in list(self.tasks.items()):
+            if task.done():  # it failed (or lost its checkpoint to another worker)
+                exc = task.exception() if not task.cancelled() else None
+                log.error("store stopped", extra={"store": store, "error": repr(exc)})
+                await self._drop(store)
+                await self.leases.give_back(store)
+        stores = self.config.stores or await self._stores_in_log()
+        take, give = await self.leases.plan(stores)
+        for store in give:
+            await self._hand_over(store)
+        for store in take:
+            if await self.leases.take(store):
+                await self._start(store)
+        self.metrics.stores.set(len(self.runners))
+        await self.leases.announce(self.status())
+
+    def status(self) -> WorkerStatus:
+        assert self.engine is not None
+        return WorkerStatus(
+            worker=self.config.worker,
+            rules_version=self.rules_version,
+            packs=dict(self.engine.rules.packs),
+            stores=tuple(sorted(self.runners)),
+            started_at=self.started_at,
+            seen_at=time.time(),
+        )
+
+    async def _stores_in_log(self) -> list[str]:
+        """Every store with raw events in the log (from the streams' subject counts)."""
+        stores = set()
+        for stats in await self.log.stats():
+            if stats.name in (self.log.config.events_stream, self.log.config.samples_stream):
+                stores.update(subject.split(".")[1] for subject in stats.subjects)
+        return sorted(stores)
+
+    # -- stores ------------------------------------------------------------------------------
+
+    async def _start(self, store: str) -> None:
+        assert self.engine is not None
+        runner = StoreRunner(
+            store, self.log, self.engine, self.checkpoints, self.metrics, self.config
+        )
+        try:
+            await runner.open()
+        except Exception:
+            log.exception("store failed to open", extra={"store": store})
+            await runner.close(commit=False)
+            await self.leases.give_back(store)
+            return
+        self.runners[store] = runner
+        self.tasks[store] = asyncio.create_task(self._run_store(runner))
+        log.info("store taken", extra={"store": store, "worker": self.config.worker})
+
+    async def _run_store(self, runner: StoreRunner) -> None:
+        while not runner.stopping:
+            await runner.step(timeout_s=0.5)
+
+    async def _hand_over(self, store: str) -> None:
+        """Finish the batch at hand, checkpoint, close and give the lease back."""
+        runner, task = self.runners.get(store), self.tasks.get(store)
+        if runner is None or task is None:
+            return
+        runner.stopping = True
+        with contextlib.suppress(Exception):
+            await task
+        try:
+            await runner.close(commit=not task.cancelled() and task.exception() is None)
+        except Exception:
+            log.exception("checkpoint on hand-over failed", extra={"store": store})
+            await runner.close(commit=False)
+        del self.runners[store], self.tasks[store]
+        await self.leases.give_back(store)
+        log.info("store handed over", extra={"store": store, "worker": self.config.worker})
+
+    async def _drop(self, store: str) -> None:
+        """Stop at once, without a checkpoint: the store is someone else's now."""
+        runner, task = self.runners.pop(store, None), self.tasks.pop(store, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        if runner is not None:
+            await runner.close(commit=False)
+
+    # -- rules -------------------------------------------------------------------------------
+
+    async def _first_rules(self, context: Context) -> RuleSet:
+        current = await deploy.deployed(self.rules_kv)
+        if current is not None:
+            try:
+                ruleset = deploy.compile_deployment(current, self.reference, context)
+                self.rules_version = current.version
+                return ruleset
+            except PackError as exc:
+                if not self.packs:
+                    raise
+                log.error("deployed rules refused; running local packs", extra={"errors": str(exc)})
+        if not self.packs:
+            raise PackError([])  # the CLI says: deploy rules or pass --packs
+        return load_rules(self.packs, self.reference, context)
+
+    async def _watch_rules(self) -> None:
+        watcher = await self.rules_kv.watch(deploy.KEY)
+        async for entry in watcher:
+            if entry is None or not entry.value:
+                continue
+            found = deploy.decode(entry.value)
+            if found.version == self.rules_version:
+                continue
+            assert self.engine is not None
+            try:
+                ruleset = deploy.compile_deployment(found, self.reference, self.engine.context)
+            except PackError as exc:
+                log.error(
+                    "deployment refused; rules unchanged",
+                    extra={
+                        "version": found.version,
+                        "running": self.rules_version,
+                        "errors": str(exc),
+                    },
+                )
+                continue
+            self.engine.reload(ruleset)  # between batches: process() never awaits
+            self.rules_version = found.version
+            self._announce_rules()
+            await self.leases.announce(self.status())
+            log.info("rules deployed", extra={"version": found.version, "packs": ruleset.packs})
+
+    def _announce_rules(self) -> None:
+        assert self.engine is not None
+        self.metrics.rules.info(
+            {
+                "version": self.rules_version,
+                **{f"pack_{k}": v for k, v in self.engine.rules.packs.items()},
+            }
+        )
