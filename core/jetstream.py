@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import msgspec.json as msgspec_json
@@ -40,7 +40,7 @@ from core.log import (
     stream_for_type,
     stream_for_types,
 )
-from core.puller import Puller
+from core.puller import Puller, ack_info
 
 log = logging.getLogger(__name__)
 
@@ -386,16 +386,16 @@ class JetStreamLog:
         filters = self._filters(store, types, stream)
         reader = self._read(stream, filters, from_seq=from_seq, from_time=from_time, batch=batch)
         async for msgs in reader:
-            for msg in msgs:
-                yield _record(msg)
+            for record in _records(msgs):
+                yield record
 
     async def tail(
         self, *, store: str | None = None, types: Iterable[str] | None = None
     ) -> AsyncIterator[Record]:
         stream = stream_for_types(types)
         async for msgs in self._read(stream, self._filters(store, types, stream), follow=True):
-            for msg in msgs:
-                yield _record(msg)
+            for record in _records(msgs):
+                yield record
 
     async def deadletters(
         self, *, store: str | None = None
@@ -574,23 +574,21 @@ class JetStreamConsumer:
                 await puller.stop()
 
 
-def ack_info(msg: Msg) -> tuple[int, int, int]:
-    """Stream sequence, arrival time (ns) and pending count, from the ack subject.
-
-    ``msg.metadata`` parses the same subject into objects and datetimes: a tenth of the
-    replay time, measured. Old form ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.
-    <cseq>.<ns>.<pending>``; the new one adds domain and account before the stream and a
-    token at the end.
-    """
-    t = msg.reply.split(".")
-    if len(t) == 9:
-        return int(t[5]), int(t[7]), int(t[8])
-    return int(t[7]), int(t[9]), int(t[10])
-
-
 def _record(msg: Msg) -> Record:
     seq, ns, _ = ack_info(msg)
     return Record(seq, ev.decode(msg.data), ns)
+
+
+def _records(msgs: list[Msg]) -> Iterator[Record]:
+    """Records of stored messages; one that is not a valid event (published around the log,
+    straight onto its subject) is skipped with a warning: the engine dead-letters it."""
+    for msg in msgs:
+        try:
+            yield _record(msg)
+        except ev.EventError as exc:
+            log.warning(
+                "stored message %d is not a valid event, skipped: %s", ack_info(msg)[0], exc
+            )
 
 
 def _rfc3339(at: datetime) -> str:

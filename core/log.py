@@ -20,6 +20,7 @@ from typing import Protocol
 import msgspec
 
 from core.events import RAW_TYPES, SAMPLE_TYPES, STORE_PATTERN, AnyEvent, Event, EventError
+from core.merge import merged
 
 
 class Stream(StrEnum):
@@ -192,14 +193,12 @@ async def read_raw(log: EventLog, store: str) -> list[AnyEvent]:
 
 
 async def read_arrived(log: EventLog, store: str) -> list[AnyEvent]:
-    """A store's raw events in the order the log received them: the two streams merged by
-    arrival time (ties: business events first). This is the order in which the engine
-    service applies them (``core.merge``), so it defines what an uninterrupted run derives.
-    """
+    """A store's raw events in the order the engine service applies them: the two streams
+    merged as ``core.merge`` merges them live. This defines what an uninterrupted run of
+    the service derives."""
     business = sorted(RAW_TYPES - SAMPLE_TYPES)
     streams = []
-    for k, types in enumerate((business, sorted(SAMPLE_TYPES))):
-        streams.append(
-            [(r.stored_ns, k, r.event) async for r in log.replay(store=store, types=types)]
-        )
-    return [e for _, _, e in heapq.merge(*streams, key=lambda x: (x[0], x[1]))]
+    for types in (business, sorted(SAMPLE_TYPES)):
+        replay = log.replay(store=store, types=types)
+        streams.append([(r.stored_ns, r.event.at.timestamp(), r.event) async for r in replay])
+    return [e for _, e in merged(streams)]

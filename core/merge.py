@@ -1,13 +1,19 @@
-"""Several durable consumers read as one sequence, in the order the log received them.
+"""Several durable consumers read as one sequence, the same however fetches interleave.
 
-A store's raw events live in two streams (business events, and position samples with
-their own retention), but the engine must see them as one: in the order they arrived, so
-that what it derives does not depend on how fetches happened to interleave. JetStream
-stamps every message with its arrival time; this merge releases a message only when every
-other consumer is known to hold nothing older: it has an older message waiting, or it
-answered "no more messages" to a request sent after that arrival. A replay of the streams
-merged by (arrival, stream) therefore gives exactly what a live reader saw, which is what
-crash recovery and the tests rely on.
+A store's raw events live in two streams (business events, and position samples with their
+own retention), and the engine must see them as one. Each stream keeps its own order; across
+the two, the merge goes by event time, but only among messages that reached the log close
+together (within ``window``): a message is taken before the other stream's head only if it
+is older in event time and arrived no more than ``window`` after the earliest waiting one.
+What the merge does is then a function of the two streams alone (their messages and
+arrival stamps), never of when fetches happened to return; a replay merged the same way
+(``merged``) gives exactly what a live reader saw, which crash recovery and the tests rely
+on. The window absorbs the server storing the two streams' messages a little apart in a
+bulk backfill; live, it costs that much latency when the other stream is quiet.
+
+A consumer that has nothing waiting holds the merge back until it answers "no more
+messages" to a request sent after the window of the earliest waiting message has passed:
+only then is it known to hold nothing that could come first.
 """
 
 from __future__ import annotations
@@ -16,90 +22,111 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 from nats.aio.msg import Msg
 
-from core.jetstream import ack_info
-from core.puller import Puller
+from core.puller import Puller, ack_info
+
+T = TypeVar("T")
+Item = tuple[int, float, T]  # arrival (ns), sort key (event time), the item
+WINDOW_NS = 20_000_000
 
 
-class ArrivalMerge:
-    """Pulls from ``pullers`` and hands out ``(index, msg)`` in arrival order.
+def _release(
+    queues: Sequence[deque[Item[T]]],
+    horizons: Sequence[float],
+    window_ns: int,
+    limit: int,
+    out: list[tuple[int, T]],
+) -> float | None:
+    """Move what can go now from ``queues`` to ``out``; returns the arrival time a quiet
+    consumer must be known to have passed before more can go (None: all queues empty)."""
+    while len(out) < limit:
+        fronts = [q[0][0] for q in queues if q]
+        if not fronts:
+            return None
+        until = min(fronts) + window_ns
+        if any(not q and h <= until for q, h in zip(queues, horizons, strict=True)):
+            return until
+        i = min(
+            (k for k, q in enumerate(queues) if q and q[0][0] <= until),
+            key=lambda k: (queues[k][0][1], k),
+        )
+        out.append((i, queues[i].popleft()[2]))
+    return None
 
-    ``margin_ns`` allows for the reader's clock running ahead of the servers'.
-    """
 
-    def __init__(self, pullers: list[Puller], *, batch: int = 1000, margin_ns: int = 0) -> None:
+def merged(streams: Sequence[Sequence[Item[T]]], window_ns: int = WINDOW_NS) -> list[tuple[int, T]]:
+    """Whole streams merged as the live merge would: ``(stream index, item)``."""
+    out: list[tuple[int, T]] = []
+    queues = [deque(s) for s in streams]
+    _release(queues, [float("inf")] * len(queues), window_ns, sum(map(len, queues)), out)
+    return out
+
+
+class ArrivalMerge(Generic[T]):
+    """Pulls from ``pullers`` and hands out ``(index, item)`` in the merge's order;
+    ``key(msg)`` gives a message's event time and the item it stands for."""
+
+    def __init__(
+        self,
+        pullers: list[Puller],
+        key: Callable[[Msg], tuple[float, T]],
+        *,
+        batch: int = 1000,
+        window_ns: int = WINDOW_NS,
+    ) -> None:
         self.pullers = pullers
+        self.key = key
         self.batch = batch
-        self.margin_ns = margin_ns
-        self._queues: list[deque[tuple[int, Msg]]] = [deque() for _ in pullers]
-        self._horizon = [0] * len(pullers)  # all older than this is in the queue
+        self.window_ns = window_ns
+        self._queues: list[deque[Item[T]]] = [deque() for _ in pullers]
+        self._horizons = [0.0] * len(pullers)  # all that arrived before is in the queue
         self._waits: dict[int, asyncio.Task[None]] = {}
 
     def _take(self, i: int) -> None:
-        q = self._queues[i]
+        q, key = self._queues[i], self.key
         for msg in self.pullers[i].take():
-            q.append((ack_info(msg)[1], msg))
+            q.append((ack_info(msg)[1], *key(msg)))
 
     async def _poll(self, i: int) -> None:
-        sent = time.time_ns() - self.margin_ns
+        sent = time.time_ns()
         drained = await self.pullers[i].poll(self.batch)
         self._take(i)
         if drained:
-            self._horizon[i] = max(self._horizon[i], sent)
+            self._horizons[i] = max(self._horizons[i], sent)
 
-    async def next(self, limit: int, timeout_s: float) -> list[tuple[int, Msg]]:
-        """Up to ``limit`` messages in arrival order; none if none came in ``timeout_s``."""
+    async def next(self, limit: int, timeout_s: float) -> list[tuple[int, T]]:
+        """Up to ``limit`` items in order; none if none came in ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while True:
             for i in range(len(self.pullers)):
                 self._take(i)
                 if not self._queues[i]:
                     await self._poll(i)
-            out = self._release(limit)
+            out: list[tuple[int, T]] = []
+            until = _release(self._queues, self._horizons, self.window_ns, limit, out)
             if out:
                 return out
-            blocked = self._blocking()
-            if blocked is not None:  # an older message may still be in that one
-                await self._poll(blocked)
+            if until is not None:  # a quiet consumer must be asked again, once it is time
+                early = (until - time.time_ns()) / 1e9
+                if early > 0:
+                    await self._wait_any(early, only_empty=True)
                 continue
             left = deadline - time.monotonic()
             if left <= 0:
                 return []
             await self._wait_any(left)
 
-    def _release(self, limit: int) -> list[tuple[int, Msg]]:
-        queues, horizon = self._queues, self._horizon
-        out: list[tuple[int, Msg]] = []
-        while len(out) < limit:
-            heads = [(q[0][0], i) for i, q in enumerate(queues) if q]
-            if not heads:
-                break
-            ns, i = min(heads)
-            if any(not q and horizon[j] <= ns for j, q in enumerate(queues) if j != i):
-                break
-            out.append((i, queues[i].popleft()[1]))
-        return out
-
-    def _blocking(self) -> int | None:
-        """An empty consumer that holds back the oldest waiting message, if any."""
-        heads = [q[0][0] for q in self._queues if q]
-        if not heads:
-            return None
-        oldest = min(heads)
-        for j, q in enumerate(self._queues):
-            if not q and self._horizon[j] <= oldest:
-                return j
-        return None
-
-    async def _wait_any(self, timeout_s: float) -> None:
-        """Long-poll every consumer at once; back as soon as one has a message.
+    async def _wait_any(self, timeout_s: float, *, only_empty: bool = False) -> None:
+        """Long-poll the consumers at once; back when one has a message or time is up.
 
         A long poll still open when another answers stays open for the next call.
         """
         for i, p in enumerate(self.pullers):
-            if i not in self._waits:
+            if i not in self._waits and not (only_empty and self._queues[i]):
                 self._waits[i] = asyncio.create_task(p.wait(min(timeout_s, 5.0)))
         done, _ = await asyncio.wait(
             self._waits.values(), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED

@@ -31,6 +31,20 @@ class ConsumerGone(RuntimeError):
     """The consumer was deleted (a partition's new owner fences out the old one)."""
 
 
+def ack_info(msg: Msg) -> tuple[int, int, int]:
+    """Stream sequence, arrival time (ns) and pending count, from the ack subject.
+
+    ``msg.metadata`` parses the same subject into objects and datetimes: a tenth of the
+    replay time, measured. Old form ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.
+    <cseq>.<ns>.<pending>``; the new one adds domain and account before the stream and a
+    token at the end.
+    """
+    t = msg.reply.split(".")
+    if len(t) == 9:
+        return int(t[5]), int(t[7]), int(t[8])
+    return int(t[7]), int(t[9]), int(t[10])
+
+
 class _Request:
     __slots__ = ("done", "got", "status", "want")
 

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from nats.aio.msg import Msg
 
 from core import events as ev
-from core.jetstream import JetStreamLog, SubjectFilter, ack_info
+from core.jetstream import JetStreamLog, SubjectFilter
 from core.log import DeadLetter, Stream
 from core.merge import ArrivalMerge
-from core.puller import Puller
+from core.puller import Puller, ack_info
 from rules.engine import Engine
 from rules.service.checkpoints import Checkpoint, Checkpoints
 from rules.service.metrics import EngineMetrics
@@ -43,6 +43,10 @@ INPUTS = (
     (Stream.EVENTS, tuple(sorted(ev.RAW_TYPES - ev.SAMPLE_TYPES))),
     (Stream.SAMPLES, tuple(sorted(ev.SAMPLE_TYPES))),
 )
+
+
+Input = tuple[Msg, ev.Event | ev.EventError | None]
+_FIRST = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -86,8 +90,8 @@ class StoreRunner:
         self.checkpointed_at = time.monotonic()
         self._published: set[str] = set()  # derived ids the log had when this run began
         self._pullers: list[Puller] = []
-        self._filters: list[SubjectFilter | None] = []
-        self._merge: ArrivalMerge | None = None
+        self._wanted: SubjectFilter | None = None  # where the server cannot filter
+        self._merge: ArrivalMerge[Input] | None = None
         self.stopping = False
 
     async def open(self) -> None:
@@ -115,8 +119,11 @@ class StoreRunner:
                 name, stream, store=self.store, types=types, start_seq=seq + 1
             )
             self._pullers.append(puller)
-            self._filters.append(client_filter)
-        self._merge = ArrivalMerge(self._pullers, batch=self.config.batch)
+            if client_filter is not None:
+                self._wanted = SubjectFilter(
+                    f"{self.log.config.prefix}.{self.store}.{t}" for _, ts in INPUTS for t in ts
+                )
+        self._merge = ArrivalMerge(self._pullers, self._read, batch=self.config.batch)
         self.checkpointed_at = time.monotonic()
         log.info(
             "store opened",
@@ -138,23 +145,20 @@ class StoreRunner:
         last: list[Msg | None] = [None] * len(INPUTS)
         events: list[ev.Event] = []
         refused: list[DeadLetter] = []
-        for i, msg in batch:
+        for i, (msg, item) in batch:
             last[i] = msg
-            keep = self._filters[i]
-            if keep is not None and not keep(msg.subject):
-                continue  # another store's, or a derived event: an old server sent it
-            try:
-                events.append(ev.decode(msg.data))
-            except ev.EventError as exc:
+            if isinstance(item, ev.EventError):
                 refused.append(
                     DeadLetter(
                         store=self.store,
-                        field=exc.field,
-                        reason=exc.reason,
+                        field=item.field,
+                        reason=item.reason,
                         payload=msg.data,
                         source="engine",
                     )
                 )
+            elif item is not None:
+                events.append(item)
         out = self.engine.process(events)
         derived = []
         for d in out.derived:
@@ -181,10 +185,21 @@ class StoreRunner:
             if msg is not None:
                 await msg.ack()
                 self.seqs[i] = ack_info(msg)[0]
-        self._count(len(batch), len(derived), out, refused, last)
+        self._count(len(events) + len(refused), len(derived), out, refused, last)
         self.since_checkpoint += len(batch)
         await self.maybe_checkpoint()
         return len(batch)
+
+    def _read(self, msg: Msg) -> tuple[float, Input]:
+        """A message's event time and what it holds, for the merge; a payload that is
+        refused goes first (it has no time) and then to the dead letters."""
+        if self._wanted is not None and not self._wanted(msg.subject):
+            return _FIRST, (msg, None)  # another store's, or derived: an old server sent it
+        try:
+            e = ev.decode(msg.data)
+        except ev.EventError as exc:
+            return _FIRST, (msg, exc)
+        return e.at.timestamp(), (msg, e)
 
     def _late(self, e: ev.Event) -> DeadLetter:
         p = self.engine.partitions[self.store]

@@ -1,0 +1,194 @@
+"""The engine as a service over a real JetStream log: exactly-once output, bad and late
+input, rule deployment, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import urllib.request
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from core import events as ev
+from core.jetstream import JetStreamLog
+from core.log import DeadLetter, Stream
+from rules.loader import PackError
+from rules.reference import Reference
+from rules.service import deploy
+from rules.service.metrics import EngineMetrics
+from rules.service.partition import ServiceConfig
+from rules.service.worker import Worker
+from tests.enginekit import (
+    LATENESS_S,
+    PACKS,
+    derived_ids,
+    layout,
+    publish,
+    settled,
+    store_day,
+    uninterrupted,
+)
+
+STORE = "corner-01"
+
+
+@contextlib.asynccontextmanager
+async def running(log: JetStreamLog, name: str = "w1", **options: object) -> AsyncIterator[Worker]:
+    """A worker in this process, stopped cleanly afterwards."""
+    config = ServiceConfig(worker=name, lateness_s=LATENESS_S, lease_ttl_s=3.0, **options)  # type: ignore[arg-type]
+    worker = Worker(log, Reference.of(layout()), config, packs=PACKS)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    while worker.engine is None and not task.done():
+        await asyncio.sleep(0.01)
+    try:
+        yield worker
+    finally:
+        stop.set()
+        await task
+
+
+async def test_the_service_derives_what_an_unbroken_engine_does(jslog: JetStreamLog) -> None:
+    events = store_day()
+    async with running(jslog) as worker:
+        await publish(jslog, events)
+        await settled(jslog, [STORE])
+        applied = worker.metrics.events_in.labels(STORE)._value.get()
+    got = await derived_ids(jslog, STORE)
+    assert got == await uninterrupted(jslog, STORE)
+    assert len(got) > 500 and len(set(got)) == len(got)
+    raw = [r async for r in jslog.replay(store=STORE, types=sorted(ev.RAW_TYPES - ev.SAMPLE_TYPES))]
+    samples = [r async for r in jslog.replay(store=STORE, types=sorted(ev.SAMPLE_TYPES))]
+    assert applied == len(raw) + len(samples)
+
+
+async def test_a_restart_resumes_from_the_checkpoint_and_publishes_nothing_twice(
+    jslog: JetStreamLog,
+) -> None:
+    events = store_day()
+    half = len(events) // 2
+    async with running(jslog, checkpoint_every=1000) as worker:
+        await publish(jslog, events[:half])
+        await settled(jslog, [STORE])
+        first = worker.runners[STORE].checkpoint
+    assert first is not None and first.seqs[0] > 0  # the clean stop checkpointed
+    async with running(jslog, "w2") as worker:
+        await publish(jslog, events[half:])
+        await settled(jslog, [STORE])
+    got = await derived_ids(jslog, STORE)
+    assert got == await uninterrupted(jslog, STORE)
+    assert len(set(got)) == len(got)
+
+
+async def test_bad_payloads_go_to_the_dead_letters_and_late_events_to_the_late_subject(
+    jslog: JetStreamLog,
+) -> None:
+    events = store_day(noisy=False, hours=1, shoppers=20)
+    last = events[-1]
+    async with running(jslog) as worker:
+        await publish(jslog, events)
+        # Straight onto the subject, past the log's validation (as a rogue adapter might).
+        bad = b'{"type":"item.picked","store":"corner-01","data":{"sku":""}}'
+        await jslog.js.publish(f"{jslog.config.prefix}.{STORE}.item.picked", bad)
+        late = msgspec.structs.replace(last, id="late-one", at=last.at - timedelta(seconds=600))
+        await jslog.publish(late)
+        after = msgspec.structs.replace(last, id="after-late", at=last.at + timedelta(seconds=1))
+        await jslog.publish(after)
+        await settled(jslog, [STORE])
+        m = worker.metrics
+        assert m.deadletters.labels(STORE)._value.get() == 1
+        assert m.late.labels(STORE)._value.get() == 1
+    letters = [d async for _, d in jslog.deadletters(store=STORE)]
+    assert [(d.field, d.payload) for d in letters] == [("id", bad)] or letters[0].payload == bad
+    late_letters = [
+        msgspec.json.decode(msg.data, type=DeadLetter)
+        async for msgs in jslog._read(Stream.DEADLETTER, [jslog.config.late_subject(STORE)])
+        for msg in msgs
+    ]
+    assert len(late_letters) == 1 and ev.decode(late_letters[0].payload).id == "late-one"
+    assert (
+        late_letters[0].field == "at" and "behind the store's watermark" in late_letters[0].reason
+    )
+    # ... and the store carried on: the event after them was applied.
+    assert await derived_ids(jslog, STORE) == await uninterrupted(jslog, STORE)
+
+
+def _metric(port: int, name: str, store: str) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in body.splitlines():
+        if line.startswith(f'{name}{{store="{store}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} for {store} not in /metrics")
+
+
+async def test_metrics_are_served_over_http(jslog: JetStreamLog) -> None:
+    metrics = EngineMetrics()
+    port = metrics.serve(0)
+    events = store_day(noisy=False, hours=1, shoppers=20)
+    config = ServiceConfig(worker="w1", lateness_s=LATENESS_S, checkpoint_s=0.2)
+    worker = Worker(jslog, Reference.of(layout()), config, packs=PACKS, metrics=metrics)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await publish(jslog, events)
+        await settled(jslog, [STORE])
+        await asyncio.sleep(0.5)
+        derived = len(await derived_ids(jslog, STORE))
+        assert _metric(port, "aisle_engine_derived_out_total", STORE) == derived
+        assert _metric(port, "aisle_engine_events_in_total", STORE) >= len(events) * 0.5
+        assert _metric(port, "aisle_engine_lag_events", STORE) == 0
+        assert 0 <= _metric(port, "aisle_engine_snapshot_age_seconds", STORE) < 10
+        assert _metric(port, "aisle_engine_checkpoints_total", STORE) >= 1
+    finally:
+        stop.set()
+        await task
+
+
+async def test_a_deployment_swaps_the_rules_and_a_refused_one_changes_nothing(
+    jslog: JetStreamLog, tmp_path: Path
+) -> None:
+    kv = await jslog.key_value("rules", history=20)
+    reference = Reference.of(layout())
+    first, new = await deploy.deploy(kv, PACKS, reference)
+    assert new and (await deploy.deploy(kv, PACKS, reference)) == (first, False)
+    async with running(jslog) as worker:
+        assert worker.rules_version == first.version
+        # A changed pack: its version moves, and the engine picks it up.
+        carts = next(p for p in PACKS if p.name == "carts.yaml")
+        changed = tmp_path / "carts.yaml"
+        text = carts.read_text()
+        version_line = next(line for line in text.splitlines() if line.startswith("version:"))
+        changed.write_text(text.replace(version_line, "version: 99.0.0", 1))
+        second, _ = await deploy.deploy(kv, [changed, *(p for p in PACKS if p != carts)], reference)
+        for _ in range(50):
+            if worker.rules_version == second.version:
+                break
+            await asyncio.sleep(0.1)
+        assert worker.rules_version == second.version
+        assert worker.engine is not None and worker.engine.rules.packs["carts"] == "99.0.0"
+        # Refused at deploy: nothing stored.
+        broken = tmp_path / "broken.yaml"
+        broken.write_text(text.replace("rules:", "rulez:", 1))
+        with pytest.raises(deploy.DeployError, match=r"broken\.yaml:"):
+            await deploy.deploy(kv, [broken], reference)
+        assert (await deploy.deployed(kv)) == second
+        # Refused by the engine (written past the checks): it keeps what it runs.
+        bad = deploy.Deployment(
+            version="bad000000000", files={"x.yaml": "rules: [1"}, deployed_at=0, by="test"
+        )
+        await kv.put(deploy.KEY, msgspec.msgpack.encode(bad))
+        await asyncio.sleep(1.0)
+        assert worker.rules_version == second.version
+        assert worker.engine.rules.packs["carts"] == "99.0.0"
+        workers, _ = await worker.leases.view()
+        assert [(w.worker, w.rules_version) for w in workers] == [("w1", second.version)]
+
+
+async def test_a_worker_with_no_rules_says_so(jslog: JetStreamLog) -> None:
+    worker = Worker(jslog, Reference.of(layout()), ServiceConfig(worker="w1"), packs=[])
+    with pytest.raises(PackError):
+        await worker.run(asyncio.Event())
