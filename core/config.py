@@ -74,5 +74,9 @@ class Settings:
         return cls(
             nats_url=env.get("AISLE_NATS_URL") or None,
             data_dir=Path(env.get("AISLE_DATA_DIR", ".aisle")),
-            log=LogConfig(prefix=env.get("AISLE_PREFIX", "aisle")),
+            log=LogConfig(
+                prefix=env.get("AISLE_PREFIX", "aisle"),
+                duplicate_window_s=float(env.get("AISLE_DUPLICATE_WINDOW_S", "120")),
+                replicas=int(env.get("AISLE_REPLICAS", "1")),
+            ),
         )

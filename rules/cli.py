@@ -1,4 +1,5 @@
-"""``aisle rules check | test | explain | schema``: the tools of rule authors."""
+"""``aisle rules check | test | explain | schema`` and ``aisle replay``: the tools of rule
+authors."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ import typer
 from rich.console import Console
 
 from core.config import Settings
-from core.layout import load_layout
+from core.layout import LayoutError, load_layout
 from core.runtime import open_log
 from core.yamlsource import SourceError
+from rules import whatif
+from rules.durations import parse_duration
 from rules.explain import explain_chain, render_chain
-from rules.loader import check_rules
+from rules.loader import PackError, check_rules
 from rules.pack import json_schema
-from rules.reference import Reference
+from rules.reference import Reference, load_reference_list
 from rules.testing import run_paths
 
 rules_app = typer.Typer(
@@ -26,6 +29,8 @@ rules_app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+PACKS = Path(__file__).resolve().parent / "packs"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "stores" / "convenience.yaml"
 
 
 def _pack_files(paths: list[Path]) -> list[Path]:
@@ -121,6 +126,89 @@ def explain(
     asyncio.run(go(Settings.from_env()))
 
 
+def replay(
+    store: Annotated[str, typer.Option("--store", "-s", help="The store to replay.")],
+    start: Annotated[
+        str | None, typer.Option("--from", help="ISO 8601; no offset: store time. Default: all.")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="ISO 8601, exclusive. Default: the log's end.")
+    ] = None,
+    rules: Annotated[
+        list[Path] | None, typer.Option("--rules", help="Packs or folders to try.")
+    ] = None,
+    baseline: Annotated[
+        list[Path] | None,
+        typer.Option("--baseline", help="Compare with these rules replayed, not the live ones."),
+    ] = None,
+    layout: Annotated[Path, typer.Option(help="The store layout (reference data).")] = EXAMPLE,
+    members: Annotated[Path | None, typer.Option(help="Enrolled members file.")] = None,
+    watchlist: Annotated[Path | None, typer.Option(help="Watch list file.")] = None,
+    warmup: Annotated[str, typer.Option(help="Events run before --from, to build state.")] = "6h",
+    lateness: Annotated[
+        str, typer.Option(help="The live engine's allowed lateness (aisle engine run's).")
+    ] = "2s",
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write the shadow's derived events (JSON lines).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The difference as JSON.")] = False,
+) -> None:
+    """What-if: run rules over past events in shadow (never published) and show what changes."""
+    try:
+        lay = load_layout(layout)
+        reference = Reference.of(
+            lay,
+            members=load_reference_list(members) if members else None,
+            watchlist=load_reference_list(watchlist) if watchlist else None,
+        )
+        candidate = whatif.pack_factory(_pack_files(rules or [PACKS]), reference)
+        base = whatif.pack_factory(_pack_files(baseline), reference) if baseline else None
+        tz = reference.tz(store)
+        window = [
+            whatif.parse_when(t, tz, o) if t else None
+            for t, o in ((start, "--from"), (end, "--to"))
+        ]
+        if window[0] and window[1] and window[0] >= window[1]:
+            raise whatif.WhatIfError(f"--from {start} is not before --to {end}")
+        warmup_s, lateness_s = parse_duration(warmup), parse_duration(lateness)
+    except (PackError, LayoutError) as exc:
+        for e in exc.errors:
+            err.print(str(e), highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except (SourceError, ValueError) as exc:  # WhatIfError, a bad duration
+        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if lay.store.id != store:
+        err.print(f"warning: layout {layout} is store {lay.store.id}'s, not {store}'s")
+
+    async def go(settings: Settings) -> whatif.Report:
+        async with open_log(settings, name="aisle-rules-replay") as log:
+            return await whatif.what_if(
+                log,
+                store,
+                candidate,
+                start=window[0],
+                end=window[1],
+                baseline=base,
+                warmup_s=warmup_s,
+                lateness_s=lateness_s,
+            )
+
+    try:
+        report = asyncio.run(go(Settings.from_env()))
+    except whatif.WhatIfError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if out_file is not None:
+        whatif.write_events(out_file, report.shadow.derived)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict()) + "\n")
+    else:
+        typer.echo(report.render(tz))
+        if out_file is not None:
+            typer.echo(f"shadow events: {len(report.shadow.derived):,} written to {out_file}")
+
+
 @rules_app.command("schema")
 def schema() -> None:
     """Print the JSON Schema of rule packs (for editors)."""
@@ -129,6 +217,7 @@ def schema() -> None:
 
 def register(app: typer.Typer) -> None:
     app.add_typer(rules_app, name="rules")
+    app.command("replay")(replay)
 
 
 __all__ = ["SourceError", "register"]

@@ -114,11 +114,20 @@ def _store_of(consumer: str, stores: list[str]) -> str | None:
     return None
 
 
-def engine_process(url: str, prefix: str, worker: str, *args: str) -> subprocess.Popen[bytes]:
-    """``aisle engine run`` as its own process, against ``url`` under ``prefix``."""
-    env = {**os.environ, "AISLE_NATS_URL": url, "AISLE_PREFIX": prefix}
+def engine_process(
+    url: str,
+    prefix: str,
+    worker: str,
+    *args: str,
+    logs: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """``aisle engine run`` as its own process, against ``url`` under ``prefix``; its JSON
+    logs are appended to ``logs``."""
+    env = {**os.environ, "AISLE_NATS_URL": url, "AISLE_PREFIX": prefix, **(env or {})}
     cmd = [str(Path(sys.executable).parent / "aisle"), "engine", "run", "--worker", worker,
            "--lateness", str(LATENESS_S), "--layout", str(LAYOUT_FILE), *args]  # fmt: skip
-    return subprocess.Popen(
-        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    if logs is None:
+        return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    with logs.open("ab") as sink:  # the child keeps its own descriptor
+        return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink)

@@ -37,9 +37,19 @@ class Leases:
         self.held: dict[str, int] = {}  # store -> lease revision
 
     async def take(self, store: str) -> bool:
+        """Take a free store, or one this worker id held before it restarted."""
+        key, me = f"store.{store}", self.worker.encode()
         try:
-            self.held[store] = await self.kv.create(f"store.{store}", self.worker.encode())
+            self.held[store] = await self.kv.create(key, me)
+            return True
         except nats.js.errors.KeyWrongLastSequenceError:
+            pass
+        try:
+            entry = await self.kv.get(key)
+            if entry.value != me:
+                return False
+            self.held[store] = await self.kv.update(key, me, last=entry.revision)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyWrongLastSequenceError):
             return False
         return True
 
@@ -95,7 +105,10 @@ class Leases:
         mine = [s for s in stores if s in self.held]
         if len(mine) > share:
             return [], mine[share:]
-        free = sorted((s for s in stores if s not in owners), key=lambda s: hash((self.worker, s)))
+        free = sorted(
+            (s for s in stores if s not in self.held and owners.get(s, self.worker) == self.worker),
+            key=lambda s: hash((self.worker, s)),
+        )
         return free[: share - len(mine)], []
 
 
