@@ -187,12 +187,17 @@ def log_replay(
 
 
 @log_app.command("deadletters")
-def log_deadletters(store: StoreOpt = None) -> None:
+def log_deadletters(
+    store: StoreOpt = None,
+    late: Annotated[
+        bool, typer.Option("--late", help="Events the engine set aside as too late instead.")
+    ] = False,
+) -> None:
     """Events the log refused, with the field at fault and the reason."""
 
     async def go(settings: Settings) -> None:
         async with open_log(settings, name="aisle-log-deadletters") as log:
-            async for seq, letter in log.deadletters(store=store):
+            async for seq, letter in log.deadletters(store=store, late=late):
                 payload = letter.payload[:120].decode(errors="replace")
                 out.print(
                     f"[dim]{seq:>6}[/] [bold]{letter.store}[/] [red]{letter.field}[/]: "

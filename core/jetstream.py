@@ -398,9 +398,10 @@ class JetStreamLog:
                 yield record
 
     async def deadletters(
-        self, *, store: str | None = None
+        self, *, store: str | None = None, late: bool = False
     ) -> AsyncIterator[tuple[int, DeadLetter]]:
-        filters = self._filters(store, None, Stream.DEADLETTER)
+        c = self.config
+        filters = [c.late_subject(store or "*")] if late else [c.deadletter_subject(store or "*")]
         async for msgs in self._read(Stream.DEADLETTER, filters):
             for msg in msgs:
                 yield ack_info(msg)[0], msgspec_json.decode(msg.data, type=DeadLetter)

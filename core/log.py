@@ -163,7 +163,11 @@ class EventLog(Protocol):
         """New records as they arrive, until cancelled."""
         ...
 
-    def deadletters(self, *, store: str | None = None) -> AsyncIterator[tuple[int, DeadLetter]]: ...
+    def deadletters(
+        self, *, store: str | None = None, late: bool = False
+    ) -> AsyncIterator[tuple[int, DeadLetter]]:
+        """Refused payloads; with ``late``, events the engine found too late to apply."""
+        ...
 
     async def consumer(
         self, name: str, *, store: str | None = None, types: Iterable[str] | None = None

@@ -107,10 +107,10 @@ class MemoryLog:
                 yield r
 
     async def deadletters(
-        self, *, store: str | None = None
+        self, *, store: str | None = None, late: bool = False
     ) -> AsyncIterator[tuple[int, DeadLetter]]:
         for i, letter in enumerate(self.letters, 1):
-            if store is None or letter.store == store:
+            if not late and (store is None or letter.store == store):
                 yield i, letter
 
     async def consumer(

@@ -15,7 +15,6 @@ import pytest
 
 from core import events as ev
 from core.jetstream import JetStreamLog
-from core.log import DeadLetter, Stream
 from rules.loader import PackError
 from rules.reference import Reference
 from rules.service import deploy
@@ -104,11 +103,7 @@ async def test_bad_payloads_go_to_the_dead_letters_and_late_events_to_the_late_s
         assert m.late.labels(STORE)._value.get() == 1
     letters = [d async for _, d in jslog.deadletters(store=STORE)]
     assert [(d.field, d.payload) for d in letters] == [("id", bad)] or letters[0].payload == bad
-    late_letters = [
-        msgspec.json.decode(msg.data, type=DeadLetter)
-        async for msgs in jslog._read(Stream.DEADLETTER, [jslog.config.late_subject(STORE)])
-        for msg in msgs
-    ]
+    late_letters = [d async for _, d in jslog.deadletters(store=STORE, late=True)]
     assert len(late_letters) == 1 and ev.decode(late_letters[0].payload).id == "late-one"
     assert (
         late_letters[0].field == "at" and "behind the store's watermark" in late_letters[0].reason
