@@ -31,6 +31,9 @@ from tests.enginekit import (
     store_day,
     uninterrupted,
 )
+from tests.enginekit import (
+    engine as engine_for_test,
+)
 
 STORE = "corner-01"
 
@@ -187,3 +190,19 @@ async def test_a_worker_with_no_rules_says_so(jslog: JetStreamLog) -> None:
     worker = Worker(jslog, Reference.of(layout()), ServiceConfig(worker="w1"), packs=[])
     with pytest.raises(PackError):
         await worker.run(asyncio.Event())
+
+
+async def test_out_of_order_events_within_the_lateness_are_applied_in_event_time_order(
+    jslog: JetStreamLog,
+) -> None:
+    """Events delivered up to a second late give what the same events in order give."""
+    events = store_day(noisy=False, hours=1, shoppers=30)
+    held = {e.id for e in events[::7] if e.type != "position.samples"}
+    shuffled = sorted(events, key=lambda e: e.at.timestamp() + (1.0 if e.id in held else 0.0))
+    assert shuffled != events
+    async with running(jslog) as worker:
+        await publish(jslog, shuffled)
+        await settled(jslog, [STORE])
+        assert worker.metrics.late.labels(STORE)._value.get() == 0
+    in_order = [d.id for d in engine_for_test().process(events).derived]
+    assert await derived_ids(jslog, STORE) == in_order
