@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 
 from core import events as ev
-from core.log import EventLog, read_raw
+from core.log import EventLog, read_arrived
 from rules.engine import Context, Engine, RuleError, RuleSet
 from rules.loader import PackError, check_rules, load_rules
 from rules.reference import Reference
@@ -141,7 +141,7 @@ async def shadow_run(
     lateness_s: float = 0.0,
 ) -> Shadow:
     """``run_shadow`` over the store's raw events as the log holds them; publishes nothing."""
-    raw = await read_raw(log, store)
+    raw = await read_arrived(log, store)  # the order the engine service applies them in
     return run_shadow(
         raw, store, start, end, ruleset_factory, warmup_s=warmup_s, lateness_s=lateness_s
     )
@@ -554,18 +554,18 @@ async def what_if(
     its newest raw event less the lateness). A window reaching past that clock is cut
     there: the shadow would fire timers the live engine had not reached yet.
     """
-    raw = await read_raw(log, store)
+    raw = await read_arrived(log, store)  # the order the engine service applies them in
     if not raw:
         stores = await _stores(log)
         known = f"; stores in the log: {', '.join(stores)}" if stores else "; the log is empty"
         raise WhatIfError(f"no events of store {store!r} in the log{known}")
     live_all = await _all_derived(log, store) if baseline is None else []
-    clock = raw[-1].at - timedelta(seconds=lateness_s)
+    clock = max(e.at for e in raw) - timedelta(seconds=lateness_s)
     if live_all:
         clock = max(clock, max(e.at for e in live_all))
     horizon = clock + _TICK
     notes: list[str] = []
-    start = raw[0].at if start is None else start.astimezone(UTC)
+    start = min(e.at for e in raw) if start is None else start.astimezone(UTC)
     end = horizon if end is None else end.astimezone(UTC)
     if baseline is None and end > horizon:
         notes.append(
