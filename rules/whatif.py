@@ -38,6 +38,7 @@ from rules.loader import PackError, check_rules, load_rules
 from rules.reference import Reference
 
 __all__ = [
+    "DEFAULT_LATENESS_S",
     "DEFAULT_WARMUP_S",
     "Diff",
     "MetricDelta",
@@ -55,6 +56,7 @@ __all__ = [
     "write_events",
 ]
 
+DEFAULT_LATENESS_S = 2.0  # aisle engine run's: the live output was made with it
 DEFAULT_WARMUP_S = 6 * 3600.0  # longer than any visit: carts and queues open at start exist
 _TICK = timedelta(microseconds=1)  # event times have microsecond resolution
 
@@ -104,7 +106,7 @@ def run_shadow(
     ruleset_factory: RulesetFactory,
     *,
     warmup_s: float = DEFAULT_WARMUP_S,
-    lateness_s: float = 0.0,
+    lateness_s: float = DEFAULT_LATENESS_S,
 ) -> Shadow:
     """Run a fresh engine over ``events`` (in log order) from ``start - warmup`` up to ``end``.
 
@@ -138,7 +140,7 @@ async def shadow_run(
     ruleset_factory: RulesetFactory,
     *,
     warmup_s: float = DEFAULT_WARMUP_S,
-    lateness_s: float = 0.0,
+    lateness_s: float = DEFAULT_LATENESS_S,
 ) -> Shadow:
     """``run_shadow`` over the store's raw events as the log holds them; publishes nothing."""
     raw = await read_arrived(log, store)  # the order the engine service applies them in
@@ -544,7 +546,7 @@ async def what_if(
     end: datetime | None = None,
     baseline: RulesetFactory | None = None,
     warmup_s: float = DEFAULT_WARMUP_S,
-    lateness_s: float = 0.0,
+    lateness_s: float = DEFAULT_LATENESS_S,
 ) -> Report:
     """Replay ``rules`` in shadow over [start, end) and diff against the live derived events
     (or against ``baseline`` rules, also in shadow).

@@ -83,6 +83,7 @@ async def test_sigkill_at_random_points_changes_nothing(embedded_nats, tmp_path:
         finally:
             _stop(proc)
         assert kills == 10
+        assert proc.returncode == 0, logs.read_text()[-3000:]  # the last one stopped cleanly
         assert await _exactly_as_unbroken(log, ["corner-01"]) > 500
         assert logs.read_text().count('"restored": true') >= 5  # checkpoints were there
         assert during >= 7, f"only {during} kills came while the day was streaming in"
@@ -113,6 +114,10 @@ async def test_a_dead_workers_stores_move_to_the_other(embedded_nats, tmp_path: 
                     break
                 assert time.monotonic() < deadline, f"no even split: {owners}"
                 await asyncio.sleep(0.3)
+            checkpoints = await log.key_value("engine_checkpoints")
+            while len(await checkpoints.keys()) < 20:  # a has checkpointed its stores
+                assert time.monotonic() < deadline, "not every store has a checkpoint"
+                await asyncio.sleep(0.3)
             a.kill()
             a.wait()
             for s in stores:
@@ -129,5 +134,6 @@ async def test_a_dead_workers_stores_move_to_the_other(embedded_nats, tmp_path: 
             _stop(a)
             _stop(b)
         assert await _exactly_as_unbroken(log, stores) > 20 * 50
+        assert b.returncode == 0, (tmp_path / "b.log").read_text()[-3000:]  # a clean stop
         # a's ten stores were restored by b from a's checkpoints.
         assert (tmp_path / "b.log").read_text().count('"restored": true') >= 10

@@ -10,7 +10,6 @@ another joins. That is the whole protocol: there is no leader.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterable
 
@@ -69,9 +68,12 @@ class Leases:
     async def give_back(self, store: str) -> None:
         revision = self.held.pop(store, None)
         if revision is not None:
-            # If it had expired and been taken already, it is not ours to delete.
-            with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
+            try:
                 await self.kv.delete(f"store.{store}", last=revision)
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code not in (10071, 10164):  # "wrong last sequence"
+                    raise
+                # It had expired (and may have been taken): not ours to delete any more.
 
     async def announce(self, status: WorkerStatus) -> None:
         await self.kv.put(f"worker.{self.worker}", msgspec.json.encode(status))

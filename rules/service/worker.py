@@ -24,6 +24,8 @@ import logging
 import time
 from pathlib import Path
 
+import nats.errors
+
 from core.jetstream import JetStreamLog
 from rules.engine import Context, Engine, RuleSet
 from rules.loader import PackError, load_rules
@@ -79,7 +81,10 @@ class Worker:
         log.info("worker started", extra={"worker": c.worker, "rules": self.rules_version})
         try:
             while not stop.is_set():
-                await self._rebalance()
+                try:
+                    await self._rebalance()
+                except (nats.errors.Error, TimeoutError) as exc:  # an election, a reconnect
+                    log.warning("rebalance failed; next tick", extra={"error": repr(exc)})
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), c.lease_ttl_s / 3)
         finally:
@@ -165,7 +170,10 @@ class Worker:
             log.exception("checkpoint on hand-over failed", extra={"store": store})
             await runner.close(commit=False)
         del self.runners[store], self.tasks[store]
-        await self.leases.give_back(store)
+        try:
+            await self.leases.give_back(store)
+        except Exception:  # it will expire instead
+            log.exception("giving the lease back failed", extra={"store": store})
         log.info("store handed over", extra={"store": store, "worker": self.config.worker})
 
     async def _drop(self, store: str) -> None:
