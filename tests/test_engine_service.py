@@ -9,6 +9,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -36,6 +37,7 @@ from tests.enginekit import (
 )
 
 STORE = "corner-01"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextlib.asynccontextmanager
@@ -206,3 +208,36 @@ async def test_out_of_order_events_within_the_lateness_are_applied_in_event_time
         assert worker.metrics.late.labels(STORE)._value.get() == 0
     in_order = [d.id for d in engine_for_test().process(events).derived]
     assert await derived_ids(jslog, STORE) == in_order
+
+
+async def test_deploy_and_status_from_the_command_line(jslog: JetStreamLog, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from core.cli import _load_plugins, app
+
+    _load_plugins()
+    runner = CliRunner()
+    env = {
+        "AISLE_NATS_URL": jslog.nc.connected_url.geturl(),  # type: ignore[union-attr]
+        "AISLE_PREFIX": jslog.config.prefix,
+    }
+
+    def cli(*args: str) -> Any:
+        return runner.invoke(app, list(args), env=env)
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("pack: broken\nversion: 1.0.0\nrules:\n  - id: x\n    where: nonsense ==\n")
+    refused = await asyncio.to_thread(cli, "rules", "deploy", str(broken))
+    assert refused.exit_code == 1 and "broken.yaml:" in refused.output
+    assert "nothing was deployed" in refused.output
+    deployed = await asyncio.to_thread(cli, "rules", "deploy", str(ROOT / "rules" / "packs"))
+    assert deployed.exit_code == 0, deployed.output
+    version = deployed.output.split("version ")[1].split()[0]
+    again = await asyncio.to_thread(cli, "rules", "deploy", str(ROOT / "rules" / "packs"))
+    assert f"already deployed rules version {version}" in again.output
+    async with running(jslog, "status-w") as worker:
+        await worker.leases.announce(worker.status())
+        status = await asyncio.to_thread(cli, "rules", "status")
+    assert status.exit_code == 0, status.output
+    assert f"deployed: {version}" in status.output
+    assert "status-w" in status.output and "behind" not in status.output
