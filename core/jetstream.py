@@ -440,7 +440,8 @@ class JetStreamLog:
         )
         cfg.durable_name = name
         cfg.ack_policy = api.AckPolicy.ALL
-        cfg.ack_wait = 60.0
+        # Nothing needs redelivering: a restart starts from the checkpoint anyway.
+        cfg.ack_wait = 600.0
         cfg.max_ack_pending = 100_000
         cfg.inactive_threshold = 24 * 3600.0  # a worker gone for good leaves none behind
         with contextlib.suppress(nats.js.errors.NotFoundError):

@@ -146,6 +146,8 @@ class StoreRunner:
         events: list[ev.Event] = []
         refused: list[DeadLetter] = []
         for i, (msg, item) in batch:
+            if ack_info(msg)[0] <= self.seqs[i]:
+                continue  # a redelivery of what was applied already
             last[i] = msg
             if isinstance(item, ev.EventError):
                 refused.append(
