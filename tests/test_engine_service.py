@@ -153,8 +153,8 @@ async def test_a_deployment_swaps_the_rules_and_a_refused_one_changes_nothing(
 ) -> None:
     kv = await jslog.key_value("rules", history=20)
     reference = Reference.of(layout())
-    first, new = await deploy.deploy(kv, PACKS, reference)
-    assert new and (await deploy.deploy(kv, PACKS, reference)) == (first, False)
+    first, new = await deploy.deploy(kv, deploy.validated(PACKS, reference))
+    assert new and (await deploy.deploy(kv, deploy.validated(PACKS, reference))) == (first, False)
     async with running(jslog) as worker:
         assert worker.rules_version == first.version
         # A changed pack: its version moves, and the engine picks it up.
@@ -163,7 +163,8 @@ async def test_a_deployment_swaps_the_rules_and_a_refused_one_changes_nothing(
         text = carts.read_text()
         version_line = next(line for line in text.splitlines() if line.startswith("version:"))
         changed.write_text(text.replace(version_line, "version: 99.0.0", 1))
-        second, _ = await deploy.deploy(kv, [changed, *(p for p in PACKS if p != carts)], reference)
+        files = deploy.validated([changed, *(p for p in PACKS if p != carts)], reference)
+        second, _ = await deploy.deploy(kv, files)
         for _ in range(50):
             if worker.rules_version == second.version:
                 break
@@ -174,7 +175,7 @@ async def test_a_deployment_swaps_the_rules_and_a_refused_one_changes_nothing(
         broken = tmp_path / "broken.yaml"
         broken.write_text(text.replace("rules:", "rulez:", 1))
         with pytest.raises(deploy.DeployError, match=r"broken\.yaml:"):
-            await deploy.deploy(kv, [broken], reference)
+            deploy.validated([broken], reference)
         assert (await deploy.deployed(kv)) == second
         # Refused by the engine (written past the checks): it keeps what it runs.
         bad = deploy.Deployment(

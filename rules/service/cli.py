@@ -19,18 +19,14 @@ from core.config import Settings
 from core.layout import load_layout
 from core.logs import configure
 from core.runtime import open_log
-from rules.cli import rules_app
+from rules.cli import EXAMPLE, PACKS, _pack_files, rules_app
 from rules.loader import PackError
 from rules.reference import Reference, load_reference_list
-from rules.service.deploy import DeployError, deploy, deployed
+from rules.service.deploy import DeployError, deploy, deployed, validated
 from rules.service.leases import Leases
 from rules.service.metrics import EngineMetrics
 from rules.service.partition import ServiceConfig
 from rules.service.worker import Worker
-
-ROOT = Path(__file__).resolve().parents[2]
-PACKS = ROOT / "rules" / "packs"
-EXAMPLE = ROOT / "examples" / "stores" / "convenience.yaml"
 
 engine_app = typer.Typer(help="The rules engine as a service over the log.", no_args_is_help=True)
 out = Console()
@@ -50,16 +46,6 @@ def _reference(
         members=load_reference_list(members) if members else None,
         watchlist=load_reference_list(watchlist) if watchlist else None,
     )
-
-
-def _packs(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            files += sorted(f for f in p.glob("*.yaml") if not f.name.endswith("_test.yaml"))
-        else:
-            files.append(p)
-    return files
 
 
 def _default_worker() -> str:
@@ -124,7 +110,7 @@ def run(
             loop.add_signal_handler(sig, stop.set)
         async with open_log(settings, name=f"aisle-engine-{config.worker}") as log:
             await Worker(
-                log, reference, config, packs=_packs(packs or [PACKS]), metrics=metrics
+                log, reference, config, packs=_pack_files(packs or [PACKS]), metrics=metrics
             ).run(stop)
 
     try:
@@ -140,20 +126,18 @@ def deploy_command(
     layout: LayoutOpt = None,
 ) -> None:
     """Validate packs and deploy them to every running engine (they swap atomically)."""
-    reference = _reference(layout, None, None)
+    try:
+        files = validated(_pack_files(paths), _reference(layout, None, None))
+    except DeployError as exc:
+        for line in exc.errors:
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
+        err.print("[red]refused[/]: nothing was deployed; the running rules stay as they are")
+        raise typer.Exit(1) from None
 
     async def go(settings: Settings) -> None:
         async with open_log(settings, name="aisle-rules-deploy") as log:
             kv = await log.key_value("rules", history=20)
-            try:
-                deployment, new = await deploy(kv, _packs(paths), reference)
-            except DeployError as exc:
-                for line in exc.errors:
-                    err.print(line, markup=False, highlight=False, soft_wrap=True)
-                err.print(
-                    "[red]refused[/]: nothing was deployed; the running rules stay as they are"
-                )
-                raise typer.Exit(1) from None
+            deployment, new = await deploy(kv, files)
         verb = "deployed" if new else "already deployed"
         out.print(f"{verb} rules version {deployment.version} ({len(deployment.files)} packs)")
 

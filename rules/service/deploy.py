@@ -47,17 +47,24 @@ def version_of(files: dict[str, str]) -> str:
     return digest.hexdigest()[:12]
 
 
-async def deploy(kv: KeyValue, paths: list[Path], reference: Reference) -> tuple[Deployment, bool]:
-    """Validate and store the packs; returns the deployment and whether it is new."""
+def validated(paths: list[Path], reference: Reference) -> dict[str, str]:
+    """The packs' texts by file name, if every one is valid (``DeployError`` otherwise)."""
+    if not paths:
+        raise DeployError(["no packs to deploy: the paths hold no *.yaml packs"])
     names = [p.name for p in paths]
-    if len(set(names)) != len(names):
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
         raise DeployError(
-            [f"two packs named {n}" for n in sorted({n for n in names if names.count(n) > 1})]
+            [f"two packs named {n}: a deployment holds packs by file name" for n in twice]
         )
     checked = check_rules(paths, reference)
     if checked.errors:
         raise DeployError([str(e) for e in checked.errors])
-    files = {p.name: p.read_text() for p in paths}
+    return {p.name: p.read_text() for p in paths}
+
+
+async def deploy(kv: KeyValue, files: dict[str, str]) -> tuple[Deployment, bool]:
+    """Store validated packs; returns the deployment and whether it is new."""
     current = await deployed(kv)
     version = version_of(files)
     if current is not None and current.version == version:
