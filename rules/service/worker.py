@@ -77,7 +77,7 @@ class Worker:
             await self._first_rules(context), lateness_s=c.lateness_s, context=context
         )
         self._announce_rules()
-        watching = asyncio.create_task(self._watch_rules())
+        self._watching = asyncio.create_task(self._watch_rules())
         log.info("worker started", extra={"worker": c.worker, "rules": self.rules_version})
         try:
             while not stop.is_set():
@@ -88,14 +88,18 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), c.lease_ttl_s / 3)
         finally:
-            watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watching
+            self._watching.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watching
             for store in list(self.runners):
                 await self._hand_over(store)
             log.info("worker stopped", extra={"worker": c.worker})
 
     async def _rebalance(self) -> None:
+        if self._watching.done():  # the watch ended (a lost connection): watch again
+            if not self._watching.cancelled() and self._watching.exception():
+                log.warning("rules watch ended", extra={"error": repr(self._watching.exception())})
+            self._watching = asyncio.create_task(self._watch_rules())
         for store in await self.leases.renew():
             log.warning("lease lost", extra={"store": store, "worker": self.config.worker})
             await self._drop(store)
