@@ -223,9 +223,22 @@ class JetStreamLog:
         )
 
     async def _send(self, items: Sequence[tuple[str, bytes, str]]) -> list[Published]:
-        """Publish pipelined; retry what was not confirmed, with the same message ids."""
+        """Publish pipelined; retry what was not confirmed, with the same message ids.
+
+        An id repeated within the batch is sent once and reported as a duplicate: a
+        clustered stream answers a second copy still in flight with an error that nats-py
+        does not hand back (nats-io/nats.py#985), which would cost a whole timeout.
+        """
         results: list[Published | None] = [None] * len(items)
-        todo = list(range(len(items)))
+        first: dict[str, int] = {}
+        repeats: list[tuple[int, int]] = []
+        todo = []
+        for i, (_, _, msg_id) in enumerate(items):
+            if msg_id in first:
+                repeats.append((i, first[msg_id]))
+            else:
+                first[msg_id] = i
+                todo.append(i)
         deadline = time.monotonic() + self.config.publish_deadline_s
         wait = 0.05
         while todo:
@@ -239,6 +252,10 @@ class JetStreamLog:
                 log.info("retrying %d unconfirmed publishes", len(todo))
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 1.0)
+        for i, j in repeats:
+            done = results[j]
+            assert done is not None
+            results[i] = Published(done.id, done.stream, done.seq, duplicate=True)
         return results  # type: ignore[return-value]
 
     async def _send_once(
@@ -447,7 +464,7 @@ class JetStreamLog:
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await self.js.delete_consumer(name_, name)  # restart where the checkpoint says
         await self.js.add_consumer(name_, cfg)
-        return await Puller(self.nc, name_, name).start(), client_filter
+        return await Puller(self.nc, name_, name, strict=True).start(), client_filter
 
     async def drop_consumers(self, stream: Stream, prefix: str, *, keep: str = "") -> list[str]:
         """Delete the durable consumers named ``prefix*`` (but ``keep``): a partition's new

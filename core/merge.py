@@ -11,9 +11,13 @@ arrival stamps), never of when fetches happened to return; a replay merged the s
 on. The window absorbs the server storing the two streams' messages a little apart in a
 bulk backfill; live, it costs that much latency when the other stream is quiet.
 
-A consumer that has nothing waiting holds the merge back until it answers "no more
-messages" to a request sent after the window of the earliest waiting message has passed:
-only then is it known to hold nothing that could come first.
+A consumer that has nothing waiting holds the merge back until it is known to hold
+nothing that could come first. Two things tell: a message of its own stamped later
+(stamps only grow along a stream, and a strict puller sees every delivery, in order), or
+an answer "no more messages" to a request sent more than ``lag`` after that window. The
+lag allows for a replicated stream, whose leader stamps a message when it proposes it but
+delivers it only once a quorum has it. A store's business events and position samples
+come together while someone is in the store, so the lag is rarely waited for.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from core.puller import Puller, ack_info
 T = TypeVar("T")
 Item = tuple[int, float, T]  # arrival (ns), sort key (event time), the item
 WINDOW_NS = 20_000_000
+LAG_NS = 250_000_000
 
 
 def _release(
@@ -77,11 +82,13 @@ class ArrivalMerge(Generic[T]):
         *,
         batch: int = 1000,
         window_ns: int = WINDOW_NS,
+        lag_ns: int = LAG_NS,
     ) -> None:
         self.pullers = pullers
         self.key = key
         self.batch = batch
         self.window_ns = window_ns
+        self.lag_ns = lag_ns
         self._queues: list[deque[Item[T]]] = [deque() for _ in pullers]
         self._horizons = [0.0] * len(pullers)  # all that arrived before is in the queue
         self._waits: dict[int, asyncio.Task[None]] = {}
@@ -90,13 +97,15 @@ class ArrivalMerge(Generic[T]):
         q, key = self._queues[i], self.key
         for msg in self.pullers[i].take():
             q.append((ack_info(msg)[1], *key(msg)))
+        if q:  # all stamped before its newest is here
+            self._horizons[i] = max(self._horizons[i], q[-1][0] - 1)
 
     async def _poll(self, i: int) -> None:
         sent = time.time_ns()
         drained = await self.pullers[i].poll(self.batch)
         self._take(i)
         if drained:
-            self._horizons[i] = max(self._horizons[i], sent)
+            self._horizons[i] = max(self._horizons[i], sent - self.lag_ns)
 
     async def next(self, limit: int, timeout_s: float) -> list[tuple[int, T]]:
         """Up to ``limit`` items in order; none if none came in ``timeout_s``."""
@@ -111,7 +120,7 @@ class ArrivalMerge(Generic[T]):
             if out:
                 return out
             if until is not None:  # a quiet consumer must be asked again, once it is time
-                early = (until - time.time_ns()) / 1e9
+                early = (until + self.lag_ns - time.time_ns()) / 1e9
                 if early > 0:
                     await self._wait_any(early, only_empty=True)
                 continue
@@ -139,6 +148,6 @@ class ArrivalMerge(Generic[T]):
     async def close(self) -> None:
         for task in self._waits.values():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._waits.clear()

@@ -31,6 +31,18 @@ class ConsumerGone(RuntimeError):
     """The consumer was deleted (a partition's new owner fences out the old one)."""
 
 
+class DeliveryGap(RuntimeError):
+    """Messages were lost between the server and this reader (a consumer leader died with
+    deliveries in flight). With cumulative acks they would never come again: the reader
+    must start over from its last checkpoint."""
+
+
+def consumer_seq(msg: Msg) -> int:
+    """The consumer's own sequence of a delivery: one more for each new message."""
+    t = msg.reply.split(".")
+    return int(t[6] if len(t) == 9 else t[8])
+
+
 def ack_info(msg: Msg) -> tuple[int, int, int]:
     """Stream sequence, arrival time (ns) and pending count, from the ack subject.
 
@@ -55,7 +67,9 @@ class _Request:
 
 
 class Puller:
-    def __init__(self, nc: Client, stream: str, consumer: str) -> None:
+    def __init__(self, nc: Client, stream: str, consumer: str, *, strict: bool = False) -> None:
+        """``strict``: every delivery counts, once and in order (a consumer with cumulative
+        acks, which never redelivers): a repeat is dropped and a gap raises ``DeliveryGap``."""
         self.nc = nc
         self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self.inbox = nc.new_inbox()
@@ -63,7 +77,10 @@ class Puller:
         self._requests: dict[str, _Request] = {}
         self._tokens = count()
         self._sub: Subscription | None = None
+        self.strict = strict
+        self._cseq = 0
         self.gone = False
+        self.gap = ""
 
     async def start(self) -> Puller:
         self._sub = await self.nc.subscribe(f"{self.inbox}.*", cb=self._on_msg)
@@ -72,15 +89,20 @@ class Puller:
     async def _on_msg(self, msg: Msg) -> None:
         if msg.headers and STATUS in msg.headers:
             status = msg.headers[STATUS]
-            if status == "503" or (
-                status == "409" and "deleted" in msg.headers.get("Description", "").lower()
-            ):
+            if status == "409" and "deleted" in msg.headers.get("Description", "").lower():
                 self.gone = True
             req = self._requests.get(msg.subject[len(self.inbox) + 1 :])
             if status != "100" and req is not None:  # 100 is a heartbeat; the rest end it
                 req.status = status
                 req.done.set()
             return
+        if self.strict:
+            seq = consumer_seq(msg)
+            if seq <= self._cseq:
+                return  # delivered again: it is here already
+            if self._cseq and seq != self._cseq + 1:
+                self.gap = f"deliveries {self._cseq + 1}..{seq - 1} never arrived"
+            self._cseq = seq
         # A message keeps its own subject, so it counts for the oldest request still
         # open: the server serves waiting requests in order. One that comes after its
         # request was given up on is kept all the same.
@@ -118,15 +140,21 @@ class Puller:
         had no more when the server answered (every message stored before the request
         was sent has then been delivered)."""
         req = await self._request(n, {"no_wait": True}, 5.0)
-        if self.gone:
-            raise ConsumerGone(self.subject)
-        return req.status == NO_MESSAGES or (req.status is not None and req.got < n)
+        self._check()
+        # 404: none; 408: fewer than asked. Anything else (503 while a consumer leader is
+        # elected, a timeout) says nothing about what is left.
+        return req.status in (NO_MESSAGES, "408")
 
     async def wait(self, timeout_s: float) -> None:
         """A long poll for one message; it stays with the others until taken."""
         await self._request(1, {"expires": int(timeout_s * 1e9)}, timeout_s)
+        self._check()
+
+    def _check(self) -> None:
         if self.gone:
             raise ConsumerGone(self.subject)
+        if self.gap:
+            raise DeliveryGap(f"{self.subject}: {self.gap}")
 
     async def _request(self, n: int, options: dict[str, object], wait_s: float) -> _Request:
         token = str(next(self._tokens))

@@ -24,8 +24,6 @@ import logging
 import time
 from pathlib import Path
 
-import nats.errors
-
 from core.jetstream import JetStreamLog
 from rules.engine import Context, Engine, RuleSet
 from rules.loader import PackError, load_rules
@@ -83,8 +81,8 @@ class Worker:
             while not stop.is_set():
                 try:
                     await self._rebalance()
-                except (nats.errors.Error, TimeoutError) as exc:  # an election, a reconnect
-                    log.warning("rebalance failed; next tick", extra={"error": repr(exc)})
+                except Exception as exc:  # an election, a reconnect: leases expire, not workers
+                    log.warning("rebalance failed; next round", extra={"error": repr(exc)})
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), c.lease_ttl_s / 3)
         finally:
