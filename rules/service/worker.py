@@ -56,6 +56,7 @@ class Worker:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.rules_version = "local"
         self.started_at = time.time()
+        self._renewed = 0.0
         self.engine: Engine | None = None
 
     # -- the loop ----------------------------------------------------------------------------
@@ -98,9 +99,7 @@ class Worker:
             if not self._watching.cancelled() and self._watching.exception():
                 log.warning("rules watch ended", extra={"error": repr(self._watching.exception())})
             self._watching = asyncio.create_task(self._watch_rules())
-        for store in await self.leases.renew():
-            log.warning("lease lost", extra={"store": store, "worker": self.config.worker})
-            await self._drop(store)
+        await self._renew()
         for store, task in list(self.tasks.items()):
             if task.done():  # it failed (or lost its checkpoint to another worker)
                 exc = task.exception() if not task.cancelled() else None
@@ -114,8 +113,16 @@ class Worker:
         for store in take:
             if await self.leases.take(store):
                 await self._start(store)
+            if time.monotonic() - self._renewed > self.config.lease_ttl_s / 3:
+                await self._renew()  # opening many stores can take longer than a lease lives
         self.metrics.stores.set(len(self.runners))
         await self.leases.announce(self.status())
+
+    async def _renew(self) -> None:
+        self._renewed = time.monotonic()
+        for store in await self.leases.renew():
+            log.warning("lease lost", extra={"store": store, "worker": self.config.worker})
+            await self._drop(store)
 
     def status(self) -> WorkerStatus:
         assert self.engine is not None
