@@ -471,7 +471,12 @@ class JetStreamLog:
         owner fences out the old one's, whose next pull then fails."""
         name = self._streams[stream]
         gone = []
-        for info in await self.js.consumers_info(name):
+        infos: list[api.ConsumerInfo] = []
+        while page := await self.js.consumers_info(name, offset=len(infos)):
+            infos += page  # a page holds 256
+            if len(page) < 256:
+                break
+        for info in infos:
             durable = info.name
             if durable.startswith(prefix) and durable != keep:
                 with contextlib.suppress(nats.js.errors.NotFoundError):

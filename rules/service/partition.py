@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
 from dataclasses import dataclass
 
@@ -124,7 +125,9 @@ class StoreRunner:
                     f"{self.log.config.prefix}.{self.store}.{t}" for _, ts in INPUTS for t in ts
                 )
         self._merge = ArrivalMerge(self._pullers, self._read, batch=self.config.batch)
-        self.checkpointed_at = time.monotonic()
+        # A random phase: the stores of a worker must not all checkpoint at once (each
+        # snapshot holds the event loop).
+        self.checkpointed_at = time.monotonic() - random.uniform(0, self.config.checkpoint_s)
         log.info(
             "store opened",
             extra={
