@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/expressions.py
 	$(BIN)/python bench/log_throughput.py
 	$(BIN)/python bench/engine_throughput.py
+	$(BIN)/python bench/engine_latency.py
 
 clean:
 	rm -rf $(VENV) .aisle .pytest_cache .hypothesis
