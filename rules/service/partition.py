@@ -32,7 +32,7 @@ from core.jetstream import JetStreamLog, SubjectFilter
 from core.log import DeadLetter, Stream
 from core.merge import ArrivalMerge
 from core.puller import Puller, ack_info
-from rules.engine import Engine
+from rules.engine import Engine, Output
 from rules.service.checkpoints import Checkpoint, Checkpoints
 from rules.service.metrics import EngineMetrics
 from rules.snapshot import restore, snapshot
@@ -218,13 +218,15 @@ class StoreRunner:
             source=e.source,
         )
 
-    def _count(self, n: int, derived: int, out: object, refused: list, last: list) -> None:
+    def _count(
+        self, n: int, derived: int, out: Output, refused: list[DeadLetter], last: list[Msg | None]
+    ) -> None:
         m, s = self.metrics, self.store
         m.events_in.labels(s).inc(n)
         m.derived_out.labels(s).inc(derived)
-        m.late.labels(s).inc(len(out.late))  # type: ignore[attr-defined]
+        m.late.labels(s).inc(len(out.late))
         m.deadletters.labels(s).inc(len(refused))
-        m.rule_errors.labels(s).inc(len(out.errors))  # type: ignore[attr-defined]
+        m.rule_errors.labels(s).inc(len(out.errors))
         info = [ack_info(msg) for msg in last if msg is not None]
         m.lag_seconds.labels(s).set(max(0.0, time.time() - max(i[1] for i in info) / 1e9))
         m.lag_events.labels(s).set(sum(i[2] for i in info))
