@@ -21,7 +21,7 @@ clock starts, each store's previous 240 s of event time is published at once (th
 under way), so the engine holds the state of a store in full swing. The worker allows no
 lateness (``--lateness 0``: an event is applied as it arrives); one run at the default 2 s
 shows what waiting for late events adds. ``--many-stores`` adds 10,000 events/s as 340
-stores at their own pace (the worker cannot hold that many yet: see docs/benchmarks.md). A core
+stores at their own pace (a worker could not run that many yet: see docs/benchmarks.md). A core
 NATS subscription on the derived types' subjects receives what the engine publishes. Each
 derived event is traced through ``caused_by`` (a derived cause to its own causes) to its
 newest raw cause, and an engine in this process, fed the published events one at a time,
