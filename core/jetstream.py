@@ -72,7 +72,13 @@ async def connect(url: str, *, name: str = "aisle") -> Client:
         reconnect_time_wait=0.25,
         connect_timeout=5,
         pending_size=64 * 1024 * 1024,
+        error_cb=_connection_error,
     )
+
+
+async def _connection_error(exc: Exception) -> None:
+    """One line per error while the client reconnects, not nats-py's traceback each time."""
+    log.warning("nats: %s: %s", type(exc).__name__, exc)
 
 
 def _version(nc: Client) -> tuple[int, ...]:

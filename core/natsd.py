@@ -105,11 +105,15 @@ class EmbeddedNats:
         if self.running:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # A session of its own: Ctrl-C in a terminal signals the whole foreground group,
+        # and the server must outlive the command that started it until that command has
+        # finished with it (a worker checkpoints on the way out).
         self.process = subprocess.Popen(
             self._args(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         atexit.register(self.stop)
         self.wait_ready()
