@@ -33,7 +33,7 @@ PACKS = Path(__file__).resolve().parent / "packs"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "stores" / "convenience.yaml"
 
 
-def _pack_files(paths: list[Path]) -> list[Path]:
+def pack_files(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
@@ -53,7 +53,7 @@ def check(
 ) -> None:
     """Validate packs: errors as file:line:col: message; exit code 1 on any error."""
     reference = Reference.of(load_layout(layout)) if layout else Reference()
-    files = _pack_files(paths)
+    files = pack_files(paths)
     checked = check_rules(files, reference)
     if as_json:
         sys.stdout.write(
@@ -161,8 +161,8 @@ def replay(
             members=load_reference_list(members) if members else None,
             watchlist=load_reference_list(watchlist) if watchlist else None,
         )
-        candidate = whatif.pack_factory(_pack_files(rules or [PACKS]), reference)
-        base = whatif.pack_factory(_pack_files(baseline), reference) if baseline else None
+        candidate = whatif.pack_factory(pack_files(rules or [PACKS]), reference)
+        base = whatif.pack_factory(pack_files(baseline), reference) if baseline else None
         tz = reference.tz(store)
         window = [
             whatif.parse_when(t, tz, o) if t else None

@@ -19,7 +19,7 @@ from core.config import Settings
 from core.layout import load_layout
 from core.logs import configure
 from core.runtime import open_log
-from rules.cli import EXAMPLE, PACKS, _pack_files, rules_app
+from rules.cli import EXAMPLE, PACKS, pack_files, rules_app
 from rules.loader import PackError
 from rules.reference import Reference, load_reference_list
 from rules.service.deploy import DeployError, deploy, deployed, validated
@@ -110,7 +110,7 @@ def run(
             loop.add_signal_handler(sig, stop.set)
         async with open_log(settings, name=f"aisle-engine-{config.worker}") as log:
             await Worker(
-                log, reference, config, packs=_pack_files(packs or [PACKS]), metrics=metrics
+                log, reference, config, packs=pack_files(packs or [PACKS]), metrics=metrics
             ).run(stop)
 
     try:
@@ -127,7 +127,7 @@ def deploy_command(
 ) -> None:
     """Validate packs and deploy them to every running engine (they swap atomically)."""
     try:
-        files = validated(_pack_files(paths), _reference(layout, None, None))
+        files = validated(pack_files(paths), _reference(layout, None, None))
     except DeployError as exc:
         for line in exc.errors:
             err.print(line, markup=False, highlight=False, soft_wrap=True)
