@@ -8,10 +8,8 @@ the window, ids are deterministic and consumers are idempotent.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
@@ -31,7 +29,6 @@ from core.log import (
     DeadLetter,
     Delivery,
     Published,
-    PublishError,
     Record,
     Rejected,
     Stream,
@@ -40,23 +37,10 @@ from core.log import (
     stream_for_type,
     stream_for_types,
 )
+from core.pubacks import Item, PubAcks
 from core.puller import Puller, ack_info
 
 log = logging.getLogger(__name__)
-
-MSG_ID = "Nats-Msg-Id"
-_RETRYABLE = (
-    asyncio.TimeoutError,
-    nats.errors.TimeoutError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.StaleConnectionError,
-    nats.errors.NoRespondersError,
-    nats.js.errors.NoStreamResponseError,
-    nats.js.errors.ServiceUnavailableError,
-    nats.js.errors.TooManyStalledMsgsError,
-)
 
 
 async def connect(url: str, *, name: str = "aisle") -> Client:
@@ -91,10 +75,14 @@ class JetStreamLog:
 
     def __init__(self, nc: Client, config: LogConfig) -> None:
         self.nc = nc
-        self.js: JetStreamContext = nc.jetstream(
-            timeout=config.publish_timeout_s, publish_async_max_pending=config.max_pending + 1000
-        )
+        self.js: JetStreamContext = nc.jetstream(timeout=config.publish_timeout_s)
         self.config = config
+        self._acks = PubAcks(
+            nc,
+            max_pending=config.max_pending,
+            timeout_s=config.publish_timeout_s,
+            deadline_s=config.publish_deadline_s,
+        )
         self._streams = {
             Stream.EVENTS: config.events_stream,
             Stream.SAMPLES: config.samples_stream,
@@ -228,94 +216,8 @@ class JetStreamLog:
             ]
         )
 
-    async def _send(self, items: Sequence[tuple[str, bytes, str]]) -> list[Published]:
-        """Publish pipelined; retry what was not confirmed, with the same message ids.
-
-        An id repeated within the batch is sent once and reported as a duplicate: a
-        clustered stream answers a second copy still in flight with an error that nats-py
-        does not hand back (nats-io/nats.py#985), which would cost a whole timeout.
-        """
-        results: list[Published | None] = [None] * len(items)
-        first: dict[str, int] = {}
-        repeats: list[tuple[int, int]] = []
-        todo = []
-        for i, (_, _, msg_id) in enumerate(items):
-            if msg_id in first:
-                repeats.append((i, first[msg_id]))
-            else:
-                first[msg_id] = i
-                todo.append(i)
-        deadline = time.monotonic() + self.config.publish_deadline_s
-        wait = 0.05
-        while todo:
-            todo = await self._send_once(items, todo, results)
-            if todo:
-                if time.monotonic() > deadline:
-                    raise PublishError(
-                        f"{len(todo)} of {len(items)} events not confirmed within "
-                        f"{self.config.publish_deadline_s}s (is the NATS server up?)"
-                    )
-                log.info("retrying %d unconfirmed publishes", len(todo))
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, 1.0)
-        for i, j in repeats:
-            done = results[j]
-            assert done is not None
-            results[i] = Published(done.id, done.stream, done.seq, duplicate=True)
-        return results  # type: ignore[return-value]
-
-    async def _send_once(
-        self,
-        items: Sequence[tuple[str, bytes, str]],
-        indices: list[int],
-        results: list[Published | None],
-    ) -> list[int]:
-        """Send, then wait for the acks; returns the indices to retry.
-
-        ``wait_stall`` only when nats-py's pending window is full: with it, nats-py wraps
-        every publish in a task and its flusher writes one message at a time (2.5x slower,
-        measured). Unconfirmed futures are cancelled, which frees their window slots.
-        """
-        futures: dict[int, asyncio.Future[api.PubAck]] = {}
-        failed: list[int] = []
-        limit, stall = self.config.max_pending, self.config.publish_timeout_s
-        in_flight, publish = self.js.publish_async_pending, self.js.publish_async
-        for n, i in enumerate(indices):
-            subject, payload, msg_id = items[i]
-            try:
-                futures[i] = await publish(
-                    subject,
-                    payload,
-                    headers={MSG_ID: msg_id},
-                    wait_stall=stall if in_flight() >= limit else None,
-                )
-            except _RETRYABLE:
-                failed.extend(indices[n:])
-                break
-        # Acks come back in order: awaiting each in turn suspends rarely, and one timer
-        # bounds the whole wait (asyncio.wait would add a callback to every future).
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(stall):
-                for fut in futures.values():
-                    if not fut.done():
-                        with contextlib.suppress(Exception):
-                            await fut
-        for fut in futures.values():
-            if not fut.done():
-                fut.cancel()
-        for i, fut in futures.items():
-            if fut.cancelled():
-                failed.append(i)
-                continue
-            exc = fut.exception()
-            if exc is None:
-                ack = fut.result()
-                results[i] = Published(items[i][2], ack.stream, ack.seq, bool(ack.duplicate))
-            elif isinstance(exc, _RETRYABLE):
-                failed.append(i)
-            else:
-                raise PublishError(f"publish to {items[i][0]} refused: {exc}") from exc
-        return failed
+    async def _send(self, items: Sequence[Item]) -> list[Published]:
+        return await (await self._acks.send(items)).confirmed()
 
     # -- reading ----------------------------------------------------------------------------
 

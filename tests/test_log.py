@@ -233,3 +233,26 @@ async def test_publish_gives_up_with_a_clear_error_when_no_stream_answers(
         await lost.publish(visit("s1", "v-1")[0])
     with contextlib.suppress(Exception):
         await jslog.ensure_streams()
+
+
+async def test_publish_window_holds_few_unconfirmed_and_loses_nothing(jslog: JetStreamLog) -> None:
+    from dataclasses import replace
+
+    narrow = JetStreamLog(jslog.nc, replace(jslog.config, max_pending=7))
+    events = [e for i in range(60) for e in visit("s1", f"v-{i}")]
+    acks = await narrow.publish_many([*events, events[3]])  # one id twice in the lot
+    assert [a.id for a in acks] == [e.id for e in events] + [events[3].id]
+    assert [a.seq for a in acks[:-1]] == list(range(1, len(events) + 1))
+    assert acks[-1].duplicate and acks[-1].seq == acks[3].seq
+    assert [i for i, a in enumerate(acks[:-1]) if a.duplicate] == []
+    assert not narrow._acks._waiting  # every token answered and let go
+
+
+async def test_publish_refused_by_the_stream_says_why(jslog: JetStreamLog) -> None:
+    from core.log import PublishError
+
+    config = (await jslog.js.stream_info(jslog.config.events_stream)).config
+    config.max_msg_size = 64
+    await jslog.js.update_stream(config)
+    with pytest.raises(PublishError, match=r"refused: .*(size|maximum).*code 400"):
+        await jslog.publish(visit("s1", "v-1")[0])
