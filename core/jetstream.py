@@ -37,7 +37,7 @@ from core.log import (
     stream_for_type,
     stream_for_types,
 )
-from core.pubacks import Item, PubAcks
+from core.pubacks import Item, PubAcks, Sending
 from core.puller import Puller, ack_info
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,12 @@ class JetStreamLog:
         A retried message carries the same ``Nats-Msg-Id``, so a publish whose ack was lost
         cannot leave a second copy.
         """
-        items: list[tuple[str, bytes, str]] = []
+        return await (await self.send_many(events)).confirmed()
+
+    async def send_many(self, events: Sequence[ev.Event]) -> Sending:
+        """Validate and send; ``await (...).confirmed()`` later, for the acks (the caller
+        may work meanwhile, as the engine service applies its next batch)."""
+        items: list[Item] = []
         for event in events:
             payload = ev.encode(event)
             try:
@@ -171,7 +176,7 @@ class JetStreamLog:
             except ev.EventError as exc:
                 raise await self._reject(event.store, payload, exc, event.source) from None
             items.append((self._subject(event.store, event.type), payload, event.id))
-        return await self._send(items)
+        return await self._acks.send(items)
 
     async def publish_raw(self, payload: bytes, *, source: str = "") -> Published:
         try:

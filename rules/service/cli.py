@@ -76,6 +76,9 @@ def run(
     lateness: Annotated[float, typer.Option(help="Allowed lateness, seconds of event time.")] = 2.0,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N events...")] = 20_000,
     checkpoint_seconds: Annotated[float, typer.Option(help="...or every T seconds.")] = 5.0,
+    checkpoint_budget: Annotated[
+        float, typer.Option(help="...but spend at most this share of the time on them.")
+    ] = 0.05,
     lease_ttl: Annotated[
         float, typer.Option(help="Seconds before a dead worker's stores move.")
     ] = 6.0,
@@ -89,12 +92,16 @@ def run(
     if worker is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", worker):
         err.print(f"[red]error:[/] --worker {worker!r}: letters, digits, '-' or '_' only")
         raise typer.Exit(2)
+    if not 0 < checkpoint_budget <= 1:
+        err.print(f"[red]error:[/] --checkpoint-budget {checkpoint_budget}: a share in (0, 1]")
+        raise typer.Exit(2)
     reference = _reference(layout, members, watchlist)
     config = ServiceConfig(
         worker=worker or _default_worker(),
         lateness_s=lateness,
         checkpoint_every=checkpoint_every,
         checkpoint_s=checkpoint_seconds,
+        checkpoint_budget=checkpoint_budget,
         lease_ttl_s=lease_ttl,
         stores=tuple(store or ()),
     )

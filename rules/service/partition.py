@@ -31,6 +31,7 @@ from core import events as ev
 from core.jetstream import JetStreamLog, SubjectFilter
 from core.log import DeadLetter, Stream
 from core.merge import ArrivalMerge
+from core.pubacks import Sending
 from core.puller import Puller, ack_info
 from rules.engine import Engine, Output
 from rules.service.checkpoints import Checkpoint, Checkpoints
@@ -60,7 +61,16 @@ class ServiceConfig:
     checkpoint_every: int = 20_000  # events
     checkpoint_s: float = 5.0
     lease_ttl_s: float = 6.0
+    checkpoint_budget: float = 0.05  # of the time, at most, for checkpoints
     stores: tuple[str, ...] = ()  # empty: every store the log holds
+
+
+@dataclass(frozen=True)
+class _Unconfirmed:
+    """A batch applied whose output the log has not confirmed yet (nor its input acked)."""
+
+    sending: Sending | None
+    last: list[Msg | None]  # per input stream, the batch's last message
 
 
 def consumer_name(store: str, stream: Stream, worker: str = "") -> str:
@@ -89,6 +99,8 @@ class StoreRunner:
         self.checkpoint: Checkpoint | None = None
         self.since_checkpoint = 0
         self.checkpointed_at = time.monotonic()
+        self.checkpoint_cost_s = 0.0  # the last checkpoint's snapshot and commit
+        self._unconfirmed: _Unconfirmed | None = None  # the last batch, until settled
         self._published: set[str] = set()  # derived ids the log had when this run began
         self._pullers: list[Puller] = []
         self._wanted: SubjectFilter | None = None  # where the server cannot filter
@@ -139,19 +151,27 @@ class StoreRunner:
         )
 
     async def step(self, timeout_s: float = 1.0) -> int:
-        """Read, apply, publish, ack one batch; returns how many messages it held."""
+        """Read and apply one batch, then publish its output once the previous batch's is
+        confirmed (and that batch's input acked); returns how many messages it held.
+
+        While the log stores one batch's output, the next is read and applied: the acks
+        are awaited only after that. One batch's output is confirmed before the next is
+        sent, so the log keeps the order in which the rules derived.
+        """
         assert self._merge is not None
         batch = await self._merge.next(self.config.batch, timeout_s)
         if not batch:
+            await self.settle()
             await self.maybe_checkpoint()
             return 0
         last: list[Msg | None] = [None] * len(INPUTS)
         events: list[ev.Event] = []
         refused: list[DeadLetter] = []
         for i, (msg, item) in batch:
-            if ack_info(msg)[0] <= self.seqs[i]:
+            seq = ack_info(msg)[0]
+            if seq <= self.seqs[i]:
                 continue  # a redelivery of what was applied already
-            last[i] = msg
+            last[i], self.seqs[i] = msg, seq
             if isinstance(item, ev.EventError):
                 refused.append(
                     DeadLetter(
@@ -183,17 +203,27 @@ class StoreRunner:
             )
         if out.late:
             await self.log.set_aside([self._late(e) for e in out.late], late=True)
-        if derived:
-            acks = await self.log.publish_many(derived)
-            self.derived_seq = max(self.derived_seq, max(a.seq for a in acks))
-        for i, msg in enumerate(last):
-            if msg is not None:
-                await msg.ack()
-                self.seqs[i] = ack_info(msg)[0]
+        await self.settle()
+        self._unconfirmed = _Unconfirmed(
+            await self.log.send_many(derived) if derived else None, last
+        )
         self._count(len(events) + len(refused), len(derived), out, refused, last)
         self.since_checkpoint += len(batch)
         await self.maybe_checkpoint()
         return len(batch)
+
+    async def settle(self) -> None:
+        """Wait for the last batch's output to be confirmed, then ack its input."""
+        if self._unconfirmed is None:
+            return
+        sending, last = self._unconfirmed.sending, self._unconfirmed.last
+        if sending is not None:
+            acks = await sending.confirmed()
+            self.derived_seq = max(self.derived_seq, max(a.seq for a in acks))
+        self._unconfirmed = None
+        for msg in last:
+            if msg is not None:
+                await msg.ack()
 
     def _read(self, msg: Msg) -> tuple[float, Input]:
         """A message's event time and what it holds, for the merge; a payload that is
@@ -228,12 +258,23 @@ class StoreRunner:
         m.deadletters.labels(s).inc(len(refused))
         m.rule_errors.labels(s).inc(len(out.errors))
         info = [ack_info(msg) for msg in last if msg is not None]
-        m.lag_seconds.labels(s).set(max(0.0, time.time() - max(i[1] for i in info) / 1e9))
-        m.lag_events.labels(s).set(sum(i[2] for i in info))
+        if info:  # else every message was a redelivery
+            m.lag_seconds.labels(s).set(max(0.0, time.time() - max(i[1] for i in info) / 1e9))
+            m.lag_events.labels(s).set(sum(i[2] for i in info))
 
     async def maybe_checkpoint(self) -> None:
-        due = time.monotonic() - self.checkpointed_at >= self.config.checkpoint_s
-        if self.since_checkpoint and (due or self.since_checkpoint >= self.config.checkpoint_every):
+        """Checkpoint after N events or T seconds, but no oftener than the budget allows:
+        a snapshot grows with the day, and at most ``checkpoint_budget`` of the time goes
+        to taking them (a day-long store's took 100 ms, so at most one every 2 s)."""
+        since = time.monotonic() - self.checkpointed_at
+        due = since >= self.config.checkpoint_s or (
+            self.since_checkpoint >= self.config.checkpoint_every
+        )
+        if (
+            self.since_checkpoint
+            and due
+            and since * self.config.checkpoint_budget >= self.checkpoint_cost_s
+        ):
             await self.commit()
         self.metrics.snapshot_age.labels(self.store).set(
             time.time() - self.checkpoint.taken_at if self.checkpoint else 0.0
@@ -241,6 +282,8 @@ class StoreRunner:
 
     async def commit(self) -> None:
         """Checkpoint now (``LostStore`` if another worker has committed since)."""
+        start = time.monotonic()
+        await self.settle()  # the sequences committed are those whose output is in the log
         self.checkpoint, self.revision = await self.checkpoints.save(
             self.store,
             seqs=tuple(self.seqs),
@@ -252,12 +295,15 @@ class StoreRunner:
         )
         self.since_checkpoint = 0
         self.checkpointed_at = time.monotonic()
+        self.checkpoint_cost_s = self.checkpointed_at - start
         self.metrics.checkpoints.labels(self.store).inc()
 
     async def close(self, *, commit: bool) -> None:
-        """Stop reading; with ``commit``, checkpoint first (a clean hand-over)."""
+        """Stop reading; with ``commit``, checkpoint first (a clean hand-over). Without, what
+        is unconfirmed stays unacked: the next owner applies it again."""
         if commit and self.since_checkpoint:
             await self.commit()
+        self._unconfirmed = None
         if self._merge is not None:
             await self._merge.close()
         for puller in self._pullers:
