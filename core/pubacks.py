@@ -189,6 +189,13 @@ class Sending:
             wait = min(wait * 2, 1.0)
             await self.acks._send(self, retry)
 
+    def abandon(self) -> None:
+        """Stop waiting: a late ack is ignored, and the window has room again."""
+        for token in self.tokens.values():
+            self.acks._forget(token)
+        self.tokens = {}
+        self.done.set()
+
     def _unconfirmed(self) -> list[int]:
         """What must go again: unsent, unanswered, or answered "unavailable"."""
         retry = self.todo

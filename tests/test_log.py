@@ -256,3 +256,12 @@ async def test_publish_refused_by_the_stream_says_why(jslog: JetStreamLog) -> No
     await jslog.js.update_stream(config)
     with pytest.raises(PublishError, match=r"refused: .*(size|maximum).*code 400"):
         await jslog.publish(visit("s1", "v-1")[0])
+
+
+async def test_an_abandoned_lot_frees_its_window(jslog: JetStreamLog) -> None:
+    await jslog.delete_streams()  # nobody answers: the lot stays unconfirmed
+    lot = await jslog.send_many(visit("s1", "v-1"))
+    assert len(jslog._acks._waiting) == len(lot.items)
+    lot.abandon()
+    assert not jslog._acks._waiting
+    await jslog.ensure_streams()

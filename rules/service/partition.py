@@ -303,6 +303,8 @@ class StoreRunner:
         is unconfirmed stays unacked: the next owner applies it again."""
         if commit and self.since_checkpoint:
             await self.commit()
+        if self._unconfirmed is not None and self._unconfirmed.sending is not None:
+            self._unconfirmed.sending.abandon()
         self._unconfirmed = None
         if self._merge is not None:
             await self._merge.close()
