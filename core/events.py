@@ -290,7 +290,30 @@ class HeatmapTileData(Data, frozen=True, kw_only=True):
 
 
 class HeatmapTile(DerivedEvent, frozen=True, kw_only=True, tag="heatmap.tile"):
+    """One floor cell in one window (a rule that emits per group)."""
+
     data: HeatmapTileData
+
+
+class HeatmapCell(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    cell_x: int
+    cell_y: int
+    visits: Annotated[int, Meta(ge=0)]
+    dwell_s: Annotated[float, Meta(ge=0)]
+
+
+class HeatmapTilesData(Data, frozen=True, kw_only=True):
+    size: Annotated[float, Meta(gt=0)]
+    window_start: EventTime
+    window_end: EventTime
+    cells: tuple[HeatmapCell, ...]
+
+
+class HeatmapTiles(DerivedEvent, frozen=True, kw_only=True, tag="heatmap.tiles"):
+    """Every occupied cell of one window, in one event: a store's heatmap makes a few dozen
+    cells every 10 s, and one message per cell was 70% of the engine's output."""
+
+    data: HeatmapTilesData
 
 
 AnyEvent: TypeAlias = Union[  # noqa: UP007 - msgspec needs a Union object here
@@ -313,6 +336,7 @@ AnyEvent: TypeAlias = Union[  # noqa: UP007 - msgspec needs a Union object here
     AlertResolved,
     Metric,
     HeatmapTile,
+    HeatmapTiles,
 ]
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -230,7 +230,9 @@ class OperatorBuilders:
         item_filter = self._item_filter(a, ap, item_names, types)
         self._itself = None
         out_names = (*a.group_by, *a.compute, "window_start", "window_end", "key")
-        output = self._output(r, path, out_names, False)
+        output = self._output(
+            r, path, out_names, False, window_names=("window_start", "window_end")
+        )
         if output.alert is None and not output.metrics and output.emit is None:
             output.metrics = [
                 MetricOut(

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, get_args, get_origin
 
 import msgspec
 
@@ -27,7 +27,7 @@ from rules.builders import ENVELOPE, OperatorBuilders, entry_conditions
 from rules.durations import parse_duration
 from rules.engine import Context, RuleSet, SetRule
 from rules.expressions import Expr, ExpressionError, Where, compile_expr, compile_template
-from rules.outputs import AlertOut, EmitOut, MetricOut, data_class
+from rules.outputs import AlertOut, EmitOut, GroupsOut, MetricOut, data_class
 from rules.reference import Reference
 
 Part = tuple[str, int] | None  # an expression inside a longer scalar: the scalar, the offset
@@ -559,6 +559,66 @@ class _PackCompiler(OperatorBuilders):
         pinned = self.types_of(r.where)
         return frozenset(found & pinned) if pinned is not None else frozenset(found)
 
+    def _check_data_keys(
+        self, type_: str, dcls: type[msgspec.Struct], given: Iterable[str], path: tuple[Any, ...]
+    ) -> None:
+        fields = {f.name for f in msgspec.structs.fields(dcls)}
+        for k in given:
+            if k not in fields:
+                raise self.doc.error(
+                    (*path, k),
+                    f"{type_} has no field {k!r}{_suggest(k, fields)}; "
+                    f"its fields: {', '.join(sorted(fields))}",
+                    key=True,
+                )
+
+    def _groups(
+        self,
+        r: spec.Rule,
+        e: spec.EmitOut,
+        dcls: type[msgspec.Struct],
+        path: tuple[Any, ...],
+        window_names: Iterable[str] | None,
+        names: frozenset[str],
+        types: frozenset[str] | None,
+    ) -> GroupsOut:
+        """``emit.groups``: checked against the event's list field, compiled per group."""
+        g = e.groups
+        assert g is not None
+        if window_names is None:
+            raise self.doc.error(path, "only an aggregate lists its groups in one event", key=True)
+        if r.alert is not None or r.metric is not None or r.metrics:
+            raise self.doc.error(
+                path,
+                "a rule that lists its groups in one event emits nothing else: "
+                "give the alert or metric a rule of its own",
+                key=True,
+            )
+        lists = {
+            f.name: get_args(f.type)[0]
+            for f in msgspec.structs.fields(dcls)
+            if get_origin(f.type) in (list, tuple)
+            and isinstance(get_args(f.type)[0], type)
+            and issubclass(get_args(f.type)[0], msgspec.Struct)
+        }
+        if g.into not in lists:
+            raise self.doc.error(
+                (*path, "into"),
+                f"{e.type} has no list field {g.into!r}; "
+                f"its list fields: {', '.join(sorted(lists)) or 'none'}",
+            )
+        if g.into in e.data:
+            raise self.doc.error(
+                (*path[:-1], "data", g.into),
+                f"{g.into!r} holds the groups: set it under groups.data, item by item",
+                key=True,
+            )
+        self._check_data_keys(f"an item of {g.into}", lists[g.into], g.data, (*path, "data"))
+        return GroupsOut(
+            g.into,
+            {k: self.expr(v, (*path, "data", k), names, types).fn for k, v in g.data.items()},
+        )
+
     def _output(
         self,
         r: spec.Rule,
@@ -566,8 +626,10 @@ class _PackCompiler(OperatorBuilders):
         names: Iterable[str],
         required: bool,
         types: frozenset[str] | None = None,
+        window_names: Iterable[str] | None = None,
     ) -> op.Output:
-        """The rule's outputs; ``types``: the event types the outputs' ``data`` can be."""
+        """The rule's outputs; ``types``: the event types the outputs' ``data`` can be;
+        ``window_names``: an aggregate's names of the window (not of one group)."""
         names = frozenset(names)
         out = op.Output()
         if r.alert is not None:
@@ -606,20 +668,18 @@ class _PackCompiler(OperatorBuilders):
                     (*epath, "type"), f"rules emit derived types only: {', '.join(derived)}"
                 )
             dcls = data_class(cls)
-            fields = {f.name for f in msgspec.structs.fields(dcls)}
-            for k in e.data:
-                if k not in fields:
-                    raise self.doc.error(
-                        (*epath, "data", k),
-                        f"{e.type} has no field {k!r}{_suggest(k, fields)}; "
-                        f"its fields: {', '.join(sorted(fields))}",
-                        key=True,
-                    )
+            self._check_data_keys(e.type, dcls, e.data, (*epath, "data"))
+            groups = None
+            if e.groups is not None:
+                # The event is the window's: its data sees the window, each item a group.
+                groups = self._groups(r, e, dcls, (*epath, "groups"), window_names, names, types)
+                names = frozenset(window_names or ())
             out.emit = EmitOut(
                 cls,
                 dcls,
                 self.expr(e.subject, (*epath, "subject"), names, types).fn if e.subject else None,
                 {k: self.expr(v, (*epath, "data", k), names, types).fn for k, v in e.data.items()},
+                groups,
             )
         if required and out.alert is None and not out.metrics and out.emit is None:
             raise self.doc.error(

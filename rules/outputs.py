@@ -64,14 +64,32 @@ class MetricOut:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupsOut:
+    """An aggregate's groups as one list in one event: ``into`` the field, each item from
+    ``fields`` evaluated on a group's scope."""
+
+    into: str
+    fields: Mapping[str, Fn]
+
+    def item(self, scope: Any) -> dict[str, Any]:
+        return {k: fn(scope) for k, fn in self.fields.items()}
+
+
+@dataclass(frozen=True, slots=True)
 class EmitOut:
     cls: type[ev.Event]
     data_cls: type[msgspec.Struct]
     subject: Fn | None
     fields: Mapping[str, Fn]
+    groups: GroupsOut | None = None
 
-    def build(self, scope: Any, key: Any) -> tuple[type[ev.Event], str, msgspec.Struct]:
-        data = msgspec.convert({k: fn(scope) for k, fn in self.fields.items()}, self.data_cls)
+    def build(
+        self, scope: Any, key: Any, items: list[dict[str, Any]] | None = None
+    ) -> tuple[type[ev.Event], str, msgspec.Struct]:
+        fields = {k: fn(scope) for k, fn in self.fields.items()}
+        if self.groups is not None:
+            fields[self.groups.into] = items or []
+        data = msgspec.convert(fields, self.data_cls)
         subject = str(self.subject(scope)) if self.subject else subject_of(scope, key)
         return self.cls, subject, data
 

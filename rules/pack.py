@@ -45,10 +45,16 @@ class MetricOut(_S, kw_only=True):
     labels: dict[str, str] = {}
 
 
+class EmitGroups(_S, kw_only=True):
+    into: str  # the list field of the event's data that holds one item per group
+    data: dict[str, Expression]
+
+
 class EmitOut(_S, kw_only=True):
     type: str
     subject: Expression | None = None
     data: dict[str, Expression] = {}
+    groups: EmitGroups | None = None  # aggregate only: one event per window, groups listed
 
 
 class Throttle(_S, kw_only=True):
@@ -121,7 +127,9 @@ class Compute(_S, kw_only=True):
     fn: Literal["count", "sum", "mean", "min", "max", "distinct", "percentile"]
     of: Expression | None = None
     where: Expression | None = None
-    q: Annotated[float, Meta(ge=0, le=100)] | None = None
+    # Floats: typing hands out an equal Annotated made elsewhere (simulator/noise.py), and
+    # the shipped schema must not depend on which module was imported first.
+    q: Annotated[float, Meta(ge=0.0, le=100.0)] | None = None
 
 
 class AggregateSpec(_S, kw_only=True):

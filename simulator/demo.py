@@ -28,6 +28,7 @@ from rules.engine import Context, Engine
 from rules.loader import load_rules
 from rules.reference import Reference
 from simulator.day import simulate
+from simulator.scenario_report import day_cells
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKS = ROOT / "rules" / "packs"
@@ -122,9 +123,9 @@ def _report(layout: Layout, derived: list[ev.Event]) -> None:
         table.add_row(when, a.data.alert, a.data.severity, a.subject, a.data.summary)
     out.print(table)
 
-    day_tiles = [d for d in derived if isinstance(d, ev.HeatmapTile) and d.subject == "floor-day"]
     table = Table("cell (x, y in m)", "visitors", "dwell", title="busiest heatmap cells today")
-    for t in sorted(day_tiles, key=lambda t: -t.data.dwell_s)[:5]:
-        x, y = t.data.cell_x * t.data.size, t.data.cell_y * t.data.size
-        table.add_row(f"{x:.1f}, {y:.1f}", str(t.data.visits), f"{t.data.dwell_s:.0f} s")
+    for size, c in sorted(day_cells(derived), key=lambda t: -t[1].dwell_s)[:5]:
+        table.add_row(
+            f"{c.cell_x * size:.1f}, {c.cell_y * size:.1f}", str(c.visits), f"{c.dwell_s:.0f} s"
+        )
     out.print(table)

@@ -324,16 +324,27 @@ def _check_metric(x: Expectation, o: Outcome) -> Check:
     return Check(label, x.line, ok, expected, _num(value))
 
 
+def day_cells(derived: Sequence[ev.Event]) -> list[tuple[float, ev.HeatmapCell]]:
+    """The cells of the day's heatmap (the standard pack's ``floor-day`` windows), each
+    with its size in metres."""
+    return [
+        (d.data.size, cell)
+        for d in derived
+        if isinstance(d, ev.HeatmapTiles) and d.subject == "floor-day"
+        for cell in d.data.cells
+    ]
+
+
 def _check_heatmap(x: Expectation, o: Outcome) -> Check:
     h: HeatmapExpect = x.what
-    tiles = [d for d in o.derived if isinstance(d, ev.HeatmapTile) and d.subject == "floor-day"]
+    tiles = day_cells(o.derived)
     tol = f" ± {_num(h.tolerance)}"
 
     def near(got: float, want: float) -> bool:
         return abs(got - want) <= h.tolerance + 1e-9
 
     if h.cells is not None:
-        cells = {(t.data.cell_x, t.data.cell_y) for t in tiles if t.data.visits}
+        cells = {(c.cell_x, c.cell_y) for _, c in tiles if c.visits}
         return Check(
             "heatmap: cells occupied over the day",
             x.line,
@@ -342,7 +353,7 @@ def _check_heatmap(x: Expectation, o: Outcome) -> Check:
             str(len(cells)),
         )
     if h.at is None:
-        total = sum(t.data.dwell_s for t in tiles)
+        total = sum(c.dwell_s for _, c in tiles)
         want = h.dwell_s or 0.0
         return Check(
             "heatmap: dwell over all cells, the day",
@@ -353,13 +364,12 @@ def _check_heatmap(x: Expectation, o: Outcome) -> Check:
         )
     x_m, y_m = h.at
     here = [
-        t
-        for t in tiles
-        if (t.data.cell_x, t.data.cell_y)
-        == (math.floor(x_m / t.data.size), math.floor(y_m / t.data.size))
+        c
+        for size, c in tiles
+        if (c.cell_x, c.cell_y) == (math.floor(x_m / size), math.floor(y_m / size))
     ]
-    visits = sum(t.data.visits for t in here)
-    dwell = sum(t.data.dwell_s for t in here)
+    visits = sum(c.visits for c in here)
+    dwell = sum(c.dwell_s for c in here)
     want, got, ok = [], [], True
     if h.visits is not None:
         want.append(f"visits {h.visits}{tol}")

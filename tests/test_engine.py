@@ -69,7 +69,7 @@ def end_of(events: tuple[ev.Event, ...]) -> float:
 
 def test_the_standard_packs_derive_something_of_every_kind() -> None:
     kinds = {ev.decode(b).type for b in run(engine(), [list(day(1))], end_of(day(1)))}
-    assert {"cart.item_added", "receipt.issued", "metric", "heatmap.tile"} <= kinds
+    assert {"cart.item_added", "receipt.issued", "metric", "heatmap.tiles"} <= kinds
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -50,6 +50,19 @@ class Case:
 
 
 HEAD = 'pack: p\nversion: "1"\n'  # lines 1 and 2 of most cases
+AGG = (  # an aggregate over the samples of a frame, for the emit.groups cases
+    HEAD
+    + """rules:
+  - id: r
+    where: type == "position.samples"
+    aggregate:
+      each: data.samples
+      as: s
+      window: {tumbling: 10s}
+      group_by: {cx: "cell(s.x, 1.0)", cy: "cell(s.y, 1.0)"}
+      compute: {n: count()}
+"""
+)
 
 CASES = [
     # -- layer 1: YAML ----------------------------------------------------------------------
@@ -715,6 +728,100 @@ rules:
         44,
         "cart.item_added has no field 'quantity'; its fields: cart, qty, sku",
         "quantity:",
+    ),
+    Case(
+        "emit.groups on a rule that is not an aggregate",
+        HEAD
+        + """rules:
+  - id: r
+    where: type == "zone.entered"
+    emit:
+      type: heatmap.tiles
+      data: {size: "1.0"}
+      groups:
+        into: cells
+        data: {cell_x: "1"}
+""",
+        9,
+        7,
+        "only an aggregate lists its groups in one event",
+        "groups:",
+    ),
+    Case(
+        "emit.groups into a field that is not a list",
+        AGG
+        + """    emit:
+      type: heatmap.tiles
+      data: {size: "1.0", window_start: window_start, window_end: window_end}
+      groups:
+        into: size
+        data: {cell_x: cx}
+""",
+        16,
+        15,
+        "heatmap.tiles has no list field 'size'; its list fields: cells",
+        "size",
+    ),
+    Case(
+        "emit.groups.data with a field the item lacks",
+        AGG
+        + """    emit:
+      type: heatmap.tiles
+      data: {size: "1.0", window_start: window_start, window_end: window_end}
+      groups:
+        into: cells
+        data: {cell_x: cx, cell_y: cy, visitors: n, dwell_s: n}
+""",
+        17,
+        40,
+        "an item of cells has no field 'visitors' (did you mean 'visits'?)",
+        "visitors:",
+    ),
+    Case(
+        "emit.data reads a group's name when the groups are listed",
+        AGG
+        + """    emit:
+      type: heatmap.tiles
+      data: {size: cx, window_start: window_start, window_end: window_end}
+      groups:
+        into: cells
+        data: {cell_x: cx, cell_y: cy, visits: n, dwell_s: n}
+""",
+        14,
+        20,
+        "unknown name 'cx'; the names allowed here are: window_end, window_start",
+        "cx",
+    ),
+    Case(
+        "emit.groups beside an alert",
+        AGG
+        + """    alert: {name: busy}
+    emit:
+      type: heatmap.tiles
+      data: {size: "1.0", window_start: window_start, window_end: window_end}
+      groups:
+        into: cells
+        data: {cell_x: cx, cell_y: cy, visits: n, dwell_s: n}
+""",
+        16,
+        7,
+        "a rule that lists its groups in one event emits nothing else",
+        "groups:",
+    ),
+    Case(
+        "emit.data sets the list the groups go into",
+        AGG
+        + """    emit:
+      type: heatmap.tiles
+      data: {size: "1.0", window_start: window_start, window_end: window_end, cells: n}
+      groups:
+        into: cells
+        data: {cell_x: cx, cell_y: cy, visits: n, dwell_s: n}
+""",
+        14,
+        79,
+        "'cells' holds the groups: set it under groups.data, item by item",
+        "cells:",
     ),
     Case(
         "a sliding window without every",

@@ -197,6 +197,10 @@ class Aggregate(Rule):
             return
         start, end = utc(key), utc(key + self.window_s)
         labels = [name for name, _ in self.group_by]
+        emit = self.output.emit
+        listed = emit.groups if emit is not None else None
+        items: list[dict[str, Any]] = []
+        window_causes: dict[str, None] = {}  # in order, each once
         for gkey, (accs, causes) in groups.items():
             extra: dict[str, Any] = dict(zip(labels, gkey, strict=True))
             for c, acc in zip(self.computes, accs, strict=True):
@@ -205,7 +209,17 @@ class Aggregate(Rule):
             scope = Scope(None, extra)
             if self.having is not None and not self.having(scope):
                 continue
-            self.fire(p, scope, gkey or p.store, ts, tuple(causes), out, (key, gkey))
+            if listed is None:
+                self.fire(p, scope, gkey or p.store, ts, tuple(causes), out, (key, gkey))
+                continue
+            items.append(listed.item(scope))
+            for cause in causes:
+                if len(window_causes) >= MAX_CAUSES:
+                    break
+                window_causes[cause] = None
+        if items:  # one event for the window, its groups listed
+            scope = Scope(None, {"window_start": start, "window_end": end})
+            self.fire(p, scope, p.store, ts, tuple(window_causes), out, key, items)
 
 
 ENVELOPE = ("type", "id", "store", "at", "source", "subject", "v", "data", "rule", "caused_by")

@@ -230,8 +230,10 @@ class Rule(ABC):
         causes: Sequence[str],
         out: Emitter,
         discriminator: object = None,
+        items: list[dict[str, Any]] | None = None,
     ) -> bool:
-        """Everything a rule emits when it fires: its alert, its metrics, its event.
+        """Everything a rule emits when it fires: its alert, its metrics, its event (with
+        ``items``, the groups an aggregate lists in it).
 
         Returns False when the throttle held it back.
         """
@@ -247,7 +249,7 @@ class Rule(ABC):
             data = m.data(scope)
             self.derive(ev.Metric, p, ts, key_text(key), data, causes, out, (discriminator, m.name))
         if o.emit is not None:
-            cls, subject, data = o.emit.build(scope, key)
+            cls, subject, data = o.emit.build(scope, key, items)
             # Apart from the alert's: one firing, several outputs, one id each.
             self.derive(cls, p, ts, subject, data, causes, out, ("emit", discriminator))
         return True
