@@ -111,9 +111,11 @@ class PubAcks:
                 await self.nc.publish(
                     subject, payload, reply=f"{self.inbox}.{token}", headers={MSG_ID: msg_id}
                 )
-            except _SEND_ERRORS:
+            except BaseException as exc:
                 self._forget(token)
                 del lot.tokens[i]
+                if not isinstance(exc, _SEND_ERRORS):
+                    raise  # too large, a bad subject: sending again would not help
                 lot.todo = indices[n:]
                 return
 

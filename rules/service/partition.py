@@ -5,11 +5,12 @@ The order of effects is what makes the output exactly-once:
 1. read a batch from the store's two durable consumers, merged in arrival order;
 2. apply it to the engine (a refused payload goes to the dead letters, a late event to the
    late subject, each with its reason, and the store carries on);
-3. publish what the rules derived, with their deterministic ids, and wait for the log to
-   confirm it;
-4. only then ack the input (cumulative acks: the batch's last message per stream);
-5. every N events or T seconds, commit a checkpoint: the store's engine state with the
-   sequences it has applied.
+3. wait for the log to confirm the previous batch's output, and ack that batch's input
+   (cumulative acks: its last message per stream);
+4. send what the rules derived from this batch, with their deterministic ids: it is
+   confirmed while the next batch is read and applied;
+5. every N events or T seconds, confirm what is outstanding and commit a checkpoint: the
+   store's engine state with the sequences it has applied.
 
 After a crash the next owner restores the checkpoint and reads on from its sequences: the
 engine derives again what it derived after the checkpoint, with the same ids. Those the
@@ -282,8 +283,8 @@ class StoreRunner:
 
     async def commit(self) -> None:
         """Checkpoint now (``LostStore`` if another worker has committed since)."""
-        start = time.monotonic()
         await self.settle()  # the sequences committed are those whose output is in the log
+        start = time.monotonic()
         self.checkpoint, self.revision = await self.checkpoints.save(
             self.store,
             seqs=tuple(self.seqs),
