@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -39,8 +40,40 @@ def find_binary() -> Path:
     )
 
 
+_handed_out: set[int] = set()
+
+
+def _outgoing_ports() -> range:
+    """The kernel's range for the source ports of outgoing connections."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free loopback port to listen on, outside the range of outgoing source ports.
+
+    A port found by binding to 0 comes from that range, and once released the kernel may
+    give it to an outgoing connection before the server binds it: seen here, a cluster
+    node's route port taken by another node dialling its routes ("address already in
+    use"). A port is handed out once per process.
+    """
+    outgoing = _outgoing_ports()
+    pool = range(20000, outgoing.start) if outgoing.start > 21000 else range(outgoing.stop, 65536)
+    for _ in range(100):
+        port = random.choice(pool)
+        if port in _handed_out or port in outgoing:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # a crowded machine: any free port
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

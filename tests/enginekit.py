@@ -57,7 +57,7 @@ def store_day(
 
 
 async def publish(
-    log: JetStreamLog, events: list[ev.Event], chunk: int = 500, pause_s: float = 0.0
+    log: JetStreamLog, events: list[ev.Event], chunk: int = 100, pause_s: float = 0.0
 ) -> None:
     for i in range(0, len(events), chunk):
         await log.publish_many(events[i : i + chunk])

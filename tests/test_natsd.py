@@ -75,3 +75,11 @@ async def test_a_second_command_shares_the_running_embedded_server(tmp_path: Pat
         assert first == second
     async with embedded_or_configured(Settings(nats_url="nats://127.0.0.1:1")) as url:
         assert url == "nats://127.0.0.1:1"
+
+
+def test_free_ports_are_distinct_and_outside_the_outgoing_range() -> None:
+    from core.natsd import _outgoing_ports, free_port
+
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert not [p for p in ports if p in _outgoing_ports()]
