@@ -97,6 +97,10 @@ def test_demo_runs_end_to_end_on_the_embedded_server(
     assert derived.group(1) == derived.group(3), "a first run publishes every derived event"
     assert re.search(r"receipts \((\d+)\)", result.output)
     assert "footfall" in result.output and "busiest heatmap cells" in result.output
+    cells = re.findall(r"│ (-?\d+\.\d), (-?\d+\.\d) +│ (\d+) +│ (\d+) s", result.output)
+    assert len(cells) == 5, "the day's five busiest cells"
+    dwell = [int(c[3]) for c in cells]
+    assert dwell == sorted(dwell, reverse=True) and dwell[0] > 0
     assert (tmp_path / ".aisle" / "jetstream").is_dir()
     again = runner.invoke(app, ["demo", "--shoppers", "12"], env={"AISLE_NATS_URL": ""})
     assert "(0 new" in again.output
