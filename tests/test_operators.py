@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import msgspec
@@ -280,3 +281,31 @@ rules:
     again = e.process([picked(3000 + i, subject=f"v{i}") for i in range(5)])
     assert len(again.derived) == 5  # a minute later: not throttled any more
     assert len(e.partitions["corner-01"].throttled) < 1100  # swept, not one per shopper ever
+
+
+def test_a_day_window_starts_at_local_midnight_across_dst_changes() -> None:
+    """The 24 h local window remembers the store's day; across both DST changes of 2026 in
+    Amsterdam, every start it gives is the one the time zone arithmetic gives afresh."""
+    e = engine(
+        """pack: p
+version: "1"
+rules:
+  - id: day
+    where: type == "zone.entered"
+    aggregate:
+      window: {tumbling: 24h, local: true}
+      compute: {n: count()}
+"""
+    )
+    rule = next(r for r in e.rules.rules if r.id.endswith("day"))
+    starts = []
+    for change in (datetime(2026, 3, 29, tzinfo=UTC), datetime(2026, 10, 25, tzinfo=UTC)):
+        for minutes in range(-26 * 60, 26 * 60, 7):
+            ts = (change + timedelta(minutes=minutes)).timestamp()
+            remembered = rule._starts(ts, "corner-01")
+            rule._days.clear()
+            assert remembered == rule._starts(ts, "corner-01"), ts
+            starts.append(remembered[0])
+    days = sorted(set(starts))
+    hours = [(b - a) / 3600 for a, b in pairwise(days)]
+    assert 23.0 in hours and 25.0 in hours  # the short spring day and the long autumn one
