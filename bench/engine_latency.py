@@ -182,7 +182,10 @@ async def engine_consumers(log: JetStreamLog) -> tuple[int, int]:
     for stream in (log.config.events_stream, log.config.samples_stream):
         offset = 0
         while True:  # the server lists 256 consumers at a time
-            infos = await log.js.consumers_info(stream, offset=offset)
+            try:
+                infos = await log.js.consumers_info(stream, offset=offset)
+            except AttributeError:  # 2.9 lists a consumer being made as null; nats-py trips
+                return -1, -1  # not known yet: ask again
             for info in infos:
                 if info.name.startswith("engine_") and info.name.endswith(f"_{WORKER}"):
                     n += 1
