@@ -64,7 +64,7 @@ def free_port() -> int:
     pool = range(20000, outgoing.start) if outgoing.start > 21000 else range(outgoing.stop, 65536)
     for _ in range(100):
         port = random.choice(pool)
-        if port in _handed_out or port in outgoing:
+        if port in _handed_out:
             continue
         with socket.socket() as s:
             try:
