@@ -82,6 +82,7 @@ from core.jetstream import JetStreamLog, SubjectFilter, connect  # noqa: E402
 from core.layout import Layout, load_layout  # noqa: E402
 from core.merge import ArrivalMerge  # noqa: E402
 from core.natsd import EmbeddedNats, free_port  # noqa: E402
+from core.puller import Delivered  # noqa: E402
 from rules.engine import Context, Engine  # noqa: E402
 from rules.loader import load_rules  # noqa: E402
 from rules.reference import Reference  # noqa: E402
@@ -606,11 +607,11 @@ async def read_path(log: JetStreamLog, store: str, messages: int) -> float:
         prefix = log.config.prefix
         wanted = SubjectFilter(f"{prefix}.{store}.{t}" for _, ts in INPUTS for t in ts)
 
-    def key(msg: Msg) -> tuple[float, tuple[Msg, ev.Event | None]]:
-        if wanted is not None and not wanted(msg.subject):
-            return -math.inf, (msg, None)  # a derived event: an old server cannot filter
-        e = ev.decode(msg.data)
-        return e.at.timestamp(), (msg, e)
+    def key(d: Delivered) -> tuple[float, tuple[Msg, ev.Event | None]]:
+        if wanted is not None and not wanted(d.msg.subject):
+            return -math.inf, (d.msg, None)  # a derived event: an old server cannot filter
+        e = ev.decode(d.msg.data)
+        return e.at.timestamp(), (d.msg, e)
 
     merge = ArrivalMerge(pullers, key, batch=BATCH)
     n = 0

@@ -38,7 +38,7 @@ from core.log import (
     stream_for_types,
 )
 from core.pubacks import Item, PubAcks, Sending
-from core.puller import Puller, ack_info
+from core.puller import Delivered, Puller
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ class JetStreamLog:
         from_time: datetime | None = None,
         follow: bool = False,
         batch: int = 1000,
-    ) -> AsyncIterator[list[Msg]]:
+    ) -> AsyncIterator[list[Delivered]]:
         """Stored messages matching ``filters``, in batches, through an ephemeral pull consumer.
 
         Without ``follow`` it ends at the newest message when it started; with it, it
@@ -294,9 +294,9 @@ class JetStreamLog:
             while pending:
                 msgs = await puller.fetch(batch if follow else min(batch, pending), timeout_s=5)
                 if msgs and not follow:
-                    pending = ack_info(msgs[-1])[2]
+                    pending = msgs[-1].pending
                 if client_filter is not None:
-                    msgs = [m for m in msgs if client_filter(m.subject)]
+                    msgs = [d for d in msgs if client_filter(d.msg.subject)]
                 yield msgs
         finally:
             await puller.stop()
@@ -333,8 +333,8 @@ class JetStreamLog:
         c = self.config
         filters = [c.late_subject(store or "*")] if late else [c.deadletter_subject(store or "*")]
         async for msgs in self._read(Stream.DEADLETTER, filters):
-            for msg in msgs:
-                yield ack_info(msg)[0], msgspec_json.decode(msg.data, type=DeadLetter)
+            for d in msgs:
+                yield d.seq, msgspec_json.decode(d.msg.data, type=DeadLetter)
 
     async def consumer(
         self,
@@ -488,11 +488,11 @@ class JetStreamConsumer:
         while len(out) < batch:
             want = batch - len(out)
             msgs = await self._puller.fetch(want, timeout_s if not out else 0.05)
-            for msg in msgs:
-                if self.client_filter is not None and not self.client_filter(msg.subject):
-                    await msg.ack()  # not ours (a server without multi-filters sent it)
+            for d in msgs:
+                if self.client_filter is not None and not self.client_filter(d.msg.subject):
+                    await d.msg.ack()  # not ours (a server without multi-filters sent it)
                     continue
-                out.append(JetStreamDelivery(msg, _record(msg)))
+                out.append(JetStreamDelivery(d.msg, _record(d)))
             if len(msgs) < want or self.client_filter is None:
                 break  # no more now; the loop only refills what the client filter dropped
         return out
@@ -511,21 +511,18 @@ class JetStreamConsumer:
                 await puller.stop()
 
 
-def _record(msg: Msg) -> Record:
-    seq, ns, _ = ack_info(msg)
-    return Record(seq, ev.decode(msg.data), ns)
+def _record(d: Delivered) -> Record:
+    return Record(d.seq, ev.decode(d.msg.data), d.ns)
 
 
-def _records(msgs: list[Msg]) -> Iterator[Record]:
+def _records(msgs: list[Delivered]) -> Iterator[Record]:
     """Records of stored messages; one that is not a valid event (published around the log,
     straight onto its subject) is skipped with a warning: the engine dead-letters it."""
-    for msg in msgs:
+    for d in msgs:
         try:
-            yield _record(msg)
+            yield _record(d)
         except ev.EventError as exc:
-            log.warning(
-                "stored message %d is not a valid event, skipped: %s", ack_info(msg)[0], exc
-            )
+            log.warning("stored message %d is not a valid event, skipped: %s", d.seq, exc)
 
 
 def _rfc3339(at: datetime) -> str:

@@ -29,9 +29,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from nats.aio.msg import Msg
-
-from core.puller import Puller, ack_info
+from core.puller import Delivered, Puller
 
 T = TypeVar("T")
 Item = tuple[int, float, T]  # arrival (ns), sort key (event time), the item
@@ -81,12 +79,12 @@ def merged(streams: Sequence[Sequence[Item[T]]], window_ns: int = WINDOW_NS) -> 
 
 class ArrivalMerge(Generic[T]):
     """Pulls from ``pullers`` and hands out ``(index, item)`` in the merge's order;
-    ``key(msg)`` gives a message's event time and the item it stands for."""
+    ``key(delivered)`` gives a message's event time and the item it stands for."""
 
     def __init__(
         self,
         pullers: list[Puller],
-        key: Callable[[Msg], tuple[float, T]],
+        key: Callable[[Delivered], tuple[float, T]],
         *,
         batch: int = 1000,
         window_ns: int = WINDOW_NS,
@@ -103,8 +101,8 @@ class ArrivalMerge(Generic[T]):
 
     def _take(self, i: int) -> None:
         q, key = self._queues[i], self.key
-        for msg in self.pullers[i].take():
-            q.append((ack_info(msg)[1], *key(msg)))
+        for d in self.pullers[i].take():
+            q.append((d.ns, *key(d)))
         if q:  # all stamped before its newest is here
             self._horizons[i] = max(self._horizons[i], q[-1][0] - 1)
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 from itertools import count
+from typing import NamedTuple
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -37,24 +38,27 @@ class DeliveryGap(RuntimeError):
     must start over from its last checkpoint."""
 
 
-def consumer_seq(msg: Msg) -> int:
-    """The consumer's own sequence of a delivery: one more for each new message."""
-    t = msg.reply.split(".")
-    return int(t[6] if len(t) == 9 else t[8])
+class Delivered(NamedTuple):
+    """A message as a puller hands it out, with what its ack subject says."""
+
+    msg: Msg
+    seq: int  # in the stream
+    ns: int  # when the stream stored it
+    pending: int  # in the consumer after this one
 
 
-def ack_info(msg: Msg) -> tuple[int, int, int]:
-    """Stream sequence, arrival time (ns) and pending count, from the ack subject.
+def _ack_fields(reply: str) -> tuple[int, int, int, int]:
+    """Stream sequence, consumer sequence, arrival (ns) and pending, split once.
 
     ``msg.metadata`` parses the same subject into objects and datetimes: a tenth of the
     replay time, measured. Old form ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.
     <cseq>.<ns>.<pending>``; the new one adds domain and account before the stream and a
     token at the end.
     """
-    t = msg.reply.split(".")
+    t = reply.split(".")
     if len(t) == 9:
-        return int(t[5]), int(t[7]), int(t[8])
-    return int(t[7]), int(t[9]), int(t[10])
+        return int(t[5]), int(t[6]), int(t[7]), int(t[8])
+    return int(t[7]), int(t[8]), int(t[9]), int(t[10])
 
 
 class _Request:
@@ -73,7 +77,7 @@ class Puller:
         self.nc = nc
         self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self.inbox = nc.new_inbox()
-        self._batch: list[Msg] = []  # delivered, not yet taken: in the consumer's order
+        self._batch: list[Delivered] = []  # not yet taken: in the consumer's order
         self._requests: dict[str, _Request] = {}
         self._tokens = count()
         self._sub: Subscription | None = None
@@ -96,17 +100,17 @@ class Puller:
                 req.status = status
                 req.done.set()
             return
+        seq, cseq, ns, pending = _ack_fields(msg.reply)
         if self.strict:
-            seq = consumer_seq(msg)
-            if seq <= self._cseq:
+            if cseq <= self._cseq:
                 return  # delivered again: it is here already
-            if self._cseq and seq != self._cseq + 1:
-                self.gap = f"deliveries {self._cseq + 1}..{seq - 1} never arrived"
-            self._cseq = seq
+            if self._cseq and cseq != self._cseq + 1:
+                self.gap = f"deliveries {self._cseq + 1}..{cseq - 1} never arrived"
+            self._cseq = cseq
         # A message keeps its own subject, so it counts for the oldest request still
         # open: the server serves waiting requests in order. One that comes after its
         # request was given up on is kept all the same.
-        self._batch.append(msg)
+        self._batch.append(Delivered(msg, seq, ns, pending))
         for req in self._requests.values():
             if req.status is None and req.got < req.want:
                 req.got += 1
@@ -114,11 +118,11 @@ class Puller:
                     req.done.set()
                 break
 
-    def take(self) -> list[Msg]:
+    def take(self) -> list[Delivered]:
         batch, self._batch = self._batch, []
         return batch
 
-    async def fetch(self, n: int, timeout_s: float) -> list[Msg]:
+    async def fetch(self, n: int, timeout_s: float) -> list[Delivered]:
         """Up to ``n`` messages, as soon as there are any; none if none come in time.
 
         What is there now comes at once (``no_wait``); if nothing is, a long poll for one

@@ -26,14 +26,12 @@ import random
 import time
 from dataclasses import dataclass
 
-from nats.aio.msg import Msg
-
 from core import events as ev
 from core.jetstream import JetStreamLog, SubjectFilter
 from core.log import DeadLetter, Stream
 from core.merge import ArrivalMerge
 from core.pubacks import Sending
-from core.puller import Puller, ack_info
+from core.puller import Delivered, Puller
 from rules.engine import Engine, Output
 from rules.service.checkpoints import Checkpoint, Checkpoints
 from rules.service.metrics import EngineMetrics
@@ -48,7 +46,7 @@ INPUTS = (
 )
 
 
-Input = tuple[Msg, ev.Event | ev.EventError | None]
+Input = tuple[Delivered, ev.Event | ev.EventError | None]
 _FIRST = float("-inf")
 
 
@@ -71,7 +69,7 @@ class _Unconfirmed:
     """A batch applied whose output the log has not confirmed yet (nor its input acked)."""
 
     sending: Sending | None
-    last: list[Msg | None]  # per input stream, the batch's last message
+    last: list[Delivered | None]  # per input stream, the batch's last message
 
 
 def consumer_name(store: str, stream: Stream, worker: str = "") -> str:
@@ -165,21 +163,20 @@ class StoreRunner:
             await self.settle()
             await self.maybe_checkpoint()
             return 0
-        last: list[Msg | None] = [None] * len(INPUTS)
+        last: list[Delivered | None] = [None] * len(INPUTS)
         events: list[ev.Event] = []
         refused: list[DeadLetter] = []
-        for i, (msg, item) in batch:
-            seq = ack_info(msg)[0]
-            if seq <= self.seqs[i]:
+        for i, (d, item) in batch:
+            if d.seq <= self.seqs[i]:
                 continue  # a redelivery of what was applied already
-            last[i], self.seqs[i] = msg, seq
+            last[i], self.seqs[i] = d, d.seq
             if isinstance(item, ev.EventError):
                 refused.append(
                     DeadLetter(
                         store=self.store,
                         field=item.field,
                         reason=item.reason,
-                        payload=msg.data,
+                        payload=d.msg.data,
                         source="engine",
                     )
                 )
@@ -222,20 +219,20 @@ class StoreRunner:
             acks = await sending.confirmed()
             self.derived_seq = max(self.derived_seq, max(a.seq for a in acks))
         self._unconfirmed = None
-        for msg in last:
-            if msg is not None:
-                await msg.ack()
+        for d in last:
+            if d is not None:
+                await d.msg.ack()
 
-    def _read(self, msg: Msg) -> tuple[float, Input]:
+    def _read(self, d: Delivered) -> tuple[float, Input]:
         """A message's event time and what it holds, for the merge; a payload that is
         refused goes first (it has no time) and then to the dead letters."""
-        if self._wanted is not None and not self._wanted(msg.subject):
-            return _FIRST, (msg, None)  # another store's, or derived: an old server sent it
+        if self._wanted is not None and not self._wanted(d.msg.subject):
+            return _FIRST, (d, None)  # another store's, or derived: an old server sent it
         try:
-            e = ev.decode(msg.data)
+            e = ev.decode(d.msg.data)
         except ev.EventError as exc:
-            return _FIRST, (msg, exc)
-        return e.at.timestamp(), (msg, e)
+            return _FIRST, (d, exc)
+        return e.at.timestamp(), (d, e)
 
     def _late(self, e: ev.Event) -> DeadLetter:
         p = self.engine.partitions[self.store]
@@ -250,7 +247,12 @@ class StoreRunner:
         )
 
     def _count(
-        self, n: int, derived: int, out: Output, refused: list[DeadLetter], last: list[Msg | None]
+        self,
+        n: int,
+        derived: int,
+        out: Output,
+        refused: list[DeadLetter],
+        last: list[Delivered | None],
     ) -> None:
         m, s = self.metrics, self.store
         m.events_in.labels(s).inc(n)
@@ -258,10 +260,10 @@ class StoreRunner:
         m.late.labels(s).inc(len(out.late))
         m.deadletters.labels(s).inc(len(refused))
         m.rule_errors.labels(s).inc(len(out.errors))
-        info = [ack_info(msg) for msg in last if msg is not None]
+        info = [d for d in last if d is not None]
         if info:  # else every message was a redelivery
-            m.lag_seconds.labels(s).set(max(0.0, time.time() - max(i[1] for i in info) / 1e9))
-            m.lag_events.labels(s).set(sum(i[2] for i in info))
+            m.lag_seconds.labels(s).set(max(0.0, time.time() - max(d.ns for d in info) / 1e9))
+            m.lag_events.labels(s).set(sum(d.pending for d in info))
 
     async def maybe_checkpoint(self) -> None:
         """Checkpoint after N events or T seconds, but no oftener than the budget allows:
