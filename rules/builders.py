@@ -258,6 +258,7 @@ class OperatorBuilders:
             having=self.expr(a.having, (*ap, "having"), out_names).fn if a.having else None,
             item_filter=item_filter,
             local_tz=self.reference.tz if w.local else None,
+            pipeline=(r.on, r.where, a.each, a.as_, a.filter, a.group_by, a.compute),
         )
 
     def _item_only(

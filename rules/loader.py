@@ -491,6 +491,7 @@ class _PackCompiler(OperatorBuilders):
             seen[r.id] = i
             if r.enabled:
                 rules.append(self.rule(r, ("rules", i)))
+        op.share_folds(rules)
         for name in [*pack.lists, *pack.macros, *pack.params, *pack.sets]:
             if name not in self.used:
                 section = next(

@@ -309,3 +309,32 @@ rules:
     days = sorted(set(starts))
     hours = [(b - a) / 3600 for a, b in pairwise(days)]
     assert 23.0 in hours and 25.0 in hours  # the short spring day and the long autumn one
+
+
+def test_aggregates_that_share_a_fold_derive_what_each_would_alone(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The heatmap's tiles and day (and traffic's two capture rates) fold each item once:
+    the state and every derived event are those of the rules folding on their own."""
+    from rules import operators
+    from rules.snapshot import snapshot
+    from tests import enginekit
+
+    events = enginekit.store_day(hours=1, shoppers=30)
+    shared = enginekit.engine()
+    by_id = shared.rules.by_id
+    assert by_id["heatmap.tiles"]._sharers == [by_id["heatmap.day"]]  # type: ignore[attr-defined]
+    assert by_id["traffic.capture_rate"]._sharers == [by_id["traffic.capture_rate_of_traffic"]]  # type: ignore[attr-defined]
+    monkeypatch.setattr(operators, "share_folds", lambda rules: None)
+    alone = enginekit.engine()
+    assert not any(getattr(r, "_sharers", None) for r in alone.rules.rules)
+
+    outputs, states = [], []
+    for e in (shared, alone):
+        out = []
+        for i in range(0, len(events), 50):
+            out += e.process(events[i : i + 50]).derived
+        states.append(snapshot(e))  # the day's windows still open
+        out += e.advance("corner-01", events[-1].at.timestamp() + 86400).derived
+        outputs.append([ev.encode(d) for d in out])
+    assert states[0] == states[1]
+    assert outputs[0] == outputs[1]
+    assert sum(b'"type":"heatmap.tiles"' in d for d in outputs[0]) > 100

@@ -1,6 +1,6 @@
 """The operators of the rule language; each module holds one, with its exact semantics."""
 
-from rules.operators.aggregate import Aggregate, ComputeSpec, item_scope_class
+from rules.operators.aggregate import Aggregate, ComputeSpec, item_scope_class, share_folds
 from rules.operators.base import Emitter, Output, Partition, Rule, Scope
 from rules.operators.count import Count
 from rules.operators.for_ import For
@@ -23,4 +23,5 @@ __all__ = [
     "StepSpec",
     "Tally",
     "item_scope_class",
+    "share_folds",
 ]

@@ -11,7 +11,7 @@ each window's end.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from datetime import time as dtime
@@ -127,8 +127,11 @@ class Aggregate(Rule):
         having: Cond | None,
         item_filter: Cond | None = None,
         local_tz: Callable[[str], tzinfo] | None = None,
+        pipeline: tuple[Any, ...] | None = None,
         **kw: Any,
     ) -> None:
+        """``pipeline``: what decides how an event's items are folded (its types, where,
+        each, filter, group_by and computes; None if cumulative), for ``share_folds``."""
         super().__init__(*args, **kw)
         self.item_filter = item_filter
         self.local_tz = local_tz
@@ -140,6 +143,9 @@ class Aggregate(Rule):
         self.group_by, self.computes = group_by, computes
         self.cumulative, self.having = cumulative, having
         self._days: dict[str, tuple[float, float]] = {}  # store -> its local day, for 24h windows
+        self.pipeline = None if cumulative else pipeline
+        self._sharers: list[Aggregate] = []  # the rules whose windows its fold fills too
+        self._led = False  # another rule folds its items
 
     def _starts(self, ts: float, store: str) -> list[float]:
         w, e = self.window_s, self.every_s
@@ -164,16 +170,26 @@ class Aggregate(Rule):
         first = math.floor((ts - w) / e) + 1
         return [k * e for k in range(first, last + 1)]
 
-    def on_event(self, p: Partition, e: ev.Event, ts: float, out: Emitter) -> None:
+    def _open(self, p: Partition, ts: float, targets: list[dict[Any, Any]]) -> dict[str, Any]:
+        """Add the groups of this rule's windows that hold ``ts`` to ``targets``, opening
+        (and timing) those that are new; returns the rule's state."""
         st = p.rule_state(self.id)
         windows: dict[float, dict[Any, Any]] = st.setdefault("windows", {})
-        targets = []
         for start in self._starts(ts, p.store):
             groups = windows.get(start)
             if groups is None:
                 groups = windows[start] = {}
                 p.schedule(start + self.window_s, self.id, start, p.new_token())
             targets.append(groups)
+        return st
+
+    def on_event(self, p: Partition, e: ev.Event, ts: float, out: Emitter) -> None:
+        if self._led:
+            return  # the rule it shares a fold with has filled its windows
+        targets: list[dict[Any, Any]] = []
+        st = self._open(p, ts, targets)
+        for rule in self._sharers:
+            rule._open(p, ts, targets)
         computes = self.computes
         if self.cumulative:  # tumbling only: one running value per group, across windows
             running = st.setdefault("running", {})
@@ -232,6 +248,28 @@ class Aggregate(Rule):
         if items:  # one event for the window, its groups listed
             scope = Scope(None, {"window_start": start, "window_end": end})
             self.fire(p, scope, p.store, ts, tuple(window_causes), out, key, items)
+
+
+def share_folds(rules: Sequence[Rule]) -> None:
+    """Let consecutive aggregates that fold the same items the same way (the heatmap's
+    10 s tiles and its day) fold each item once, into all their windows.
+
+    The first of a run does it, opening each rule's windows in the rules' order, as they
+    would in turn: the state and output are the same, byte for byte
+    (``tests/test_operators.py``); only an item that fails is reported once, not per rule.
+    Per position sample, the staff filter and the cell were computed twice: sharing cuts
+    the standard packs' instructions by a tenth on the engine benchmark's workload
+    (callgrind, ``docs/benchmarks.md``).
+    """
+    lead: Aggregate | None = None
+    for r in rules:
+        if not isinstance(r, Aggregate) or r.pipeline is None:
+            lead = None
+        elif lead is not None and r.pipeline == lead.pipeline:
+            lead._sharers.append(r)
+            r._led = True
+        else:
+            lead = r
 
 
 ENVELOPE = ("type", "id", "store", "at", "source", "subject", "v", "data", "rule", "caused_by")
