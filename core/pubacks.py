@@ -29,6 +29,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from core import inline
 from core.log import Published, PublishError
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class PubAcks:
         """Send ``items`` (an id repeated in them goes once); confirm with ``confirmed``."""
         if self._sub is None:
             # Being a core subscription, nats-py subscribes it again after a reconnect.
-            self._sub = await self.nc.subscribe(f"{self.inbox}.*", cb=self._on_ack)
+            self._sub = await inline.subscribe(self.nc, f"{self.inbox}.*", self._on_ack)
         lot = Sending(self, items)
         await self._send(lot, lot.todo)
         return lot
@@ -119,7 +120,7 @@ class PubAcks:
                 lot.todo = indices[n:]
                 return
 
-    async def _on_ack(self, msg: Msg) -> None:
+    def _on_ack(self, msg: Msg) -> None:
         entry = self._waiting.pop(int(msg.subject[self._cut :]), None)
         if entry is None:
             return  # given up on; its message went again under the same id

@@ -24,6 +24,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from core import inline
+
 STATUS = "Status"
 NO_MESSAGES = "404"
 
@@ -87,10 +89,10 @@ class Puller:
         self.gap = ""
 
     async def start(self) -> Puller:
-        self._sub = await self.nc.subscribe(f"{self.inbox}.*", cb=self._on_msg)
+        self._sub = await inline.subscribe(self.nc, f"{self.inbox}.*", self._on_msg)
         return self
 
-    async def _on_msg(self, msg: Msg) -> None:
+    def _on_msg(self, msg: Msg) -> None:
         if msg.headers and STATUS in msg.headers:
             status = msg.headers[STATUS]
             if status == "409" and "deleted" in msg.headers.get("Description", "").lower():

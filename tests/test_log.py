@@ -265,3 +265,39 @@ async def test_an_abandoned_lot_frees_its_window(jslog: JetStreamLog) -> None:
     lot.abandon()
     assert not jslog._acks._waiting
     await jslog.ensure_streams()
+
+
+async def test_an_inline_subscription_hands_each_message_over_as_it_is_parsed(
+    jslog: JetStreamLog,
+) -> None:
+    """``core.inline`` relies on how nats-py reaches a subscription: if an upgrade changed
+    it, the handler would see nothing (or a task would run between), and this would fail."""
+    from core import inline
+
+    nc, seen = jslog.nc, []
+    inbox = nc.new_inbox()
+
+    def handle(msg) -> None:  # type: ignore[no-untyped-def]
+        if msg.data == b"bad":
+            raise ValueError("a handler's failure stays with its message")
+        seen.append((msg.subject, msg.data, msg.headers))
+
+    sub = await inline.subscribe(nc, f"{inbox}.*", handle)
+    for i, data in enumerate([b"one", b"bad", b"two", b"three"]):
+        await nc.publish(f"{inbox}.{i}", data, headers={"K": str(i)})
+    await nc.flush()
+    for _ in range(100):
+        if len(seen) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert seen == [
+        (f"{inbox}.0", b"one", {"K": "0"}),
+        (f"{inbox}.2", b"two", {"K": "2"}),
+        (f"{inbox}.3", b"three", {"K": "3"}),
+    ]
+    assert sub._pending_queue.qsize() == 0 and sub._wait_for_msgs_task is None
+    await sub.unsubscribe()
+    await nc.publish(f"{inbox}.4", b"after")
+    await nc.flush()
+    await asyncio.sleep(0.05)
+    assert len(seen) == 3
