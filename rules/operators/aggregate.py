@@ -38,19 +38,25 @@ def _new(fn: str) -> Any:
     return {"count": 0, "sum": 0.0, "mean": [0.0, 0], "min": None, "max": None}.get(fn, [])
 
 
-def _final(fn: str, acc: Any, q: float | None) -> float:
+def _finisher(fn: str, q: float | None) -> Callable[[Any], float] | None:
+    """What turns an accumulator into its value (None: it is its value), chosen once per
+    rule: a window's end finishes every group's accumulators, a heatmap's hundreds."""
     if fn in ("count", "sum"):
-        return acc
-    if fn == "mean":
-        return acc[0] / acc[1] if acc[1] else 0.0
-    if fn in ("min", "max"):
-        return 0.0 if acc is None else acc
+        return None
     if fn == "distinct":
-        return len(acc)
-    if not acc:  # percentile
-        return 0.0
-    ordered = sorted(acc)
-    return ordered[max(0, math.ceil((q or 0) / 100 * len(ordered)) - 1)]  # nearest rank
+        return len
+    if fn == "mean":
+        return lambda acc: acc[0] / acc[1] if acc[1] else 0.0
+    if fn in ("min", "max"):
+        return lambda acc: 0.0 if acc is None else acc
+
+    def percentile(acc: list[float]) -> float:
+        if not acc:
+            return 0.0
+        ordered = sorted(acc)
+        return ordered[max(0, math.ceil((q or 0) / 100 * len(ordered)) - 1)]  # nearest rank
+
+    return percentile
 
 
 _STEP: dict[str, list[str]] = {
@@ -141,6 +147,7 @@ class Aggregate(Rule):
         self.window_s, self.every_s = window_s, every_s
         self.each, self.item_scope = each, item_scope
         self.group_by, self.computes = group_by, computes
+        self._finish = [(c.name, _finisher(c.fn, c.q)) for c in computes]
         self.cumulative, self.having = cumulative, having
         self._days: dict[str, tuple[float, float]] = {}  # store -> its local day, for 24h windows
         self.pipeline = None if cumulative else pipeline
@@ -229,22 +236,25 @@ class Aggregate(Rule):
         listed = emit.groups if emit is not None else None
         items: list[dict[str, Any]] = []
         window_causes: dict[str, None] = {}  # in order, each once
+        finish, having = self._finish, self.having
         for gkey, (accs, causes) in groups.items():
             extra: dict[str, Any] = dict(zip(labels, gkey, strict=True))
-            for c, acc in zip(self.computes, accs, strict=True):
-                extra[c.name] = _final(c.fn, acc, c.q)
-            extra.update(window_start=start, window_end=end, key="/".join(map(str, gkey)))
+            for (name, fin), acc in zip(finish, accs, strict=True):
+                extra[name] = acc if fin is None else fin(acc)
+            extra["window_start"], extra["window_end"] = start, end
+            extra["key"] = "/".join(map(str, gkey))
             scope = Scope(None, extra)
-            if self.having is not None and not self.having(scope):
+            if having is not None and not having(scope):
                 continue
             if listed is None:
                 self.fire(p, scope, gkey or p.store, ts, tuple(causes), out, (key, gkey))
                 continue
             items.append(listed.item(scope))
-            for cause in causes:
-                if len(window_causes) >= MAX_CAUSES:
-                    break
-                window_causes[cause] = None
+            if len(window_causes) < MAX_CAUSES:
+                for cause in causes:
+                    if len(window_causes) >= MAX_CAUSES:
+                        break
+                    window_causes[cause] = None
         if items:  # one event for the window, its groups listed
             scope = Scope(None, {"window_start": start, "window_end": end})
             self.fire(p, scope, p.store, ts, tuple(window_causes), out, key, items)
