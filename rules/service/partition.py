@@ -158,10 +158,8 @@ class StoreRunner:
         sent, so the log keeps the order in which the rules derived.
         """
         assert self._merge is not None
-        # With a batch unconfirmed, only look: if nothing is there, settle it (ack its input)
-        # now rather than after a long poll (the store would show that batch as pending).
-        wait_s = 0.0 if self._unconfirmed is not None else timeout_s
-        batch = await self._merge.next(self.config.batch, wait_s)
+        # Nothing there yet: settle the last batch (ack its input) before waiting, not after.
+        batch = await self._merge.next(self.config.batch, timeout_s, idle=self.settle)
         if not batch:
             await self.settle()
             await self.maybe_checkpoint()
