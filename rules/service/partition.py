@@ -33,7 +33,7 @@ from core.merge import ArrivalMerge
 from core.pubacks import Sending
 from core.puller import Delivered, Puller
 from rules.engine import Engine, Output
-from rules.service.checkpoints import Checkpoint, Checkpoints
+from rules.service.checkpoints import Checkpoint, Checkpoints, Pacer
 from rules.service.metrics import EngineMetrics
 from rules.snapshot import restore, snapshot
 
@@ -60,7 +60,7 @@ class ServiceConfig:
     checkpoint_every: int = 20_000  # events
     checkpoint_s: float = 5.0
     lease_ttl_s: float = 6.0
-    checkpoint_budget: float = 0.05  # of the time, at most, for checkpoints
+    checkpoint_budget: float = 0.05  # of the time, at most, for all stores' checkpoints
     stores: tuple[str, ...] = ()  # empty: every store the log holds
 
 
@@ -85,7 +85,9 @@ class StoreRunner:
         checkpoints: Checkpoints,
         metrics: EngineMetrics,
         config: ServiceConfig,
+        pacer: Pacer | None = None,
     ) -> None:
+        """``pacer``: the checkpoint time this store shares with the worker's others."""
         self.store = store
         self.log = log
         self.engine = engine
@@ -98,7 +100,7 @@ class StoreRunner:
         self.checkpoint: Checkpoint | None = None
         self.since_checkpoint = 0
         self.checkpointed_at = time.monotonic()
-        self.checkpoint_cost_s = 0.0  # the last checkpoint's snapshot and commit
+        self.pacer = pacer or Pacer(config.checkpoint_budget)
         self._unconfirmed: _Unconfirmed | None = None  # the last batch, until settled
         self._published: set[str] = set()  # derived ids the log had when this run began
         self._pullers: list[Puller] = []
@@ -269,16 +271,12 @@ class StoreRunner:
     async def maybe_checkpoint(self) -> None:
         """Checkpoint after N events or T seconds, but no oftener than the budget allows:
         a snapshot grows with the day, and at most ``checkpoint_budget`` of the time goes
-        to taking them (a day-long store's took 100 ms, so at most one every 2 s)."""
+        to taking them, for all the worker's stores (``Pacer``)."""
         since = time.monotonic() - self.checkpointed_at
         due = since >= self.config.checkpoint_s or (
             self.since_checkpoint >= self.config.checkpoint_every
         )
-        if (
-            self.since_checkpoint
-            and due
-            and since * self.config.checkpoint_budget >= self.checkpoint_cost_s
-        ):
+        if self.since_checkpoint and due and self.pacer.may(self.store, self.checkpointed_at):
             await self.commit()
         self.metrics.snapshot_age.labels(self.store).set(
             time.time() - self.checkpoint.taken_at if self.checkpoint else 0.0
@@ -299,7 +297,7 @@ class StoreRunner:
         )
         self.since_checkpoint = 0
         self.checkpointed_at = time.monotonic()
-        self.checkpoint_cost_s = self.checkpointed_at - start
+        self.pacer.spent(self.store, self.checkpointed_at - start)
         self.metrics.checkpoints.labels(self.store).inc()
 
     async def close(self, *, commit: bool) -> None:
@@ -316,5 +314,6 @@ class StoreRunner:
             with contextlib.suppress(Exception):  # the connection is going: nothing to stop
                 await puller.stop()
         self._pullers.clear()
+        self.pacer.forget(self.store)
         self.engine.drop(self.store)
         self.metrics.forget(self.store)

@@ -29,7 +29,7 @@ from rules.engine import Context, Engine, RuleSet
 from rules.loader import PackError, load_rules
 from rules.reference import Reference
 from rules.service import deploy
-from rules.service.checkpoints import Checkpoints
+from rules.service.checkpoints import Checkpoints, Pacer
 from rules.service.leases import Leases, WorkerStatus
 from rules.service.metrics import EngineMetrics
 from rules.service.partition import ServiceConfig, StoreRunner
@@ -58,6 +58,7 @@ class Worker:
         self.started_at = time.time()
         self._renewed = 0.0
         self.engine: Engine | None = None
+        self.pacer = Pacer(config.checkpoint_budget)  # shared by the worker's stores
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -148,7 +149,13 @@ class Worker:
     async def _start(self, store: str) -> None:
         assert self.engine is not None
         runner = StoreRunner(
-            store, self.log, self.engine, self.checkpoints, self.metrics, self.config
+            store,
+            self.log,
+            self.engine,
+            self.checkpoints,
+            self.metrics,
+            self.config,
+            self.pacer,
         )
         try:
             await runner.open()
