@@ -78,7 +78,7 @@ def run(
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N events...")] = 20_000,
     checkpoint_seconds: Annotated[float, typer.Option(help="...or every T seconds.")] = 5.0,
     checkpoint_budget: Annotated[
-        float, typer.Option(help="...but spend at most this share of the time on them (all stores).")
+        float, typer.Option(help="...but at most this share of the time, all stores together.")
     ] = 0.05,
     lease_ttl: Annotated[
         float, typer.Option(help="Seconds before a dead worker's stores move.")
