@@ -3,10 +3,11 @@
 nats-py's ``PullSubscription.fetch`` awaits every message of a batch through its own
 ``asyncio.wait_for`` (a task and a timer each); on replay that machinery was a fifth of the
 time, measured (``bench/log_throughput.py``). Here one core subscription collects batches
-with a callback, and one event ends each wait. The protocol is JetStream's own: a request on
-``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``, answered by messages and, when the batch
-cannot be filled, a status message (404 no messages, 408 expired, 409 conflict). Being a
-plain subscription, nats-py re-subscribes it after a reconnect.
+(its handler runs inline, ``core/inline.py``), and one event ends each wait. The protocol
+is JetStream's own: a request on ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``, answered
+by messages and, when the batch cannot be filled, a status message (404 no messages, 408
+expired, 409 conflict). Being a plain subscription, nats-py re-subscribes it after a
+reconnect.
 
 Each request has its own reply subject (``<inbox>.<n>``), so several can be in flight at
 once (a long poll, and a quick look beside it) and a status ends only its own request.

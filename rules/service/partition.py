@@ -85,7 +85,7 @@ class StoreRunner:
         checkpoints: Checkpoints,
         metrics: EngineMetrics,
         config: ServiceConfig,
-        pacer: Pacer | None = None,
+        pacer: Pacer,
     ) -> None:
         """``pacer``: the checkpoint time this store shares with the worker's others."""
         self.store = store
@@ -100,7 +100,7 @@ class StoreRunner:
         self.checkpoint: Checkpoint | None = None
         self.since_checkpoint = 0
         self.checkpointed_at = time.monotonic()
-        self.pacer = pacer or Pacer(config.checkpoint_budget)
+        self.pacer = pacer
         self._unconfirmed: _Unconfirmed | None = None  # the last batch, until settled
         self._published: set[str] = set()  # derived ids the log had when this run began
         self._pullers: list[Puller] = []
