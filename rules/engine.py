@@ -2,11 +2,13 @@
 
 Each store is a partition with its own clock. The watermark is the newest event time seen
 minus the allowed lateness; events wait in a buffer until the watermark passes them and
-are then applied in (event time, id) order, timers first at equal times. An event older
-than the watermark is late: it is reported and counted, never applied. So the same events
-give the same output, byte for byte, however they are split into batches, and a repeated
-event id is applied once. Derived events are fed back to the rules (a receipt can cause an
-alert) before the next input event.
+are then applied in (event time, id) order, timers first at equal times. An event at the
+watermark's own time is applied at once, so same-instant arrivals after it keep their
+order. An event older than the watermark is late: it is reported and counted, never
+applied. So the same events, in the same order, give the same output, byte for byte,
+however they are split into batches, and a repeated event id is applied once. Derived
+events are fed back to the rules (a receipt can cause an alert) before the next input
+event.
 """
 
 from __future__ import annotations

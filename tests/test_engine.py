@@ -95,6 +95,34 @@ def test_reordering_within_the_lateness_changes_nothing(seed: int, shuffle_seed:
     assert shuffled == ordered
 
 
+def test_events_of_one_instant_are_put_in_id_order_until_the_watermark_reaches_it() -> None:
+    """Buffered, two shoppers joining the queue at one instant are applied in id order,
+    whichever came first; once the watermark is at that instant they are applied as they
+    arrive, and the queue-length window's causes (so its id) follow that order."""
+    at = T0 + timedelta(seconds=10)
+
+    def entered(shopper: str, zone: str, seconds: float) -> ev.Event:
+        when, data = at + timedelta(seconds=seconds), ev.ZoneData(zone=zone)
+        return ev.new(
+            ev.ZoneEntered, store="corner-01", at=when, source="cam", subject=shopper, data=data
+        )
+
+    a, b = sorted(
+        (entered("v1", "checkout-queue", 0), entered("v2", "checkout-queue", 0)), key=lambda e: e.id
+    )
+    clock = entered("v3", "aisle-1", 2)  # the watermark (lateness 2 s) at their instant
+
+    def window(order: list[ev.Event]) -> tuple[str, ...]:
+        e = engine(lateness_s=2.0)
+        e.process(order)
+        out = e.advance("corner-01", at.timestamp() + 3600)
+        (length,) = [d for d in out.derived if d.rule.id == "traffic.queue_length"]
+        return length.caused_by
+
+    assert window([b, a, clock]) == window([a, b, clock]) == (a.id, b.id)
+    assert window([clock, b, a]) == (b.id, a.id)
+
+
 def test_late_events_are_reported_not_applied() -> None:
     e = engine(lateness_s=1.0)
     base = {"store": "corner-01", "source": "cam", "subject": "v1"}
