@@ -72,6 +72,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import msgspec  # noqa: E402
 import nats.js.errors  # noqa: E402
 from nats.aio.msg import Msg  # noqa: E402
 
@@ -401,6 +402,14 @@ async def latency_run(
     return result
 
 
+def unordered(d: ev.DerivedEvent) -> bytes:
+    """What a derived event says, but its id and the order of its causes. Events of one
+    instant are applied as they arrive once the watermark is at it (with no lateness, all
+    of them: the reference), and in id order while buffered (with lateness); a window's
+    causes, and so its id, follow that order (`rules/engine.py`)."""
+    return ev.encode(msgspec.structs.replace(d, id="", caused_by=tuple(sorted(d.caused_by))))
+
+
 def analyse(
     out: Latency,
     layout: Layout,
@@ -414,12 +423,16 @@ def analyse(
     # order they were published, without lateness (the event that made it final).
     reference = engine_for(layout, 0.0)
     released: dict[str, int] = {}
+    alias: dict[bytes, str] = {}
     for i, (_, e) in enumerate(sent):
         for d in reference.process([e]).derived:
             released[d.id] = i
+            alias[unordered(d)] = d.id
     got: dict[str, tuple[float, ev.DerivedEvent]] = {}
     for t, payload in received:
         d = ev.decode(payload)
+        if d.id not in released:  # a window's causes in another order: the reference's id
+            d = msgspec.structs.replace(d, id=alias.get(unordered(d), d.id))
         got.setdefault(d.id, (t, d))  # type: ignore[arg-type]
     newest: dict[str, int] = {}
 

@@ -88,7 +88,10 @@ class JetStreamLog:
             Stream.SAMPLES: config.samples_stream,
             Stream.DEADLETTER: config.deadletter_stream,
         }
-        self._multi_filter = _version(nc) >= (2, 10)
+        self.server_version = _version(nc)
+        # Before 2.10 a consumer takes one filter subject: consumers read wider, and the
+        # client filters (an engine worker's stores each read the whole business stream).
+        self.many_filters = self.server_version >= (2, 10)
         self._consumers: set[JetStreamConsumer] = set()
 
     @classmethod
@@ -248,7 +251,7 @@ class JetStreamLog:
         subject: there the client reads wider and filters itself.
         """
         client_filter = None
-        if not self._multi_filter and (len(filters) > 1 or filters[0].endswith(">")):
+        if not self.many_filters and (len(filters) > 1 or filters[0].endswith(">")):
             client_filter = SubjectFilter(filters)
             filters = []
         cfg = api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT)

@@ -189,6 +189,19 @@ async def test_a_deployment_swaps_the_rules_and_a_refused_one_changes_nothing(
         assert [(w.worker, w.rules_version) for w in workers] == [("w1", second.version)]
 
 
+async def test_a_worker_warns_where_the_server_cannot_filter_on_many_subjects(
+    jslog: JetStreamLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before 2.10 each store's consumer reads every store's business events, which many
+    stores on one worker cannot keep up with: the operator is told at the start."""
+    with caplog.at_level("WARNING", logger="aisle.engine"):
+        async with running(jslog):
+            pass
+    server = jslog.nc.connected_server_version
+    warned = [r for r in caplog.records if "before 2.10" in r.getMessage()]
+    assert len(warned) == ((server.major, server.minor) < (2, 10))
+
+
 async def test_a_worker_with_no_rules_says_so(jslog: JetStreamLog) -> None:
     worker = Worker(jslog, Reference.of(layout()), ServiceConfig(worker="w1"), packs=[])
     with pytest.raises(PackError):

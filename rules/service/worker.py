@@ -79,6 +79,12 @@ class Worker:
         self._announce_rules()
         self._watching = asyncio.create_task(self._watch_rules())
         log.info("worker started", extra={"worker": c.worker, "rules": self.rules_version})
+        if not self.log.many_filters:
+            log.warning(
+                "nats-server before 2.10: each store reads every store's business events; "
+                "run few stores per worker",
+                extra={"server": ".".join(map(str, self.log.server_version))},
+            )
         try:
             while not stop.is_set():
                 try:
