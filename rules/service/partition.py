@@ -263,10 +263,10 @@ class StoreRunner:
         m.late.labels(s).inc(len(out.late))
         m.deadletters.labels(s).inc(len(refused))
         m.rule_errors.labels(s).inc(len(out.errors))
-        info = [d for d in last if d is not None]
-        if info:  # else every message was a redelivery
-            m.lag_seconds.labels(s).set(max(0.0, time.time() - max(d.ns for d in info) / 1e9))
-            m.lag_events.labels(s).set(sum(d.pending for d in info))
+        newest = [d for d in last if d is not None]
+        if newest:  # else every message was a redelivery
+            m.lag_seconds.labels(s).set(max(0.0, time.time() - max(d.ns for d in newest) / 1e9))
+            m.lag_events.labels(s).set(sum(d.pending for d in newest))
 
     async def maybe_checkpoint(self) -> None:
         """Checkpoint after N events or T seconds, but no oftener than the budget allows:

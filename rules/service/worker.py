@@ -82,7 +82,7 @@ class Worker:
         if not self.log.many_filters:
             log.warning(
                 "nats-server before 2.10: each store reads every store's business events; "
-                "run few stores per worker",
+                "upgrade the server, or run few stores per worker",
                 extra={"server": ".".join(map(str, self.log.server_version))},
             )
         try:
