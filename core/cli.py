@@ -20,10 +20,13 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from core import events as ev
+from core.access import Role
 from core.config import Settings
+from core.jetstream import ConnectError
 from core.log import Record
 from core.natsd import NatsServerError
 from core.runtime import open_log
@@ -50,8 +53,8 @@ def run(coro: Callable[[Settings], Awaitable[T]]) -> T:
     """Run one async command against the configured log, with friendly failures."""
     try:
         return asyncio.run(coro(Settings.from_env()))
-    except NatsServerError as exc:
-        err.print(f"[red]error:[/] {exc}")
+    except (NatsServerError, ConnectError) as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -113,7 +116,7 @@ def log_info(as_json: JsonOpt = False) -> None:
     """Streams, message counts, last sequences, and counts by store and type."""
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-log-info") as log:
+        async with open_log(settings, name="aisle-log-info", role=Role.VIEWER) as log:
             stats = await log.stats()
         if as_json:
             sys.stdout.write(json.dumps([asdict(s) for s in stats]) + "\n")
@@ -146,7 +149,7 @@ def log_tail(store: StoreOpt = None, types: TypeOpt = None, as_json: JsonOpt = F
     _check_types(types)
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-log-tail") as log:
+        async with open_log(settings, name="aisle-log-tail", role=Role.VIEWER) as log:
             async for record in log.tail(store=store, types=types):
                 print_record(record, as_json)
 
@@ -169,7 +172,7 @@ def log_replay(
 
     async def go(settings: Settings) -> None:
         counts: dict[str, int] = {}
-        async with open_log(settings, name="aisle-log-replay") as log:
+        async with open_log(settings, name="aisle-log-replay", role=Role.VIEWER) as log:
             async for record in log.replay(
                 store=store, types=types, from_seq=from_seq, from_time=from_time
             ):
@@ -196,7 +199,7 @@ def log_deadletters(
     """Events the log refused, with the field at fault and the reason."""
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-log-deadletters") as log:
+        async with open_log(settings, name="aisle-log-deadletters", role=Role.VIEWER) as log:
             async for seq, letter in log.deadletters(store=store, late=late):
                 payload = letter.payload[:120].decode(errors="replace")
                 out.print(
@@ -236,5 +239,11 @@ def _load_plugins() -> None:
 
 
 def main() -> None:
+    """The command; a server that cannot be started or reached ends it with the reason,
+    whichever layer's command met it."""
     _load_plugins()
-    app()
+    try:
+        app()
+    except (NatsServerError, ConnectError) as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        sys.exit(2)

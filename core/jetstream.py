@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec.json as msgspec_json
 import nats
@@ -24,7 +26,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from core import events as ev
-from core.config import LogConfig
+from core.config import LogConfig, NatsAuth
 from core.log import (
     DeadLetter,
     Delivery,
@@ -43,25 +45,113 @@ from core.puller import Delivered, Puller
 log = logging.getLogger(__name__)
 
 
-async def connect(url: str, *, name: str = "aisle") -> Client:
-    """A client that reconnects forever: a server restart is an outage, not an end.
+class ConnectError(ConnectionError):
+    """The first connection failed: the reason, and what to do about it."""
+
+
+async def connect(
+    url: str, *, name: str = "aisle", auth: NatsAuth | None = None, timeout_s: float = 5.0
+) -> Client:
+    """A client that reconnects forever once connected: a server restart is an outage, not
+    an end. The first connection fails fast instead (``ConnectError``), with the reason:
+    wrong credentials or a TLS mismatch would fail the same way on every retry.
 
     ``url`` may list several servers of a cluster, comma-separated.
     """
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    options = _auth_options(auth or NatsAuth())
+    await _first_contact(servers, options, timeout_s)
     return await nats.connect(
-        servers=[u.strip() for u in url.split(",") if u.strip()],
+        servers=servers,
         name=name,
         allow_reconnect=True,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.25,
-        connect_timeout=5,
+        connect_timeout=timeout_s,
         pending_size=64 * 1024 * 1024,
         error_cb=_connection_error,
+        **options,
+    )
+
+
+def _auth_options(auth: NatsAuth) -> dict[str, Any]:
+    """nats-py's connect arguments for the credentials and TLS that ``auth`` names."""
+    options: dict[str, Any] = {}
+    if auth.user:
+        options["user"] = auth.user
+    if auth.password:
+        options["password"] = auth.password
+    if auth.token:
+        options["token"] = auth.token
+    if auth.nkey_seed_file:
+        options["nkeys_seed"] = str(auth.nkey_seed_file)
+    if auth.creds_file:
+        options["user_credentials"] = str(auth.creds_file)
+    if auth.tls:
+        context = ssl.create_default_context(
+            cafile=str(auth.tls_ca_file) if auth.tls_ca_file else None
+        )
+        if auth.tls_cert_file and auth.tls_key_file:
+            context.load_cert_chain(str(auth.tls_cert_file), str(auth.tls_key_file))
+        options["tls"] = context
+    return options
+
+
+async def _first_contact(servers: list[str], options: dict[str, Any], timeout_s: float) -> None:
+    """Connect once to each server in turn, without retrying, until one accepts.
+
+    A refused credential or a failed TLS handshake ends it at once: every server of a
+    deployment shares them. Only an unreachable server is passed over for the next one.
+    """
+    reasons = []
+    for server in servers:
+
+        async def quiet(exc: Exception) -> None:
+            pass
+
+        try:
+            nc = await nats.connect(
+                servers=[server],
+                allow_reconnect=False,
+                connect_timeout=timeout_s,
+                error_cb=quiet,
+                **options,
+            )
+        except Exception as exc:  # nats-py raises what the socket, TLS or server raised
+            text = str(exc) or type(exc).__name__
+            if "authorization violation" in text.lower() or isinstance(
+                exc, nats.errors.AuthorizationError
+            ):
+                raise ConnectError(
+                    f"NATS at {server} refused the credentials (authorization violation): "
+                    "check AISLE_NATS_USER and AISLE_NATS_PASSWORD, AISLE_NATS_TOKEN, "
+                    "AISLE_NATS_NKEY or AISLE_NATS_CREDS (docs/security.md)"
+                ) from None
+            if isinstance(exc, ssl.SSLError) or "tls" in text.lower() or "ssl" in text.lower():
+                raise ConnectError(
+                    f"TLS with NATS at {server} failed: {text}: check that the server "
+                    "speaks TLS, and AISLE_NATS_TLS_CA, AISLE_NATS_TLS_CERT and "
+                    "AISLE_NATS_TLS_KEY (docs/security.md)"
+                ) from None
+            reasons.append(f"{server}: {type(exc).__name__}: {text}")
+            continue
+        await nc.close()
+        return
+    raise ConnectError(
+        "cannot connect to NATS (" + "; ".join(reasons) + "): is the server up, and is "
+        "AISLE_NATS_URL right? Unset it to run the embedded server."
     )
 
 
 async def _connection_error(exc: Exception) -> None:
-    """One line per error while the client reconnects, not nats-py's traceback each time."""
+    """One line per error while the client reconnects, not nats-py's traceback each time.
+
+    A permissions violation is the server refusing what this client's role may not do: an
+    error, with the subject the server names."""
+    text = str(exc)
+    if "permissions violation" in text.lower():
+        log.error("nats refused by permission: %s", text)
+        return
     log.warning("nats: %s: %s", type(exc).__name__, exc)
 
 

