@@ -101,12 +101,14 @@ async def embedded_or_configured(settings: Settings) -> AsyncIterator[str]:
     users = load_users(settings.data_dir)
     server = EmbeddedNats(settings.data_dir, auth=authorization(users, settings.log)).start()
     marker = settings.data_dir / "server.json"
-    write_private(marker, json.dumps({"pid": server.process.pid, "url": server.url}))  # type: ignore[union-attr]
+    pid = server.process.pid  # type: ignore[union-attr]
+    write_private(marker, json.dumps({"pid": pid, "url": server.url}))
     try:
         yield server.url
     finally:
-        with suppress(OSError):
-            marker.unlink()
+        with suppress(OSError, ValueError, KeyError):
+            if json.loads(marker.read_text())["pid"] == pid:  # not a successor's
+                marker.unlink()
         server.stop()
 
 

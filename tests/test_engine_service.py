@@ -153,8 +153,11 @@ async def test_a_deployment_swaps_the_rules_and_a_refused_one_changes_nothing(
 ) -> None:
     kv = await jslog.key_value("rules", history=20)
     reference = Reference.of(layout())
-    first, new = await deploy.deploy(kv, deploy.validated(PACKS, reference))
-    assert new and (await deploy.deploy(kv, deploy.validated(PACKS, reference))) == (first, False)
+    first, new = await deploy.deploy(kv, deploy.validated(PACKS, reference), by="test")
+    assert new and (await deploy.deploy(kv, deploy.validated(PACKS, reference), by="test")) == (
+        first,
+        False,
+    )
     async with running(jslog) as worker:
         assert worker.rules_version == first.version
         # A changed pack: its version moves, and the engine picks it up.
@@ -164,7 +167,7 @@ async def test_a_deployment_swaps_the_rules_and_a_refused_one_changes_nothing(
         version_line = next(line for line in text.splitlines() if line.startswith("version:"))
         changed.write_text(text.replace(version_line, "version: 99.0.0", 1))
         files = deploy.validated([changed, *(p for p in PACKS if p != carts)], reference)
-        second, _ = await deploy.deploy(kv, files)
+        second, _ = await deploy.deploy(kv, files, by="test")
         for _ in range(50):
             if worker.rules_version == second.version:
                 break
