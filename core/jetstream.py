@@ -8,12 +8,14 @@ the window, ids are deterministic and consumers are idempotent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec.json as msgspec_json
 import nats
@@ -104,20 +106,38 @@ async def _first_contact(servers: list[str], options: dict[str, Any], timeout_s:
     deployment shares them. Only an unreachable server is passed over for the next one.
     """
     reasons = []
+    seen: list[Exception] = []
+
+    async def collect(exc: Exception) -> None:
+        seen.append(exc)
+
     for server in servers:
-
-        async def quiet(exc: Exception) -> None:
-            pass
-
+        seen.clear()
+        if "tls" in options or server.startswith("tls://"):
+            try:
+                offered = await _tls_offered(server, timeout_s)
+            except (OSError, TimeoutError, ValueError) as exc:
+                reasons.append(f"{server}: {type(exc).__name__}: {exc}")
+                continue
+            if not offered:
+                raise ConnectError(
+                    f"NATS at {server} does not speak TLS, and TLS was asked for (a tls:// "
+                    "URL or AISLE_NATS_TLS_*): the connection would go in clear text. "
+                    "Turn TLS on in the server, or connect with nats:// and no TLS settings"
+                )
         try:
             nc = await nats.connect(
                 servers=[server],
                 allow_reconnect=False,
+                max_reconnect_attempts=1,  # an unreachable server: twice, then the next
+                reconnect_time_wait=0.1,
                 connect_timeout=timeout_s,
-                error_cb=quiet,
+                error_cb=collect,
                 **options,
             )
         except Exception as exc:  # nats-py raises what the socket, TLS or server raised
+            if isinstance(exc, nats.errors.NoServersError) and seen:
+                exc = seen[-1]  # what the last attempt met
             text = str(exc) or type(exc).__name__
             if "authorization violation" in text.lower() or isinstance(
                 exc, nats.errors.AuthorizationError
@@ -141,6 +161,23 @@ async def _first_contact(servers: list[str], options: dict[str, Any], timeout_s:
         "cannot connect to NATS (" + "; ".join(reasons) + "): is the server up, and is "
         "AISLE_NATS_URL right? Unset it to run the embedded server."
     )
+
+
+async def _tls_offered(server: str, timeout_s: float) -> bool:
+    """Whether the server offers TLS, from the INFO it sends first on a plain socket.
+
+    nats-py goes on in clear text when a ``tls://`` server does not require TLS."""
+    url = urlsplit(server if "://" in server else f"nats://{server}")
+    async with asyncio.timeout(timeout_s):
+        reader, writer = await asyncio.open_connection(url.hostname, url.port or 4222)
+        try:
+            line = await reader.readline()
+        finally:
+            writer.close()
+    if not line.startswith(b"INFO "):
+        raise ValueError(f"not a NATS server: {line[:40]!r}")
+    info = msgspec_json.decode(line[5:])
+    return bool(info.get("tls_required") or info.get("tls_available"))
 
 
 async def _connection_error(exc: Exception) -> None:
