@@ -202,7 +202,7 @@ class Sending:
             return
         for i in retry:
             subject = self.items[i][0]
-            if f'"{subject}"' in refused:
+            if f'"{subject.lower()}"' in refused.lower():  # the server lowercases it
                 raise PublishError(
                     f"publish to {subject} refused: {refused.removeprefix('nats: ')} "
                     "(this connection's NATS user may not publish there; docs/security.md)"
