@@ -54,7 +54,7 @@ def run(coro: Callable[[Settings], Awaitable[T]]) -> T:
     try:
         return asyncio.run(coro(Settings.from_env()))
     except (NatsServerError, ConnectError) as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -245,5 +245,5 @@ def main() -> None:
     try:
         app()
     except (NatsServerError, ConnectError) as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)

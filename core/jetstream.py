@@ -90,11 +90,18 @@ def _auth_options(auth: NatsAuth) -> dict[str, Any]:
     if auth.creds_file:
         options["user_credentials"] = str(auth.creds_file)
     if auth.tls:
-        context = ssl.create_default_context(
-            cafile=str(auth.tls_ca_file) if auth.tls_ca_file else None
-        )
-        if auth.tls_cert_file and auth.tls_key_file:
-            context.load_cert_chain(str(auth.tls_cert_file), str(auth.tls_key_file))
+        try:
+            context = ssl.create_default_context(
+                cafile=str(auth.tls_ca_file) if auth.tls_ca_file else None
+            )
+            if auth.tls_cert_file and auth.tls_key_file:
+                context.load_cert_chain(str(auth.tls_cert_file), str(auth.tls_key_file))
+        except (OSError, ssl.SSLError) as exc:
+            files = [auth.tls_ca_file, auth.tls_cert_file, auth.tls_key_file]
+            raise ConnectError(
+                f"NATS TLS files ({', '.join(str(f) for f in files if f)}): {exc}: check "
+                "AISLE_NATS_TLS_CA, AISLE_NATS_TLS_CERT and AISLE_NATS_TLS_KEY"
+            ) from None
         options["tls"] = context
     return options
 
