@@ -324,3 +324,27 @@ async def test_the_roles_run_the_pipeline_with_no_violation(secured: Secured) ->
     violations = [line for line in secured.server_log(since).splitlines() if "Violation" in line]
     assert violations == []
     assert workers == [] or all(w.worker == "acl-w" for w in workers)
+
+
+def test_commands_on_the_embedded_default_connect_as_their_roles(tmp_path: Path) -> None:
+    """Each command picks the role it needs; a deployment names the user the server
+    authenticated (not the login name of the machine it came from)."""
+    from typer.testing import CliRunner
+
+    from core.cli import _load_plugins, app
+
+    _load_plugins()
+    runner = CliRunner()
+    env = {"AISLE_DATA_DIR": str(tmp_path / ".aisle"), "AISLE_NATS_URL": ""}
+    packs = str(Path(__file__).resolve().parent.parent / "rules" / "packs")
+    for args in (
+        ["simulate", "--hours", "0.25", "--shoppers", "3"],
+        ["rules", "deploy", packs],
+        ["log", "info"],
+    ):
+        result = runner.invoke(app, args, env=env)
+        assert result.exit_code == 0, (args, result.output)
+    status = runner.invoke(app, ["rules", "status"], env=env)
+    assert status.exit_code == 0 and " by admin" in status.output, status.output
+    server_log = (tmp_path / ".aisle" / "aisle-embedded.log").read_text()
+    assert "Violation" not in server_log

@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Annotated
 
 import nats.errors
+import nats.js.errors
 import typer
+from nats.js.kv import KeyValue
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from core.access import Role, authenticated_user
 from core.config import Settings
+from core.jetstream import JetStreamLog
 from core.layout import load_layout
 from core.logs import configure
 from core.runtime import open_log
@@ -179,18 +182,26 @@ def deploy_command(
     asyncio.run(go(Settings.from_env()))
 
 
+async def _existing(log: JetStreamLog, name: str) -> KeyValue | None:
+    """A bucket if it exists: looking is a viewer's right, creating one is not."""
+    try:
+        return await log.js.key_value(log.config.bucket(name))
+    except nats.js.errors.BucketNotFoundError:
+        return None
+
+
 @rules_app.command("status")
 def status_command() -> None:
     """Which rules version is deployed, and which each running engine worker runs."""
 
     async def go(settings: Settings) -> None:
         async with open_log(settings, name="aisle-rules-status", role=Role.VIEWER) as log:
+            rules, leases = await _existing(log, "rules"), await _existing(log, "engine_leases")
             try:
-                current, unreadable = await deployed(await log.key_value("rules", history=20)), ""
+                current, unreadable = (await deployed(rules) if rules else None), ""
             except UnreadableDeployment as exc:
                 current, unreadable = None, str(exc)
-            leases = Leases(await log.key_value("engine_leases"), "status")
-            workers, _ = await leases.view()
+            workers = (await Leases(leases, "status").view())[0] if leases else []
         if unreadable:
             out.print(f"deployed: [red]unreadable[/]: {escape(unreadable)}")
             out.print("engines run the packs they were started with, or the last good deployment")
