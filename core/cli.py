@@ -24,12 +24,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from core import events as ev
-from core.access import Role
+from core.access import Role, add_adapter, permissions
 from core.config import Settings
 from core.jetstream import ConnectError
 from core.log import Record
 from core.natsd import NatsServerError
-from core.runtime import open_log
+from core.runtime import open_log, reload_embedded
 from core.yamlsource import SourceError
 
 T = TypeVar("T")
@@ -209,6 +209,41 @@ def log_deadletters(
                 )
 
     run(go)
+
+
+@log_app.command("permissions")
+def log_permissions(
+    role: Annotated[Role, typer.Argument(help="admin, engine, adapter or viewer.")],
+    stores: Annotated[
+        list[str] | None, typer.Option("--store", "-s", help="An adapter's stores (default: all).")
+    ] = None,
+) -> None:
+    """A role's NATS permissions for this deployment (AISLE_PREFIX), as nats-server
+    configuration, for a server of your own (docs/security.md)."""
+    block = permissions(role, Settings.from_env().log, stores or ())
+    sys.stdout.write(json.dumps({"permissions": block}, indent=2) + "\n")
+
+
+@log_app.command("add-adapter")
+def log_add_adapter(
+    name: Annotated[str, typer.Argument(help="The new user's name.")],
+    stores: Annotated[list[str], typer.Option("--store", "-s", help="Its stores (one or more).")],
+) -> None:
+    """An embedded-server user that publishes the raw events of these stores only.
+
+    A running embedded server reloads its users at once; the password is printed once
+    (and kept in the data folder, readable by its owner only)."""
+    settings = Settings.from_env()
+    try:
+        user = add_adapter(settings.data_dir, name, stores)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    url = reload_embedded(settings)
+    out.print(f"AISLE_NATS_USER={user.user}", highlight=False)
+    out.print(f"AISLE_NATS_PASSWORD={user.password}", highlight=False)
+    if url:
+        out.print(f"AISLE_NATS_URL={url}  # the running embedded server", highlight=False)
 
 
 @layout_app.command("check")

@@ -90,6 +90,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def reload_users(config_file: Path, pid: int, auth: Mapping[str, Any]) -> None:
+    """Give a running server (started with users) new users: its configuration file with
+    the new ``authorization`` block, then SIGHUP, nats-server's "reload the configuration"."""
+    config = json.loads(config_file.read_text())
+    config["authorization"] = dict(auth)
+    write_private(config_file, json.dumps(config, indent=1))
+    os.kill(pid, signal.SIGHUP)
+
+
 class EmbeddedNats:
     """One ``nats-server -js`` process on loopback ports, storing under ``data_dir``.
 
@@ -99,12 +108,14 @@ class EmbeddedNats:
     their permissions, ``core/access.py``); without it anyone on loopback may do anything.
     """
 
+    NAME = "aisle-embedded"  # the default: the embedded server of aisle's commands
+
     def __init__(
         self,
         data_dir: str | Path,
         *,
         port: int | None = None,
-        name: str = "aisle-embedded",
+        name: str = NAME,
         cluster_name: str | None = None,
         cluster_port: int | None = None,
         routes: list[str] | None = None,
@@ -136,12 +147,33 @@ class EmbeddedNats:
     def config_file(self) -> Path:
         return self.data_dir / f"{self.name}.conf"
 
-    def _write_config(self) -> None:
-        """The server's configuration file, for what the command line cannot say (users
-        and their permissions); only its owner may read it, as it holds passwords."""
-        write_private(self.config_file, json.dumps({"authorization": dict(self.auth or {})}))
+    def _config(self) -> dict[str, Any]:
+        """The server's options, as its configuration file holds them."""
+        config: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "http_port": self.http_port,
+            "server_name": self.name,
+            "jetstream": {"store_dir": str(self.data_dir / "jetstream")},
+            "log_file": str(self.log_file),
+        }
+        if self.cluster_name:
+            config["cluster"] = {
+                "name": self.cluster_name,
+                "listen": f"127.0.0.1:{self.cluster_port}",
+                "routes": self.routes,
+            }
+        if self.auth is not None:
+            config["authorization"] = dict(self.auth)
+        return config
 
     def _args(self) -> list[str]:
+        """With users, everything goes in a configuration file (only its owner may read
+        it: it holds passwords), which ``reload_users`` rewrites for a running server:
+        nats-server refuses a reload whose file leaves out what the command line said."""
+        if self.auth is not None:
+            write_private(self.config_file, json.dumps(self._config(), indent=1))
+            return [str(self.binary), "--config", str(self.config_file)]
         args = [
             str(self.binary),
             "--addr", "127.0.0.1",
@@ -152,8 +184,6 @@ class EmbeddedNats:
             "--store_dir", str(self.data_dir / "jetstream"),
             "--log", str(self.log_file),
         ]  # fmt: skip
-        if self.auth is not None:
-            args += ["--config", str(self.config_file)]
         if self.cluster_name:
             args += ["--cluster_name", self.cluster_name]
             args += ["--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
@@ -165,8 +195,6 @@ class EmbeddedNats:
         if self.running:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.auth is not None:
-            self._write_config()
         # A session of its own: Ctrl-C in a terminal signals the whole foreground group,
         # and the server must outlive the command that started it until that command has
         # finished with it (a worker checkpoints on the way out).

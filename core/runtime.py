@@ -17,10 +17,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
+import nats.errors
+from nats.aio.client import Client
+
 from core.access import Role, authorization, load_users, user_for
 from core.config import NatsAuth, Settings
 from core.jetstream import JetStreamLog, connect
-from core.natsd import EmbeddedNats, NatsServerError, write_private
+from core.natsd import EmbeddedNats, NatsServerError, reload_users, write_private
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +86,42 @@ def _running_embedded(data_dir: Path) -> str | None:
     return url
 
 
+async def _open_as_configured(nc: Client, settings: Settings) -> JetStreamLog:
+    """The log on a server of one's own, whose user may not be allowed to create or
+    change streams: then it uses them as the admin made them, and says so."""
+    try:
+        return await JetStreamLog.open(nc, settings.log)
+    except nats.errors.TimeoutError:
+        refused = str(nc.last_error or "")
+        if "permissions violation" not in refused.lower():
+            await nc.close()
+            raise
+    log.warning(
+        "this NATS user may not create or update the streams (%s): using them as they are; "
+        "an admin creates them (docs/security.md)",
+        refused,
+    )
+    return JetStreamLog(nc, settings.log)
+
+
 def _embedded_auth(data_dir: Path, role: Role) -> NatsAuth:
     user = user_for(load_users(data_dir), role)
     return NatsAuth(user=user.user, password=user.password)
+
+
+def reload_embedded(settings: Settings) -> str | None:
+    """Rewrite a running embedded server's users and have it reload them (SIGHUP, which
+    nats-server takes as "reload the configuration"); its URL, or None if none runs."""
+    try:
+        url = _running_embedded(settings.data_dir)
+    except NatsServerError:
+        return None
+    if url is None:
+        return None
+    pid = int(json.loads((settings.data_dir / "server.json").read_text())["pid"])
+    users = authorization(load_users(settings.data_dir), settings.log)
+    reload_users(settings.data_dir / f"{EmbeddedNats.NAME}.conf", pid, users)
+    return url
 
 
 @asynccontextmanager
@@ -124,8 +160,8 @@ async def open_log(
     """
     async with embedded_or_configured(settings) as url:
         if settings.nats_url:
-            log_ = await JetStreamLog.open(
-                await connect(url, name=name, auth=settings.auth), settings.log
+            log_ = await _open_as_configured(
+                await connect(url, name=name, auth=settings.auth), settings
             )
         else:
             if role is not Role.ADMIN:

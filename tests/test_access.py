@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -33,7 +34,7 @@ from core.access import (
     permissions,
 )
 from core.config import LogConfig, NatsAuth
-from core.jetstream import JetStreamLog, connect
+from core.jetstream import ConnectError, JetStreamLog, connect
 from core.log import PublishError
 from core.natsd import EmbeddedNats, free_port
 from rules.reference import Reference
@@ -348,3 +349,37 @@ def test_commands_on_the_embedded_default_connect_as_their_roles(tmp_path: Path)
     assert status.exit_code == 0 and " by admin" in status.output, status.output
     server_log = (tmp_path / ".aisle" / "aisle-embedded.log").read_text()
     assert "Violation" not in server_log
+
+
+async def test_a_store_scoped_adapter_added_to_a_running_embedded_server_publishes_its_stores_only(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from core.cli import app
+    from core.config import Settings
+    from core.runtime import embedded_or_configured
+
+    data = tmp_path / ".aisle"
+    env = {"AISLE_DATA_DIR": str(data), "AISLE_NATS_URL": "", "AISLE_PREFIX": PREFIX}
+    async with embedded_or_configured(Settings(data_dir=data, log=LogConfig(prefix=PREFIX))):
+        made = await asyncio.to_thread(
+            CliRunner().invoke, app, ["log", "add-adapter", "door-cam", "--store", STORE], env=env
+        )
+        assert made.exit_code == 0, made.output
+        lines = dict(line.split("=", 1) for line in made.output.split() if "=" in line)
+        server = Secured(lines["AISLE_NATS_URL"], load_users(data), LogConfig(prefix=PREFIX), [])
+        assert lines["AISLE_NATS_PASSWORD"] == server.auth("door-cam").password
+        for _ in range(50):  # the reload takes a moment
+            with contextlib.suppress(ConnectError):
+                await (await connect(server.url, auth=server.auth("door-cam"))).close()
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the running server did not take the new user")
+        mine, theirs = f"{PREFIX}.{STORE}.item.picked", f"{PREFIX}.{OTHER}.item.picked"
+        assert await _violations(server, "door-cam", [theirs]) == [theirs]
+        assert await _violations(server, "door-cam", [mine], wait_s=0.5) == []
+    printed = CliRunner().invoke(app, ["log", "permissions", "adapter", "-s", STORE], env=env)
+    allow = json.loads(printed.output)["permissions"]["publish"]["allow"]
+    assert mine in allow and theirs not in allow
