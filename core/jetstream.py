@@ -120,7 +120,8 @@ async def _first_contact(servers: list[str], options: dict[str, Any], timeout_s:
 
     for server in servers:
         seen.clear()
-        if "tls" in options or server.startswith("tls://"):
+        wants_tls = "tls" in options or server.startswith("tls://")
+        if wants_tls:
             try:
                 offered = await _tls_offered(server, timeout_s)
             except (OSError, TimeoutError, ValueError) as exc:
@@ -159,6 +160,12 @@ async def _first_contact(servers: list[str], options: dict[str, Any], timeout_s:
                     f"TLS with NATS at {server} failed: {text}: check that the server "
                     "speaks TLS, and AISLE_NATS_TLS_CA, AISLE_NATS_TLS_CERT and "
                     "AISLE_NATS_TLS_KEY (docs/security.md)"
+                ) from None
+            if wants_tls and isinstance(exc, ConnectionResetError | ConnectionAbortedError):
+                raise ConnectError(
+                    f"TLS with NATS at {server} failed: the server closed the connection "
+                    f"during the handshake ({text}): does it require a client certificate "
+                    "(AISLE_NATS_TLS_CERT and AISLE_NATS_TLS_KEY)? (docs/security.md)"
                 ) from None
             reasons.append(f"{server}: {type(exc).__name__}: {text}")
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from nats.aio.msg import Msg
 from typer.testing import CliRunner
 
 from core import cli
@@ -218,3 +220,67 @@ async def test_a_live_server_that_does_not_answer_is_an_error_saying_what_to_do(
                     pass
         finally:
             os.kill(hung.process.pid, signal.SIGCONT)
+
+
+def _certificates(folder: Path) -> dict[str, Path]:
+    """A CA, and a server and a client certificate it signed (openssl's command line)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    folder.mkdir()
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def sh(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    sh("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=ca")
+    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    for who in ("server", "client"):
+        sh("req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj", f"/CN={who}")
+        sign = ["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2"]
+        sh("x509", "-req", "-in", f"{who}.csr", *sign, "-out", f"{who}.pem", "-extfile", "ext.cnf")
+    return {p.stem + p.suffix: p for p in folder.iterdir()}
+
+
+async def _pong(msg: Msg) -> None:
+    await msg.respond(b"pong")
+
+
+@pytest.mark.timeout(60)
+async def test_tls_with_a_ca_and_a_client_certificate_connects_and_without_them_fails_fast(
+    tmp_path: Path,
+) -> None:
+    files = _certificates(tmp_path / "tls")
+    port = free_port()
+    tls = ["--tlsverify", "--tlscert", str(files["server.pem"]), "--tlskey"]
+    tls += [str(files["server.key"]), "--tlscacert", str(files["ca.pem"])]
+    server = subprocess.Popen(
+        [str(find_binary()), "-a", "127.0.0.1", "-p", str(port), *tls],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            await asyncio.sleep(0.05)
+        auth = NatsAuth(
+            tls_ca_file=files["ca.pem"],
+            tls_cert_file=files["client.pem"],
+            tls_key_file=files["client.key"],
+        )
+        for url in (f"tls://127.0.0.1:{port}", f"nats://127.0.0.1:{port}"):
+            nc = await connect(url, auth=auth)
+            sub = await nc.subscribe("ping", cb=_pong)
+            assert (await nc.request("ping", b"", timeout=2)).data == b"pong"
+            await sub.unsubscribe()
+            await nc.close()
+        began = time.monotonic()
+        with pytest.raises(ConnectError, match=r"TLS with NATS .* failed"):
+            await connect(f"tls://127.0.0.1:{port}")  # the system's CAs do not know this one
+        with pytest.raises(ConnectError, match=r"TLS with NATS .* failed"):
+            await connect(f"tls://127.0.0.1:{port}", auth=NatsAuth(tls_ca_file=files["ca.pem"]))
+        assert time.monotonic() - began < 10
+    finally:
+        server.terminate()
+        server.wait()
