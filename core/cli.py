@@ -25,7 +25,7 @@ from rich.table import Table
 
 from core import events as ev
 from core.access import Role, add_adapter, permissions
-from core.config import Settings
+from core.config import ConfigError, Settings
 from core.jetstream import ConnectError
 from core.log import Record
 from core.natsd import NatsServerError
@@ -53,7 +53,7 @@ def run(coro: Callable[[Settings], Awaitable[T]]) -> T:
     """Run one async command against the configured log, with friendly failures."""
     try:
         return asyncio.run(coro(Settings.from_env()))
-    except (NatsServerError, ConnectError) as exc:
+    except (NatsServerError, ConnectError, ConfigError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
@@ -279,6 +279,6 @@ def main() -> None:
     _load_plugins()
     try:
         app()
-    except (NatsServerError, ConnectError) as exc:
+    except (NatsServerError, ConnectError, ConfigError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)

@@ -60,6 +60,10 @@ class LogConfig:
         return f"{self.stem}_{name.upper()}"
 
 
+class ConfigError(ValueError):
+    """A setting is wrong: the message names the variable and what it should be."""
+
+
 @dataclass(frozen=True)
 class NatsAuth:
     """How a client proves who it is to a NATS server of the user's own, and TLS.
@@ -90,11 +94,11 @@ class NatsAuth:
             if value
         ]
         if len(methods) > 1:
-            raise ValueError(f"NATS credentials: set one of {', '.join(methods)}, not several")
+            raise ConfigError(f"NATS credentials: set one of {', '.join(methods)}, not several")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
-            raise ValueError("NATS TLS: AISLE_NATS_TLS_CERT and AISLE_NATS_TLS_KEY go together")
+            raise ConfigError("NATS TLS: AISLE_NATS_TLS_CERT and AISLE_NATS_TLS_KEY go together")
         if self.password and not self.user:
-            raise ValueError("NATS credentials: AISLE_NATS_PASSWORD needs AISLE_NATS_USER")
+            raise ConfigError("NATS credentials: AISLE_NATS_PASSWORD needs AISLE_NATS_USER")
 
     @property
     def tls(self) -> bool:

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from core import cli
 from core.access import Role, authenticated_user, authorization, load_users
-from core.config import LogConfig, NatsAuth, Settings
+from core.config import ConfigError, LogConfig, NatsAuth, Settings
 from core.jetstream import ConnectError, connect
 from core.natsd import EmbeddedNats, NatsServerError, find_binary, free_port
 from core.runtime import embedded_or_configured, open_log
@@ -284,3 +284,27 @@ async def test_tls_with_a_ca_and_a_client_certificate_connects_and_without_them_
     finally:
         server.terminate()
         server.wait()
+
+
+def test_credentials_come_from_the_environment_and_a_contradiction_is_named() -> None:
+    env = {
+        "AISLE_NATS_URL": "tls://nats.example:4222",
+        "AISLE_NATS_USER": "engine",
+        "AISLE_NATS_PASSWORD": "s3cret",
+        "AISLE_NATS_TLS_CA": "/etc/aisle/ca.pem",
+        "AISLE_NATS_TLS_CERT": "/etc/aisle/engine.pem",
+        "AISLE_NATS_TLS_KEY": "/etc/aisle/engine.key",
+    }
+    auth = Settings.from_env(env).auth
+    assert (auth.user, auth.password, auth.tls) == ("engine", "s3cret", True)
+    assert auth.tls_key_file == Path("/etc/aisle/engine.key")
+    assert Settings.from_env({"AISLE_NATS_CREDS": "/x.creds"}).auth.creds_file == Path("/x.creds")
+    assert Settings.from_env({"AISLE_NATS_NKEY": "/x.nk"}).auth.nkey_seed_file == Path("/x.nk")
+    with pytest.raises(ConfigError, match="AISLE_NATS_PASSWORD, AISLE_NATS_TOKEN"):
+        Settings.from_env({**env, "AISLE_NATS_TOKEN": "t"})
+    with pytest.raises(ConfigError, match="needs AISLE_NATS_USER"):
+        Settings.from_env({"AISLE_NATS_PASSWORD": "x"})
+    with pytest.raises(ConfigError, match="go together"):
+        Settings.from_env({"AISLE_NATS_TLS_CERT": "/c.pem"})
+    result = CliRunner().invoke(cli.app, ["log", "info"], env={"AISLE_NATS_PASSWORD": "x"})
+    assert result.exit_code == 2 and "needs AISLE_NATS_USER" in result.output

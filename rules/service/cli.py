@@ -164,7 +164,7 @@ def deploy_command(
     async def go(settings: Settings) -> None:
         async with open_log(settings, name="aisle-rules-deploy") as log:
             kv = await log.key_value("rules", history=20)
-            by = await authenticated_user(log.nc) or "anonymous (the server authenticates no one)"
+            by = await authenticated_user(log.nc) or _unconfirmed_user(settings)
             try:
                 deployment, new = await deploy(kv, files, by=by)
             except nats.errors.TimeoutError:
@@ -180,6 +180,13 @@ def deploy_command(
         out.print(f"{verb} rules version {deployment.version} ({len(deployment.files)} packs)")
 
     asyncio.run(go(Settings.from_env()))
+
+
+def _unconfirmed_user(settings: Settings) -> str:
+    """Who deployed, where the server cannot say (no authentication, or before 2.10)."""
+    if settings.nats_url and settings.auth.user:
+        return f"{settings.auth.user} (as configured; the server did not confirm it)"
+    return "anonymous (the server did not say who)"
 
 
 async def _existing(log: JetStreamLog, name: str) -> KeyValue | None:
