@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from typer.testing import CliRunner
 
 from core import cli
-from core.access import Role, authenticated_user, authorization, load_users
+from core.access import Role, authenticated_user, authorization, load_users, permissions
 from core.config import ConfigError, LogConfig, NatsAuth, Settings
 from core.jetstream import ConnectError, connect
 from core.natsd import EmbeddedNats, NatsServerError, find_binary, free_port
@@ -308,3 +308,25 @@ def test_credentials_come_from_the_environment_and_a_contradiction_is_named() ->
         Settings.from_env({"AISLE_NATS_TLS_CERT": "/c.pem"})
     result = CliRunner().invoke(cli.app, ["log", "info"], env={"AISLE_NATS_PASSWORD": "x"})
     assert result.exit_code == 2 and "needs AISLE_NATS_USER" in result.output
+
+
+@pytest.mark.timeout(60)
+async def test_an_nkey_seed_file_from_the_environment_authenticates(tmp_path: Path) -> None:
+    import nkeys
+
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    public = nkeys.from_seed(bytearray(seed)).public_key.decode()
+    seed_file = tmp_path / "engine.nk"
+    seed_file.write_bytes(seed)
+    users = {"users": [{"nkey": public, "permissions": permissions(Role.ENGINE, LogConfig())}]}
+    with EmbeddedNats(tmp_path / "n", auth=users) as server:
+        settings = Settings.from_env(
+            {"AISLE_NATS_URL": server.url, "AISLE_NATS_NKEY": str(seed_file)}
+        )
+        nc = await connect(server.url, auth=settings.auth)
+        assert await authenticated_user(nc) == public
+        await nc.close()
+        with pytest.raises(ConnectError, match="authorization violation"):
+            other = tmp_path / "other.nk"
+            other.write_bytes(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER))
+            await connect(server.url, auth=NatsAuth(nkey_seed_file=other))
