@@ -20,13 +20,16 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from core import events as ev
-from core.config import Settings
+from core.access import Role, add_adapter, permissions
+from core.config import ConfigError, Settings
+from core.jetstream import ConnectError
 from core.log import Record
 from core.natsd import NatsServerError
-from core.runtime import open_log
+from core.runtime import open_log, reload_embedded
 from core.yamlsource import SourceError
 
 T = TypeVar("T")
@@ -50,8 +53,8 @@ def run(coro: Callable[[Settings], Awaitable[T]]) -> T:
     """Run one async command against the configured log, with friendly failures."""
     try:
         return asyncio.run(coro(Settings.from_env()))
-    except NatsServerError as exc:
-        err.print(f"[red]error:[/] {exc}")
+    except (NatsServerError, ConnectError, ConfigError) as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -113,7 +116,7 @@ def log_info(as_json: JsonOpt = False) -> None:
     """Streams, message counts, last sequences, and counts by store and type."""
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-log-info") as log:
+        async with open_log(settings, name="aisle-log-info", role=Role.VIEWER) as log:
             stats = await log.stats()
         if as_json:
             sys.stdout.write(json.dumps([asdict(s) for s in stats]) + "\n")
@@ -146,7 +149,7 @@ def log_tail(store: StoreOpt = None, types: TypeOpt = None, as_json: JsonOpt = F
     _check_types(types)
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-log-tail") as log:
+        async with open_log(settings, name="aisle-log-tail", role=Role.VIEWER) as log:
             async for record in log.tail(store=store, types=types):
                 print_record(record, as_json)
 
@@ -169,7 +172,7 @@ def log_replay(
 
     async def go(settings: Settings) -> None:
         counts: dict[str, int] = {}
-        async with open_log(settings, name="aisle-log-replay") as log:
+        async with open_log(settings, name="aisle-log-replay", role=Role.VIEWER) as log:
             async for record in log.replay(
                 store=store, types=types, from_seq=from_seq, from_time=from_time
             ):
@@ -196,7 +199,7 @@ def log_deadletters(
     """Events the log refused, with the field at fault and the reason."""
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-log-deadletters") as log:
+        async with open_log(settings, name="aisle-log-deadletters", role=Role.VIEWER) as log:
             async for seq, letter in log.deadletters(store=store, late=late):
                 payload = letter.payload[:120].decode(errors="replace")
                 out.print(
@@ -206,6 +209,41 @@ def log_deadletters(
                 )
 
     run(go)
+
+
+@log_app.command("permissions")
+def log_permissions(
+    role: Annotated[Role, typer.Argument(help="admin, engine, adapter or viewer.")],
+    stores: Annotated[
+        list[str] | None, typer.Option("--store", "-s", help="An adapter's stores (default: all).")
+    ] = None,
+) -> None:
+    """A role's NATS permissions for this deployment (AISLE_PREFIX), as nats-server
+    configuration, for a server of your own (docs/security.md)."""
+    block = permissions(role, Settings.from_env().log, stores or ())
+    sys.stdout.write(json.dumps({"permissions": block}, indent=2) + "\n")
+
+
+@log_app.command("add-adapter")
+def log_add_adapter(
+    name: Annotated[str, typer.Argument(help="The new user's name.")],
+    stores: Annotated[list[str], typer.Option("--store", "-s", help="Its stores (one or more).")],
+) -> None:
+    """An embedded-server user that publishes the raw events of these stores only.
+
+    A running embedded server reloads its users at once; the password is printed once
+    (and kept in the data folder, readable by its owner only)."""
+    settings = Settings.from_env()
+    try:
+        user = add_adapter(settings.data_dir, name, stores)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    url = reload_embedded(settings)
+    out.print(f"AISLE_NATS_USER={user.user}", highlight=False)
+    out.print(f"AISLE_NATS_PASSWORD={user.password}", highlight=False)
+    if url:
+        out.print(f"AISLE_NATS_URL={url}  # the running embedded server", highlight=False)
 
 
 @layout_app.command("check")
@@ -236,5 +274,11 @@ def _load_plugins() -> None:
 
 
 def main() -> None:
+    """The command; a server that cannot be started or reached ends it with the reason,
+    whichever layer's command met it."""
     _load_plugins()
-    app()
+    try:
+        app()
+    except (NatsServerError, ConnectError, ConfigError) as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        sys.exit(2)

@@ -60,6 +60,68 @@ class LogConfig:
         return f"{self.stem}_{name.upper()}"
 
 
+class ConfigError(ValueError):
+    """A setting is wrong: the message names the variable and what it should be."""
+
+
+@dataclass(frozen=True)
+class NatsAuth:
+    """How a client proves who it is to a NATS server of the user's own, and TLS.
+
+    At most one of password, token, NKey seed and ``.creds`` file: a server takes one
+    method per connection, and a second one given by mistake should not be ignored quietly.
+    The embedded server ignores these: aisle generates its users (``core/access.py``).
+    """
+
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    nkey_seed_file: Path | None = None
+    creds_file: Path | None = None
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        methods = [
+            name
+            for name, value in (
+                ("AISLE_NATS_PASSWORD", self.password),
+                ("AISLE_NATS_TOKEN", self.token),
+                ("AISLE_NATS_NKEY", self.nkey_seed_file),
+                ("AISLE_NATS_CREDS", self.creds_file),
+            )
+            if value
+        ]
+        if len(methods) > 1:
+            raise ConfigError(f"NATS credentials: set one of {', '.join(methods)}, not several")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("NATS TLS: AISLE_NATS_TLS_CERT and AISLE_NATS_TLS_KEY go together")
+        if self.password and not self.user:
+            raise ConfigError("NATS credentials: AISLE_NATS_PASSWORD needs AISLE_NATS_USER")
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca_file or self.tls_cert_file)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> NatsAuth:
+        def path(name: str) -> Path | None:
+            value = env.get(name)
+            return Path(value) if value else None
+
+        return cls(
+            user=env.get("AISLE_NATS_USER") or None,
+            password=env.get("AISLE_NATS_PASSWORD") or None,
+            token=env.get("AISLE_NATS_TOKEN") or None,
+            nkey_seed_file=path("AISLE_NATS_NKEY"),
+            creds_file=path("AISLE_NATS_CREDS"),
+            tls_ca_file=path("AISLE_NATS_TLS_CA"),
+            tls_cert_file=path("AISLE_NATS_TLS_CERT"),
+            tls_key_file=path("AISLE_NATS_TLS_KEY"),
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the CLI needs to connect; ``nats_url=None`` means the embedded server."""
@@ -67,6 +129,7 @@ class Settings:
     nats_url: str | None = None
     data_dir: Path = Path(".aisle")
     log: LogConfig = field(default_factory=LogConfig)
+    auth: NatsAuth = field(default_factory=NatsAuth)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,4 +142,5 @@ class Settings:
                 duplicate_window_s=float(env.get("AISLE_DUPLICATE_WINDOW_S", "120")),
                 replicas=int(env.get("AISLE_REPLICAS", "1")),
             ),
+            auth=NatsAuth.from_env(env),
         )

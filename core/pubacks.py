@@ -182,6 +182,7 @@ class Sending:
             retry = self._unconfirmed()
             if not retry:
                 return self._results()
+            self._refuse_denied(retry)
             if time.monotonic() - self.started > self.acks.deadline_s:
                 raise PublishError(
                     f"{len(retry)} of {len(self.items)} events not confirmed within "
@@ -191,6 +192,21 @@ class Sending:
             await asyncio.sleep(wait)
             wait = min(wait * 2, 1.0)
             await self.acks._send(self, retry)
+
+    def _refuse_denied(self, retry: list[int]) -> None:
+        """A subject this connection may not publish on is refused by the server with a
+        "Permissions Violation" (to the connection, not as an ack): sending it again would
+        wait out the deadline for nothing, so it ends here with the server's words."""
+        refused = str(self.acks.nc.last_error or "")
+        if "permissions violation" not in refused.lower():
+            return
+        for i in retry:
+            subject = self.items[i][0]
+            if f'"{subject.lower()}"' in refused.lower():  # the server lowercases it
+                raise PublishError(
+                    f"publish to {subject} refused: {refused.removeprefix('nats: ')} "
+                    "(this connection's NATS user may not publish there; docs/security.md)"
+                )
 
     def abandon(self) -> None:
         """Stop waiting: a late ack is ignored, and the window has room again."""

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from core.access import Role
 from core.config import Settings
 from core.layout import LayoutError, load_layout
 from core.runtime import open_log
@@ -115,7 +116,7 @@ def explain(
     """Walk caused_by back to the raw events: which rule, which version, which events."""
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-rules-explain") as log:
+        async with open_log(settings, name="aisle-rules-explain", role=Role.VIEWER) as log:
             index = {r.event.id: r.event async for r in log.replay(store=store)}
         chain = explain_chain(event_id, index)
         if chain is None:
@@ -182,7 +183,7 @@ def replay(
         err.print(f"warning: layout {layout} is store {lay.store.id}'s, not {store}'s")
 
     async def go(settings: Settings) -> whatif.Report:
-        async with open_log(settings, name="aisle-rules-replay") as log:
+        async with open_log(settings, name="aisle-rules-replay", role=Role.VIEWER) as log:
             return await whatif.what_if(
                 log,
                 store,

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from core import events as ev
+from core.access import Role
 from core.config import Settings
 from core.jetstream import JetStreamLog
 from core.layout import Layout, load_layout
@@ -96,7 +97,7 @@ async def simulate_chain(
                 progress.advance(task)
 
     if publish:
-        async with open_log(settings, name="aisle-simulate") as log:
+        async with open_log(settings, name="aisle-simulate", role=Role.ADAPTER) as log:
             await each(log)
     else:
         await each(None)

@@ -153,8 +153,11 @@ async def test_a_deployment_swaps_the_rules_and_a_refused_one_changes_nothing(
 ) -> None:
     kv = await jslog.key_value("rules", history=20)
     reference = Reference.of(layout())
-    first, new = await deploy.deploy(kv, deploy.validated(PACKS, reference))
-    assert new and (await deploy.deploy(kv, deploy.validated(PACKS, reference))) == (first, False)
+    first, new = await deploy.deploy(kv, deploy.validated(PACKS, reference), by="test")
+    assert new and (await deploy.deploy(kv, deploy.validated(PACKS, reference), by="test")) == (
+        first,
+        False,
+    )
     async with running(jslog) as worker:
         assert worker.rules_version == first.version
         # A changed pack: its version moves, and the engine picks it up.
@@ -164,7 +167,7 @@ async def test_a_deployment_swaps_the_rules_and_a_refused_one_changes_nothing(
         version_line = next(line for line in text.splitlines() if line.startswith("version:"))
         changed.write_text(text.replace(version_line, "version: 99.0.0", 1))
         files = deploy.validated([changed, *(p for p in PACKS if p != carts)], reference)
-        second, _ = await deploy.deploy(kv, files)
+        second, _ = await deploy.deploy(kv, files, by="test")
         for _ in range(50):
             if worker.rules_version == second.version:
                 break
@@ -255,3 +258,48 @@ async def test_deploy_and_status_from_the_command_line(jslog: JetStreamLog, tmp_
     assert status.exit_code == 0, status.output
     assert f"deployed: {version}" in status.output
     assert "status-w" in status.output and "behind" not in status.output
+
+
+async def test_garbage_in_the_deployment_key_is_reported_and_nothing_stops(
+    jslog: JetStreamLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    """21 bytes of garbage in the key stopped ``aisle engine run`` and ``aisle rules status``
+    at start (issue 12): the engine runs its local packs and says why, the status says the
+    deployment is unreadable, and a new deployment replaces it."""
+    from typer.testing import CliRunner
+
+    from core.cli import _load_plugins, app
+
+    _load_plugins()
+    env = {
+        "AISLE_NATS_URL": jslog.nc.connected_url.geturl(),  # type: ignore[union-attr]
+        "AISLE_PREFIX": jslog.config.prefix,
+    }
+    kv = await jslog.key_value("rules", history=20)
+    garbage = b"not a deployment, no!"
+    assert len(garbage) == 21
+    await kv.put(deploy.KEY, garbage)
+    with pytest.raises(deploy.UnreadableDeployment, match=r"21 bytes.*aisle rules deploy"):
+        await deploy.deployed(kv)
+    status = await asyncio.to_thread(CliRunner().invoke, app, ["rules", "status"], env=env)
+    assert status.exit_code == 0, status.output
+    assert "unreadable" in status.output and "21 bytes" in " ".join(status.output.split())
+    with caplog.at_level("ERROR"):
+        async with running(jslog) as worker:
+            assert worker.engine is not None and worker.rules_version == "local"
+            files = deploy.validated(PACKS, Reference.of(layout()))
+            good, new = await deploy.deploy(kv, files, by="test")
+            assert new
+            for _ in range(50):
+                if worker.rules_version == good.version:
+                    break
+                await asyncio.sleep(0.1)
+            assert worker.rules_version == good.version
+            await kv.put(deploy.KEY, garbage)  # the watch meets it too, and carries on
+            await asyncio.sleep(1.0)
+            assert worker.rules_version == good.version
+            await kv.put(deploy.KEY, msgspec.msgpack.encode(good))
+            await asyncio.sleep(0.5)
+    unreadable = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert unreadable[0] == "deployed rules unreadable; running local packs"
+    assert "deployment unreadable; rules unchanged" in unreadable[1:]

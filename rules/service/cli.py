@@ -12,18 +12,30 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import nats.errors
+import nats.js.errors
 import typer
+from nats.js.kv import KeyValue
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from core.access import Role, authenticated_user
 from core.config import Settings
+from core.jetstream import JetStreamLog
 from core.layout import load_layout
 from core.logs import configure
 from core.runtime import open_log
 from rules.cli import EXAMPLE, PACKS, pack_files, rules_app
 from rules.loader import PackError
 from rules.reference import Reference, load_reference_list
-from rules.service.deploy import DeployError, deploy, deployed, validated
+from rules.service.deploy import (
+    DeployError,
+    UnreadableDeployment,
+    deploy,
+    deployed,
+    validated,
+)
 from rules.service.leases import Leases
 from rules.service.metrics import EngineMetrics
 from rules.service.partition import ServiceConfig
@@ -116,7 +128,9 @@ def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with open_log(settings, name=f"aisle-engine-{config.worker}") as log:
+        async with open_log(
+            settings, name=f"aisle-engine-{config.worker}", role=Role.ENGINE
+        ) as log:
             await Worker(
                 log, reference, config, packs=pack_files(packs or [PACKS]), metrics=metrics
             ).run(stop)
@@ -150,11 +164,37 @@ def deploy_command(
     async def go(settings: Settings) -> None:
         async with open_log(settings, name="aisle-rules-deploy") as log:
             kv = await log.key_value("rules", history=20)
-            deployment, new = await deploy(kv, files)
+            by = await authenticated_user(log.nc) or _unconfirmed_user(settings)
+            try:
+                deployment, new = await deploy(kv, files, by=by)
+            except nats.errors.TimeoutError:
+                refused = log.nc.last_error
+                if refused is None or "permissions violation" not in str(refused).lower():
+                    raise
+                err.print(
+                    f"[red]refused[/]: the server does not let {by} write the rules: "
+                    f"{escape(str(refused))}; deploy as an admin (docs/security.md)"
+                )
+                raise typer.Exit(1) from None
         verb = "deployed" if new else "already deployed"
         out.print(f"{verb} rules version {deployment.version} ({len(deployment.files)} packs)")
 
     asyncio.run(go(Settings.from_env()))
+
+
+def _unconfirmed_user(settings: Settings) -> str:
+    """Who deployed, where the server cannot say (no authentication, or before 2.10)."""
+    if settings.nats_url and settings.auth.user:
+        return f"{settings.auth.user} (as configured; the server did not confirm it)"
+    return "anonymous (the server did not say who)"
+
+
+async def _existing(log: JetStreamLog, name: str) -> KeyValue | None:
+    """A bucket if it exists: looking is a viewer's right, creating one is not."""
+    try:
+        return await log.js.key_value(log.config.bucket(name))
+    except nats.js.errors.BucketNotFoundError:
+        return None
 
 
 @rules_app.command("status")
@@ -162,11 +202,17 @@ def status_command() -> None:
     """Which rules version is deployed, and which each running engine worker runs."""
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-rules-status") as log:
-            current = await deployed(await log.key_value("rules", history=20))
-            leases = Leases(await log.key_value("engine_leases"), "status")
-            workers, _ = await leases.view()
-        if current is None:
+        async with open_log(settings, name="aisle-rules-status", role=Role.VIEWER) as log:
+            rules, leases = await _existing(log, "rules"), await _existing(log, "engine_leases")
+            try:
+                current, unreadable = (await deployed(rules) if rules else None), ""
+            except UnreadableDeployment as exc:
+                current, unreadable = None, str(exc)
+            workers = (await Leases(leases, "status").view())[0] if leases else []
+        if unreadable:
+            out.print(f"deployed: [red]unreadable[/]: {escape(unreadable)}")
+            out.print("engines run the packs they were started with, or the last good deployment")
+        elif current is None:
             out.print("deployed: none (engines run the packs they were started with)")
         else:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(current.deployed_at))

@@ -8,9 +8,7 @@ packs twice changes nothing.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
-import socket
 import time
 from pathlib import Path
 
@@ -29,7 +27,12 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     version: str
     files: dict[str, str]  # file name -> YAML text
     deployed_at: float
-    by: str
+    by: str  # the NATS user that stored it, as the server authenticated it
+
+
+class UnreadableDeployment(ValueError):
+    """The deployment key holds something no ``aisle rules deploy`` wrote: engines keep
+    (or start with) their local packs, and say so, rather than stop."""
 
 
 class DeployError(ValueError):
@@ -63,9 +66,16 @@ def validated(paths: list[Path], reference: Reference) -> dict[str, str]:
     return {p.name: p.read_text() for p in paths}
 
 
-async def deploy(kv: KeyValue, files: dict[str, str]) -> tuple[Deployment, bool]:
-    """Store validated packs; returns the deployment and whether it is new."""
-    current = await deployed(kv)
+async def deploy(kv: KeyValue, files: dict[str, str], *, by: str) -> tuple[Deployment, bool]:
+    """Store validated packs; returns the deployment and whether it is new.
+
+    ``by`` is who the server says the connection is (``core.access.authenticated_user``),
+    not a name the deploying machine makes up. An unreadable deployment is replaced.
+    """
+    try:
+        current = await deployed(kv)
+    except UnreadableDeployment:
+        current = None
     version = version_of(files)
     if current is not None and current.version == version:
         return current, False
@@ -73,22 +83,30 @@ async def deploy(kv: KeyValue, files: dict[str, str]) -> tuple[Deployment, bool]
         version=version,
         files=files,
         deployed_at=time.time(),
-        by=f"{getpass.getuser()}@{socket.gethostname()}",
+        by=by,
     )
     await kv.put(KEY, msgspec.msgpack.encode(deployment))
     return deployment, True
 
 
 async def deployed(kv: KeyValue) -> Deployment | None:
+    """The current deployment, if any (``UnreadableDeployment`` if the key holds garbage)."""
     try:
         entry = await kv.get(KEY)
     except nats.js.errors.KeyNotFoundError:
         return None
-    return msgspec.msgpack.decode(entry.value, type=Deployment) if entry.value else None
+    return decode(entry.value, entry.revision) if entry.value else None
 
 
-def decode(value: bytes) -> Deployment:
-    return msgspec.msgpack.decode(value, type=Deployment)
+def decode(value: bytes, revision: int | None = None) -> Deployment:
+    try:
+        return msgspec.msgpack.decode(value, type=Deployment)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise UnreadableDeployment(
+            f"the rules deployment (bucket key {KEY!r}, revision {revision}, "
+            f"{len(value)} bytes) is not one aisle wrote: {exc}; "
+            "deploy rules again with `aisle rules deploy`"
+        ) from None
 
 
 def compile_deployment(deployment: Deployment, reference: Reference, context: Context) -> RuleSet:

@@ -211,7 +211,13 @@ class Worker:
     # -- rules -------------------------------------------------------------------------------
 
     async def _first_rules(self, context: Context) -> RuleSet:
-        current = await deploy.deployed(self.rules_kv)
+        try:
+            current = await deploy.deployed(self.rules_kv)
+        except deploy.UnreadableDeployment as exc:
+            if not self.packs:
+                raise
+            log.error("deployed rules unreadable; running local packs", extra={"errors": str(exc)})
+            current = None
         if current is not None:
             try:
                 ruleset = deploy.compile_deployment(current, self.reference, context)
@@ -230,7 +236,11 @@ class Worker:
         async for entry in watcher:
             if entry is None or not entry.value:
                 continue
-            found = deploy.decode(entry.value)
+            try:
+                found = deploy.decode(entry.value, entry.revision)
+            except deploy.UnreadableDeployment as exc:
+                log.error("deployment unreadable; rules unchanged", extra={"errors": str(exc)})
+                continue
             if found.version == self.rules_version:
                 continue
             assert self.engine is not None

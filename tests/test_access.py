@@ -1,0 +1,385 @@
+"""Who may write what, enforced by nats-server: aisle's roles on the embedded server and on
+a three-node cluster (issue 12).
+
+Each role's credentials are refused for every subject class the role must not write; a
+forged derived event and a forged deployment are refused, the publisher is told which
+permission, the server logs the violation, and aisle logs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import nats.errors
+import nats.js.errors
+import pytest
+
+from core import events as ev
+from core.access import (
+    Role,
+    User,
+    add_adapter,
+    authenticated_user,
+    authorization,
+    load_users,
+    permissions,
+)
+from core.config import LogConfig, NatsAuth
+from core.jetstream import ConnectError, JetStreamLog, connect
+from core.log import PublishError
+from core.natsd import EmbeddedNats, free_port
+from rules.reference import Reference
+from rules.service import deploy
+from rules.service.leases import Leases
+from rules.service.partition import ServiceConfig
+from rules.service.worker import Worker
+from tests.enginekit import LATENESS_S, PACKS, derived_ids, engine, layout, settled, store_day
+
+pytestmark = pytest.mark.integration
+
+PREFIX = "acl"
+STORE = "corner-01"
+OTHER = "corner-02"
+
+
+@dataclass
+class Secured:
+    """A server (or cluster) with aisle's users, and the deployment's log settings."""
+
+    url: str
+    users: list[User]
+    config: LogConfig
+    nodes: list[EmbeddedNats]
+
+    def auth(self, name: str) -> NatsAuth:
+        user = next(u for u in self.users if u.user == name)
+        return NatsAuth(user=user.user, password=user.password)
+
+    def mark(self) -> list[int]:
+        return [n.log_file.stat().st_size for n in self.nodes]
+
+    def server_log(self, since: list[int] | None = None) -> str:
+        """What the nodes logged (since ``mark()``)."""
+        starts = since or [0] * len(self.nodes)
+        return "\n".join(
+            n.log_file.read_bytes()[start:].decode(errors="replace")
+            for n, start in zip(self.nodes, starts, strict=True)
+        )
+
+
+def _users(folder: Path) -> list[User]:
+    load_users(folder)
+    add_adapter(folder, "adapter-corner-01", [STORE])
+    return load_users(folder)
+
+
+@pytest.fixture(scope="module", params=["embedded", "cluster"])
+def secured(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Secured]:
+    folder = tmp_path_factory.mktemp(f"secured-{request.param}")
+    users = _users(folder / "creds")
+    if request.param == "embedded":
+        config = LogConfig(prefix=PREFIX, publish_deadline_s=20)
+        nodes = [EmbeddedNats(folder / "n", auth=authorization(users, config))]
+    else:
+        config = LogConfig(prefix=PREFIX, replicas=3, publish_deadline_s=60)
+        routes_ports = [free_port() for _ in range(3)]
+        routes = [f"nats://127.0.0.1:{p}" for p in routes_ports]
+        nodes = [
+            EmbeddedNats(
+                folder / f"n{i}",
+                name=f"acl-{i}",
+                cluster_name="acl",
+                cluster_port=routes_ports[i],
+                routes=routes,
+                ready_timeout_s=60.0,
+                auth=authorization(users, config),
+            )
+            for i in range(3)
+        ]
+    try:
+        with ThreadPoolExecutor(len(nodes)) as pool:
+            list(pool.map(EmbeddedNats.start, nodes))
+        server = Secured(",".join(n.url for n in nodes), users, config, nodes)
+        asyncio.run(_create_streams(server))
+        yield server
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+async def _create_streams(server: Secured) -> None:
+    """The admin creates the streams (a new cluster takes them once it has a leader)."""
+    nc = await connect(server.url, auth=server.auth("admin"))
+    deadline = time.monotonic() + 30.0
+    while True:
+        try:
+            await (await JetStreamLog.open(nc, server.config)).close()
+            return
+        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+@contextlib.asynccontextmanager
+async def as_user(server: Secured, name: str) -> AsyncIterator[JetStreamLog]:
+    """The log as ``name`` sees it (streams are the admin's to create)."""
+    log = JetStreamLog(await connect(server.url, name=name, auth=server.auth(name)), server.config)
+    try:
+        yield log
+    finally:
+        await log.close()
+
+
+# What each user must not write, by subject class. The stems are the deployment's: ACL_...
+REFUSED: dict[str, dict[str, str]] = {
+    "adapter": {
+        "a derived type": f"{PREFIX}.{STORE}.receipt.issued",
+        "an alert": f"{PREFIX}.{STORE}.alert.raised",
+        "the late subject": f"{PREFIX}.{STORE}.late",
+        "the rules bucket": "$KV.ACL_RULES.packs",
+        "the engine's checkpoints": f"$KV.ACL_ENGINE_CHECKPOINTS.{STORE}",
+        "the engine's snapshots": "$O.ACL_ENGINE_SNAPSHOTS.C.x",
+        "a stream's configuration": "$JS.API.STREAM.UPDATE.ACL_EVENTS",
+        "a stream's deletion": "$JS.API.STREAM.DELETE.ACL_EVENTS",
+        "a stream's purge": "$JS.API.STREAM.PURGE.ACL_EVENTS",
+        "a consumer's deletion": f"$JS.API.CONSUMER.DELETE.ACL_EVENTS.engine_{STORE}_x",
+    },
+    "adapter-corner-01": {
+        "another store's raw events": f"{PREFIX}.{OTHER}.item.picked",
+        "another store's samples": f"{PREFIX}.{OTHER}.position.samples",
+        "another store's dead letters": f"{PREFIX}.{OTHER}.deadletter",
+        "a derived type of its store": f"{PREFIX}.{STORE}.receipt.issued",
+    },
+    "engine": {
+        "the rules bucket": "$KV.ACL_RULES.packs",
+        "the rules bucket's deletion": "$JS.API.STREAM.DELETE.KV_ACL_RULES",
+        "the rules bucket's purge": "$JS.API.STREAM.PURGE.KV_ACL_RULES",
+        "a deployment's deletion": "$JS.API.STREAM.MSG.DELETE.KV_ACL_RULES",
+        "a raw type": f"{PREFIX}.{STORE}.item.picked",
+        "a stream's configuration": "$JS.API.STREAM.UPDATE.ACL_EVENTS",
+        "a stream's deletion": "$JS.API.STREAM.DELETE.ACL_EVENTS",
+        "a stream's purge": "$JS.API.STREAM.PURGE.ACL_EVENTS",
+    },
+    "viewer": {
+        "a raw type": f"{PREFIX}.{STORE}.item.picked",
+        "a derived type": f"{PREFIX}.{STORE}.receipt.issued",
+        "the dead letters": f"{PREFIX}.{STORE}.deadletter",
+        "the late subject": f"{PREFIX}.{STORE}.late",
+        "the rules bucket": "$KV.ACL_RULES.packs",
+        "the engine's leases": "$KV.ACL_ENGINE_LEASES.x",
+        "a new stream": "$JS.API.STREAM.CREATE.ACL_X",
+        "a stream's deletion": "$JS.API.STREAM.DELETE.ACL_EVENTS",
+        "a message's deletion": "$JS.API.STREAM.MSG.DELETE.ACL_EVENTS",
+    },
+}
+# ...and what the same users may write (unstored subjects where a write would land in a
+# stream: the tests share the server).
+ALLOWED: dict[str, list[str]] = {
+    "adapter": ["$JS.API.STREAM.INFO.ACL_EVENTS"],
+    "adapter-corner-01": ["$JS.API.STREAM.INFO.ACL_EVENTS"],
+    "engine": ["$JS.API.STREAM.INFO.ACL_EVENTS", "$JS.API.STREAM.INFO.KV_ACL_RULES"],
+    "viewer": ["$JS.API.STREAM.INFO.ACL_EVENTS", "$JS.API.STREAM.INFO.KV_ACL_RULES"],
+    "admin": ["$JS.API.STREAM.INFO.ACL_EVENTS", "acl-anything.at.all"],
+}
+
+
+async def _violations(
+    server: Secured, name: str, subjects: list[str], wait_s: float = 3.0
+) -> list[str]:
+    """Publish once on each subject as ``name``; the subjects the server refused (within
+    ``wait_s``: errors usually come before the flush's PONG, not always on a cluster)."""
+    refused: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        refused.append(str(exc))
+
+    user = next(u for u in server.users if u.user == name)
+    nc = await nats.connect(
+        server.url.split(",")[0], user=user.user, password=user.password, error_cb=on_error
+    )
+    try:
+        for subject in subjects:
+            await nc.publish(subject, b"{}")
+        await nc.flush()
+
+        # The server lowercases the subject in what it tells the client (its log keeps it).
+        def found() -> list[str]:
+            return [s for s in subjects if any(f'"{s.lower()}"' in r.lower() for r in refused)]
+
+        deadline = time.monotonic() + wait_s
+        while len(found()) < len(subjects) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return found()
+    finally:
+        await nc.close()
+
+
+async def test_each_role_is_refused_every_subject_class_it_must_not_write(
+    secured: Secured,
+) -> None:
+    for name, classes in REFUSED.items():
+        refused = await _violations(secured, name, list(classes.values()))
+        let_through = [k for k, s in classes.items() if s not in refused]
+        assert not let_through, f"{name} may write {let_through}"
+    for name, subjects in ALLOWED.items():
+        assert await _violations(secured, name, subjects, wait_s=0.5) == [], name
+
+
+def test_every_role_may_ask_who_it_is_and_only_the_admin_has_everything() -> None:
+    config = LogConfig(prefix=PREFIX)
+    for role in Role:
+        allow = permissions(role, config)["publish"]["allow"]
+        assert ("$SYS.REQ.USER.INFO" in allow) or allow == [">"]
+        assert (allow == [">"]) == (role is Role.ADMIN)
+    scoped = permissions(Role.ADAPTER, config, [STORE])["publish"]["allow"]
+    assert {s.split(".")[1] for s in scoped if s.startswith(f"{PREFIX}.")} == {STORE, "_unknown"}
+
+
+def _receipt() -> ev.Event:
+    derived = engine().process(store_day(hours=1, shoppers=20)).derived
+    return next(d for d in derived if isinstance(d, ev.ReceiptIssued))
+
+
+async def test_a_forged_receipt_is_refused_reported_and_never_stored(
+    secured: Secured, caplog: pytest.LogCaptureFixture
+) -> None:
+    forged = _receipt()
+    began = time.monotonic()
+    with caplog.at_level(logging.ERROR, logger="core.jetstream"):
+        async with as_user(secured, "adapter") as log:
+            with pytest.raises(PublishError, match=r"(?i)permissions violation.*receipt\.issued"):
+                await log.publish(forged)
+    assert time.monotonic() - began < 15  # the publisher is told, not left to its deadline
+    subject = f"{PREFIX}.{forged.store}.receipt.issued"
+    assert any(subject in r.getMessage() for r in caplog.records), "aisle did not log it"
+    assert f'"$G/user:adapter" - Publish Violation - Subject "{subject}"' in secured.server_log()
+    async with as_user(secured, "viewer") as log:
+        stored = [r async for r in log.replay(types=["receipt.issued"])]
+    assert forged.id not in {r.event.id for r in stored}
+
+
+async def test_a_forged_deployment_is_refused_reported_and_the_deployed_rules_stay(
+    secured: Secured,
+) -> None:
+    files = deploy.validated(PACKS, Reference.of(layout()))
+    async with as_user(secured, "admin") as log:
+        kv = await log.key_value("rules", history=20)
+        who = await authenticated_user(log.nc)
+        assert who == "admin"
+        good, _ = await deploy.deploy(kv, files, by=who)
+    never = {"carts.yaml": "pack: carts\nversion: 9.9.9\nrules: []\n"}
+    async with as_user(secured, "engine") as log:
+        kv = await log.key_value("rules", history=20)
+        assert (await deploy.deployed(kv)) == good  # the engine reads it...
+        with pytest.raises(nats.errors.TimeoutError):
+            await deploy.deploy(kv, never, by="engine")  # ...and may not write it
+        refused = str(log.nc.last_error).lower()
+        assert 'permissions violation for publish to "$kv.acl_rules.packs"' in refused
+    assert '"$G/user:engine" - Publish Violation - Subject "$KV.ACL_RULES.packs"' in (
+        secured.server_log()
+    )
+    async with as_user(secured, "viewer") as log:
+        current = await deploy.deployed(await log.key_value("rules", history=20))
+    assert current == good and current.by == "admin"
+
+
+async def test_the_roles_run_the_pipeline_with_no_violation(secured: Secured) -> None:
+    """An adapter publishes a store's day, an engine worker (the engine role) derives from
+    it, a viewer reads it all: nothing any of them needs is refused."""
+    events = store_day(hours=1, shoppers=20)
+    since = secured.mark()
+    async with as_user(secured, "adapter-corner-01") as log:
+        for i in range(0, len(events), 500):
+            await log.publish_many(events[i : i + 500])
+    async with as_user(secured, "engine") as log:
+        config = ServiceConfig(worker="acl-w", lateness_s=LATENESS_S, lease_ttl_s=3.0)
+        worker = Worker(log, Reference.of(layout()), config, packs=PACKS)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            async with as_user(secured, "admin") as admin:
+                await settled(admin, [STORE], timeout_s=90)
+        finally:
+            stop.set()
+            await task
+    async with as_user(secured, "viewer") as log:
+        got = await derived_ids(log, STORE)
+        raw = [r.event async for r in log.replay(store=STORE)]
+        await log.stats()
+        [d async for d in log.deadletters()]
+        workers, _ = await Leases(await log.key_value("engine_leases"), "viewer").view()
+    assert len(got) > 50
+    assert {e.id for e in raw} >= {e.id for e in events if e.type != "position.samples"}
+    violations = [line for line in secured.server_log(since).splitlines() if "Violation" in line]
+    assert violations == []
+    assert workers == [] or all(w.worker == "acl-w" for w in workers)
+
+
+def test_commands_on_the_embedded_default_connect_as_their_roles(tmp_path: Path) -> None:
+    """Each command picks the role it needs; a deployment names the user the server
+    authenticated (not the login name of the machine it came from)."""
+    from typer.testing import CliRunner
+
+    from core.cli import _load_plugins, app
+
+    _load_plugins()
+    runner = CliRunner()
+    env = {"AISLE_DATA_DIR": str(tmp_path / ".aisle"), "AISLE_NATS_URL": ""}
+    packs = str(Path(__file__).resolve().parent.parent / "rules" / "packs")
+    for args in (
+        ["simulate", "--hours", "0.25", "--shoppers", "3"],
+        ["rules", "deploy", packs],
+        ["log", "info"],
+    ):
+        result = runner.invoke(app, args, env=env)
+        assert result.exit_code == 0, (args, result.output)
+    status = runner.invoke(app, ["rules", "status"], env=env)
+    assert status.exit_code == 0 and " by admin" in status.output, status.output
+    server_log = (tmp_path / ".aisle" / "aisle-embedded.log").read_text()
+    assert "Violation" not in server_log
+
+
+async def test_a_store_scoped_adapter_added_to_a_running_embedded_server_publishes_its_stores_only(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from core.cli import app
+    from core.config import Settings
+    from core.runtime import embedded_or_configured
+
+    data = tmp_path / ".aisle"
+    env = {"AISLE_DATA_DIR": str(data), "AISLE_NATS_URL": "", "AISLE_PREFIX": PREFIX}
+    async with embedded_or_configured(Settings(data_dir=data, log=LogConfig(prefix=PREFIX))):
+        made = await asyncio.to_thread(
+            CliRunner().invoke, app, ["log", "add-adapter", "door-cam", "--store", STORE], env=env
+        )
+        assert made.exit_code == 0, made.output
+        lines = dict(line.split("=", 1) for line in made.output.split() if "=" in line)
+        server = Secured(lines["AISLE_NATS_URL"], load_users(data), LogConfig(prefix=PREFIX), [])
+        assert lines["AISLE_NATS_PASSWORD"] == server.auth("door-cam").password
+        for _ in range(50):  # the reload takes a moment
+            with contextlib.suppress(ConnectError):
+                await (await connect(server.url, auth=server.auth("door-cam"))).close()
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the running server did not take the new user")
+        mine, theirs = f"{PREFIX}.{STORE}.item.picked", f"{PREFIX}.{OTHER}.item.picked"
+        assert await _violations(server, "door-cam", [theirs]) == [theirs]
+        assert await _violations(server, "door-cam", [mine], wait_s=0.5) == []
+    printed = CliRunner().invoke(app, ["log", "permissions", "adapter", "-s", STORE], env=env)
+    allow = json.loads(printed.output)["permissions"]["publish"]["allow"]
+    assert mine in allow and theirs not in allow
