@@ -214,7 +214,8 @@ class _PackCompiler(OperatorBuilders):
                 raise doc.error(
                     ("sets", name), f"{name!r} is already a list or a parameter", key=True
                 )
-            self.constants[name] = context.live_set(name)
+            # A set belongs to its pack: another pack's 'staff' is another set.
+            self.constants[name] = context.live_set(owned_set(pack.pack, name))
         self.macros: dict[str, ast.expr] = {}
         self._itself: str | None = None  # while compiling an aggregate's per-item expressions
         self.macro_types: dict[str, frozenset[str] | None] = {}
@@ -472,7 +473,7 @@ class _PackCompiler(OperatorBuilders):
             path = ("sets", name)
             self.sets.append(
                 SetRule(
-                    name,
+                    owned_set(pack.pack, name),
                     self.cond(s.add, (*path, "add")),
                     self.cond(s.remove, (*path, "remove")),
                     self.expr(s.member, (*path, "member")).fn,
@@ -694,6 +695,12 @@ class _PackCompiler(OperatorBuilders):
                 # The throttle sees what the outputs see (an aggregate's groups and values).
                 out.throttle_by = self.key(r.throttle.by, (*path, "throttle", "by"), types, names)
         return out
+
+
+def owned_set(pack: str, name: str) -> str:
+    """The engine's name for a pack's set: the pack's name, a dot, the set's (``carts.staff``).
+    Set names are identifiers, so a name without a dot is one from before sets had owners."""
+    return f"{pack}.{name}"
 
 
 def _union(*types: frozenset[str] | None) -> frozenset[str] | None:
