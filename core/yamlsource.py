@@ -41,6 +41,17 @@ class SourceError(ValueError):
         return {"file": self.file, "line": self.line, "col": self.col, "message": self.message}
 
 
+class SourceErrors(SourceError):
+    """Several problems in one file, in file order: ``str()`` gives one line each, the
+    first's place is the error's own, and ``errors`` holds them all."""
+
+    def __init__(self, errors: list[SourceError]) -> None:
+        self.errors = sorted(errors, key=lambda e: (e.line, e.col))
+        first = self.errors[0]
+        super().__init__(first.file, first.line, first.col, first.message)
+        self.args = ("\n".join(str(e) for e in self.errors),)
+
+
 @dataclass
 class YamlDocument:
     """Plain data (dicts, lists, scalars) and where each part of it came from (1-based)."""
