@@ -85,8 +85,8 @@ from core.yamlsource import SourceError
 __all__ = [
     "EvaluationError",
     "Expr",
-    "LimitError",
     "ExpressionError",
+    "LimitError",
     "Where",
     "compile_expr",
     "compile_template",
@@ -233,6 +233,7 @@ _STATEMENTS: dict[type[ast.stmt], str] = {
 }  # fmt: skip
 _MAX_POW_BITS = 100_000  # the largest integer an operator may make, in bits
 _MAX_ITEMS = 100_000  # the longest string, list or tuple ``*`` may make
+_MAX_SPLICED = 5000  # syntax nodes that macros may add to one expression
 _MAX_SPEC_NUMBER = 1000  # the widest width or precision of a format spec or of '%'
 
 
@@ -349,6 +350,10 @@ class _Parsed:
 
 
 # -- the compiler ---------------------------------------------------------------------------
+
+
+class _TooLarge(Exception):
+    """Macros spliced into one expression beyond ``_MAX_SPLICED`` nodes (the macro's name)."""
 
 
 class LimitError(OverflowError):
@@ -522,6 +527,13 @@ class _Compiler:
         try:
             body = self.splice(tree.body) if self.macros else tree.body
             return _Validator(self, parsed).visit(body)
+        except _TooLarge as exc:
+            self.fail(
+                parsed.at(1, len(parsed.prefix)),
+                f"macro {exc.args[0]!r} expands to more than {_MAX_SPLICED} parts here "
+                "(macros that use macros are copied in full at every use): "
+                "write a smaller condition",
+            )
         except RecursionError:
             self.fail(parsed.at(1, len(parsed.prefix)), "the expression is nested too deeply")
 
@@ -529,13 +541,22 @@ class _Compiler:
         """Replace macro names by the macros' trees, at the place of the name."""
         compiler = self
 
+        left = [_MAX_SPLICED]
+
         class Splicer(ast.NodeTransformer):
             def visit_Name(self, name: ast.Name) -> ast.AST:
                 macro = compiler.macros.get(name.id)
                 if macro is None or name.id in compiler.values:
                     return name
                 compiler.read.add(name.id)
-                tree = self.visit(copy.deepcopy(macro))  # macros may use earlier macros
+                # Macros that use each other double at every level: count what is spliced.
+                left[0] -= sum(1 for _ in ast.walk(macro))
+                if left[0] < 0:
+                    raise _TooLarge(name.id)
+                try:
+                    tree = self.visit(copy.deepcopy(macro))  # macros may use earlier macros
+                except _TooLarge:
+                    raise _TooLarge(name.id) from None  # name the macro used here
                 for n in ast.walk(tree):
                     ast.copy_location(n, name)
                 return tree

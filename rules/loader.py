@@ -30,6 +30,7 @@ from rules.expressions import Expr, ExpressionError, Where, compile_expr, compil
 from rules.outputs import AlertOut, EmitOut, GroupsOut, MetricOut, data_class
 from rules.reference import Reference
 
+MAX_PACK_BYTES = 2**20  # a rule pack larger than this is refused (docs/rules.md)
 Part = tuple[str, int] | None  # an expression inside a longer scalar: the scalar, the offset
 
 
@@ -78,9 +79,9 @@ def check_rules(
     for source in sources:
         try:
             if isinstance(source, tuple):
-                doc = load_yaml(source[0], text=source[1])
+                doc = load_yaml(source[0], text=source[1], max_bytes=MAX_PACK_BYTES)
             else:
-                doc = load_yaml(source)
+                doc = load_yaml(source, max_bytes=MAX_PACK_BYTES)
             pack = _convert_pack(doc)
         except SourceError as exc:
             errors.append(exc)
