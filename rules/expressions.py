@@ -439,6 +439,23 @@ _FOLD: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
 }  # fmt: skip
 
 
+def _check_display_repetition(
+    v: _Validator, node: ast.BinOp, left: ast.expr, right: ast.expr
+) -> None:
+    """``[0] * 10 ** 9``: a list or tuple display times a constant, refused at check time."""
+    for seq, n in ((left, right), (right, left)):
+        if (
+            isinstance(seq, ast.List | ast.Tuple)
+            and isinstance(n, ast.Constant)
+            and type(n.value) is int
+            and len(seq.elts) * n.value > _MAX_ITEMS
+        ):
+            v.fail(
+                v.p.between(node.left, node.right),
+                f"repetition too large ({len(seq.elts)} * {n.value}; at most {_MAX_ITEMS} items)",
+            )
+
+
 def _float_constant(left: ast.expr, right: ast.expr) -> bool:
     """Whether one operand is a float literal: ``x * 0.5`` repeats nothing and stays small."""
     return any(isinstance(n, ast.Constant) and type(n.value) is float for n in (left, right))
@@ -877,6 +894,7 @@ class _Validator:
                 return ast.BinOp(left, node.op, right)
             return ast.Constant(value)
         if op is ast.Mult and not _float_constant(left, right):
+            _check_display_repetition(self, node, left, right)
             return ast.Call(self.c.cell("mul", "", _safe_mul), [left, right], [])
         if op is ast.Mod:
             if isinstance(left, ast.Constant) and isinstance(left.value, str):
