@@ -87,6 +87,7 @@ class _Budget:
         self.seen: set[int] = set()  # the mappings and lists met so far
         self.inside = 0  # how many aliases the walk is inside
         self.alias: PathKey = ()  # where the outermost of them is used
+        self.in_list = False  # ...as an item of a list (whose own place ruamel reports)
         self.left = MAX_ALIASED
 
 
@@ -97,8 +98,9 @@ def _plain(
     if budget.inside:
         budget.left -= 1
         if budget.left < 0:
+            # An alias in a list has its anchor's place: point at the list that uses it.
             raise doc.error(
-                budget.alias,
+                budget.alias[:-1] if budget.in_list else budget.alias,
                 f"aliases (*name) stand for more than {MAX_ALIASED} values in this file; "
                 "write the values out",
             )
@@ -108,7 +110,7 @@ def _plain(
         alias = id(node) in budget.seen
         budget.seen.add(id(node))
         if alias and not budget.inside:
-            budget.alias = path
+            budget.alias, budget.in_list = path, bool(path) and isinstance(path[-1], int)
         budget.inside += alias
         try:
             return _container(node, path, doc, budget, depth + 1)
@@ -298,6 +300,25 @@ def _struct_errors(doc: YamlDocument, typ: Any, path: PathKey, value: Any) -> li
         elif f.required:
             errors.append(doc.error(path, f"missing required field {name!r}"))
     return errors
+
+
+def pruned(doc: YamlDocument, typ: type[msgspec.Struct], data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without what does not convert to ``typ`` (unknown keys, values of the wrong
+    type; a mapping for a struct is pruned in turn): a checker that has reported those can
+    check the rest of the file too."""
+    fields = {f.encode_name: f for f in msgspec.structs.fields(typ)}
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        f = fields.get(k)
+        if f is None:
+            continue
+        if not _value_errors(doc, f.type, (k,), v):
+            out[k] = v
+        elif (
+            isinstance(f.type, type) and issubclass(f.type, msgspec.Struct) and isinstance(v, dict)
+        ):
+            out[k] = pruned(doc, f.type, v)
+    return out
 
 
 def _value_errors(doc: YamlDocument, typ: Any, path: PathKey, value: Any) -> list[SourceError]:

@@ -47,6 +47,7 @@ from core.yamlsource import (
     convert,
     convert_all,
     load_yaml,
+    pruned,
 )
 from rules.durations import parse_duration
 from rules.engine import Context, Engine
@@ -427,8 +428,13 @@ def load_scenario(path: str | Path) -> Scenario:
         expect["receipts"] = "exact"  # type: ignore[index]  # checked; look for the rest
     spec, found = convert_all(doc, ScenarioSpec)
     errors += found
-    if spec is None:
-        raise SourceErrors(errors)
+    if spec is None:  # check the rest of the file too: without its broken sections
+        rest = pruned(doc, ScenarioSpec, doc.data)
+        rest.setdefault("expect", {})
+        try:
+            spec = msgspec.convert(rest, ScenarioSpec)
+        except msgspec.ValidationError:
+            raise SourceErrors(errors) from None
     _expectation_errors(doc, spec, errors)
     if spec.shoppers is not None and spec.crowd is not None:
         errors.append(doc.error(("crowd",), "give shoppers or a crowd, not both", key=True))
