@@ -19,9 +19,15 @@ What is allowed
     but ``None``, ``await`` / ``yield``, statements, imports, bytes and complex literals.
 
     Nothing in the subset can reach an attribute beginning with ``_``, import, or call
-    anything that the pack did not hand over in ``functions``. ``a ** b`` goes through a
-    guard that refuses integer powers of more than 100 000 bits (``10 ** 10 ** 10`` would
-    otherwise stall the engine); ``"a" * n`` and similar repetitions are not bounded.
+    anything that the pack did not hand over in ``functions``. No method either, as a call or
+    as a value: an attribute naming a method of any value type is refused, attributes apply
+    only to what is read from the scope, and functions take only their vetted keywords (no
+    ``key=`` for ``min``, which would call ``staff.add``), so no function is handed a callable.
+
+    Work per event is bounded (docs/rules.md, "Limits"): ``**``, ``*`` and ``%`` go through
+    guards (integers of at most 100 000 bits, repetitions of at most 100 000 items,
+    '%'-widths of at most 1000), as does ``round``; template specs are checked at compile
+    time. Operators on constants are folded here, so a literal past a limit is a compile error.
 
 Names and the scope
     A free name is either a scope name (in ``names``), read as an attribute of the scope
