@@ -462,9 +462,15 @@ def _check_display_repetition(
             )
 
 
-def _float_constant(left: ast.expr, right: ast.expr) -> bool:
-    """Whether one operand is a float literal: ``x * 0.5`` repeats nothing and stays small."""
-    return any(isinstance(n, ast.Constant) and type(n.value) is float for n in (left, right))
+def _float_constant(c: _Compiler, left: ast.expr, right: ast.expr) -> bool:
+    """Whether one operand is a float literal or parameter: ``x * 0.5`` repeats nothing and
+    stays small, so it needs no guard."""
+    for n in (left, right):
+        if isinstance(n, ast.Constant) and type(n.value) is float:
+            return True
+        if isinstance(n, ast.Name) and type(c.cell_values.get(n.id)) is float:
+            return True
+    return False
 
 
 def _keywords(fn: Callable[..., Any]) -> frozenset[str]:
@@ -899,7 +905,7 @@ class _Validator:
             except Exception:  # 1 / 0, "a" + 1: an error for run time, as before
                 return ast.BinOp(left, node.op, right)
             return ast.Constant(value)
-        if op is ast.Mult and not _float_constant(left, right):
+        if op is ast.Mult and not _float_constant(self.c, left, right):
             _check_display_repetition(self, node, left, right)
             return ast.Call(self.c.cell("mul", "", _safe_mul), [left, right], [])
         if op is ast.Mod:
