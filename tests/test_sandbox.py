@@ -163,7 +163,7 @@ CASES = [
     Case("a template precision", pack(label="{data.qty:.999999999f}"), "too large", line=15),
     Case("a strftime width", pack(label="{at:%1000000000Y}"), "too large", line=15),
     # files: aliases, macros, encoding, nesting, size
-    Case("an alias bomb", ALIAS_BOMB, "aliases (*name) stand for more than", line=7),
+    Case("an alias bomb", ALIAS_BOMB, "aliases (*name) stand for more than", line=8),
     Case("a macro bomb", MACRO_BOMB, "expands to more than", line=10),
     Case("a file not UTF-8", pack(label="caf\xe9").encode("latin-1"), "not UTF-8", line=15),
     Case("a file nested 20 000 deep", "x: " + "[" * 20_000 + "]" * 20_000, "nested", line=1),
