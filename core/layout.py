@@ -29,7 +29,7 @@ from shapely.validation import explain_validity
 
 from core.geometry import Edge, Homography, ZoneIndex, ring_area, ring_contains, ring_edges
 from core.geometry import segment_crossing as _segment_crossing
-from core.yamlsource import PathKey, SourceError, YamlDocument, convert, load_yaml
+from core.yamlsource import PathKey, SourceError, YamlDocument, convert_all, load_yaml
 
 __all__ = [
     "CALIBRATION_TOLERANCE_M",
@@ -55,6 +55,7 @@ __all__ = [
 FLOOR_TOLERANCE_M = 0.10
 """How far a zone, shelf or door line may stick out of the floor outline (drawing slack)."""
 CALIBRATION_TOLERANCE_M = 0.05
+MAX_LAYOUT_BYTES = 8 * 2**20  # a layout file larger than this is refused (docs/layout.md)
 """Largest reprojection error of a calibration point; beyond it a pair is likely mistyped."""
 SHELF_REACH_M = 1.0
 """Largest gap between a shelf and the shelf_front zone it is reached from."""
@@ -341,15 +342,14 @@ _SECTIONS: dict[str, tuple[type[_Spec], str, str]] = {  # item type, key field, 
 
 def _load(source: str | Path, text: str | None) -> tuple[Layout | None, list[SourceError]]:
     try:
-        doc = load_yaml(source, text=text)
+        doc = load_yaml(source, text=text, max_bytes=MAX_LAYOUT_BYTES)
     except SourceError as exc:
         return None, [exc]
     if doc.data is None:
         return None, [doc.error((), "the layout file is empty")]
-    try:
-        top = convert(doc, _File)
-    except SourceError as exc:
-        return None, [exc]
+    top, errors = convert_all(doc, _File)
+    if top is None:
+        return None, errors
     c = _Checker(doc)
     store = c.convert(("store",), top.store, Store)
     floor = c.convert(("floor",), top.floor, tuple[Point, ...])
@@ -388,11 +388,9 @@ class _Checker:
         self.errors.append(self.doc.error(path, message))
 
     def convert(self, path: PathKey, raw: Any, typ: type[T]) -> T | None:
-        try:
-            return convert(self.doc, typ, path=path, data=raw)
-        except SourceError as exc:
-            self.errors.append(exc)
-            return None
+        value, errors = convert_all(self.doc, typ, path=path, data=raw)
+        self.errors += errors
+        return value
 
     def check(
         self,

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import msgspec
 from ruamel.yaml import YAML
@@ -21,6 +21,10 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 T = TypeVar("T")
 PathKey = tuple[str | int, ...]
+
+MAX_BYTES = 4 * 2**20  # a file's size unless its kind says otherwise (docs/layout.md)
+MAX_ALIASED = 10_000  # values that aliases (``*name``) may stand for, in one file
+MAX_NESTING = 100  # mappings and lists inside each other
 
 
 class SourceError(ValueError):
@@ -35,6 +39,17 @@ class SourceError(ValueError):
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.file, "line": self.line, "col": self.col, "message": self.message}
+
+
+class SourceErrors(SourceError):
+    """Several problems in one file, in file order: ``str()`` gives one line each, the
+    first's place is the error's own, and ``errors`` holds them all."""
+
+    def __init__(self, errors: list[SourceError]) -> None:
+        self.errors = sorted(errors, key=lambda e: (e.line, e.col))
+        first = self.errors[0]
+        super().__init__(first.file, first.line, first.col, first.message)
+        self.args = ("\n".join(str(e) for e in self.errors),)
 
 
 @dataclass
@@ -64,24 +79,43 @@ class YamlDocument:
         return SourceError(self.file, line, col, message)
 
 
-def _plain(node: Any, path: PathKey, doc: YamlDocument) -> Any:
-    if isinstance(node, CommentedMap):
-        out: dict[Any, Any] = {}
-        for k, v in node.items():
-            child = (*path, k)
-            kl, kc = node.lc.key(k)
-            vl, vc = node.lc.value(k)
-            doc.key_positions[child] = (kl + 1, kc + 1)
-            doc.positions[child] = (vl + 1, vc + 1)
-            out[k] = _plain(v, child, doc)
-        return out
-    if isinstance(node, CommentedSeq):
-        items = []
-        for i, v in enumerate(node):
-            line, col = node.lc.item(i)
-            doc.positions[(*path, i)] = (line + 1, col + 1)
-            items.append(_plain(v, (*path, i), doc))
-        return items
+class _Budget:
+    """What a file's aliases have expanded to so far: a few hundred bytes of anchors and
+    aliases (a "billion laughs") would otherwise stand for billions of values."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()  # the mappings and lists met so far
+        self.inside = 0  # how many aliases the walk is inside
+        self.alias: PathKey = ()  # where the outermost of them is used
+        self.in_list = False  # ...as an item of a list (whose own place ruamel reports)
+        self.left = MAX_ALIASED
+
+
+def _plain(
+    node: Any, path: PathKey, doc: YamlDocument, budget: _Budget | None = None, depth: int = 0
+) -> Any:
+    budget = budget or _Budget()
+    if budget.inside:
+        budget.left -= 1
+        if budget.left < 0:
+            # An alias in a list has its anchor's place: point at the list that uses it.
+            raise doc.error(
+                budget.alias[:-1] if budget.in_list else budget.alias,
+                f"aliases (*name) stand for more than {MAX_ALIASED} values in this file; "
+                "write the values out",
+            )
+    if isinstance(node, CommentedMap | CommentedSeq):
+        if depth >= MAX_NESTING:
+            raise doc.error(path, f"nested more than {MAX_NESTING} levels deep")
+        alias = id(node) in budget.seen
+        budget.seen.add(id(node))
+        if alias and not budget.inside:
+            budget.alias, budget.in_list = path, bool(path) and isinstance(path[-1], int)
+        budget.inside += alias
+        try:
+            return _container(node, path, doc, budget, depth + 1)
+        finally:
+            budget.inside -= alias
     # ruamel's scalar subclasses (ScalarFloat, ScalarInt...) become plain values: msgspec
     # refuses subclasses where it expects float, int or Decimal.
     if isinstance(node, datetime):  # ruamel's TimeStamp: msgspec wants a plain datetime
@@ -97,17 +131,93 @@ def _plain(node: Any, path: PathKey, doc: YamlDocument) -> Any:
     return node
 
 
-def load_yaml(source: str | Path, *, text: str | None = None) -> YamlDocument:
-    """Load one YAML document from a file (or from ``text``, named ``source``)."""
+def _container(
+    node: CommentedMap | CommentedSeq, path: PathKey, doc: YamlDocument, budget: _Budget, depth: int
+) -> Any:
+    if isinstance(node, CommentedMap):
+        out: dict[Any, Any] = {}
+        for k, v in node.items():
+            child = (*path, k)
+            kl, kc = node.lc.key(k)
+            vl, vc = node.lc.value(k)
+            doc.key_positions[child] = (kl + 1, kc + 1)
+            doc.positions[child] = (vl + 1, vc + 1)
+            out[k] = _plain(v, child, doc, budget, depth)
+        return out
+    items = []
+    for i, v in enumerate(node):
+        line, col = node.lc.item(i)
+        doc.positions[(*path, i)] = (line + 1, col + 1)
+        items.append(_plain(v, (*path, i), doc, budget, depth))
+    return items
+
+
+def _read(source: str | Path, name: str, max_bytes: int) -> str:
+    """A file's text: refused if larger than ``max_bytes`` (before reading it) or not UTF-8."""
+    try:
+        with open(source, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise SourceError(name, 0, 0, f"cannot read file: {exc.strerror or exc}") from None
+    if len(raw) > max_bytes:
+        raise SourceError(name, 1, 1, _too_large(max_bytes))
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        col = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", errors="replace")) + 1
+        byte = raw[exc.start]
+        raise SourceError(name, line, col, f"not UTF-8 (byte 0x{byte:02x}): {exc.reason}") from None
+
+
+def _too_large(max_bytes: int) -> str:
+    return f"the file is larger than {max_bytes // 2**20} MiB, the most this kind of file may be"
+
+
+def _too_deep(text: str) -> tuple[int, int]:
+    """Where a document too deeply nested for the parser first goes past ``MAX_NESTING``:
+    in brackets (``[[[...``), else the most indented line."""
+    depth, line, col, quote = 0, 1, 0, ""
+    for ch in text:
+        col += 1
+        if ch == "\n":
+            line, col, quote = line + 1, 0, ""
+        elif quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return line, col
+        elif ch in "]}":
+            depth -= 1
+    lines = text.split("\n")
+    indents = [len(s) - len(s.lstrip(" -")) for s in lines]
+    deepest = max(range(len(lines)), key=indents.__getitem__, default=0)
+    return deepest + 1, indents[deepest] + 1 if indents else 1
+
+
+def load_yaml(
+    source: str | Path, *, text: str | None = None, max_bytes: int = MAX_BYTES
+) -> YamlDocument:
+    """Load one YAML document from a file (or from ``text``, named ``source``).
+
+    Every file is bounded: its size (``max_bytes``), its encoding (UTF-8), its nesting and
+    what its aliases expand to, each refused with a ``file:line:col`` error.
+    """
     name = str(source)
     if text is None:
-        try:
-            text = Path(source).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SourceError(name, 0, 0, f"cannot read file: {exc.strerror or exc}") from None
+        text = _read(source, name, max_bytes)
+    elif len(text) > max_bytes or len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise SourceError(name, 1, 1, _too_large(max_bytes))
     yaml = YAML(typ="rt", pure=True)
     try:
         root = yaml.load(text)
+    except RecursionError:
+        line, col = _too_deep(text)
+        raise SourceError(name, line, col, f"nested more than {MAX_NESTING} levels deep") from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -152,6 +262,71 @@ def convert(doc: YamlDocument, typ: type[T], *, path: PathKey = (), data: Any = 
         raise doc.error(
             full, f"{place}: {_friendly(reason)}" if place else _friendly(reason)
         ) from None
+
+
+def convert_all(
+    doc: YamlDocument, typ: type[T], *, path: PathKey = (), data: Any = None
+) -> tuple[T | None, list[SourceError]]:
+    """``convert``, but on failure every problem of the value, field by field, not just the
+    first that msgspec meets: one run of a checker then shows them all."""
+    value = doc.data if data is None else data
+    try:
+        return convert(doc, typ, path=path, data=value), []
+    except SourceError as first:
+        errors = _struct_errors(doc, typ, path, value)
+        if not any((e.line, e.col) == (first.line, first.col) for e in errors):
+            errors.append(first)
+        unique = {(e.line, e.col, e.message): e for e in errors}
+        return None, sorted(unique.values(), key=lambda e: (e.line, e.col))
+
+
+def _struct_errors(doc: YamlDocument, typ: Any, path: PathKey, value: Any) -> list[SourceError]:
+    """The errors of each field of a struct (and of each item of a list of structs)."""
+    typ = get_args(typ)[0] if get_origin(typ) is Annotated else typ
+    if get_origin(typ) in (list, tuple) and isinstance(value, list):
+        item = get_args(typ)[0]
+        return [e for i, v in enumerate(value) for e in _value_errors(doc, item, (*path, i), v)]
+    if not (isinstance(typ, type) and issubclass(typ, msgspec.Struct) and isinstance(value, dict)):
+        return []
+    fields = {f.encode_name: f for f in msgspec.structs.fields(typ)}
+    errors: list[SourceError] = []
+    if typ.__struct_config__.forbid_unknown_fields:
+        for key in value:
+            if key not in fields:
+                errors.append(doc.error((*path, key), f"unknown field {key!r}", key=True))
+    for name, f in fields.items():
+        if name in value:
+            errors += _value_errors(doc, f.type, (*path, name), value[name])
+        elif f.required:
+            errors.append(doc.error(path, f"missing required field {name!r}"))
+    return errors
+
+
+def pruned(doc: YamlDocument, typ: type[msgspec.Struct], data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without what does not convert to ``typ`` (unknown keys, values of the wrong
+    type; a mapping for a struct is pruned in turn): a checker that has reported those can
+    check the rest of the file too."""
+    fields = {f.encode_name: f for f in msgspec.structs.fields(typ)}
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        f = fields.get(k)
+        if f is None:
+            continue
+        if not _value_errors(doc, f.type, (k,), v):
+            out[k] = v
+        elif (
+            isinstance(f.type, type) and issubclass(f.type, msgspec.Struct) and isinstance(v, dict)
+        ):
+            out[k] = pruned(doc, f.type, v)
+    return out
+
+
+def _value_errors(doc: YamlDocument, typ: Any, path: PathKey, value: Any) -> list[SourceError]:
+    try:
+        convert(doc, typ, path=path, data=value)
+    except SourceError as exc:
+        return _struct_errors(doc, typ, path, value) or [exc]
+    return []
 
 
 def _locate(value: Any, typ: Any, where: str) -> PathKey:

@@ -186,6 +186,8 @@ class OperatorBuilders:
             )
         if w.tumbling is not None:
             size = every = self.duration(w.tumbling, (*wp, "tumbling"))
+            if size <= 0:
+                raise self.doc.error((*wp, "tumbling"), "a window lasts longer than 0 s")
             if w.local and (size > 86400 or 86400 % size):
                 raise self.doc.error(
                     (*wp, "local"), "a window aligned to local time divides a day: 1h, 24h..."
@@ -203,10 +205,18 @@ class OperatorBuilders:
                 )
             if w.local:
                 raise self.doc.error((*wp, "local"), "local alignment takes a tumbling window")
-            if size % every:
+            if size <= 0:
+                raise self.doc.error((*wp, "sliding"), "a window lasts longer than 0 s")
+            if every <= 0:
+                raise self.doc.error((*wp, "every"), "a window moves by more than 0 s")
+            # A whole ratio, as written: 0.3 s by 0.1 s is 3 steps, though 0.3 % 0.1 is not 0
+            # in floating point. The window is then exactly that many steps long.
+            steps = round(size / every)
+            if steps < 1 or abs(steps * every - size) > 1e-9 * size:
                 raise self.doc.error(
                     (*wp, "every"), "a sliding window's size must be a multiple of 'every'"
                 )
+            size = steps * every
         types = self._types_for(r, [r.where])
         item_names = ENVELOPE if a.each is None else (*ENVELOPE, a.as_)
         each = self.expr(a.each, (*ap, "each"), types=types).fn if a.each else None

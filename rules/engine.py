@@ -22,6 +22,7 @@ from core import events as ev
 from rules.operators import Emitter, Partition, Rule
 
 MAX_DEPTH = 8  # derived events feeding derived events: deeper means a cycle
+MAX_FANOUT = 10_000  # derived events applied to the rules for one input event or timer
 DEDUP_HORIZON_S = 3600.0  # how long an event id is remembered to drop a repeat
 
 
@@ -130,6 +131,8 @@ class Context:
 
 
 class Engine:
+    _fanout = MAX_FANOUT  # derived events the event at hand may still have applied
+
     def __init__(
         self, rules: RuleSet, *, lateness_s: float = 0.0, context: Context | None = None
     ) -> None:
@@ -310,11 +313,26 @@ class Engine:
         new = pending[mark:]
         del pending[mark:]
         interested = self.rules.interested
+        if depth == 0:  # an input event's (or a timer's) own: its derived events start afresh
+            self._fanout = MAX_FANOUT
         for d in new:
             out.derived.append(d)
             if d.type not in interested:
                 continue  # a heatmap tile, say: nothing listens, nothing to apply
-            if depth < MAX_DEPTH:
+            self._fanout -= 1
+            if self._fanout < 0:
+                # Within the depth limit a rule fed by its own outputs still grows
+                # exponentially: what is past the budget is kept but fed to no rule.
+                if self._fanout == -1:
+                    out.errors.append(
+                        RuleError(
+                            d.rule.id,  # type: ignore[attr-defined]
+                            d.id,
+                            f"more than {MAX_FANOUT} derived events from one event: "
+                            "a rule fed by its own outputs? the rest are not applied",
+                        )
+                    )
+            elif depth < MAX_DEPTH:
                 self._apply(p, d, d.at.timestamp(), out, depth + 1)
             else:
                 out.errors.append(

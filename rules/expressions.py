@@ -19,9 +19,15 @@ What is allowed
     but ``None``, ``await`` / ``yield``, statements, imports, bytes and complex literals.
 
     Nothing in the subset can reach an attribute beginning with ``_``, import, or call
-    anything that the pack did not hand over in ``functions``. ``a ** b`` goes through a
-    guard that refuses integer powers of more than 100 000 bits (``10 ** 10 ** 10`` would
-    otherwise stall the engine); ``"a" * n`` and similar repetitions are not bounded.
+    anything that the pack did not hand over in ``functions``. No method either, as a call or
+    as a value: an attribute naming a method of any value type is refused, attributes apply
+    only to what is read from the scope, and functions take only their vetted keywords (no
+    ``key=`` for ``min``, which would call ``staff.add``), so no function is handed a callable.
+
+    Work per event is bounded (docs/rules.md, "Limits"): ``**``, ``*`` and ``%`` go through
+    guards (integers of at most 100 000 bits, repetitions of at most 100 000 items,
+    '%'-widths of at most 1000), as does ``round``; template specs are checked at compile
+    time. Operators on constants are folded here, so a literal past a limit is a compile error.
 
 Names and the scope
     A free name is either a scope name (in ``names``), read as an attribute of the scope
@@ -69,10 +75,16 @@ import ast
 import builtins
 import copy
 import difflib
+import inspect
 import keyword
+import operator
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, NoReturn
+
+import msgspec
 
 from core.yamlsource import SourceError
 
@@ -80,6 +92,7 @@ __all__ = [
     "EvaluationError",
     "Expr",
     "ExpressionError",
+    "LimitError",
     "Where",
     "compile_expr",
     "compile_template",
@@ -179,6 +192,11 @@ def compile_template(
         flush()
         start, text, conversion, spec = part
         line0, col0 = _line_col(source, start)
+        problem = _spec_problem(spec)
+        if problem is not None:
+            spec_at = source.index(spec, start + len(text))
+            line, col = _line_col(source, spec_at)
+            c.fail((where.line + line, where.col + col), problem)
         value = c.expression(_Fragment(text, line0, col0))
         values.append(
             ast.FormattedValue(
@@ -219,7 +237,40 @@ _STATEMENTS: dict[type[ast.stmt], str] = {
     ast.Nonlocal: "nonlocal", ast.Pass: "pass", ast.Break: "break", ast.Continue: "continue",
     ast.Match: "match",
 }  # fmt: skip
-_MAX_POW_BITS = 100_000
+_MAX_POW_BITS = 100_000  # the largest integer an operator may make, in bits
+_MAX_ITEMS = 100_000  # the longest string, list or tuple ``*`` may make
+_MAX_SPLICED = 5000  # syntax nodes that macros may add to one expression
+_MAX_SPEC_NUMBER = 1000  # the widest width or precision of a format spec or of '%'
+
+
+def _methods() -> frozenset[str]:
+    """The public methods of every kind of value an expression can hold: no expression may
+    name one, so no bound method (``staff.add``, ``"{}".format``) becomes a value."""
+    kinds: tuple[type, ...] = (
+        str, int, float, bool, list, tuple, set, frozenset, dict, type(None), object,
+        datetime, date, time, timedelta, timezone, msgspec.Struct,
+    )  # fmt: skip
+    return frozenset(
+        n
+        for kind in kinds
+        for n in dir(kind)
+        if not n.startswith("_") and callable(getattr(kind, n, None))
+    )
+
+
+_METHODS = _methods()
+# Vetted keyword arguments of the builtins a pack may call (none calls what it is given:
+# ``min(xs, key=staff.add)`` would call a method). Python functions: their parameters.
+_BUILTIN_KEYWORDS: dict[Any, frozenset[str]] = {
+    min: frozenset({"default"}),
+    max: frozenset({"default"}),
+    int: frozenset({"base"}),
+    len: frozenset(),
+    abs: frozenset(),
+    str: frozenset(),
+    float: frozenset(),
+    round: frozenset({"ndigits"}),
+}
 
 
 def _suggest(word: str, choices: Collection[str]) -> str:
@@ -307,6 +358,14 @@ class _Parsed:
 # -- the compiler ---------------------------------------------------------------------------
 
 
+class _TooLarge(Exception):
+    """Macros spliced into one expression beyond ``_MAX_SPLICED`` nodes (the macro's name)."""
+
+
+class LimitError(OverflowError):
+    """A value beyond the sandbox's limits: too long a string, too large an integer."""
+
+
 def _safe_pow(base: Any, exp: Any) -> Any:
     if (
         isinstance(base, int)
@@ -315,8 +374,122 @@ def _safe_pow(base: Any, exp: Any) -> Any:
         and abs(base) > 1
         and exp * abs(base).bit_length() > _MAX_POW_BITS
     ):
-        raise OverflowError(f"integer power too large ({base} ** {exp})")
+        raise LimitError(f"integer power too large ({base} ** {exp}; at most {_MAX_POW_BITS} bits)")
     return base**exp
+
+
+def _safe_mul(a: Any, b: Any) -> Any:
+    """``a * b``, refused before it makes a string, list or integer too large to be worth it."""
+    if type(a) is float or type(b) is float:
+        return a * b
+    if isinstance(a, str | list | tuple) and isinstance(b, int):
+        a, b = b, a
+    if isinstance(b, str | list | tuple) and isinstance(a, int):
+        if a > 0 and len(b) * a > _MAX_ITEMS:
+            raise LimitError(f"repetition too large ({len(b)} * {a}; at most {_MAX_ITEMS} items)")
+    elif (
+        isinstance(a, int)
+        and isinstance(b, int)
+        and a.bit_length() + b.bit_length() > _MAX_POW_BITS
+    ):
+        raise LimitError(f"integer product too large (more than {_MAX_POW_BITS} bits)")
+    return a * b
+
+
+_PRINTF = re.compile(r"%(?:\([^)]*\))?[#0 +\-]*(\*|\d*)(?:\.(\*|\d*))?[hlL]?(.)", re.S)
+
+
+def _printf_problem(text: str) -> str | None:
+    """What is wrong with a '%'-format string (a width taken from the values, or too wide)."""
+    for m in _PRINTF.finditer(text):
+        for part in m.group(1, 2):
+            if part == "*":
+                return "'*' widths are not allowed in '%' formatting; write the width out"
+            if part and int(part) > _MAX_SPEC_NUMBER:
+                return f"a width or precision of {part} is too large (at most {_MAX_SPEC_NUMBER})"
+    return None
+
+
+def _safe_mod(a: Any, b: Any) -> Any:
+    """``a % b``: a remainder, or '%'-formatting with bounded widths."""
+    if isinstance(a, str):
+        problem = _printf_problem(a)
+        if problem is not None:
+            raise LimitError(problem)
+    return a % b
+
+
+def _spec_problem(spec: str) -> str | None:
+    """What is wrong with a template's format spec: a width or precision that is too large."""
+    for number in re.findall(r"\d+", spec):
+        if int(number) > _MAX_SPEC_NUMBER:
+            return (
+                f"a width or precision of {number} in a format spec is too large "
+                f"(at most {_MAX_SPEC_NUMBER})"
+            )
+    return None
+
+
+def _safe_round(number: Any, ndigits: Any = None) -> Any:
+    """``round``, with a bounded number of digits (``round(n, -10**9)`` would take minutes)."""
+    if ndigits is None:
+        return round(number)
+    if isinstance(ndigits, int) and abs(ndigits) > _MAX_SPEC_NUMBER:
+        raise LimitError(f"round to {ndigits} digits: at most {_MAX_SPEC_NUMBER}")
+    return round(number, ndigits)
+
+
+_FOLD: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: _safe_mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: _safe_mod, ast.Pow: _safe_pow,
+}  # fmt: skip
+
+
+def _check_display_repetition(
+    v: _Validator, node: ast.BinOp, left: ast.expr, right: ast.expr
+) -> None:
+    """``[0] * 10 ** 9``: a list or tuple display times a constant, refused at check time."""
+    for seq, n in ((left, right), (right, left)):
+        if (
+            isinstance(seq, ast.List | ast.Tuple)
+            and isinstance(n, ast.Constant)
+            and type(n.value) is int
+            and len(seq.elts) * n.value > _MAX_ITEMS
+        ):
+            v.fail(
+                v.p.between(node.left, node.right),
+                f"repetition too large ({len(seq.elts)} * {n.value}; at most {_MAX_ITEMS} items)",
+            )
+
+
+def _float_constant(c: _Compiler, left: ast.expr, right: ast.expr) -> bool:
+    """Whether one operand is a float literal or parameter: ``x * 0.5`` repeats nothing and
+    stays small, so it needs no guard."""
+    for n in (left, right):
+        if isinstance(n, ast.Constant) and type(n.value) is float:
+            return True
+        if isinstance(n, ast.Name) and type(c.cell_values.get(n.id)) is float:
+            return True
+    return False
+
+
+def _keywords(fn: Callable[..., Any]) -> frozenset[str]:
+    """The keyword arguments a call of ``fn`` may pass."""
+    try:
+        known = _BUILTIN_KEYWORDS.get(fn)
+    except TypeError:  # unhashable
+        known = None
+    if known is not None:
+        return known
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return frozenset()
+    return frozenset(
+        p.name
+        for p in params
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and not p.name.startswith("_")
+    )
 
 
 def _hashable_collection(value: Any) -> bool:
@@ -383,6 +556,13 @@ class _Compiler:
         try:
             body = self.splice(tree.body) if self.macros else tree.body
             return _Validator(self, parsed).visit(body)
+        except _TooLarge as exc:
+            self.fail(
+                parsed.at(1, len(parsed.prefix)),
+                f"macro {exc.args[0]!r} expands to more than {_MAX_SPLICED} parts here "
+                "(macros that use macros are copied in full at every use): "
+                "write a smaller condition",
+            )
         except RecursionError:
             self.fail(parsed.at(1, len(parsed.prefix)), "the expression is nested too deeply")
 
@@ -390,13 +570,22 @@ class _Compiler:
         """Replace macro names by the macros' trees, at the place of the name."""
         compiler = self
 
+        left = [_MAX_SPLICED]
+
         class Splicer(ast.NodeTransformer):
             def visit_Name(self, name: ast.Name) -> ast.AST:
                 macro = compiler.macros.get(name.id)
                 if macro is None or name.id in compiler.values:
                     return name
                 compiler.read.add(name.id)
-                tree = self.visit(copy.deepcopy(macro))  # macros may use earlier macros
+                # Macros that use each other double at every level: count what is spliced.
+                left[0] -= sum(1 for _ in ast.walk(macro))
+                if left[0] < 0:
+                    raise _TooLarge(name.id)
+                try:
+                    tree = self.visit(copy.deepcopy(macro))  # macros may use earlier macros
+                except _TooLarge:
+                    raise _TooLarge(name.id) from None  # name the macro used here
                 for n in ast.walk(tree):
                     ast.copy_location(n, name)
                 return tree
@@ -617,6 +806,14 @@ class _Validator:
             out, scope = self.visit(root), False
         for a in chain:
             self.attribute_name(a)
+        if not self.scoped(root):
+            a = chain[0]
+            self.fail(
+                self.p.end(a, len(a.attr)),
+                f"{a.attr!r}: only the fields of events and of the names a rule sees have "
+                "attributes (data.sku, rule.id); lists, params, sets, literals and the "
+                "values of functions have none",
+            )
         if scope:
             assert isinstance(root, ast.Name)
             self.c.paths.add((root.id, *(a.attr for a in chain)))
@@ -624,8 +821,20 @@ class _Validator:
             out = ast.copy_location(ast.Attribute(out, a.attr, ast.Load()), a)
         return out
 
+    def scoped(self, node: ast.expr) -> bool:
+        """Whether a value is read from the scope: a scope name, its fields, their items."""
+        while isinstance(node, ast.Attribute | ast.Subscript):
+            node = node.value
+        return isinstance(node, ast.Name) and node.id in self.c.scope_names
+
     def attribute_name(self, a: ast.Attribute) -> None:
         pos = self.p.end(a, len(a.attr))
+        if a.attr in _METHODS:
+            self.fail(
+                pos,
+                f"{a.attr!r} is a method, and methods cannot be used, called or passed; "
+                "use event fields such as data.sku and the functions the rule pack provides",
+            )
         if a.attr.startswith("_"):
             self.fail(
                 pos,
@@ -669,7 +878,13 @@ class _Validator:
     def v_UnaryOp(self, node: ast.UnaryOp) -> ast.expr:
         if isinstance(node.op, ast.Invert):
             self.fail(node, f"the operator '~' is not allowed; {_OPERATORS}")
-        return ast.UnaryOp(node.op, self.visit(node.operand))
+        operand = self.visit(node.operand)
+        number = isinstance(operand, ast.Constant) and type(operand.value) in (int, float)
+        if isinstance(node.op, ast.USub | ast.UAdd) and number:  # so that 10 ** -1 folds too
+            assert isinstance(operand, ast.Constant)
+            value = operand.value
+            return ast.Constant(-value if isinstance(node.op, ast.USub) else value)
+        return ast.UnaryOp(node.op, operand)
 
     def v_BinOp(self, node: ast.BinOp) -> ast.expr:
         op = type(node.op)
@@ -680,16 +895,29 @@ class _Validator:
                 f"the operator '{symbol}' is not allowed; {_OPERATORS}",
             )
         left, right = self.visit(node.left), self.visit(node.right)
-        if op is ast.Pow and not (
-            isinstance(left, ast.Constant)
-            and isinstance(right, ast.Constant)
-            and isinstance(right.value, int | float)
-            and abs(right.value) <= 64
-        ):
-            # Constant ** small constant is folded by Python at compile time; anything else
-            # goes through the guard against gigantic integer powers.
-            pow_fn = self.c.cell("pow", "", _safe_pow)
-            return ast.Call(pow_fn, [left, right], [])
+        if isinstance(left, ast.Constant) and isinstance(right, ast.Constant):
+            # Both operands known (literals, or folded here): a result beyond the limits is
+            # refused now; a small one becomes a constant, as Python's own folding does.
+            try:
+                value = _FOLD[op](left.value, right.value)
+            except LimitError as exc:
+                self.fail(self.p.between(node.left, node.right), str(exc))
+            except Exception:  # 1 / 0, "a" + 1: an error for run time, as before
+                return ast.BinOp(left, node.op, right)
+            return ast.Constant(value)
+        if op is ast.Mult and not _float_constant(self.c, left, right):
+            _check_display_repetition(self, node, left, right)
+            return ast.Call(self.c.cell("mul", "", _safe_mul), [left, right], [])
+        if op is ast.Mod:
+            if isinstance(left, ast.Constant) and isinstance(left.value, str):
+                problem = _printf_problem(left.value)
+                if problem is not None:
+                    self.fail(left, problem)
+            elif not isinstance(left, ast.Constant):
+                return ast.Call(self.c.cell("mod", "", _safe_mod), [left, right], [])
+        if op is ast.Pow:
+            # Anything else goes through the guard against gigantic integer powers.
+            return ast.Call(self.c.cell("pow", "", _safe_pow), [left, right], [])
         return ast.BinOp(left, node.op, right)
 
     def v_IfExp(self, node: ast.IfExp) -> ast.expr:
@@ -756,6 +984,18 @@ class _Validator:
                 + _listing("functions", c.functions),
             )
         c.calls.add(name)
+        fn = c.functions[name]
+        if fn is round:
+            fn = _safe_round
+        allowed = _keywords(fn)
+        for k in node.keywords:
+            if k.arg is not None and k.arg not in allowed:
+                kinds = ", ".join(sorted(allowed)) if allowed else "none"
+                self.fail(
+                    k,
+                    f"{name}() takes no keyword argument {k.arg!r} (its keywords: {kinds}); "
+                    "no function is given another function to call",
+                )
         args = []
         for a in node.args:
             if isinstance(a, ast.Starred):
@@ -766,9 +1006,7 @@ class _Validator:
             if k.arg is None:
                 self.fail(k, "'**' unpacking is not allowed; pass keyword arguments by name")
             keywords.append(ast.keyword(k.arg, self.visit(k.value)))
-        return ast.Call(
-            ast.copy_location(c.cell("f", name, c.functions[name]), func), args, keywords
-        )
+        return ast.Call(ast.copy_location(c.cell("f", name, fn), func), args, keywords)
 
 
 # -- templates ------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from rules.expressions import Expr, ExpressionError, Where, compile_expr, compil
 from rules.outputs import AlertOut, EmitOut, GroupsOut, MetricOut, data_class
 from rules.reference import Reference
 
+MAX_PACK_BYTES = 2**20  # a rule pack larger than this is refused (docs/rules.md)
 Part = tuple[str, int] | None  # an expression inside a longer scalar: the scalar, the offset
 
 
@@ -78,9 +79,9 @@ def check_rules(
     for source in sources:
         try:
             if isinstance(source, tuple):
-                doc = load_yaml(source[0], text=source[1])
+                doc = load_yaml(source[0], text=source[1], max_bytes=MAX_PACK_BYTES)
             else:
-                doc = load_yaml(source)
+                doc = load_yaml(source, max_bytes=MAX_PACK_BYTES)
             pack = _convert_pack(doc)
         except SourceError as exc:
             errors.append(exc)
@@ -214,7 +215,8 @@ class _PackCompiler(OperatorBuilders):
                 raise doc.error(
                     ("sets", name), f"{name!r} is already a list or a parameter", key=True
                 )
-            self.constants[name] = context.live_set(name)
+            # A set belongs to its pack: another pack's 'staff' is another set.
+            self.constants[name] = context.live_set(owned_set(pack.pack, name))
         self.macros: dict[str, ast.expr] = {}
         self._itself: str | None = None  # while compiling an aggregate's per-item expressions
         self.macro_types: dict[str, frozenset[str] | None] = {}
@@ -472,7 +474,7 @@ class _PackCompiler(OperatorBuilders):
             path = ("sets", name)
             self.sets.append(
                 SetRule(
-                    name,
+                    owned_set(pack.pack, name),
                     self.cond(s.add, (*path, "add")),
                     self.cond(s.remove, (*path, "remove")),
                     self.expr(s.member, (*path, "member")).fn,
@@ -694,6 +696,12 @@ class _PackCompiler(OperatorBuilders):
                 # The throttle sees what the outputs see (an aggregate's groups and values).
                 out.throttle_by = self.key(r.throttle.by, (*path, "throttle", "by"), types, names)
         return out
+
+
+def owned_set(pack: str, name: str) -> str:
+    """The engine's name for a pack's set: the pack's name, a dot, the set's (``carts.staff``).
+    Set names are identifiers, so a name without a dot is one from before sets had owners."""
+    return f"{pack}.{name}"
 
 
 def _union(*types: frozenset[str] | None) -> frozenset[str] | None:

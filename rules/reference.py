@@ -22,6 +22,8 @@ from core.layout import Layout
 from core.yamlsource import convert, load_yaml
 from rules.engine import Context
 
+MAX_REFERENCE_BYTES = 16 * 2**20  # a members or watch-list file larger than this is refused
+
 
 class ReferenceList(msgspec.Struct, forbid_unknown_fields=True):
     """A members or watch-list file: pseudonymous ids, each with an optional note."""
@@ -31,7 +33,7 @@ class ReferenceList(msgspec.Struct, forbid_unknown_fields=True):
 
 def load_reference_list(path: str | Path) -> dict[str, str]:
     """``entries: {m-7f3a: "opted in 2026-03"}``, with file:line errors (``SourceError``)."""
-    return dict(convert(load_yaml(path), ReferenceList).entries)
+    return dict(convert(load_yaml(path, max_bytes=MAX_REFERENCE_BYTES), ReferenceList).entries)
 
 
 class Reference:

@@ -134,8 +134,19 @@ def restore(engine: Engine, data: bytes) -> list[str]:
     for store, p in partitions.items():
         engine.partitions[store] = p
         engine._seen[store] = seen[store]
+        _own_sets(engine, p)
         for name, members in p.sets.items():
             engine.context.live_set(name).update(members)
         for rule in engine.rules.rules:
             rule.restored(p)
     return list(partitions)
+
+
+def _own_sets(engine: Engine, p: Partition) -> None:
+    """A snapshot from before sets belonged to their pack keeps one set per name
+    (``staff``): each pack's set of that name starts from its members."""
+    for name in [n for n in p.sets if "." not in n]:
+        members = p.sets.pop(name)
+        for s in engine.rules.sets:
+            if s.name.rpartition(".")[2] == name:
+                p.sets.setdefault(s.name, set()).update(members)

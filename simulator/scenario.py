@@ -39,7 +39,16 @@ from core.layout import Layout, LayoutError, load_layout
 from core.log import read_raw
 from core.natsd import NatsServerError
 from core.runtime import open_log
-from core.yamlsource import PathKey, SourceError, YamlDocument, convert, load_yaml
+from core.yamlsource import (
+    PathKey,
+    SourceError,
+    SourceErrors,
+    YamlDocument,
+    convert,
+    convert_all,
+    load_yaml,
+    pruned,
+)
 from rules.durations import parse_duration
 from rules.engine import Context, Engine
 from rules.loader import load_rules
@@ -287,38 +296,96 @@ def _persona(doc: YamlDocument, i: int, s: ShopperSpec) -> Persona:
     return label
 
 
+def _expectation_errors(doc: YamlDocument, spec: ScenarioSpec, errors: list[SourceError]) -> None:
+    """What the types do not say of ``expect``, every problem of it."""
+    for i, x in enumerate([*spec.expect.alerts.must, *spec.expect.alerts.must_not]):
+        if x.alert == "*" and i < len(spec.expect.alerts.must):
+            errors.append(
+                doc.error(("expect", "alerts", "must", i, "alert"), "'*' only in must_not")
+            )
+    for i, x in enumerate(spec.expect.alerts.must_not):
+        if x.count is not None:
+            errors.append(
+                doc.error(("expect", "alerts", "must_not", i, "count"), "no count in must_not")
+            )
+    for i, e in enumerate(spec.expect.events):
+        if e.type not in ev.EVENT_TYPES:
+            errors.append(
+                doc.error(
+                    ("expect", "events", i, "type"),
+                    f"unknown event type {e.type!r}{_suggest(e.type, sorted(ev.EVENT_TYPES))}",
+                )
+            )
+    for i, h in enumerate(spec.expect.heatmap):
+        if (h.cells is None) == (h.at is None and h.dwell_s is None) or (
+            h.at is not None and h.visits is None and h.dwell_s is None
+        ):
+            errors.append(
+                doc.error(
+                    ("expect", "heatmap", i),
+                    "a heatmap expectation is cells: N, dwell_s: S (all cells), "
+                    "or at: [x, y] with visits and/or dwell_s",
+                )
+            )
+
+
 def _shoppers(
-    doc: YamlDocument, spec: ScenarioSpec, store: Store, start: datetime
+    doc: YamlDocument,
+    spec: ScenarioSpec,
+    store: Store,
+    start: datetime,
+    errors: list[SourceError],
 ) -> tuple[list[Visitor], list[tuple[str, datetime]]]:
+    """The visitors and passers-by; each shopper's first problem goes to ``errors``."""
     places = _Places(doc, store)
     visitors: list[Visitor] = []
     passers: list[tuple[str, datetime]] = []
     seen: set[str] = set()
     for i, s in enumerate(spec.shoppers or ()):
-        if s.id in seen:
-            raise doc.error(("shoppers", i, "id"), f"shopper {s.id!r} is already in the scenario")
-        seen.add(s.id)
-        offset = _seconds(doc, ("shoppers", i, "at"), s.at)
-        if offset > spec.hours * 3600:
-            raise doc.error(
-                ("shoppers", i, "at"), f"{s.at} is after the scenario's end (hours: {spec.hours})"
-            )
-        persona = _persona(doc, i, s)
-        at = start + timedelta(seconds=offset)
-        if persona is Persona.PASSERBY:
-            if s.steps:
-                raise doc.error(("shoppers", i, "steps"), "a passer-by does not come in: no steps")
-            if store.passby is None:
-                raise doc.error(("shoppers", i, "persona"), "the layout has no passby line")
-            passers.append((s.id, at))
+        try:
+            if s.id in seen:
+                raise doc.error(
+                    ("shoppers", i, "id"), f"shopper {s.id!r} is already in the scenario"
+                )
+            seen.add(s.id)
+            one = _shopper(doc, spec, store, start, places, i, s)
+        except SourceError as exc:
+            errors.append(exc)
             continue
-        acts = _acts(places, ("shoppers", i, "steps"), s.steps, persona is Persona.STAFF)
-        visitors.append(
-            Visitor(
-                s.id, persona, at, group=s.group, member=s.member, speed=s.speed, acts=tuple(acts)
-            )
-        )
+        if isinstance(one, Visitor):
+            visitors.append(one)
+        else:
+            passers.append(one)
     return visitors, passers
+
+
+def _shopper(
+    doc: YamlDocument,
+    spec: ScenarioSpec,
+    store: Store,
+    start: datetime,
+    places: _Places,
+    i: int,
+    s: ShopperSpec,
+) -> Visitor | tuple[str, datetime]:
+    """One shopper of the file: a visitor, or a passer-by's id and time."""
+    offset = _seconds(doc, ("shoppers", i, "at"), s.at)
+    if offset > spec.hours * 3600:
+        raise doc.error(
+            ("shoppers", i, "at"), f"{s.at} is after the scenario's end (hours: {spec.hours})"
+        )
+    persona = _persona(doc, i, s)
+    at = start + timedelta(seconds=offset)
+    if persona is Persona.PASSERBY:
+        if s.steps:
+            raise doc.error(("shoppers", i, "steps"), "a passer-by does not come in: no steps")
+        if store.passby is None:
+            raise doc.error(("shoppers", i, "persona"), "the layout has no passby line")
+        return s.id, at
+    acts = _acts(places, ("shoppers", i, "steps"), s.steps, persona is Persona.STAFF)
+    return Visitor(
+        s.id, persona, at, group=s.group, member=s.member, speed=s.speed, acts=tuple(acts)
+    )
 
 
 def _start(doc: YamlDocument, text: str, layout: Layout) -> datetime:
@@ -341,63 +408,71 @@ def _noise(doc: YamlDocument, value: str | dict[str, Any]) -> sensor_noise.Noise
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Load and check a scenario file; ``SourceError`` (file:line:col) if it is not valid."""
+    """Load and check a scenario file; ``SourceError`` (file:line:col) if it is not valid,
+    a ``SourceErrors`` with every problem found when there are several."""
     doc = load_yaml(path)
     if not isinstance(doc.data, dict):
         raise doc.error((), "a scenario file is a mapping: scenario, layout, start, expect...")
     if isinstance(doc.data.get("start"), datetime):
         doc.data["start"] = doc.data["start"].isoformat()
+    errors: list[SourceError] = []
     expect = doc.data.get("expect")
     receipts = expect.get("receipts") if isinstance(expect, dict) else None
     if isinstance(receipts, str) and receipts != "exact":
-        raise doc.error(
-            ("expect", "receipts"),
-            f"receipts: exact, {{within: 0.99}} or a list of {{cart, lines}}; got {receipts!r}",
+        errors.append(
+            doc.error(
+                ("expect", "receipts"),
+                f"receipts: exact, {{within: 0.99}} or a list of {{cart, lines}}; got {receipts!r}",
+            )
         )
-    spec = convert(doc, ScenarioSpec)
+        expect["receipts"] = "exact"  # type: ignore[index]  # checked; look for the rest
+    spec, found = convert_all(doc, ScenarioSpec)
+    errors += found
+    if spec is None:  # check the rest of the file too: without its broken sections
+        rest = pruned(doc, ScenarioSpec, doc.data)
+        rest.setdefault("expect", {})
+        try:
+            spec = msgspec.convert(rest, ScenarioSpec)
+        except msgspec.ValidationError:
+            raise SourceErrors(errors) from None
+    _expectation_errors(doc, spec, errors)
+    if spec.shoppers is not None and spec.crowd is not None:
+        errors.append(doc.error(("crowd",), "give shoppers or a crowd, not both", key=True))
+    lateness = heartbeat = None
+    profile = sensor_noise.OFF
+    try:
+        profile = _noise(doc, spec.noise)
+        if spec.lateness is not None:
+            lateness = _seconds(doc, ("lateness",), spec.lateness)
+    except SourceError as exc:
+        errors.append(exc)
+    if lateness is None:  # what the noise module says absorbs its late delivery and skew
+        lateness = profile.late_s + 2 * profile.clock_skew_s
+    if spec.heartbeat is not None:
+        try:
+            heartbeat = _seconds(doc, ("heartbeat",), spec.heartbeat)
+            if heartbeat < 1:
+                errors.append(doc.error(("heartbeat",), "a heartbeat at most every second"))
+        except SourceError as exc:
+            errors.append(exc)
     layout_path = Path(path).parent / spec.layout
     try:
         store = _store(layout_path.resolve(), layout_path.stat().st_mtime)
     except OSError as exc:
-        raise doc.error(("layout",), f"cannot read layout {spec.layout}: {exc.strerror}") from None
+        errors.append(doc.error(("layout",), f"cannot read layout {spec.layout}: {exc.strerror}"))
+        raise SourceErrors(errors) from None
     except LayoutError as exc:
-        errors = "\n  ".join(str(e) for e in exc.errors)
-        raise doc.error(("layout",), f"layout {spec.layout} has errors:\n  {errors}") from None
-    if spec.shoppers is not None and spec.crowd is not None:
-        raise doc.error(("crowd",), "give shoppers or a crowd, not both", key=True)
-    start = _start(doc, spec.start, store.layout)
-    visitors, passers = _shoppers(doc, spec, store, start)
-    profile = _noise(doc, spec.noise)
-    if spec.lateness is not None:
-        lateness = _seconds(doc, ("lateness",), spec.lateness)
-    else:  # what the noise module says absorbs its late delivery and clock skew
-        lateness = profile.late_s + 2 * profile.clock_skew_s
-    heartbeat = None
-    if spec.heartbeat is not None:
-        heartbeat = _seconds(doc, ("heartbeat",), spec.heartbeat)
-        if heartbeat < 1:
-            raise doc.error(("heartbeat",), "a heartbeat at most every second")
-    for i, x in enumerate([*spec.expect.alerts.must, *spec.expect.alerts.must_not]):
-        if x.alert == "*" and i < len(spec.expect.alerts.must):
-            raise doc.error(("expect", "alerts", "must", i, "alert"), "'*' only in must_not")
-    for i, x in enumerate(spec.expect.alerts.must_not):
-        if x.count is not None:
-            raise doc.error(("expect", "alerts", "must_not", i, "count"), "no count in must_not")
-    for i, e in enumerate(spec.expect.events):
-        if e.type not in ev.EVENT_TYPES:
-            raise doc.error(
-                ("expect", "events", i, "type"),
-                f"unknown event type {e.type!r}{_suggest(e.type, sorted(ev.EVENT_TYPES))}",
-            )
-    for i, h in enumerate(spec.expect.heatmap):
-        if (h.cells is None) == (h.at is None and h.dwell_s is None) or (
-            h.at is not None and h.visits is None and h.dwell_s is None
-        ):
-            raise doc.error(
-                ("expect", "heatmap", i),
-                "a heatmap expectation is cells: N, dwell_s: S (all cells), "
-                "or at: [x, y] with visits and/or dwell_s",
-            )
+        listed = "\n  ".join(str(e) for e in exc.errors)
+        errors.append(doc.error(("layout",), f"layout {spec.layout} has errors:\n  {listed}"))
+        raise SourceErrors(errors) from None
+    try:
+        start = _start(doc, spec.start, store.layout)
+    except SourceError as exc:
+        errors.append(exc)
+        start = datetime(2000, 1, 1, tzinfo=ZoneInfo(store.layout.store.timezone))
+    visitors, passers = _shoppers(doc, spec, store, start, errors)
+    if errors:
+        raise SourceErrors(errors)
     return Scenario(
         name=spec.scenario,
         file=str(path),

@@ -630,3 +630,44 @@ def test_numbers_in_the_file_are_plain() -> None:
     assert layout.zone("front-a").polygon[0] == (4.0, 2.0)
     assert type(layout.zone("front-a").polygon[0][0]) is float
     assert math.isclose(layout.zone("front-a").area, 4.0)
+
+
+def test_a_layout_check_reports_every_field_of_a_section_in_one_run(tmp_path: Path) -> None:
+    text = (STORES / "convenience.yaml").read_text()
+    text = text.replace("currency: EUR", "currency: 12", 1)
+    text = text.replace("timezone: Europe/Amsterdam", "timezone: 5", 1)
+    text = text.replace("kind: entrance\n", "kind: entrancee\n", 1)
+    text = text.replace("in_side: left\n", "in_side: up\n", 1)
+    errors = check_layout("store.yaml", text=text)
+    assert [(e.line, e.message) for e in errors] == [
+        (31, "store.currency: expected str, got int"),
+        (32, "store.timezone: expected str, got int"),
+        (43, "lines.0.kind: Invalid enum value 'entrancee'"),
+        (45, "lines.0.in_side: Invalid enum value 'up'"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "place", "message"),
+    [
+        (b"store:\n  id: corner-01\n  name: Caf\xe9\n", (3, 12), "not UTF-8"),
+        (b"store: " + b"[" * 20_000 + b"]" * 20_000, (1, 108), "nested more than 100"),
+        (
+            b"a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n"
+            + b"".join(
+                b"%c: &%c [%s]\n" % (97 + i, 97 + i, b", ".join([b"*%c" % (96 + i)] * 10))
+                for i in range(1, 8)
+            ),
+            (4, 4),
+            "aliases (*name) stand for more than 10000 values",
+        ),
+    ],
+)
+def test_a_layout_not_utf8_nested_too_deep_or_an_alias_bomb_is_refused_at_its_place(
+    tmp_path: Path, raw: bytes, place: tuple[int, int], message: str
+) -> None:
+    path = tmp_path / "store.yaml"
+    path.write_bytes(raw)
+    errors = check_layout(path)
+    assert len(errors) == 1
+    assert ((errors[0].line, errors[0].col), errors[0].message[: len(message)]) == (place, message)

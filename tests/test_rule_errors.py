@@ -854,6 +854,36 @@ rules:
         "7m",
     ),
     Case(
+        "a tumbling window of no length",
+        HEAD
+        + """rules:
+  - id: r
+    where: type == "shopper.entered"
+    aggregate:
+      window: {tumbling: 0s}
+      compute: {n: count()}
+""",
+        7,
+        26,
+        "a window lasts longer than 0 s",
+        "0s",
+    ),
+    Case(
+        "a sliding window that does not move",
+        HEAD
+        + """rules:
+  - id: r
+    where: type == "shopper.entered"
+    aggregate:
+      window: {sliding: 1m, every: 0s}
+      compute: {n: count()}
+""",
+        7,
+        36,
+        "a window moves by more than 0 s",
+        "0s",
+    ),
+    Case(
         "cumulative with a sliding window",
         HEAD
         + """rules:
@@ -1100,6 +1130,21 @@ def test_a_malformed_pack_gives_one_error_at_its_place(case: Case) -> None:
     if case.at:
         line = case.text.splitlines()[case.line - 1]
         assert line[case.col - 1 :].startswith(case.at), (line, case.col)
+
+
+def test_a_sliding_window_of_whole_steps_not_exact_in_floating_point_is_accepted() -> None:
+    assert 0.3 % 0.1 != 0  # what a remainder check would have refused
+    checked = check(
+        HEAD
+        + """rules:
+  - id: r
+    where: type == "shopper.entered"
+    aggregate:
+      window: {sliding: 300ms, every: 100ms}
+      compute: {n: count()}
+"""
+    )
+    assert checked.errors == []
 
 
 def test_there_are_at_least_25_distinct_malformed_packs() -> None:

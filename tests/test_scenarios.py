@@ -226,6 +226,44 @@ def test_an_unknown_expectation_is_refused_at_its_line(
     assert f"{path}:{line}:" in result.output and message in result.output, result.output
 
 
+def test_a_scenario_with_several_problems_reports_them_all_in_one_run(tmp_path: Path) -> None:
+    body = (
+        "heartbeat: 500ms\n"
+        "shoppers:\n"
+        "  - id: v1\n"
+        "    steps: [enter, {take: cola-5000ml}]\n"
+        "  - id: v2\n"
+        "    persona: shoplifter\n"
+        "  - {id: v3, at: 2h}\n"
+        "expect:\n"
+        "  reciepts: exact\n"
+        "  events: [{type: item.stolen, count: 1}]\n"
+    )
+    path = _scenario(tmp_path, "broken.yaml", HEAD + body)
+    result = runner.invoke(app, ["scenario", "run", str(path)], env={"AISLE_NATS_URL": "x"})
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith(str(path))]
+    places = [tuple(int(n) for n in line[len(str(path)) + 1 :].split(":")[:2]) for line in lines]
+    assert places == [(4, 12), (7, 27), (9, 14), (10, 18), (12, 3), (13, 19)], result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"scenario: caf\xe9\n", "1:14: not UTF-8"),
+        ("scenario: " + "[" * 20_000 + "]" * 20_000 + "\n", "1:111: nested more than 100"),
+    ],
+)
+def test_a_scenario_not_utf8_or_nested_too_deep_is_refused_at_its_place(
+    tmp_path: Path, text: str | bytes, message: str
+) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    result = runner.invoke(app, ["scenario", "run", str(path)], env={"AISLE_NATS_URL": "x"})
+    assert result.exit_code == 2, result.output
+    assert f"{path}:{message}" in result.output, result.output
+
+
 def test_the_documented_example_is_a_valid_scenario(tmp_path: Path) -> None:
     doc = (ROOT / "docs" / "scenarios.md").read_text()
     examples = [b for b in re.findall(r"```yaml\n(.*?)```", doc, re.S) if "scenario:" in b]
