@@ -138,8 +138,12 @@ def _container(
         out: dict[Any, Any] = {}
         for k, v in node.items():
             child = (*path, k)
-            kl, kc = node.lc.key(k)
-            vl, vc = node.lc.value(k)
+            if k in node.lc.data:
+                kl, kc = node.lc.key(k)
+                vl, vc = node.lc.value(k)
+            else:  # merged in by ``<<: *anchor``: placed where the map starts
+                kl = vl = node.lc.line
+                kc = vc = node.lc.col
             doc.key_positions[child] = (kl + 1, kc + 1)
             doc.positions[child] = (vl + 1, vc + 1)
             out[k] = _plain(v, child, doc, budget, depth)

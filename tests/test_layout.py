@@ -671,3 +671,17 @@ def test_a_layout_not_utf8_nested_too_deep_or_an_alias_bomb_is_refused_at_its_pl
     errors = check_layout(path)
     assert len(errors) == 1
     assert ((errors[0].line, errors[0].col), errors[0].message[: len(message)]) == (place, message)
+
+
+def test_a_yaml_merge_key_is_read_with_its_values_placed_where_the_map_starts(
+    tmp_path: Path,
+) -> None:
+    """``<<: *anchor`` (YAML's merge key) once raised a KeyError from the position table."""
+    from core.yamlsource import load_yaml
+
+    path = tmp_path / "merged.yaml"
+    path.write_text("base: &b {x: 1}\nother:\n  <<: *b\n  y: 2\n")
+    doc = load_yaml(path)
+    assert doc.data["other"] == {"x": 1, "y": 2}
+    assert doc.positions[("other", "x")] == (3, 3)
+    assert doc.positions[("other", "y")] == (4, 6)
