@@ -23,6 +23,7 @@ from shapely.geometry import LineString, Point
 
 from core.geometry import Homography, ZoneIndex, segment_crossing
 from core.layout import Layout, LayoutError, check_layout, load_layout, load_layout_text
+from core.yamlsource import load_yaml
 
 STORES = Path(__file__).resolve().parent.parent / "examples" / "stores"
 
@@ -677,8 +678,6 @@ def test_a_yaml_merge_key_is_read_with_its_values_placed_where_the_map_starts(
     tmp_path: Path,
 ) -> None:
     """``<<: *anchor`` (YAML's merge key) once raised a KeyError from the position table."""
-    from core.yamlsource import load_yaml
-
     path = tmp_path / "merged.yaml"
     path.write_text("base: &b {x: 1}\nother:\n  <<: *b\n  y: 2\n")
     doc = load_yaml(path)
