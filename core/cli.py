@@ -20,6 +20,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from core import events as ev
@@ -27,6 +28,7 @@ from core.config import Settings
 from core.log import Record
 from core.natsd import NatsServerError
 from core.runtime import open_log
+from core.streamconfig import StreamDifference
 from core.yamlsource import SourceError
 
 T = TypeVar("T")
@@ -113,7 +115,7 @@ def log_info(as_json: JsonOpt = False) -> None:
     """Streams, message counts, last sequences, and counts by store and type."""
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-log-info") as log:
+        async with open_log(settings, name="aisle-log-info", read_only=True) as log:
             stats = await log.stats()
         if as_json:
             sys.stdout.write(json.dumps([asdict(s) for s in stats]) + "\n")
@@ -146,7 +148,7 @@ def log_tail(store: StoreOpt = None, types: TypeOpt = None, as_json: JsonOpt = F
     _check_types(types)
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-log-tail") as log:
+        async with open_log(settings, name="aisle-log-tail", read_only=True) as log:
             async for record in log.tail(store=store, types=types):
                 print_record(record, as_json)
 
@@ -169,7 +171,7 @@ def log_replay(
 
     async def go(settings: Settings) -> None:
         counts: dict[str, int] = {}
-        async with open_log(settings, name="aisle-log-replay") as log:
+        async with open_log(settings, name="aisle-log-replay", read_only=True) as log:
             async for record in log.replay(
                 store=store, types=types, from_seq=from_seq, from_time=from_time
             ):
@@ -196,7 +198,7 @@ def log_deadletters(
     """Events the log refused, with the field at fault and the reason."""
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-log-deadletters") as log:
+        async with open_log(settings, name="aisle-log-deadletters", read_only=True) as log:
             async for seq, letter in log.deadletters(store=store, late=late):
                 payload = letter.payload[:120].decode(errors="replace")
                 out.print(
@@ -206,6 +208,37 @@ def log_deadletters(
                 )
 
     run(go)
+
+
+@log_app.command("configure")
+def log_configure(
+    apply: Annotated[
+        bool,
+        typer.Option("--apply", help="Set aisle's settings (lifts any limit an operator set)."),
+    ] = False,
+) -> None:
+    """How the streams' settings differ from aisle's; with --apply, set aisle's.
+
+    Every other command keeps a stream's own settings (an operator's limits) and only adds
+    the subjects aisle needs.
+    """
+
+    async def go(settings: Settings) -> list[StreamDifference]:
+        async with open_log(settings, name="aisle-log-configure", read_only=True) as log:
+            return await log.configure_streams(apply=apply)
+
+    found = run(go)
+    if not found:
+        out.print("the streams have aisle's settings")
+        return
+    table = Table("stream", "setting", "the stream's", "aisle's")
+    for d in found:
+        table.add_row(*(escape(x) for x in (d.stream, d.field, d.theirs, d.ours)))
+    out.print(table)
+    if apply:
+        err.print(f"applied aisle's settings ({len(found)} changed)")
+    else:
+        err.print("kept; `aisle log configure --apply` sets aisle's")
 
 
 @layout_app.command("check")

@@ -51,9 +51,13 @@ async def embedded_or_configured(settings: Settings) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def open_log(settings: Settings, *, name: str = "aisle") -> AsyncIterator[JetStreamLog]:
+async def open_log(
+    settings: Settings, *, name: str = "aisle", read_only: bool = False
+) -> AsyncIterator[JetStreamLog]:
+    """The log; ``read_only`` for a command that only reads: no existing stream is changed."""
     async with embedded_or_configured(settings) as url:
-        log = await JetStreamLog.open(await connect(url, name=name), settings.log)
+        nc = await connect(url, name=name)
+        log = await JetStreamLog.open(nc, settings.log, read_only=read_only)
         try:
             yield log
         finally:

@@ -115,7 +115,7 @@ def explain(
     """Walk caused_by back to the raw events: which rule, which version, which events."""
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-rules-explain") as log:
+        async with open_log(settings, name="aisle-rules-explain", read_only=True) as log:
             index = {r.event.id: r.event async for r in log.replay(store=store)}
         chain = explain_chain(event_id, index)
         if chain is None:
@@ -182,7 +182,7 @@ def replay(
         err.print(f"warning: layout {layout} is store {lay.store.id}'s, not {store}'s")
 
     async def go(settings: Settings) -> whatif.Report:
-        async with open_log(settings, name="aisle-rules-replay") as log:
+        async with open_log(settings, name="aisle-rules-replay", read_only=True) as log:
             return await whatif.what_if(
                 log,
                 store,

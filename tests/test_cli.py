@@ -76,6 +76,45 @@ def test_log_replay_info_and_deadletters(env: dict[str, str]) -> None:
     assert stats[f"{env['AISLE_PREFIX'].upper()}_EVENTS"]["messages"] == 10
 
 
+def _stream_limits(env: dict[str, str], **limits: int) -> tuple[int, int]:
+    """Set ``limits`` on the events stream (as an operator would); its (max_bytes, max_msgs)."""
+
+    async def go() -> tuple[int, int]:
+        nc = await connect(env["AISLE_NATS_URL"])
+        js = nc.jetstream()
+        name = f"{env['AISLE_PREFIX'].upper()}_EVENTS"
+        config = (await js.stream_info(name)).config
+        if limits:
+            await js.update_stream(config.evolve(**limits))
+            config = (await js.stream_info(name)).config
+        await nc.close()
+        return int(config.max_bytes or 0), int(config.max_msgs or 0)
+
+    return asyncio.run(go())
+
+
+def test_log_info_keeps_an_operators_stream_limits_and_names_the_difference(
+    env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    _publish(env, visit("s1", "v-1"))
+    assert _stream_limits(env, max_bytes=5_000_000, max_msgs=500) == (5_000_000, 500)
+    for command in (["log", "info"], ["log", "replay"], ["log", "deadletters"]):
+        result = runner.invoke(app, command, env=env)
+        assert result.exit_code == 0, result.output
+        assert _stream_limits(env) == (5_000_000, 500), command
+    assert "max_bytes 5,000,000 (aisle's: unlimited)" in caplog.text
+    assert "max_msgs 500 (aisle's: unlimited)" in caplog.text
+
+    shown = runner.invoke(app, ["log", "configure"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert re.search(r"max_bytes +│ 5,000,000 +│ unlimited", shown.stdout)
+    assert _stream_limits(env) == (5_000_000, 500)
+    applied = runner.invoke(app, ["log", "configure", "--apply"], env=env)
+    assert applied.exit_code == 0, applied.output
+    assert _stream_limits(env) == (-1, -1)
+    assert "aisle's settings" in runner.invoke(app, ["log", "configure"], env=env).stdout
+
+
 def test_unknown_type_is_refused_with_the_known_ones(env: dict[str, str]) -> None:
     result = runner.invoke(app, ["log", "replay", "--type", "item.stolen"], env=env)
     assert result.exit_code == 2

@@ -208,14 +208,46 @@ async def test_streams_are_created_idempotently(jslog: JetStreamLog) -> None:
     assert len(await collect(jslog.replay())) == 5
 
 
-async def test_stream_config_is_updated_in_place(jslog: JetStreamLog) -> None:
+async def test_opening_the_log_keeps_an_operators_limits_and_reports_them(
+    jslog: JetStreamLog, caplog: pytest.LogCaptureFixture
+) -> None:
     from dataclasses import replace
 
     await jslog.publish_many(visit("s1", "v-1"))
-    newer = await JetStreamLog.open(jslog.nc, replace(jslog.config, duplicate_window_s=30.0))
-    info = await newer.js.stream_info(newer.config.events_stream)
-    assert info.config.duplicate_window == 30.0
+    name = jslog.config.events_stream
+    config = (await jslog.js.stream_info(name)).config
+    config.max_bytes, config.max_msgs, config.max_age = 10_000_000, 1_000, 7 * 86400.0
+    picked = f"{jslog.config.prefix}.*.item.picked"
+    config.subjects = [s for s in config.subjects or [] if s != picked]  # an older aisle's
+    await jslog.js.update_stream(config)
+
+    reader = await JetStreamLog.open(jslog.nc, jslog.config, read_only=True)
+    info = await jslog.js.stream_info(name)
+    assert picked not in (info.config.subjects or []), "a read-only command changes nothing"
+    assert (info.config.max_bytes, info.config.max_msgs) == (10_000_000, 1_000)
+    assert "max_bytes 10,000,000 (aisle's: unlimited)" in caplog.text
+    assert "max_age 7 d (aisle's: unlimited)" in caplog.text
+
+    newer = replace(jslog.config, duplicate_window_s=30.0)
+    found = await (await JetStreamLog.open(jslog.nc, newer)).ensure_streams()
+    info = await jslog.js.stream_info(name)
+    assert picked in (info.config.subjects or []), "the subjects aisle needs are added"
+    assert (info.config.max_bytes, info.config.max_msgs) == (10_000_000, 1_000)
+    assert (info.config.max_age, info.config.duplicate_window) == (7 * 86400.0, 120.0)
     assert info.state.messages == 5
+    assert {(d.stream, d.field) for d in found} == {
+        (name, "max_bytes"),
+        (name, "max_msgs"),
+        (name, "max_age"),
+        *((s, "duplicate_window") for s in reader._streams.values()),
+    }
+
+    assert await reader.configure_streams() == await reader.ensure_streams(read_only=True)
+    await JetStreamLog(jslog.nc, newer).configure_streams(apply=True)
+    info = await jslog.js.stream_info(name)
+    assert (info.config.max_bytes, info.config.max_msgs, info.config.max_age) == (-1, -1, 0)
+    assert info.config.duplicate_window == 30.0 and info.state.messages == 5
+    assert await JetStreamLog(jslog.nc, newer).configure_streams() == []
 
 
 async def test_publish_gives_up_with_a_clear_error_when_no_stream_answers(

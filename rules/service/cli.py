@@ -162,7 +162,7 @@ def status_command() -> None:
     """Which rules version is deployed, and which each running engine worker runs."""
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-rules-status") as log:
+        async with open_log(settings, name="aisle-rules-status", read_only=True) as log:
             current = await deployed(await log.key_value("rules", history=20))
             leases = Leases(await log.key_value("engine_leases"), "status")
             workers, _ = await leases.view()
