@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import msgspec
+import nats.js.errors
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -25,8 +26,9 @@ from rich.table import Table
 
 from core import events as ev
 from core.config import Settings
-from core.log import Record
+from core.log import LogUnavailable, PublishError, Record
 from core.natsd import NatsServerError
+from core.pubacks import advice
 from core.runtime import open_log
 from core.streamconfig import StreamDifference
 from core.yamlsource import SourceError
@@ -52,8 +54,12 @@ def run(coro: Callable[[Settings], Awaitable[T]]) -> T:
     """Run one async command against the configured log, with friendly failures."""
     try:
         return asyncio.run(coro(Settings.from_env()))
-    except NatsServerError as exc:
-        err.print(f"[red]error:[/] {exc}")
+    except (NatsServerError, LogUnavailable, PublishError) as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    except nats.js.errors.APIError as exc:  # what the server said; the lasting ones, with advice
+        what = advice(exc.err_code or 0)
+        err.print(f"[red]error:[/] {escape(str(exc))}" + (f": {escape(what)}" if what else ""))
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None

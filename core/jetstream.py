@@ -31,6 +31,7 @@ from core.config import LogConfig
 from core.log import (
     DeadLetter,
     Delivery,
+    LogUnavailable,
     Published,
     Record,
     Rejected,
@@ -40,7 +41,7 @@ from core.log import (
     stream_for_type,
     stream_for_types,
 )
-from core.pubacks import Item, PubAcks, Sending
+from core.pubacks import JETSTREAM_OFF, Item, PubAcks, Sending, advice
 from core.puller import Delivered, Puller
 from core.streamconfig import StreamDifference
 
@@ -158,7 +159,7 @@ class JetStreamLog:
             theirs = await self._stream_settings(cfg.name)
             if theirs is None:
                 try:
-                    await self.js.add_stream(cfg)
+                    await self._add_stream(cfg)
                     continue
                 except nats.js.errors.BadRequestError as exc:
                     if exc.err_code != 10058:  # another process made it meanwhile, its own way
@@ -187,7 +188,7 @@ class JetStreamLog:
             theirs = await self._stream_settings(cfg.name)
             if theirs is None:
                 if apply:
-                    await self.js.add_stream(cfg)
+                    await self._add_stream(cfg)
                 found.append(StreamDifference(cfg.name, "stream", "missing", "created"))
                 continue
             diffs = streamconfig.differences(cfg.name, ours, theirs)
@@ -195,6 +196,19 @@ class JetStreamLog:
                 await self._update_stream(streamconfig.aisles(ours, theirs))
             found += diffs
         return found
+
+    async def _add_stream(self, cfg: api.StreamConfig) -> None:
+        try:
+            await self.js.add_stream(cfg)
+        except nats.js.errors.APIError as exc:
+            if isinstance(exc, nats.js.errors.ServiceUnavailableError) and not exc.err_code:
+                raise LogUnavailable(f"creating stream {cfg.name}: {JETSTREAM_OFF}") from None
+            if what := advice(exc.err_code or 0):
+                raise LogUnavailable(
+                    f"creating stream {cfg.name}: the server answered {exc.description!r} "
+                    f"(error {exc.err_code}): {what}"
+                ) from None
+            raise
 
     async def _stream_settings(self, name: str) -> dict[str, Any] | None:
         """A stream's configuration in the server's JSON; None if there is no such stream."""
@@ -216,9 +230,7 @@ class JetStreamLog:
                 f"$JS.API.{subject}", data, timeout=self.config.publish_timeout_s
             )
         except nats.errors.NoRespondersError:
-            raise nats.js.errors.ServiceUnavailableError(
-                description="no responders: JetStream is not answering"
-            ) from None
+            raise LogUnavailable(f"the server is up but {JETSTREAM_OFF}") from None
         answer: dict[str, Any] = json.loads(msg.data)
         if "error" in answer:
             nats.js.errors.APIError.from_error(answer["error"])  # raises
