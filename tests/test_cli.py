@@ -115,6 +115,54 @@ def test_log_info_keeps_an_operators_stream_limits_and_names_the_difference(
     assert "aisle's settings" in runner.invoke(app, ["log", "configure"], env=env).stdout
 
 
+HOSTILE = "[/] [bold]loud[/bold] \x1b[31mred\x1b[0m \u202eevil"
+
+
+def test_replay_deadletters_and_info_print_hostile_event_text_as_text(env: dict[str, str]) -> None:
+    from datetime import UTC, datetime
+
+    from core import events as ev
+    from core.log import Rejected
+
+    at = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    picked = ev.new(
+        ev.ItemPicked,
+        store="s1",
+        at=at,
+        source=HOSTILE,
+        subject=HOSTILE,
+        data=ev.ItemData(sku="[/]\x1b[2J", shelf="A1"),
+    )
+    _publish(env, [picked])
+
+    async def refuse() -> None:
+        nc = await connect(env["AISLE_NATS_URL"])
+        log = await JetStreamLog.open(nc, LogConfig(prefix=env["AISLE_PREFIX"]))
+        bad = json.dumps({"store": "s1", "type": "item.picked", "subject": HOSTILE}).encode()
+        with pytest.raises(Rejected):
+            await log.publish_raw(bad, source=HOSTILE)
+        await nc.publish(f"{env['AISLE_PREFIX']}.[/].item.picked", b"{}")  # around the log
+        await log.close()
+
+    asyncio.run(refuse())
+    for command in (["log", "replay"], ["log", "deadletters"], ["log", "info"]):
+        result = runner.invoke(app, command, env=env)
+        assert result.exit_code == 0, (command, result.output)
+        assert "\x1b" not in result.output and "\u202e" not in result.output, command
+        assert "[/]" in result.output, command
+    replay = " ".join(runner.invoke(app, ["log", "replay"], env=env).stdout.split())  # unwrapped
+    assert "[/] [bold]loud[/bold] \\x1b[31mred\\x1b[0m \\u202eevil" in replay
+    assert "sku=[/]\\x1b[2J" in replay
+    as_json = runner.invoke(app, ["log", "replay", "--json"], env=env).stdout
+    assert [json.loads(x)["subject"] for x in as_json.splitlines()] == [HOSTILE]
+    dead = runner.invoke(app, ["log", "deadletters", "--json"], env=env)
+    assert dead.exit_code == 0, dead.output
+    letters = [json.loads(x) for x in dead.stdout.splitlines()]
+    assert [(x["store"], x["source"]) for x in letters] == [("s1", HOSTILE)]
+    assert letters[0]["seq"] >= 1 and letters[0]["field"] and letters[0]["reason"]
+    assert json.loads(letters[0]["payload"])["subject"] == HOSTILE
+
+
 def test_unknown_type_is_refused_with_the_known_ones(env: dict[str, str]) -> None:
     result = runner.invoke(app, ["log", "replay", "--type", "item.stolen"], env=env)
     assert result.exit_code == 2
