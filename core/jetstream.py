@@ -71,8 +71,8 @@ async def _connection_error(exc: Exception) -> None:
 
 
 def _version(nc: Client) -> tuple[int, ...]:
-    raw = str(nc._server_info.get("version", "0.0.0"))
-    return tuple(int(p) for p in raw.split("-")[0].split(".")[:3])
+    v = nc.connected_server_version
+    return v.major, v.minor, v.patch
 
 
 class JetStreamLog:
@@ -468,8 +468,9 @@ class JetStreamLog:
         cfg.inactive_threshold = 24 * 3600.0  # a worker gone for good leaves none behind
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await self.js.delete_consumer(name_, name)  # restart where the checkpoint says
-        await self.js.add_consumer(name_, cfg)
-        return await Puller(self.nc, name_, name, strict=True).start(), client_filter
+        info = await self.js.add_consumer(name_, cfg)
+        puller = Puller(self.nc, name_, name, strict=True, created=info.created)
+        return await puller.start(), client_filter
 
     async def drop_consumers(self, stream: Stream, prefix: str, *, keep: str = "") -> list[str]:
         """Delete the durable consumers named ``prefix*`` (but ``keep``): a partition's new

@@ -333,3 +333,53 @@ async def test_an_inline_subscription_hands_each_message_over_as_it_is_parsed(
     await nc.flush()
     await asyncio.sleep(0.05)
     assert len(seen) == 3
+
+
+async def test_a_puller_whose_consumer_is_made_again_under_its_name_knows_it_is_fenced_out(
+    jslog: JetStreamLog,
+) -> None:
+    """The server's 409 says "Consumer Deleted" in words for people; the puller asks the
+    consumer API instead, and a consumer made again under the same name is not its own."""
+    from core.log import Stream
+    from core.puller import ConsumerGone
+
+    await jslog.publish_many(visit("s1", "v-1"))
+    kind = {"store": "s1", "types": ["item.picked"], "start_seq": 1}
+    old, _ = await jslog.engine_consumer("fence-me", Stream.EVENTS, **kind)  # type: ignore[arg-type]
+    assert await old.poll(10) and len(old.take()) == 2
+    waiting = asyncio.create_task(old.wait(10.0))
+    await asyncio.sleep(0.2)
+    new, _ = await jslog.engine_consumer("fence-me", Stream.EVENTS, **kind)  # type: ignore[arg-type]
+    with pytest.raises(ConsumerGone):
+        await waiting
+    await new.stop()
+    await old.stop()
+
+
+async def test_a_conflict_that_is_not_a_deletion_does_not_fence_a_puller_out(
+    jslog: JetStreamLog,
+) -> None:
+    from nats.js import api
+
+    from core.puller import Puller
+
+    name = "busy"
+    config = api.ConsumerConfig(durable_name=name, ack_policy=api.AckPolicy.NONE, max_waiting=1)
+    await jslog.js.add_consumer(jslog.config.events_stream, config)
+    first = await Puller(jslog.nc, jslog.config.events_stream, name).start()
+    second = await Puller(jslog.nc, jslog.config.events_stream, name).start()
+    asked: list[bool] = []
+    ask = second._gone
+
+    async def gone() -> bool:
+        asked.append(await ask())
+        return asked[-1]
+
+    second._gone = gone  # type: ignore[method-assign]
+    waiting = asyncio.create_task(first.wait(1.0))
+    await asyncio.sleep(0.2)
+    await second.wait(1.0)  # 409 "Exceeded MaxWaiting": the consumer is still there
+    assert asked == [False], "a 409 came, and the server said the consumer is there"
+    await waiting
+    await first.stop()
+    await second.stop()
