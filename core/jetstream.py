@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from importlib import metadata
 from typing import Any
 
 import msgspec.json as msgspec_json
@@ -71,7 +72,13 @@ async def _connection_error(exc: Exception) -> None:
 
 
 def _version(nc: Client) -> tuple[int, ...]:
+    """The server's version, as nats-py reports it; what it can filter depends on it."""
     v = nc.connected_server_version
+    if v.dev == "unknown":  # nats-py's answer when it did not keep the server's INFO
+        raise RuntimeError(
+            f"nats-py {metadata.version('nats-py')} did not report the NATS server's "
+            "version; aisle is tested with the nats-py versions its pyproject.toml names"
+        )
     return v.major, v.minor, v.patch
 
 

@@ -29,7 +29,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from core import inline
+from core import handlers
 from core.log import Published, PublishError
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class PubAcks:
         """Send ``items`` (an id repeated in them goes once); confirm with ``confirmed``."""
         if self._sub is None:
             # Being a core subscription, nats-py subscribes it again after a reconnect.
-            self._sub = await inline.subscribe(self.nc, f"{self.inbox}.*", self._on_ack)
+            self._sub = await handlers.subscribe(self.nc, f"{self.inbox}.*", self._on_ack)
         lot = Sending(self, items)
         await self._send(lot, lot.todo)
         return lot

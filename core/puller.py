@@ -3,10 +3,10 @@
 nats-py's ``PullSubscription.fetch`` awaits every message of a batch through its own
 ``asyncio.wait_for`` (a task and a timer each); on replay that machinery was a fifth of the
 time, measured (``bench/log_throughput.py``). Here one core subscription collects batches
-(its handler runs inline, ``core/inline.py``), and one event ends each wait. The protocol
-is JetStream's own: a request on ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``, answered
-by messages and, when the batch cannot be filled, a status message (404 no messages, 408
-expired, 409 conflict). Being a plain subscription, nats-py re-subscribes it after a
+(``core/handlers.py``), and one event ends each wait. The protocol is JetStream's own: a
+request on ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``, answered by messages and,
+when the batch cannot be filled, a status message (404 no messages, 408 expired, 409
+conflict). Being a plain subscription, nats-py re-subscribes it after a
 reconnect.
 
 Each request has its own reply subject (``<inbox>.<n>``), so several can be in flight at
@@ -29,7 +29,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import api
 
-from core import inline
+from core import handlers
 
 STATUS = api.Header.STATUS.value  # how nats-py hands over a status line: as this header
 NO_MESSAGES = "404"
@@ -106,7 +106,7 @@ class Puller:
         self.gap = ""
 
     async def start(self) -> Puller:
-        self._sub = await inline.subscribe(self.nc, f"{self.inbox}.*", self._on_msg)
+        self._sub = await handlers.subscribe(self.nc, f"{self.inbox}.*", self._on_msg)
         return self
 
     def _on_msg(self, msg: Msg) -> None:

@@ -299,12 +299,10 @@ async def test_an_abandoned_lot_frees_its_window(jslog: JetStreamLog) -> None:
     await jslog.ensure_streams()
 
 
-async def test_an_inline_subscription_hands_each_message_over_as_it_is_parsed(
+async def test_a_handler_subscription_hands_over_each_message_in_order_and_survives_a_failure(
     jslog: JetStreamLog,
 ) -> None:
-    """``core.inline`` relies on how nats-py reaches a subscription: if an upgrade changed
-    it, the handler would see nothing (or a task would run between), and this would fail."""
-    from core import inline
+    from core import handlers
 
     nc, seen = jslog.nc, []
     inbox = nc.new_inbox()
@@ -314,7 +312,7 @@ async def test_an_inline_subscription_hands_each_message_over_as_it_is_parsed(
             raise ValueError("a handler's failure stays with its message")
         seen.append((msg.subject, msg.data, msg.headers))
 
-    sub = await inline.subscribe(nc, f"{inbox}.*", handle)
+    sub = await handlers.subscribe(nc, f"{inbox}.*", handle)
     for i, data in enumerate([b"one", b"bad", b"two", b"three"]):
         await nc.publish(f"{inbox}.{i}", data, headers={"K": str(i)})
     await nc.flush()
@@ -327,7 +325,6 @@ async def test_an_inline_subscription_hands_each_message_over_as_it_is_parsed(
         (f"{inbox}.2", b"two", {"K": "2"}),
         (f"{inbox}.3", b"three", {"K": "3"}),
     ]
-    assert sub._pending_queue.qsize() == 0 and sub._wait_for_msgs_task is None
     await sub.unsubscribe()
     await nc.publish(f"{inbox}.4", b"after")
     await nc.flush()
@@ -383,3 +380,14 @@ async def test_a_conflict_that_is_not_a_deletion_does_not_fence_a_puller_out(
     await waiting
     await first.stop()
     await second.stop()
+
+
+async def test_opening_the_log_fails_loudly_when_nats_py_does_not_report_the_servers_version(
+    jslog: JetStreamLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nats.aio.client import Client, ServerVersion
+
+    unknown = property(lambda self: ServerVersion("0.0.0-unknown"))
+    monkeypatch.setattr(Client, "connected_server_version", unknown)
+    with pytest.raises(RuntimeError, match=r"nats-py 2\.\d+\.\d+ did not report .* version"):
+        await JetStreamLog.open(jslog.nc, jslog.config)
