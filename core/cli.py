@@ -57,11 +57,12 @@ def run(coro: Callable[[Settings], Awaitable[T]]) -> T:
     try:
         return asyncio.run(coro(Settings.from_env()))
     except (NatsServerError, LogUnavailable, PublishError) as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except nats.js.errors.APIError as exc:  # what the server said; the lasting ones, with advice
         what = advice(exc.err_code or 0)
-        err.print(f"[red]error:[/] {escape(str(exc))}" + (f": {escape(what)}" if what else ""))
+        line = f"[red]error:[/] {escape(str(exc))}" + (f": {escape(what)}" if what else "")
+        err.print(line, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None

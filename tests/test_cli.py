@@ -231,6 +231,18 @@ def test_simulate_publishes_a_chain_and_writes_the_truth(
     assert after == stats, "the same seed publishes the same events: nothing new"
 
 
+def test_simulate_into_a_full_store_says_why_in_one_line(tmp_path: Path) -> None:
+    from tests.test_log_faults import _TinyStore
+
+    with _TinyStore(tmp_path / "nats") as server:
+        env = {"AISLE_NATS_URL": server.url, "AISLE_PREFIX": unique_prefix()}
+        result = runner.invoke(app, ["simulate", "--shoppers", "40", "--hours", "2"], env=env)
+    assert result.exit_code == 2, result.output
+    error = next(line for line in result.output.splitlines() if line.startswith("error:"))
+    assert "insufficient resources" in error and "free disk space" in error
+    assert isinstance(result.exception, SystemExit), "no traceback"
+
+
 def test_render_films_a_camera_with_its_ground_truth(tmp_path: Path) -> None:
     args = ["render", "--camera", "cam-front-west", "--minutes", "0.2", "--shoppers", "2"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path)])
