@@ -28,7 +28,8 @@ from rich.text import Text
 
 from core import events as ev
 from core.config import Settings
-from core.log import LogUnavailable, PublishError, Record
+from core.jetstream import LogUnavailable
+from core.log import PublishError, Record
 from core.natsd import NatsServerError
 from core.pubacks import advice
 from core.runtime import open_log

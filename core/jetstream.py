@@ -32,7 +32,6 @@ from core.config import LogConfig
 from core.log import (
     DeadLetter,
     Delivery,
-    LogUnavailable,
     Published,
     Record,
     Rejected,
@@ -69,6 +68,18 @@ async def connect(url: str, *, name: str = "aisle") -> Client:
 async def _connection_error(exc: Exception) -> None:
     """One line per error while the client reconnects, not nats-py's traceback each time."""
     log.warning("nats: %s: %s", type(exc).__name__, exc)
+
+
+class LogUnavailable(nats.js.errors.ServiceUnavailableError):
+    """The NATS server answers, but its log cannot be used; the message says why and what
+    to do. A ``ServiceUnavailableError`` still, for callers that wait for a cluster to
+    elect its leaders."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(code=503, description=message)
+
+    def __str__(self) -> str:
+        return str(self.description)
 
 
 def _version(nc: Client) -> tuple[int, ...]:

@@ -101,11 +101,6 @@ class PublishError(RuntimeError):
     """The log did not confirm a publish before the deadline; the event may be retried."""
 
 
-class LogUnavailable(RuntimeError):
-    """The NATS server answers, but its log cannot be used; the message says why and what
-    to do (JetStream off, its storage full)."""
-
-
 @dataclass(frozen=True, slots=True)
 class StreamStats:
     name: str
