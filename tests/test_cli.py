@@ -163,6 +163,50 @@ def test_replay_deadletters_and_info_print_hostile_event_text_as_text(env: dict[
     assert json.loads(letters[0]["payload"])["subject"] == HOSTILE
 
 
+def test_tail_prints_hostile_event_text_as_text(env: dict[str, str]) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+    from datetime import UTC, datetime
+
+    from core import events as ev
+
+    aisle = Path(sys.executable).parent / "aisle"
+    tail = subprocess.Popen(
+        [str(aisle), "log", "tail"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert tail.stdout is not None
+    os.set_blocking(tail.stdout.fileno(), False)
+    shown = b""
+    try:
+        at = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+        for i in range(80):  # until the tail, started meanwhile, has printed one
+            picked = ev.new(
+                ev.ItemPicked,
+                store="s1",
+                at=at,
+                source="cam-1",
+                subject=f"{HOSTILE} {i}",
+                data=ev.ItemData(sku="[/]", shelf="A1"),
+            )
+            _publish(env, [picked])
+            time.sleep(0.25)
+            shown += tail.stdout.read() or b""
+            if b"item.picked" in shown:
+                break
+    finally:
+        tail.terminate()
+        tail.wait(timeout=10)
+    assert b"item.picked" in shown, "the tail printed what came"
+    text = shown.decode()
+    assert "\x1b" not in text and "\u202e" not in text
+    assert "[/] [bold]loud[/bold] \\x1b[31mred" in " ".join(text.split())
+
+
 def test_unknown_type_is_refused_with_the_known_ones(env: dict[str, str]) -> None:
     result = runner.invoke(app, ["log", "replay", "--type", "item.stolen"], env=env)
     assert result.exit_code == 2
