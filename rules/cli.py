@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from core.cli import shown
 from core.config import Settings
 from core.layout import LayoutError, load_layout
 from core.runtime import open_log
@@ -121,7 +122,7 @@ def explain(
         if chain is None:
             err.print(f"no event {event_id} in the log" + (f" of store {store}" if store else ""))
             raise typer.Exit(1)
-        typer.echo(render_chain(chain))
+        typer.echo("\n".join(shown(line) for line in render_chain(chain).splitlines()))
 
     asyncio.run(go(Settings.from_env()))
 
