@@ -55,9 +55,9 @@ STORAGE_FULL = (
     "configuration, or keep less (a max_age or max_bytes on the streams, discard old)"
 )
 JETSTREAM_OFF = (
-    "JetStream is off: not enabled (nats-server -js), or disabled by the server, as it does "
-    "when its storage runs out (its log says so): free disk space under its store directory "
-    "and restart it"
+    "JetStream does not answer: it is off (nats-server -js turns it on), a cluster is still "
+    "electing its leader (try again), or the server disabled it, as it does when its storage "
+    "runs out (its log says so): free disk space under its store directory and restart it"
 )
 _LASTING = {
     10023: STORAGE_FULL,

@@ -213,5 +213,5 @@ def test_a_server_without_jetstream_is_named_as_such_not_a_bare_service_unavaila
         env = {"AISLE_NATS_URL": server.url, "AISLE_PREFIX": unique_prefix()}
         result = CliRunner().invoke(app, ["log", "info"], env=env)
     assert result.exit_code == 2, result.output
-    assert "JetStream is off" in result.output and "free disk space" in result.output
+    assert "JetStream does not answer" in result.output and "free disk space" in result.output
     assert "Traceback" not in result.output
