@@ -6,8 +6,7 @@ time, measured (``bench/log_throughput.py``). Here one core subscription collect
 (``core/handlers.py``), and one event ends each wait. The protocol is JetStream's own: a
 request on ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``, answered by messages and,
 when the batch cannot be filled, a status message (404 no messages, 408 expired, 409
-conflict). Being a plain subscription, nats-py re-subscribes it after a
-reconnect.
+conflict). Being a plain subscription, nats-py re-subscribes it after a reconnect.
 
 Each request has its own reply subject (``<inbox>.<n>``), so several can be in flight at
 once (a long poll, and a quick look beside it) and a status ends only its own request.
