@@ -696,7 +696,8 @@ def reachable(url: str) -> bool:
 
 async def server_version(url: str) -> str:
     nc = await connect(url, name="bench-version")
-    version = str(nc._server_info.get("version", "?"))
+    v = nc.connected_server_version
+    version = f"{v.major}.{v.minor}.{v.patch}"
     await nc.close()
     return version
 

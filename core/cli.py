@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -18,18 +19,22 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import msgspec
+import nats.js.errors
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from core import events as ev
 from core.access import Role, add_adapter, permissions
 from core.config import ConfigError, Settings
-from core.jetstream import ConnectError
-from core.log import Record
+from core.jetstream import ConnectError, LogUnavailable
+from core.log import PublishError, Record
 from core.natsd import NatsServerError
+from core.pubacks import advice
 from core.runtime import open_log, reload_embedded
+from core.streamconfig import StreamDifference
 from core.yamlsource import SourceError
 
 T = TypeVar("T")
@@ -53,8 +58,13 @@ def run(coro: Callable[[Settings], Awaitable[T]]) -> T:
     """Run one async command against the configured log, with friendly failures."""
     try:
         return asyncio.run(coro(Settings.from_env()))
-    except (NatsServerError, ConnectError, ConfigError) as exc:
+    except (NatsServerError, ConnectError, ConfigError, LogUnavailable, PublishError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except nats.js.errors.APIError as exc:  # what the server said; the lasting ones, with advice
+        what = advice(exc.err_code or 0)
+        line = f"[red]error:[/] {escape(str(exc))}" + (f": {escape(what)}" if what else "")
+        err.print(line, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -80,17 +90,38 @@ def _summary(data: Any) -> str:
     return " ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, {}, ""))
 
 
+# Characters a terminal acts on rather than shows: C0 and C1 controls (an ANSI escape
+# starts with one), and the invisible ones that reorder or hide text (zero-width, bidi).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_C1 = re.compile("[\x7f-\x9f]")  # JSON may carry them raw; a terminal may act on them
+
+
+def shown(text: object) -> str:
+    """Event text as a terminal may show it: what it would act on, written as an escape
+    (``\\x1b``). Printed as ``Text``, never as markup, so ``[/]`` is only text."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), str(text))
+
+
+def _json_line(data: str) -> str:
+    return _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", data) + "\n"
+
+
 def print_record(record: Record, as_json: bool) -> None:
     e = record.event
     if as_json:
-        sys.stdout.write(ev.encode(e).decode() + "\n")
+        sys.stdout.write(_json_line(ev.encode(e).decode()))
         return
-    derived = f" [dim]← {e.rule.id}@{e.rule.version}[/]" if isinstance(e, ev.DerivedEvent) else ""
-    out.print(
-        f"[dim]{record.seq:>8}[/] {e.at:%Y-%m-%d %H:%M:%S.%f}"[:-3]
-        + f"  [bold]{e.store}[/] [cyan]{e.type:<22}[/] {e.subject:<14} {_summary(e.data)}{derived}",
-        highlight=False,
+    line = Text.assemble(
+        (f"{record.seq:>8}", "dim"),
+        f" {e.at:%Y-%m-%d %H:%M:%S.%f}"[:-3] + "  ",
+        (shown(e.store), "bold"),
+        " ",
+        (f"{shown(e.type):<22}", "cyan"),
+        f" {shown(e.subject):<14} {shown(_summary(e.data))}",
     )
+    if isinstance(e, ev.DerivedEvent):
+        line.append(f" ← {shown(e.rule.id)}@{shown(e.rule.version)}", style="dim")
+    out.print(line, highlight=False)
 
 
 def _parse_from(value: str | None) -> tuple[int | None, datetime | None]:
@@ -116,7 +147,9 @@ def log_info(as_json: JsonOpt = False) -> None:
     """Streams, message counts, last sequences, and counts by store and type."""
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-log-info", role=Role.VIEWER) as log:
+        async with open_log(
+            settings, name="aisle-log-info", role=Role.VIEWER, read_only=True
+        ) as log:
             stats = await log.stats()
         if as_json:
             sys.stdout.write(json.dumps([asdict(s) for s in stats]) + "\n")
@@ -136,7 +169,7 @@ def log_info(as_json: JsonOpt = False) -> None:
         for s in stats:
             for subject, count in sorted(s.subjects.items()):
                 _, store, kind = subject.split(".", 2)
-                by_subject.add_row(store, kind, f"{count:,}")
+                by_subject.add_row(Text(shown(store)), Text(shown(kind)), f"{count:,}")
         if by_subject.row_count:
             out.print(by_subject)
 
@@ -149,7 +182,9 @@ def log_tail(store: StoreOpt = None, types: TypeOpt = None, as_json: JsonOpt = F
     _check_types(types)
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-log-tail", role=Role.VIEWER) as log:
+        async with open_log(
+            settings, name="aisle-log-tail", role=Role.VIEWER, read_only=True
+        ) as log:
             async for record in log.tail(store=store, types=types):
                 print_record(record, as_json)
 
@@ -172,7 +207,9 @@ def log_replay(
 
     async def go(settings: Settings) -> None:
         counts: dict[str, int] = {}
-        async with open_log(settings, name="aisle-log-replay", role=Role.VIEWER) as log:
+        async with open_log(
+            settings, name="aisle-log-replay", role=Role.VIEWER, read_only=True
+        ) as log:
             async for record in log.replay(
                 store=store, types=types, from_seq=from_seq, from_time=from_time
             ):
@@ -195,18 +232,33 @@ def log_deadletters(
     late: Annotated[
         bool, typer.Option("--late", help="Events the engine set aside as too late instead.")
     ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line (the payload as text).")
+    ] = False,
 ) -> None:
     """Events the log refused, with the field at fault and the reason."""
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-log-deadletters", role=Role.VIEWER) as log:
+        async with open_log(
+            settings, name="aisle-log-deadletters", role=Role.VIEWER, read_only=True
+        ) as log:
             async for seq, letter in log.deadletters(store=store, late=late):
+                if as_json:
+                    entry = {**msgspec.to_builtins(letter), "seq": seq}
+                    entry["payload"] = letter.payload.decode(errors="replace")
+                    sys.stdout.write(_json_line(json.dumps(entry, ensure_ascii=False)))
+                    continue
                 payload = letter.payload[:120].decode(errors="replace")
-                out.print(
-                    f"[dim]{seq:>6}[/] [bold]{letter.store}[/] [red]{letter.field}[/]: "
-                    f"{letter.reason}  [dim]{payload}[/]",
-                    highlight=False,
+                line = Text.assemble(
+                    (f"{seq:>6}", "dim"),
+                    " ",
+                    (shown(letter.store), "bold"),
+                    " ",
+                    (shown(letter.field), "red"),
+                    f": {shown(letter.reason)}  ",
+                    (shown(payload), "dim"),
                 )
+                out.print(line, highlight=False)
 
     run(go)
 
@@ -244,6 +296,37 @@ def log_add_adapter(
     out.print(f"AISLE_NATS_PASSWORD={user.password}", highlight=False)
     if url:
         out.print(f"AISLE_NATS_URL={url}  # the running embedded server", highlight=False)
+
+
+@log_app.command("configure")
+def log_configure(
+    apply: Annotated[
+        bool,
+        typer.Option("--apply", help="Set aisle's settings (lifts any limit an operator set)."),
+    ] = False,
+) -> None:
+    """How the streams' settings differ from aisle's; with --apply, set aisle's.
+
+    Every other command keeps a stream's own settings (an operator's limits) and only adds
+    the subjects aisle needs.
+    """
+
+    async def go(settings: Settings) -> list[StreamDifference]:
+        async with open_log(settings, name="aisle-log-configure", read_only=True) as log:
+            return await log.configure_streams(apply=apply)
+
+    found = run(go)
+    if not found:
+        out.print("the streams have aisle's settings")
+        return
+    table = Table("stream", "setting", "the stream's", "aisle's")
+    for d in found:
+        table.add_row(*(Text(shown(x)) for x in (d.stream, d.field, d.theirs, d.ours)))
+    out.print(table)
+    if apply:
+        err.print(f"applied aisle's settings ({len(found)} changed)")
+    else:
+        err.print("kept; `aisle log configure --apply` sets aisle's")
 
 
 @layout_app.command("check")

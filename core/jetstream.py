@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import ssl
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from importlib import metadata
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +30,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from core import events as ev
+from core import streamconfig
 from core.config import LogConfig, NatsAuth
 from core.log import (
     DeadLetter,
@@ -41,8 +44,9 @@ from core.log import (
     stream_for_type,
     stream_for_types,
 )
-from core.pubacks import Item, PubAcks, Sending
+from core.pubacks import JETSTREAM_OFF, Item, PubAcks, Sending, advice
 from core.puller import Delivered, Puller
+from core.streamconfig import StreamDifference
 
 log = logging.getLogger(__name__)
 
@@ -206,9 +210,27 @@ async def _connection_error(exc: Exception) -> None:
     log.warning("nats: %s: %s", type(exc).__name__, exc)
 
 
+class LogUnavailable(nats.js.errors.ServiceUnavailableError):
+    """The NATS server answers, but its log cannot be used; the message says why and what
+    to do. A ``ServiceUnavailableError`` still, for callers that wait for a cluster to
+    elect its leaders."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(code=503, description=message)
+
+    def __str__(self) -> str:
+        return str(self.description)
+
+
 def _version(nc: Client) -> tuple[int, ...]:
-    raw = str(nc._server_info.get("version", "0.0.0"))
-    return tuple(int(p) for p in raw.split("-")[0].split(".")[:3])
+    """The server's version, as nats-py reports it; what it can filter depends on it."""
+    v = nc.connected_server_version
+    if v.dev == "unknown":  # nats-py's answer when it did not keep the server's INFO
+        raise RuntimeError(
+            f"nats-py {metadata.version('nats-py')} did not report the NATS server's "
+            "version; aisle is tested with the nats-py versions its pyproject.toml names"
+        )
+    return v.major, v.minor, v.patch
 
 
 class JetStreamLog:
@@ -236,9 +258,13 @@ class JetStreamLog:
         self._consumers: set[JetStreamConsumer] = set()
 
     @classmethod
-    async def open(cls, nc: Client, config: LogConfig | None = None) -> JetStreamLog:
+    async def open(
+        cls, nc: Client, config: LogConfig | None = None, *, read_only: bool = False
+    ) -> JetStreamLog:
+        """The log on ``nc``, its streams created if missing. ``read_only`` (a command that
+        only reads): an existing stream is left exactly as it is."""
         self = cls(nc, config or LogConfig())
-        await self.ensure_streams()
+        await self.ensure_streams(read_only=read_only)
         return self
 
     # -- streams ----------------------------------------------------------------------------
@@ -278,15 +304,95 @@ class JetStreamLog:
             ),
         ]
 
-    async def ensure_streams(self) -> None:
-        """Create the streams, or bring an existing one's configuration up to date."""
+    async def ensure_streams(self, *, read_only: bool = False) -> list[StreamDifference]:
+        """Create a missing stream; keep an existing one as its operator left it.
+
+        On an existing stream only what aisle cannot work without is added (its subjects),
+        and not even that by a read-only command; any other setting that is not aisle's (a
+        byte limit, a shorter max_age) is kept and reported, never undone.
+        """
+        found: list[StreamDifference] = []
         for cfg in self.stream_configs():
-            try:
-                await self.js.add_stream(cfg)
-            except nats.js.errors.BadRequestError as exc:
-                if exc.err_code != 10058:  # exists with a different configuration
-                    raise
-                await self.js.update_stream(cfg)
+            ours = streamconfig.wire(cfg.as_dict())
+            theirs = await self._stream_settings(cfg.name)
+            if theirs is None:
+                try:
+                    await self._add_stream(cfg)
+                    continue
+                except nats.js.errors.BadRequestError as exc:
+                    if exc.err_code != 10058:  # another process made it meanwhile, its own way
+                        raise
+                theirs = await self._stream_settings(cfg.name) or {}
+            missing = streamconfig.missing_subjects(ours["subjects"], theirs.get("subjects", []))
+            if missing and not read_only:
+                theirs = await self._update_stream(streamconfig.with_subjects(theirs, missing))
+                log.info("stream %s: subjects added: %s", cfg.name, ", ".join(missing))
+            diffs = streamconfig.differences(cfg.name, ours, theirs)
+            if diffs:
+                log.warning(
+                    "stream %s keeps its own settings: %s (aisle log configure shows them)",
+                    cfg.name,
+                    "; ".join(f"{d.field} {d.theirs} (aisle's: {d.ours})" for d in diffs),
+                )
+            found += diffs
+        return found
+
+    async def configure_streams(self, *, apply: bool = False) -> list[StreamDifference]:
+        """How the existing streams differ from aisle's settings; with ``apply``, set aisle's
+        (limits an operator set are lifted: the one way aisle ever weakens them)."""
+        found: list[StreamDifference] = []
+        for cfg in self.stream_configs():
+            ours = streamconfig.wire(cfg.as_dict())
+            theirs = await self._stream_settings(cfg.name)
+            if theirs is None:
+                if apply:
+                    await self._add_stream(cfg)
+                found.append(StreamDifference(cfg.name, "stream", "missing", "created"))
+                continue
+            diffs = streamconfig.differences(cfg.name, ours, theirs)
+            if diffs and apply:
+                await self._update_stream(streamconfig.aisles(ours, theirs))
+            found += diffs
+        return found
+
+    async def _add_stream(self, cfg: api.StreamConfig) -> None:
+        try:
+            await self.js.add_stream(cfg)
+        except nats.js.errors.APIError as exc:
+            if isinstance(exc, nats.js.errors.ServiceUnavailableError) and not exc.err_code:
+                raise LogUnavailable(f"creating stream {cfg.name}: {JETSTREAM_OFF}") from None
+            if what := advice(exc.err_code or 0):
+                raise LogUnavailable(
+                    f"creating stream {cfg.name}: the server answered {exc.description!r} "
+                    f"(error {exc.err_code}): {what}"
+                ) from None
+            raise
+
+    async def _stream_settings(self, name: str) -> dict[str, Any] | None:
+        """A stream's configuration in the server's JSON; None if there is no such stream."""
+        try:
+            info = await self._api(f"STREAM.INFO.{name}")
+        except nats.js.errors.NotFoundError:
+            return None
+        return dict(info["config"])
+
+    async def _update_stream(self, config: dict[str, Any]) -> dict[str, Any]:
+        return dict((await self._api(f"STREAM.UPDATE.{config['name']}", config))["config"])
+
+    async def _api(self, subject: str, request: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A JetStream API request in the server's own JSON: nats-py's structs drop what
+        they do not know, and an update built from them would reset it."""
+        data = json.dumps(request).encode() if request is not None else b""
+        try:
+            msg = await self.nc.request(
+                f"$JS.API.{subject}", data, timeout=self.config.publish_timeout_s
+            )
+        except nats.errors.NoRespondersError:
+            raise LogUnavailable(f"the server is up but {JETSTREAM_OFF}") from None
+        answer: dict[str, Any] = json.loads(msg.data)
+        if "error" in answer:
+            nats.js.errors.APIError.from_error(answer["error"])  # raises
+        return answer
 
     async def delete_streams(self) -> None:
         for name in self._streams.values():
@@ -520,8 +626,9 @@ class JetStreamLog:
         cfg.inactive_threshold = 24 * 3600.0  # a worker gone for good leaves none behind
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await self.js.delete_consumer(name_, name)  # restart where the checkpoint says
-        await self.js.add_consumer(name_, cfg)
-        return await Puller(self.nc, name_, name, strict=True).start(), client_filter
+        info = await self.js.add_consumer(name_, cfg)
+        puller = Puller(self.nc, name_, name, strict=True, created=info.created)
+        return await puller.start(), client_filter
 
     async def drop_consumers(self, stream: Stream, prefix: str, *, keep: str = "") -> list[str]:
         """Delete the durable consumers named ``prefix*`` (but ``keep``): a partition's new

@@ -29,7 +29,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from core import inline
+from core import handlers
 from core.log import Published, PublishError
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,35 @@ _SEND_ERRORS = (
     nats.errors.StaleConnectionError,
 )
 _UNAVAILABLE = 503  # no stream answered, or its leader is being elected: try again
+_NO_RESPONDERS = "no stream responded"
+# What the server answers when it cannot store, and what to do; sending again soon would
+# not help (nats-server's error codes: JSInsufficientResourcesErr, JSStorageResources-
+# ExceededErr, JSMemoryResourcesExceededErr, JSStreamStoreFailedF).
+STORAGE_FULL = (
+    "JetStream's storage is full (the server's jetstream max_file_store, or the disk under "
+    "its store directory): free disk space there, raise max_file_store in the server's "
+    "configuration, or keep less (a max_age or max_bytes on the streams, discard old)"
+)
+JETSTREAM_OFF = (
+    "JetStream does not answer: it is off (nats-server -js turns it on), a cluster is still "
+    "electing its leader (try again), or the server disabled it, as it does when its storage "
+    "runs out (its log says so): free disk space under its store directory and restart it"
+)
+_LASTING = {
+    10023: STORAGE_FULL,
+    10047: STORAGE_FULL,
+    10028: "JetStream's memory storage is full: raise the server's jetstream max_memory_store",
+    10077: (
+        "the stream could not store it; at a limit of its own with discard new (maximum "
+        "bytes or messages exceeded), `aisle log configure` shows its limits and --apply "
+        "lifts them, or let it drop old messages (discard old, a max_age)"
+    ),
+}
+
+
+def advice(err_code: int) -> str:
+    """What to do about a JetStream error that lasts, by its code; empty for the rest."""
+    return _LASTING.get(err_code, "")
 
 
 class _ApiError(msgspec.Struct):
@@ -61,7 +90,7 @@ class _Ack(msgspec.Struct):
 
 
 _decode_ack = msgspec.json.Decoder(_Ack).decode
-_NO_STREAM = _Ack(error=_ApiError(code=_UNAVAILABLE, description="no stream responded"))
+_NO_STREAM = _Ack(error=_ApiError(code=_UNAVAILABLE, description=_NO_RESPONDERS))
 
 
 class PubAcks:
@@ -86,7 +115,7 @@ class PubAcks:
         """Send ``items`` (an id repeated in them goes once); confirm with ``confirmed``."""
         if self._sub is None:
             # Being a core subscription, nats-py subscribes it again after a reconnect.
-            self._sub = await inline.subscribe(self.nc, f"{self.inbox}.*", self._on_ack)
+            self._sub = await handlers.subscribe(self.nc, f"{self.inbox}.*", self._on_ack)
         lot = Sending(self, items)
         await self._send(lot, lot.todo)
         return lot
@@ -158,6 +187,7 @@ class Sending:
         first: dict[str, int] = {}
         self.repeats: list[tuple[int, int]] = []
         self.todo: list[int] = []  # not sent yet
+        self.last_refusal: _ApiError | None = None  # the last "unavailable" answer
         for i, (_, _, msg_id) in enumerate(items):
             if msg_id in first:
                 self.repeats.append((i, first[msg_id]))
@@ -186,7 +216,7 @@ class Sending:
             if time.monotonic() - self.started > self.acks.deadline_s:
                 raise PublishError(
                     f"{len(retry)} of {len(self.items)} events not confirmed within "
-                    f"{self.acks.deadline_s}s (is the NATS server up?)"
+                    f"{self.acks.deadline_s}s: {self._why()}"
                 )
             log.info("retrying %d unconfirmed publishes", len(retry))
             await asyncio.sleep(wait)
@@ -208,6 +238,17 @@ class Sending:
                     "(this connection's NATS user may not publish there; docs/security.md)"
                 )
 
+    def _why(self) -> str:
+        """Why nothing was confirmed, as far as the connection and the answers tell."""
+        nc, last = self.acks.nc, self.last_refusal
+        if not nc.is_connected:
+            return "the NATS server does not answer (reconnecting); is it up and reachable?"
+        if last is None:
+            return "no acknowledgement came in time (a slow server, or one unreachable a while)"
+        if last.description == _NO_RESPONDERS:
+            return f"the server is up but no stream answered: it was deleted, or {JETSTREAM_OFF}"
+        return f"the server answered {last.description!r} (error {last.err_code})"
+
     def abandon(self) -> None:
         """Stop waiting: a late ack is ignored, and the window has room again."""
         for token in self.tokens.values():
@@ -225,11 +266,14 @@ class Sending:
         for i, ack in enumerate(self.answers):
             if ack is None or ack.error is None:
                 continue
-            if ack.error.code != _UNAVAILABLE:
+            what = advice(ack.error.err_code)
+            if ack.error.code != _UNAVAILABLE or what:
                 raise PublishError(
                     f"publish to {self.items[i][0]} refused: {ack.error.description} "
                     f"(code {ack.error.code}, error {ack.error.err_code})"
+                    + (f": {what}" if what else "")
                 )
+            self.last_refusal = ack.error
             self.answers[i] = None
             retry.append(i)
         self.todo = []

@@ -3,11 +3,10 @@
 nats-py's ``PullSubscription.fetch`` awaits every message of a batch through its own
 ``asyncio.wait_for`` (a task and a timer each); on replay that machinery was a fifth of the
 time, measured (``bench/log_throughput.py``). Here one core subscription collects batches
-(its handler runs inline, ``core/inline.py``), and one event ends each wait. The protocol
-is JetStream's own: a request on ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``, answered
-by messages and, when the batch cannot be filled, a status message (404 no messages, 408
-expired, 409 conflict). Being a plain subscription, nats-py re-subscribes it after a
-reconnect.
+(``core/handlers.py``), and one event ends each wait. The protocol is JetStream's own: a
+request on ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``, answered by messages and,
+when the batch cannot be filled, a status message (404 no messages, 408 expired, 409
+conflict). Being a plain subscription, nats-py re-subscribes it after a reconnect.
 
 Each request has its own reply subject (``<inbox>.<n>``), so several can be in flight at
 once (a long poll, and a quick look beside it) and a status ends only its own request.
@@ -18,17 +17,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from datetime import datetime
 from itertools import count
 from typing import NamedTuple
 
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js import api
 
-from core import inline
+from core import handlers
 
-STATUS = "Status"
+STATUS = api.Header.STATUS.value  # how nats-py hands over a status line: as this header
 NO_MESSAGES = "404"
+CONFLICT = "409"
 
 
 class ConsumerGone(RuntimeError):
@@ -74,10 +78,21 @@ class _Request:
 
 
 class Puller:
-    def __init__(self, nc: Client, stream: str, consumer: str, *, strict: bool = False) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        stream: str,
+        consumer: str,
+        *,
+        strict: bool = False,
+        created: datetime | None = None,
+    ) -> None:
         """``strict``: every delivery counts, once and in order (a consumer with cumulative
-        acks, which never redelivers): a repeat is dropped and a gap raises ``DeliveryGap``."""
+        acks, which never redelivers): a repeat is dropped and a gap raises ``DeliveryGap``.
+        ``created``: when the server made the consumer, to tell it from one made again
+        under its name."""
         self.nc = nc
+        self.stream, self.consumer, self.created = stream, consumer, created
         self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self.inbox = nc.new_inbox()
         self._batch: list[Delivered] = []  # not yet taken: in the consumer's order
@@ -86,18 +101,18 @@ class Puller:
         self._sub: Subscription | None = None
         self.strict = strict
         self._cseq = 0
-        self.gone = False
+        self._conflict = False  # a 409 came: the consumer may be gone
         self.gap = ""
 
     async def start(self) -> Puller:
-        self._sub = await inline.subscribe(self.nc, f"{self.inbox}.*", self._on_msg)
+        self._sub = await handlers.subscribe(self.nc, f"{self.inbox}.*", self._on_msg)
         return self
 
     def _on_msg(self, msg: Msg) -> None:
         if msg.headers and STATUS in msg.headers:
             status = msg.headers[STATUS]
-            if status == "409" and "deleted" in msg.headers.get("Description", "").lower():
-                self.gone = True
+            if status == CONFLICT:  # deleted, or a limit on waiting pulls: the server knows
+                self._conflict = True
             req = self._requests.get(msg.subject[len(self.inbox) + 1 :])
             if status != "100" and req is not None:  # 100 is a heartbeat; the rest end it
                 req.status = status
@@ -147,7 +162,7 @@ class Puller:
         had no more when the server answered (every message stored before the request
         was sent has then been delivered)."""
         req = await self._request(n, {"no_wait": True}, 5.0)
-        self._check()
+        await self._check()
         # 404: none; 408: fewer than asked. Anything else (503 while a consumer leader is
         # elected, a timeout) says nothing about what is left.
         return req.status in (NO_MESSAGES, "408")
@@ -155,13 +170,26 @@ class Puller:
     async def wait(self, timeout_s: float) -> None:
         """A long poll for one message; it stays with the others until taken."""
         await self._request(1, {"expires": int(timeout_s * 1e9)}, timeout_s)
-        self._check()
+        await self._check()
 
-    def _check(self) -> None:
-        if self.gone:
-            raise ConsumerGone(self.subject)
+    async def _check(self) -> None:
+        if self._conflict:
+            self._conflict = False
+            if await self._gone():
+                raise ConsumerGone(self.subject)
         if self.gap:
             raise DeliveryGap(f"{self.subject}: {self.gap}")
+
+    async def _gone(self) -> bool:
+        """Whether the consumer was deleted (or made again, another's), as the server says;
+        its status text is for people, so the question goes to the consumer API."""
+        try:
+            info = await self.nc.jetstream().consumer_info(self.stream, self.consumer)
+        except nats.js.errors.NotFoundError:
+            return True
+        except (nats.errors.Error, TimeoutError):
+            return False  # no answer now (a leader election): the next 409 asks again
+        return self.created is not None and info.created != self.created
 
     async def _request(self, n: int, options: dict[str, object], wait_s: float) -> _Request:
         token = str(next(self._tokens))

@@ -86,11 +86,11 @@ def _running_embedded(data_dir: Path) -> str | None:
     return url
 
 
-async def _open_as_configured(nc: Client, settings: Settings) -> JetStreamLog:
+async def _open_as_configured(nc: Client, settings: Settings, read_only: bool) -> JetStreamLog:
     """The log on a server of one's own, whose user may not be allowed to create or
     change streams: then it uses them as the admin made them, and says so."""
     try:
-        return await JetStreamLog.open(nc, settings.log)
+        return await JetStreamLog.open(nc, settings.log, read_only=read_only)
     except nats.errors.TimeoutError:
         refused = str(nc.last_error or "")
         if "permissions violation" not in refused.lower():
@@ -150,10 +150,11 @@ async def embedded_or_configured(settings: Settings) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def open_log(
-    settings: Settings, *, name: str = "aisle", role: Role = Role.ADMIN
+    settings: Settings, *, name: str = "aisle", role: Role = Role.ADMIN, read_only: bool = False
 ) -> AsyncIterator[JetStreamLog]:
     """The log, connected as ``role`` on the embedded server (as the configured
-    credentials on a server of one's own, whatever the role).
+    credentials on a server of one's own, whatever the role); ``read_only`` for a command
+    that only reads: no existing stream is changed.
 
     Only an admin may create or change streams: on the embedded server an admin
     connection makes sure of them first, and the role's connection then only uses them.
@@ -161,17 +162,17 @@ async def open_log(
     async with embedded_or_configured(settings) as url:
         if settings.nats_url:
             log_ = await _open_as_configured(
-                await connect(url, name=name, auth=settings.auth), settings
+                await connect(url, name=name, auth=settings.auth), settings, read_only
             )
         else:
             if role is not Role.ADMIN:
                 admin = await connect(
                     url, name=f"{name}-setup", auth=_embedded_auth(settings.data_dir, Role.ADMIN)
                 )
-                await (await JetStreamLog.open(admin, settings.log)).close()
+                await (await JetStreamLog.open(admin, settings.log, read_only=read_only)).close()
             nc = await connect(url, name=name, auth=_embedded_auth(settings.data_dir, role))
             log_ = (
-                await JetStreamLog.open(nc, settings.log)
+                await JetStreamLog.open(nc, settings.log, read_only=read_only)
                 if role is Role.ADMIN
                 else JetStreamLog(nc, settings.log)
             )

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from core.access import Role
+from core.cli import shown
 from core.config import Settings
 from core.layout import LayoutError, load_layout
 from core.runtime import open_log
@@ -116,13 +117,15 @@ def explain(
     """Walk caused_by back to the raw events: which rule, which version, which events."""
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-rules-explain", role=Role.VIEWER) as log:
+        async with open_log(
+            settings, name="aisle-rules-explain", role=Role.VIEWER, read_only=True
+        ) as log:
             index = {r.event.id: r.event async for r in log.replay(store=store)}
         chain = explain_chain(event_id, index)
         if chain is None:
             err.print(f"no event {event_id} in the log" + (f" of store {store}" if store else ""))
             raise typer.Exit(1)
-        typer.echo(render_chain(chain))
+        typer.echo("\n".join(shown(line) for line in render_chain(chain).splitlines()))
 
     asyncio.run(go(Settings.from_env()))
 
@@ -183,7 +186,9 @@ def replay(
         err.print(f"warning: layout {layout} is store {lay.store.id}'s, not {store}'s")
 
     async def go(settings: Settings) -> whatif.Report:
-        async with open_log(settings, name="aisle-rules-replay", role=Role.VIEWER) as log:
+        async with open_log(
+            settings, name="aisle-rules-replay", role=Role.VIEWER, read_only=True
+        ) as log:
             return await whatif.what_if(
                 log,
                 store,

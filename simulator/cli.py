@@ -17,6 +17,7 @@ from rich.progress import Progress
 
 from core import events as ev
 from core.access import Role
+from core.cli import run
 from core.config import Settings
 from core.jetstream import JetStreamLog
 from core.layout import Layout, load_layout
@@ -177,7 +178,8 @@ def register(app: typer.Typer) -> None:
         if start.tzinfo is None:
             start = start.replace(tzinfo=ZoneInfo(layout.store.timezone))
         args = (start, hours, shoppers, seed, truth, publish, realtime)
-        asyncio.run(simulate_chain(Settings.from_env(), _chain(layout, stores), *args))
+        chain = _chain(layout, stores)
+        run(lambda settings: simulate_chain(settings, chain, *args))
 
     @app.command("demo")
     def demo_command(
@@ -187,4 +189,4 @@ def register(app: typer.Typer) -> None:
         """Run the simulated store end to end on the embedded defaults."""
         layout = load_layout(layout_file)
         day = datetime(2026, 11, 28, 7, 0, tzinfo=ZoneInfo(layout.store.timezone))
-        asyncio.run(demo(Settings.from_env(), layout, shoppers, day))
+        run(lambda settings: demo(settings, layout, shoppers, day))

@@ -76,6 +76,137 @@ def test_log_replay_info_and_deadletters(env: dict[str, str]) -> None:
     assert stats[f"{env['AISLE_PREFIX'].upper()}_EVENTS"]["messages"] == 10
 
 
+def _stream_limits(env: dict[str, str], **limits: int) -> tuple[int, int]:
+    """Set ``limits`` on the events stream (as an operator would); its (max_bytes, max_msgs)."""
+
+    async def go() -> tuple[int, int]:
+        nc = await connect(env["AISLE_NATS_URL"])
+        js = nc.jetstream()
+        name = f"{env['AISLE_PREFIX'].upper()}_EVENTS"
+        config = (await js.stream_info(name)).config
+        if limits:
+            await js.update_stream(config.evolve(**limits))
+            config = (await js.stream_info(name)).config
+        await nc.close()
+        return int(config.max_bytes or 0), int(config.max_msgs or 0)
+
+    return asyncio.run(go())
+
+
+def test_log_info_keeps_an_operators_stream_limits_and_names_the_difference(
+    env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    _publish(env, visit("s1", "v-1"))
+    assert _stream_limits(env, max_bytes=5_000_000, max_msgs=500) == (5_000_000, 500)
+    for command in (["log", "info"], ["log", "replay"], ["log", "deadletters"]):
+        result = runner.invoke(app, command, env=env)
+        assert result.exit_code == 0, result.output
+        assert _stream_limits(env) == (5_000_000, 500), command
+    assert "max_bytes 5,000,000 (aisle's: unlimited)" in caplog.text
+    assert "max_msgs 500 (aisle's: unlimited)" in caplog.text
+
+    shown = runner.invoke(app, ["log", "configure"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert re.search(r"max_bytes +│ 5,000,000 +│ unlimited", shown.stdout)
+    assert _stream_limits(env) == (5_000_000, 500)
+    applied = runner.invoke(app, ["log", "configure", "--apply"], env=env)
+    assert applied.exit_code == 0, applied.output
+    assert _stream_limits(env) == (-1, -1)
+    assert "aisle's settings" in runner.invoke(app, ["log", "configure"], env=env).stdout
+
+
+HOSTILE = "[/] [bold]loud[/bold] \x1b[31mred\x1b[0m \u202eevil"
+
+
+def test_replay_deadletters_and_info_print_hostile_event_text_as_text(env: dict[str, str]) -> None:
+    from datetime import UTC, datetime
+
+    from core import events as ev
+    from core.log import Rejected
+
+    at = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    picked = ev.new(
+        ev.ItemPicked,
+        store="s1",
+        at=at,
+        source=HOSTILE,
+        subject=HOSTILE,
+        data=ev.ItemData(sku="[/]\x1b[2J", shelf="A1"),
+    )
+    _publish(env, [picked])
+
+    async def refuse() -> None:
+        nc = await connect(env["AISLE_NATS_URL"])
+        log = await JetStreamLog.open(nc, LogConfig(prefix=env["AISLE_PREFIX"]))
+        bad = json.dumps({"store": "s1", "type": "item.picked", "subject": HOSTILE}).encode()
+        with pytest.raises(Rejected):
+            await log.publish_raw(bad, source=HOSTILE)
+        await nc.publish(f"{env['AISLE_PREFIX']}.[/].item.picked", b"{}")  # around the log
+        await log.close()
+
+    asyncio.run(refuse())
+    for command in (["log", "replay"], ["log", "deadletters"], ["log", "info"]):
+        result = runner.invoke(app, command, env=env)
+        assert result.exit_code == 0, (command, result.output)
+        assert "\x1b" not in result.output and "\u202e" not in result.output, command
+        assert "[/]" in result.output, command
+    replay = " ".join(runner.invoke(app, ["log", "replay"], env=env).stdout.split())  # unwrapped
+    assert "[/] [bold]loud[/bold] \\x1b[31mred\\x1b[0m \\u202eevil" in replay
+    assert "sku=[/]\\x1b[2J" in replay
+    as_json = runner.invoke(app, ["log", "replay", "--json"], env=env).stdout
+    assert [json.loads(x)["subject"] for x in as_json.splitlines()] == [HOSTILE]
+    dead = runner.invoke(app, ["log", "deadletters", "--json"], env=env)
+    assert dead.exit_code == 0, dead.output
+    letters = [json.loads(x) for x in dead.stdout.splitlines()]
+    assert [(x["store"], x["source"]) for x in letters] == [("s1", HOSTILE)]
+    assert letters[0]["seq"] >= 1 and letters[0]["field"] and letters[0]["reason"]
+    assert json.loads(letters[0]["payload"])["subject"] == HOSTILE
+
+
+def test_tail_prints_hostile_event_text_as_text(env: dict[str, str]) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+    from datetime import UTC, datetime
+
+    from core import events as ev
+
+    aisle = Path(sys.executable).parent / "aisle"
+    tail = subprocess.Popen(
+        [str(aisle), "log", "tail"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert tail.stdout is not None
+    os.set_blocking(tail.stdout.fileno(), False)
+    shown = b""
+    try:
+        at = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+        for i in range(80):  # until the tail, started meanwhile, has printed one
+            picked = ev.new(
+                ev.ItemPicked,
+                store="s1",
+                at=at,
+                source="cam-1",
+                subject=f"{HOSTILE} {i}",
+                data=ev.ItemData(sku="[/]", shelf="A1"),
+            )
+            _publish(env, [picked])
+            time.sleep(0.25)
+            shown += tail.stdout.read() or b""
+            if b"item.picked" in shown:
+                break
+    finally:
+        tail.terminate()
+        tail.wait(timeout=10)
+    assert b"item.picked" in shown, "the tail printed what came"
+    text = shown.decode()
+    assert "\x1b" not in text and "\u202e" not in text
+    assert "[/] [bold]loud[/bold] \\x1b[31mred" in " ".join(text.split())
+
+
 def test_unknown_type_is_refused_with_the_known_ones(env: dict[str, str]) -> None:
     result = runner.invoke(app, ["log", "replay", "--type", "item.stolen"], env=env)
     assert result.exit_code == 2
@@ -142,6 +273,18 @@ def test_simulate_publishes_a_chain_and_writes_the_truth(
     info = runner.invoke(app, ["log", "info", "--json"], env=env)
     after = {s["name"]: s["messages"] for s in json.loads(info.stdout)}
     assert after == stats, "the same seed publishes the same events: nothing new"
+
+
+def test_simulate_into_a_full_store_says_why_in_one_line(tmp_path: Path) -> None:
+    from tests.test_log_faults import _TinyStore
+
+    with _TinyStore(tmp_path / "nats") as server:
+        env = {"AISLE_NATS_URL": server.url, "AISLE_PREFIX": unique_prefix()}
+        result = runner.invoke(app, ["simulate", "--shoppers", "40", "--hours", "2"], env=env)
+    assert result.exit_code == 2, result.output
+    error = next(line for line in result.output.splitlines() if line.startswith("error:"))
+    assert "insufficient resources" in error and "free disk space" in error
+    assert isinstance(result.exception, SystemExit), "no traceback"
 
 
 def test_render_films_a_camera_with_its_ground_truth(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import random
 import re
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,9 @@ async def test_sigkill_at_random_points_changes_nothing(embedded_nats, tmp_path:
     rng = random.Random(7)
     events = store_day(hours=2, shoppers=80, seed=11)
     async with scratch_log(embedded_nats.url) as log:
+        # An existing stream keeps its settings: the window is set here, as an operator would.
+        one_second = replace(log.config, duplicate_window_s=1.0)
+        await JetStreamLog(log.nc, one_second).configure_streams(apply=True)
         env = {"AISLE_DUPLICATE_WINDOW_S": "1"}
         args = ("--checkpoint-seconds", "0.5", "--checkpoint-every", "3000", "--lease-ttl", "3")
         logs = tmp_path / "engine.log"

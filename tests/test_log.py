@@ -208,14 +208,46 @@ async def test_streams_are_created_idempotently(jslog: JetStreamLog) -> None:
     assert len(await collect(jslog.replay())) == 5
 
 
-async def test_stream_config_is_updated_in_place(jslog: JetStreamLog) -> None:
+async def test_opening_the_log_keeps_an_operators_limits_and_reports_them(
+    jslog: JetStreamLog, caplog: pytest.LogCaptureFixture
+) -> None:
     from dataclasses import replace
 
     await jslog.publish_many(visit("s1", "v-1"))
-    newer = await JetStreamLog.open(jslog.nc, replace(jslog.config, duplicate_window_s=30.0))
-    info = await newer.js.stream_info(newer.config.events_stream)
-    assert info.config.duplicate_window == 30.0
+    name = jslog.config.events_stream
+    config = (await jslog.js.stream_info(name)).config
+    config.max_bytes, config.max_msgs, config.max_age = 10_000_000, 1_000, 7 * 86400.0
+    picked = f"{jslog.config.prefix}.*.item.picked"
+    config.subjects = [s for s in config.subjects or [] if s != picked]  # an older aisle's
+    await jslog.js.update_stream(config)
+
+    reader = await JetStreamLog.open(jslog.nc, jslog.config, read_only=True)
+    info = await jslog.js.stream_info(name)
+    assert picked not in (info.config.subjects or []), "a read-only command changes nothing"
+    assert (info.config.max_bytes, info.config.max_msgs) == (10_000_000, 1_000)
+    assert "max_bytes 10,000,000 (aisle's: unlimited)" in caplog.text
+    assert "max_age 7 d (aisle's: unlimited)" in caplog.text
+
+    newer = replace(jslog.config, duplicate_window_s=30.0)
+    found = await (await JetStreamLog.open(jslog.nc, newer)).ensure_streams()
+    info = await jslog.js.stream_info(name)
+    assert picked in (info.config.subjects or []), "the subjects aisle needs are added"
+    assert (info.config.max_bytes, info.config.max_msgs) == (10_000_000, 1_000)
+    assert (info.config.max_age, info.config.duplicate_window) == (7 * 86400.0, 120.0)
     assert info.state.messages == 5
+    assert {(d.stream, d.field) for d in found} == {
+        (name, "max_bytes"),
+        (name, "max_msgs"),
+        (name, "max_age"),
+        *((s, "duplicate_window") for s in reader._streams.values()),
+    }
+
+    assert await reader.configure_streams() == await reader.ensure_streams(read_only=True)
+    await JetStreamLog(jslog.nc, newer).configure_streams(apply=True)
+    info = await jslog.js.stream_info(name)
+    assert (info.config.max_bytes, info.config.max_msgs, info.config.max_age) == (-1, -1, 0)
+    assert info.config.duplicate_window == 30.0 and info.state.messages == 5
+    assert await JetStreamLog(jslog.nc, newer).configure_streams() == []
 
 
 async def test_publish_gives_up_with_a_clear_error_when_no_stream_answers(
@@ -267,12 +299,10 @@ async def test_an_abandoned_lot_frees_its_window(jslog: JetStreamLog) -> None:
     await jslog.ensure_streams()
 
 
-async def test_an_inline_subscription_hands_each_message_over_as_it_is_parsed(
+async def test_a_handler_subscription_hands_over_each_message_in_order_and_survives_a_failure(
     jslog: JetStreamLog,
 ) -> None:
-    """``core.inline`` relies on how nats-py reaches a subscription: if an upgrade changed
-    it, the handler would see nothing (or a task would run between), and this would fail."""
-    from core import inline
+    from core import handlers
 
     nc, seen = jslog.nc, []
     inbox = nc.new_inbox()
@@ -282,7 +312,7 @@ async def test_an_inline_subscription_hands_each_message_over_as_it_is_parsed(
             raise ValueError("a handler's failure stays with its message")
         seen.append((msg.subject, msg.data, msg.headers))
 
-    sub = await inline.subscribe(nc, f"{inbox}.*", handle)
+    sub = await handlers.subscribe(nc, f"{inbox}.*", handle)
     for i, data in enumerate([b"one", b"bad", b"two", b"three"]):
         await nc.publish(f"{inbox}.{i}", data, headers={"K": str(i)})
     await nc.flush()
@@ -295,9 +325,69 @@ async def test_an_inline_subscription_hands_each_message_over_as_it_is_parsed(
         (f"{inbox}.2", b"two", {"K": "2"}),
         (f"{inbox}.3", b"three", {"K": "3"}),
     ]
-    assert sub._pending_queue.qsize() == 0 and sub._wait_for_msgs_task is None
     await sub.unsubscribe()
     await nc.publish(f"{inbox}.4", b"after")
     await nc.flush()
     await asyncio.sleep(0.05)
     assert len(seen) == 3
+
+
+async def test_a_puller_whose_consumer_is_made_again_under_its_name_knows_it_is_fenced_out(
+    jslog: JetStreamLog,
+) -> None:
+    """The server's 409 says "Consumer Deleted" in words for people; the puller asks the
+    consumer API instead, and a consumer made again under the same name is not its own."""
+    from core.log import Stream
+    from core.puller import ConsumerGone
+
+    await jslog.publish_many(visit("s1", "v-1"))
+    kind = {"store": "s1", "types": ["item.picked"], "start_seq": 1}
+    old, _ = await jslog.engine_consumer("fence-me", Stream.EVENTS, **kind)  # type: ignore[arg-type]
+    assert await old.poll(10) and len(old.take()) == 2
+    waiting = asyncio.create_task(old.wait(10.0))
+    await asyncio.sleep(0.2)
+    new, _ = await jslog.engine_consumer("fence-me", Stream.EVENTS, **kind)  # type: ignore[arg-type]
+    with pytest.raises(ConsumerGone):
+        await waiting
+    await new.stop()
+    await old.stop()
+
+
+async def test_a_conflict_that_is_not_a_deletion_does_not_fence_a_puller_out(
+    jslog: JetStreamLog,
+) -> None:
+    from nats.js import api
+
+    from core.puller import Puller
+
+    name = "busy"
+    config = api.ConsumerConfig(durable_name=name, ack_policy=api.AckPolicy.NONE, max_waiting=1)
+    await jslog.js.add_consumer(jslog.config.events_stream, config)
+    first = await Puller(jslog.nc, jslog.config.events_stream, name).start()
+    second = await Puller(jslog.nc, jslog.config.events_stream, name).start()
+    asked: list[bool] = []
+    ask = second._gone
+
+    async def gone() -> bool:
+        asked.append(await ask())
+        return asked[-1]
+
+    second._gone = gone  # type: ignore[method-assign]
+    waiting = asyncio.create_task(first.wait(1.0))
+    await asyncio.sleep(0.2)
+    await second.wait(1.0)  # 409 "Exceeded MaxWaiting": the consumer is still there
+    assert asked == [False], "a 409 came, and the server said the consumer is there"
+    await waiting
+    await first.stop()
+    await second.stop()
+
+
+async def test_opening_the_log_fails_loudly_when_nats_py_does_not_report_the_servers_version(
+    jslog: JetStreamLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nats.aio.client import Client, ServerVersion
+
+    unknown = property(lambda self: ServerVersion("0.0.0-unknown"))
+    monkeypatch.setattr(Client, "connected_server_version", unknown)
+    with pytest.raises(RuntimeError, match=r"nats-py 2\.\d+\.\d+ did not report .* version"):
+        await JetStreamLog.open(jslog.nc, jslog.config)

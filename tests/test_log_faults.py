@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nats.js import api
 
 from core import events as ev
 from core.config import LogConfig
@@ -152,3 +154,64 @@ async def test_durable_consumer_carries_on_after_a_restart(private_nats: Embedde
             break
     assert seen == wanted
     await log.close()
+
+
+class _TinyStore(EmbeddedNats):
+    """A server whose JetStream may keep 256 KB on file: full after a few thousand events."""
+
+    def _args(self) -> list[str]:
+        conf = self.data_dir / "tiny.conf"
+        conf.write_text("jetstream { max_file_store: 256KB }\n")
+        return [*super()._args(), "--config", str(conf)]
+
+
+class _NoJetStream(EmbeddedNats):
+    """A server without JetStream, as one is after disabling it when its disk filled."""
+
+    def _args(self) -> list[str]:
+        return [a for a in super()._args() if a != "--jetstream"]
+
+
+async def test_a_full_jetstream_storage_is_reported_with_the_servers_reason_and_what_to_do(
+    tmp_path: Path,
+) -> None:
+    from core.log import PublishError
+
+    with _TinyStore(tmp_path / "nats") as server:
+        log = await JetStreamLog.open(
+            await connect(server.url), LogConfig(prefix="full", publish_deadline_s=30)
+        )
+        events = picks(20_000)
+        with pytest.raises(PublishError) as refused:
+            for i in range(0, len(events), 200):
+                await log.publish_many(events[i : i + 200])
+        message = str(refused.value)
+        assert "insufficient resources" in message and "error 10023" in message
+        assert "free disk space" in message and "max_file_store" in message
+        assert "not confirmed" not in message, "refused at once, not retried to the deadline"
+        await log.close()
+
+
+async def test_a_stream_full_at_its_own_limit_says_so_and_what_to_do(jslog: JetStreamLog) -> None:
+    from core.log import PublishError
+
+    config = (await jslog.js.stream_info(jslog.config.events_stream)).config
+    await jslog.js.update_stream(config.evolve(max_msgs=10, discard=api.DiscardPolicy.NEW))
+    await jslog.publish_many(picks(10))
+    with pytest.raises(PublishError, match=r"maximum messages exceeded.*aisle log configure"):
+        await jslog.publish_many(picks(11)[10:])
+
+
+def test_a_server_without_jetstream_is_named_as_such_not_a_bare_service_unavailable(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from core.cli import app
+
+    with _NoJetStream(tmp_path / "nats") as server:
+        env = {"AISLE_NATS_URL": server.url, "AISLE_PREFIX": unique_prefix()}
+        result = CliRunner().invoke(app, ["log", "info"], env=env)
+    assert result.exit_code == 2, result.output
+    assert "JetStream does not answer" in result.output and "free disk space" in result.output
+    assert "Traceback" not in result.output

@@ -108,3 +108,29 @@ def test_explain_walks_a_receipt_back_to_the_picks(env: dict[str, str]) -> None:
     assert any("zone.entered" in line and "[raw]" in line for line in lines)
     missing = runner.invoke(app, ["rules", "explain", "nope"], env=env)
     assert missing.exit_code == 1 and "no event nope" in missing.output
+
+
+def test_explain_prints_hostile_event_text_as_text(env: dict[str, str]) -> None:
+    t0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    hostile = "[/] \x1b[31mred\x1b[0m \u202eevil"
+    picked = ev.new(
+        ev.ItemPicked,
+        at=t0,
+        store="corner-01",
+        source=hostile,
+        subject=hostile,
+        data=ev.ItemData(sku="cola-500ml", shelf="fridge-drinks"),
+    )
+
+    async def publish() -> None:
+        log = await JetStreamLog.open(
+            await connect(env["AISLE_NATS_URL"]), LogConfig(prefix=env["AISLE_PREFIX"])
+        )
+        await log.publish(picked)
+        await log.close()
+
+    asyncio.run(publish())
+    result = runner.invoke(app, ["rules", "explain", picked.id, "--store", "corner-01"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\u202e" not in result.output
+    assert "item.picked [/] \\x1b[31mred\\x1b[0m \\u202eevil" in result.output

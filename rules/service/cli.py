@@ -202,7 +202,9 @@ def status_command() -> None:
     """Which rules version is deployed, and which each running engine worker runs."""
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-rules-status", role=Role.VIEWER) as log:
+        async with open_log(
+            settings, name="aisle-rules-status", role=Role.VIEWER, read_only=True
+        ) as log:
             rules, leases = await _existing(log, "rules"), await _existing(log, "engine_leases")
             try:
                 current, unreadable = (await deployed(rules) if rules else None), ""
