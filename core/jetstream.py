@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import msgspec
 import msgspec.json as msgspec_json
@@ -173,13 +174,17 @@ class JetStreamLog:
         """
         return await (await self.send_many(events)).confirmed()
 
-    async def send_many(self, events: Sequence[ev.Event]) -> Sending:
+    async def send_many(
+        self, events: Sequence[ev.Event], *, refused: list[Refusal] | None = None
+    ) -> Sending:
         """Validate and send; ``await (...).confirmed()`` later, for the acks (the caller
         may work meanwhile, as the engine service applies its next batch).
 
         Every event is checked before any is sent: one that breaks its schema, is over
         the server's payload limit or is dated too far ahead refuses the whole batch
         (``Rejected``, and it goes to the dead letters), so a batch is never half stored.
+        With ``refused``, the others are sent and each refusal is added there instead,
+        for the caller to report (the engine: as its rule's error).
         """
         items: list[Item] = []
         for event in events:
@@ -188,7 +193,10 @@ class JetStreamLog:
                 ev.decode(payload)
                 self._admit(event, payload)
             except ev.EventError as exc:
-                raise await self._reject(event.store, payload, exc, event.source) from None
+                if refused is None:
+                    raise await self._reject(event.store, payload, exc, event.source) from None
+                refused.append(Refusal(event, payload, exc))
+                continue
             items.append((self._subject(event.store, event.type), payload, event.id))
         return await self._acks.send(items)
 
@@ -550,6 +558,14 @@ class JetStreamConsumer:
                 nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError
             ):
                 await puller.stop()
+
+
+class Refusal(NamedTuple):
+    """An event ``send_many`` did not send, its bytes, and why."""
+
+    event: ev.Event
+    payload: bytes
+    error: ev.EventError
 
 
 def _record(d: Delivered) -> Record:
