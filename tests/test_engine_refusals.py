@@ -17,9 +17,11 @@ import pytest
 from core import events as ev
 from core.jetstream import JetStreamLog
 from core.log import DeadLetter, read_arrived
-from rules.engine import Output
+from rules.engine import Output, RuleError
 from rules.reference import Reference
-from rules.service.partition import ServiceConfig
+from rules.service.checkpoints import Pacer
+from rules.service.metrics import EngineMetrics
+from rules.service.partition import ServiceConfig, StoreRunner
 from rules.service.worker import Worker
 from tests.enginekit import (
     LATENESS_S,
@@ -253,3 +255,32 @@ async def test_a_message_the_engine_fails_on_is_set_aside_after_three_tries(
     clean = [e for e in await read_arrived(jslog, STORE) if e.id != "poison"]
     expected = [d.id for d in engine_for_test().process(clean).derived]
     assert len(expected) > 50 and await derived_ids(jslog, STORE) == expected
+
+
+def test_rule_errors_are_logged_with_rule_event_and_reason_but_never_flood_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = ServiceConfig(worker="w1", rule_errors_per_minute=5)
+    runner = StoreRunner(STORE, None, None, None, EngineMetrics(), config, Pacer(0.05))  # type: ignore[arg-type]
+    errors = [RuleError("carts.cart", f"e{i}", "KeyError: 'x'") for i in range(100)]
+    with caplog.at_level(logging.WARNING, logger="aisle.engine"):
+        runner._log_errors(errors)
+        logged = [r for r in caplog.records if r.getMessage() == "rule failed"]
+        assert [(r.rule, r.event, r.error) for r in logged] == [  # type: ignore[attr-defined]
+            ("carts.cart", f"e{i}", "KeyError: 'x'") for i in range(5)
+        ]
+        runner._errors_logged.window -= 60  # a minute later
+        runner._log_errors(errors[:1])
+    [held] = [r for r in caplog.records if r.getMessage().startswith("rule errors not logged")]
+    assert held.count == 95  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("store", ["b*d", "b.d", "bäd"])
+def test_engine_run_refuses_a_store_id_that_is_not_one(store: str) -> None:
+    from typer.testing import CliRunner
+
+    from core.cli import _load_plugins, app
+
+    _load_plugins()
+    result = CliRunner().invoke(app, ["engine", "run", "--store", store])
+    assert result.exit_code == 2 and f"--store {store!r}" in result.output
