@@ -10,11 +10,13 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import msgspec
 import pytest
 
 from core import events as ev
+from core.config import LogConfig
 from core.jetstream import JetStreamLog
 from core.log import DeadLetter, read_arrived
 from rules.engine import Output, RuleError
@@ -261,7 +263,8 @@ def test_rule_errors_are_logged_with_rule_event_and_reason_but_never_flood_the_l
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     config = ServiceConfig(worker="w1", rule_errors_per_minute=5)
-    runner = StoreRunner(STORE, None, None, None, EngineMetrics(), config, Pacer(0.05))  # type: ignore[arg-type]
+    log = SimpleNamespace(config=LogConfig())
+    runner = StoreRunner(STORE, log, None, None, EngineMetrics(), config, Pacer(0.05))  # type: ignore[arg-type]
     errors = [RuleError("carts.cart", f"e{i}", "KeyError: 'x'") for i in range(100)]
     with caplog.at_level(logging.WARNING, logger="aisle.engine"):
         runner._log_errors(errors)
