@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import msgspec
 import pytest
@@ -225,35 +226,49 @@ async def test_a_derived_event_over_the_payload_limit_is_its_rules_error_and_a_d
     assert got == [i for i in await uninterrupted(jslog, STORE) if i != logged.event]  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("when", ["given", "applied"])
 async def test_a_message_the_engine_fails_on_is_set_aside_after_three_tries(
-    jslog: JetStreamLog,
+    jslog: JetStreamLog, when: str
 ) -> None:
+    """The engine fails on one event, when it is given it or when it applies it (with a
+    lateness, once a later event has moved the watermark past it): the store restarts
+    from its checkpoint, and the third time sets that event aside, not the later one."""
     events = day()
     half = len(events) // 2
     poison = msgspec.structs.replace(events[half], id="poison", subject="poison")
     async with running(jslog) as worker:
-        assert worker.engine is not None
-        real = worker.engine.process
+        engine = worker.engine
+        assert engine is not None and engine.lateness_s > 0
+        if when == "given":
+            real = engine.process
 
-        def process(batch: Iterable[ev.Event]) -> Output:
-            def checked() -> Iterable[ev.Event]:
-                for e in batch:
-                    if e.id == "poison":
-                        raise RuntimeError("a bug this event brings out")
-                    yield e
+            def process(batch: Iterable[ev.Event]) -> Output:
+                def checked() -> Iterable[ev.Event]:
+                    for e in batch:
+                        if e.id == "poison":
+                            raise RuntimeError("a bug this event brings out")
+                        yield e
 
-            return real(checked())
+                return real(checked())
 
-        worker.engine.process = process  # type: ignore[method-assign]
+            engine.process = process  # type: ignore[method-assign]
+        else:
+            real_apply = engine._apply
+
+            def _apply(p: Any, e: ev.Event, ts: float, out: Output, depth: int) -> None:
+                if e.id == "poison":
+                    raise RuntimeError("a bug this event brings out")
+                real_apply(p, e, ts, out, depth)
+
+            engine._apply = _apply  # type: ignore[method-assign]
         await publish(jslog, [*events[:half], poison, *events[half:]])
         await settled(jslog, [STORE])
         assert sorted(worker.runners) == [STORE]
         assert worker.metrics.deadletters.labels(STORE)._value.get() == 1
     [letter] = await letters(jslog)
     assert letter.payload == ev.encode(poison)
-    assert (
-        "failed on it 3 times" in letter.reason and "a bug this event brings out" in letter.reason
-    )
+    assert "failed on it 3 times" in letter.reason
+    assert "a bug this event brings out" in letter.reason
     clean = [e for e in await read_arrived(jslog, STORE) if e.id != "poison"]
     expected = [d.id for d in engine_for_test().process(clean).derived]
     assert len(expected) > 50 and await derived_ids(jslog, STORE) == expected

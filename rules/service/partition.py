@@ -89,16 +89,16 @@ class Strikes:
     """
 
     limit: int = 3
-    counts: dict[tuple[str, int, int], tuple[int, str]] = field(default_factory=dict)
+    counts: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
 
-    def note(self, store: str, stream: int, seq: int, error: str) -> int:
-        n = self.counts.get((store, stream, seq), (0, ""))[0] + 1
-        self.counts[(store, stream, seq)] = (n, error)
+    def note(self, store: str, event_id: str, error: str) -> int:
+        n = self.counts.get((store, event_id), (0, ""))[0] + 1
+        self.counts[(store, event_id)] = (n, error)
         return n
 
-    def out(self, store: str, stream: int, seq: int) -> str | None:
-        """Why the message is set aside, if it has failed ``limit`` times."""
-        n, error = self.counts.get((store, stream, seq), (0, ""))
+    def out(self, store: str, event_id: str) -> str | None:
+        """Why the event is set aside, if the engine has failed on it ``limit`` times."""
+        n, error = self.counts.get((store, event_id), (0, ""))
         return f"the engine failed on it {n} times: {error}" if n >= self.limit else None
 
 
@@ -241,7 +241,7 @@ class StoreRunner:
                 continue  # a redelivery of what was applied already
             last[i], self.seqs[i] = d, d.seq
             if strikes.counts and isinstance(item, ev.Event):
-                struck = strikes.out(self.store, i, d.seq)
+                struck = strikes.out(self.store, item.id)
                 if struck is not None:
                     item = ev.EventError("$", struck)
             if isinstance(item, ev.EventError):
@@ -261,8 +261,9 @@ class StoreRunner:
             out = self.engine.process(feed)
         except Exception as exc:  # not a rule's (the engine catches those): a bug, a poison
             taken = len(events) - operator.length_hint(feed)
-            if taken:
-                self._strike(batch, events[taken - 1], exc)
+            culprit = _culprit(exc, events[taken - 1] if taken else None)
+            if culprit is not None:
+                self._strike(culprit, exc)
             raise
         derived = []
         for d in out.derived:
@@ -323,23 +324,19 @@ class StoreRunner:
             return _FIRST, (d, exc)
         return at, (d, e)
 
-    def _strike(self, batch: list[tuple[int, Input]], culprit: ev.Event, exc: Exception) -> None:
-        """Count a failure of the engine against the event it was given last: after
-        ``max_strikes`` the store reads that message as refused (``step``) and moves on."""
-        for i, (d, item) in batch:
-            if item is culprit:
-                n = self.strikes.note(self.store, i, d.seq, _message(exc))
-                log.error(
-                    "the engine failed on an event; the store restarts from its checkpoint",
-                    extra={
-                        "store": self.store,
-                        "event": culprit.id,
-                        "seq": d.seq,
-                        "strikes": n,
-                        "error": _message(exc),
-                    },
-                )
-                return
+    def _strike(self, culprit: ev.Event, exc: Exception) -> None:
+        """Count a failure of the engine against ``culprit``: after ``max_strikes`` the
+        store reads it as refused (``step``) and moves on."""
+        n = self.strikes.note(self.store, culprit.id, _message(exc))
+        log.error(
+            "the engine failed on an event; the store restarts from its checkpoint",
+            extra={
+                "store": self.store,
+                "event": culprit.id,
+                "strikes": n,
+                "error": _message(exc),
+            },
+        )
 
     async def _unsendable(self, unsent: list[Refusal], out: Output) -> None:
         for r in unsent:
@@ -465,3 +462,21 @@ class StoreRunner:
 
 def _message(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def _culprit(exc: Exception, given_last: ev.Event | None) -> ev.Event | None:
+    """The input event the engine was applying when it failed, read off the traceback.
+
+    It is not always the one it was given last: with a lateness, an event waits in the
+    buffer until a later one moves the watermark past it, and is applied then. The
+    outermost frame that applies a raw event holds it; without one (the failure came
+    before, or the engine's inside has changed), the event given last is blamed.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        e = frame.f_locals.get("e")
+        if frame.f_code.co_name == "_apply" and isinstance(e, ev.Event) and not e.derived:
+            return e
+        tb = tb.tb_next
+    return given_last
