@@ -27,6 +27,10 @@ class LogConfig:
     # How long a publish keeps retrying through reconnects before it gives up.
     publish_deadline_s: float = 60.0
     max_pending: int = 4000
+    # How far ahead of this machine's clock a raw event may be dated (seconds): one from
+    # the far future would move its store's clock there. The engine holds the same bound
+    # against the time the log stored each event (``ServiceConfig.max_future_s``).
+    max_future_s: float = 300.0
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,31}", self.prefix):

@@ -30,6 +30,8 @@ __all__ = [
     "EventError",
     "RawEvent",
     "RuleRef",
+    "check_subject",
+    "check_time",
     "decode",
     "derive",
     "encode",
@@ -43,7 +45,15 @@ __all__ = [
 STORE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 StoreId = Annotated[str, Meta(pattern=STORE_PATTERN)]
 Name = Annotated[str, Meta(min_length=1, max_length=128)]
-Sku = Annotated[str, Meta(min_length=1, max_length=64)]
+# No control characters (C0, DEL, C1) and no invisible format characters (zero-width
+# spaces and joiners, direction marks, word joiners, BOM): two SKUs that print alike
+# must be the same SKU, or a receipt line cannot be checked against the shelf.
+_INVISIBLE = r"\x00-\x1f\x7f-\x9f\xad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff"
+SKU_PATTERN = f"^[^{_INVISIBLE}]{{1,64}}$"
+Sku = Annotated[str, Meta(min_length=1, max_length=64, pattern=SKU_PATTERN)]
+# People one camera frame may hold: a crowded store floor in one view is a few dozen;
+# the bound keeps what one event can make the rules derive below the log's payload limit.
+MAX_SAMPLES = 500
 Qty = Annotated[int, Meta(ge=1, le=1000)]
 Cents = Annotated[int, Meta(ge=0)]
 Confidence = Annotated[float, Meta(ge=0.0, le=1.0)]
@@ -167,7 +177,7 @@ class PositionSample(Struct, frozen=True, array_like=True, forbid_unknown_fields
 
 class PositionData(Data, frozen=True, kw_only=True):
     frame: Annotated[int, Meta(ge=0)]
-    samples: tuple[PositionSample, ...]
+    samples: Annotated[tuple[PositionSample, ...], Meta(max_length=MAX_SAMPLES)]
 
 
 class PositionSamples(RawEvent, frozen=True, kw_only=True, tag="position.samples"):
@@ -234,6 +244,7 @@ class ReceiptLine(Data, frozen=True, kw_only=True):
     unit_cents: Cents
     amount_cents: Cents
     age_restricted: bool = False
+    review: bool = False  # not in the catalog: priced 0 until a person checks it
 
 
 class ReceiptData(Data, frozen=True, kw_only=True):
@@ -242,6 +253,7 @@ class ReceiptData(Data, frozen=True, kw_only=True):
     total_cents: Cents
     currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
     age_check: bool = False
+    needs_review: bool = False  # a line is flagged ``review``: a person checks the receipt
 
 
 class ReceiptIssued(DerivedEvent, frozen=True, kw_only=True, tag="receipt.issued"):
@@ -528,3 +540,26 @@ def derive(
 def subject_for(prefix: str, store: str, event_type: str) -> str:
     """The NATS subject of an event: ``<prefix>.<store>.<type>``."""
     return f"{prefix}.{store}.{event_type}"
+
+
+def check_subject(event: Event, subject: str) -> None:
+    """Refuse an event stored on a subject that is not its own (``EventError`` on ``type`` or
+    ``store``): the subject is what permissions, consumers and partitions go by, so a
+    payload that says otherwise (a derived type on a raw subject, another store's item)
+    is forged or stray, never input."""
+    _, store, kind = subject.split(".", 2)
+    if event.type != kind:
+        raise EventError("type", f"{event.type!r} published on the subject of {kind!r}")
+    if event.store != store:
+        raise EventError("store", f"store {event.store!r} published on store {store!r}'s subject")
+
+
+def check_time(event: Event, now_s: float, max_future_s: float) -> None:
+    """Refuse an event dated more than ``max_future_s`` after ``now_s`` (``EventError`` on
+    ``at``): one event from the far future would move its store's clock there and make
+    every real event after it late."""
+    ahead = event.at.timestamp() - now_s
+    if ahead > max_future_s:
+        raise EventError(
+            "at", f"{ahead:.3f}s in the future (clock skew allowed: {max_future_s:g}s)"
+        )

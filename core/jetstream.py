@@ -13,12 +13,14 @@ import contextlib
 import json
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+import msgspec
 import msgspec.json as msgspec_json
 import nats
 import nats.errors
@@ -49,6 +51,9 @@ from core.puller import Delivered, Puller
 from core.streamconfig import StreamDifference
 
 log = logging.getLogger(__name__)
+
+# What a message's headers (its ``Nats-Msg-Id``) may take of the server's payload limit.
+HEADERS_ROOM = 256
 
 
 class ConnectError(ConnectionError):
@@ -415,25 +420,56 @@ class JetStreamLog:
         """
         return await (await self.send_many(events)).confirmed()
 
-    async def send_many(self, events: Sequence[ev.Event]) -> Sending:
+    async def send_many(
+        self, events: Sequence[ev.Event], *, refused: list[Refusal] | None = None
+    ) -> Sending:
         """Validate and send; ``await (...).confirmed()`` later, for the acks (the caller
-        may work meanwhile, as the engine service applies its next batch)."""
+        may work meanwhile, as the engine service applies its next batch).
+
+        Every event is checked before any is sent: one that breaks its schema, is over
+        the server's payload limit or is dated too far ahead refuses the whole batch
+        (``Rejected``, and it goes to the dead letters), so a batch is never half stored.
+        With ``refused``, the others are sent and each refusal is added there instead,
+        for the caller to report (the engine: as its rule's error).
+        """
         items: list[Item] = []
         for event in events:
             payload = ev.encode(event)
             try:
                 ev.decode(payload)
+                self._admit(event, payload)
             except ev.EventError as exc:
-                raise await self._reject(event.store, payload, exc, event.source) from None
+                if refused is None:
+                    raise await self._reject(event.store, payload, exc, event.source) from None
+                refused.append(Refusal(event, payload, exc))
+                continue
             items.append((self._subject(event.store, event.type), payload, event.id))
         return await self._acks.send(items)
 
     async def publish_raw(self, payload: bytes, *, source: str = "") -> Published:
         try:
             event = ev.decode(payload)
+            self._admit(event, payload)
         except ev.EventError as exc:
             raise await self._reject(store_of(payload), payload, exc, source) from None
         return (await self._send([(self._subject(event.store, event.type), payload, event.id)]))[0]
+
+    @property
+    def max_event_bytes(self) -> int:
+        """The largest payload the server stores (its ``max_payload``, less headers)."""
+        return self.nc.max_payload - HEADERS_ROOM
+
+    def _admit(self, event: ev.Event, payload: bytes) -> None:
+        """What the schema cannot see: the payload's size, and a raw event's time against
+        this machine's clock (a derived one's comes from raw events checked already)."""
+        if len(payload) > self.max_event_bytes:
+            raise ev.EventError(
+                "$",
+                f"event {event.id} is {len(payload)} bytes, over the server's limit of "
+                f"{self.max_event_bytes} bytes a message",
+            )
+        if not event.derived:
+            ev.check_time(event, time.time(), self.config.max_future_s)
 
     async def _reject(
         self, store: str, payload: bytes, exc: ev.EventError, source: str
@@ -465,10 +501,19 @@ class JetStreamLog:
         subject = self.config.late_subject if late else self.config.deadletter_subject
         kind = "late" if late else "deadletter"
         return await self._send(
-            [
-                (subject(d.store), msgspec_json.encode(d), ev.event_id(kind, d.payload))
-                for d in letters
-            ]
+            [(subject(d.store), self._letter(d), ev.event_id(kind, d.payload)) for d in letters]
+        )
+
+    def _letter(self, d: DeadLetter) -> bytes:
+        """A dead letter as stored: whole if it fits the server's limit, else with the start
+        of its payload and the payload's size (a refusal must never fail to be kept)."""
+        data = msgspec_json.encode(d)
+        if len(data) <= self.max_event_bytes:
+            return data
+        rest = len(data) - (len(d.payload) + 2) // 3 * 4  # all but the payload's base64
+        room = max(0, (self.max_event_bytes - rest - 64) * 3 // 4)
+        return msgspec_json.encode(
+            msgspec.structs.replace(d, payload=d.payload[:room], size=len(d.payload))
         )
 
     async def _send(self, items: Sequence[Item]) -> list[Published]:
@@ -566,7 +611,7 @@ class JetStreamLog:
         filters = self._filters(store, types, stream)
         reader = self._read(stream, filters, from_seq=from_seq, from_time=from_time, batch=batch)
         async for msgs in reader:
-            for record in _records(msgs):
+            for record in _records(msgs, self.config.max_future_s):
                 yield record
 
     async def tail(
@@ -574,7 +619,7 @@ class JetStreamLog:
     ) -> AsyncIterator[Record]:
         stream = stream_for_types(types)
         async for msgs in self._read(stream, self._filters(store, types, stream), follow=True):
-            for record in _records(msgs):
+            for record in _records(msgs, self.config.max_future_s):
                 yield record
 
     async def deadletters(
@@ -762,18 +807,32 @@ class JetStreamConsumer:
                 await puller.stop()
 
 
+class Refusal(NamedTuple):
+    """An event ``send_many`` did not send, its bytes, and why."""
+
+    event: ev.Event
+    payload: bytes
+    error: ev.EventError
+
+
 def _record(d: Delivered) -> Record:
     return Record(d.seq, ev.decode(d.msg.data), d.ns)
 
 
-def _records(msgs: list[Delivered]) -> Iterator[Record]:
-    """Records of stored messages; one that is not a valid event (published around the log,
-    straight onto its subject) is skipped with a warning: the engine dead-letters it."""
+def _records(msgs: list[Delivered], max_future_s: float) -> Iterator[Record]:
+    """Records of stored messages; one that is not a valid event, is not on its own
+    subject (another type's or store's) or is dated over ``max_future_s`` after the log
+    stored it (published around the log, straight onto a subject) is skipped with a
+    warning: the engine dead-letters it, so replays derive what the engine derived."""
     for d in msgs:
         try:
-            yield _record(d)
+            record = _record(d)
+            ev.check_subject(record.event, d.msg.subject)
+            ev.check_time(record.event, d.ns / 1e9, max_future_s)
         except ev.EventError as exc:
             log.warning("stored message %d is not a valid event, skipped: %s", d.seq, exc)
+        else:
+            yield record
 
 
 def _rfc3339(at: datetime) -> str:

@@ -27,6 +27,7 @@ from msgspec import Meta, Struct
 from shapely.geometry import LineString, Polygon
 from shapely.validation import explain_validity
 
+from core.events import SKU_PATTERN, STORE_PATTERN
 from core.geometry import Edge, Homography, ZoneIndex, ring_area, ring_contains, ring_edges
 from core.geometry import segment_crossing as _segment_crossing
 from core.yamlsource import PathKey, SourceError, YamlDocument, convert_all, load_yaml
@@ -60,9 +61,11 @@ MAX_LAYOUT_BYTES = 8 * 2**20  # a layout file larger than this is refused (docs/
 SHELF_REACH_M = 1.0
 """Largest gap between a shelf and the shelf_front zone it is reached from."""
 
-StoreId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+# The events' own patterns: a store id is a subject token (no '.', '*', '>' or non-ASCII),
+# and a SKU the catalog accepts is one an event may carry (no invisible characters).
+StoreId = Annotated[str, Meta(pattern=STORE_PATTERN)]
 Id = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
-Sku = Annotated[str, Meta(min_length=1, max_length=64)]
+Sku = Annotated[str, Meta(min_length=1, max_length=64, pattern=SKU_PATTERN)]
 Name = Annotated[str, Meta(min_length=1, max_length=128)]
 Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
 Coord = Annotated[float, Meta(ge=-1e5, le=1e5)]  # also refuses .nan and .inf

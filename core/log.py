@@ -87,6 +87,9 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
     payload: bytes
     source: str = ""
+    # The refused payload's size when it was over the server's limit: ``payload`` then
+    # keeps only its start (a whole one could not be stored), 0 when it is whole.
+    size: int = 0
 
 
 class Rejected(EventError):

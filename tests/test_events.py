@@ -186,3 +186,60 @@ def test_upcaster_lifts_an_old_version(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(lifted, ItemPickedV2)
     assert lifted.v == 2
     assert lifted.data.hand == "unknown"
+
+
+@pytest.mark.parametrize(
+    "sku", ["cola\u200b-500ml", "cola-500ml\u200d", "\ufeffcola", "cola\x00", "cola\t1", "co\x85la"]
+)
+def test_a_sku_with_control_or_zero_width_characters_is_refused(sku: str) -> None:
+    obj = as_dict(picked())
+    obj["data"]["sku"] = sku
+    with pytest.raises(ev.EventError) as info:
+        ev.decode(msgspec.json.encode(obj))
+    assert info.value.field == "data.sku"
+
+
+def test_a_sku_in_another_script_is_still_a_sku() -> None:
+    obj = as_dict(picked())
+    obj["data"]["sku"] = "café-crème-200g"
+    assert ev.decode(msgspec.json.encode(obj)).data.sku == "café-crème-200g"  # type: ignore[union-attr]
+
+
+def frame(n: int) -> ev.PositionSamples:
+    samples = tuple(ev.PositionSample(track=f"t{i}", x=1.0, y=2.0) for i in range(n))
+    return ev.new(
+        ev.PositionSamples,
+        store="s1",
+        at=T0,
+        source="cam-1",
+        subject="cam-1",
+        data=ev.PositionData(frame=1, samples=samples),
+    )
+
+
+def test_a_frame_of_thirty_thousand_samples_is_refused_on_its_samples() -> None:
+    assert ev.validate(frame(ev.MAX_SAMPLES)).data.samples  # type: ignore[union-attr]
+    with pytest.raises(ev.EventError) as info:
+        ev.validate(frame(30_000))
+    assert info.value.field == "data.samples" and str(ev.MAX_SAMPLES) in info.value.reason
+
+
+def test_a_payload_must_name_its_subjects_type_and_store() -> None:
+    e = picked()
+    ev.check_subject(e, "aisle.s1.item.picked")
+    with pytest.raises(ev.EventError) as info:
+        ev.check_subject(e, "aisle.s1.item.put_back")
+    assert info.value.field == "type" and "'item.picked'" in info.value.reason
+    with pytest.raises(ev.EventError) as info:
+        ev.check_subject(e, "aisle.s2.item.picked")
+    assert info.value.field == "store"
+    assert "'s1'" in info.value.reason and "'s2'" in info.value.reason
+
+
+def test_an_event_beyond_the_allowed_clock_skew_is_refused_on_its_time() -> None:
+    now = T0.timestamp()
+    ev.check_time(picked(at=T0 + timedelta(seconds=299)), now, 300)
+    ev.check_time(picked(at=T0 - timedelta(days=400)), now, 300)  # the past is lateness's job
+    with pytest.raises(ev.EventError) as info:
+        ev.check_time(picked(at=datetime(9999, 1, 1, tzinfo=UTC)), now, 300)
+    assert info.value.field == "at" and "in the future" in info.value.reason

@@ -418,12 +418,31 @@ FOUR_POINTS_THREE_IN_LINE = """\
         - {image: [0, 800], floor: [0, 0]}
 """
 
+BEER = "  - {sku: beer, name: Lager 330 ml, price: 1.29, age_restricted: true}\n"
+LINE_AFTER_BEER = BASE[: BASE.index(BEER)].count("\n") + 2
+
 BROKEN = {
     # name: (text to replace in BASE, replacement, line of the error, phrase of its message)
     "yaml syntax": ("    zone: front-a\n", "    zone: front-a: x\n", 12, "YAML syntax"),
     "wrong type": ("fps: 10", "fps: fast", 22, "cameras.0.fps: expected float, got str"),
     "unknown field": ("height: 800}", "height: 800, depth: 3}", 21, "unknown field 'depth'"),
     "bad store id": ("id: t1,", "id: t 1,", 1, "store.id: expected str matching regex"),
+    "store id with a subject wildcard": ("id: t1,", "id: 't*1',", 1, "store.id: expected str"),
+    "store id with a subject separator": ("id: t1,", "id: t.1,", 1, "store.id: expected str"),
+    "store id with a subject tail": ("id: t1,", "id: 't>',", 1, "store.id: expected str"),
+    "store id not in ASCII": ("id: t1,", "id: tö1,", 1, "store.id: expected str matching"),
+    "sku with a zero-width space": (
+        BEER,
+        BEER + '  - {sku: "ap\\u200bple", name: Apple, price: 0.45}\n',
+        LINE_AFTER_BEER,
+        "catalog.2.sku: expected str matching regex",
+    ),
+    "sku with a control character": (
+        BEER,
+        BEER + '  - {sku: "ap\\tple", name: Apple, price: 0.45}\n',
+        LINE_AFTER_BEER,
+        "catalog.2.sku: expected str matching regex",
+    ),
     "bad time zone": ("Europe/Paris", "Europe/Pariss", 1, "unknown time zone 'Europe/Pariss'"),
     "unknown zone in a shelf": (
         "    zone: front-a\n",

@@ -391,3 +391,81 @@ async def test_opening_the_log_fails_loudly_when_nats_py_does_not_report_the_ser
     monkeypatch.setattr(Client, "connected_server_version", unknown)
     with pytest.raises(RuntimeError, match=r"nats-py 2\.\d+\.\d+ did not report .* version"):
         await JetStreamLog.open(jslog.nc, jslog.config)
+
+
+def _metric(store: str, label: str) -> ev.Metric:
+    """A derived event as large as ``label`` makes it (labels are the one unbounded field)."""
+    return ev.derive(
+        ev.Metric,
+        rule=ev.RuleRef("r", "1"),
+        caused_by=("c1",),
+        store=store,
+        at=T0,
+        subject="s",
+        data=ev.MetricData(name="m", value=1.0, labels={"big": label}),
+    )
+
+
+async def test_a_five_megabyte_event_refuses_its_whole_batch_before_any_is_sent(
+    jslog: JetStreamLog,
+) -> None:
+    good = visit("s1", "v-1")
+    big = _metric("s1", "x" * 5_000_000)
+    with pytest.raises(Rejected) as info:
+        await jslog.publish_many([*good[:2], big, *good[2:]])
+    assert info.value.field == "$"
+    assert big.id in info.value.reason and "over the server's limit" in info.value.reason
+    assert str(len(ev.encode(big))) in info.value.reason
+    assert await collect(jslog.replay()) == []  # not half a batch: none of it
+    [(_, letter)] = await collect(jslog.deadletters())
+    # Too large to keep whole: its start, and its size.
+    assert letter.size == len(ev.encode(big)) and letter.field == "$"
+    assert 0 < len(letter.payload) < jslog.max_event_bytes
+    assert ev.encode(big).startswith(letter.payload)
+    await jslog.publish_many(good)  # the batch without it goes through
+    assert len(await collect(jslog.replay())) == len(good)
+
+
+async def test_a_five_megabyte_payload_from_outside_is_kept_in_the_dead_letters_cut_to_fit(
+    jslog: JetStreamLog,
+) -> None:
+    obj = ev.encode(visit("s1", "v-1")[1]).replace(b'"sku-0"', b'"' + b"y" * 5_000_000 + b'"')
+    with pytest.raises(Rejected) as info:
+        await jslog.publish_raw(obj, source="adapter-x")
+    assert info.value.field == "data.sku" and info.value.deadletter_seq == 1
+    [(_, letter)] = await collect(jslog.deadletters(store="s1"))
+    assert letter.size == len(obj) and obj.startswith(letter.payload)
+    assert letter.source == "adapter-x"
+
+
+async def test_an_event_dated_in_the_year_9999_is_refused_at_publish(jslog: JetStreamLog) -> None:
+    [entered] = visit("s1", "v-1", start=datetime(9999, 1, 1, tzinfo=UTC))[:1]
+    with pytest.raises(Rejected) as info:
+        await jslog.publish(entered)
+    assert info.value.field == "at" and "in the future" in info.value.reason
+    with pytest.raises(Rejected) as info:
+        await jslog.publish_raw(ev.encode(entered))
+    assert info.value.field == "at"
+    assert await collect(jslog.replay()) == []
+    # The same bytes refused twice: one dead letter (they are idempotent too).
+    assert [d.field for _, d in await collect(jslog.deadletters(store="s1"))] == ["at"]
+    soon = visit("s1", "v-2", start=datetime.now(UTC) + timedelta(seconds=60))[:1]
+    await jslog.publish_many(soon)  # a clock a minute fast is within the skew allowed
+
+
+async def test_replay_skips_what_was_published_around_the_log_onto_another_subject(
+    jslog: JetStreamLog,
+) -> None:
+    """A derived type on a raw subject, another store's event, the year 9999: none is
+    replayed as if it were the log's."""
+    events = visit("s1", "v-1")
+    await jslog.publish_many(events)
+    p = jslog.config.prefix
+    forged = _metric("s1", "forged")
+    await jslog.js.publish(f"{p}.s1.item.picked", ev.encode(forged))
+    wine = visit("s2", "v-9")[1]
+    await jslog.js.publish(f"{p}.s1.item.picked", ev.encode(wine))
+    future = visit("s1", "v-3", start=datetime(9999, 1, 1, tzinfo=UTC))[1]
+    await jslog.js.publish(f"{p}.s1.item.picked", ev.encode(future))
+    got = [r.event for r in await collect(jslog.replay(store="s1"))]
+    assert got == events

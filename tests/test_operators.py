@@ -134,7 +134,7 @@ def test_what_a_set_holds_belongs_to_the_engine_that_saw_the_events() -> None:
     assert [d.subject for d in second.process([picked(1, "s1")]).derived] == ["s1"]
 
 
-def test_an_unknown_sku_keeps_the_cart_open_and_says_why() -> None:
+def test_an_unknown_sku_still_gives_a_receipt_flagged_for_review_and_an_alert() -> None:
     e = engine((ROOT / "rules" / "packs" / "carts.yaml").read_text())
     gate = ev.new(
         ev.ZoneEntered,
@@ -145,13 +145,20 @@ def test_an_unknown_sku_keeps_the_cart_open_and_says_why() -> None:
         data=ev.ZoneData(zone="exit-gate"),
     )
     out = e.process([picked(0), picked(1, sku="not-in-catalog"), gate])
-    assert not any(isinstance(d, ev.ReceiptIssued) for d in out.derived)
-    assert out.errors and "'not-in-catalog'" in out.errors[0].message
-    assert "stays open" in out.errors[0].message
-    assert e.partitions["corner-01"].state["carts.cart"]["carts"]["v1"] == {
-        "cola-500ml": 1,
-        "not-in-catalog": 1,
-    }
+    assert out.errors == []
+    [receipt] = [d for d in out.derived if isinstance(d, ev.ReceiptIssued)]
+    assert receipt.data.needs_review and receipt.data.total_cents == 179
+    unknown = receipt.data.lines[1]
+    assert (unknown.sku, unknown.name, unknown.unit_cents, unknown.review) == (
+        "not-in-catalog",
+        "unknown item not-in-catalog",
+        0,
+        True,
+    )
+    assert not receipt.data.lines[0].review
+    [alert] = [d for d in out.derived if isinstance(d, ev.AlertRaised)]
+    assert alert.data.alert == "unknown_item" and alert.caused_by == (receipt.id,)
+    assert "v1" not in e.partitions["corner-01"].state["carts.cart"]["carts"]
 
 
 def test_unquoted_yaml_timestamps_are_datetimes() -> None:

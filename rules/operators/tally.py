@@ -4,9 +4,13 @@
 by ``members``); a removal never takes a count below zero, and a put-back counts by SKU,
 whichever shelf it goes back to. ``close`` removes the key from its group; when the last
 member of a cart has closed, a non-empty cart becomes a receipt with priced lines from the
-catalog, and its state is freed. ``abandon`` is the holder leaving without closing (out
-of the store, not through the gate): a non-empty cart then fires the rule's outputs (with
-``cart``, ``items`` and ``total_cents`` in scope) instead of a receipt.
+catalog, and its state is freed. An item the catalog does not know still goes on the
+receipt, priced 0 and flagged for review (``review`` on the line, ``needs_review`` on the
+receipt): the shopper gets a receipt and a person checks it, rather than no receipt at all.
+
+``abandon`` is the holder leaving without closing (out of the store, not through the
+gate): a non-empty cart then fires the rule's outputs (with ``cart``, ``items`` and
+``total_cents`` in scope) instead of a receipt.
 """
 
 from __future__ import annotations
@@ -89,14 +93,12 @@ class Tally(Rule):
         key = str(self.by(e))
         return key, st.get("alias", {}).get(key, key)
 
-    def _priced(self, p: Partition, cart_id: str, sku: str) -> tuple[str, int, bool]:
+    def _priced(self, sku: str) -> tuple[str, int, bool, bool]:
+        """(name, unit cents, age restricted, for review): an unknown SKU is priced 0."""
         try:
-            return self.price(sku)
+            return (*self.price(sku), False)
         except KeyError:
-            raise KeyError(
-                f"SKU {sku!r} in cart {cart_id!r} is not in the catalog of store {p.store!r}: "
-                "the cart stays open and no receipt is issued until the catalog has it"
-            ) from None
+            return f"unknown item {sku}", 0, False, True
 
     def _close(
         self,
@@ -113,8 +115,7 @@ class Tally(Rule):
         last = crew is None or not [m for m in crew if m != key]
         st.setdefault("alias", {})
         cart = st.setdefault("carts", {}).get(cart_id)
-        # Price first: an unknown SKU raises here and leaves the cart open, not lost.
-        priced = {sku: self._priced(p, cart_id, sku) for sku in cart} if last and cart else {}
+        priced = {sku: self._priced(sku) for sku in cart} if last and cart else {}
         st["alias"].pop(key, None)
         if crew is not None:
             if key in crew:
@@ -137,7 +138,7 @@ class Tally(Rule):
             return
         lines = []
         for sku in sorted(cart):
-            name, unit, restricted = priced[sku]
+            name, unit, restricted, review = priced[sku]
             qty = cart[sku]
             lines.append(
                 ev.ReceiptLine(
@@ -147,6 +148,7 @@ class Tally(Rule):
                     unit_cents=unit,
                     amount_cents=unit * qty,
                     age_restricted=restricted,
+                    review=review,
                 )
             )
         receipt = ev.ReceiptData(
@@ -155,5 +157,6 @@ class Tally(Rule):
             total_cents=sum(line.amount_cents for line in lines),
             currency=self.currency(p.store),
             age_check=any(line.age_restricted for line in lines),
+            needs_review=any(line.review for line in lines),
         )
         self.derive(ev.ReceiptIssued, p, ts, key, receipt, causes, out)

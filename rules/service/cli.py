@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from core import events as ev
 from core.access import Role, authenticated_user
 from core.config import Settings
 from core.jetstream import JetStreamLog
@@ -87,6 +88,12 @@ def run(
         list[str] | None, typer.Option("--store", "-s", help="Only these stores (default: all).")
     ] = None,
     lateness: Annotated[float, typer.Option(help="Allowed lateness, seconds of event time.")] = 2.0,
+    max_future: Annotated[
+        float,
+        typer.Option(
+            help="Refuse events dated more than this many seconds after the log stored them."
+        ),
+    ] = 300.0,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N events...")] = 20_000,
     checkpoint_seconds: Annotated[float, typer.Option(help="...or every T seconds.")] = 5.0,
     checkpoint_budget: Annotated[
@@ -105,6 +112,13 @@ def run(
     if worker is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", worker):
         err.print(f"[red]error:[/] --worker {worker!r}: letters, digits, '-' or '_' only")
         raise typer.Exit(2)
+    for s in store or ():
+        if not re.fullmatch(ev.STORE_PATTERN, s):
+            err.print(f"[red]error:[/] --store {s!r}: letters, digits, '-' or '_' (max 64)")
+            raise typer.Exit(2)
+    if max_future < 0:
+        err.print(f"[red]error:[/] --max-future {max_future}: seconds, 0 or more")
+        raise typer.Exit(2)
     if not 0 < checkpoint_budget <= 1:
         err.print(f"[red]error:[/] --checkpoint-budget {checkpoint_budget}: a share in (0, 1]")
         raise typer.Exit(2)
@@ -117,6 +131,7 @@ def run(
         checkpoint_budget=checkpoint_budget,
         lease_ttl_s=lease_ttl,
         stores=tuple(store or ()),
+        max_future_s=max_future,
     )
     metrics = EngineMetrics()
     if metrics_port is not None:

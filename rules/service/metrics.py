@@ -42,6 +42,11 @@ class EngineMetrics:
             "aisle_engine_checkpoints", "Checkpoints committed", by, registry=r
         )
         self.stores = Gauge("aisle_engine_stores", "Stores this worker runs", registry=r)
+        self.invalid_stores = Gauge(
+            "aisle_engine_invalid_store_ids",
+            "Store tokens in the log's subjects that are not store ids (not read)",
+            registry=r,
+        )
         self.rules = Info("aisle_engine_rules", "The rule set this worker runs", registry=r)
 
     def forget(self, store: str) -> None:

@@ -16,23 +16,30 @@ After a crash the next owner restores the checkpoint and reads on from its seque
 engine derives again what it derived after the checkpoint, with the same ids. Those the
 log already holds (it reads the store's derived events published since the checkpoint)
 are not published again, even past the server's duplicate window.
+
+Nothing forged or stray is applied: a payload whose type or store is not its subject's,
+or dated beyond ``max_future_s`` after the log stored it, goes to the dead letters; a
+derived event the log would refuse (over the server's payload limit, say) is its rule's
+error and a dead letter, not a store that stops; and a message on which the engine itself
+fails ``max_strikes`` times goes to the dead letters, so a store never loops on it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core import events as ev
-from core.jetstream import JetStreamLog, SubjectFilter
+from core.jetstream import JetStreamLog, Refusal, SubjectFilter
 from core.log import DeadLetter, Stream
 from core.merge import ArrivalMerge
 from core.pubacks import Sending
 from core.puller import Delivered, Puller
-from rules.engine import Engine, Output
+from rules.engine import Engine, Output, RuleError
 from rules.service.checkpoints import Checkpoint, Checkpoints, Pacer
 from rules.service.metrics import EngineMetrics
 from rules.snapshot import restore, snapshot
@@ -62,6 +69,59 @@ class ServiceConfig:
     lease_ttl_s: float = 6.0
     checkpoint_budget: float = 0.05  # of the time, at most, for all stores' checkpoints
     stores: tuple[str, ...] = ()  # empty: every store the log holds
+    # How far an event may be dated after the log stored it (clock skew of its source);
+    # measured against the stored time, so a replay decides alike. Keep it equal to the
+    # log's ``LogConfig.max_future_s``, which the publisher and offline replays use.
+    max_future_s: float = 300.0
+    max_strikes: int = 3  # failures of the engine on one message before it is set aside
+    rule_errors_per_minute: int = 20  # logged per store; the rest are counted only
+
+
+@dataclass
+class Strikes:
+    """How often the engine failed on each message, per store, kept by the worker across
+    the store's restarts: after ``limit`` failures the message is set aside.
+
+    An exception the engine does not catch leaves a store's state unknown: the store
+    stops and restarts from its checkpoint, and without a count it would fail on the same
+    message forever. Counts live in the worker's memory: a store that moves to another
+    worker is given ``limit`` more tries there.
+    """
+
+    limit: int = 3
+    counts: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
+
+    def note(self, store: str, event_id: str, error: str) -> int:
+        n = self.counts.get((store, event_id), (0, ""))[0] + 1
+        self.counts[(store, event_id)] = (n, error)
+        return n
+
+    def out(self, store: str, event_id: str) -> str | None:
+        """Why the event is set aside, if the engine has failed on it ``limit`` times."""
+        n, error = self.counts.get((store, event_id), (0, ""))
+        return f"the engine failed on it {n} times: {error}" if n >= self.limit else None
+
+
+class _Budget:
+    """At most ``per_minute`` log lines a minute; then a count of those held back, so a
+    rule that fails on every event cannot flood the log."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.window = 0.0
+        self.used = 0
+        self.held = 0
+
+    def take(self, now: float) -> tuple[bool, int]:
+        """(may log now, how many were held back in the window that just ended)."""
+        held = 0
+        if now - self.window >= 60.0:
+            self.window, self.used, held, self.held = now, 0, self.held, 0
+        if self.used < self.per_minute:
+            self.used += 1
+            return True, held
+        self.held += 1
+        return False, held
 
 
 @dataclass(frozen=True)
@@ -86,8 +146,10 @@ class StoreRunner:
         metrics: EngineMetrics,
         config: ServiceConfig,
         pacer: Pacer,
+        strikes: Strikes | None = None,
     ) -> None:
-        """``pacer``: the checkpoint time this store shares with the worker's others."""
+        """``pacer``: the checkpoint time this store shares with the worker's others;
+        ``strikes``: the worker's counts of the engine's failures, kept across restarts."""
         self.store = store
         self.log = log
         self.engine = engine
@@ -101,10 +163,14 @@ class StoreRunner:
         self.since_checkpoint = 0
         self.checkpointed_at = time.monotonic()
         self.pacer = pacer
+        self.strikes = strikes if strikes is not None else Strikes(config.max_strikes)
+        self._errors_logged = _Budget(config.rule_errors_per_minute)
         self._unconfirmed: _Unconfirmed | None = None  # the last batch, until settled
         self._published: set[str] = set()  # derived ids the log had when this run began
         self._pullers: list[Puller] = []
         self._wanted: SubjectFilter | None = None  # where the server cannot filter
+        prefix = log.config.prefix
+        self._subjects = {t: f"{prefix}.{store}.{t}" for _, ts in INPUTS for t in ts}
         self._merge: ArrivalMerge[Input] | None = None
         self.stopping = False
 
@@ -169,10 +235,15 @@ class StoreRunner:
         last: list[Delivered | None] = [None] * len(INPUTS)
         events: list[ev.Event] = []
         refused: list[DeadLetter] = []
+        strikes = self.strikes
         for i, (d, item) in batch:
             if d.seq <= self.seqs[i]:
                 continue  # a redelivery of what was applied already
             last[i], self.seqs[i] = d, d.seq
+            if strikes.counts and isinstance(item, ev.Event):
+                struck = strikes.out(self.store, item.id)
+                if struck is not None:
+                    item = ev.EventError("$", struck)
             if isinstance(item, ev.EventError):
                 refused.append(
                     DeadLetter(
@@ -185,7 +256,15 @@ class StoreRunner:
                 )
             elif item is not None:
                 events.append(item)
-        out = self.engine.process(events)
+        feed = iter(events)
+        try:
+            out = self.engine.process(feed)
+        except Exception as exc:  # not a rule's (the engine catches those): a bug, a poison
+            taken = len(events) - operator.length_hint(feed)
+            culprit = _culprit(exc, events[taken - 1] if taken else None)
+            if culprit is not None:
+                self._strike(culprit, exc)
+            raise
         derived = []
         for d in out.derived:
             if d.id in self._published:
@@ -205,10 +284,13 @@ class StoreRunner:
         if out.late:
             await self.log.set_aside([self._late(e) for e in out.late], late=True)
         await self.settle()
+        unsent: list[Refusal] = []
         self._unconfirmed = _Unconfirmed(
-            await self.log.send_many(derived) if derived else None, last
+            await self.log.send_many(derived, refused=unsent) if derived else None, last
         )
-        self._count(len(events) + len(refused), len(derived), out, refused, last)
+        if unsent:  # the log would refuse them: their rules' errors, kept as dead letters
+            await self._unsendable(unsent, out)
+        self._count(len(events) + len(refused), len(derived) - len(unsent), out, refused, last)
         self.since_checkpoint += len(batch)
         await self.maybe_checkpoint()
         return len(batch)
@@ -220,7 +302,7 @@ class StoreRunner:
         sending, last = self._unconfirmed.sending, self._unconfirmed.last
         if sending is not None:
             acks = await sending.confirmed()
-            self.derived_seq = max(self.derived_seq, max(a.seq for a in acks))
+            self.derived_seq = max(self.derived_seq, *(a.seq for a in acks))
         self._unconfirmed = None
         for d in last:
             if d is not None:
@@ -233,9 +315,46 @@ class StoreRunner:
             return _FIRST, (d, None)  # another store's, or derived: an old server sent it
         try:
             e = ev.decode(d.msg.data)
+            if self._subjects.get(e.type) != d.msg.subject or e.store != self.store:
+                ev.check_subject(e, d.msg.subject)  # a forged type, another store's payload
+            at = e.at.timestamp()
+            if at > d.ns * 1e-9 + self.config.max_future_s:
+                ev.check_time(e, d.ns * 1e-9, self.config.max_future_s)
         except ev.EventError as exc:
             return _FIRST, (d, exc)
-        return e.at.timestamp(), (d, e)
+        return at, (d, e)
+
+    def _strike(self, culprit: ev.Event, exc: Exception) -> None:
+        """Count a failure of the engine against ``culprit``: after ``max_strikes`` the
+        store reads it as refused (``step``) and moves on."""
+        n = self.strikes.note(self.store, culprit.id, _message(exc))
+        log.error(
+            "the engine failed on an event; the store restarts from its checkpoint",
+            extra={
+                "store": self.store,
+                "event": culprit.id,
+                "strikes": n,
+                "error": _message(exc),
+            },
+        )
+
+    async def _unsendable(self, unsent: list[Refusal], out: Output) -> None:
+        for r in unsent:
+            rule = getattr(r.event, "rule", None)
+            rule_id = rule.id if rule is not None else r.event.source
+            out.errors.append(RuleError(rule_id, r.event.id, f"not published: {r.error}"))
+        await self.log.set_aside(
+            [
+                DeadLetter(
+                    store=self.store,
+                    field=r.error.field,
+                    reason=f"derived by {r.event.source}, refused: {r.error.reason}",
+                    payload=r.payload,
+                    source=r.event.source,
+                )
+                for r in unsent
+            ]
+        )
 
     def _late(self, e: ev.Event) -> DeadLetter:
         p = self.engine.partitions[self.store]
@@ -263,10 +382,32 @@ class StoreRunner:
         m.late.labels(s).inc(len(out.late))
         m.deadletters.labels(s).inc(len(refused))
         m.rule_errors.labels(s).inc(len(out.errors))
+        if out.errors:
+            self._log_errors(out.errors)
         newest = [d for d in last if d is not None]
         if newest:  # else every message was a redelivery
             m.lag_seconds.labels(s).set(max(0.0, time.time() - max(d.ns for d in newest) / 1e9))
             m.lag_events.labels(s).set(sum(d.pending for d in newest))
+
+    def _log_errors(self, errors: list[RuleError]) -> None:
+        now = time.monotonic()
+        for e in errors:
+            may, held = self._errors_logged.take(now)
+            if held:
+                log.warning(
+                    "rule errors not logged (over the limit a minute)",
+                    extra={"store": self.store, "count": held},
+                )
+            if may:
+                log.warning(
+                    "rule failed",
+                    extra={
+                        "store": self.store,
+                        "rule": e.rule,
+                        "event": e.event,
+                        "error": e.message,
+                    },
+                )
 
     async def maybe_checkpoint(self) -> None:
         """Checkpoint after N events or T seconds, but no oftener than the budget allows:
@@ -317,3 +458,25 @@ class StoreRunner:
         self.pacer.forget(self.store)
         self.engine.drop(self.store)
         self.metrics.forget(self.store)
+
+
+def _message(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _culprit(exc: Exception, given_last: ev.Event | None) -> ev.Event | None:
+    """The input event the engine was applying when it failed, read off the traceback.
+
+    It is not always the one it was given last: with a lateness, an event waits in the
+    buffer until a later one moves the watermark past it, and is applied then. The
+    outermost frame that applies a raw event holds it; without one (the failure came
+    before, or the engine's inside has changed), the event given last is blamed.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        e = frame.f_locals.get("e")
+        if frame.f_code.co_name == "_apply" and isinstance(e, ev.Event) and not e.derived:
+            return e
+        tb = tb.tb_next
+    return given_last

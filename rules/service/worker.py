@@ -21,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from pathlib import Path
 
+from core import events as ev
 from core.jetstream import JetStreamLog
 from rules.engine import Context, Engine, RuleSet
 from rules.loader import PackError, load_rules
@@ -32,9 +34,10 @@ from rules.service import deploy
 from rules.service.checkpoints import Checkpoints, Pacer
 from rules.service.leases import Leases, WorkerStatus
 from rules.service.metrics import EngineMetrics
-from rules.service.partition import ServiceConfig, StoreRunner
+from rules.service.partition import ServiceConfig, StoreRunner, Strikes
 
 log = logging.getLogger("aisle.engine")
+_store_id = re.compile(ev.STORE_PATTERN)
 
 
 class Worker:
@@ -59,6 +62,8 @@ class Worker:
         self._renewed = 0.0
         self.engine: Engine | None = None
         self.pacer = Pacer(config.checkpoint_budget)  # shared by the worker's stores
+        self.strikes = Strikes(config.max_strikes)  # outlives a store's restarts
+        self._invalid: set[str] = set()  # store ids in subjects, refused (reported once)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -143,12 +148,26 @@ class Worker:
         )
 
     async def _stores_in_log(self) -> list[str]:
-        """Every store with raw events in the log (from the streams' subject counts)."""
+        """Every store with raw events in the log (from the streams' subject counts).
+
+        A subject's store token is not always a store id: anyone who can publish around
+        the log can store ``aisle.bäd.item.picked``. Such a token cannot name a lease, a
+        consumer or a checkpoint, so it is skipped and reported (once, and as a metric),
+        and the worker runs the valid stores.
+        """
         stores = set()
         for stats in await self.log.stats():
             if stats.name in (self.log.config.events_stream, self.log.config.samples_stream):
                 stores.update(subject.split(".")[1] for subject in stats.subjects)
-        return sorted(stores)
+        invalid = {s for s in stores if not _store_id.match(s)}
+        for store in sorted(invalid - self._invalid):
+            log.warning(
+                "a subject names an invalid store id; its messages are not read",
+                extra={"store": store, "expected": ev.STORE_PATTERN},
+            )
+        self._invalid |= invalid
+        self.metrics.invalid_stores.set(len(self._invalid))
+        return sorted(stores - invalid)
 
     # -- stores ------------------------------------------------------------------------------
 
@@ -162,6 +181,7 @@ class Worker:
             self.metrics,
             self.config,
             self.pacer,
+            self.strikes,
         )
         try:
             await runner.open()

@@ -1,0 +1,304 @@
+"""What the engine service refuses to take as input, and how it carries on: payloads off
+their subject, store ids that are not store ids, events from the future, frames and
+derived events too large for the log, and a message the engine itself fails on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import msgspec
+import pytest
+
+from core import events as ev
+from core.config import LogConfig
+from core.jetstream import JetStreamLog
+from core.log import DeadLetter, read_arrived
+from rules.engine import Output, RuleError
+from rules.reference import Reference
+from rules.service.checkpoints import Pacer
+from rules.service.metrics import EngineMetrics
+from rules.service.partition import ServiceConfig, StoreRunner
+from rules.service.worker import Worker
+from tests.enginekit import (
+    LATENESS_S,
+    PACKS,
+    derived_ids,
+    layout,
+    publish,
+    settled,
+    store_day,
+    uninterrupted,
+)
+from tests.enginekit import engine as engine_for_test
+
+pytestmark = pytest.mark.integration
+STORE = "corner-01"
+
+
+@contextlib.asynccontextmanager
+async def running(
+    log: JetStreamLog, packs: list[Path] = PACKS, **options: object
+) -> AsyncIterator[Worker]:
+    config = ServiceConfig(worker="w1", lateness_s=LATENESS_S, lease_ttl_s=3.0, **options)  # type: ignore[arg-type]
+    worker = Worker(log, Reference.of(layout()), config, packs=packs)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    while worker.engine is None and not task.done():
+        await asyncio.sleep(0.01)
+    try:
+        yield worker
+    finally:
+        stop.set()
+        await task
+
+
+def day() -> list[ev.Event]:
+    return store_day(noisy=False, hours=1, shoppers=20)
+
+
+async def letters(log: JetStreamLog, store: str = STORE) -> list[DeadLetter]:
+    return [d async for _, d in log.deadletters(store=store)]
+
+
+async def around(log: JetStreamLog, store: str, kind: str, payload: bytes) -> None:
+    """Straight onto a subject, past the log's checks (as a rogue publisher might)."""
+    await log.js.publish(f"{log.config.prefix}.{store}.{kind}", payload)
+
+
+async def test_a_derived_type_or_another_stores_payload_on_a_raw_subject_is_refused(
+    jslog: JetStreamLog,
+) -> None:
+    events = day()
+    last = events[-1]
+    ghost = ev.derive(
+        ev.Metric,
+        rule=ev.RuleRef("cart", "1.0.0"),
+        caused_by=("nothing",),
+        store=STORE,
+        at=last.at,
+        subject="ghost",
+        data=ev.MetricData(
+            name="carts.unpaid_exit", value=5000.0, labels={"cart": "ghost", "items": "3"}
+        ),
+    )
+    picked = next(e for e in events if e.type == "item.picked")
+    wine = msgspec.structs.replace(picked, id="wine-1", store="wine-02")
+    async with running(jslog) as worker:
+        await publish(jslog, events[:-1])
+        await around(jslog, STORE, "item.picked", ev.encode(ghost))
+        await around(jslog, STORE, "item.picked", ev.encode(wine))
+        await jslog.publish(last)
+        await settled(jslog, [STORE])
+        assert worker.metrics.deadletters.labels(STORE)._value.get() == 2
+    assert [(d.field, d.payload) for d in await letters(jslog)] == [
+        ("type", ev.encode(ghost)),
+        ("store", ev.encode(wine)),
+    ]
+    alerts = [r.event async for r in jslog.replay(store=STORE, types=["alert.raised"])]
+    assert not [a for a in alerts if a.subject == "ghost"]  # no shopper who never existed
+    assert await derived_ids(jslog, STORE) == await uninterrupted(jslog, STORE)
+
+
+async def test_store_ids_that_are_not_store_ids_in_subjects_are_skipped_and_reported(
+    jslog: JetStreamLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    """NATS stores ``aisle.b*d.item.picked`` (a wildcard only counts as a whole token):
+    such a token cannot name a lease, and once stopped every rebalance."""
+    events = day()
+    picked = ev.encode(next(e for e in events if e.type == "item.picked"))
+    for token in ("b*d", "b>d", "bäd"):
+        await around(jslog, token, "item.picked", picked)
+    with caplog.at_level(logging.WARNING, logger="aisle.engine"):
+        async with running(jslog) as worker:
+            await publish(jslog, events)
+            await settled(jslog, [STORE], timeout_s=60)
+            assert worker.metrics.invalid_stores._value.get() == 3
+            assert sorted(worker.runners) == [STORE]
+    assert await derived_ids(jslog, STORE) == await uninterrupted(jslog, STORE)
+    reported = [r for r in caplog.records if "invalid store id" in r.getMessage()]
+    assert sorted(r.store for r in reported) == ["b*d", "b>d", "bäd"]  # type: ignore[attr-defined]
+
+
+async def test_an_event_dated_in_the_year_9999_is_refused_and_the_store_keeps_its_clock(
+    jslog: JetStreamLog,
+) -> None:
+    events = day()
+    half = len(events) // 2
+    future = msgspec.structs.replace(
+        events[half], id="from-9999", at=datetime(9999, 1, 1, tzinfo=UTC)
+    )
+    async with running(jslog) as worker:
+        await publish(jslog, events[:half])
+        await around(jslog, STORE, future.type, ev.encode(future))
+        await publish(jslog, events[half:])
+        await settled(jslog, [STORE])
+        assert worker.metrics.late.labels(STORE)._value.get() == 0
+    [letter] = await letters(jslog)
+    assert letter.field == "at" and "in the future" in letter.reason
+    got = await derived_ids(jslog, STORE)
+    assert len(got) > 50 and got == await uninterrupted(jslog, STORE)  # the later ones too
+
+
+def _frame(n: int, at: datetime) -> ev.PositionSamples:
+    """``n`` people in one frame, each in a cell of their own."""
+    samples = tuple(
+        ev.PositionSample(track=f"t{i}", x=(i % 200) * 0.5, y=(i // 200) * 0.5) for i in range(n)
+    )
+    return ev.new(
+        ev.PositionSamples,
+        store=STORE,
+        at=at,
+        source="cam-1",
+        subject="cam-1",
+        data=ev.PositionData(frame=7, samples=samples),
+    )
+
+
+async def test_a_frame_of_thirty_thousand_samples_is_refused_and_the_store_goes_on(
+    jslog: JetStreamLog,
+) -> None:
+    events = day()
+    half = len(events) // 2
+    frame = _frame(30_000, events[half].at)
+    payload = ev.encode(frame)
+    assert len(payload) < jslog.nc.max_payload  # the server stores it
+    async with running(jslog):
+        await publish(jslog, events[:half])
+        await around(jslog, STORE, frame.type, payload)
+        await publish(jslog, events[half:])
+        await settled(jslog, [STORE])
+    [letter] = await letters(jslog)
+    assert letter.field == "data.samples" and payload.startswith(letter.payload)
+    assert await derived_ids(jslog, STORE) == await uninterrupted(jslog, STORE)
+
+
+HUGE = """\
+pack: huge
+version: "1.0.0"
+description: A rule whose alert is over the server's payload limit.
+rules:
+  - id: huge_alert
+    description: An alert with a summary of over a megabyte.
+    where: type == "item.picked" and subject == "v-huge"
+    alert:
+      name: huge
+      summary: "{data.sku * 200000}"
+      key: subject
+"""
+
+
+async def test_a_derived_event_over_the_payload_limit_is_its_rules_error_and_a_dead_letter(
+    jslog: JetStreamLog, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pack = tmp_path / "huge.yaml"
+    pack.write_text(HUGE)
+    events = day()
+    half = len(events) // 2
+    base = next(e for e in events[half:] if e.type == "item.picked")
+    trigger = ev.new(
+        ev.ItemPicked,
+        store=STORE,
+        at=base.at,
+        source="cam-1",
+        subject="v-huge",
+        data=ev.ItemData(sku="cola-500ml", shelf="fridge-drinks"),
+    )
+    with caplog.at_level(logging.WARNING, logger="aisle.engine"):
+        async with running(jslog, packs=[*PACKS, pack]) as worker:
+            await publish(jslog, [*events[:half], trigger, *events[half:]])
+            await settled(jslog, [STORE])
+            assert worker.metrics.rule_errors.labels(STORE)._value.get() == 1
+    [letter] = await letters(jslog)
+    assert letter.source == "rule:huge.huge_alert" and "over the server's limit" in letter.reason
+    assert letter.size > jslog.nc.max_payload
+    [logged] = [r for r in caplog.records if r.getMessage() == "rule failed"]
+    assert logged.rule == "huge.huge_alert" and "over the server's limit" in logged.error  # type: ignore[attr-defined]
+    # Everything else was derived and published, the events after it included.
+    got = await derived_ids(jslog, STORE)
+    assert len(got) > 50
+    assert got == [i for i in await uninterrupted(jslog, STORE) if i != logged.event]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("when", ["given", "applied"])
+async def test_a_message_the_engine_fails_on_is_set_aside_after_three_tries(
+    jslog: JetStreamLog, when: str
+) -> None:
+    """The engine fails on one event, when it is given it or when it applies it (with a
+    lateness, once a later event has moved the watermark past it): the store restarts
+    from its checkpoint, and the third time sets that event aside, not the later one."""
+    events = day()
+    half = len(events) // 2
+    poison = msgspec.structs.replace(events[half], id="poison", subject="poison")
+    async with running(jslog) as worker:
+        engine = worker.engine
+        assert engine is not None and engine.lateness_s > 0
+        if when == "given":
+            real = engine.process
+
+            def process(batch: Iterable[ev.Event]) -> Output:
+                def checked() -> Iterable[ev.Event]:
+                    for e in batch:
+                        if e.id == "poison":
+                            raise RuntimeError("a bug this event brings out")
+                        yield e
+
+                return real(checked())
+
+            engine.process = process  # type: ignore[method-assign]
+        else:
+            real_apply = engine._apply
+
+            def _apply(p: Any, e: ev.Event, ts: float, out: Output, depth: int) -> None:
+                if e.id == "poison":
+                    raise RuntimeError("a bug this event brings out")
+                real_apply(p, e, ts, out, depth)
+
+            engine._apply = _apply  # type: ignore[method-assign]
+        await publish(jslog, [*events[:half], poison, *events[half:]])
+        await settled(jslog, [STORE])
+        assert sorted(worker.runners) == [STORE]
+        assert worker.metrics.deadletters.labels(STORE)._value.get() == 1
+    [letter] = await letters(jslog)
+    assert letter.payload == ev.encode(poison)
+    assert "failed on it 3 times" in letter.reason
+    assert "a bug this event brings out" in letter.reason
+    clean = [e for e in await read_arrived(jslog, STORE) if e.id != "poison"]
+    expected = [d.id for d in engine_for_test().process(clean).derived]
+    assert len(expected) > 50 and await derived_ids(jslog, STORE) == expected
+
+
+def test_rule_errors_are_logged_with_rule_event_and_reason_but_never_flood_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = ServiceConfig(worker="w1", rule_errors_per_minute=5)
+    log = SimpleNamespace(config=LogConfig())
+    runner = StoreRunner(STORE, log, None, None, EngineMetrics(), config, Pacer(0.05))  # type: ignore[arg-type]
+    errors = [RuleError("carts.cart", f"e{i}", "KeyError: 'x'") for i in range(100)]
+    with caplog.at_level(logging.WARNING, logger="aisle.engine"):
+        runner._log_errors(errors)
+        logged = [r for r in caplog.records if r.getMessage() == "rule failed"]
+        assert [(r.rule, r.event, r.error) for r in logged] == [  # type: ignore[attr-defined]
+            ("carts.cart", f"e{i}", "KeyError: 'x'") for i in range(5)
+        ]
+        runner._errors_logged.window -= 60  # a minute later
+        runner._log_errors(errors[:1])
+    [held] = [r for r in caplog.records if r.getMessage().startswith("rule errors not logged")]
+    assert held.count == 95  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("store", ["b*d", "b.d", "bäd"])
+def test_engine_run_refuses_a_store_id_that_is_not_one(store: str) -> None:
+    from typer.testing import CliRunner
+
+    from core.cli import _load_plugins, app
+
+    _load_plugins()
+    result = CliRunner().invoke(app, ["engine", "run", "--store", store])
+    assert result.exit_code == 2 and f"--store {store!r}" in result.output
