@@ -131,7 +131,7 @@ def test_replay_deadletters_and_info_print_hostile_event_text_as_text(env: dict[
         at=at,
         source=HOSTILE,
         subject=HOSTILE,
-        data=ev.ItemData(sku="[/]\x1b[2J", shelf="A1"),
+        data=ev.ItemData(sku="[/][bold]x", shelf="A1"),  # control characters: refused
     )
     _publish(env, [picked])
 
@@ -152,7 +152,7 @@ def test_replay_deadletters_and_info_print_hostile_event_text_as_text(env: dict[
         assert "[/]" in result.output, command
     replay = " ".join(runner.invoke(app, ["log", "replay"], env=env).stdout.split())  # unwrapped
     assert "[/] [bold]loud[/bold] \\x1b[31mred\\x1b[0m \\u202eevil" in replay
-    assert "sku=[/]\\x1b[2J" in replay
+    assert "sku=[/][bold]x" in replay
     as_json = runner.invoke(app, ["log", "replay", "--json"], env=env).stdout
     assert [json.loads(x)["subject"] for x in as_json.splitlines()] == [HOSTILE]
     dead = runner.invoke(app, ["log", "deadletters", "--json"], env=env)
