@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from typing import Any
 
 from core import events as ev
@@ -23,6 +24,7 @@ from rules.operators import Emitter, Partition, Rule
 
 MAX_DEPTH = 8  # derived events feeding derived events: deeper means a cycle
 DEDUP_HORIZON_S = 3600.0  # how long an event id is remembered to drop a repeat
+_from_bytes = int.from_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,9 +210,13 @@ class Engine:
 
     def _accept(self, p: Partition, e: ev.Event, ts: float, out: Output) -> None:
         """An event some rule listens to, not late: drop a repeat, order it, apply it."""
-        # Ids are kept as their 64-bit hashes (not the strings, which would outlive their
-        # events), in two generations: each is remembered for one to two horizons.
-        recent, h = self._seen[p.store], hash(e.id)
+        # Ids are kept as 64-bit digests (not the strings, which would outlive their events),
+        # in two generations: each is remembered for one to two horizons. A digest, not
+        # ``hash()``: that is salted per process, and a snapshot restored in another process
+        # would not know a redelivered event. All of the id is digested: ids from outside
+        # may be any string.
+        recent = self._seen[p.store]
+        h = _from_bytes(blake2b(e.id.encode(), digest_size=8).digest())
         if h in recent[0] or h in recent[1]:
             return
         if ts >= recent[2]:
