@@ -2,10 +2,11 @@
 
 Each store is a partition with its own clock. The watermark is the newest event time seen
 minus the allowed lateness; events wait in a buffer until the watermark passes them and
-are then applied in (event time, id) order, timers first at equal times. An event at the
-watermark's own time is applied at once, so same-instant arrivals after it keep their
-order. An event older than the watermark is late: it is reported and counted, never
-applied. So the same events, in the same order, give the same output, byte for byte,
+are then applied in order of event time, then of arrival in the store's partition, timers
+first at equal times. So events of one instant (a pick and its put-back) are applied in
+the order their source sent them, buffered or not: the log keeps that order, and a replay
+reads it again. An event older than the watermark is late: it is reported and counted,
+never applied. The same events, in the same order, give the same output, byte for byte,
 however they are split into batches, and a repeated event id is applied once. Derived
 events are fed back to the rules (a receipt can cause an alert) before the next input
 event.
@@ -234,7 +235,8 @@ class Engine:
             if len(p.timers) > p.compact_at:
                 self._compact(p)
             return
-        heapq.heappush(p.buffer, (ts, e.id, e))
+        p.arrivals += 1  # events of one instant keep the order they came in: the source's
+        heapq.heappush(p.buffer, (ts, p.arrivals, e))
         self._drain(p, out)
 
     def _drain(self, p: Partition, out: Output) -> None:

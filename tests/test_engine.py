@@ -86,19 +86,21 @@ def test_any_batching_gives_the_same_output_byte_for_byte(seed: int, cuts: list[
 @given(seed=st.integers(1, 4), shuffle_seed=st.integers(0, 10_000))
 def test_reordering_within_the_lateness_changes_nothing(seed: int, shuffle_seed: int) -> None:
     """Events arrive out of order (by up to 1.5 s here); with 2 s of lateness the output is
-    that of the ordered log."""
+    that of the ordered log. Those of one instant keep their order (their source's): the
+    engine applies them in the order they came."""
     events = day(seed)
     rng = random.Random(shuffle_seed)
-    jittered = sorted(events, key=lambda e: e.at.timestamp() + rng.uniform(0, 1.5))
+    delay = {at: rng.uniform(0, 1.5) for at in sorted({e.at for e in events})}
+    jittered = sorted(events, key=lambda e: e.at.timestamp() + delay[e.at])  # stable
     ordered = run(engine(lateness_s=2.0), [list(events)], end_of(events))
     shuffled = run(engine(lateness_s=2.0), [jittered], end_of(events))
     assert shuffled == ordered
 
 
-def test_events_of_one_instant_are_put_in_id_order_until_the_watermark_reaches_it() -> None:
-    """Buffered, two shoppers joining the queue at one instant are applied in id order,
-    whichever came first; once the watermark is at that instant they are applied as they
-    arrive, and the queue-length window's causes (so its id) follow that order."""
+def test_events_of_one_instant_are_applied_in_the_order_they_arrived_buffered_or_not() -> None:
+    """Two shoppers joining the queue at one instant are applied in the order they came,
+    whether they wait in the buffer or the watermark is at their instant already: the
+    queue-length window's causes (so its id) follow that order."""
     at = T0 + timedelta(seconds=10)
 
     def entered(shopper: str, zone: str, seconds: float) -> ev.Event:
@@ -107,9 +109,7 @@ def test_events_of_one_instant_are_put_in_id_order_until_the_watermark_reaches_i
             ev.ZoneEntered, store="corner-01", at=when, source="cam", subject=shopper, data=data
         )
 
-    a, b = sorted(
-        (entered("v1", "checkout-queue", 0), entered("v2", "checkout-queue", 0)), key=lambda e: e.id
-    )
+    a, b = entered("v1", "checkout-queue", 0), entered("v2", "checkout-queue", 0)
     clock = entered("v3", "aisle-1", 2)  # the watermark (lateness 2 s) at their instant
 
     def window(order: list[ev.Event]) -> tuple[str, ...]:
@@ -119,8 +119,38 @@ def test_events_of_one_instant_are_put_in_id_order_until_the_watermark_reaches_i
         (length,) = [d for d in out.derived if d.rule.id == "traffic.queue_length"]
         return length.caused_by
 
-    assert window([b, a, clock]) == window([a, b, clock]) == (a.id, b.id)
-    assert window([clock, b, a]) == (b.id, a.id)
+    assert window([a, b, clock]) == window([clock, a, b]) == (a.id, b.id)
+    assert window([b, a, clock]) == window([clock, b, a]) == (b.id, a.id)
+
+
+def test_a_pick_and_its_put_back_at_one_instant_leave_nothing_on_the_receipt() -> None:
+    """With a lateness, both wait in the buffer; the put-back came second, so it is applied
+    second, whatever their ids: the item is not charged."""
+    base = {"store": "corner-01", "source": "shelf", "subject": "v1"}
+    item = ev.ItemData(sku="cola-500ml", shelf="fridge-drinks")
+    # An instant where the put-back's id sorts first: the order ids would have given.
+    at = next(
+        t
+        for t in (T0 + timedelta(seconds=10 + k) for k in range(100))
+        if ev.new(ev.ItemPutBack, at=t, data=item, **base).id
+        < ev.new(ev.ItemPicked, at=t, data=item, **base).id
+    )
+    picked = ev.new(ev.ItemPicked, at=at, data=item, **base)
+    put_back = ev.new(ev.ItemPutBack, at=at, data=item, **base)
+    chosen = ev.new(
+        ev.ItemPicked,
+        at=at - timedelta(seconds=1),
+        data=ev.ItemData(sku="butter-250g", shelf="fridge-dairy"),
+        **base,
+    )
+    gate = ev.new(
+        ev.ZoneEntered, at=at + timedelta(seconds=5), data=ev.ZoneData(zone="exit-gate"), **base
+    )
+    e = engine(lateness_s=2.0)
+    out = e.process([chosen, picked, put_back, gate])
+    out.extend(e.advance("corner-01", at.timestamp() + 3600))
+    (receipt,) = [d for d in out.derived if isinstance(d, ev.ReceiptIssued)]
+    assert [(line.sku, line.qty) for line in receipt.data.lines] == [("butter-250g", 1)]
 
 
 def test_late_events_are_reported_not_applied() -> None:

@@ -32,7 +32,7 @@ class Partition:
     store: str
     watermark: float = float("-inf")
     newest: float = float("-inf")
-    buffer: list[tuple[float, str, ev.Event]] = field(default_factory=list)
+    buffer: list[tuple[float, int, ev.Event]] = field(default_factory=list)  # (at, arrival, e)
     timers: list[tuple[float, int, str, Any]] = field(default_factory=list)
     token_seq: int = 0
     state: dict[str, dict[Any, Any]] = field(default_factory=dict)
@@ -42,6 +42,7 @@ class Partition:
     late: int = 0
     sweeps: dict[str, int] = field(default_factory=dict)  # rule id -> its sweep timer's token
     compact_at: int = 1024  # timers in the heap before the stale ones are swept out
+    arrivals: int = 0  # events buffered so far: orders those of one instant as they came
 
     def rule_state(self, rule_id: str) -> dict[Any, Any]:
         s = self.state.get(rule_id)
