@@ -649,6 +649,7 @@ class _PackCompiler(OperatorBuilders):
             )
         metrics = [(r.metric, (*path, "metric"))] if r.metric else []
         metrics += [(m, (*path, "metrics", i)) for i, m in enumerate(r.metrics or [])]
+        shared = [m.name for m, _ in metrics]
         out.metrics = [
             MetricOut(
                 m.name,
@@ -657,8 +658,9 @@ class _PackCompiler(OperatorBuilders):
                     k: self.template(v, (*mp, "labels", k), names, types)
                     for k, v in m.labels.items()
                 },
+                i if shared.count(m.name) > 1 else None,
             )
-            for m, mp in metrics
+            for i, (m, mp) in enumerate(metrics)
         ]
         if r.emit is not None:
             e, epath = r.emit, (*path, "emit")

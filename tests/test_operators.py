@@ -61,6 +61,28 @@ rules:
     assert out[0].id != out[1].id
 
 
+def test_two_metrics_of_one_name_have_their_own_ids_and_a_lone_metric_keeps_its_id() -> None:
+    e = engine(
+        """
+pack: p
+version: "1"
+rules:
+  - id: twice
+    where: type == "item.picked"
+    metrics:
+      - {name: picks, value: "1", labels: {shelf: "{data.shelf}"}}
+      - {name: picks, value: data.qty, labels: {sku: "{data.sku}"}}
+      - {name: alone, value: "1"}
+"""
+    )
+    pick = picked(0)
+    out = e.process([pick]).derived
+    assert [d.data.name for d in out] == ["picks", "picks", "alone"]
+    assert len({d.id for d in out}) == 3
+    ref = ev.RuleRef("p.twice", "1")
+    assert out[2].id == ev.event_id(ref.id, ref.version, (pick.id,), (None, "alone"))
+
+
 COUNT = """
 pack: p
 version: "1"

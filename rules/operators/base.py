@@ -248,7 +248,9 @@ class Rule(ABC):
             )
         for m in o.metrics:
             data = m.data(scope)
-            self.derive(ev.Metric, p, ts, key_text(key), data, causes, out, (discriminator, m.name))
+            # One id per output: two metrics of one name are told apart by their place.
+            tag = (discriminator, m.name) if m.place is None else (discriminator, m.name, m.place)
+            self.derive(ev.Metric, p, ts, key_text(key), data, causes, out, tag)
         if o.emit is not None:
             cls, subject, data = o.emit.build(scope, key, items)
             # Apart from the alert's: one firing, several outputs, one id each.
