@@ -15,6 +15,7 @@ event.
 from __future__ import annotations
 
 import heapq
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from hashlib import blake2b
@@ -62,10 +63,15 @@ class SetRule:
 
 @dataclass(frozen=True)
 class RuleSet:
-    """A validated, compiled set of packs: what the engine runs, swapped whole on reload."""
+    """A validated, compiled set of packs: what the engine runs, swapped whole on reload.
+
+    It carries the ``Context`` its expressions were compiled against (the staff set they
+    read, the partition their functions see), so the engine that runs it fills that one.
+    """
 
     rules: tuple[Rule, ...]
     packs: dict[str, str]  # pack name -> version
+    context: Context
     sets: tuple[SetRule, ...] = ()
     by_id: dict[str, Rule] = field(init=False)
     set_dispatch: dict[str, tuple[SetRule, ...]] = field(init=False)
@@ -117,13 +123,18 @@ class LiveSet(set[str]):
 
 
 class Context:
-    """What the functions and sets that rules read see of the engine: the partition at hand."""
+    """What the functions and sets that rules read see of the engine: the partition at hand.
 
-    __slots__ = ("live", "partition")
+    Each rule set is compiled against one (``load_rules`` makes it) and carries it; the
+    engine that runs the rule set fills it, and one engine at a time may.
+    """
+
+    __slots__ = ("_engine", "live", "partition")
 
     def __init__(self) -> None:
         self.partition: Partition | None = None
         self.live: dict[str, LiveSet] = {}
+        self._engine: weakref.ref[Engine] | None = None
 
     def live_set(self, name: str) -> LiveSet:
         found = self.live.get(name)
@@ -131,16 +142,36 @@ class Context:
             found = self.live[name] = LiveSet(name)
         return found
 
+    def bind(self, engine: Engine) -> None:
+        """Let ``engine`` fill the sets, emptied: what they hold comes from its events only.
+
+        A second engine on the same rule set would empty the first one's staff set under
+        it: that is refused while the first is alive.
+        """
+        held = self._engine() if self._engine is not None else None
+        if held is not None and held is not engine:
+            raise ValueError(
+                "this rule set runs in another engine already: load the packs again "
+                "(load_rules) for a second engine"
+            )
+        self._engine = weakref.ref(engine)
+        self.partition = None
+        for live in self.live.values():
+            live.clear()
+
+    def release(self) -> None:
+        self._engine = None
+
 
 class Engine:
-    def __init__(
-        self, rules: RuleSet, *, lateness_s: float = 0.0, context: Context | None = None
-    ) -> None:
+    """Runs a rule set, and fills the context the rule set carries: ``Engine(load_rules(
+    packs, reference))`` is the one way to build one."""
+
+    def __init__(self, rules: RuleSet, *, lateness_s: float = 0.0) -> None:
         self.rules = rules
         self.lateness_s = lateness_s
-        self.context = context or Context()
-        for live in self.context.live.values():
-            live.clear()  # what the sets hold comes from this engine's events only
+        self.context = rules.context
+        self.context.bind(self)
         self.partitions: dict[str, Partition] = {}
         self._emitter = Emitter()
         self._seen: dict[str, list[Any]] = {}  # store -> [ids now, ids before, rotate at]
@@ -194,7 +225,18 @@ class Engine:
                 self.context.live_set(name).difference_update(members)
 
     def reload(self, rules: RuleSet) -> None:
-        """Swap the rule set in one step; state of rules that are gone is dropped."""
+        """Swap the rule set in one step; state of rules that are gone is dropped.
+
+        The new rule set's context takes the sets' members the stores hold, so its rules
+        see the staff on shift as the old ones did.
+        """
+        if rules.context is not self.context:
+            rules.context.bind(self)  # refused if another engine runs that rule set
+            for p in self.partitions.values():
+                for name, members in p.sets.items():
+                    rules.context.live_set(name).update(members)
+            self.context.release()
+            self.context = rules.context
         for p in self.partitions.values():
             for rule_id in [r for r in p.state if r not in rules.by_id]:
                 del p.state[rule_id]

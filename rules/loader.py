@@ -51,12 +51,13 @@ class Checked:
 
 
 def load_rules(
-    sources: Iterable[str | Path | tuple[str, str]],
-    reference: Reference | None = None,
-    context: Context | None = None,
+    sources: Iterable[str | Path | tuple[str, str]], reference: Reference | None = None
 ) -> RuleSet:
-    """Load and compile packs (paths, or ``(name, text)`` pairs); ``PackError`` if any is bad."""
-    checked = check_rules(sources, reference, context)
+    """Load and compile packs (paths, or ``(name, text)`` pairs); ``PackError`` if any is bad.
+
+    The rule set comes with a context of its own, which the engine that runs it fills.
+    """
+    checked = check_rules(sources, reference)
     if checked.errors:
         raise PackError(checked.errors)
     assert checked.ruleset is not None
@@ -64,11 +65,9 @@ def load_rules(
 
 
 def check_rules(
-    sources: Iterable[str | Path | tuple[str, str]],
-    reference: Reference | None = None,
-    context: Context | None = None,
+    sources: Iterable[str | Path | tuple[str, str]], reference: Reference | None = None
 ) -> Checked:
-    context = context or Context()
+    context = Context()
     reference = reference or Reference()
     errors: list[SourceError] = []
     warnings: list[SourceError] = []
@@ -100,7 +99,7 @@ def check_rules(
         warnings += compiler.warnings
     if errors:
         return Checked(None, errors, warnings)
-    return Checked(RuleSet(tuple(rules), packs, tuple(sets)), [], warnings)
+    return Checked(RuleSet(tuple(rules), packs, context, tuple(sets)), [], warnings)
 
 
 def _suggest(name: str, known: Iterable[str]) -> str:

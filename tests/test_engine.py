@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from core import events as ev
 from core.layout import Layout, load_layout
-from rules.engine import Context, Engine, RuleSet
+from rules.engine import Engine, RuleSet
 from rules.loader import PackError, load_rules
 from rules.reference import Reference
 from simulator.scripted import plan, visit_events
@@ -31,13 +31,12 @@ def layout() -> Layout:
     return load_layout(ROOT / "examples" / "stores" / "convenience.yaml")
 
 
-def standard(context: Context) -> RuleSet:
-    return load_rules(PACKS, Reference.of(layout()), context)
+def standard() -> RuleSet:
+    return load_rules(PACKS, Reference.of(layout()))
 
 
 def engine(lateness_s: float = 0.0) -> Engine:
-    context = Context()
-    return Engine(standard(context), lateness_s=lateness_s, context=context)
+    return Engine(standard(), lateness_s=lateness_s)
 
 
 @cache
@@ -263,11 +262,10 @@ def test_a_refused_pack_leaves_the_running_rules_and_their_output_alone() -> Non
     half = len(events) // 2
     reference_run = run(engine(), [list(events)], end_of(events))
 
-    context = Context()
-    e = Engine(standard(context), context=context)
+    e = Engine(standard())
     out = [ev.encode(d) for d in e.process(events[:half]).derived]
     with pytest.raises(PackError) as info:
-        e.reload(load_rules([*OTHERS, ("carts.yaml", BAD_PACK)], Reference.of(layout()), context))
+        e.reload(load_rules([*OTHERS, ("carts.yaml", BAD_PACK)], Reference.of(layout())))
     assert "__class__" in str(info.value)
     out += run(e, [list(events[half:])], end_of(events))
     assert out == reference_run
@@ -276,15 +274,14 @@ def test_a_refused_pack_leaves_the_running_rules_and_their_output_alone() -> Non
 def test_a_reload_swaps_versions_and_keeps_the_state_of_rules_that_stay() -> None:
     events = day(4)
     half = len(events) // 2
-    context = Context()
-    e = Engine(standard(context), context=context)
+    e = Engine(standard())
     first = e.process(events[:half]).derived
     carts = (
         (ROOT / "rules" / "packs" / "carts.yaml")
         .read_text()
         .replace('version: "1.0.0"', 'version: "1.1.0"')
     )
-    e.reload(load_rules([*OTHERS, ("carts.yaml", carts)], Reference.of(layout()), context))
+    e.reload(load_rules([*OTHERS, ("carts.yaml", carts)], Reference.of(layout())))
     second = e.process(events[half:]).derived
     assert {d.rule.version for d in first if d.rule.id == "carts.cart"} == {"1.0.0"}
     assert {d.rule.version for d in second if d.rule.id == "carts.cart"} == {"1.1.0"}
@@ -292,6 +289,54 @@ def test_a_reload_swaps_versions_and_keeps_the_state_of_rules_that_stay() -> Non
     opened = {d.data.cart for d in first if isinstance(d, ev.CartItemAdded)}
     paid = {d.data.cart for d in second if isinstance(d, ev.ReceiptIssued)}
     assert opened & paid
+
+
+def _staff(kind: type[ev.Event], shopper: str, seconds: float) -> ev.Event:
+    return ev.new(
+        kind,
+        store="corner-01",
+        at=T0 + timedelta(seconds=seconds),
+        source="badge",
+        subject=shopper,
+        data=ev.StaffData(badge="b-7"),
+    )
+
+
+def _pick(shopper: str, seconds: float) -> ev.Event:
+    data = ev.ItemData(sku="cola-500ml", shelf="fridge-drinks")
+    at = T0 + timedelta(seconds=seconds)
+    return ev.new(
+        ev.ItemPicked, store="corner-01", at=at, source="shelf", subject=shopper, data=data
+    )
+
+
+def test_staff_build_no_cart_in_an_engine_built_the_obvious_way() -> None:
+    e = Engine(load_rules(PACKS, Reference.of(layout())))
+    out = e.process([_staff(ev.StaffSessionStarted, "s-1", 0), _pick("s-1", 5), _pick("v-1", 6)])
+    assert [d.subject for d in out.derived if isinstance(d, ev.CartItemAdded)] == ["v-1"]
+
+
+def test_a_reloaded_rule_set_knows_the_staff_on_shift() -> None:
+    e = Engine(standard())
+    e.process([_staff(ev.StaffSessionStarted, "s-1", 0)])
+    e.reload(standard())  # loaded apart, with a context of its own
+    out = e.process([_pick("s-1", 5), _staff(ev.StaffSessionEnded, "s-1", 6), _pick("s-1", 7)])
+    assert [d.data.sku for d in out.derived if isinstance(d, ev.CartItemAdded)] == ["cola-500ml"]
+    assert [d.at for d in out.derived if isinstance(d, ev.CartItemAdded)] == [
+        T0 + timedelta(seconds=7)
+    ]
+
+
+def test_a_rule_set_runs_in_one_engine_at_a_time() -> None:
+    """A second engine would empty the first one's staff set under it."""
+    rules = standard()
+    first = Engine(rules)
+    with pytest.raises(ValueError, match="another engine"):
+        Engine(rules)
+    first.process([_staff(ev.StaffSessionStarted, "s-1", 0)])
+    del first  # gone: the rule set is free, and a new engine starts with empty sets
+    out = Engine(rules).process([_pick("s-1", 5)])
+    assert [d.subject for d in out.derived if isinstance(d, ev.CartItemAdded)] == ["s-1"]
 
 
 FAILING = """
@@ -305,9 +350,7 @@ rules:
 
 
 def test_a_failing_rule_is_reported_and_the_others_carry_on() -> None:
-    context = Context()
-    rules = load_rules([*PACKS, ("shaky.yaml", FAILING)], Reference.of(layout()), context)
-    e = Engine(rules, context=context)
+    e = Engine(load_rules([*PACKS, ("shaky.yaml", FAILING)], Reference.of(layout())))
     out = e.process(day(1))
     assert out.errors and all(err.rule == "shaky.divide" for err in out.errors)
     assert "ZeroDivisionError" in out.errors[0].message

@@ -11,7 +11,7 @@ import msgspec
 from core import events as ev
 from core.layout import load_layout
 from core.yamlsource import convert, load_yaml
-from rules.engine import Context, Engine
+from rules.engine import Engine
 from rules.loader import load_rules
 from rules.reference import Reference
 
@@ -20,10 +20,8 @@ T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 LAYOUT = load_layout(ROOT / "examples" / "stores" / "convenience.yaml")
 
 
-def engine(text: str, context: Context | None = None, reference: Reference | None = None) -> Engine:
-    context = context or Context()
-    rules = load_rules([("p.yaml", text)], reference or Reference.of(LAYOUT), context)
-    return Engine(rules, context=context)
+def engine(text: str, reference: Reference | None = None) -> Engine:
+    return Engine(load_rules([("p.yaml", text)], reference or Reference.of(LAYOUT)))
 
 
 def at(seconds: float) -> datetime:
@@ -141,8 +139,7 @@ rules:
 
 
 def test_what_a_set_holds_belongs_to_the_engine_that_saw_the_events() -> None:
-    context = Context()
-    first = engine(STAFF, context)
+    first = engine(STAFF)
     session = ev.new(
         ev.StaffSessionStarted,
         store="corner-01",
@@ -152,7 +149,7 @@ def test_what_a_set_holds_belongs_to_the_engine_that_saw_the_events() -> None:
         data=ev.StaffData(badge="b"),
     )
     assert first.process([session, picked(1, "s1")]).derived == []
-    second = Engine(first.rules, context=context)
+    second = engine(STAFF)  # the same packs, loaded again: a second engine of its own
     assert [d.subject for d in second.process([picked(1, "s1")]).derived] == ["s1"]
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from core import events as ev
 from core.layout import load_layout
-from rules.engine import Context, Engine
+from rules.engine import Engine
 from rules.loader import load_rules
 from rules.reference import Reference
 from rules.snapshot import SnapshotError, restore, snapshot
@@ -42,9 +42,8 @@ def day() -> tuple[Store, list[ev.Event], dict[str, str]]:
 def engine(lateness_s: float = 0.0, members: dict[str, str] | None = None) -> Engine:
     store, _, simulated = day()
     members = simulated if members is None else members
-    context = Context()
-    rules = load_rules(PACKS, Reference.of(store.layout, members=members), context)
-    return Engine(rules, lateness_s=lateness_s, context=context)
+    rules = load_rules(PACKS, Reference.of(store.layout, members=members))
+    return Engine(rules, lateness_s=lateness_s)
 
 
 def finish(e: Engine, events: list[ev.Event]) -> list[bytes]:

@@ -18,7 +18,7 @@ import msgspec
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from rules.engine import Context, RuleSet
+from rules.engine import RuleSet
 from rules.loader import check_rules, load_rules
 from rules.reference import Reference
 
@@ -91,7 +91,7 @@ def decode(value: bytes) -> Deployment:
     return msgspec.msgpack.decode(value, type=Deployment)
 
 
-def compile_deployment(deployment: Deployment, reference: Reference, context: Context) -> RuleSet:
+def compile_deployment(deployment: Deployment, reference: Reference) -> RuleSet:
     """The deployment's rule set (``PackError`` with file:line:col if this engine's
     reference data refuses it)."""
-    return load_rules(sorted(deployment.files.items()), reference, context)
+    return load_rules(sorted(deployment.files.items()), reference)
