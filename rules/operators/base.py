@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -19,6 +19,14 @@ KeyFn = Callable[[Any], Any]
 
 def utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
+
+
+def thaw(value: Any) -> Any:
+    """A key as it was before a snapshot: msgpack has arrays only, so tuple keys come back
+    as lists."""
+    if isinstance(value, list):
+        return tuple(thaw(v) for v in value)
+    return value
 
 
 @dataclass(slots=True)
@@ -156,8 +164,24 @@ class Rule(ABC):
         st = p.state.get(self.id, {}).get(key)
         return st is not None and getattr(st, "token", None) == token
 
-    def restored(self, p: Partition) -> None:  # noqa: B027
-        """Re-link what a snapshot cannot hold: shared objects (most rules share none)."""
+    # -- checkpointed state: the operator's own, encoded by name (``rules/snapshot.py``)
+
+    state_version: ClassVar[int] = 1  # bumped when a snapshot's state no longer reads
+    state_type: ClassVar[type[Any] | None] = None  # None: the rule keeps no state
+
+    def save_state(self, state: Any) -> Any:
+        """What a snapshot holds of the rule's state in one store: a ``state_type``.
+
+        Most operators keep one struct per key; their ``state_type`` has a ``keys`` field
+        of (key, struct) pairs, which this default writes and ``load_state`` reads.
+        """
+        assert self.state_type is not None, f"rule {self.id} keeps no state"
+        return self.state_type(keys=list(state.items()))
+
+    def load_state(self, saved: Any) -> Any:
+        """The rule's state from what ``save_state`` wrote (``ValueError`` if it does not
+        fit this rule)."""
+        return {thaw(key): st for key, st in saved.keys}
 
     # -- periodic sweeps: state that only has to be freed, not acted on, needs no timer each
 
