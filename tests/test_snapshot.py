@@ -24,6 +24,7 @@ from rules.reference import Reference
 from rules.snapshot import Snapshot, SnapshotError, restore, snapshot
 from simulator.day import simulate
 from simulator.shoppers import Store
+from tests import golden_snapshot as golden
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKS = sorted(
@@ -233,3 +234,20 @@ def test_a_new_pack_version_keeps_the_state_it_can_read_and_drops_what_it_cannot
         restore(again, _edited(data, "carts.cart", kind="count"))
     assert "rule state dropped: the new rule version cannot read it" in caplog.text
     assert "carts.cart" not in again.partitions["corner-01"].state
+
+
+def test_the_golden_snapshot_loads_carries_on_and_is_what_todays_code_writes() -> None:
+    """``tests/fixtures/snapshot``: saved by the code of its commit (regenerate it with
+    ``python -m tests.golden_snapshot`` after a deliberate change, and say why)."""
+    events = golden.events()
+    k = golden.cut(events)
+    unbroken = finish(golden.engine(), events)
+    first = golden.engine()
+    before = [ev.encode(d) for d in first.process(events[:k]).derived]
+    restored = golden.engine()
+    assert restore(restored, golden.SNAPSHOT.read_bytes()) == ["corner-01"]
+    assert before + finish(restored, events[k:]) == unbroken
+    assert snapshot(first) == golden.SNAPSHOT.read_bytes(), (
+        "the snapshot encoding changed: if on purpose, bump the version that says so and "
+        "run python -m tests.golden_snapshot"
+    )
