@@ -27,6 +27,8 @@ Restoring checks each rule's state against the running rule of that id:
   the versions. An operator that changes its state incompatibly bumps ``state_version``;
   prefer adding fields with defaults, which needs no bump.
 
+Version 1 snapshots (before this encoding) are still read, once, after the upgrade.
+
 ``tests/fixtures/snapshot/`` holds a golden snapshot of today's packs on a short store
 day: an accidental change of the encoding fails ``tests/test_snapshot.py``. After a
 deliberate one, regenerate it with ``python -m tests.golden_snapshot``.
@@ -44,6 +46,9 @@ import msgspec
 from core import events as ev
 from rules.engine import Engine
 from rules.operators.base import Partition, Rule
+from rules.operators.count import Hits
+from rules.operators.for_ import Held
+from rules.operators.sequence import Candidate
 
 VERSION = 2
 _TUPLE, _SET, _EVENT, _DICT = 1, 2, 3, 5  # extension codes of the engine's own fields
@@ -136,7 +141,10 @@ _encoder = msgspec.msgpack.Encoder(enc_hook=_hook)
 def _ext(code: int, data: memoryview) -> Any:
     if code == _EVENT:
         return ev.decode(bytes(data))
-    items = _decoder.decode(data)
+    return _unbox(code, _decoder.decode(data))
+
+
+def _unbox(code: int, items: Any) -> Any:
     if code == _TUPLE:
         return tuple(items)
     if code == _SET:
@@ -194,25 +202,33 @@ def _save(rule: Rule, state: Any) -> RuleState:
 def restore(engine: Engine, data: bytes) -> list[str]:
     """Load a snapshot's stores into an engine (of the same rule set, or a newer one) that
     holds none of them yet; returns the stores. A refused snapshot loads nothing."""
+    v1: Any = None
     try:
-        version = _head.decode(data).version
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        try:
+            version = _head.decode(data).version
+        except msgspec.ValidationError:  # version 1 wrote its body as a boxed map
+            v1 = _v1_decoder.decode(data)
+            version = v1.get("version") if isinstance(v1, dict) else None
+    except msgspec.DecodeError as exc:
         raise SnapshotError(f"damaged snapshot: {type(exc).__name__}: {exc}") from None
-    if version != VERSION:
-        raise SnapshotError(f"snapshot version {version!r}; this engine reads {VERSION}")
+    if version not in (1, VERSION) or (version == 1) != (v1 is not None):
+        raise SnapshotError(f"snapshot version {version!r}; this engine reads 1 and {VERSION}")
     try:
-        body = _body.decode(data)
-        loaded = {store: _load_store(engine, store, s) for store, s in body.stores.items()}
+        if v1 is not None:
+            loaded = _restore_v1(engine, v1)
+        else:
+            body = _body.decode(data)
+            loaded = {store: _load_store(engine, store, s) for store, s in body.stores.items()}
+            if body.packs != engine.rules.packs:
+                log.info(
+                    "snapshot taken with other packs",
+                    extra={"saved": body.packs, "running": dict(engine.rules.packs)},
+                )
     except (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError) as exc:
         raise SnapshotError(f"damaged snapshot: {type(exc).__name__}: {exc}") from None
     held = sorted(loaded.keys() & engine.partitions.keys())
     if held:
         raise SnapshotError(f"the engine holds state for {', '.join(held)} already")
-    if body.packs != engine.rules.packs:
-        log.info(
-            "snapshot taken with other packs",
-            extra={"saved": body.packs, "running": dict(engine.rules.packs)},
-        )
     for store, (p, seen) in loaded.items():
         engine.partitions[store] = p
         engine._seen[store] = seen
@@ -276,3 +292,60 @@ def _load_rule(rule: Rule | None, rule_id: str, store: str, rs: RuleState) -> An
         f"snapshot of {store}: the state of rule {rule_id!r} is {saved}; this engine runs "
         f"{running} and cannot read it ({problem})"
     )
+
+
+# -- version 1: read once, after the upgrade that brought version 2 ---------------------------
+
+_V1_STRUCT = 4  # version 1 wrote Held, Candidate and Hits as positional boxes
+_V1_STRUCTS: dict[str, type[msgspec.Struct]] = {c.__name__: c for c in (Held, Candidate, Hits)}
+
+
+def _v1_ext(code: int, data: memoryview) -> Any:
+    if code == _EVENT:
+        return ev.decode(bytes(data))
+    items = _v1_decoder.decode(data)
+    if code != _V1_STRUCT:
+        return _unbox(code, items)
+    name, *values = items
+    cls = _V1_STRUCTS.get(name)
+    if cls is None:
+        raise SnapshotError(f"unknown state {name!r} in a version 1 snapshot")
+    return cls(*values)  # the one place positions are trusted: version 1 is frozen
+
+
+_v1_decoder = msgspec.msgpack.Decoder(ext_hook=_v1_ext)
+
+
+def _restore_v1(engine: Engine, body: dict[str, Any]) -> dict[str, tuple[Partition, list[Any]]]:
+    """A version 1 snapshot's stores, as version 2 would hold them.
+
+    Its ids seen were Python hashes, salted per process: useless here, so the store starts
+    with none remembered. Its buffer was in (time, id) order: it keeps that order, counted
+    as arrivals. The state of rules that are gone is dropped; the rest is kept, as a
+    reload keeps it (version 1 recorded no kinds or state versions to check).
+    """
+    loaded = {}
+    for store, fields in body["partitions"].items():
+        buffer = sorted(fields.pop("buffer", []), key=lambda b: (b[0], b[1]))
+        fields["buffer"] = [(ts, n, e) for n, (ts, _, e) in enumerate(buffer, 1)]
+        fields["arrivals"] = len(buffer)
+        state = fields.get("state", {})
+        for rule_id in [r for r in state if r not in engine.rules.by_id]:
+            log.info(
+                "rule state dropped: no such rule runs", extra={"store": store, "rule": rule_id}
+            )
+            del state[rule_id]
+        for rule in engine.rules.rules:  # a cumulative aggregate's windows share values
+            st = state.get(rule.id)
+            if getattr(rule, "cumulative", False) and st:
+                running = st.get("running", {})
+                for groups in st.get("windows", {}).values():
+                    for gkey, g in groups.items():
+                        if gkey in running:
+                            g[0] = running[gkey]
+        log.warning(
+            "a version 1 snapshot: the event ids it remembered are not kept",
+            extra={"store": store},
+        )
+        loaded[store] = (Partition(**fields), [set(), set(), float("-inf")])
+    return loaded
