@@ -164,8 +164,8 @@ class Context:
 
 
 class Engine:
-    """Runs a rule set, and fills the context the rule set carries: ``Engine(load_rules(
-    packs, reference))`` is the one way to build one."""
+    """Runs a rule set and fills the context it carries. ``Engine(load_rules(packs, ref))``
+    is the one way to build one: there is no context to pass, so none to get wrong."""
 
     def __init__(self, rules: RuleSet, *, lateness_s: float = 0.0) -> None:
         self.rules = rules
