@@ -84,7 +84,7 @@ from core.layout import Layout, load_layout  # noqa: E402
 from core.merge import ArrivalMerge  # noqa: E402
 from core.natsd import EmbeddedNats, free_port  # noqa: E402
 from core.puller import Delivered  # noqa: E402
-from rules.engine import Context, Engine  # noqa: E402
+from rules.engine import Engine  # noqa: E402
 from rules.loader import load_rules  # noqa: E402
 from rules.reference import Reference  # noqa: E402
 from rules.service.partition import INPUTS  # noqa: E402
@@ -100,9 +100,7 @@ SERVICE_LATENESS_S = 2.0  # `aisle engine run`'s default
 
 
 def engine_for(layout: Layout, lateness_s: float) -> Engine:
-    context = Context()
-    rules = load_rules(PACKS, Reference.of(layout), context)
-    return Engine(rules, lateness_s=lateness_s, context=context)
+    return Engine(load_rules(PACKS, Reference.of(layout)), lateness_s=lateness_s)
 
 
 def counted(e: ev.Event) -> int:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from core import events as ev  # noqa: E402
 from core.layout import Layout, load_layout  # noqa: E402
-from rules.engine import Context, Engine  # noqa: E402
+from rules.engine import Engine  # noqa: E402
 from rules.loader import load_rules  # noqa: E402
 from rules.reference import Reference  # noqa: E402
 from simulator.scripted import plan, visit_events  # noqa: E402
@@ -73,8 +73,7 @@ def workload(layout: Layout, target: int, spacing_s: float = 5.0) -> tuple[list[
 
 
 def engine_for(packs: list[Path], layout: Layout) -> Engine:
-    context = Context()
-    return Engine(load_rules(packs, Reference.of(layout), context), context=context)
+    return Engine(load_rules(packs, Reference.of(layout)))
 
 
 def best_of(rounds: int, run: Callable[[], tuple[float, Any]]) -> tuple[float, Any]:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from core import events as ev  # noqa: E402
 from core.layout import load_layout  # noqa: E402
-from rules.engine import Context, Engine  # noqa: E402
+from rules.engine import Engine  # noqa: E402
 from rules.loader import load_rules  # noqa: E402
 from rules.reference import Reference  # noqa: E402
 from simulator.day import Run, simulate  # noqa: E402
@@ -38,9 +38,8 @@ OPEN = datetime(2026, 11, 28, 7, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))
 def derive(
     store: Store, run: Run, events: list[ev.Event], lateness_s: float
 ) -> dict[str, dict[str, int]]:
-    context = Context()
     reference = Reference.of(store.layout, members=run.members)
-    engine = Engine(load_rules(PACKS, reference, context), lateness_s=lateness_s, context=context)
+    engine = Engine(load_rules(PACKS, reference), lateness_s=lateness_s)
     out = engine.process(events)
     out.extend(engine.advance(store.layout.store.id, max(e.at for e in events).timestamp() + 86400))
     return {

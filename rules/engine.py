@@ -2,10 +2,11 @@
 
 Each store is a partition with its own clock. The watermark is the newest event time seen
 minus the allowed lateness; events wait in a buffer until the watermark passes them and
-are then applied in (event time, id) order, timers first at equal times. An event at the
-watermark's own time is applied at once, so same-instant arrivals after it keep their
-order. An event older than the watermark is late: it is reported and counted, never
-applied. So the same events, in the same order, give the same output, byte for byte,
+are then applied in order of event time, then of arrival in the store's partition, timers
+first at equal times. So events of one instant (a pick and its put-back) are applied in
+the order their source sent them, buffered or not: the log keeps that order, and a replay
+reads it again. An event older than the watermark is late: it is reported and counted,
+never applied. The same events, in the same order, give the same output, byte for byte,
 however they are split into batches, and a repeated event id is applied once. Derived
 events are fed back to the rules (a receipt can cause an alert) before the next input
 event.
@@ -14,8 +15,10 @@ event.
 from __future__ import annotations
 
 import heapq
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from typing import Any
 
 from core import events as ev
@@ -24,6 +27,7 @@ from rules.operators import Emitter, Partition, Rule
 MAX_DEPTH = 8  # derived events feeding derived events: deeper means a cycle
 MAX_FANOUT = 10_000  # derived events applied to the rules for one input event or timer
 DEDUP_HORIZON_S = 3600.0  # how long an event id is remembered to drop a repeat
+_from_bytes = int.from_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +64,15 @@ class SetRule:
 
 @dataclass(frozen=True)
 class RuleSet:
-    """A validated, compiled set of packs: what the engine runs, swapped whole on reload."""
+    """A validated, compiled set of packs: what the engine runs, swapped whole on reload.
+
+    It carries the ``Context`` its expressions were compiled against (the staff set they
+    read, the partition their functions see), so the engine that runs it fills that one.
+    """
 
     rules: tuple[Rule, ...]
     packs: dict[str, str]  # pack name -> version
+    context: Context
     sets: tuple[SetRule, ...] = ()
     by_id: dict[str, Rule] = field(init=False)
     set_dispatch: dict[str, tuple[SetRule, ...]] = field(init=False)
@@ -115,13 +124,18 @@ class LiveSet(set[str]):
 
 
 class Context:
-    """What the functions and sets that rules read see of the engine: the partition at hand."""
+    """What the functions and sets that rules read see of the engine: the partition at hand.
 
-    __slots__ = ("live", "partition")
+    Each rule set is compiled against one (``load_rules`` makes it) and carries it; the
+    engine that runs the rule set fills it, and one engine at a time may.
+    """
+
+    __slots__ = ("_engine", "live", "partition")
 
     def __init__(self) -> None:
         self.partition: Partition | None = None
         self.live: dict[str, LiveSet] = {}
+        self._engine: weakref.ref[Engine] | None = None
 
     def live_set(self, name: str) -> LiveSet:
         found = self.live.get(name)
@@ -129,18 +143,38 @@ class Context:
             found = self.live[name] = LiveSet(name)
         return found
 
+    def bind(self, engine: Engine) -> None:
+        """Let ``engine`` fill the sets, emptied: what they hold comes from its events only.
+
+        A second engine on the same rule set would empty the first one's staff set under
+        it: that is refused while the first is alive.
+        """
+        held = self._engine() if self._engine is not None else None
+        if held is not None and held is not engine:
+            raise ValueError(
+                "this rule set runs in another engine already: load the packs again "
+                "(load_rules) for a second engine"
+            )
+        self._engine = weakref.ref(engine)
+        self.partition = None
+        for live in self.live.values():
+            live.clear()
+
+    def release(self) -> None:
+        self._engine = None
+
 
 class Engine:
+    """Runs a rule set and fills the context it carries. ``Engine(load_rules(packs, ref))``
+    is the one way to build one: there is no context to pass, so none to get wrong."""
+
     _fanout = MAX_FANOUT  # derived events the event at hand may still have applied
 
-    def __init__(
-        self, rules: RuleSet, *, lateness_s: float = 0.0, context: Context | None = None
-    ) -> None:
+    def __init__(self, rules: RuleSet, *, lateness_s: float = 0.0) -> None:
         self.rules = rules
         self.lateness_s = lateness_s
-        self.context = context or Context()
-        for live in self.context.live.values():
-            live.clear()  # what the sets hold comes from this engine's events only
+        self.context = rules.context
+        self.context.bind(self)
         self.partitions: dict[str, Partition] = {}
         self._emitter = Emitter()
         self._seen: dict[str, list[Any]] = {}  # store -> [ids now, ids before, rotate at]
@@ -194,7 +228,18 @@ class Engine:
                 self.context.live_set(name).difference_update(members)
 
     def reload(self, rules: RuleSet) -> None:
-        """Swap the rule set in one step; state of rules that are gone is dropped."""
+        """Swap the rule set in one step; state of rules that are gone is dropped.
+
+        The new rule set's context takes the sets' members the stores hold, so its rules
+        see the staff on shift as the old ones did.
+        """
+        if rules.context is not self.context:
+            rules.context.bind(self)  # refused if another engine runs that rule set
+            for p in self.partitions.values():
+                for name, members in p.sets.items():
+                    rules.context.live_set(name).update(members)
+            self.context.release()
+            self.context = rules.context
         for p in self.partitions.values():
             for rule_id in [r for r in p.state if r not in rules.by_id]:
                 del p.state[rule_id]
@@ -211,9 +256,13 @@ class Engine:
 
     def _accept(self, p: Partition, e: ev.Event, ts: float, out: Output) -> None:
         """An event some rule listens to, not late: drop a repeat, order it, apply it."""
-        # Ids are kept as their 64-bit hashes (not the strings, which would outlive their
-        # events), in two generations: each is remembered for one to two horizons.
-        recent, h = self._seen[p.store], hash(e.id)
+        # Ids are kept as 64-bit digests (not the strings, which would outlive their events),
+        # in two generations: each is remembered for one to two horizons. A digest, not
+        # ``hash()``: that is salted per process, and a snapshot restored in another process
+        # would not know a redelivered event. All of the id is digested: ids from outside
+        # may be any string.
+        recent = self._seen[p.store]
+        h = _from_bytes(blake2b(e.id.encode(), digest_size=8).digest())
         if h in recent[0] or h in recent[1]:
             return
         if ts >= recent[2]:
@@ -231,7 +280,8 @@ class Engine:
             if len(p.timers) > p.compact_at:
                 self._compact(p)
             return
-        heapq.heappush(p.buffer, (ts, e.id, e))
+        p.arrivals += 1  # events of one instant keep the order they came in: the source's
+        heapq.heappush(p.buffer, (ts, p.arrivals, e))
         self._drain(p, out)
 
     def _drain(self, p: Partition, out: Output) -> None:

@@ -52,12 +52,13 @@ class Checked:
 
 
 def load_rules(
-    sources: Iterable[str | Path | tuple[str, str]],
-    reference: Reference | None = None,
-    context: Context | None = None,
+    sources: Iterable[str | Path | tuple[str, str]], reference: Reference | None = None
 ) -> RuleSet:
-    """Load and compile packs (paths, or ``(name, text)`` pairs); ``PackError`` if any is bad."""
-    checked = check_rules(sources, reference, context)
+    """Load and compile packs (paths, or ``(name, text)`` pairs); ``PackError`` if any is bad.
+
+    The rule set comes with a context of its own, which the engine that runs it fills.
+    """
+    checked = check_rules(sources, reference)
     if checked.errors:
         raise PackError(checked.errors)
     assert checked.ruleset is not None
@@ -65,11 +66,9 @@ def load_rules(
 
 
 def check_rules(
-    sources: Iterable[str | Path | tuple[str, str]],
-    reference: Reference | None = None,
-    context: Context | None = None,
+    sources: Iterable[str | Path | tuple[str, str]], reference: Reference | None = None
 ) -> Checked:
-    context = context or Context()
+    context = Context()
     reference = reference or Reference()
     errors: list[SourceError] = []
     warnings: list[SourceError] = []
@@ -101,7 +100,7 @@ def check_rules(
         warnings += compiler.warnings
     if errors:
         return Checked(None, errors, warnings)
-    return Checked(RuleSet(tuple(rules), packs, tuple(sets)), [], warnings)
+    return Checked(RuleSet(tuple(rules), packs, context, tuple(sets)), [], warnings)
 
 
 def _suggest(name: str, known: Iterable[str]) -> str:
@@ -651,6 +650,7 @@ class _PackCompiler(OperatorBuilders):
             )
         metrics = [(r.metric, (*path, "metric"))] if r.metric else []
         metrics += [(m, (*path, "metrics", i)) for i, m in enumerate(r.metrics or [])]
+        shared = [m.name for m, _ in metrics]
         out.metrics = [
             MetricOut(
                 m.name,
@@ -659,8 +659,9 @@ class _PackCompiler(OperatorBuilders):
                     k: self.template(v, (*mp, "labels", k), names, types)
                     for k, v in m.labels.items()
                 },
+                i if shared.count(m.name) > 1 else None,
             )
-            for m, mp in metrics
+            for i, (m, mp) in enumerate(metrics)
         ]
         if r.emit is not None:
             e, epath = r.emit, (*path, "emit")

@@ -52,6 +52,9 @@ class MetricOut:
     name: str
     value: Fn
     labels: Mapping[str, Fn]
+    # Its index among the rule's metrics if another of them has its name: the two get ids
+    # of their own. None (most rules): the id hashes the name alone, as it always has.
+    place: int | None = None
 
     def data(self, scope: Any) -> ev.MetricData:
         return ev.MetricData(

@@ -23,7 +23,7 @@ from core import events as ev
 from core.layout import load_layout
 from core.yamlsource import SourceError, YamlDocument, convert, load_yaml
 from rules.durations import parse_duration
-from rules.engine import Context, Engine
+from rules.engine import Engine
 from rules.loader import PackError, load_rules
 from rules.reference import Reference, load_reference_list
 
@@ -156,15 +156,12 @@ def run_file(path: str | Path) -> list[Result]:
     watchlist = load_reference_list(base / tf.watchlist) if tf.watchlist else None
     layouts = {layout.store.id: layout} if layout else {}
     reference = Reference(layouts, members=members, watchlist=watchlist)
-    context = Context()
     try:
-        rules = load_rules([base / p for p in tf.packs], reference, context)
+        rules = load_rules([base / p for p in tf.packs], reference)
     except PackError as exc:
         raise exc.errors[0] from None
     store = tf.store or (layout.store.id if layout else "store-1")
-    return [
-        _run(doc, i, t, rules, reference, context, store, tf.start) for i, t in enumerate(tf.tests)
-    ]
+    return [_run(doc, i, t, rules, reference, store, tf.start) for i, t in enumerate(tf.tests)]
 
 
 def _run(
@@ -173,7 +170,6 @@ def _run(
     t: TestCase,
     rules: Any,
     reference: Reference,
-    context: Context,
     store: str,
     start: datetime,
 ) -> Result:
@@ -187,7 +183,7 @@ def _run(
             )
         except (ValueError, ev.EventError) as exc:
             raise doc.error((*path, "events", j), f"input event: {exc}") from None
-    engine = Engine(rules, lateness_s=parse_duration(t.lateness), context=context)
+    engine = Engine(rules, lateness_s=parse_duration(t.lateness))
     out = engine.process(events)
     until = (
         _offset(start, t.run_until)

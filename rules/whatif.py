@@ -33,7 +33,7 @@ import msgspec
 
 from core import events as ev
 from core.log import EventLog, read_arrived
-from rules.engine import Context, Engine, RuleError, RuleSet
+from rules.engine import Engine, RuleError, RuleSet
 from rules.loader import PackError, check_rules, load_rules
 from rules.reference import Reference
 
@@ -60,7 +60,7 @@ DEFAULT_LATENESS_S = 2.0  # aisle engine run's: the live output was made with it
 DEFAULT_WARMUP_S = 6 * 3600.0  # longer than any visit: carts and queues open at start exist
 _TICK = timedelta(microseconds=1)  # event times have microsecond resolution
 
-RulesetFactory = Callable[[Context], RuleSet]
+RulesetFactory = Callable[[], RuleSet]
 Alert = ev.AlertRaised | ev.AlertResolved
 
 
@@ -84,16 +84,16 @@ class Shadow:
 
 def pack_factory(files: Sequence[Path], reference: Reference) -> RulesetFactory:
     """Validate the packs now, so a bad pack fails before the log is read (``PackError``
-    with every file:line:col error); compile them again per engine, since a rule set is
-    bound to the context of the engine that runs it."""
+    with every file:line:col error); compile them again per engine, since a rule set runs
+    in one engine at a time (it carries the context that engine fills)."""
     if not files:
         raise WhatIfError("no rule packs to run: the paths hold no *.yaml packs")
-    checked = check_rules(files, reference, Context())
+    checked = check_rules(files, reference)
     if checked.errors:
         raise PackError(checked.errors)
 
-    def factory(context: Context) -> RuleSet:
-        return load_rules(files, reference, context)
+    def factory() -> RuleSet:
+        return load_rules(files, reference)
 
     return factory
 
@@ -115,8 +115,7 @@ def run_shadow(
     depend only on inputs up to ``t``.
     """
     begin = start - timedelta(seconds=warmup_s)
-    context = Context()
-    engine = Engine(ruleset_factory(context), lateness_s=lateness_s, context=context)
+    engine = Engine(ruleset_factory(), lateness_s=lateness_s)
     kept: list[ev.Event] = []
     skipped = 0
     for e in events:

@@ -24,7 +24,7 @@ from core.jetstream import JetStreamLog
 from core.layout import Layout
 from core.log import Rejected, read_raw
 from core.runtime import open_log
-from rules.engine import Context, Engine
+from rules.engine import Engine
 from rules.loader import load_rules
 from rules.reference import Reference
 from simulator.day import simulate
@@ -52,9 +52,8 @@ async def demo(settings: Settings, layout: Layout, shoppers: int, day: datetime)
     events = run.events
     store = layout.store.id
     packs = sorted(p for p in PACKS.glob("*.yaml") if not p.name.endswith("_test.yaml"))
-    context = Context()
     reference = Reference.of(layout, members=run.members)
-    engine = Engine(load_rules(packs, reference, context), context=context)
+    engine = Engine(load_rules(packs, reference))
     async with open_log(settings, name="aisle-demo") as log:
         where = settings.nats_url or f"embedded nats-server in {settings.data_dir}/"
         out.print(f"[bold]aisle demo[/]: {layout.store.name} ({store}), log on {where}")

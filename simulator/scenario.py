@@ -50,7 +50,7 @@ from core.yamlsource import (
     pruned,
 )
 from rules.durations import parse_duration
-from rules.engine import Context, Engine
+from rules.engine import Engine
 from rules.loader import load_rules
 from rules.reference import Reference
 from simulator import noise as sensor_noise
@@ -585,11 +585,8 @@ async def run_scenario(log: JetStreamLog, sc: Scenario, packs: Sequence[Path]) -
     new = await _publish_new(log, delivered, held)
     inputs = await read_raw(log, sid)
 
-    context = Context()
     reference = Reference.of(store.layout, members=run.members, watchlist=sc.watchlist)
-    engine = Engine(
-        load_rules(packs, reference, context), lateness_s=sc.lateness_s, context=context
-    )
+    engine = Engine(load_rules(packs, reference), lateness_s=sc.lateness_s)
     out = engine.process(inputs)
     last = max([sc.end, *(e.at for e in inputs)])
     out.extend(engine.advance(sid, last.timestamp() + 24 * 3600))  # close every window

@@ -19,7 +19,7 @@ from core import events as ev
 from core.jetstream import JetStreamLog
 from core.layout import Layout, load_layout
 from core.log import read_arrived
-from rules.engine import Context, Engine
+from rules.engine import Engine
 from rules.loader import load_rules
 from rules.reference import Reference
 from simulator import noise
@@ -67,10 +67,7 @@ async def publish(
 
 def engine(lateness_s: float = LATENESS_S) -> Engine:
     """The standard packs, as the service runs them (no members: the CLI's default)."""
-    context = Context()
-    return Engine(
-        load_rules(PACKS, Reference.of(layout()), context), lateness_s=lateness_s, context=context
-    )
+    return Engine(load_rules(PACKS, Reference.of(layout())), lateness_s=lateness_s)
 
 
 async def uninterrupted(log: JetStreamLog, store: str, lateness_s: float = LATENESS_S) -> list[str]:

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from core import events as ev
 from core.layout import load_layout
-from rules.engine import Context, Engine
+from rules.engine import Engine
 from rules.loader import load_rules
 from rules.reference import Reference
 from simulator.day import Run, simulate
@@ -35,9 +35,8 @@ def day(seed: int, shoppers: int = 150) -> Run:
 
 
 def derived(run: Run) -> list[ev.Event]:
-    context = Context()
     reference = Reference.of(store().layout, members=run.members)
-    engine = Engine(load_rules(PACKS, reference, context), context=context)
+    engine = Engine(load_rules(PACKS, reference))
     out = engine.process(run.events)
     out.extend(engine.advance("corner-01", run.events[-1].at.timestamp() + 86400))
     assert not out.errors and not out.late

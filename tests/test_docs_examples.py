@@ -77,7 +77,7 @@ def test_every_example_file_is_in_the_docs_word_for_word() -> None:
 def test_there_is_a_worked_example_for_every_operator() -> None:
     kinds = set()
     for pack in PACKS:
-        for rule in load_rules([pack], reference(), Context()).rules:
+        for rule in load_rules([pack], reference()).rules:
             kinds.add(rule.kind)
             if rule.output.throttle_s:
                 kinds.add("throttle")
@@ -198,7 +198,7 @@ def test_the_standard_packs_section_names_every_rule() -> None:
     sections = dict(re.findall(r"<!-- pack: (\w+) -->\n(.*?)(?=\n<!--|\Z)", doc(), re.S))
     assert sorted(sections) == sorted(p.stem for p in packs)
     for pack in packs:
-        ruleset = load_rules([pack], reference(), Context())
+        ruleset = load_rules([pack], reference())
         listed = re.search(r"Rules: (.*?)\.\s", sections[pack.stem], re.S)
         assert listed, f"the {pack.stem} paragraph lists no rules"
         names = set(re.findall(r"`(\w+)`", listed.group(1)))
@@ -229,9 +229,8 @@ def test_the_explain_output_is_what_explain_prints() -> None:
         seen(ev.ItemPutBack, 30, ev.ItemData(sku="cola-500ml", shelf="fridge-drinks")),
         seen(ev.ZoneEntered, 50, ev.ZoneData(zone="exit-gate"), source="adapter"),
     ]
-    context = Context()
-    carts = load_rules([ROOT / "rules" / "packs" / "carts.yaml"], reference(), context)
-    out = Engine(carts, context=context).process(raw)
+    carts = load_rules([ROOT / "rules" / "packs" / "carts.yaml"], reference())
+    out = Engine(carts).process(raw)
     receipt = next(d for d in out.derived if d.type == "receipt.issued")
     chain = explain_chain(receipt.id, {e.id: e for e in [*raw, *out.derived]})
     assert chain is not None

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from core import events as ev
 from core.layout import Layout, load_layout
-from rules.engine import Context, Engine, RuleSet
+from rules.engine import Engine, RuleSet
 from rules.loader import PackError, load_rules
 from rules.reference import Reference
 from simulator.scripted import plan, visit_events
@@ -31,13 +31,12 @@ def layout() -> Layout:
     return load_layout(ROOT / "examples" / "stores" / "convenience.yaml")
 
 
-def standard(context: Context) -> RuleSet:
-    return load_rules(PACKS, Reference.of(layout()), context)
+def standard() -> RuleSet:
+    return load_rules(PACKS, Reference.of(layout()))
 
 
 def engine(lateness_s: float = 0.0) -> Engine:
-    context = Context()
-    return Engine(standard(context), lateness_s=lateness_s, context=context)
+    return Engine(standard(), lateness_s=lateness_s)
 
 
 @cache
@@ -86,19 +85,21 @@ def test_any_batching_gives_the_same_output_byte_for_byte(seed: int, cuts: list[
 @given(seed=st.integers(1, 4), shuffle_seed=st.integers(0, 10_000))
 def test_reordering_within_the_lateness_changes_nothing(seed: int, shuffle_seed: int) -> None:
     """Events arrive out of order (by up to 1.5 s here); with 2 s of lateness the output is
-    that of the ordered log."""
+    that of the ordered log. Those of one instant keep their order (their source's): the
+    engine applies them in the order they came."""
     events = day(seed)
     rng = random.Random(shuffle_seed)
-    jittered = sorted(events, key=lambda e: e.at.timestamp() + rng.uniform(0, 1.5))
+    delay = {at: rng.uniform(0, 1.5) for at in sorted({e.at for e in events})}
+    jittered = sorted(events, key=lambda e: e.at.timestamp() + delay[e.at])  # stable
     ordered = run(engine(lateness_s=2.0), [list(events)], end_of(events))
     shuffled = run(engine(lateness_s=2.0), [jittered], end_of(events))
     assert shuffled == ordered
 
 
-def test_events_of_one_instant_are_put_in_id_order_until_the_watermark_reaches_it() -> None:
-    """Buffered, two shoppers joining the queue at one instant are applied in id order,
-    whichever came first; once the watermark is at that instant they are applied as they
-    arrive, and the queue-length window's causes (so its id) follow that order."""
+def test_events_of_one_instant_are_applied_in_the_order_they_arrived_buffered_or_not() -> None:
+    """Two shoppers joining the queue at one instant are applied in the order they came,
+    whether they wait in the buffer or the watermark is at their instant already: the
+    queue-length window's causes (so its id) follow that order."""
     at = T0 + timedelta(seconds=10)
 
     def entered(shopper: str, zone: str, seconds: float) -> ev.Event:
@@ -107,9 +108,7 @@ def test_events_of_one_instant_are_put_in_id_order_until_the_watermark_reaches_i
             ev.ZoneEntered, store="corner-01", at=when, source="cam", subject=shopper, data=data
         )
 
-    a, b = sorted(
-        (entered("v1", "checkout-queue", 0), entered("v2", "checkout-queue", 0)), key=lambda e: e.id
-    )
+    a, b = entered("v1", "checkout-queue", 0), entered("v2", "checkout-queue", 0)
     clock = entered("v3", "aisle-1", 2)  # the watermark (lateness 2 s) at their instant
 
     def window(order: list[ev.Event]) -> tuple[str, ...]:
@@ -119,8 +118,38 @@ def test_events_of_one_instant_are_put_in_id_order_until_the_watermark_reaches_i
         (length,) = [d for d in out.derived if d.rule.id == "traffic.queue_length"]
         return length.caused_by
 
-    assert window([b, a, clock]) == window([a, b, clock]) == (a.id, b.id)
-    assert window([clock, b, a]) == (b.id, a.id)
+    assert window([a, b, clock]) == window([clock, a, b]) == (a.id, b.id)
+    assert window([b, a, clock]) == window([clock, b, a]) == (b.id, a.id)
+
+
+def test_a_pick_and_its_put_back_at_one_instant_leave_nothing_on_the_receipt() -> None:
+    """With a lateness, both wait in the buffer; the put-back came second, so it is applied
+    second, whatever their ids: the item is not charged."""
+    base = {"store": "corner-01", "source": "shelf", "subject": "v1"}
+    item = ev.ItemData(sku="cola-500ml", shelf="fridge-drinks")
+    # An instant where the put-back's id sorts first: the order ids would have given.
+    at = next(
+        t
+        for t in (T0 + timedelta(seconds=10 + k) for k in range(100))
+        if ev.new(ev.ItemPutBack, at=t, data=item, **base).id
+        < ev.new(ev.ItemPicked, at=t, data=item, **base).id
+    )
+    picked = ev.new(ev.ItemPicked, at=at, data=item, **base)
+    put_back = ev.new(ev.ItemPutBack, at=at, data=item, **base)
+    chosen = ev.new(
+        ev.ItemPicked,
+        at=at - timedelta(seconds=1),
+        data=ev.ItemData(sku="butter-250g", shelf="fridge-dairy"),
+        **base,
+    )
+    gate = ev.new(
+        ev.ZoneEntered, at=at + timedelta(seconds=5), data=ev.ZoneData(zone="exit-gate"), **base
+    )
+    e = engine(lateness_s=2.0)
+    out = e.process([chosen, picked, put_back, gate])
+    out.extend(e.advance("corner-01", at.timestamp() + 3600))
+    (receipt,) = [d for d in out.derived if isinstance(d, ev.ReceiptIssued)]
+    assert [(line.sku, line.qty) for line in receipt.data.lines] == [("butter-250g", 1)]
 
 
 def test_late_events_are_reported_not_applied() -> None:
@@ -233,11 +262,10 @@ def test_a_refused_pack_leaves_the_running_rules_and_their_output_alone() -> Non
     half = len(events) // 2
     reference_run = run(engine(), [list(events)], end_of(events))
 
-    context = Context()
-    e = Engine(standard(context), context=context)
+    e = Engine(standard())
     out = [ev.encode(d) for d in e.process(events[:half]).derived]
     with pytest.raises(PackError) as info:
-        e.reload(load_rules([*OTHERS, ("carts.yaml", BAD_PACK)], Reference.of(layout()), context))
+        e.reload(load_rules([*OTHERS, ("carts.yaml", BAD_PACK)], Reference.of(layout())))
     assert "__class__" in str(info.value)
     out += run(e, [list(events[half:])], end_of(events))
     assert out == reference_run
@@ -246,15 +274,14 @@ def test_a_refused_pack_leaves_the_running_rules_and_their_output_alone() -> Non
 def test_a_reload_swaps_versions_and_keeps_the_state_of_rules_that_stay() -> None:
     events = day(4)
     half = len(events) // 2
-    context = Context()
-    e = Engine(standard(context), context=context)
+    e = Engine(standard())
     first = e.process(events[:half]).derived
     carts = (
         (ROOT / "rules" / "packs" / "carts.yaml")
         .read_text()
         .replace('version: "1.1.0"', 'version: "1.2.0"')
     )
-    e.reload(load_rules([*OTHERS, ("carts.yaml", carts)], Reference.of(layout()), context))
+    e.reload(load_rules([*OTHERS, ("carts.yaml", carts)], Reference.of(layout())))
     second = e.process(events[half:]).derived
     assert {d.rule.version for d in first if d.rule.id == "carts.cart"} == {"1.1.0"}
     assert {d.rule.version for d in second if d.rule.id == "carts.cart"} == {"1.2.0"}
@@ -262,6 +289,54 @@ def test_a_reload_swaps_versions_and_keeps_the_state_of_rules_that_stay() -> Non
     opened = {d.data.cart for d in first if isinstance(d, ev.CartItemAdded)}
     paid = {d.data.cart for d in second if isinstance(d, ev.ReceiptIssued)}
     assert opened & paid
+
+
+def _staff(kind: type[ev.Event], shopper: str, seconds: float) -> ev.Event:
+    return ev.new(
+        kind,
+        store="corner-01",
+        at=T0 + timedelta(seconds=seconds),
+        source="badge",
+        subject=shopper,
+        data=ev.StaffData(badge="b-7"),
+    )
+
+
+def _pick(shopper: str, seconds: float) -> ev.Event:
+    data = ev.ItemData(sku="cola-500ml", shelf="fridge-drinks")
+    at = T0 + timedelta(seconds=seconds)
+    return ev.new(
+        ev.ItemPicked, store="corner-01", at=at, source="shelf", subject=shopper, data=data
+    )
+
+
+def test_staff_build_no_cart_in_an_engine_built_the_obvious_way() -> None:
+    e = Engine(load_rules(PACKS, Reference.of(layout())))
+    out = e.process([_staff(ev.StaffSessionStarted, "s-1", 0), _pick("s-1", 5), _pick("v-1", 6)])
+    assert [d.subject for d in out.derived if isinstance(d, ev.CartItemAdded)] == ["v-1"]
+
+
+def test_a_reloaded_rule_set_knows_the_staff_on_shift() -> None:
+    e = Engine(standard())
+    e.process([_staff(ev.StaffSessionStarted, "s-1", 0)])
+    e.reload(standard())  # loaded apart, with a context of its own
+    out = e.process([_pick("s-1", 5), _staff(ev.StaffSessionEnded, "s-1", 6), _pick("s-1", 7)])
+    assert [d.data.sku for d in out.derived if isinstance(d, ev.CartItemAdded)] == ["cola-500ml"]
+    assert [d.at for d in out.derived if isinstance(d, ev.CartItemAdded)] == [
+        T0 + timedelta(seconds=7)
+    ]
+
+
+def test_a_rule_set_runs_in_one_engine_at_a_time() -> None:
+    """A second engine would empty the first one's staff set under it."""
+    rules = standard()
+    first = Engine(rules)
+    with pytest.raises(ValueError, match="another engine"):
+        Engine(rules)
+    first.process([_staff(ev.StaffSessionStarted, "s-1", 0)])
+    del first  # gone: the rule set is free, and a new engine starts with empty sets
+    out = Engine(rules).process([_pick("s-1", 5)])
+    assert [d.subject for d in out.derived if isinstance(d, ev.CartItemAdded)] == ["s-1"]
 
 
 FAILING = """
@@ -275,9 +350,7 @@ rules:
 
 
 def test_a_failing_rule_is_reported_and_the_others_carry_on() -> None:
-    context = Context()
-    rules = load_rules([*PACKS, ("shaky.yaml", FAILING)], Reference.of(layout()), context)
-    e = Engine(rules, context=context)
+    e = Engine(load_rules([*PACKS, ("shaky.yaml", FAILING)], Reference.of(layout())))
     out = e.process(day(1))
     assert out.errors and all(err.rule == "shaky.divide" for err in out.errors)
     assert "ZeroDivisionError" in out.errors[0].message

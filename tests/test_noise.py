@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from core import events as ev
 from core.layout import Layout, load_layout
-from rules.engine import Context, Engine
+from rules.engine import Engine
 from rules.loader import load_rules
 from rules.reference import Reference
 from simulator import noise
@@ -426,10 +426,7 @@ def test_id_switches_swap_the_ids_of_two_people_in_a_frame() -> None:
 
 def receipts(events: list[ev.Event], lateness_s: float) -> list[tuple[str, bytes]]:
     packs = [ROOT / "rules" / "packs" / "carts.yaml"]
-    context = Context()
-    engine = Engine(
-        load_rules(packs, Reference.of(layout()), context), lateness_s=lateness_s, context=context
-    )
+    engine = Engine(load_rules(packs, Reference.of(layout())), lateness_s=lateness_s)
     out = engine.process(events).derived
     out += engine.advance("corner-01", events[-1].at.timestamp() + 3600).derived
     return sorted(

@@ -11,7 +11,7 @@ import msgspec
 from core import events as ev
 from core.layout import load_layout
 from core.yamlsource import convert, load_yaml
-from rules.engine import Context, Engine
+from rules.engine import Engine
 from rules.loader import load_rules
 from rules.reference import Reference
 
@@ -20,10 +20,8 @@ T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 LAYOUT = load_layout(ROOT / "examples" / "stores" / "convenience.yaml")
 
 
-def engine(text: str, context: Context | None = None, reference: Reference | None = None) -> Engine:
-    context = context or Context()
-    rules = load_rules([("p.yaml", text)], reference or Reference.of(LAYOUT), context)
-    return Engine(rules, context=context)
+def engine(text: str, reference: Reference | None = None) -> Engine:
+    return Engine(load_rules([("p.yaml", text)], reference or Reference.of(LAYOUT)))
 
 
 def at(seconds: float) -> datetime:
@@ -59,6 +57,28 @@ rules:
     out = e.process([picked(0)]).derived
     assert [d.type for d in out] == ["alert.raised", "metric"]
     assert out[0].id != out[1].id
+
+
+def test_two_metrics_of_one_name_have_their_own_ids_and_a_lone_metric_keeps_its_id() -> None:
+    e = engine(
+        """
+pack: p
+version: "1"
+rules:
+  - id: twice
+    where: type == "item.picked"
+    metrics:
+      - {name: picks, value: "1", labels: {shelf: "{data.shelf}"}}
+      - {name: picks, value: data.qty, labels: {sku: "{data.sku}"}}
+      - {name: alone, value: "1"}
+"""
+    )
+    pick = picked(0)
+    out = e.process([pick]).derived
+    assert [d.data.name for d in out] == ["picks", "picks", "alone"]
+    assert len({d.id for d in out}) == 3
+    ref = ev.RuleRef("p.twice", "1")
+    assert out[2].id == ev.event_id(ref.id, ref.version, (pick.id,), (None, "alone"))
 
 
 COUNT = """
@@ -119,8 +139,7 @@ rules:
 
 
 def test_what_a_set_holds_belongs_to_the_engine_that_saw_the_events() -> None:
-    context = Context()
-    first = engine(STAFF, context)
+    first = engine(STAFF)
     session = ev.new(
         ev.StaffSessionStarted,
         store="corner-01",
@@ -130,7 +149,7 @@ def test_what_a_set_holds_belongs_to_the_engine_that_saw_the_events() -> None:
         data=ev.StaffData(badge="b"),
     )
     assert first.process([session, picked(1, "s1")]).derived == []
-    second = Engine(first.rules, context=context)
+    second = engine(STAFF)  # the same packs, loaded again: a second engine of its own
     assert [d.subject for d in second.process([picked(1, "s1")]).derived] == ["s1"]
 
 

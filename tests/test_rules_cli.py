@@ -15,7 +15,7 @@ from core.cli import _load_plugins, app
 from core.config import LogConfig
 from core.jetstream import JetStreamLog, connect
 from core.layout import load_layout
-from rules.engine import Context, Engine
+from rules.engine import Engine
 from rules.loader import load_rules
 from rules.reference import Reference
 from tests.conftest import server_url, unique_prefix
@@ -82,13 +82,8 @@ def test_explain_walks_a_receipt_back_to_the_picks(env: dict[str, str]) -> None:
             **base,
         ),
     ]
-    context = Context()
     packs = [ROOT / "rules" / "packs" / "carts.yaml"]
-    derived = (
-        Engine(load_rules(packs, Reference.of(layout), context), context=context)
-        .process(raw)
-        .derived
-    )
+    derived = Engine(load_rules(packs, Reference.of(layout))).process(raw).derived
     receipt = next(d for d in derived if isinstance(d, ev.ReceiptIssued))
 
     async def publish() -> None:

@@ -23,7 +23,7 @@ import pytest
 
 from core import events as ev
 from core.layout import check_layout, load_layout
-from rules.engine import MAX_FANOUT, Context, Engine
+from rules.engine import MAX_FANOUT, Engine
 from rules.loader import check_rules, load_rules
 from rules.reference import Reference
 
@@ -185,8 +185,7 @@ def check_case(case: Case, path: Path) -> list[tuple[str, int, int, str]]:
 
 
 def engine_of(*paths: Path) -> Engine:
-    context = Context()  # the sets the expressions read are the engine's
-    return Engine(load_rules(paths, reference(), context), context=context)
+    return Engine(load_rules(paths, reference()))
 
 
 def picks(*qty: int, sku: str = "cola-500ml") -> list[ev.Event]:

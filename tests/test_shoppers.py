@@ -8,7 +8,7 @@ from functools import cache
 from pathlib import Path
 
 from core import events as ev
-from rules.engine import Context, Engine
+from rules.engine import Engine
 from rules.loader import load_rules
 from rules.reference import Reference
 from simulator.shoppers import Persona, Store, Truth, Visitor, plan, play, position_events
@@ -51,8 +51,7 @@ def derive(visits: list[tuple[Visitor, list[ev.Event], Truth]]) -> list[ev.Event
         store(), [(v, t) for v, _, t in visits]
     )
     events.sort(key=lambda e: (e.at, e.id))
-    context = Context()
-    engine = Engine(load_rules(PACKS, Reference.of(store().layout), context), context=context)
+    engine = Engine(load_rules(PACKS, Reference.of(store().layout)))
     out = engine.process(events)
     out.extend(engine.advance("corner-01", events[-1].at.timestamp() + 86400))
     assert not out.errors and not out.late

@@ -20,7 +20,7 @@ from core.cli import _load_plugins, app
 from core.jetstream import JetStreamLog
 from core.layout import Layout, load_layout
 from core.log import read_arrived
-from rules.engine import Context, Engine
+from rules.engine import Engine
 from rules.loader import load_rules
 from rules.reference import Reference
 from rules.whatif import (
@@ -236,10 +236,7 @@ def shorter_queue_wait(tmp_path: Path) -> Path:
 def run_engine(packs: list[Path], events: list[ev.Event], until: float) -> list[ev.Event]:
     """Rules run as the engine service runs them (its lateness, over the events in the
     order it reads them): the independent reference."""
-    context = Context()
-    engine = Engine(
-        load_rules(packs, reference(), context), lateness_s=DEFAULT_LATENESS_S, context=context
-    )
+    engine = Engine(load_rules(packs, reference()), lateness_s=DEFAULT_LATENESS_S)
     out = engine.process(events)
     out.extend(engine.advance("corner-01", until))
     assert not out.errors

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -21,6 +21,14 @@ def utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+def thaw(value: Any) -> Any:
+    """A key as it was before a snapshot: msgpack has arrays only, so tuple keys come back
+    as lists."""
+    if isinstance(value, list):
+        return tuple(thaw(v) for v in value)
+    return value
+
+
 @dataclass(slots=True)
 class Partition:
     """All engine state of one store: its clock, its pending timers and each rule's state.
@@ -32,7 +40,7 @@ class Partition:
     store: str
     watermark: float = float("-inf")
     newest: float = float("-inf")
-    buffer: list[tuple[float, str, ev.Event]] = field(default_factory=list)
+    buffer: list[tuple[float, int, ev.Event]] = field(default_factory=list)  # (at, arrival, e)
     timers: list[tuple[float, int, str, Any]] = field(default_factory=list)
     token_seq: int = 0
     state: dict[str, dict[Any, Any]] = field(default_factory=dict)
@@ -42,6 +50,7 @@ class Partition:
     late: int = 0
     sweeps: dict[str, int] = field(default_factory=dict)  # rule id -> its sweep timer's token
     compact_at: int = 1024  # timers in the heap before the stale ones are swept out
+    arrivals: int = 0  # events buffered so far: orders those of one instant as they came
 
     def rule_state(self, rule_id: str) -> dict[Any, Any]:
         s = self.state.get(rule_id)
@@ -155,8 +164,24 @@ class Rule(ABC):
         st = p.state.get(self.id, {}).get(key)
         return st is not None and getattr(st, "token", None) == token
 
-    def restored(self, p: Partition) -> None:  # noqa: B027
-        """Re-link what a snapshot cannot hold: shared objects (most rules share none)."""
+    # -- checkpointed state: the operator's own, encoded by name (``rules/snapshot.py``)
+
+    state_version: ClassVar[int] = 1  # bumped when a snapshot's state no longer reads
+    state_type: ClassVar[type[Any] | None] = None  # None: the rule keeps no state
+
+    def save_state(self, state: Any) -> Any:
+        """What a snapshot holds of the rule's state in one store: a ``state_type``.
+
+        Most operators keep one struct per key; their ``state_type`` has a ``keys`` field
+        of (key, struct) pairs, which this default writes and ``load_state`` reads.
+        """
+        assert self.state_type is not None, f"rule {self.id} keeps no state"
+        return self.state_type(keys=list(state.items()))
+
+    def load_state(self, saved: Any) -> Any:
+        """The rule's state from what ``save_state`` wrote (``ValueError`` if it does not
+        fit this rule)."""
+        return {thaw(key): st for key, st in saved.keys}
 
     # -- periodic sweeps: state that only has to be freed, not acted on, needs no timer each
 
@@ -247,7 +272,9 @@ class Rule(ABC):
             )
         for m in o.metrics:
             data = m.data(scope)
-            self.derive(ev.Metric, p, ts, key_text(key), data, causes, out, (discriminator, m.name))
+            # One id per output: two metrics of one name are told apart by their place.
+            tag = (discriminator, m.name) if m.place is None else (discriminator, m.name, m.place)
+            self.derive(ev.Metric, p, ts, key_text(key), data, causes, out, tag)
         if o.emit is not None:
             cls, subject, data = o.emit.build(scope, key, items)
             # Apart from the alert's: one firing, several outputs, one id each.

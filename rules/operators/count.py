@@ -26,8 +26,15 @@ class Hits(msgspec.Struct, gc=False):
     hits: tuple[tuple[float, str], ...] = ()
 
 
+class HitKeys(msgspec.Struct, kw_only=True):
+    """A ``count`` rule's state in a store, as a snapshot holds it: each key's ``Hits``."""
+
+    keys: list[tuple[Any, Hits]] = []
+
+
 class Count(Rule):
     kind = "count"
+    state_type = HitKeys
 
     def __init__(self, *args: Any, by: KeyFn, window_s: float, threshold: int, **kw: Any) -> None:
         super().__init__(*args, **kw)

@@ -23,14 +23,21 @@ class Held(msgspec.Struct, gc=False):
     """One key's state: a struct, a fifth of a dict's size (state is per shopper)."""
 
     phase: str
-    event: ev.Event  # the start; its time is when the condition began to hold
+    event: ev.AnyEvent  # the start; its time is when the condition began to hold
     token: int
     until: str = ""  # the id of the event that ended it, while it resolves
     silenced: bool = False  # the throttle held its alert back: nothing to resolve
 
 
+class HeldKeys(msgspec.Struct, kw_only=True):
+    """A ``for`` rule's state in a store, as a snapshot holds it: each key's ``Held``."""
+
+    keys: list[tuple[Any, Held]] = []
+
+
 class For(Rule):
     kind = "for"
+    state_type = HeldKeys
 
     def __init__(
         self,

@@ -36,15 +36,23 @@ class Candidate(msgspec.Struct, gc=False):
     """One key's sequence in progress: the matched step events, in order."""
 
     token: int
-    steps: tuple[ev.Event, ...]  # a tuple: smaller than a list, and rarely more than 3
+    steps: tuple[ev.AnyEvent, ...]  # a tuple: smaller than a list, and rarely more than 3
 
     def start(self, now: float) -> float:
         """When the candidate began: its first step's time (no copy of it is kept)."""
         return self.steps[0].at.timestamp() if self.steps else now
 
 
+class Candidates(msgspec.Struct, kw_only=True):
+    """A ``sequence`` rule's state in a store, as a snapshot holds it: each key's
+    ``Candidate``."""
+
+    keys: list[tuple[Any, Candidate]] = []
+
+
 class Sequence(Rule):
     kind = "sequence"
+    state_type = Candidates
 
     def __init__(
         self,

@@ -18,14 +18,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from core import events as ev
 from rules.operators.base import Cond, Emitter, KeyFn, Partition, Rule, Scope
 
 Price = Callable[[str], tuple[str, int, bool]]  # sku -> (name, unit cents, age restricted)
 
 
+class Carts(msgspec.Struct, kw_only=True):
+    """A tally rule's state in a store (a dict of these names at run time), as a snapshot
+    holds it."""
+
+    carts: dict[str, dict[str, int]] = {}  # cart -> SKU -> count
+    causes: dict[str, list[str]] = {}  # cart -> the ids of its changes, in order
+    alias: dict[str, str] = {}  # member of a group -> the group's cart
+    crew: dict[str, list[str]] = {}  # group cart -> its members still shopping
+
+
 class Tally(Rule):
     kind = "tally"
+    state_type = Carts
 
     def __init__(
         self,
@@ -87,6 +100,12 @@ class Tally(Rule):
             self._close(p, st, *self._cart_of(st, e), e, ts, out, paid=True)
         elif may_abandon and self.abandon is not None and self.abandon(e):
             self._close(p, st, *self._cart_of(st, e), e, ts, out, paid=False)
+
+    def save_state(self, state: dict[str, Any]) -> Carts:
+        return Carts(**state)
+
+    def load_state(self, saved: Carts) -> dict[str, Any]:
+        return {name: getattr(saved, name) for name in saved.__struct_fields__}
 
     def _cart_of(self, st: dict[str, Any], e: ev.Event) -> tuple[str, str]:
         """The event's key, and the cart it shops on (its group's, if it joined one)."""

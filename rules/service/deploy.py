@@ -16,7 +16,7 @@ import msgspec
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from rules.engine import Context, RuleSet
+from rules.engine import RuleSet
 from rules.loader import check_rules, load_rules
 from rules.reference import Reference
 
@@ -109,7 +109,7 @@ def decode(value: bytes, revision: int | None = None) -> Deployment:
         ) from None
 
 
-def compile_deployment(deployment: Deployment, reference: Reference, context: Context) -> RuleSet:
+def compile_deployment(deployment: Deployment, reference: Reference) -> RuleSet:
     """The deployment's rule set (``PackError`` with file:line:col if this engine's
     reference data refuses it)."""
-    return load_rules(sorted(deployment.files.items()), reference, context)
+    return load_rules(sorted(deployment.files.items()), reference)

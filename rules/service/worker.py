@@ -27,7 +27,7 @@ from pathlib import Path
 
 from core import events as ev
 from core.jetstream import JetStreamLog
-from rules.engine import Context, Engine, RuleSet
+from rules.engine import Engine, RuleSet
 from rules.loader import PackError, load_rules
 from rules.reference import Reference
 from rules.service import deploy
@@ -77,10 +77,7 @@ class Worker:
             await self.log.object_store("engine_snapshots"),
         )
         self.rules_kv = await self.log.key_value("rules", history=20)
-        context = Context()
-        self.engine = Engine(
-            await self._first_rules(context), lateness_s=c.lateness_s, context=context
-        )
+        self.engine = Engine(await self._first_rules(), lateness_s=c.lateness_s)
         self._announce_rules()
         self._watching = asyncio.create_task(self._watch_rules())
         log.info("worker started", extra={"worker": c.worker, "rules": self.rules_version})
@@ -230,7 +227,7 @@ class Worker:
 
     # -- rules -------------------------------------------------------------------------------
 
-    async def _first_rules(self, context: Context) -> RuleSet:
+    async def _first_rules(self) -> RuleSet:
         try:
             current = await deploy.deployed(self.rules_kv)
         except deploy.UnreadableDeployment as exc:
@@ -240,7 +237,7 @@ class Worker:
             current = None
         if current is not None:
             try:
-                ruleset = deploy.compile_deployment(current, self.reference, context)
+                ruleset = deploy.compile_deployment(current, self.reference)
                 self.rules_version = current.version
                 return ruleset
             except PackError as exc:
@@ -249,7 +246,7 @@ class Worker:
                 log.error("deployed rules refused; running local packs", extra={"errors": str(exc)})
         if not self.packs:
             raise PackError([])  # the CLI says: deploy rules or pass --packs
-        return load_rules(self.packs, self.reference, context)
+        return load_rules(self.packs, self.reference)
 
     async def _watch_rules(self) -> None:
         watcher = await self.rules_kv.watch(deploy.KEY)
@@ -265,7 +262,7 @@ class Worker:
                 continue
             assert self.engine is not None
             try:
-                ruleset = deploy.compile_deployment(found, self.reference, self.engine.context)
+                ruleset = deploy.compile_deployment(found, self.reference)
             except PackError as exc:
                 log.error(
                     "deployment refused; rules unchanged",
