@@ -1,7 +1,11 @@
 """The engine: events in, derived events out, in event time, deterministically.
 
-Each store is a partition with its own clock. The watermark is the newest event time seen
-minus the allowed lateness; events wait in a buffer until the watermark passes them and
+Each store is a partition with its own clock. A store's events come from several sources
+(cameras, sensors, adapters), each publishing with its own delay, so the watermark follows
+the slowest: it is the earliest of the newest event times of the store's active sources,
+minus the allowed lateness. A source is active while its newest event is within the idle
+bound of the store's newest event; one that falls quiet (or dies) stops holding the store
+back then. Events wait in a buffer until the watermark passes them and
 are then applied in (event time, id) order, timers first at equal times. An event at the
 watermark's own time is applied at once, so same-instant arrivals after it keep their
 order. An event older than the watermark is late: it is reported and counted, never
@@ -23,6 +27,8 @@ from rules.operators import Emitter, Partition, Rule
 
 MAX_DEPTH = 8  # derived events feeding derived events: deeper means a cycle
 DEDUP_HORIZON_S = 3600.0  # how long an event id is remembered to drop a repeat
+MAX_SOURCES = 1024  # sources remembered per store: invented ones must not fill the memory
+_NEVER = float("-inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +137,22 @@ class Context:
 
 class Engine:
     def __init__(
-        self, rules: RuleSet, *, lateness_s: float = 0.0, context: Context | None = None
+        self,
+        rules: RuleSet,
+        *,
+        lateness_s: float = 0.0,
+        source_idle_s: float = 0.0,
+        context: Context | None = None,
     ) -> None:
+        """``source_idle_s``: how far (event time) behind the store's newest event a source
+        may fall and still hold the watermark back; 0 gives one clock per store, as if all
+        its events came from one source."""
+        if not source_idle_s >= 0:
+            raise ValueError(f"the source idle bound is at least 0 seconds, not {source_idle_s}")
         self.rules = rules
         self.lateness_s = lateness_s
+        self.source_idle_s = source_idle_s
+        self.max_sources = MAX_SOURCES
         self.context = context or Context()
         for live in self.context.live.values():
             live.clear()  # what the sets hold comes from this engine's events only
@@ -152,7 +170,7 @@ class Engine:
         """
         out = Output()
         partitions, interested = self.partitions, self.rules.interested
-        gates, lateness = self.rules.gates, self.lateness_s
+        gates = self.rules.gates
         for e in events:
             p = partitions.get(e.store) or self._partition(e.store)
             ts = e.at.timestamp()
@@ -161,12 +179,10 @@ class Engine:
                 out.late.append(e)
             elif e.type in interested and ((gate := gates.get(e.type)) is None or gate(e)):
                 self._accept(p, e, ts, out)
-            elif ts > p.newest:  # nothing can use it: it only moves the clock
-                p.newest = ts
-                if ts - lateness > p.watermark:
-                    p.watermark = ts - lateness
-                    if p.buffer or (p.timers and p.timers[0][0] <= p.watermark):
-                        self._drain(p, out)
+            elif ts > p.sources.get(e.source, _NEVER) and self._tick(p, e.source, ts):
+                # nothing can use it: it only moves the clock
+                if p.buffer or (p.timers and p.timers[0][0] <= p.watermark):
+                    self._drain(p, out)
         return out
 
     def advance(self, store: str, at: float) -> Output:
@@ -216,10 +232,8 @@ class Engine:
         if ts >= recent[2]:
             recent[0], recent[1], recent[2] = set(), recent[0], ts + DEDUP_HORIZON_S
         recent[0].add(h)
-        if ts > p.newest:
-            p.newest = ts
-            if ts - self.lateness_s > p.watermark:
-                p.watermark = ts - self.lateness_s
+        if ts > p.sources.get(e.source, _NEVER):
+            self._tick(p, e.source, ts)
         if not p.buffer and ts <= p.watermark:
             # The common case with no lateness: nothing to reorder.
             if p.timers and p.timers[0][0] <= ts:
@@ -230,6 +244,53 @@ class Engine:
             return
         heapq.heappush(p.buffer, (ts, e.id, e))
         self._drain(p, out)
+
+    def _tick(self, p: Partition, source: str, ts: float) -> bool:
+        """``source`` sent an event at ``ts``, newer than its last: move the store's clocks.
+        True if the watermark moved.
+
+        The watermark follows the earliest active source (``held_by``). Only that source
+        moving on, a new source behind it, or the store's newest leaving it behind by more
+        than the idle bound can change it: most events cost a comparison and a dict update.
+        Sources idle past the bound are forgotten, and at most ``max_sources`` are kept.
+        """
+        if ts > p.newest:
+            p.newest = ts
+        floor = p.newest - self.source_idle_s
+        if ts < floor:
+            return False  # an idle source: it holds nothing back
+        sources = p.sources
+        known = source in sources
+        sources[source] = ts
+        if not known and len(sources) > self.max_sources:
+            self._crowded(p, source, floor)
+        held = sources.get(p.held_by)
+        if held is not None and source != p.held_by and held >= floor:
+            if ts >= held:
+                return False  # the earliest is where it was
+            p.held_by = source  # a new source, behind the others
+        else:
+            earliest, by = float("inf"), ""
+            for s, t in list(sources.items()):
+                if t < floor:
+                    del sources[s]
+                elif t < earliest or (t == earliest and s < by):
+                    earliest, by = t, s
+            p.held_by = by
+        mark = sources[p.held_by] - self.lateness_s
+        if mark > p.watermark:
+            p.watermark = mark
+            return True
+        return False
+
+    def _crowded(self, p: Partition, new: str, floor: float) -> None:
+        """More sources than the bound: forget the idle ones, or else the one furthest
+        behind but ``new`` (it holds the store back the most; its next events may be late)."""
+        sources = p.sources
+        for s in [s for s, t in sources.items() if t < floor]:
+            del sources[s]
+        if len(sources) > self.max_sources:
+            del sources[min((t, s) for s, t in sources.items() if s != new)[1]]
 
     def _drain(self, p: Partition, out: Output) -> None:
         buffer = p.buffer
