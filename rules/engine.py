@@ -179,10 +179,12 @@ class Engine:
                 out.late.append(e)
             elif e.type in interested and ((gate := gates.get(e.type)) is None or gate(e)):
                 self._accept(p, e, ts, out)
-            elif ts > p.sources.get(e.source, _NEVER) and self._tick(p, e.source, ts):
-                # nothing can use it: it only moves the clock
-                if p.buffer or (p.timers and p.timers[0][0] <= p.watermark):
-                    self._drain(p, out)
+            elif (
+                ts > p.sources.get(e.source, _NEVER)  # nothing can use it: it moves the clock
+                and self._tick(p, e.source, ts)
+                and (p.buffer or (p.timers and p.timers[0][0] <= p.watermark))
+            ):
+                self._drain(p, out)
         return out
 
     def advance(self, store: str, at: float) -> Output:

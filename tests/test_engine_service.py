@@ -26,6 +26,7 @@ from tests.enginekit import (
     LATENESS_S,
     PACKS,
     derived_ids,
+    late_by_source,
     layout,
     publish,
     settled,
@@ -105,7 +106,7 @@ async def test_bad_payloads_go_to_the_dead_letters_and_late_events_to_the_late_s
         await settled(jslog, [STORE])
         m = worker.metrics
         assert m.deadletters.labels(STORE)._value.get() == 1
-        assert m.late.labels(STORE)._value.get() == 1
+        assert late_by_source(m, STORE) == {"sim": 1}
     letters = [d async for _, d in jslog.deadletters(store=STORE)]
     assert [(d.field, d.payload) for d in letters] == [("id", bad)] or letters[0].payload == bad
     late_letters = [d async for _, d in jslog.deadletters(store=STORE, late=True)]
@@ -219,7 +220,7 @@ async def test_out_of_order_events_within_the_lateness_are_applied_in_event_time
     async with running(jslog) as worker:
         await publish(jslog, shuffled)
         await settled(jslog, [STORE])
-        assert worker.metrics.late.labels(STORE)._value.get() == 0
+        assert late_by_source(worker.metrics, STORE) == {}
     in_order = [d.id for d in engine_for_test().process(events).derived]
     assert await derived_ids(jslog, STORE) == in_order
 

@@ -26,7 +26,7 @@ from rules.reference import Reference, load_reference_list
 from rules.service.deploy import DeployError, deploy, deployed, validated
 from rules.service.leases import Leases
 from rules.service.metrics import EngineMetrics
-from rules.service.partition import ServiceConfig
+from rules.service.partition import SOURCE_IDLE_S, ServiceConfig
 from rules.service.worker import Worker
 
 engine_app = typer.Typer(help="The rules engine as a service over the log.", no_args_is_help=True)
@@ -75,6 +75,13 @@ def run(
         list[str] | None, typer.Option("--store", "-s", help="Only these stores (default: all).")
     ] = None,
     lateness: Annotated[float, typer.Option(help="Allowed lateness, seconds of event time.")] = 2.0,
+    source_idle: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of event time a source may fall behind the store's newest event "
+            "and still hold the store's watermark back (0: one clock per store)."
+        ),
+    ] = SOURCE_IDLE_S,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N events...")] = 20_000,
     checkpoint_seconds: Annotated[float, typer.Option(help="...or every T seconds.")] = 5.0,
     checkpoint_budget: Annotated[
@@ -93,6 +100,9 @@ def run(
     if worker is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", worker):
         err.print(f"[red]error:[/] --worker {worker!r}: letters, digits, '-' or '_' only")
         raise typer.Exit(2)
+    if not (lateness >= 0 and source_idle >= 0):
+        err.print(f"[red]error:[/] --lateness {lateness}, --source-idle {source_idle}: 0 or more")
+        raise typer.Exit(2)
     if not 0 < checkpoint_budget <= 1:
         err.print(f"[red]error:[/] --checkpoint-budget {checkpoint_budget}: a share in (0, 1]")
         raise typer.Exit(2)
@@ -100,6 +110,7 @@ def run(
     config = ServiceConfig(
         worker=worker or _default_worker(),
         lateness_s=lateness,
+        source_idle_s=source_idle,
         checkpoint_every=checkpoint_every,
         checkpoint_s=checkpoint_seconds,
         checkpoint_budget=checkpoint_budget,

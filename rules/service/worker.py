@@ -74,7 +74,10 @@ class Worker:
         self.rules_kv = await self.log.key_value("rules", history=20)
         context = Context()
         self.engine = Engine(
-            await self._first_rules(context), lateness_s=c.lateness_s, context=context
+            await self._first_rules(context),
+            lateness_s=c.lateness_s,
+            source_idle_s=c.source_idle_s,
+            context=context,
         )
         self._announce_rules()
         self._watching = asyncio.create_task(self._watch_rules())
