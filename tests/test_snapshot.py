@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -35,11 +35,11 @@ def day() -> tuple[Store, list[ev.Event], dict[str, str]]:
     return store, run.events, run.members
 
 
-def engine(lateness_s: float = 0.0) -> Engine:
+def engine(lateness_s: float = 0.0, source_idle_s: float = 0.0) -> Engine:
     store, _, members = day()
     context = Context()
     rules = load_rules(PACKS, Reference.of(store.layout, members=members), context)
-    return Engine(rules, lateness_s=lateness_s, context=context)
+    return Engine(rules, lateness_s=lateness_s, source_idle_s=source_idle_s, context=context)
 
 
 def finish(e: Engine, events: list[ev.Event]) -> list[bytes]:
@@ -61,6 +61,46 @@ def test_a_restored_engine_derives_what_an_unbroken_one_does(cut: float, latenes
     restore(second, saved)
     assert before + finish(second, events[k:]) == unbroken
     assert snapshot(second) != saved  # it moved on
+
+
+def test_a_restored_engine_keeps_each_sources_clock() -> None:
+    """Cameras 3 s behind the door: restored mid-day, the store's watermark still waits for
+    them, and the output is the unbroken engine's."""
+    _, events, _ = day()
+    first_s, last_s = int(events[0].at.timestamp()), int(events[-1].at.timestamp())
+    beats = [  # the camera adapter's heartbeats, a second apart, when no one is in sight too
+        ev.new(
+            ev.StoreHeartbeat,
+            store="corner-01",
+            at=datetime.fromtimestamp(t, UTC),
+            source="cams",
+            subject="cams",
+        )
+        for t in range(first_s - 5, last_s + 1)
+    ]
+    cams = {"position.samples", "store.heartbeat"}
+    arrivals = sorted(
+        (e.at.timestamp() + (3.0 if e.type in cams else 0.0), k, e)
+        for k, e in enumerate([*beats, *events])
+    )
+    lagged = [
+        e if e.type in cams else msgspec.structs.replace(e, source="door") for _, _, e in arrivals
+    ]
+    lagged = [
+        msgspec.structs.replace(e, source="cams") if e.type == "position.samples" else e
+        for e in lagged
+    ]
+    unbroken = finish(engine(1.0, 10.0), lagged)
+    k = len(lagged) // 2
+    first = engine(1.0, 10.0)
+    out = first.process(lagged[:k])
+    second = engine(1.0, 10.0)
+    restore(second, snapshot(first))
+    assert second.partitions["corner-01"].sources == first.partitions["corner-01"].sources
+    rest = second.process(lagged[k:])
+    rest.extend(second.advance("corner-01", lagged[-1].at.timestamp() + 86400))
+    assert not out.late and not rest.late
+    assert [ev.encode(d) for d in out.derived + rest.derived] == unbroken
 
 
 def test_a_snapshot_holds_data_only() -> None:
