@@ -56,6 +56,7 @@ import gc
 import math
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -157,6 +158,11 @@ class EngineProcess:
                 out[name.split("{")[0]] += float(value)
         return out
 
+    def late_by_source(self) -> dict[str, float]:
+        """Events the worker set aside as late, per source (all its stores together)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
+            return late_by_source(r.read().decode())
+
     def cpu_s(self) -> float:
         """User + system CPU seconds so far (Linux /proc)."""
         stat = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -175,6 +181,23 @@ class EngineProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def late_by_source(metrics_text: str) -> dict[str, float]:
+    """``aisle_engine_late_events_total`` per ``source`` label, from a /metrics page."""
+    out: Counter[str] = Counter()
+    for line in metrics_text.splitlines():
+        if line.startswith("aisle_engine_late_events_total{"):
+            labels, _, value = line.rpartition(" ")
+            found = re.search(r'source="((?:[^"\\]|\\.)*)"', labels)
+            out[found.group(1) if found else "?"] += float(value)
+    return dict(out)
+
+
+def by_source(late: dict[str, float]) -> str:
+    """``cam-1 3, door 1``, or ``none``."""
+    ranked = sorted(late.items(), key=lambda x: (-x[1], x[0]))
+    return ", ".join(f"{s} {n:,.0f}" for s, n in ranked if n) or "none"
 
 
 async def engine_consumers(log: JetStreamLog) -> tuple[int, int]:
@@ -265,6 +288,7 @@ class Latency:
     unmatched: int = 0  # received, not derived by the reference engine
     missing: int = 0  # derived by the reference from a measured event, never received
     late: float = 0.0  # set aside by the worker as late
+    late_sources: dict[str, float] = field(default_factory=dict)  # the same, by source
     worker_cpu: float = 0.0  # share of a core while the load was offered
     publish_lag_ms: float = 0.0  # the publisher's worst delay behind its tick
     history: tuple[int, float] = (0, 0.0)  # messages, s the worker was done before start
@@ -393,6 +417,7 @@ async def latency_run(
         await wait_until(lambda: drained(log, stores, worker), 180, 0.2)
         await asyncio.sleep(0.5)  # the last derived events on their way to the subscriber
         result.late = worker.metrics().get("aisle_engine_late_events_total", 0.0)
+        result.late_sources = worker.late_by_source()
     finally:
         worker.stop()
         await sub.drain()
@@ -512,6 +537,7 @@ class CatchUp:
     derived: int = 0
     checkpoints: float = 0.0
     late: float = 0.0  # events the worker set aside as late
+    late_sources: dict[str, float] = field(default_factory=dict)  # the same, by source
     worker_cpu_s: float = 0.0
     read_s: float = 0.0  # the read path alone, in this process
     publish_derived_s: float = 0.0  # publishing the derived events alone, in this process
@@ -567,6 +593,7 @@ async def _worker_process(
         metrics = worker.metrics()
         out.checkpoints = metrics.get("aisle_engine_checkpoints_total", 0.0)
         out.late = metrics.get("aisle_engine_late_events_total", 0.0)
+        out.late_sources = worker.late_by_source()
     finally:
         worker.stop()
     out.service_s, out.launch_s = done - opened, opened - worker.started
@@ -603,6 +630,12 @@ async def _in_process(out: CatchUp, log: JetStreamLog, layout: Layout, profile: 
             name,
             sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total")),
         )
+    late: Counter[str] = Counter()
+    for m in metrics.late.collect():
+        for s in m.samples:
+            if s.name.endswith("_total"):
+                late[s.labels["source"]] += s.value
+    out.late_sources = dict(late)
 
 
 async def read_path(log: JetStreamLog, store: str, messages: int) -> float:
@@ -776,13 +809,19 @@ async def measure_latency(url: str, args: argparse.Namespace, w: Workload, logs:
         print(
             f"  received but not derived by the reference: {res.unmatched:,}; derived from "
             f"a measured event but not received: {res.missing:,}; set aside as late: "
-            f"{res.late:,.0f}"
+            f"{res.late:,.0f} (by source: {by_source(res.late_sources)})"
         )
     print(f"\nlatency, derived on event, from the publish of the newest cause ({url}):")
-    print(f"  {'':44} {'offered/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'n':>6} cpu")
+    print(
+        f"  {'':44} {'offered/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'n':>6} cpu  "
+        "late, by source"
+    )
     for r in rows:
         name = f"{r.shape} ({r.stores}), lateness {r.lateness_s:g} s"
-        print(f"  {name:44} {r.rate:9,.0f} {ms(r.on_event)} {r.worker_cpu:.0%}")
+        print(
+            f"  {name:44} {r.rate:9,.0f} {ms(r.on_event)} {r.worker_cpu:>4.0%} "
+            f"{by_source(r.late_sources)}"
+        )
     for r in rows:
         if r.target == 1000 and r.lateness_s == 0:
             p99 = pct(r.on_event, 0.99)
@@ -818,7 +857,8 @@ async def measure_catch_up(url: str, args: argparse.Namespace, w: Workload, logs
     derived = sum(map(len, w.batches))
     print(
         f"  derived events published: {cu.derived:,} (the bare engine: {derived:,}); "
-        f"set aside as late: {cu.late:,.0f}; {cu.checkpoints:.0f} checkpoints "
+        f"set aside as late: {cu.late:,.0f} (by source: {by_source(cu.late_sources)}); "
+        f"{cu.checkpoints:.0f} checkpoints "
         f"(a snapshot: {w.snapshot_s * 1000:.0f} ms); "
         f"worker CPU {cu.worker_cpu_s:.1f} s in all, consumers open {cu.launch_s:.1f} s "
         f"after the start"
