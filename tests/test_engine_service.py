@@ -19,7 +19,7 @@ from core.jetstream import JetStreamLog
 from rules.loader import PackError
 from rules.reference import Reference
 from rules.service import deploy
-from rules.service.metrics import EngineMetrics
+from rules.service.metrics import SOURCE_LABELS, EngineMetrics
 from rules.service.partition import ServiceConfig
 from rules.service.worker import Worker
 from tests.enginekit import (
@@ -124,6 +124,16 @@ def _metric(port: int, name: str, store: str) -> float:
         if line.startswith(f'{name}{{store="{store}"}}'):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} for {store} not in /metrics")
+
+
+def test_late_events_are_labelled_by_source_with_a_bound_on_the_series() -> None:
+    """Anyone who can publish names a source: past a bound, sources share one series."""
+    metrics = EngineMetrics()
+    labels = [metrics.source_label(STORE, f"cam-{k}") for k in range(SOURCE_LABELS + 5)]
+    assert labels[:SOURCE_LABELS] == [f"cam-{k}" for k in range(SOURCE_LABELS)]
+    assert set(labels[SOURCE_LABELS:]) == {"other"}
+    assert metrics.source_label(STORE, "cam-0") == "cam-0"
+    assert metrics.source_label("another", "cam-99") == "cam-99"  # a bound per store
 
 
 async def test_metrics_are_served_over_http(jslog: JetStreamLog) -> None:
