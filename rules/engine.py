@@ -4,9 +4,9 @@ Each store is a partition with its own clock. A store's events come from several
 (cameras, sensors, adapters), each publishing with its own delay, so the watermark follows
 the slowest: it is the earliest of the newest event times of the store's active sources,
 minus the allowed lateness. A source is active while its newest event is within the idle
-bound of the store's newest event; one that falls quiet (or dies) stops holding the store
-back then. Events wait in a buffer until the watermark passes them and
-are then applied in (event time, id) order, timers first at equal times. An event at the
+bound of the store's newest event, so one that falls quiet (or dies) holds the store back
+that long at most. Events wait in a buffer until the watermark passes them and are then
+applied in (event time, id) order, timers first at equal times. An event at the
 watermark's own time is applied at once, so same-instant arrivals after it keep their
 order. An event older than the watermark is late: it is reported and counted, never
 applied. So the same events, in the same order, give the same output, byte for byte,
