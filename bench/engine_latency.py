@@ -20,7 +20,9 @@ their event time is now: each is stamped with the 5 ms tick it is published in. 
 clock starts, each store's previous 240 s of event time is published at once (the visits
 under way), so the engine holds the state of a store in full swing. The worker allows no
 lateness (``--lateness 0``: an event is applied as it arrives); one run at the default 2 s
-shows what waiting for late events adds. ``--many-stores`` adds 10,000 events/s as 340
+shows what waiting for late events adds. The worker and the reference engines below keep a
+clock per source with the service's idle bound (``--source-idle``, 0 for one clock a store);
+the worker's late events are reported by source. ``--many-stores`` adds 10,000 events/s as 340
 stores at their own pace (a worker could not run that many yet: see docs/benchmarks.md). A core
 NATS subscription on the derived types' subjects receives what the engine publishes. Each
 derived event is traced through ``caused_by`` (a derived cause to its own causes) to its
@@ -88,7 +90,7 @@ from core.puller import Delivered  # noqa: E402
 from rules.engine import Context, Engine  # noqa: E402
 from rules.loader import load_rules  # noqa: E402
 from rules.reference import Reference  # noqa: E402
-from rules.service.partition import INPUTS  # noqa: E402
+from rules.service.partition import INPUTS, SOURCE_IDLE_S  # noqa: E402
 from rules.snapshot import snapshot  # noqa: E402
 
 LAYOUT_FILE = ROOT / "examples" / "stores" / "convenience.yaml"
@@ -101,9 +103,10 @@ SERVICE_LATENESS_S = 2.0  # `aisle engine run`'s default
 
 
 def engine_for(layout: Layout, lateness_s: float) -> Engine:
+    """The worker's engine (its source idle bound too), with ``lateness_s``."""
     context = Context()
     rules = load_rules(PACKS, Reference.of(layout), context)
-    return Engine(rules, lateness_s=lateness_s, context=context)
+    return Engine(rules, lateness_s=lateness_s, source_idle_s=source_idle_s[0], context=context)
 
 
 def counted(e: ev.Event) -> int:
@@ -137,6 +140,7 @@ class EngineProcess:
         env = {**os.environ, "AISLE_NATS_URL": url, "AISLE_PREFIX": prefix}
         cmd = [str(Path(sys.executable).parent / "aisle"), "engine", "run",
                "--worker", WORKER, "--lateness", str(lateness_s), "--layout", str(LAYOUT_FILE),
+               "--source-idle", str(source_idle_s[0]),
                "--metrics-port", str(self.metrics_port)]  # fmt: skip
         for store in stores:
             cmd += ["--store", store]
@@ -445,7 +449,8 @@ def analyse(
     lo, hi = window
     index = {e.id: i for i, (_, e) in enumerate(sent)}
     # Which event released each derived event: an engine fed one event at a time, in the
-    # order they were published, without lateness (the event that made it final).
+    # order they were published, without lateness (the event that made it final), with the
+    # worker's per-source clocks (the workload's two sources, frames and the rest).
     reference = engine_for(layout, 0.0)
     released: dict[str, int] = {}
     alias: dict[bytes, str] = {}
@@ -866,6 +871,7 @@ async def measure_catch_up(url: str, args: argparse.Namespace, w: Workload, logs
 
 
 args_extra: list[str] = []  # --worker-arg
+source_idle_s = [SOURCE_IDLE_S]  # --source-idle: the worker's, and the reference engines'
 
 
 def main() -> None:
@@ -887,6 +893,12 @@ def main() -> None:
     parser.add_argument(
         "--worker-arg", action="append", default=[], help="passed on to aisle engine run"
     )
+    parser.add_argument(
+        "--source-idle",
+        type=float,
+        default=SOURCE_IDLE_S,
+        help="the worker's --source-idle, and the reference engines' (0: one clock a store)",
+    )
     args = parser.parse_args()
     args.runs = [
         ("stores", 1000.0, 0.0),
@@ -897,6 +909,7 @@ def main() -> None:
     if args.many_stores:
         args.runs.insert(1, ("stores", 10000.0, 0.0))
     args_extra[:] = args.worker_arg
+    source_idle_s[:] = [args.source_idle]
     args.windows = (3.0, 10.0, 1.0) if args.quick else (5.0, 30.0, 1.0)
     backlog = args.backlog or (200_000 if args.quick else 1_000_000)
     # one store at the highest rate plays the longest stretch of the workload
