@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -63,12 +66,13 @@ def test_a_restored_engine_derives_what_an_unbroken_one_does(cut: float, latenes
     assert snapshot(second) != saved  # it moved on
 
 
-def test_a_restored_engine_keeps_each_sources_clock() -> None:
-    """Cameras 3 s behind the door: restored mid-day, the store's watermark still waits for
-    them, and the output is the unbroken engine's."""
+@cache
+def lagged_day() -> list[ev.Event]:
+    """The day as two sources deliver it: the cameras' frames and heartbeats (a second
+    apart, when no one is in sight too) 3 s behind the door's events."""
     _, events, _ = day()
     first_s, last_s = int(events[0].at.timestamp()), int(events[-1].at.timestamp())
-    beats = [  # the camera adapter's heartbeats, a second apart, when no one is in sight too
+    beats = [
         ev.new(
             ev.StoreHeartbeat,
             store="corner-01",
@@ -83,13 +87,16 @@ def test_a_restored_engine_keeps_each_sources_clock() -> None:
         (e.at.timestamp() + (3.0 if e.type in cams else 0.0), k, e)
         for k, e in enumerate([*beats, *events])
     )
-    lagged = [
-        e if e.type in cams else msgspec.structs.replace(e, source="door") for _, _, e in arrivals
+    return [
+        msgspec.structs.replace(e, source="cams" if e.type in cams else "door")
+        for _, _, e in arrivals
     ]
-    lagged = [
-        msgspec.structs.replace(e, source="cams") if e.type == "position.samples" else e
-        for e in lagged
-    ]
+
+
+def test_a_restored_engine_keeps_each_sources_clock() -> None:
+    """Cameras 3 s behind the door: restored mid-day, the store's watermark still waits for
+    them, and the output is the unbroken engine's."""
+    lagged = lagged_day()
     unbroken = finish(engine(1.0, 10.0), lagged)
     k = len(lagged) // 2
     first = engine(1.0, 10.0)
@@ -101,6 +108,39 @@ def test_a_restored_engine_keeps_each_sources_clock() -> None:
     rest.extend(second.advance("corner-01", lagged[-1].at.timestamp() + 86400))
     assert not out.late and not rest.late
     assert [ev.encode(d) for d in out.derived + rest.derived] == unbroken
+
+
+_HALF = """
+import sys
+from pathlib import Path
+
+from core import events as ev
+from rules.snapshot import restore, snapshot
+from tests.test_snapshot import engine, lagged_day
+
+folder, part = Path(sys.argv[1]), sys.argv[2]
+events, e = lagged_day(), engine(1.0, 10.0)
+k = len(events) // 2
+if part == "first":
+    out = e.process(events[:k])
+    (folder / "snapshot").write_bytes(snapshot(e))
+else:
+    restore(e, (folder / "snapshot").read_bytes())
+    out = e.process(events[k:])
+    out.extend(e.advance("corner-01", events[-1].at.timestamp() + 86400))
+(folder / part).write_bytes(b"\\n".join(ev.encode(d) for d in out.derived))
+"""
+
+
+def test_each_sources_clock_crosses_processes_with_other_hash_seeds(tmp_path: Path) -> None:
+    for part, seed in (("first", "1"), ("second", "2")):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run(
+            [sys.executable, "-c", _HALF, str(tmp_path), part], env=env, cwd=ROOT, check=True
+        )
+    got = [*(tmp_path / "first").read_bytes().split(b"\n")]
+    got += (tmp_path / "second").read_bytes().split(b"\n")
+    assert got == finish(engine(1.0, 10.0), lagged_day())
 
 
 def test_a_snapshot_holds_data_only() -> None:
