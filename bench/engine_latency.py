@@ -20,7 +20,9 @@ their event time is now: each is stamped with the 5 ms tick it is published in. 
 clock starts, each store's previous 240 s of event time is published at once (the visits
 under way), so the engine holds the state of a store in full swing. The worker allows no
 lateness (``--lateness 0``: an event is applied as it arrives); one run at the default 2 s
-shows what waiting for late events adds. ``--many-stores`` adds 10,000 events/s as 340
+shows what waiting for late events adds. The worker and the reference engines below keep a
+clock per source with the service's idle bound (``--source-idle``, 0 for one clock a store);
+the worker's late events are reported by source. ``--many-stores`` adds 10,000 events/s as 340
 stores at their own pace (a worker could not run that many yet: see docs/benchmarks.md). A core
 NATS subscription on the derived types' subjects receives what the engine publishes. Each
 derived event is traced through ``caused_by`` (a derived cause to its own causes) to its
@@ -56,6 +58,7 @@ import gc
 import math
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -87,7 +90,7 @@ from core.puller import Delivered  # noqa: E402
 from rules.engine import Engine  # noqa: E402
 from rules.loader import load_rules  # noqa: E402
 from rules.reference import Reference  # noqa: E402
-from rules.service.partition import INPUTS  # noqa: E402
+from rules.service.partition import INPUTS, SOURCE_IDLE_S  # noqa: E402
 from rules.snapshot import snapshot  # noqa: E402
 
 LAYOUT_FILE = ROOT / "examples" / "stores" / "convenience.yaml"
@@ -100,7 +103,9 @@ SERVICE_LATENESS_S = 2.0  # `aisle engine run`'s default
 
 
 def engine_for(layout: Layout, lateness_s: float) -> Engine:
-    return Engine(load_rules(PACKS, Reference.of(layout)), lateness_s=lateness_s)
+    """The worker's engine (its source idle bound too), with ``lateness_s``."""
+    rules = load_rules(PACKS, Reference.of(layout))
+    return Engine(rules, lateness_s=lateness_s, source_idle_s=source_idle_s[0])
 
 
 def counted(e: ev.Event) -> int:
@@ -134,6 +139,7 @@ class EngineProcess:
         env = {**os.environ, "AISLE_NATS_URL": url, "AISLE_PREFIX": prefix}
         cmd = [str(Path(sys.executable).parent / "aisle"), "engine", "run",
                "--worker", WORKER, "--lateness", str(lateness_s), "--layout", str(LAYOUT_FILE),
+               "--source-idle", str(source_idle_s[0]),
                "--metrics-port", str(self.metrics_port)]  # fmt: skip
         for store in stores:
             cmd += ["--store", store]
@@ -155,6 +161,11 @@ class EngineProcess:
                 out[name.split("{")[0]] += float(value)
         return out
 
+    def late_by_source(self) -> dict[str, float]:
+        """Events the worker set aside as late, per source (all its stores together)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
+            return late_by_source(r.read().decode())
+
     def cpu_s(self) -> float:
         """User + system CPU seconds so far (Linux /proc)."""
         stat = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -173,6 +184,23 @@ class EngineProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def late_by_source(metrics_text: str) -> dict[str, float]:
+    """``aisle_engine_late_events_total`` per ``source`` label, from a /metrics page."""
+    out: Counter[str] = Counter()
+    for line in metrics_text.splitlines():
+        if line.startswith("aisle_engine_late_events_total{"):
+            labels, _, value = line.rpartition(" ")
+            found = re.search(r'source="((?:[^"\\]|\\.)*)"', labels)
+            out[found.group(1) if found else "?"] += float(value)
+    return dict(out)
+
+
+def by_source(late: dict[str, float]) -> str:
+    """``cam-1 3, door 1``, or ``none``."""
+    ranked = sorted(late.items(), key=lambda x: (-x[1], x[0]))
+    return ", ".join(f"{s} {n:,.0f}" for s, n in ranked if n) or "none"
 
 
 async def engine_consumers(log: JetStreamLog) -> tuple[int, int]:
@@ -263,6 +291,7 @@ class Latency:
     unmatched: int = 0  # received, not derived by the reference engine
     missing: int = 0  # derived by the reference from a measured event, never received
     late: float = 0.0  # set aside by the worker as late
+    late_sources: dict[str, float] = field(default_factory=dict)  # the same, by source
     worker_cpu: float = 0.0  # share of a core while the load was offered
     publish_lag_ms: float = 0.0  # the publisher's worst delay behind its tick
     history: tuple[int, float] = (0, 0.0)  # messages, s the worker was done before start
@@ -391,6 +420,7 @@ async def latency_run(
         await wait_until(lambda: drained(log, stores, worker), 180, 0.2)
         await asyncio.sleep(0.5)  # the last derived events on their way to the subscriber
         result.late = worker.metrics().get("aisle_engine_late_events_total", 0.0)
+        result.late_sources = worker.late_by_source()
     finally:
         worker.stop()
         await sub.drain()
@@ -418,7 +448,8 @@ def analyse(
     lo, hi = window
     index = {e.id: i for i, (_, e) in enumerate(sent)}
     # Which event released each derived event: an engine fed one event at a time, in the
-    # order they were published, without lateness (the event that made it final).
+    # order they were published, without lateness (the event that made it final), with the
+    # worker's per-source clocks (the workload's two sources, frames and the rest).
     reference = engine_for(layout, 0.0)
     released: dict[str, int] = {}
     alias: dict[bytes, str] = {}
@@ -510,6 +541,7 @@ class CatchUp:
     derived: int = 0
     checkpoints: float = 0.0
     late: float = 0.0  # events the worker set aside as late
+    late_sources: dict[str, float] = field(default_factory=dict)  # the same, by source
     worker_cpu_s: float = 0.0
     read_s: float = 0.0  # the read path alone, in this process
     publish_derived_s: float = 0.0  # publishing the derived events alone, in this process
@@ -565,6 +597,7 @@ async def _worker_process(
         metrics = worker.metrics()
         out.checkpoints = metrics.get("aisle_engine_checkpoints_total", 0.0)
         out.late = metrics.get("aisle_engine_late_events_total", 0.0)
+        out.late_sources = worker.late_by_source()
     finally:
         worker.stop()
     out.service_s, out.launch_s = done - opened, opened - worker.started
@@ -601,6 +634,12 @@ async def _in_process(out: CatchUp, log: JetStreamLog, layout: Layout, profile: 
             name,
             sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total")),
         )
+    late: Counter[str] = Counter()
+    for m in metrics.late.collect():
+        for s in m.samples:
+            if s.name.endswith("_total"):
+                late[s.labels["source"]] += s.value
+    out.late_sources = dict(late)
 
 
 async def read_path(log: JetStreamLog, store: str, messages: int) -> float:
@@ -775,13 +814,19 @@ async def measure_latency(url: str, args: argparse.Namespace, w: Workload, logs:
         print(
             f"  received but not derived by the reference: {res.unmatched:,}; derived from "
             f"a measured event but not received: {res.missing:,}; set aside as late: "
-            f"{res.late:,.0f}"
+            f"{res.late:,.0f} (by source: {by_source(res.late_sources)})"
         )
     print(f"\nlatency, derived on event, from the publish of the newest cause ({url}):")
-    print(f"  {'':44} {'offered/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'n':>6} cpu")
+    print(
+        f"  {'':44} {'offered/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'n':>6} cpu  "
+        "late, by source"
+    )
     for r in rows:
         name = f"{r.shape} ({r.stores}), lateness {r.lateness_s:g} s"
-        print(f"  {name:44} {r.rate:9,.0f} {ms(r.on_event)} {r.worker_cpu:.0%}")
+        print(
+            f"  {name:44} {r.rate:9,.0f} {ms(r.on_event)} {r.worker_cpu:>4.0%} "
+            f"{by_source(r.late_sources)}"
+        )
     for r in rows:
         if r.target == 1000 and r.lateness_s == 0:
             p99 = pct(r.on_event, 0.99)
@@ -817,7 +862,8 @@ async def measure_catch_up(url: str, args: argparse.Namespace, w: Workload, logs
     derived = sum(map(len, w.batches))
     print(
         f"  derived events published: {cu.derived:,} (the bare engine: {derived:,}); "
-        f"set aside as late: {cu.late:,.0f}; {cu.checkpoints:.0f} checkpoints "
+        f"set aside as late: {cu.late:,.0f} (by source: {by_source(cu.late_sources)}); "
+        f"{cu.checkpoints:.0f} checkpoints "
         f"(a snapshot: {w.snapshot_s * 1000:.0f} ms); "
         f"worker CPU {cu.worker_cpu_s:.1f} s in all, consumers open {cu.launch_s:.1f} s "
         f"after the start"
@@ -825,6 +871,7 @@ async def measure_catch_up(url: str, args: argparse.Namespace, w: Workload, logs
 
 
 args_extra: list[str] = []  # --worker-arg
+source_idle_s = [SOURCE_IDLE_S]  # --source-idle: the worker's, and the reference engines'
 
 
 def main() -> None:
@@ -846,6 +893,12 @@ def main() -> None:
     parser.add_argument(
         "--worker-arg", action="append", default=[], help="passed on to aisle engine run"
     )
+    parser.add_argument(
+        "--source-idle",
+        type=float,
+        default=SOURCE_IDLE_S,
+        help="the worker's --source-idle, and the reference engines' (0: one clock a store)",
+    )
     args = parser.parse_args()
     args.runs = [
         ("stores", 1000.0, 0.0),
@@ -856,6 +909,7 @@ def main() -> None:
     if args.many_stores:
         args.runs.insert(1, ("stores", 10000.0, 0.0))
     args_extra[:] = args.worker_arg
+    source_idle_s[:] = [args.source_idle]
     args.windows = (3.0, 10.0, 1.0) if args.quick else (5.0, 30.0, 1.0)
     backlog = args.backlog or (200_000 if args.quick else 1_000_000)
     # one store at the highest rate plays the longest stretch of the workload

@@ -152,6 +152,9 @@ def replay(
     lateness: Annotated[
         str, typer.Option(help="The live engine's allowed lateness (aisle engine run's).")
     ] = "2s",
+    source_idle: Annotated[
+        str, typer.Option(help="The live engine's source idle bound (aisle engine run's).")
+    ] = "10s",
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Write the shadow's derived events (JSON lines).")
     ] = None,
@@ -175,6 +178,7 @@ def replay(
         if window[0] and window[1] and window[0] >= window[1]:
             raise whatif.WhatIfError(f"--from {start} is not before --to {end}")
         warmup_s, lateness_s = parse_duration(warmup), parse_duration(lateness)
+        source_idle_s = parse_duration(source_idle)
     except (PackError, LayoutError) as exc:
         for e in exc.errors:
             err.print(str(e), highlight=False, markup=False, soft_wrap=True)
@@ -198,6 +202,7 @@ def replay(
                 baseline=base,
                 warmup_s=warmup_s,
                 lateness_s=lateness_s,
+                source_idle_s=source_idle_s,
             )
 
     try:

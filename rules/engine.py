@@ -1,12 +1,16 @@
 """The engine: events in, derived events out, in event time, deterministically.
 
-Each store is a partition with its own clock. The watermark is the newest event time seen
-minus the allowed lateness; events wait in a buffer until the watermark passes them and
-are then applied in order of event time, then of arrival in the store's partition, timers
-first at equal times. So events of one instant (a pick and its put-back) are applied in
-the order their source sent them, buffered or not: the log keeps that order, and a replay
-reads it again. An event older than the watermark is late: it is reported and counted,
-never applied. The same events, in the same order, give the same output, byte for byte,
+Each store is a partition with its own clock. A store's events come from several sources
+(cameras, sensors, adapters), each publishing with its own delay, so the watermark follows
+the slowest: it is the earliest of the newest event times of the store's active sources,
+minus the allowed lateness. A source is active while its newest event is within the idle
+bound of the store's newest event, so one that falls quiet (or dies) holds the store back
+that long at most. Events wait in a buffer until the watermark passes them and are then
+applied in order of event time, then of arrival in the store's partition, timers first at
+equal times. So events of one instant (a pick and its put-back) are applied in the order
+their source sent them, buffered or not: the log keeps that order, and a replay reads it
+again. An event older than the watermark is late: it is reported and counted, never
+applied. The same events, in the same order, give the same output, byte for byte,
 however they are split into batches, and a repeated event id is applied once. Derived
 events are fed back to the rules (a receipt can cause an alert) before the next input
 event.
@@ -27,6 +31,8 @@ from rules.operators import Emitter, Partition, Rule
 MAX_DEPTH = 8  # derived events feeding derived events: deeper means a cycle
 MAX_FANOUT = 10_000  # derived events applied to the rules for one input event or timer
 DEDUP_HORIZON_S = 3600.0  # how long an event id is remembered to drop a repeat
+MAX_SOURCES = 1024  # sources remembered per store: invented ones must not fill the memory
+_NEVER = float("-inf")
 _from_bytes = int.from_bytes
 
 
@@ -170,9 +176,18 @@ class Engine:
 
     _fanout = MAX_FANOUT  # derived events the event at hand may still have applied
 
-    def __init__(self, rules: RuleSet, *, lateness_s: float = 0.0) -> None:
+    def __init__(
+        self, rules: RuleSet, *, lateness_s: float = 0.0, source_idle_s: float = 0.0
+    ) -> None:
+        """``source_idle_s``: how far (event time) behind the store's newest event a source
+        may fall and still hold the watermark back; 0 gives one clock per store, as if all
+        its events came from one source."""
+        if not source_idle_s >= 0:
+            raise ValueError(f"the source idle bound is at least 0 seconds, not {source_idle_s}")
         self.rules = rules
         self.lateness_s = lateness_s
+        self.source_idle_s = source_idle_s
+        self.max_sources = MAX_SOURCES
         self.context = rules.context
         self.context.bind(self)
         self.partitions: dict[str, Partition] = {}
@@ -189,7 +204,7 @@ class Engine:
         """
         out = Output()
         partitions, interested = self.partitions, self.rules.interested
-        gates, lateness = self.rules.gates, self.lateness_s
+        gates = self.rules.gates
         for e in events:
             p = partitions.get(e.store) or self._partition(e.store)
             ts = e.at.timestamp()
@@ -198,12 +213,12 @@ class Engine:
                 out.late.append(e)
             elif e.type in interested and ((gate := gates.get(e.type)) is None or gate(e)):
                 self._accept(p, e, ts, out)
-            elif ts > p.newest:  # nothing can use it: it only moves the clock
-                p.newest = ts
-                if ts - lateness > p.watermark:
-                    p.watermark = ts - lateness
-                    if p.buffer or (p.timers and p.timers[0][0] <= p.watermark):
-                        self._drain(p, out)
+            elif (
+                ts > p.sources.get(e.source, _NEVER)  # nothing can use it: it moves the clock
+                and self._tick(p, e.source, ts)
+                and (p.buffer or (p.timers and p.timers[0][0] <= p.watermark))
+            ):
+                self._drain(p, out)
         return out
 
     def advance(self, store: str, at: float) -> Output:
@@ -268,10 +283,8 @@ class Engine:
         if ts >= recent[2]:
             recent[0], recent[1], recent[2] = set(), recent[0], ts + DEDUP_HORIZON_S
         recent[0].add(h)
-        if ts > p.newest:
-            p.newest = ts
-            if ts - self.lateness_s > p.watermark:
-                p.watermark = ts - self.lateness_s
+        if ts > p.sources.get(e.source, _NEVER):
+            self._tick(p, e.source, ts)
         if not p.buffer and ts <= p.watermark:
             # The common case with no lateness: nothing to reorder.
             if p.timers and p.timers[0][0] <= ts:
@@ -283,6 +296,53 @@ class Engine:
         p.arrivals += 1  # events of one instant keep the order they came in: the source's
         heapq.heappush(p.buffer, (ts, p.arrivals, e))
         self._drain(p, out)
+
+    def _tick(self, p: Partition, source: str, ts: float) -> bool:
+        """``source`` sent an event at ``ts``, newer than its last: move the store's clocks.
+        True if the watermark moved.
+
+        The watermark follows the earliest active source (``held_by``). Only that source
+        moving on, a new source behind it, or the store's newest leaving it behind by more
+        than the idle bound can change it: most events cost a comparison and a dict update.
+        Sources idle past the bound are forgotten, and at most ``max_sources`` are kept.
+        """
+        if ts > p.newest:
+            p.newest = ts
+        floor = p.newest - self.source_idle_s
+        if ts < floor:
+            return False  # an idle source: it holds nothing back
+        sources = p.sources
+        known = source in sources
+        sources[source] = ts
+        if not known and len(sources) > self.max_sources:
+            self._crowded(p, source, floor)
+        held = sources.get(p.held_by)
+        if held is not None and source != p.held_by and held >= floor:
+            if ts >= held:
+                return False  # the earliest is where it was
+            p.held_by = source  # a new source, behind the others
+        else:
+            earliest, by = float("inf"), ""
+            for s, t in list(sources.items()):
+                if t < floor:
+                    del sources[s]
+                elif t < earliest or (t == earliest and s < by):
+                    earliest, by = t, s
+            p.held_by = by
+        mark = sources[p.held_by] - self.lateness_s
+        if mark > p.watermark:
+            p.watermark = mark
+            return True
+        return False
+
+    def _crowded(self, p: Partition, new: str, floor: float) -> None:
+        """More sources than the bound: forget the idle ones, or else the one furthest
+        behind but ``new`` (it holds the store back the most; its next events may be late)."""
+        sources = p.sources
+        for s in [s for s, t in sources.items() if t < floor]:
+            del sources[s]
+        if len(sources) > self.max_sources:
+            del sources[min((t, s) for s, t in sources.items() if s != new)[1]]
 
     def _drain(self, p: Partition, out: Output) -> None:
         buffer = p.buffer

@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 DEFAULT_LATENESS_S = 2.0  # aisle engine run's: the live output was made with it
+DEFAULT_SOURCE_IDLE_S = 10.0  # aisle engine run's --source-idle, likewise
 DEFAULT_WARMUP_S = 6 * 3600.0  # longer than any visit: carts and queues open at start exist
 _TICK = timedelta(microseconds=1)  # event times have microsecond resolution
 
@@ -107,6 +108,7 @@ def run_shadow(
     *,
     warmup_s: float = DEFAULT_WARMUP_S,
     lateness_s: float = DEFAULT_LATENESS_S,
+    source_idle_s: float = DEFAULT_SOURCE_IDLE_S,
 ) -> Shadow:
     """Run a fresh engine over ``events`` (in log order) from ``start - warmup`` up to ``end``.
 
@@ -115,7 +117,7 @@ def run_shadow(
     depend only on inputs up to ``t``.
     """
     begin = start - timedelta(seconds=warmup_s)
-    engine = Engine(ruleset_factory(), lateness_s=lateness_s)
+    engine = Engine(ruleset_factory(), lateness_s=lateness_s, source_idle_s=source_idle_s)
     kept: list[ev.Event] = []
     skipped = 0
     for e in events:
@@ -140,11 +142,19 @@ async def shadow_run(
     *,
     warmup_s: float = DEFAULT_WARMUP_S,
     lateness_s: float = DEFAULT_LATENESS_S,
+    source_idle_s: float = DEFAULT_SOURCE_IDLE_S,
 ) -> Shadow:
     """``run_shadow`` over the store's raw events as the log holds them; publishes nothing."""
     raw = await read_arrived(log, store)  # the order the engine service applies them in
     return run_shadow(
-        raw, store, start, end, ruleset_factory, warmup_s=warmup_s, lateness_s=lateness_s
+        raw,
+        store,
+        start,
+        end,
+        ruleset_factory,
+        warmup_s=warmup_s,
+        lateness_s=lateness_s,
+        source_idle_s=source_idle_s,
     )
 
 
@@ -546,6 +556,7 @@ async def what_if(
     baseline: RulesetFactory | None = None,
     warmup_s: float = DEFAULT_WARMUP_S,
     lateness_s: float = DEFAULT_LATENESS_S,
+    source_idle_s: float = DEFAULT_SOURCE_IDLE_S,
 ) -> Report:
     """Replay ``rules`` in shadow over [start, end) and diff against the live derived events
     (or against ``baseline`` rules, also in shadow).
@@ -578,7 +589,8 @@ async def what_if(
             f"the window is empty: it starts at {start.isoformat()} and ends at "
             f"{end.isoformat()}" + (" (the log's clock)" if notes else "")
         )
-    shadow = run_shadow(raw, store, start, end, rules, warmup_s=warmup_s, lateness_s=lateness_s)
+    timing = {"warmup_s": warmup_s, "lateness_s": lateness_s, "source_idle_s": source_idle_s}
+    shadow = run_shadow(raw, store, start, end, rules, **timing)
     if shadow.skipped:
         notes.append(
             f"{shadow.skipped:,} raw events before the warmup "
@@ -588,9 +600,7 @@ async def what_if(
     if baseline is None:
         base_run, base_events, base = None, _within(live_all, start, end), "live"
     else:
-        base_run = run_shadow(
-            raw, store, start, end, baseline, warmup_s=warmup_s, lateness_s=lateness_s
-        )
+        base_run = run_shadow(raw, store, start, end, baseline, **timing)
         base_events, base = base_run.derived, "baseline"
     return Report(
         store,

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import subprocess
 import sys
 import time
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -22,6 +25,8 @@ from core.log import read_arrived
 from rules.engine import Engine
 from rules.loader import load_rules
 from rules.reference import Reference
+from rules.service.metrics import EngineMetrics
+from rules.service.partition import SOURCE_IDLE_S
 from simulator import noise
 from simulator.day import simulate
 
@@ -65,14 +70,28 @@ async def publish(
             await asyncio.sleep(pause_s)
 
 
-def engine(lateness_s: float = LATENESS_S) -> Engine:
+def engine(lateness_s: float = LATENESS_S, source_idle_s: float = SOURCE_IDLE_S) -> Engine:
     """The standard packs, as the service runs them (no members: the CLI's default)."""
-    return Engine(load_rules(PACKS, Reference.of(layout())), lateness_s=lateness_s)
+    return Engine(
+        load_rules(PACKS, Reference.of(layout())),
+        lateness_s=lateness_s,
+        source_idle_s=source_idle_s,
+    )
 
 
 async def uninterrupted(log: JetStreamLog, store: str, lateness_s: float = LATENESS_S) -> list[str]:
     """The ids an engine that never stopped derives from what the log holds for ``store``."""
     return [d.id for d in engine(lateness_s).process(await read_arrived(log, store)).derived]
+
+
+def late_by_source(metrics: EngineMetrics, store: str) -> dict[str, float]:
+    """The worker's late count for ``store``, per source label."""
+    return {
+        s.labels["source"]: s.value
+        for family in metrics.late.collect()
+        for s in family.samples
+        if s.name.endswith("_total") and s.labels["store"] == store
+    }
 
 
 async def derived_ids(log: JetStreamLog, store: str) -> list[str]:
@@ -128,3 +147,66 @@ def engine_process(
         return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     with logs.open("ab") as sink:  # the child keeps its own descriptor
         return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink)
+
+
+@dataclass(frozen=True)
+class Publisher:
+    """One adapter publishing its own events, in order, each ``delay`` after it has it (a
+    delay drawn in ``[low_s, high_s]``, but never before the one it published last), with a
+    ``store.heartbeat`` every ``heartbeat_s`` of event time under its own name."""
+
+    name: str
+    types: frozenset[str] | None  # None: every type no other publisher takes
+    low_s: float
+    high_s: float
+    heartbeat_s: float = 0.0
+
+
+def by_publishers(
+    events: list[ev.Event],
+    publishers: list[Publisher],
+    *,
+    seed: int = 1,
+    source: Callable[[Publisher, ev.Event], str] | None = None,
+    lead_s: float = 0.0,
+    until_s: float = 0.0,
+) -> list[tuple[float, Publisher, ev.Event]]:
+    """When each event reaches the log, in arrival order: ``(seconds after the adapters start,
+    its publisher, the event)``. ``source`` renames an event's source (its id kept, so
+    runs compare); heartbeats run from ``lead_s`` before the first event (the adapters are
+    up before the store opens) to ``until_s`` after the last."""
+    rng = random.Random(seed)
+    first, last = events[0].at.timestamp(), events[-1].at.timestamp()
+    origin = first - lead_s
+    have = {p.name: first for p in publishers}  # the newest event time each has had
+    sent = {p.name: 0.0 for p in publishers}  # when each published last
+    beat = {p.name: origin for p in publishers}
+    out: list[tuple[float, Publisher, ev.Event]] = []
+
+    def send(p: Publisher, e: ev.Event) -> None:
+        sent[p.name] = max(sent[p.name], e.at.timestamp() - origin + rng.uniform(p.low_s, p.high_s))
+        out.append((sent[p.name], p, e))
+
+    def beats(upto: float) -> None:
+        for p in publishers:
+            while p.heartbeat_s and beat[p.name] + p.heartbeat_s <= min(upto, have[p.name]):
+                beat[p.name] += p.heartbeat_s
+                at = datetime.fromtimestamp(beat[p.name], UTC)
+                hb = ev.new(ev.StoreHeartbeat, store=events[0].store, at=at, source=p.name,
+                            subject=p.name)  # fmt: skip
+                send(p, hb)
+
+    for e in events:
+        p = next((q for q in publishers if q.types and e.type in q.types), None) or next(
+            q for q in publishers if q.types is None
+        )
+        t = e.at.timestamp()
+        for q in publishers:  # the adapters' clocks run on as the store's does
+            have[q.name] = max(have[q.name], t)
+        beats(t)
+        send(p, msgspec.structs.replace(e, source=source(p, e)) if source else e)
+    for q in publishers:
+        have[q.name] = last + until_s
+    beats(last + until_s)
+    out.sort(key=lambda x: x[0])
+    return out

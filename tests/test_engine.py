@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,8 +36,8 @@ def standard() -> RuleSet:
     return load_rules(PACKS, Reference.of(layout()))
 
 
-def engine(lateness_s: float = 0.0) -> Engine:
-    return Engine(standard(), lateness_s=lateness_s)
+def engine(lateness_s: float = 0.0, source_idle_s: float = 0.0) -> Engine:
+    return Engine(standard(), lateness_s=lateness_s, source_idle_s=source_idle_s)
 
 
 @cache
@@ -94,6 +95,89 @@ def test_reordering_within_the_lateness_changes_nothing(seed: int, shuffle_seed:
     ordered = run(engine(lateness_s=2.0), [list(events)], end_of(events))
     shuffled = run(engine(lateness_s=2.0), [jittered], end_of(events))
     assert shuffled == ordered
+
+
+CAMERA_TYPES = frozenset({"position.samples", "zone.entered", "zone.exited", "passerby.seen"})
+
+
+def by_sources(
+    events: tuple[ev.Event, ...], rng: random.Random, camera_lag_s: float
+) -> list[ev.Event]:
+    """The events as three sources deliver them: each in its own order, the cameras
+    ``camera_lag_s`` (and up to a second) behind the shelves and the door, and those up to a
+    second behind the store. Ids are kept, so outputs compare."""
+    sent = {"cameras": 0.0, "shelves": 0.0, "door": 0.0}
+    arrivals = []
+    for e in events:
+        if e.type in CAMERA_TYPES:
+            name, delay = "cameras", camera_lag_s + rng.uniform(0, 1)
+        else:
+            name = "shelves" if e.type.startswith("item.") else "door"
+            delay = rng.uniform(0, 1)
+        sent[name] = max(sent[name], e.at.timestamp() + delay)
+        arrivals.append((sent[name], msgspec.structs.replace(e, source=name)))
+    return [e for _, e in sorted(arrivals, key=lambda x: x[0])]
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(1, 4),
+    lag_seed=st.integers(0, 10_000),
+    cuts=st.lists(st.integers(0, 3000), max_size=8),
+)
+def test_sources_that_lag_behind_each_other_change_nothing(
+    seed: int, lag_seed: int, cuts: list[int]
+) -> None:
+    """Cameras 4 s behind the shelves and the door, each source in order but for a second:
+    with a second of lateness per source, the output is that of the ordered log, in any
+    batches. One clock per store (an idle bound of 0) sets camera events aside."""
+    arrived = by_sources(day(seed), random.Random(lag_seed), camera_lag_s=4.0)
+    ordered = sorted(arrived, key=lambda e: (e.at, e.id))
+    end = end_of(day(seed))
+    want = run(engine(lateness_s=1.0, source_idle_s=10.0), [ordered], end)
+    got = run(engine(lateness_s=1.0, source_idle_s=10.0), split(tuple(arrived), cuts), end)
+    assert got == want
+    one_clock = engine(lateness_s=1.0)
+    assert {e.source for e in one_clock.process(arrived).late} == {"cameras"}
+
+
+def test_a_quiet_source_holds_the_store_back_for_the_idle_bound_only() -> None:
+    e = engine(source_idle_s=10.0)
+
+    def beat(source: str, second: float) -> ev.Event:
+        at = T0 + timedelta(seconds=second)
+        return ev.new(ev.StoreHeartbeat, store="corner-01", at=at, source=source, subject=source)
+
+    e.process([beat("door", 0)])
+    p = e.partitions["corner-01"]
+    assert p.watermark == T0.timestamp()
+    e.process([beat("cam", 5)])
+    assert (p.watermark, p.held_by) == (T0.timestamp(), "door")  # the door may still send
+    e.process([beat("cam", 10)])
+    assert p.watermark == T0.timestamp()  # 10 s behind: still within the bound
+    e.process([beat("cam", 10.5)])
+    assert (p.watermark, p.held_by, sorted(p.sources)) == (T0.timestamp() + 10.5, "cam", ["cam"])
+    assert [x.source for x in e.process([beat("door", 3)]).late] == ["door"]
+
+
+def test_invented_sources_are_bounded_per_store() -> None:
+    """A million made-up sources must not fill the memory: idle ones are forgotten, and
+    past the bound the one furthest behind."""
+    e = engine(lateness_s=1.0, source_idle_s=3600.0)
+    e.max_sources = 50
+    events = [
+        ev.new(
+            ev.StoreHeartbeat,
+            store="corner-01",
+            at=T0 + timedelta(seconds=k / 10),
+            source=f"forged-{k}",
+            subject="x",
+        )
+        for k in range(500)
+    ]
+    e.process(events)
+    p = e.partitions["corner-01"]
+    assert len(p.sources) == 50 and p.watermark == T0.timestamp() + 45.0 - 1.0
 
 
 def test_events_of_one_instant_are_applied_in_the_order_they_arrived_buffered_or_not() -> None:

@@ -19,13 +19,14 @@ from core.jetstream import JetStreamLog
 from rules.loader import PackError
 from rules.reference import Reference
 from rules.service import deploy
-from rules.service.metrics import EngineMetrics
+from rules.service.metrics import SOURCE_LABELS, EngineMetrics
 from rules.service.partition import ServiceConfig
 from rules.service.worker import Worker
 from tests.enginekit import (
     LATENESS_S,
     PACKS,
     derived_ids,
+    late_by_source,
     layout,
     publish,
     settled,
@@ -105,7 +106,7 @@ async def test_bad_payloads_go_to_the_dead_letters_and_late_events_to_the_late_s
         await settled(jslog, [STORE])
         m = worker.metrics
         assert m.deadletters.labels(STORE)._value.get() == 1
-        assert m.late.labels(STORE)._value.get() == 1
+        assert late_by_source(m, STORE) == {"sim": 1}
     letters = [d async for _, d in jslog.deadletters(store=STORE)]
     assert [(d.field, d.payload) for d in letters] == [("id", bad)] or letters[0].payload == bad
     late_letters = [d async for _, d in jslog.deadletters(store=STORE, late=True)]
@@ -123,6 +124,16 @@ def _metric(port: int, name: str, store: str) -> float:
         if line.startswith(f'{name}{{store="{store}"}}'):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} for {store} not in /metrics")
+
+
+def test_late_events_are_labelled_by_source_with_a_bound_on_the_series() -> None:
+    """Anyone who can publish names a source: past a bound, sources share one series."""
+    metrics = EngineMetrics()
+    labels = [metrics.source_label(STORE, f"cam-{k}") for k in range(SOURCE_LABELS + 5)]
+    assert labels[:SOURCE_LABELS] == [f"cam-{k}" for k in range(SOURCE_LABELS)]
+    assert set(labels[SOURCE_LABELS:]) == {"other"}
+    assert metrics.source_label(STORE, "cam-0") == "cam-0"
+    assert metrics.source_label("another", "cam-99") == "cam-99"  # a bound per store
 
 
 async def test_metrics_are_served_over_http(jslog: JetStreamLog) -> None:
@@ -224,7 +235,7 @@ async def test_out_of_order_events_within_the_lateness_are_applied_in_event_time
     async with running(jslog) as worker:
         await publish(jslog, shuffled)
         await settled(jslog, [STORE])
-        assert worker.metrics.late.labels(STORE)._value.get() == 0
+        assert late_by_source(worker.metrics, STORE) == {}
     in_order = [d.id for d in engine_for_test().process(events).derived]
     assert await derived_ids(jslog, STORE) == in_order
 

@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -41,11 +41,15 @@ def day() -> tuple[Store, list[ev.Event], dict[str, str]]:
     return store, run.events, run.members
 
 
-def engine(lateness_s: float = 0.0, members: dict[str, str] | None = None) -> Engine:
+def engine(
+    lateness_s: float = 0.0,
+    members: dict[str, str] | None = None,
+    source_idle_s: float = 0.0,
+) -> Engine:
     store, _, simulated = day()
     members = simulated if members is None else members
     rules = load_rules(PACKS, Reference.of(store.layout, members=members))
-    return Engine(rules, lateness_s=lateness_s)
+    return Engine(rules, lateness_s=lateness_s, source_idle_s=source_idle_s)
 
 
 def finish(e: Engine, events: list[ev.Event]) -> list[bytes]:
@@ -67,6 +71,83 @@ def test_a_restored_engine_derives_what_an_unbroken_one_does(cut: float, latenes
     restore(second, saved)
     assert before + finish(second, events[k:]) == unbroken
     assert snapshot(second) != saved  # it moved on
+
+
+@cache
+def lagged_day() -> list[ev.Event]:
+    """The day as two sources deliver it: the cameras' frames and heartbeats (a second
+    apart, when no one is in sight too) 3 s behind the door's events."""
+    _, events, _ = day()
+    first_s, last_s = int(events[0].at.timestamp()), int(events[-1].at.timestamp())
+    beats = [
+        ev.new(
+            ev.StoreHeartbeat,
+            store="corner-01",
+            at=datetime.fromtimestamp(t, UTC),
+            source="cams",
+            subject="cams",
+        )
+        for t in range(first_s - 5, last_s + 1)
+    ]
+    cams = {"position.samples", "store.heartbeat"}
+    arrivals = sorted(
+        (e.at.timestamp() + (3.0 if e.type in cams else 0.0), k, e)
+        for k, e in enumerate([*beats, *events])
+    )
+    return [
+        msgspec.structs.replace(e, source="cams" if e.type in cams else "door")
+        for _, _, e in arrivals
+    ]
+
+
+def test_a_restored_engine_keeps_each_sources_clock() -> None:
+    """Cameras 3 s behind the door: restored mid-day, the store's watermark still waits for
+    them, and the output is the unbroken engine's."""
+    lagged = lagged_day()
+    unbroken = finish(engine(1.0, 10.0), lagged)
+    k = len(lagged) // 2
+    first = engine(1.0, 10.0)
+    out = first.process(lagged[:k])
+    second = engine(1.0, 10.0)
+    restore(second, snapshot(first))
+    assert second.partitions["corner-01"].sources == first.partitions["corner-01"].sources
+    rest = second.process(lagged[k:])
+    rest.extend(second.advance("corner-01", lagged[-1].at.timestamp() + 86400))
+    assert not out.late and not rest.late
+    assert [ev.encode(d) for d in out.derived + rest.derived] == unbroken
+
+
+_HALF = """
+import sys
+from pathlib import Path
+
+from core import events as ev
+from rules.snapshot import restore, snapshot
+from tests.test_snapshot import engine, lagged_day
+
+folder, part = Path(sys.argv[1]), sys.argv[2]
+events, e = lagged_day(), engine(1.0, 10.0)
+k = len(events) // 2
+if part == "first":
+    out = e.process(events[:k])
+    (folder / "snapshot").write_bytes(snapshot(e))
+else:
+    restore(e, (folder / "snapshot").read_bytes())
+    out = e.process(events[k:])
+    out.extend(e.advance("corner-01", events[-1].at.timestamp() + 86400))
+(folder / part).write_bytes(b"\\n".join(ev.encode(d) for d in out.derived))
+"""
+
+
+def test_each_sources_clock_crosses_processes_with_other_hash_seeds(tmp_path: Path) -> None:
+    for part, seed in (("first", "1"), ("second", "2")):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run(
+            [sys.executable, "-c", _HALF, str(tmp_path), part], env=env, cwd=ROOT, check=True
+        )
+    got = [*(tmp_path / "first").read_bytes().split(b"\n")]
+    got += (tmp_path / "second").read_bytes().split(b"\n")
+    assert got == finish(engine(1.0, 10.0), lagged_day())
 
 
 def test_a_snapshot_holds_data_only() -> None:

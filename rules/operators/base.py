@@ -48,6 +48,11 @@ class Partition:
     throttled: dict[tuple[str, Any], float] = field(default_factory=dict)  # key -> quiet until
     throttle_sweep_at: int = 1024
     late: int = 0
+    # Per source (a camera, a sensor, an adapter): the newest event time it has sent, for
+    # the sources still active (within the engine's idle bound of ``newest``); ``held_by``
+    # is the one whose time the watermark follows (the earliest of them).
+    sources: dict[str, float] = field(default_factory=dict)
+    held_by: str = ""
     sweeps: dict[str, int] = field(default_factory=dict)  # rule id -> its sweep timer's token
     compact_at: int = 1024  # timers in the heap before the stale ones are swept out
     arrivals: int = 0  # events buffered so far: orders those of one instant as they came

@@ -39,7 +39,7 @@ from rules.service.deploy import (
 )
 from rules.service.leases import Leases
 from rules.service.metrics import EngineMetrics
-from rules.service.partition import ServiceConfig
+from rules.service.partition import SOURCE_IDLE_S, ServiceConfig
 from rules.service.worker import Worker
 
 engine_app = typer.Typer(help="The rules engine as a service over the log.", no_args_is_help=True)
@@ -94,6 +94,13 @@ def run(
             help="Refuse events dated more than this many seconds after the log stored them."
         ),
     ] = 300.0,
+    source_idle: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of event time a source may fall behind the store's newest event "
+            "and still hold the store's watermark back (0: one clock per store)."
+        ),
+    ] = SOURCE_IDLE_S,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N events...")] = 20_000,
     checkpoint_seconds: Annotated[float, typer.Option(help="...or every T seconds.")] = 5.0,
     checkpoint_budget: Annotated[
@@ -119,6 +126,9 @@ def run(
     if max_future < 0:
         err.print(f"[red]error:[/] --max-future {max_future}: seconds, 0 or more")
         raise typer.Exit(2)
+    if not (lateness >= 0 and source_idle >= 0):
+        err.print(f"[red]error:[/] --lateness {lateness}, --source-idle {source_idle}: 0 or more")
+        raise typer.Exit(2)
     if not 0 < checkpoint_budget <= 1:
         err.print(f"[red]error:[/] --checkpoint-budget {checkpoint_budget}: a share in (0, 1]")
         raise typer.Exit(2)
@@ -126,6 +136,7 @@ def run(
     config = ServiceConfig(
         worker=worker or _default_worker(),
         lateness_s=lateness,
+        source_idle_s=source_idle,
         checkpoint_every=checkpoint_every,
         checkpoint_s=checkpoint_seconds,
         checkpoint_budget=checkpoint_budget,

@@ -6,6 +6,8 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, start_http_server
 
+SOURCE_LABELS = 32  # sources per store with a series of their own; the rest are "other"
+
 
 class EngineMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -18,8 +20,14 @@ class EngineMetrics:
             "aisle_engine_derived_out", "Derived events published", by, registry=r
         )
         self.late = Counter(
-            "aisle_engine_late_events", "Events too late to apply (set aside)", by, registry=r
+            "aisle_engine_late_events",
+            "Events too late to apply (set aside), by the source that sent them",
+            ["store", "source"],
+            registry=r,
         )
+        # Per store, the sources given a label so far: a bound on the series, as anyone
+        # who can publish can name a source.
+        self._labelled: dict[str, set[str]] = {}
         self.deadletters = Counter(
             "aisle_engine_deadletter_events", "Payloads refused on the way in", by, registry=r
         )
@@ -48,6 +56,17 @@ class EngineMetrics:
             registry=r,
         )
         self.rules = Info("aisle_engine_rules", "The rule set this worker runs", registry=r)
+
+    def source_label(self, store: str, source: str) -> str:
+        """``source`` as the label of its store's series: its own name for the first
+        ``SOURCE_LABELS`` sources, then ``other``."""
+        named = self._labelled.setdefault(store, set())
+        if source in named:
+            return source
+        if len(named) < SOURCE_LABELS:
+            named.add(source)
+            return source
+        return "other"
 
     def forget(self, store: str) -> None:
         """A store moved away: its series go with it (the new owner reports them)."""

@@ -31,6 +31,7 @@ import logging
 import operator
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from core import events as ev
@@ -55,6 +56,7 @@ INPUTS = (
 
 Input = tuple[Delivered, ev.Event | ev.EventError | None]
 _FIRST = float("-inf")
+SOURCE_IDLE_S = 10.0  # ServiceConfig's and `aisle engine run --source-idle`'s default
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class ServiceConfig:
 
     worker: str
     lateness_s: float = 2.0
+    source_idle_s: float = SOURCE_IDLE_S  # how long a quiet source holds the store back
     batch: int = 1000
     checkpoint_every: int = 20_000  # events
     checkpoint_s: float = 5.0
@@ -363,7 +366,8 @@ class StoreRunner:
             store=self.store,
             field="at",
             reason=f"late: {behind:.3f}s behind the store's watermark "
-            f"(allowed lateness {self.config.lateness_s}s)",
+            f"(allowed lateness {self.config.lateness_s}s; the watermark followed "
+            f"{p.held_by or 'no source'!r}; this event's source: {e.source!r})",
             payload=ev.encode(e),
             source=e.source,
         )
@@ -379,7 +383,9 @@ class StoreRunner:
         m, s = self.metrics, self.store
         m.events_in.labels(s).inc(n)
         m.derived_out.labels(s).inc(derived)
-        m.late.labels(s).inc(len(out.late))
+        if out.late:
+            for source, n in Counter(m.source_label(s, e.source) for e in out.late).items():
+                m.late.labels(s, source).inc(n)
         m.deadletters.labels(s).inc(len(refused))
         m.rule_errors.labels(s).inc(len(out.errors))
         if out.errors:

@@ -77,7 +77,11 @@ class Worker:
             await self.log.object_store("engine_snapshots"),
         )
         self.rules_kv = await self.log.key_value("rules", history=20)
-        self.engine = Engine(await self._first_rules(), lateness_s=c.lateness_s)
+        self.engine = Engine(
+            await self._first_rules(),
+            lateness_s=c.lateness_s,
+            source_idle_s=c.source_idle_s,
+        )
         self._announce_rules()
         self._watching = asyncio.create_task(self._watch_rules())
         log.info("worker started", extra={"worker": c.worker, "rules": self.rules_version})
