@@ -36,6 +36,16 @@ _NEVER = float("-inf")
 _from_bytes = int.from_bytes
 
 
+class EngineFailure(RuntimeError):
+    """The engine itself failed while applying ``event`` (a rule's failure is a
+    ``RuleError`` instead, and the engine carries on): the caller decides what to do with
+    the event, such as setting it aside once it has failed often enough."""
+
+    def __init__(self, event: ev.Event, cause: Exception) -> None:
+        super().__init__(f"applying {event.type} {event.id}: {_message(cause)}")
+        self.event = event
+
+
 @dataclass(frozen=True, slots=True)
 class RuleError:
     """A rule failed on one event; the engine carries on with the next."""
@@ -289,7 +299,10 @@ class Engine:
             # The common case with no lateness: nothing to reorder.
             if p.timers and p.timers[0][0] <= ts:
                 self._timers(p, ts, out)
-            self._apply(p, e, ts, out, 0)
+            try:
+                self._apply(p, e, ts, out, 0)
+            except Exception as exc:
+                raise EngineFailure(e, exc) from exc
             if len(p.timers) > p.compact_at:
                 self._compact(p)
             return
@@ -349,7 +362,10 @@ class Engine:
         while buffer and buffer[0][0] <= p.watermark:
             ts, _, e = heapq.heappop(buffer)
             self._timers(p, ts, out)
-            self._apply(p, e, ts, out, 0)
+            try:
+                self._apply(p, e, ts, out, 0)
+            except Exception as exc:
+                raise EngineFailure(e, exc) from exc
         self._timers(p, p.watermark, out)
 
     def _compact(self, p: Partition) -> None:
@@ -392,14 +408,17 @@ class Engine:
         rs = self.rules
         kind = e.type
         for s in rs.set_dispatch.get(kind, rs.sets):
-            if s.add(e):
-                member = s.member(e)
-                p.sets.setdefault(s.name, set()).add(member)
-                self.context.live_set(s.name).add(member)
-            elif s.remove is not None and s.remove(e):
-                member = s.member(e)
-                p.sets.get(s.name, set()).discard(member)
-                self.context.live_set(s.name).discard(member)
+            try:
+                if s.add(e):
+                    member = s.member(e)
+                    p.sets.setdefault(s.name, set()).add(member)
+                    self.context.live_set(s.name).add(member)
+                elif s.remove is not None and s.remove(e):
+                    member = s.member(e)
+                    p.sets.get(s.name, set()).discard(member)
+                    self.context.live_set(s.name).discard(member)
+            except Exception as exc:  # a set's condition fails as a rule's does
+                out.errors.append(RuleError(f"set {s.name}", e.id, _message(exc)))
         handlers = rs.handlers.get(kind, ())
         if not handlers:
             return

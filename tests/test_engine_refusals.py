@@ -179,17 +179,18 @@ async def test_a_frame_of_thirty_thousand_samples_is_refused_and_the_store_goes_
     assert await derived_ids(jslog, STORE) == await uninterrupted(jslog, STORE)
 
 
-HUGE = """\
+SUMMARY = "{data.sku * 10000}" * 11  # 1.1 MB, each piece within the sandbox's bound
+HUGE = f"""\
 pack: huge
 version: "1.0.0"
 description: A rule whose alert is over the server's payload limit.
 rules:
   - id: huge_alert
-    description: An alert with a summary of over a megabyte.
+    description: An alert of 1.1 MB.
     where: type == "item.picked" and subject == "v-huge"
     alert:
       name: huge
-      summary: "{data.sku * 200000}"
+      summary: "{SUMMARY}"
       key: subject
 """
 

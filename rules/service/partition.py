@@ -40,7 +40,7 @@ from core.log import DeadLetter, Stream
 from core.merge import ArrivalMerge
 from core.pubacks import Sending
 from core.puller import Delivered, Puller
-from rules.engine import Engine, Output, RuleError
+from rules.engine import Engine, EngineFailure, Output, RuleError
 from rules.service.checkpoints import Checkpoint, Checkpoints, Pacer
 from rules.service.metrics import EngineMetrics
 from rules.snapshot import restore, snapshot
@@ -471,18 +471,8 @@ def _message(exc: Exception) -> str:
 
 
 def _culprit(exc: Exception, given_last: ev.Event | None) -> ev.Event | None:
-    """The input event the engine was applying when it failed, read off the traceback.
-
-    It is not always the one it was given last: with a lateness, an event waits in the
-    buffer until a later one moves the watermark past it, and is applied then. The
-    outermost frame that applies a raw event holds it; without one (the failure came
-    before, or the engine's inside has changed), the event given last is blamed.
-    """
-    tb = exc.__traceback__
-    while tb is not None:
-        frame = tb.tb_frame
-        e = frame.f_locals.get("e")
-        if frame.f_code.co_name == "_apply" and isinstance(e, ev.Event) and not e.derived:
-            return e
-        tb = tb.tb_next
-    return given_last
+    """The input event the engine was applying when it failed: the engine names it
+    (``EngineFailure``). It is not always the one it was given last: with a lateness, an
+    event waits in the buffer until a later one moves the watermark past it. A failure
+    outside applying an event blames the event given last."""
+    return exc.event if isinstance(exc, EngineFailure) else given_last
