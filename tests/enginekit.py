@@ -4,12 +4,13 @@ what an uninterrupted run derives."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -26,7 +27,8 @@ from rules.engine import Engine
 from rules.loader import load_rules
 from rules.reference import Reference
 from rules.service.metrics import EngineMetrics
-from rules.service.partition import SOURCE_IDLE_S
+from rules.service.partition import SOURCE_IDLE_S, ServiceConfig
+from rules.service.worker import Worker
 from simulator import noise
 from simulator.day import simulate
 
@@ -210,3 +212,21 @@ def by_publishers(
     beats(last + until_s)
     out.sort(key=lambda x: x[0])
     return out
+
+
+@contextlib.asynccontextmanager
+async def running(
+    log: JetStreamLog, name: str = "w1", packs: list[Path] = PACKS, **options: object
+) -> AsyncIterator[Worker]:
+    """A worker in this process, stopped cleanly afterwards."""
+    config = ServiceConfig(worker=name, lateness_s=LATENESS_S, lease_ttl_s=3.0, **options)  # type: ignore[arg-type]
+    worker = Worker(log, Reference.of(layout()), config, packs=packs)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    while worker.engine is None and not task.done():
+        await asyncio.sleep(0.01)
+    try:
+        yield worker
+    finally:
+        stop.set()
+        await task

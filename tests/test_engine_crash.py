@@ -42,6 +42,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+async def _one_second_window(log: JetStreamLog) -> None:
+    """The server drops a repeated id for one second only, so what keeps output single is
+    the engine's own logic. An existing stream keeps its settings: the window is set here,
+    as an operator would."""
+    await JetStreamLog(log.nc, replace(log.config, duplicate_window_s=1.0)).configure_streams(
+        apply=True
+    )
+
+
 async def _exactly_as_unbroken(log: JetStreamLog, stores: list[str]) -> int:
     total = 0
     for store in stores:
@@ -61,9 +70,7 @@ async def test_sigkill_at_random_points_changes_nothing(embedded_nats, tmp_path:
     rng = random.Random(7)
     events = store_day(hours=2, shoppers=80, seed=11)
     async with scratch_log(embedded_nats.url) as log:
-        # An existing stream keeps its settings: the window is set here, as an operator would.
-        one_second = replace(log.config, duplicate_window_s=1.0)
-        await JetStreamLog(log.nc, one_second).configure_streams(apply=True)
+        await _one_second_window(log)
         env = {"AISLE_DUPLICATE_WINDOW_S": "1"}
         args = ("--checkpoint-seconds", "0.5", "--checkpoint-every", "3000", "--lease-ttl", "3")
         logs = tmp_path / "engine.log"
@@ -172,6 +179,7 @@ async def test_a_takeover_in_a_new_process_drops_raw_events_redelivered_after_it
     picks = [i for i, e in enumerate(events) if e.type == "item.picked"]
     cut = picks[len(picks) // 2] + 1  # the pick is the newest event: still buffered
     async with scratch_log(embedded_nats.url) as log:
+        await _one_second_window(log)
         env = {"AISLE_DUPLICATE_WINDOW_S": "1"}
         args = ("--checkpoint-seconds", "0.5", "--lease-ttl", "2", "--store", store)
         a = engine_process(

@@ -4,10 +4,8 @@ derived events too large for the log, and a message the engine itself fails on."
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,17 +19,14 @@ from core.config import LogConfig
 from core.jetstream import JetStreamLog
 from core.log import DeadLetter, read_arrived
 from rules.engine import Output, RuleError
-from rules.reference import Reference
 from rules.service.checkpoints import Pacer
 from rules.service.metrics import EngineMetrics
 from rules.service.partition import ServiceConfig, StoreRunner
-from rules.service.worker import Worker
 from tests.enginekit import (
-    LATENESS_S,
     PACKS,
     derived_ids,
-    layout,
     publish,
+    running,
     settled,
     store_day,
     uninterrupted,
@@ -40,23 +35,6 @@ from tests.enginekit import engine as engine_for_test
 
 pytestmark = pytest.mark.integration
 STORE = "corner-01"
-
-
-@contextlib.asynccontextmanager
-async def running(
-    log: JetStreamLog, packs: list[Path] = PACKS, **options: object
-) -> AsyncIterator[Worker]:
-    config = ServiceConfig(worker="w1", lateness_s=LATENESS_S, lease_ttl_s=3.0, **options)  # type: ignore[arg-type]
-    worker = Worker(log, Reference.of(layout()), config, packs=packs)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    while worker.engine is None and not task.done():
-        await asyncio.sleep(0.01)
-    try:
-        yield worker
-    finally:
-        stop.set()
-        await task
 
 
 def day() -> list[ev.Event]:

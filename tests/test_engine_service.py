@@ -4,9 +4,7 @@ input, rule deployment, metrics."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import urllib.request
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from tests.enginekit import (
     late_by_source,
     layout,
     publish,
+    running,
     settled,
     store_day,
     uninterrupted,
@@ -39,22 +38,6 @@ from tests.enginekit import (
 
 STORE = "corner-01"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@contextlib.asynccontextmanager
-async def running(log: JetStreamLog, name: str = "w1", **options: object) -> AsyncIterator[Worker]:
-    """A worker in this process, stopped cleanly afterwards."""
-    config = ServiceConfig(worker=name, lateness_s=LATENESS_S, lease_ttl_s=3.0, **options)  # type: ignore[arg-type]
-    worker = Worker(log, Reference.of(layout()), config, packs=PACKS)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    while worker.engine is None and not task.done():
-        await asyncio.sleep(0.01)
-    try:
-        yield worker
-    finally:
-        stop.set()
-        await task
 
 
 async def test_the_service_derives_what_an_unbroken_engine_does(jslog: JetStreamLog) -> None:
