@@ -121,7 +121,8 @@ def permissions(role: Role, log: LogConfig, stores: Sequence[str] = ()) -> dict[
         }
     if role is Role.ENGINE:
         allow = [f"{p}.*.{t}" for t in sorted(DERIVED_TYPES)]
-        allow += [f"{p}.*.late", f"{p}.*.deadletter", *common]
+        # nats-py's object store finds a bucket's stream by subject (reading a snapshot).
+        allow += [f"{p}.*.late", f"{p}.*.deadletter", "$JS.API.STREAM.NAMES", *common]
         for k in ("events", "samples", "deadletter"):
             allow += _read_stream(s[k])
         allow += [f"$JS.ACK.{s['events']}.>", f"$JS.ACK.{s['samples']}.>"]

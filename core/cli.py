@@ -8,6 +8,7 @@ imports them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import sys
@@ -30,7 +31,7 @@ from core import events as ev
 from core.access import Role, add_adapter, permissions
 from core.config import ConfigError, Settings
 from core.jetstream import ConnectError, LogUnavailable
-from core.log import PublishError, Record
+from core.log import PublishError, Record, stores_of
 from core.natsd import NatsServerError
 from core.pubacks import advice
 from core.runtime import open_log, reload_embedded
@@ -210,13 +211,16 @@ def log_replay(
         async with open_log(
             settings, name="aisle-log-replay", role=Role.VIEWER, read_only=True
         ) as log:
-            async for record in log.replay(
-                store=store, types=types, from_seq=from_seq, from_time=from_time
-            ):
-                print_record(record, as_json)
-                counts[record.event.type] = counts.get(record.event.type, 0) + 1
-                if limit is not None and sum(counts.values()) >= limit:
-                    break
+            records = log.replay(store=store, types=types, from_seq=from_seq, from_time=from_time)
+            async with contextlib.aclosing(records):  # --limit: its consumer goes before we do
+                async for record in records:
+                    print_record(record, as_json)
+                    counts[record.event.type] = counts.get(record.event.type, 0) + 1
+                    if limit is not None and sum(counts.values()) >= limit:
+                        break
+            if store and not counts and store not in (known := stores_of(await log.stats())):
+                listed = ", ".join(known) if known else "none: the log is empty"
+                err.print(f"no events of store {shown(store)!r}; stores in the log: {listed}")
         if not as_json:
             err.print(
                 f"{sum(counts.values()):,} events: "

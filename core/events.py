@@ -38,6 +38,7 @@ __all__ = [
     "event_id",
     "new",
     "register_upcaster",
+    "subject_fault",
     "subject_for",
     "validate",
 ]
@@ -552,6 +553,32 @@ def check_subject(event: Event, subject: str) -> None:
         raise EventError("type", f"{event.type!r} published on the subject of {kind!r}")
     if event.store != store:
         raise EventError("store", f"store {event.store!r} published on store {store!r}'s subject")
+
+
+class _Declared(Struct):
+    type: str = ""
+    store: str = ""
+
+
+_declared = msgspec.json.Decoder(_Declared)
+
+
+def subject_fault(payload: bytes, subject: str) -> EventError | None:
+    """For a payload that broke its schema: the ``type`` or ``store`` it declares, if not
+    its subject's. That is the fault to report (a derived type on a raw subject misses
+    ``rule`` and ``caused_by``, but what is wrong is where it was published)."""
+    try:
+        declared = _declared.decode(payload)
+    except msgspec.MsgspecError:
+        return None
+    _, store, kind = subject.split(".", 2)
+    if declared.type and declared.type != kind:
+        return EventError("type", f"{declared.type!r} published on the subject of {kind!r}")
+    if declared.store and declared.store != store:
+        return EventError(
+            "store", f"store {declared.store!r} published on store {store!r}'s subject"
+        )
+    return None
 
 
 def check_time(event: Event, now_s: float, max_future_s: float) -> None:

@@ -115,6 +115,14 @@ class StreamStats:
     subjects: dict[str, int] = field(default_factory=dict)
 
 
+def stores_of(stats: Iterable[StreamStats]) -> list[str]:
+    """The stores the streams hold messages of (the second token of every subject)."""
+    found = {
+        subject.split(".")[1] for s in stats for subject in s.subjects if subject.count(".") >= 2
+    }
+    return sorted(found - {"_unknown"})
+
+
 class Delivery(Protocol):
     """A record handed to a durable consumer; ack it once its effect is committed."""
 

@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 
 from core import events as ev
-from core.log import EventLog, read_arrived
+from core.log import EventLog, read_arrived, stores_of
 from rules.engine import Engine, RuleError, RuleSet
 from rules.loader import PackError, check_rules, load_rules
 from rules.reference import Reference
@@ -535,17 +535,6 @@ class Report:
         }
 
 
-async def _stores(log: EventLog) -> list[str]:
-    """The stores the log holds events of (the second token of every subject)."""
-    found = {
-        subject.split(".")[1]
-        for s in await log.stats()
-        for subject in s.subjects
-        if subject.count(".") >= 2
-    }
-    return sorted(found - {"_unknown"})
-
-
 async def what_if(
     log: EventLog,
     store: str,
@@ -568,7 +557,7 @@ async def what_if(
     """
     raw = await read_arrived(log, store)  # the order the engine service applies them in
     if not raw:
-        stores = await _stores(log)
+        stores = stores_of(await log.stats())
         known = f"; stores in the log: {', '.join(stores)}" if stores else "; the log is empty"
         raise WhatIfError(f"no events of store {store!r} in the log{known}")
     live_all = await _all_derived(log, store) if baseline is None else []

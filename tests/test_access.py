@@ -314,6 +314,18 @@ async def test_the_roles_run_the_pipeline_with_no_violation(secured: Secured) ->
         finally:
             stop.set()
             await task
+    async with as_user(secured, "engine") as log:  # a restart restores the checkpoint
+        again = Worker(log, Reference.of(layout()), config, packs=PACKS)
+        stop = asyncio.Event()
+        task = asyncio.create_task(again.run(stop))
+        try:
+            deadline = time.monotonic() + 60
+            while (runner := again.runners.get(STORE)) is None or runner.checkpoint is None:
+                assert not task.done() and time.monotonic() < deadline, "no store restored"
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await task
     async with as_user(secured, "viewer") as log:
         got = await derived_ids(log, STORE)
         raw = [r.event async for r in log.replay(store=STORE)]

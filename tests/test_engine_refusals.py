@@ -68,15 +68,20 @@ async def test_a_derived_type_or_another_stores_payload_on_a_raw_subject_is_refu
     )
     picked = next(e for e in events if e.type == "item.picked")
     wine = msgspec.structs.replace(picked, id="wine-1", store="wine-02")
+    # A derived type that breaks its schema too: its subject is what is wrong with it.
+    broken = ev.encode(ghost).replace(b'"caused_by":["nothing"],', b"")
+    assert broken != ev.encode(ghost)
     async with running(jslog) as worker:
         await publish(jslog, events[:-1])
         await around(jslog, STORE, "item.picked", ev.encode(ghost))
+        await around(jslog, STORE, "item.picked", broken)
         await around(jslog, STORE, "item.picked", ev.encode(wine))
         await jslog.publish(last)
         await settled(jslog, [STORE])
-        assert worker.metrics.deadletters.labels(STORE)._value.get() == 2
+        assert worker.metrics.deadletters.labels(STORE)._value.get() == 3
     assert [(d.field, d.payload) for d in await letters(jslog)] == [
         ("type", ev.encode(ghost)),
+        ("type", broken),
         ("store", ev.encode(wine)),
     ]
     alerts = [r.event async for r in jslog.replay(store=STORE, types=["alert.raised"])]

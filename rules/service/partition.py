@@ -324,7 +324,7 @@ class StoreRunner:
             if at > d.ns * 1e-9 + self.config.max_future_s:
                 ev.check_time(e, d.ns * 1e-9, self.config.max_future_s)
         except ev.EventError as exc:
-            return _FIRST, (d, exc)
+            return _FIRST, (d, ev.subject_fault(d.msg.data, d.msg.subject) or exc)
         return at, (d, e)
 
     def _strike(self, culprit: ev.Event, exc: Exception) -> None:
