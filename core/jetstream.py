@@ -610,17 +610,20 @@ class JetStreamLog:
         stream = stream_for_types(types)
         filters = self._filters(store, types, stream)
         reader = self._read(stream, filters, from_seq=from_seq, from_time=from_time, batch=batch)
-        async for msgs in reader:
-            for record in _records(msgs, self.config.max_future_s):
-                yield record
+        async with contextlib.aclosing(reader):  # a reader that stops early frees the consumer
+            async for msgs in reader:
+                for record in _records(msgs, self.config.max_future_s):
+                    yield record
 
     async def tail(
         self, *, store: str | None = None, types: Iterable[str] | None = None
     ) -> AsyncIterator[Record]:
         stream = stream_for_types(types)
-        async for msgs in self._read(stream, self._filters(store, types, stream), follow=True):
-            for record in _records(msgs, self.config.max_future_s):
-                yield record
+        reader = self._read(stream, self._filters(store, types, stream), follow=True)
+        async with contextlib.aclosing(reader):
+            async for msgs in reader:
+                for record in _records(msgs, self.config.max_future_s):
+                    yield record
 
     async def deadletters(
         self, *, store: str | None = None, late: bool = False
