@@ -43,8 +43,8 @@ def day() -> tuple[Store, list[ev.Event], dict[str, str]]:
 
 def engine(
     lateness_s: float = 0.0,
-    members: dict[str, str] | None = None,
     source_idle_s: float = 0.0,
+    members: dict[str, str] | None = None,
 ) -> Engine:
     store, _, simulated = day()
     members = simulated if members is None else members
@@ -197,7 +197,7 @@ from rules.snapshot import restore, snapshot
 from tests.test_snapshot import engine, finish
 step, folder, cut, again = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 events = [ev.decode(line) for line in (folder / "events.jsonl").read_bytes().splitlines()]
-e = engine(2.0, json.loads((folder / "members.json").read_text()))
+e = engine(2.0, members=json.loads((folder / "members.json").read_text()))
 if step == "first":
     derived = [ev.encode(d) for d in e.process(events[:cut]).derived]
     (folder / "snapshot").write_bytes(snapshot(e))
