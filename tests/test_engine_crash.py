@@ -101,6 +101,7 @@ async def test_sigkill_at_random_points_changes_nothing(embedded_nats, tmp_path:
                 during += not publishing.done()
                 proc = start()
             await publishing
+            await opened(kills + 1)  # the last one is up (SIGTERM while importing kills it)
             await settled(log, ["corner-01"], timeout_s=180)
         finally:
             _stop(proc)
