@@ -18,6 +18,7 @@ from rules import pack as spec
 from rules.outputs import MetricOut
 
 ENVELOPE = ("type", "id", "store", "at", "source", "subject", "v", "data", "rule", "caused_by")
+TALLY_SCOPE = ("cart", "items", "total_cents", "closed_by")  # a cart closed without a receipt
 _COMPUTE = re.compile(r"^\s*(count|sum|mean|min|max|distinct|percentile)\s*\((.*)\)\s*$", re.S)
 
 
@@ -150,12 +151,15 @@ class OperatorBuilders:
             return reference.price(context.partition.store, sku)
 
         types = self._types_for(r, [c for c in conditions if c is not None])
+        max_visit_s = self.duration(t.max_visit, (*tp, "max_visit"))
+        if max_visit_s <= 0:
+            raise self.doc.error((*tp, "max_visit"), "max_visit must be longer than 0s")
         return op.Tally(
             rule_id,
             ref,
             types,
             where,
-            self._output(r, path, (*ENVELOPE, "cart", "items", "total_cents"), False, types),
+            self._output(r, path, (*ENVELOPE, *TALLY_SCOPE), False, types),
             by=self.key(t.by, (*tp, "by")),
             add=op3(t.add, "add"),
             remove=op3(t.remove, "remove"),
@@ -164,6 +168,7 @@ class OperatorBuilders:
             members=members,
             price=price,
             currency=reference.currency,
+            max_visit_s=max_visit_s,
             op_types={
                 "members": self.types_of(t.members.when) if t.members else frozenset(),
                 "add": self.types_of(t.add.when),

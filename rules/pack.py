@@ -113,6 +113,8 @@ class TallySpec(_S, kw_only=True):
     remove: TallyOp
     close: CloseOp
     abandon: CloseOp | None = None  # the holder left with the cart still open: the rule fires
+    # The longest a cart stays open: a visit whose gate and exit were both missed ends here.
+    max_visit: Duration = "4h"
 
 
 class Window(_S, kw_only=True):
