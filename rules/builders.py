@@ -19,7 +19,9 @@ from rules.outputs import MetricOut
 
 ENVELOPE = ("type", "id", "store", "at", "source", "subject", "v", "data", "rule", "caused_by")
 TALLY_SCOPE = ("cart", "items", "total_cents", "closed_by")  # a cart closed without a receipt
-_COMPUTE = re.compile(r"^\s*(count|sum|mean|min|max|distinct|percentile)\s*\((.*)\)\s*$", re.S)
+_COMPUTE = re.compile(
+    r"^\s*(count|sum|mean|min|max|distinct|percentile|underflow)\s*\((.*)\)\s*$", re.S
+)
 
 
 class OperatorBuilders:
@@ -327,8 +329,8 @@ class OperatorBuilders:
             if m is None:
                 raise self.doc.error(
                     path,
-                    f"{c!r}: write count(), sum(x), mean(x), min(x), max(x), distinct(x) "
-                    "or percentile(x, q)",
+                    f"{c!r}: write count(), sum(x), mean(x), min(x), max(x), distinct(x), "
+                    "percentile(x, q) or underflow(x)",
                 )
             fn, args = m.group(1), m.group(2).strip()
             part = (c, m.start(2) + len(m.group(2)) - len(m.group(2).lstrip()))
@@ -352,12 +354,15 @@ class OperatorBuilders:
             )
         if c.fn == "percentile" and c.q is None:
             raise self.doc.error(path, "a percentile needs q (0 to 100)")
+        if c.floor is not None and c.fn not in ("sum", "underflow"):
+            raise self.doc.error((*path, "floor"), f"floor is for sum and underflow, not {c.fn}")
         return op.ComputeSpec(
             name,
             c.fn,
             self.expr(c.of, of_path, names, types, part).fn if c.of else None,
             self.expr(c.where, (*path, "where"), names, types).fn if c.where else None,
             c.q,
+            0.0 if c.fn == "underflow" and c.floor is None else c.floor,
         )
 
 

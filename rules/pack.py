@@ -126,12 +126,15 @@ class Window(_S, kw_only=True):
 
 
 class Compute(_S, kw_only=True):
-    fn: Literal["count", "sum", "mean", "min", "max", "distinct", "percentile"]
+    fn: Literal["count", "sum", "mean", "min", "max", "distinct", "percentile", "underflow"]
     of: Expression | None = None
     where: Expression | None = None
     # Floats: typing hands out an equal Annotated made elsewhere (simulator/noise.py), and
     # the shipped schema must not depend on which module was imported first.
     q: Annotated[float, Meta(ge=0.0, le=100.0)] | None = None
+    # A sum that never goes below this (occupancy: nobody is less than nobody); ``underflow``
+    # is what such a sum has cut off (default 0).
+    floor: float | None = None
 
 
 class AggregateSpec(_S, kw_only=True):

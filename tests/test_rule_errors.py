@@ -926,9 +926,24 @@ rules:
 """,
         8,
         20,
-        "'median(data.qty)': write count(), sum(x), mean(x), min(x), max(x), distinct(x) "
-        "or percentile(x, q)",
+        "'median(data.qty)': write count(), sum(x), mean(x), min(x), max(x), distinct(x), "
+        "percentile(x, q) or underflow(x)",
         '"median',
+    ),
+    Case(
+        "a floor on a function that is not a sum",
+        HEAD
+        + """rules:
+  - id: r
+    where: type == "item.picked"
+    aggregate:
+      window: {tumbling: 1h}
+      compute: {n: {fn: mean, of: data.qty, floor: 0}}
+""",
+        8,
+        52,
+        "floor is for sum and underflow, not mean",
+        "0}}",
     ),
     Case(
         "percentile without a number q",

@@ -1,6 +1,10 @@
 """``aggregate``: tumbling or sliding windows, grouped, with count, sum, mean, min, max,
 distinct and percentiles.
 
+A ``sum`` with a ``floor`` never goes below it, and ``underflow`` is what such a sum cut
+off: an exit with no entry seen leaves occupancy at 0 instead of offsetting it all day,
+and the inconsistency is counted rather than hidden.
+
 An event (or, with ``each``, every item of a list in it that passes ``filter``: the
 samples of a frame) falls in the windows that contain its time; when the watermark passes
 a window's end, the rule fires once per group with the window's values. ``cumulative``
@@ -28,15 +32,23 @@ MAX_CAUSES = 64  # a window's output names at most this many of the events it co
 @dataclass(frozen=True, slots=True)
 class ComputeSpec:
     name: str
-    fn: str  # count, sum, mean, min, max, distinct, percentile
+    fn: str  # count, sum, mean, min, max, distinct, percentile, underflow
     of: Callable[[Any], Any] | None
     where: Cond | None
     q: float | None
+    floor: float | None = None  # a sum's or an underflow's
+
+    @property
+    def kind(self) -> str:
+        """How it accumulates: a floored sum keeps what it cut off beside its value."""
+        return "floored" if self.fn == "sum" and self.floor is not None else self.fn
 
 
 def _new(fn: str) -> Any:
     if fn == "distinct":
         return set()
+    if fn in ("floored", "underflow"):
+        return [0.0, 0.0]  # the floored sum, what the floor cut off
     return {"count": 0, "sum": 0.0, "mean": [0.0, 0], "min": None, "max": None}.get(fn, [])
 
 
@@ -45,6 +57,10 @@ def _finisher(fn: str, q: float | None) -> Callable[[Any], float] | None:
     rule: a window's end finishes every group's accumulators, a heatmap's hundreds."""
     if fn in ("count", "sum"):
         return None
+    if fn == "floored":
+        return lambda acc: acc[0]
+    if fn == "underflow":
+        return lambda acc: acc[1]
     if fn == "distinct":
         return len
     if fn == "mean":
@@ -69,7 +85,16 @@ _STEP: dict[str, list[str]] = {
     "max": ["v = o{i}(s)", "if a[{i}] is None or v > a[{i}]:", "    a[{i}] = v"],
     "distinct": ["a[{i}].add(o{i}(s))"],
     "percentile": ["a[{i}].append(o{i}(s))"],
+    "floored": [
+        "m = a[{i}]",
+        "v = m[0] + o{i}(s)",
+        "if v < f{i}:",
+        "    m[1] += f{i} - v",
+        "    v = f{i}",
+        "m[0] = v",
+    ],
 }
+_STEP["underflow"] = _STEP["floored"]
 
 
 def _folder(
@@ -110,8 +135,8 @@ def _folder(
         "            a = g[0]",
     ]
     for i, c in enumerate(computes):
-        step = [line.format(i=i) for line in _STEP[c.fn]]
-        namespace[f"o{i}"], namespace[f"w{i}"] = c.of, c.where
+        step = [line.format(i=i) for line in _STEP[c.kind]]
+        namespace[f"o{i}"], namespace[f"w{i}"], namespace[f"f{i}"] = c.of, c.where, c.floor
         if c.where is not None:
             step = [f"if w{i}(s):", *("    " + line for line in step)]
         lines += ["            " + line for line in step]
@@ -171,7 +196,7 @@ class Aggregate(Rule):
         self.window_s, self.every_s = window_s, every_s
         self.each, self.item_scope = each, item_scope
         self.group_by, self.computes = group_by, computes
-        self._finish = [(c.name, _finisher(c.fn, c.q)) for c in computes]
+        self._finish = [(c.name, _finisher(c.kind, c.q)) for c in computes]
         self.cumulative, self.having = cumulative, having
         self._days: dict[str, tuple[float, float]] = {}  # store -> its local day, for 24h windows
         self.pipeline = None if cumulative else pipeline
@@ -226,11 +251,11 @@ class Aggregate(Rule):
             running = st.setdefault("running", {})
 
             def fresh(k: Any) -> list[Any]:
-                return running.setdefault(k, [_new(c.fn) for c in computes])  # type: ignore[no-any-return]
+                return running.setdefault(k, [_new(c.kind) for c in computes])  # type: ignore[no-any-return]
         else:
 
             def fresh(k: Any) -> list[Any]:
-                return [_new(c.fn) for c in computes]
+                return [_new(c.kind) for c in computes]
 
         self._fold(self.each(e) if self.each else (e,), e, targets, fresh)  # type: ignore[misc]
 
