@@ -244,6 +244,9 @@ class OperatorBuilders:
             self._compute(name, c, (*ap, "compute", name), item_names, types)
             for name, c in a.compute.items()
         ]
+        dwells = [name for name, c in zip(a.compute, computes, strict=True) if c.fn == "dwell"]
+        if len(dwells) > 1:
+            raise self.doc.error((*ap, "compute", dwells[1]), "an aggregate has one dwell at most")
         item_filter = self._item_filter(a, ap, item_names, types)
         self._itself = None
         out_names = (*a.group_by, *a.compute, "window_start", "window_end", "key")
@@ -356,6 +359,19 @@ class OperatorBuilders:
             raise self.doc.error(path, "a percentile needs q (0 to 100)")
         if c.floor is not None and c.fn not in ("sum", "underflow"):
             raise self.doc.error((*path, "floor"), f"floor is for sum and underflow, not {c.fn}")
+        cap = None
+        if c.fn == "dwell":
+            if c.cap is None:
+                raise self.doc.error(path, "a dwell needs cap, the longest gap it counts (1s)")
+            if c.where is not None:
+                raise self.doc.error(
+                    (*path, "where"), "a dwell counts every sample of a person: use filter"
+                )
+            cap = self.duration(c.cap, (*path, "cap"))
+            if cap <= 0:
+                raise self.doc.error((*path, "cap"), "cap must be longer than 0s")
+        elif c.cap is not None:
+            raise self.doc.error((*path, "cap"), f"cap is for dwell, not {c.fn}")
         return op.ComputeSpec(
             name,
             c.fn,
@@ -363,6 +379,7 @@ class OperatorBuilders:
             self.expr(c.where, (*path, "where"), names, types).fn if c.where else None,
             c.q,
             0.0 if c.fn == "underflow" and c.floor is None else c.floor,
+            cap,
         )
 
 

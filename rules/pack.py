@@ -126,7 +126,9 @@ class Window(_S, kw_only=True):
 
 
 class Compute(_S, kw_only=True):
-    fn: Literal["count", "sum", "mean", "min", "max", "distinct", "percentile", "underflow"]
+    fn: Literal[
+        "count", "sum", "mean", "min", "max", "distinct", "percentile", "underflow", "dwell"
+    ]
     of: Expression | None = None
     where: Expression | None = None
     # Floats: typing hands out an equal Annotated made elsewhere (simulator/noise.py), and
@@ -135,6 +137,8 @@ class Compute(_S, kw_only=True):
     # A sum that never goes below this (occupancy: nobody is less than nobody); ``underflow``
     # is what such a sum has cut off (default 0).
     floor: float | None = None
+    # A dwell's longest gap between one person's samples (a duration, or a parameter).
+    cap: Duration | None = None
 
 
 class AggregateSpec(_S, kw_only=True):
