@@ -56,7 +56,21 @@ class OperatorBuilders:
         assert s is not None
         steps: list[op.StepSpec] = []
         names = [*ENVELOPE, "steps", "elapsed_s", "key"]
-        conditions: list[str | None] = [s.until]
+        for name in s.sums:
+            if name in names or name in (step.name for step in s.steps):
+                raise self.doc.error(
+                    (*sp, "sums", name), f"{name!r} is taken: name the sum otherwise"
+                )
+        names += list(s.sums)
+        sums = [
+            (
+                name,
+                self.cond(x.when, (*sp, "sums", name, "when")),
+                self.expr(x.add, (*sp, "sums", name, "add"), types=self.types_of(x.when)).fn,
+            )
+            for name, x in s.sums.items()
+        ]
+        conditions: list[str | None] = [s.until, *(x.when for x in s.sums.values())]
         for i, step in enumerate(s.steps):
             p = (*sp, "steps", i)
             if (step.when is None) == (step.absent is None):
@@ -89,6 +103,7 @@ class OperatorBuilders:
             within_s=self.duration(s.within, (*sp, "within")),
             steps=steps,
             until=self.cond(s.until, (*sp, "until")),
+            sums=sums,  # type: ignore[arg-type]
         )
 
     def _count(
@@ -390,7 +405,8 @@ def entry_conditions(r: spec.Rule) -> list[str]:
         return [r.for_.start, r.for_.until]
     if r.sequence is not None:
         s = r.sequence
-        return [c for c in (s.until, *(x.when or x.absent for x in s.steps)) if c]
+        steps = (x.when or x.absent for x in s.steps)
+        return [c for c in (s.until, *steps, *(x.when for x in s.sums.values())) if c]
     if r.tally is not None:
         t = r.tally
         ops = (t.members, t.add, t.remove, t.close, t.abandon)

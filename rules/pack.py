@@ -77,11 +77,18 @@ class Step(_S, kw_only=True):
     where: Expression | None = None  # checked when the step matches, with earlier steps in scope
 
 
+class RunningSum(_S, kw_only=True):
+    when: Expression  # which events of the key add to it while a candidate runs
+    add: Expression  # what each adds (a put-back can take away)
+
+
 class SequenceSpec(_S, kw_only=True):
     by: Key
     within: Duration
     steps: Annotated[list[Step], Meta(min_length=2)]
     until: Expression | None = None
+    # name -> a sum over the key's events while a candidate runs (what a zone visit took)
+    sums: dict[Id, RunningSum] = {}
 
 
 class CountSpec(_S, kw_only=True):

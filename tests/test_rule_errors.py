@@ -931,6 +931,24 @@ rules:
         '"median',
     ),
     Case(
+        "a sequence's sum named as one of its steps",
+        HEAD
+        + """rules:
+  - id: r
+    sequence:
+      by: subject
+      within: 1h
+      sums: {came: {when: type == "item.picked", add: data.qty}}
+      steps:
+        - {name: came, when: type == "zone.entered"}
+        - {name: went, when: type == "zone.exited"}
+""",
+        8,
+        20,
+        "'came' is taken: name the sum otherwise",
+        "{when",
+    ),
+    Case(
         "a floor on a function that is not a sum",
         HEAD
         + """rules:
