@@ -11,8 +11,9 @@ outputs (``steps.<name>.at``, ``elapsed_s``). A step whose event comes but fails
 ``where`` ends the candidate: the step happened, just not as the rule wants (a zone visit
 that was too short is over, not pending).
 
-``sums`` run over a candidate: each event of the key that meets a sum's ``when`` while the
-candidate runs (and does not break it) adds its ``add``; the sums are in scope by name.
+``sums`` run over a candidate: each event of the key that meets a sum's ``when`` from the
+first step on (and does not break the candidate) adds its ``add``; the sums are in scope
+by name.
 A zone visit knows this way what the shopper took from the zone's shelves and put back.
 """
 
@@ -99,10 +100,7 @@ class Sequence(Rule):
             cancelled = self.until is not None and self.until(e)
             if not cancelled and not any(g.absent(e) for g in guards):  # type: ignore[misc]
                 if self.sums:
-                    st.sums = tuple(
-                        total + (float(add(e)) if when(e) else 0.0)
-                        for (_, when, add), total in zip(self.sums, st.sums, strict=True)
-                    )
+                    st.sums = self._added(st.sums, e)
                 if i == len(self.positives):
                     return  # waiting out the trailing absent steps
                 step = self.positives[i][0]
@@ -122,8 +120,15 @@ class Sequence(Rule):
             else:
                 token = 0  # it only has to be freed when it runs out: the sweep does that
                 self.ensure_sweep(p, ts)
-            st = p.rule_state(self.id)[key] = Candidate(token, (), self._zeros)
+            sums = self._added(self._zeros, e) if self.sums else ()
+            st = p.rule_state(self.id)[key] = Candidate(token, (), sums)
             self._advance(p, key, st, first, e, ts, out)
+
+    def _added(self, sums: tuple[float, ...], e: ev.Event) -> tuple[float, ...]:
+        return tuple(
+            total + (float(add(e)) if when(e) else 0.0)
+            for (_, when, add), total in zip(self.sums, sums, strict=True)
+        )
 
     def _where(
         self, step: StepSpec, st: Candidate | None, e: ev.Event, ts: float, key: Any
