@@ -112,7 +112,7 @@ def hand_written_carts(events: list[ev.Event], layout: Layout) -> tuple[float, l
     gc.collect()
     gate = {z.id for z in layout.zones if z.kind == "exit_gate"}
     catalog = {c.sku: c for c in layout.catalog}
-    rule = ev.RuleRef("carts.cart", "1.0.0")
+    rule = ev.RuleRef("carts.cart", "1.2.0")
     store, currency = layout.store.id, layout.store.currency
     start = time.perf_counter()
     staff: set[str] = set()
@@ -145,7 +145,9 @@ def hand_written_carts(events: list[ev.Event], layout: Layout) -> tuple[float, l
         if t == "shopper.entered":
             if e.data.group is not None:
                 alias[s] = e.data.group
-                crews.setdefault(e.data.group, []).append(s)
+                crew = crews.setdefault(e.data.group, [])
+                if s not in crew:  # a member is one member, however often seen entering
+                    crew.append(s)
         elif t == "item.picked":
             cart = carts.setdefault(cid, {})
             cart[e.data.sku] = cart.get(e.data.sku, 0) + e.data.qty
@@ -175,7 +177,7 @@ def hand_written_carts(events: list[ev.Event], layout: Layout) -> tuple[float, l
                 continue
             if t == "shopper.exited":
                 total = sum(catalog[k].price_cents * n for k, n in cart.items())
-                labels = {"cart": cid, "items": str(sum(cart.values()))}
+                labels = {"cart": cid, "items": str(sum(cart.values())), "closed_by": "exit"}
                 data = ev.MetricData(name="carts.unpaid_exit", value=float(total), labels=labels)
                 at = datetime.fromtimestamp(e.at.timestamp(), UTC)
                 out.append(

@@ -18,7 +18,10 @@ from rules import pack as spec
 from rules.outputs import MetricOut
 
 ENVELOPE = ("type", "id", "store", "at", "source", "subject", "v", "data", "rule", "caused_by")
-_COMPUTE = re.compile(r"^\s*(count|sum|mean|min|max|distinct|percentile)\s*\((.*)\)\s*$", re.S)
+TALLY_SCOPE = ("cart", "items", "total_cents", "closed_by")  # a cart closed without a receipt
+_COMPUTE = re.compile(
+    r"^\s*(count|sum|mean|min|max|distinct|percentile|underflow)\s*\((.*)\)\s*$", re.S
+)
 
 
 class OperatorBuilders:
@@ -53,7 +56,21 @@ class OperatorBuilders:
         assert s is not None
         steps: list[op.StepSpec] = []
         names = [*ENVELOPE, "steps", "elapsed_s", "key"]
-        conditions: list[str | None] = [s.until]
+        for name in s.sums:
+            if name in names or name in (step.name for step in s.steps):
+                raise self.doc.error(
+                    (*sp, "sums", name), f"{name!r} is taken: name the sum otherwise"
+                )
+        names += list(s.sums)
+        sums = [
+            (
+                name,
+                self.cond(x.when, (*sp, "sums", name, "when")),
+                self.expr(x.add, (*sp, "sums", name, "add"), types=self.types_of(x.when)).fn,
+            )
+            for name, x in s.sums.items()
+        ]
+        conditions: list[str | None] = [s.until, *(x.when for x in s.sums.values())]
         for i, step in enumerate(s.steps):
             p = (*sp, "steps", i)
             if (step.when is None) == (step.absent is None):
@@ -86,6 +103,7 @@ class OperatorBuilders:
             within_s=self.duration(s.within, (*sp, "within")),
             steps=steps,
             until=self.cond(s.until, (*sp, "until")),
+            sums=sums,  # type: ignore[arg-type]
         )
 
     def _count(
@@ -150,12 +168,15 @@ class OperatorBuilders:
             return reference.price(context.partition.store, sku)
 
         types = self._types_for(r, [c for c in conditions if c is not None])
+        max_visit_s = self.duration(t.max_visit, (*tp, "max_visit"))
+        if max_visit_s <= 0:
+            raise self.doc.error((*tp, "max_visit"), "max_visit must be longer than 0s")
         return op.Tally(
             rule_id,
             ref,
             types,
             where,
-            self._output(r, path, (*ENVELOPE, "cart", "items", "total_cents"), False, types),
+            self._output(r, path, (*ENVELOPE, *TALLY_SCOPE), False, types),
             by=self.key(t.by, (*tp, "by")),
             add=op3(t.add, "add"),
             remove=op3(t.remove, "remove"),
@@ -164,6 +185,7 @@ class OperatorBuilders:
             members=members,
             price=price,
             currency=reference.currency,
+            max_visit_s=max_visit_s,
             op_types={
                 "members": self.types_of(t.members.when) if t.members else frozenset(),
                 "add": self.types_of(t.add.when),
@@ -237,6 +259,9 @@ class OperatorBuilders:
             self._compute(name, c, (*ap, "compute", name), item_names, types)
             for name, c in a.compute.items()
         ]
+        dwells = [name for name, c in zip(a.compute, computes, strict=True) if c.fn == "dwell"]
+        if len(dwells) > 1:
+            raise self.doc.error((*ap, "compute", dwells[1]), "an aggregate has one dwell at most")
         item_filter = self._item_filter(a, ap, item_names, types)
         self._itself = None
         out_names = (*a.group_by, *a.compute, "window_start", "window_end", "key")
@@ -322,8 +347,8 @@ class OperatorBuilders:
             if m is None:
                 raise self.doc.error(
                     path,
-                    f"{c!r}: write count(), sum(x), mean(x), min(x), max(x), distinct(x) "
-                    "or percentile(x, q)",
+                    f"{c!r}: write count(), sum(x), mean(x), min(x), max(x), distinct(x), "
+                    "percentile(x, q) or underflow(x)",
                 )
             fn, args = m.group(1), m.group(2).strip()
             part = (c, m.start(2) + len(m.group(2)) - len(m.group(2).lstrip()))
@@ -347,12 +372,29 @@ class OperatorBuilders:
             )
         if c.fn == "percentile" and c.q is None:
             raise self.doc.error(path, "a percentile needs q (0 to 100)")
+        if c.floor is not None and c.fn not in ("sum", "underflow"):
+            raise self.doc.error((*path, "floor"), f"floor is for sum and underflow, not {c.fn}")
+        cap = None
+        if c.fn == "dwell":
+            if c.cap is None:
+                raise self.doc.error(path, "a dwell needs cap, the longest gap it counts (1s)")
+            if c.where is not None:
+                raise self.doc.error(
+                    (*path, "where"), "a dwell counts every sample of a person: use filter"
+                )
+            cap = self.duration(c.cap, (*path, "cap"))
+            if cap <= 0:
+                raise self.doc.error((*path, "cap"), "cap must be longer than 0s")
+        elif c.cap is not None:
+            raise self.doc.error((*path, "cap"), f"cap is for dwell, not {c.fn}")
         return op.ComputeSpec(
             name,
             c.fn,
             self.expr(c.of, of_path, names, types, part).fn if c.of else None,
             self.expr(c.where, (*path, "where"), names, types).fn if c.where else None,
             c.q,
+            0.0 if c.fn == "underflow" and c.floor is None else c.floor,
+            cap,
         )
 
 
@@ -363,7 +405,8 @@ def entry_conditions(r: spec.Rule) -> list[str]:
         return [r.for_.start, r.for_.until]
     if r.sequence is not None:
         s = r.sequence
-        return [c for c in (s.until, *(x.when or x.absent for x in s.steps)) if c]
+        steps = (x.when or x.absent for x in s.steps)
+        return [c for c in (s.until, *steps, *(x.when for x in s.sums.values())) if c]
     if r.tally is not None:
         t = r.tally
         ops = (t.members, t.add, t.remove, t.close, t.abandon)

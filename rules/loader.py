@@ -146,7 +146,7 @@ def _convert_pack(doc: YamlDocument) -> spec.Pack:
 _ENUM_VALUES = {
     "severity": get_args(spec.Severity),
     "needs": ("catalog", "layout", "members", "watchlist"),
-    "fn": ("count", "sum", "mean", "min", "max", "distinct", "percentile"),
+    "fn": ("count", "sum", "mean", "min", "max", "distinct", "percentile", "underflow", "dwell"),
 }
 
 

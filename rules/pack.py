@@ -77,11 +77,18 @@ class Step(_S, kw_only=True):
     where: Expression | None = None  # checked when the step matches, with earlier steps in scope
 
 
+class RunningSum(_S, kw_only=True):
+    when: Expression  # which events of the key add to it while a candidate runs
+    add: Expression  # what each adds (a put-back can take away)
+
+
 class SequenceSpec(_S, kw_only=True):
     by: Key
     within: Duration
     steps: Annotated[list[Step], Meta(min_length=2)]
     until: Expression | None = None
+    # name -> a sum over the key's events while a candidate runs (what a zone visit took)
+    sums: dict[Id, RunningSum] = {}
 
 
 class CountSpec(_S, kw_only=True):
@@ -113,6 +120,8 @@ class TallySpec(_S, kw_only=True):
     remove: TallyOp
     close: CloseOp
     abandon: CloseOp | None = None  # the holder left with the cart still open: the rule fires
+    # The longest a cart stays open: a visit whose gate and exit were both missed ends here.
+    max_visit: Duration = "4h"
 
 
 class Window(_S, kw_only=True):
@@ -124,12 +133,19 @@ class Window(_S, kw_only=True):
 
 
 class Compute(_S, kw_only=True):
-    fn: Literal["count", "sum", "mean", "min", "max", "distinct", "percentile"]
+    fn: Literal[
+        "count", "sum", "mean", "min", "max", "distinct", "percentile", "underflow", "dwell"
+    ]
     of: Expression | None = None
     where: Expression | None = None
     # Floats: typing hands out an equal Annotated made elsewhere (simulator/noise.py), and
     # the shipped schema must not depend on which module was imported first.
     q: Annotated[float, Meta(ge=0.0, le=100.0)] | None = None
+    # A sum that never goes below this (occupancy: nobody is less than nobody); ``underflow``
+    # is what such a sum has cut off (default 0).
+    floor: float | None = None
+    # A dwell's longest gap between one person's samples (a duration, or a parameter).
+    cap: Duration | None = None
 
 
 class AggregateSpec(_S, kw_only=True):

@@ -184,8 +184,15 @@ def distance(x1: float, y1: float, x2: float, y2: float) -> float:
     return math.hypot(x2 - x1, y2 - y1)
 
 
+def item_count(lines: Any) -> int:
+    """The items on a receipt's lines (``item_count(data.lines)``): a pick-to-purchase rate
+    compares them with the items picked."""
+    return sum(int(line.qty) for line in lines)
+
+
 PURE_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "cell": cell,
+    "item_count": item_count,
     "grid": grid,
     "distance": distance,
     "len": len,

@@ -76,7 +76,8 @@ async def demo(settings: Settings, layout: Layout, shoppers: int, day: datetime)
 
         inputs = await read_raw(log, store)
         result = engine.process(inputs)
-        end = max(e.at for e in inputs).timestamp() + 24 * 3600  # the day is over: close it
+        # The day is over, and so is its week (members' visit frequency is weekly): close them.
+        end = max(e.at for e in inputs).timestamp() + 7 * 24 * 3600
         result.extend(engine.advance(store, end))
         derived = result.derived
         new = await _publish(log, derived, "publishing derived events", held)
@@ -107,6 +108,16 @@ def _report(layout: Layout, derived: list[ev.Event]) -> None:
         conversions[m.data.labels.get("zone", "?")] = m.data.value
     for zone, value in conversions.most_common(3):
         traffic.add_row(f"conversion at {zone}", f"{value:.0%}")
+    kpis = (
+        ("store_conversion", "store conversion (visits with a receipt)", "{:.0%}"),
+        ("group_share", "shoppers who came in a group", "{:.0%}"),
+        ("picked_not_bought_share", "picked something up, left with nothing", "{:.0%}"),
+        ("pick_conversion", "items picked that were bought", "{:.0%}"),
+        ("member_visit_frequency", "visits per opted-in member this week", "{:.2f}"),
+    )
+    for name, label, shown in kpis:
+        if metrics.get(name):
+            traffic.add_row(label, shown.format(metrics[name][-1].data.value))
     out.print(traffic)
 
     receipts = [d for d in derived if isinstance(d, ev.ReceiptIssued)]

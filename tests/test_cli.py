@@ -255,6 +255,14 @@ def test_demo_runs_end_to_end_on_the_embedded_server(
     assert derived.group(1) == derived.group(3), "a first run publishes every derived event"
     assert re.search(r"receipts \((\d+)\)", result.output)
     assert "footfall" in result.output and "busiest heatmap cells" in result.output
+    for kpi in (
+        "store conversion",
+        "came in a group",
+        "left with nothing",
+        "items picked that were bought",
+        "visits per opted-in member",
+    ):
+        assert kpi in result.output, kpi
     cells = re.findall(r"│ (-?\d+\.\d), (-?\d+\.\d) +│ (\d+) +│ (\d+) s", result.output)
     assert len(cells) == 5, "the day's five busiest cells"
     dwell = [int(c[3]) for c in cells]

@@ -363,12 +363,12 @@ def test_a_reload_swaps_versions_and_keeps_the_state_of_rules_that_stay() -> Non
     carts = (
         (ROOT / "rules" / "packs" / "carts.yaml")
         .read_text()
-        .replace('version: "1.1.0"', 'version: "1.2.0"')
+        .replace('version: "1.2.0"', 'version: "1.3.0"')
     )
     e.reload(load_rules([*OTHERS, ("carts.yaml", carts)], Reference.of(layout())))
     second = e.process(events[half:]).derived
-    assert {d.rule.version for d in first if d.rule.id == "carts.cart"} == {"1.1.0"}
-    assert {d.rule.version for d in second if d.rule.id == "carts.cart"} == {"1.2.0"}
+    assert {d.rule.version for d in first if d.rule.id == "carts.cart"} == {"1.2.0"}
+    assert {d.rule.version for d in second if d.rule.id == "carts.cart"} == {"1.3.0"}
     # Carts opened before the reload are still closed into receipts after it.
     opened = {d.data.cart for d in first if isinstance(d, ev.CartItemAdded)}
     paid = {d.data.cart for d in second if isinstance(d, ev.ReceiptIssued)}

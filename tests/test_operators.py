@@ -364,3 +364,40 @@ def test_aggregates_that_share_a_fold_derive_what_each_would_alone(monkeypatch) 
     assert states[0] == states[1]
     assert outputs[0] == outputs[1]
     assert sum(b'"type":"heatmap.tiles"' in d for d in outputs[0]) > 100
+
+
+def test_a_dwell_forgets_the_people_it_has_not_seen_for_longer_than_its_cap() -> None:
+    """Its table of people's last samples stays bounded by those seen lately, however long
+    the day, and what it forgot counts as it would have (0 after a gap over the cap)."""
+    e = engine(
+        """
+pack: p
+version: "1"
+rules:
+  - id: d
+    where: type == "position.samples"
+    aggregate:
+      each: data.samples
+      as: s
+      window: {tumbling: 10s}
+      compute: {dwell: {fn: dwell, of: s.track, cap: 2s}}
+"""
+    )
+
+    def frame(s: float, tracks: list[str]) -> ev.Event:
+        samples = tuple(ev.PositionSample(track=t, x=1.0, y=1.0) for t in tracks)
+        data = ev.PositionData(frame=int(s * 10), samples=samples)
+        return ev.new(
+            ev.PositionSamples, store="corner-01", at=at(s), source="c", subject="c", data=data
+        )
+
+    # 5,000 people, 10 new ones every second, each seen twice half a second apart
+    frames = []
+    for k in range(500):
+        tracks = [f"v{k}-{i}" for i in range(10)]
+        frames += [frame(k, tracks), frame(k + 0.5, tracks)]
+    out = e.process(frames).derived
+    out += e.advance("corner-01", at(600).timestamp()).derived
+    assert len(e.partitions["corner-01"].state["p.d"]["seen"]) <= 1024
+    total = sum(d.data.value for d in out if d.type == "metric")
+    assert total == 5000 * 0.5

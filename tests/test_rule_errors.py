@@ -926,9 +926,42 @@ rules:
 """,
         8,
         20,
-        "'median(data.qty)': write count(), sum(x), mean(x), min(x), max(x), distinct(x) "
-        "or percentile(x, q)",
+        "'median(data.qty)': write count(), sum(x), mean(x), min(x), max(x), distinct(x), "
+        "percentile(x, q) or underflow(x)",
         '"median',
+    ),
+    Case(
+        "a sequence's sum named as one of its steps",
+        HEAD
+        + """rules:
+  - id: r
+    sequence:
+      by: subject
+      within: 1h
+      sums: {came: {when: type == "item.picked", add: data.qty}}
+      steps:
+        - {name: came, when: type == "zone.entered"}
+        - {name: went, when: type == "zone.exited"}
+""",
+        8,
+        20,
+        "'came' is taken: name the sum otherwise",
+        "{when",
+    ),
+    Case(
+        "a floor on a function that is not a sum",
+        HEAD
+        + """rules:
+  - id: r
+    where: type == "item.picked"
+    aggregate:
+      window: {tumbling: 1h}
+      compute: {n: {fn: mean, of: data.qty, floor: 0}}
+""",
+        8,
+        52,
+        "floor is for sum and underflow, not mean",
+        "0}}",
     ),
     Case(
         "percentile without a number q",

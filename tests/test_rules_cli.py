@@ -97,7 +97,7 @@ def test_explain_walks_a_receipt_back_to_the_picks(env: dict[str, str]) -> None:
     result = runner.invoke(app, ["rules", "explain", receipt.id, "--store", "corner-01"], env=env)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert "receipt.issued v-7" in lines[0] and "[rule carts.cart version 1.1.0]" in lines[0]
+    assert "receipt.issued v-7" in lines[0] and "[rule carts.cart version 1.2.0]" in lines[0]
     assert any("cart.item_added" in line and "carts.cart" in line for line in lines)
     assert any("item.picked" in line and "[raw]" in line for line in lines)
     assert any("zone.entered" in line and "[raw]" in line for line in lines)

@@ -104,11 +104,11 @@ def test_a_restored_engine_keeps_each_sources_clock() -> None:
     """Cameras 3 s behind the door: restored mid-day, the store's watermark still waits for
     them, and the output is the unbroken engine's."""
     lagged = lagged_day()
-    unbroken = finish(engine(1.0, 10.0), lagged)
+    unbroken = finish(engine(1.0, source_idle_s=10.0), lagged)
     k = len(lagged) // 2
-    first = engine(1.0, 10.0)
+    first = engine(1.0, source_idle_s=10.0)
     out = first.process(lagged[:k])
-    second = engine(1.0, 10.0)
+    second = engine(1.0, source_idle_s=10.0)
     restore(second, snapshot(first))
     assert second.partitions["corner-01"].sources == first.partitions["corner-01"].sources
     rest = second.process(lagged[k:])
@@ -126,7 +126,7 @@ from rules.snapshot import restore, snapshot
 from tests.test_snapshot import engine, lagged_day
 
 folder, part = Path(sys.argv[1]), sys.argv[2]
-events, e = lagged_day(), engine(1.0, 10.0)
+events, e = lagged_day(), engine(1.0, source_idle_s=10.0)
 k = len(events) // 2
 if part == "first":
     out = e.process(events[:k])
@@ -147,7 +147,7 @@ def test_each_sources_clock_crosses_processes_with_other_hash_seeds(tmp_path: Pa
         )
     got = [*(tmp_path / "first").read_bytes().split(b"\n")]
     got += (tmp_path / "second").read_bytes().split(b"\n")
-    assert got == finish(engine(1.0, 10.0), lagged_day())
+    assert got == finish(engine(1.0, source_idle_s=10.0), lagged_day())
 
 
 def test_a_snapshot_holds_data_only() -> None:
@@ -275,8 +275,27 @@ def test_each_rule_state_is_written_by_its_operator_with_its_kind_and_versions()
     assert rules["carts.cart"].kind == "tally" and rules["carts.cart"].version == 1
     assert rules["carts.cart"].rule_version == first.rules.packs["carts"]
     carts = msgspec.msgpack.decode(rules["carts.cart"].state)
-    assert set(carts) == {"carts", "causes", "alias", "crew"}  # by name
+    assert set(carts) == {"carts", "causes", "alias", "crew", "opened"}  # by name
     assert {r.kind for r in rules.values()} >= {"tally", "aggregate", "sequence", "for"}
+
+
+def test_an_open_cart_restored_from_a_snapshot_still_closes_at_its_longest_visit() -> None:
+    """The carts pack's ``max_visit`` timers are partition state: carts open at the cut, whose
+    gate and exit never come, close without a receipt after a restore as they would have."""
+    first, data, _ = _half_day()
+    carts = first.partitions["corner-01"].state["carts.cart"]["carts"]
+    full = {cart for cart, items in carts.items() if items}
+    assert full  # the cut is just after a pick
+    restored = engine()
+    restore(restored, data)
+    until = first.partitions["corner-01"].newest + 86400
+    unbroken = first.advance("corner-01", until).derived
+    out = restored.advance("corner-01", until).derived
+    assert [ev.encode(d) for d in out] == [ev.encode(d) for d in unbroken]
+    unpaid = [d.data for d in out if d.type == "metric" and d.data.name == "carts.unpaid_exit"]
+    assert {m.labels["cart"] for m in unpaid} == full
+    assert {m.labels["closed_by"] for m in unpaid} == {"timeout"}
+    assert not restored.partitions["corner-01"].state["carts.cart"]["carts"]
 
 
 def test_a_state_of_another_operator_version_is_refused_naming_the_rule() -> None:

@@ -1,6 +1,16 @@
 """``aggregate``: tumbling or sliding windows, grouped, with count, sum, mean, min, max,
 distinct and percentiles.
 
+A ``sum`` with a ``floor`` never goes below it, and ``underflow`` is what such a sum cut
+off: an exit with no entry seen leaves occupancy at 0 instead of offsetting it all day,
+and the inconsistency is counted rather than hidden.
+
+A ``dwell`` sums, per item, the time since the same person's previous item (any window,
+any group) if that is at most ``cap``; a first sample, or one after a longer gap (a lost
+track: where the person was is not known), counts nothing. It is right at any camera
+rate, and a person two overlapping cameras report at one instant counts once (the second
+sample is 0 s after the first).
+
 An event (or, with ``each``, every item of a list in it that passes ``filter``: the
 samples of a frame) falls in the windows that contain its time; when the watermark passes
 a window's end, the rule fires once per group with the window's values. ``cumulative``
@@ -28,23 +38,38 @@ MAX_CAUSES = 64  # a window's output names at most this many of the events it co
 @dataclass(frozen=True, slots=True)
 class ComputeSpec:
     name: str
-    fn: str  # count, sum, mean, min, max, distinct, percentile
+    fn: str  # count, sum, mean, min, max, distinct, percentile, underflow
     of: Callable[[Any], Any] | None
     where: Cond | None
     q: float | None
+    floor: float | None = None  # a sum's or an underflow's
+    cap: float | None = None  # a dwell's longest gap
+
+    @property
+    def kind(self) -> str:
+        """How it accumulates: a floored sum keeps what it cut off beside its value."""
+        return "floored" if self.fn == "sum" and self.floor is not None else self.fn
 
 
 def _new(fn: str) -> Any:
     if fn == "distinct":
         return set()
+    if fn in ("floored", "underflow"):
+        return [0.0, 0.0]  # the floored sum, what the floor cut off
+    if fn == "dwell":
+        return 0.0
     return {"count": 0, "sum": 0.0, "mean": [0.0, 0], "min": None, "max": None}.get(fn, [])
 
 
 def _finisher(fn: str, q: float | None) -> Callable[[Any], float] | None:
     """What turns an accumulator into its value (None: it is its value), chosen once per
     rule: a window's end finishes every group's accumulators, a heatmap's hundreds."""
-    if fn in ("count", "sum"):
+    if fn in ("count", "sum", "dwell"):
         return None
+    if fn == "floored":
+        return lambda acc: acc[0]
+    if fn == "underflow":
+        return lambda acc: acc[1]
     if fn == "distinct":
         return len
     if fn == "mean":
@@ -69,7 +94,27 @@ _STEP: dict[str, list[str]] = {
     "max": ["v = o{i}(s)", "if a[{i}] is None or v > a[{i}]:", "    a[{i}] = v"],
     "distinct": ["a[{i}].add(o{i}(s))"],
     "percentile": ["a[{i}].append(o{i}(s))"],
+    "floored": [
+        "m = a[{i}]",
+        "v = m[0] + o{i}(s)",
+        "if v < f{i}:",
+        "    m[1] += f{i} - v",
+        "    v = f{i}",
+        "m[0] = v",
+    ],
 }
+_STEP["underflow"] = _STEP["floored"]
+_STEP["dwell"] = ["a[{i}] += d"]  # ``d``: the item's gap, computed once for all windows
+
+
+def _forget(seen: dict[str, float], now: float, cap: float) -> None:
+    """Drop the people unseen for longer than ``cap`` (their next sample counts 0 anyway).
+
+    Called when the table reaches a power of two: what it holds decides, not when the rule
+    last swept, so rules that share a fold and rules folding alone keep the same table.
+    """
+    for person in [person for person, t in seen.items() if now - t > cap]:
+        del seen[person]
 
 
 def _folder(
@@ -88,17 +133,31 @@ def _folder(
     namespace: dict[str, Any] = {"__builtins__": {}, "len": len, "make": make, "keep": keep}
     namespace["MAX"] = MAX_CAUSES
     namespace["key"] = key_fn
+    namespace["str"] = str
     key = "key(s)" if key_fn is not None else "()"
     lines = [
-        "def fold(items, e, targets, fresh):",
+        "def fold(items, e, targets, fresh, seen, now):",
         "    eid = e.id",
         "    for x in items:",
         "        s = make(e, x)" if make is not None else "        s = x",
     ]
     if keep is not None:
         lines += ["        if not keep(s):", "            continue"]
+    lines += [f"        k = {key}"]
+    dwell = next((c for c in computes if c.fn == "dwell"), None)
+    if dwell is not None:  # the person's gap, once per item, whatever windows it falls in
+        namespace["person"], namespace["cap"] = dwell.of, dwell.cap
+        namespace["forget"] = _forget
+        lines += [
+            "        p = str(person(s))",
+            "        t = seen.get(p)",
+            "        d = 0.0 if t is None or now - t > cap else now - t",
+            "        seen[p] = now",
+            "        n = len(seen)",
+            "        if n >= 1024 and not n & (n - 1):",
+            "            forget(seen, now, cap)",
+        ]
     lines += [
-        f"        k = {key}",
         "        for groups in targets:",
         "            g = groups.get(k)",
         "            if g is None:",
@@ -110,8 +169,8 @@ def _folder(
         "            a = g[0]",
     ]
     for i, c in enumerate(computes):
-        step = [line.format(i=i) for line in _STEP[c.fn]]
-        namespace[f"o{i}"], namespace[f"w{i}"] = c.of, c.where
+        step = [line.format(i=i) for line in _STEP[c.kind]]
+        namespace[f"o{i}"], namespace[f"w{i}"], namespace[f"f{i}"] = c.of, c.where, c.floor
         if c.where is not None:
             step = [f"if w{i}(s):", *("    " + line for line in step)]
         lines += ["            " + line for line in step]
@@ -138,6 +197,7 @@ class Windows(msgspec.Struct, kw_only=True):
     computes: list[str]  # the names of each group's values, in order
     windows: list[Window] = []  # open, by start
     running: list[Group] = []  # a cumulative rule's values across windows (no causes)
+    seen: dict[str, float] = {}  # a dwell's people: the time of each one's last sample
 
 
 class Aggregate(Rule):
@@ -171,7 +231,8 @@ class Aggregate(Rule):
         self.window_s, self.every_s = window_s, every_s
         self.each, self.item_scope = each, item_scope
         self.group_by, self.computes = group_by, computes
-        self._finish = [(c.name, _finisher(c.fn, c.q)) for c in computes]
+        self._finish = [(c.name, _finisher(c.kind, c.q)) for c in computes]
+        self._cap = next((c.cap for c in computes if c.fn == "dwell"), None)
         self.cumulative, self.having = cumulative, having
         self._days: dict[str, tuple[float, float]] = {}  # store -> its local day, for 24h windows
         self.pipeline = None if cumulative else pipeline
@@ -226,13 +287,19 @@ class Aggregate(Rule):
             running = st.setdefault("running", {})
 
             def fresh(k: Any) -> list[Any]:
-                return running.setdefault(k, [_new(c.fn) for c in computes])  # type: ignore[no-any-return]
+                return running.setdefault(k, [_new(c.kind) for c in computes])  # type: ignore[no-any-return]
         else:
 
             def fresh(k: Any) -> list[Any]:
-                return [_new(c.fn) for c in computes]
+                return [_new(c.kind) for c in computes]
 
-        self._fold(self.each(e) if self.each else (e,), e, targets, fresh)  # type: ignore[misc]
+        seen = None
+        if self._cap is not None:
+            seen = st.setdefault("seen", {})
+            for rule in self._sharers:  # one table, as each would keep alone (and restored)
+                p.rule_state(rule.id)["seen"] = seen
+        items = self.each(e) if self.each else (e,)
+        self._fold(items, e, targets, fresh, seen, ts)  # type: ignore[misc]
 
     def save_state(self, state: dict[str, Any]) -> Windows:
         save = self._save_values
@@ -246,6 +313,7 @@ class Aggregate(Rule):
                 for start, g in state.get("windows", {}).items()
             ],
             running=[Group(key=k, values=save(a)) for k, a in state.get("running", {}).items()],
+            seen=state.get("seen", {}),
         )
 
     def load_state(self, saved: Windows) -> dict[str, Any]:
@@ -268,6 +336,8 @@ class Aggregate(Rule):
             state["windows"] = windows
         if running:
             state["running"] = running
+        if saved.seen:
+            state["seen"] = dict(saved.seen)
         return state
 
     def _save_values(self, accs: list[Any]) -> list[Any]:

@@ -10,10 +10,16 @@ events came. Names of matched steps are in scope for later steps' ``where`` and 
 outputs (``steps.<name>.at``, ``elapsed_s``). A step whose event comes but fails its
 ``where`` ends the candidate: the step happened, just not as the rule wants (a zone visit
 that was too short is over, not pending).
+
+``sums`` run over a candidate: each event of the key that meets a sum's ``when`` from the
+first step on (and does not break the candidate) adds its ``add``; the sums are in scope
+by name.
+A zone visit knows this way what the shopper took from the zone's shelves and put back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -37,6 +43,7 @@ class Candidate(msgspec.Struct, gc=False):
 
     token: int
     steps: tuple[ev.AnyEvent, ...]  # a tuple: smaller than a list, and rarely more than 3
+    sums: tuple[float, ...] = ()  # the rule's ``sums``, in order
 
     def start(self, now: float) -> float:
         """When the candidate began: its first step's time (no copy of it is kept)."""
@@ -61,10 +68,13 @@ class Sequence(Rule):
         within_s: float,
         steps: list[StepSpec],
         until: Cond | None,
+        sums: list[tuple[str, Cond, Callable[[Any], Any]]] | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
         self.by, self.within_s, self.until = by, within_s, until
+        self.sums = sums or []
+        self._zeros = tuple(0.0 for _ in self.sums)
         self.sweep_every_s = max(within_s / 4, 1.0)
         # Group the steps: each positive step with the absent steps that guard the gap before it.
         self.positives: list[tuple[StepSpec, list[StepSpec]]] = []
@@ -89,6 +99,8 @@ class Sequence(Rule):
             guards = self.trailing if i == len(self.positives) else self.positives[i][1]
             cancelled = self.until is not None and self.until(e)
             if not cancelled and not any(g.absent(e) for g in guards):  # type: ignore[misc]
+                if self.sums:
+                    st.sums = self._added(st.sums, e)
                 if i == len(self.positives):
                     return  # waiting out the trailing absent steps
                 step = self.positives[i][0]
@@ -108,15 +120,22 @@ class Sequence(Rule):
             else:
                 token = 0  # it only has to be freed when it runs out: the sweep does that
                 self.ensure_sweep(p, ts)
-            st = p.rule_state(self.id)[key] = Candidate(token, ())
+            sums = self._added(self._zeros, e) if self.sums else ()
+            st = p.rule_state(self.id)[key] = Candidate(token, (), sums)
             self._advance(p, key, st, first, e, ts, out)
+
+    def _added(self, sums: tuple[float, ...], e: ev.Event) -> tuple[float, ...]:
+        return tuple(
+            total + (float(add(e)) if when(e) else 0.0)
+            for (_, when, add), total in zip(self.sums, sums, strict=True)
+        )
 
     def _where(
         self, step: StepSpec, st: Candidate | None, e: ev.Event, ts: float, key: Any
     ) -> bool:
         if step.where is None:
             return True
-        return bool(step.where(self._scope(st or Candidate(0, ()), e, ts, key)))
+        return bool(step.where(self._scope(st or Candidate(0, (), self._zeros), e, ts, key)))
 
     def _advance(
         self,
@@ -167,4 +186,6 @@ class Sequence(Rule):
             "elapsed_s": ts - st.start(ts),
             "key": key_text(key),
         }
+        for (name, _, _), total in zip(self.sums, st.sums, strict=False):
+            extra[name] = total
         return Scope(e, extra)

@@ -9,8 +9,13 @@ receipt, priced 0 and flagged for review (``review`` on the line, ``needs_review
 receipt): the shopper gets a receipt and a person checks it, rather than no receipt at all.
 
 ``abandon`` is the holder leaving without closing (out of the store, not through the
-gate): a non-empty cart then fires the rule's outputs (with ``cart``, ``items`` and
-``total_cents`` in scope) instead of a receipt.
+gate): a non-empty cart then fires the rule's outputs (with ``cart``, ``items``,
+``total_cents`` and ``closed_by`` in scope) instead of a receipt.
+
+Every wait is bounded: a cart still open ``max_visit`` after it opened (its gate and exit
+events both missed) closes as abandoned, with ``closed_by`` "timeout", so goods never stay
+on an open cart unbilled and unreported. A group's members are a set: a member whose entry
+is seen twice (two counting cameras, a re-entry) is one member, and one close lets it go.
 """
 
 from __future__ import annotations
@@ -23,7 +28,16 @@ import msgspec
 from core import events as ev
 from rules.operators.base import Cond, Emitter, KeyFn, Partition, Rule, Scope
 
+EXIT, TIMEOUT = "exit", "timeout"  # what closed a cart without a receipt (``closed_by``)
+
 Price = Callable[[str], tuple[str, int, bool]]  # sku -> (name, unit cents, age restricted)
+
+
+class Opened(msgspec.Struct, gc=False):
+    """When and by what a cart opened: its visit's bound runs from ``event``."""
+
+    event: ev.AnyEvent  # the first event of the cart (a member joining, or an add)
+    token: int  # the token of its ``max_visit`` timer
 
 
 class Carts(msgspec.Struct, kw_only=True):
@@ -33,7 +47,9 @@ class Carts(msgspec.Struct, kw_only=True):
     carts: dict[str, dict[str, int]] = {}  # cart -> SKU -> count
     causes: dict[str, list[str]] = {}  # cart -> the ids of its changes, in order
     alias: dict[str, str] = {}  # member of a group -> the group's cart
-    crew: dict[str, list[str]] = {}  # group cart -> its members still shopping
+    # group cart -> its members still shopping: a set, kept in arrival order (stable bytes)
+    crew: dict[str, list[str]] = {}
+    opened: dict[str, Opened] = {}  # open cart -> when it opened, and its timer
 
 
 class Tally(Rule):
@@ -51,6 +67,7 @@ class Tally(Rule):
         members: tuple[Cond, KeyFn, KeyFn] | None,
         price: Price,
         currency: Callable[[str], str],
+        max_visit_s: float = 4 * 3600.0,
         op_types: dict[str, frozenset[str] | None] | None = None,
         **kw: Any,
     ) -> None:
@@ -66,6 +83,7 @@ class Tally(Rule):
         self.by, self.add, self.remove = by, add, remove
         self.close, self.abandon = close, abandon
         self.members, self.price, self.currency = members, price, currency
+        self.max_visit_s = max_visit_s
 
     def on_event(self, p: Partition, e: ev.Event, ts: float, out: Emitter) -> None:
         may_join, may_add, may_remove, may_close, may_abandon = self._plan[e.type]
@@ -73,10 +91,14 @@ class Tally(Rule):
         if may_join and self.members is not None and self.members[0](e):
             member, cart = str(self.members[1](e)), str(self.members[2](e))
             st.setdefault("alias", {})[member] = cart
-            st.setdefault("crew", {}).setdefault(cart, []).append(member)
+            crew = st.setdefault("crew", {}).setdefault(cart, [])
+            if member not in crew:  # an entry seen twice is one member
+                crew.append(member)
+            self._open(p, st, cart, e, ts)
             return
         if may_add and self.add[0](e):
             key, cart_id = self._cart_of(st, e)
+            self._open(p, st, cart_id, e, ts)
             sku, n = str(self.add[1](e)), int(self.add[2](e))
             cart = st.setdefault("carts", {}).setdefault(cart_id, {})
             cart[sku] = cart.get(sku, 0) + n
@@ -101,6 +123,33 @@ class Tally(Rule):
         elif may_abandon and self.abandon is not None and self.abandon(e):
             self._close(p, st, *self._cart_of(st, e), e, ts, out, paid=False)
 
+    def _open(self, p: Partition, st: dict[str, Any], cart_id: str, e: ev.Event, ts: float) -> None:
+        """Start the bound of a cart's visit at its first event."""
+        opened = st.setdefault("opened", {})
+        if cart_id not in opened:
+            token = p.new_token()
+            opened[cart_id] = Opened(e, token)
+            p.schedule(ts + self.max_visit_s, self.id, cart_id, token)
+
+    def timer_alive(self, p: Partition, key: Any, token: int) -> bool:
+        o = p.state.get(self.id, {}).get("opened", {}).get(key)
+        return o is not None and o.token == token
+
+    def on_timer(self, p: Partition, key: Any, token: int, ts: float, out: Emitter) -> None:
+        """A cart still open ``max_visit`` after it opened: closed, its whole group with it."""
+        st = p.rule_state(self.id)
+        o = st.get("opened", {}).get(key)
+        if o is None or o.token != token:
+            return  # the cart closed (and maybe opened again) since
+        del st["opened"][key]
+        for member in st.get("crew", {}).pop(key, ()):
+            st["alias"].pop(member, None)
+        cart = st.setdefault("carts", {}).pop(key, None)
+        causes = tuple(st.setdefault("causes", {}).pop(key, ()))
+        if cart:
+            holder = str(self.by(o.event))
+            self.fire(p, Scope(o.event, self._extra(key, cart, TIMEOUT)), holder, ts, causes, out)
+
     def save_state(self, state: dict[str, Any]) -> Carts:
         return Carts(**state)
 
@@ -111,6 +160,15 @@ class Tally(Rule):
         """The event's key, and the cart it shops on (its group's, if it joined one)."""
         key = str(self.by(e))
         return key, st.get("alias", {}).get(key, key)
+
+    def _extra(self, cart_id: str, cart: dict[str, int], closed_by: str) -> dict[str, Any]:
+        """What the outputs of a cart closed without a receipt see."""
+        return {
+            "cart": cart_id,
+            "items": sum(cart.values()),
+            "total_cents": sum(self._priced(sku)[1] * n for sku, n in cart.items()),
+            "closed_by": closed_by,
+        }
 
     def _priced(self, sku: str) -> tuple[str, int, bool, bool]:
         """(name, unit cents, age restricted, for review): an unknown SKU is priced 0."""
@@ -143,17 +201,13 @@ class Tally(Rule):
                 return  # others of the group are still shopping on this cart
             del st["crew"][cart_id]
         st["carts"].pop(cart_id, None)
+        st.setdefault("opened", {}).pop(cart_id, None)  # its timer is void
         # The receipt is caused by every change of the cart, and by the close.
         causes = (*st.setdefault("causes", {}).pop(cart_id, ()), e.id)
         if not cart:
             return
         if not paid:
-            extra = {
-                "cart": cart_id,
-                "items": sum(cart.values()),
-                "total_cents": sum(priced[s][1] * n for s, n in cart.items()),
-            }
-            self.fire(p, Scope(e, extra), key, ts, causes, out)
+            self.fire(p, Scope(e, self._extra(cart_id, cart, EXIT)), key, ts, causes, out)
             return
         lines = []
         for sku in sorted(cart):
