@@ -21,7 +21,7 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client
 
-from core.config import LogConfig
+from core.config import LogConfig, inbox_for
 from core.events import DERIVED_TYPES, RAW_TYPES, STORE_PATTERN
 from core.natsd import write_private
 
@@ -92,16 +92,24 @@ def _own_bucket(stream: str, subjects: str) -> list[str]:
     ]
 
 
-def permissions(role: Role, log: LogConfig, stores: Sequence[str] = ()) -> dict[str, Any]:
-    """The role's ``permissions`` block (nats-server's configuration, as a dict).
+def permissions(
+    role: Role, log: LogConfig, stores: Sequence[str] = (), *, user: str | None = None
+) -> dict[str, Any]:
+    """The role's ``permissions`` block for ``user`` (default: the role's own user), as
+    nats-server's configuration (a dict).
+
+    Each user subscribes to its own inbox prefix only (``inbox_for``): under ``_INBOX.>``
+    any user would read the messages every other one pulls from the streams.
 
     Publishing a JetStream message needs only the subject (the ack comes back on the
     client's inbox); reading needs the API subjects of the stream, and acking
     ``$JS.ACK.<stream>.>``. What is not allowed is refused by the server, which reports
     a "Permissions Violation" to the client and logs it.
     """
+    _check_stores(stores)
     if role is Role.ADMIN:
         return {"publish": {"allow": [">"]}, "subscribe": {"allow": [">"]}}
+    inbox = {"allow": [f"{inbox_for(user or role.value)}.>"]}
     p = log.prefix
     s = stream_names(log)
     kv_rules = f"$KV.{log.bucket('rules')}.>"
@@ -117,7 +125,7 @@ def permissions(role: Role, log: LogConfig, stores: Sequence[str] = ()) -> dict[
         allow.append(f"$JS.API.STREAM.INFO.{s['deadletter']}")
         return {
             "publish": {"allow": allow, "deny": [kv_rules]},
-            "subscribe": {"allow": ["_INBOX.>"]},
+            "subscribe": inbox,
         }
     if role is Role.ENGINE:
         allow = [f"{p}.*.{t}" for t in sorted(DERIVED_TYPES)]
@@ -132,12 +140,12 @@ def permissions(role: Role, log: LogConfig, stores: Sequence[str] = ()) -> dict[
         allow += _own_bucket(s["snapshots"], f"$O.{log.bucket('engine_snapshots')}.>")
         return {
             "publish": {"allow": allow, "deny": [kv_rules]},
-            "subscribe": {"allow": ["_INBOX.>"]},
+            "subscribe": inbox,
         }
     allow = list(common)
     for name in s.values():
         allow += _read_stream(name)
-    return {"publish": {"allow": allow}, "subscribe": {"allow": ["_INBOX.>"]}}
+    return {"publish": {"allow": allow}, "subscribe": inbox}
 
 
 def authorization(users: Iterable[User], log: LogConfig) -> dict[str, Any]:
@@ -147,11 +155,21 @@ def authorization(users: Iterable[User], log: LogConfig) -> dict[str, Any]:
             {
                 "user": u.user,
                 "password": u.password,
-                "permissions": permissions(u.role, log, u.stores),
+                "permissions": permissions(u.role, log, u.stores, user=u.user),
             }
             for u in users
         ]
     }
+
+
+def _check_stores(stores: Sequence[str], where: str = "") -> None:
+    """Store ids are subject tokens: a wildcard (``*``, ``>``) or a dot in one would widen
+    a scoped adapter to other stores, or make the subjects invalid."""
+    bad = [s for s in stores if not _store.fullmatch(s)]
+    if bad:
+        raise ValueError(
+            f"{where}store ids {bad}: letters, digits, '-' or '_' only (1 to 64), no wildcards"
+        )
 
 
 def _password() -> str:
@@ -166,7 +184,10 @@ def load_users(data_dir: Path) -> list[User]:
     """
     path = data_dir / USERS_FILE
     if path.exists():
-        return msgspec.json.decode(path.read_bytes(), type=list[User])
+        users = msgspec.json.decode(path.read_bytes(), type=list[User])
+        for u in users:
+            _check_stores(u.stores, f"{path}: user {u.user!r}: ")
+        return users
     data_dir.mkdir(parents=True, exist_ok=True)
     users = [User(user=r.value, password=_password(), role=r) for r in Role]
     write_private(path, json.dumps(msgspec.to_builtins(users), indent=2))

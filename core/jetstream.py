@@ -67,10 +67,12 @@ async def connect(
     an end. The first connection fails fast instead (``ConnectError``), with the reason:
     wrong credentials or a TLS mismatch would fail the same way on every retry.
 
-    ``url`` may list several servers of a cluster, comma-separated.
+    ``url`` may list several servers of a cluster, comma-separated. Replies come to the
+    credentials' own inbox prefix (``NatsAuth.inbox``).
     """
     servers = [u.strip() for u in url.split(",") if u.strip()]
-    options = _auth_options(auth or NatsAuth())
+    auth = auth or NatsAuth()
+    options = _auth_options(auth)
     await _first_contact(servers, options, timeout_s)
     return await nats.connect(
         servers=servers,
@@ -81,6 +83,9 @@ async def connect(
         connect_timeout=timeout_s,
         pending_size=64 * 1024 * 1024,
         error_cb=_connection_error,
+        # Replies, pulled messages and watches come to this user's own inbox prefix: the
+        # server lets no other user subscribe to it (core/access.py).
+        inbox_prefix=auth.inbox,
         **options,
     )
 

@@ -383,3 +383,78 @@ async def test_a_store_scoped_adapter_added_to_a_running_embedded_server_publish
     printed = CliRunner().invoke(app, ["log", "permissions", "adapter", "-s", STORE], env=env)
     allow = json.loads(printed.output)["permissions"]["publish"]["allow"]
     assert mine in allow and theirs not in allow
+
+
+async def _subscribe_violations(
+    server: Secured, name: str, subjects: list[str], wait_s: float = 3.0
+) -> list[str]:
+    """Subscribe once to each subject as ``name``; the subjects the server refused (within
+    ``wait_s``)."""
+    refused: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        refused.append(str(exc).lower())
+
+    user = next(u for u in server.users if u.user == name)
+    nc = await nats.connect(
+        server.url.split(",")[0], user=user.user, password=user.password, error_cb=on_error
+    )
+    try:
+        for subject in subjects:
+            await nc.subscribe(subject)
+        await nc.flush()
+
+        def found() -> list[str]:
+            return [s for s in subjects if any(f'"{s.lower()}"' in r for r in refused)]
+
+        deadline = time.monotonic() + wait_s
+        while len(found()) < len(subjects) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return found()
+    finally:
+        await nc.close()
+
+
+async def test_no_role_may_read_the_replies_and_pulled_messages_of_another(
+    secured: Secured,
+) -> None:
+    """Under ``_INBOX.>`` any user would see every message the engine pulls (a store's
+    faces, picks, carts): each user has an inbox prefix of its own, and only that."""
+    others = ["_INBOX.>", "_INBOX_engine.>", "_INBOX_admin.x", ">"]
+    for name in ("adapter", "adapter-corner-01", "viewer"):
+        assert await _subscribe_violations(secured, name, others) == others, name
+        mine = [f"_INBOX_{name}.>"]
+        assert await _subscribe_violations(secured, name, mine, wait_s=0.5) == [], name
+    assert await _subscribe_violations(secured, "engine", ["_INBOX.>", "_INBOX_viewer.>"]) == [
+        "_INBOX.>",
+        "_INBOX_viewer.>",
+    ]
+    async with as_user(secured, "engine") as log:
+        assert log.nc.new_inbox().startswith("_INBOX_engine.")
+
+
+def test_store_ids_with_wildcards_or_dots_are_refused_in_permissions_and_the_users_file(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from core.cli import app
+
+    config = LogConfig(prefix=PREFIX)
+    for bad in ("*", ">", "corner.01", ""):
+        with pytest.raises(ValueError, match="store ids"):
+            permissions(Role.ADAPTER, config, [bad])
+    printed = CliRunner().invoke(app, ["log", "permissions", "adapter", "--store", ">"])
+    assert printed.exit_code == 2 and "store ids" in printed.output, printed.output
+    assert "permissions" not in printed.stdout
+    _users(tmp_path)
+    users = json.loads((tmp_path / "nats-users.json").read_text())
+    users[-1]["stores"] = ["*"]
+    (tmp_path / "nats-users.json").write_text(json.dumps(users))
+    with pytest.raises(ValueError, match=r"nats-users\.json: user 'adapter-corner-01'"):
+        load_users(tmp_path)
+
+
+def test_the_embedded_servers_log_is_its_owners_only(secured: Secured) -> None:
+    for node in secured.nodes:
+        assert node.log_file.stat().st_mode & 0o777 == 0o600
