@@ -43,6 +43,7 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
 
 
 USERS_FILE = "nats-users.json"
+RULES_HISTORY = 20  # deployments the rules bucket keeps (it is the admin's to create)
 USER_INFO = "$SYS.REQ.USER.INFO"  # the server says who a connection is (2.10 and newer)
 _store = re.compile(STORE_PATTERN)
 
@@ -60,24 +61,36 @@ def stream_names(log: LogConfig) -> dict[str, str]:
     }
 
 
-def _read_stream(name: str) -> list[str]:
+def _read_stream(name: str, *, durable: bool = True) -> list[str]:
     """What reading stream ``name`` takes: its info, its messages by sequence or subject,
-    and consumers of one's own (create, pull, look at, delete; flow control replies)."""
-    return [
+    and consumers (create, pull, look at; flow control replies).
+
+    Without ``durable``, only ephemeral consumers with no name, whose create subject
+    (``$JS.API.CONSUMER.CREATE.<stream>``, aisle's readers' and nats-py's for a consumer
+    with neither name nor durable name) the server refuses to make durable; and no
+    consumer delete: readers' consumers expire by ``inactive_threshold``. Named creates,
+    durable creates and deletes would let the role change or remove the engine's durable
+    consumers (a filter without ``item.put_back``, and put-backs skipped silently).
+    """
+    read = [
         f"$JS.API.STREAM.INFO.{name}",
         f"$JS.API.STREAM.MSG.GET.{name}",
         f"$JS.API.DIRECT.GET.{name}",
         f"$JS.API.DIRECT.GET.{name}.>",
         f"$JS.API.CONSUMER.CREATE.{name}",
-        f"$JS.API.CONSUMER.CREATE.{name}.>",
-        f"$JS.API.CONSUMER.DURABLE.CREATE.{name}.*",
         f"$JS.API.CONSUMER.INFO.{name}.*",
         f"$JS.API.CONSUMER.LIST.{name}",
         f"$JS.API.CONSUMER.NAMES.{name}",
         f"$JS.API.CONSUMER.MSG.NEXT.{name}.*",
-        f"$JS.API.CONSUMER.DELETE.{name}.*",
         f"$JS.FC.{name}.>",
     ]
+    if durable:
+        read += [
+            f"$JS.API.CONSUMER.CREATE.{name}.>",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{name}.*",
+            f"$JS.API.CONSUMER.DELETE.{name}.*",
+        ]
+    return read
 
 
 def _own_bucket(stream: str, subjects: str) -> list[str]:
@@ -133,8 +146,9 @@ def permissions(
         for k in ("events", "samples", "deadletter"):
             allow += _read_stream(s[k])
         allow += [f"$JS.ACK.{s['events']}.>", f"$JS.ACK.{s['samples']}.>"]
-        # The rules bucket: read and watched, created empty if no deployment made it yet.
-        allow += [*_read_stream(s["rules"]), f"$JS.API.STREAM.CREATE.{s['rules']}"]
+        # The rules bucket: read and watched, never created (the admin's setup does): a
+        # stream the engine made could take its messages from a bucket the engine writes.
+        allow += _read_stream(s["rules"])
         allow += _own_bucket(s["leases"], f"$KV.{log.bucket('engine_leases')}.>")
         allow += _own_bucket(s["checkpoints"], f"$KV.{log.bucket('engine_checkpoints')}.>")
         allow += _own_bucket(s["snapshots"], f"$O.{log.bucket('engine_snapshots')}.>")
@@ -144,7 +158,7 @@ def permissions(
         }
     allow = list(common)
     for name in s.values():
-        allow += _read_stream(name)
+        allow += _read_stream(name, durable=False)
     return {"publish": {"allow": allow}, "subscribe": inbox}
 
 
@@ -218,9 +232,19 @@ def user_for(users: Iterable[User], role: Role) -> User:
     raise LookupError(f"no {role} user in {USERS_FILE}")
 
 
+class _SubjectPermission(msgspec.Struct):
+    allow: list[str] = []
+    deny: list[str] = []
+
+
+class _Permissions(msgspec.Struct):
+    publish: _SubjectPermission | None = None
+
+
 class _UserInfo(msgspec.Struct):
     user: str = ""
     account: str = ""
+    permissions: _Permissions | None = None
 
 
 class _UserInfoReply(msgspec.Struct):
@@ -247,3 +271,31 @@ async def authenticated_user(nc: Client) -> str | None:
     if info.account and info.account != "$G":
         return f"{info.user}@{info.account}"
     return info.user
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    """Whether NATS subject ``pattern`` (``*`` a token, ``>`` the rest) covers ``subject``."""
+    want, got = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(got) > i
+        if i >= len(got) or (token != "*" and token != got[i]):
+            return False
+    return len(want) == len(got)
+
+
+async def may_publish(nc: Client, subject: str) -> bool:
+    """Whether the server lets this connection publish ``subject``, as it says over
+    ``$SYS.REQ.USER.INFO``: asked before a request that would otherwise wait out its
+    timeout and leave a violation in the server's log. True where the server cannot say
+    (no authentication, a server before 2.10)."""
+    try:
+        reply = await nc.request(USER_INFO, b"", timeout=2.0)
+        info = msgspec.json.decode(reply.data, type=_UserInfoReply).data
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError, msgspec.DecodeError):
+        return True
+    granted = info.permissions.publish if info and info.permissions else None
+    if granted is None:
+        return True
+    allowed = not granted.allow or any(_matches(p, subject) for p in granted.allow)
+    return allowed and not any(_matches(p, subject) for p in granted.deny)

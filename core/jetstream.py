@@ -33,6 +33,7 @@ from nats.js.object_store import ObjectStore
 
 from core import events as ev
 from core import streamconfig
+from core.access import may_publish
 from core.config import LogConfig, NatsAuth
 from core.log import (
     DeadLetter,
@@ -47,7 +48,7 @@ from core.log import (
     stream_for_types,
 )
 from core.pubacks import JETSTREAM_OFF, Item, PubAcks, Sending, advice
-from core.puller import Delivered, Puller
+from core.puller import ConsumerTampered, Delivered, Puller, config_changes
 from core.streamconfig import StreamDifference
 
 log = logging.getLogger(__name__)
@@ -266,6 +267,7 @@ class JetStreamLog:
         # client filters (an engine worker's stores each read the whole business stream).
         self.many_filters = self.server_version >= (2, 10)
         self._consumers: set[JetStreamConsumer] = set()
+        self._deletes_readers: bool | None = None  # asked the server once, when first needed
 
     @classmethod
     async def open(
@@ -600,8 +602,17 @@ class JetStreamLog:
                 yield msgs
         finally:
             await puller.stop()
-            with contextlib.suppress(Exception):
-                await self.js.delete_consumer(name, info.name)
+            if await self._may_delete_readers(name, info.name):
+                with contextlib.suppress(Exception):
+                    await self.js.delete_consumer(name, info.name)
+
+    async def _may_delete_readers(self, stream: str, consumer: str) -> bool:
+        """Whether this user may delete its readers' consumers (a viewer may not: it would
+        delete the engine's too); else they expire by their ``inactive_threshold``."""
+        if self._deletes_readers is None:
+            subject = f"$JS.API.CONSUMER.DELETE.{stream}.{consumer}"
+            self._deletes_readers = await may_publish(self.nc, subject)
+        return self._deletes_readers
 
     async def replay(
         self,
@@ -677,7 +688,12 @@ class JetStreamLog:
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await self.js.delete_consumer(name_, name)  # restart where the checkpoint says
         info = await self.js.add_consumer(name_, cfg)
-        puller = Puller(self.nc, name_, name, strict=True, created=info.created)
+        # Made just now, unless another user's consumer of the same name was there to be
+        # updated: then it is not the engine's to read.
+        changes = config_changes(cfg, info.config, given_only=True)
+        if changes:
+            raise ConsumerTampered(f"consumer {name} on {name_}: {'; '.join(changes)}")
+        puller = Puller(self.nc, name_, name, strict=True, created=info.created, config=info.config)
         return await puller.start(), client_filter
 
     async def drop_consumers(self, stream: Stream, prefix: str, *, keep: str = "") -> list[str]:

@@ -458,3 +458,163 @@ def test_store_ids_with_wildcards_or_dots_are_refused_in_permissions_and_the_use
 def test_the_embedded_servers_log_is_its_owners_only(secured: Secured) -> None:
     for node in secured.nodes:
         assert node.log_file.stat().st_mode & 0o777 == 0o600
+
+
+async def test_the_viewer_may_not_create_update_or_delete_a_durable_consumer(
+    secured: Secured,
+) -> None:
+    """A durable create (legacy or named) of the engine's consumer with its filter minus
+    ``item.put_back`` was accepted: the engine skipped put-backs silently."""
+    engines = f"engine_{STORE}_events_w"
+    refused = [
+        f"$JS.API.CONSUMER.DURABLE.CREATE.ACL_EVENTS.{engines}",
+        f"$JS.API.CONSUMER.CREATE.ACL_EVENTS.{engines}",
+        f"$JS.API.CONSUMER.CREATE.ACL_EVENTS.{engines}.{PREFIX}.{STORE}.item.picked",
+        f"$JS.API.CONSUMER.DELETE.ACL_EVENTS.{engines}",
+        "$JS.API.CONSUMER.DELETE.ACL_DEADLETTER.x",
+    ]
+    assert await _violations(secured, "viewer", refused) == refused
+    # Its readers make ephemeral consumers with no name, and leave them to expire.
+    allowed = ["$JS.API.CONSUMER.CREATE.ACL_EVENTS", "$JS.API.CONSUMER.CREATE.KV_ACL_RULES"]
+    assert await _violations(secured, "viewer", allowed, wait_s=0.5) == []
+    since = secured.mark()
+    async with as_user(secured, "viewer") as log:
+        [r async for r in log.replay(store=STORE, types=["item.picked"])]
+    assert "Violation" not in secured.server_log(since)
+
+
+async def test_an_engine_consumer_changed_by_another_user_is_noticed_and_made_again(
+    secured: Secured,
+) -> None:
+    """The server lets an ephemeral create that names an existing consumer update it, so
+    no permission stops it: the engine compares its consumer's configuration with the one
+    it made (every few seconds, not on each pull) and starts over on one of its own."""
+    from core.log import Stream
+    from core.puller import ConsumerTampered
+
+    name = f"engine_{STORE}_events_tamper"
+    types = ["item.picked", "item.put_back"]
+    async with as_user(secured, "engine") as log:
+        puller, _ = await log.engine_consumer(
+            name, Stream.EVENTS, store=STORE, types=types, start_seq=1
+        )
+        puller.verify_every_s = 0.0
+        await puller.poll(1)  # untouched: nothing to say
+        made = (await log.js.consumer_info("ACL_EVENTS", name)).config
+        narrowed = {
+            "name": name,
+            "ack_policy": "all",
+            "deliver_policy": "by_start_sequence",
+            "opt_start_seq": made.opt_start_seq,
+            "filter_subject": f"{PREFIX}.{STORE}.item.picked",
+        }
+        async with as_user(secured, "viewer") as viewer:
+            request = {"stream_name": "ACL_EVENTS", "config": narrowed}
+            reply = await viewer.nc.request(
+                "$JS.API.CONSUMER.CREATE.ACL_EVENTS", json.dumps(request).encode()
+            )
+        if b'"error"' in reply.data:  # the server refused it: nothing to notice
+            pytest.skip(f"this server refuses the update: {reply.data[:200]!r}")
+        with pytest.raises(ConsumerTampered, match=r"filter_subject"):
+            await puller.poll(1)
+        await puller.stop()
+        puller, _ = await log.engine_consumer(
+            name, Stream.EVENTS, store=STORE, types=types, start_seq=1
+        )
+        again = (await log.js.consumer_info("ACL_EVENTS", name)).config
+        assert sorted(again.filter_subjects or []) == [f"{PREFIX}.{STORE}.{t}" for t in types]
+        await puller.stop()
+        await log.js.delete_consumer("ACL_EVENTS", name)
+
+
+async def test_the_engine_may_not_create_the_rules_bucket(secured: Secured) -> None:
+    """It could make it a stream that sources its own leases bucket through a subject
+    transform: every lease put would then be a deployment."""
+    create = ["$JS.API.STREAM.CREATE.KV_ACL_RULES"]
+    assert await _violations(secured, "engine", create) == create
+    block = permissions(Role.ENGINE, secured.config)["publish"]["allow"]
+    assert not [s for s in block if s.startswith("$JS.API.STREAM.CREATE.KV_ACL_RULES")]
+
+
+@contextlib.asynccontextmanager
+async def _fresh(tmp_path: Path, prefix: str) -> AsyncIterator[Secured]:
+    """A server of its own for ``prefix``, its streams made by the admin (no rules bucket)."""
+    config = LogConfig(prefix=prefix, publish_deadline_s=20)
+    users = _users(tmp_path / "creds")
+    node = EmbeddedNats(tmp_path / "n", auth=authorization(users, config)).start()
+    try:
+        server = Secured(node.url, users, config, [node])
+        await _create_streams(server)
+        yield server
+    finally:
+        node.stop()
+
+
+async def test_a_worker_with_no_rules_bucket_runs_its_packs_and_takes_the_first_deployment(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _fresh(tmp_path, "norules") as server:
+        async with as_user(server, "engine") as log:
+            config = ServiceConfig(worker="nr-w", lateness_s=LATENESS_S, lease_ttl_s=1.5)
+            worker = Worker(log, Reference.of(layout()), config, packs=PACKS)
+            stop = asyncio.Event()
+            with caplog.at_level(logging.ERROR, logger="rules.service.worker"):
+                task = asyncio.create_task(worker.run(stop))
+                try:
+                    await asyncio.sleep(2.5)  # a few rebalances
+                    assert worker.rules_version == "local"
+                    files = deploy.validated(PACKS, Reference.of(layout()))
+                    async with as_user(server, "admin") as admin:
+                        kv = await admin.key_value("rules", history=20)
+                        good, _ = await deploy.deploy(kv, files, by="admin")
+                    for _ in range(100):
+                        if worker.rules_version == good.version:
+                            break
+                        await asyncio.sleep(0.1)
+                finally:
+                    stop.set()
+                    await task
+        assert worker.rules_version == good.version
+        said = [r for r in caplog.records if "no usable rules bucket" in r.getMessage()]
+        assert len(said) == 1, "said once, not at every rebalance"
+        assert "Violation" not in server.server_log()
+
+
+async def test_a_rules_bucket_that_takes_messages_from_elsewhere_is_refused(
+    tmp_path: Path,
+) -> None:
+    from nats.js import api
+
+    async with _fresh(tmp_path, "forged") as server:
+        async with as_user(server, "admin") as admin:
+            leases = await admin.key_value("engine_leases")
+            rules = admin.config.bucket("rules")
+            await admin.js.add_stream(
+                name=f"KV_{rules}",
+                max_msgs_per_subject=20,
+                allow_direct=True,
+                allow_rollup_hdrs=True,
+                sources=[
+                    api.StreamSource(
+                        name=f"KV_{admin.config.bucket('engine_leases')}",
+                        subject_transforms=[
+                            api.SubjectTransform(
+                                src=f"$KV.{admin.config.bucket('engine_leases')}.packs",
+                                dest=f"$KV.{rules}.packs",
+                            )
+                        ],
+                    )
+                ],
+            )
+            await leases.put("packs", b"not a deployment")
+        async with as_user(server, "engine") as log:
+            with pytest.raises(deploy.UnreadableDeployment, match="sources"):
+                await deploy.rules_bucket(log.js, rules)
+            config = ServiceConfig(worker="fg-w", lateness_s=LATENESS_S, lease_ttl_s=1.5)
+            worker = Worker(log, Reference.of(layout()), config, packs=PACKS)
+            stop = asyncio.Event()
+            task = asyncio.create_task(worker.run(stop))
+            await asyncio.sleep(1.0)
+            stop.set()
+            await task
+            assert worker.rules_version == "local"
