@@ -618,3 +618,19 @@ async def test_a_rules_bucket_that_takes_messages_from_elsewhere_is_refused(
             stop.set()
             await task
             assert worker.rules_version == "local"
+
+
+def test_log_permissions_prints_the_users_own_inbox() -> None:
+    from typer.testing import CliRunner
+
+    from core.cli import app
+
+    printed = CliRunner().invoke(
+        app, ["log", "permissions", "adapter", "--user", "cams-01", "--store", STORE]
+    )
+    assert printed.exit_code == 0, printed.output
+    block = json.loads(printed.output)["permissions"]
+    assert block["subscribe"] == {"allow": ["_INBOX_cams-01.>"]}
+    viewer = permissions(Role.VIEWER, LogConfig(prefix=PREFIX))
+    assert viewer["subscribe"] == {"allow": ["_INBOX_viewer.>"]}
+    assert not [s for s in viewer["publish"]["allow"] if "DELETE" in s or "DURABLE" in s]
