@@ -42,7 +42,15 @@ from rules.service import deploy
 from rules.service.leases import Leases
 from rules.service.partition import ServiceConfig
 from rules.service.worker import Worker
-from tests.enginekit import LATENESS_S, PACKS, derived_ids, engine, layout, settled, store_day
+from tests.enginekit import (
+    LATENESS_S,
+    PACKS,
+    derived_ids,
+    engine,
+    layout,
+    settled,
+    store_day,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -634,3 +642,66 @@ def test_log_permissions_prints_the_users_own_inbox() -> None:
     viewer = permissions(Role.VIEWER, LogConfig(prefix=PREFIX))
     assert viewer["subscribe"] == {"allow": ["_INBOX_viewer.>"]}
     assert not [s for s in viewer["publish"]["allow"] if "DELETE" in s or "DURABLE" in s]
+
+
+def _tampered(records: list[logging.LogRecord]) -> bool:
+    """Whether the worker said a store stopped on a consumer changed by another."""
+    for r in records:
+        said = f"{getattr(r, 'error', '')} {r.exc_info[1] if r.exc_info else ''}"
+        if "ConsumerTampered" in said or ("changed by another" in said and "put_back" in said):
+            return True
+    return False
+
+
+async def test_a_viewer_narrowing_the_engines_consumer_costs_no_put_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hostile tester's repro: the engine's consumer, updated by the viewer to its own
+    filter minus ``item.put_back``; the engine skipped put-backs silently. Now it notices
+    (before its next checkpoint, which would keep what was skipped) and starts over on a
+    consumer of its own."""
+    events = store_day(hours=1, shoppers=20)
+    third = len(events) // 3
+    name = f"engine_{STORE}_events_tw"
+    async with (
+        _fresh(tmp_path, "tamper") as server,
+        as_user(server, "adapter-corner-01") as adapter,
+        as_user(server, "engine") as log,
+        as_user(server, "viewer") as viewer,
+        as_user(server, "admin") as admin,
+    ):
+        await adapter.publish_many(events[:third])
+        config = ServiceConfig(worker="tw", lateness_s=LATENESS_S, lease_ttl_s=3.0)
+        worker = Worker(log, Reference.of(layout()), config, packs=PACKS)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            for _ in range(300):
+                if name in [c.name for c in await viewer.js.consumers_info("TAMPER_EVENTS")]:
+                    break
+                await asyncio.sleep(0.1)
+            info = await viewer.nc.request(f"$JS.API.CONSUMER.INFO.TAMPER_EVENTS.{name}", b"")
+            cfg = json.loads(info.data)["config"]
+            kept = [f for f in cfg.pop("filter_subjects") if "put_back" not in f]
+            cfg.pop("durable_name", None)  # the one create subject the viewer has left
+            request = {"stream_name": "TAMPER_EVENTS", "config": {**cfg, "filter_subjects": kept}}
+            reply = await viewer.nc.request(
+                "$JS.API.CONSUMER.CREATE.TAMPER_EVENTS", json.dumps(request).encode()
+            )
+            assert b'"error"' not in reply.data, reply.data
+            for i in range(third, len(events), 500):
+                await adapter.publish_many(events[i : i + 500])
+            for _ in range(300):  # within a check's period (or at the next checkpoint)
+                if _tampered(caplog.records):
+                    break
+                await asyncio.sleep(0.1)
+            await settled(admin, [STORE], timeout_s=120)
+            again = await admin.js.consumer_info("TAMPER_EVENTS", name)
+        finally:
+            stop.set()
+            await task
+    assert _tampered(caplog.records), [r.getMessage() for r in caplog.records]
+    assert any("put_back" in f for f in again.config.filter_subjects or [])
+    # Not asserted: that every derived event is the uninterrupted engine's. What the engine
+    # published from the narrowed consumer before it noticed (seconds) stays in the log and,
+    # under the same ids, keeps the right ones out (docs/security.md).
