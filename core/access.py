@@ -21,7 +21,7 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client
 
-from core.config import LogConfig
+from core.config import LogConfig, inbox_for
 from core.events import DERIVED_TYPES, RAW_TYPES, STORE_PATTERN
 from core.natsd import write_private
 
@@ -43,6 +43,7 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
 
 
 USERS_FILE = "nats-users.json"
+RULES_HISTORY = 20  # deployments the rules bucket keeps (it is the admin's to create)
 USER_INFO = "$SYS.REQ.USER.INFO"  # the server says who a connection is (2.10 and newer)
 _store = re.compile(STORE_PATTERN)
 
@@ -60,24 +61,36 @@ def stream_names(log: LogConfig) -> dict[str, str]:
     }
 
 
-def _read_stream(name: str) -> list[str]:
+def _read_stream(name: str, *, durable: bool = True) -> list[str]:
     """What reading stream ``name`` takes: its info, its messages by sequence or subject,
-    and consumers of one's own (create, pull, look at, delete; flow control replies)."""
-    return [
+    and consumers (create, pull, look at; flow control replies).
+
+    Without ``durable``, only ephemeral consumers with no name, whose create subject
+    (``$JS.API.CONSUMER.CREATE.<stream>``, aisle's readers' and nats-py's for a consumer
+    with neither name nor durable name) the server refuses to make durable; and no
+    consumer delete: readers' consumers expire by ``inactive_threshold``. Named creates,
+    durable creates and deletes would let the role change or remove the engine's durable
+    consumers (a filter without ``item.put_back``, and put-backs skipped silently).
+    """
+    read = [
         f"$JS.API.STREAM.INFO.{name}",
         f"$JS.API.STREAM.MSG.GET.{name}",
         f"$JS.API.DIRECT.GET.{name}",
         f"$JS.API.DIRECT.GET.{name}.>",
         f"$JS.API.CONSUMER.CREATE.{name}",
-        f"$JS.API.CONSUMER.CREATE.{name}.>",
-        f"$JS.API.CONSUMER.DURABLE.CREATE.{name}.*",
         f"$JS.API.CONSUMER.INFO.{name}.*",
         f"$JS.API.CONSUMER.LIST.{name}",
         f"$JS.API.CONSUMER.NAMES.{name}",
         f"$JS.API.CONSUMER.MSG.NEXT.{name}.*",
-        f"$JS.API.CONSUMER.DELETE.{name}.*",
         f"$JS.FC.{name}.>",
     ]
+    if durable:
+        read += [
+            f"$JS.API.CONSUMER.CREATE.{name}.>",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{name}.*",
+            f"$JS.API.CONSUMER.DELETE.{name}.*",
+        ]
+    return read
 
 
 def _own_bucket(stream: str, subjects: str) -> list[str]:
@@ -92,16 +105,24 @@ def _own_bucket(stream: str, subjects: str) -> list[str]:
     ]
 
 
-def permissions(role: Role, log: LogConfig, stores: Sequence[str] = ()) -> dict[str, Any]:
-    """The role's ``permissions`` block (nats-server's configuration, as a dict).
+def permissions(
+    role: Role, log: LogConfig, stores: Sequence[str] = (), *, user: str | None = None
+) -> dict[str, Any]:
+    """The role's ``permissions`` block for ``user`` (default: the role's own user), as
+    nats-server's configuration (a dict).
+
+    Each user subscribes to its own inbox prefix only (``inbox_for``): under ``_INBOX.>``
+    any user would read the messages every other one pulls from the streams.
 
     Publishing a JetStream message needs only the subject (the ack comes back on the
     client's inbox); reading needs the API subjects of the stream, and acking
     ``$JS.ACK.<stream>.>``. What is not allowed is refused by the server, which reports
     a "Permissions Violation" to the client and logs it.
     """
+    _check_stores(stores)
     if role is Role.ADMIN:
         return {"publish": {"allow": [">"]}, "subscribe": {"allow": [">"]}}
+    inbox = {"allow": [f"{inbox_for(user or role.value)}.>"]}
     p = log.prefix
     s = stream_names(log)
     kv_rules = f"$KV.{log.bucket('rules')}.>"
@@ -117,7 +138,7 @@ def permissions(role: Role, log: LogConfig, stores: Sequence[str] = ()) -> dict[
         allow.append(f"$JS.API.STREAM.INFO.{s['deadletter']}")
         return {
             "publish": {"allow": allow, "deny": [kv_rules]},
-            "subscribe": {"allow": ["_INBOX.>"]},
+            "subscribe": inbox,
         }
     if role is Role.ENGINE:
         allow = [f"{p}.*.{t}" for t in sorted(DERIVED_TYPES)]
@@ -126,19 +147,20 @@ def permissions(role: Role, log: LogConfig, stores: Sequence[str] = ()) -> dict[
         for k in ("events", "samples", "deadletter"):
             allow += _read_stream(s[k])
         allow += [f"$JS.ACK.{s['events']}.>", f"$JS.ACK.{s['samples']}.>"]
-        # The rules bucket: read and watched, created empty if no deployment made it yet.
-        allow += [*_read_stream(s["rules"]), f"$JS.API.STREAM.CREATE.{s['rules']}"]
+        # The rules bucket: read and watched, never created (the admin's setup does): a
+        # stream the engine made could take its messages from a bucket the engine writes.
+        allow += _read_stream(s["rules"])
         allow += _own_bucket(s["leases"], f"$KV.{log.bucket('engine_leases')}.>")
         allow += _own_bucket(s["checkpoints"], f"$KV.{log.bucket('engine_checkpoints')}.>")
         allow += _own_bucket(s["snapshots"], f"$O.{log.bucket('engine_snapshots')}.>")
         return {
             "publish": {"allow": allow, "deny": [kv_rules]},
-            "subscribe": {"allow": ["_INBOX.>"]},
+            "subscribe": inbox,
         }
     allow = list(common)
     for name in s.values():
-        allow += _read_stream(name)
-    return {"publish": {"allow": allow}, "subscribe": {"allow": ["_INBOX.>"]}}
+        allow += _read_stream(name, durable=False)
+    return {"publish": {"allow": allow}, "subscribe": inbox}
 
 
 def authorization(users: Iterable[User], log: LogConfig) -> dict[str, Any]:
@@ -148,11 +170,21 @@ def authorization(users: Iterable[User], log: LogConfig) -> dict[str, Any]:
             {
                 "user": u.user,
                 "password": u.password,
-                "permissions": permissions(u.role, log, u.stores),
+                "permissions": permissions(u.role, log, u.stores, user=u.user),
             }
             for u in users
         ]
     }
+
+
+def _check_stores(stores: Sequence[str], where: str = "") -> None:
+    """Store ids are subject tokens: a wildcard (``*``, ``>``) or a dot in one would widen
+    a scoped adapter to other stores, or make the subjects invalid."""
+    bad = [s for s in stores if not _store.fullmatch(s)]
+    if bad:
+        raise ValueError(
+            f"{where}store ids {bad}: letters, digits, '-' or '_' only (1 to 64), no wildcards"
+        )
 
 
 def _password() -> str:
@@ -167,7 +199,10 @@ def load_users(data_dir: Path) -> list[User]:
     """
     path = data_dir / USERS_FILE
     if path.exists():
-        return msgspec.json.decode(path.read_bytes(), type=list[User])
+        users = msgspec.json.decode(path.read_bytes(), type=list[User])
+        for u in users:
+            _check_stores(u.stores, f"{path}: user {u.user!r}: ")
+        return users
     data_dir.mkdir(parents=True, exist_ok=True)
     users = [User(user=r.value, password=_password(), role=r) for r in Role]
     write_private(path, json.dumps(msgspec.to_builtins(users), indent=2))
@@ -198,9 +233,19 @@ def user_for(users: Iterable[User], role: Role) -> User:
     raise LookupError(f"no {role} user in {USERS_FILE}")
 
 
+class _SubjectPermission(msgspec.Struct):
+    allow: list[str] = []
+    deny: list[str] = []
+
+
+class _Permissions(msgspec.Struct):
+    publish: _SubjectPermission | None = None
+
+
 class _UserInfo(msgspec.Struct):
     user: str = ""
     account: str = ""
+    permissions: _Permissions | None = None
 
 
 class _UserInfoReply(msgspec.Struct):
@@ -227,3 +272,31 @@ async def authenticated_user(nc: Client) -> str | None:
     if info.account and info.account != "$G":
         return f"{info.user}@{info.account}"
     return info.user
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    """Whether NATS subject ``pattern`` (``*`` a token, ``>`` the rest) covers ``subject``."""
+    want, got = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(got) > i
+        if i >= len(got) or (token != "*" and token != got[i]):
+            return False
+    return len(want) == len(got)
+
+
+async def may_publish(nc: Client, subject: str) -> bool:
+    """Whether the server lets this connection publish ``subject``, as it says over
+    ``$SYS.REQ.USER.INFO``: asked before a request that would otherwise wait out its
+    timeout and leave a violation in the server's log. True where the server cannot say
+    (no authentication, a server before 2.10)."""
+    try:
+        reply = await nc.request(USER_INFO, b"", timeout=2.0)
+        info = msgspec.json.decode(reply.data, type=_UserInfoReply).data
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError, msgspec.DecodeError):
+        return True
+    granted = info.permissions.publish if info and info.permissions else None
+    if granted is None:
+        return True
+    allowed = not granted.allow or any(_matches(p, subject) for p in granted.allow)
+    return allowed and not any(_matches(p, subject) for p in granted.deny)

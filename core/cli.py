@@ -273,10 +273,20 @@ def log_permissions(
     stores: Annotated[
         list[str] | None, typer.Option("--store", "-s", help="An adapter's stores (default: all).")
     ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option("--user", "-u", help="The user's name, for its inbox (default: the role)."),
+    ] = None,
 ) -> None:
     """A role's NATS permissions for this deployment (AISLE_PREFIX), as nats-server
-    configuration, for a server of your own (docs/security.md)."""
-    block = permissions(role, Settings.from_env().log, stores or ())
+    configuration, for a server of your own (docs/security.md). The user may subscribe
+    to its own inbox prefix only, ``_INBOX_<user>``: give the process the same user name
+    (AISLE_NATS_USER), or AISLE_NATS_INBOX for a token, an NKey or a .creds file."""
+    try:
+        block = permissions(role, Settings.from_env().log, stores or (), user=user)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
     sys.stdout.write(json.dumps({"permissions": block}, indent=2) + "\n")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -68,6 +69,19 @@ class ConfigError(ValueError):
     """A setting is wrong: the message names the variable and what it should be."""
 
 
+DEFAULT_INBOX = "_INBOX"  # nats-py's, for a client that names no user
+_INBOX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+_SAFE_USER = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def inbox_for(user: str) -> str:
+    """A user's own inbox prefix, one subject token: ``_INBOX_<user>``, or a digest of
+    the name where it holds what a token may not (a dot, a wildcard)."""
+    if _SAFE_USER.fullmatch(user):
+        return f"{DEFAULT_INBOX}_{user}"
+    return f"{DEFAULT_INBOX}_h{hashlib.sha256(user.encode()).hexdigest()[:24]}"
+
+
 @dataclass(frozen=True)
 class NatsAuth:
     """How a client proves who it is to a NATS server of the user's own, and TLS.
@@ -85,8 +99,14 @@ class NatsAuth:
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    inbox_prefix: str | None = None  # AISLE_NATS_INBOX; default: inbox_for(user)
 
     def __post_init__(self) -> None:
+        if self.inbox_prefix is not None and not _INBOX.fullmatch(self.inbox_prefix):
+            raise ConfigError(
+                f"AISLE_NATS_INBOX {self.inbox_prefix!r}: subject tokens of letters, digits, "
+                "'-' or '_', separated by dots, no wildcards"
+            )
         methods = [
             name
             for name, value in (
@@ -108,6 +128,14 @@ class NatsAuth:
     def tls(self) -> bool:
         return bool(self.tls_ca_file or self.tls_cert_file)
 
+    @property
+    def inbox(self) -> str:
+        """Where this client's replies come: its own prefix, which only it may subscribe
+        to, so no other user reads the messages it pulls (``core/access.py``)."""
+        if self.inbox_prefix:
+            return self.inbox_prefix
+        return inbox_for(self.user) if self.user else DEFAULT_INBOX
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> NatsAuth:
         def path(name: str) -> Path | None:
@@ -123,6 +151,7 @@ class NatsAuth:
             tls_ca_file=path("AISLE_NATS_TLS_CA"),
             tls_cert_file=path("AISLE_NATS_TLS_CERT"),
             tls_key_file=path("AISLE_NATS_TLS_KEY"),
+            inbox_prefix=env.get("AISLE_NATS_INBOX") or None,
         )
 
 

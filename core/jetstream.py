@@ -33,6 +33,7 @@ from nats.js.object_store import ObjectStore
 
 from core import events as ev
 from core import streamconfig
+from core.access import may_publish
 from core.config import LogConfig, NatsAuth
 from core.log import (
     DeadLetter,
@@ -47,7 +48,7 @@ from core.log import (
     stream_for_types,
 )
 from core.pubacks import JETSTREAM_OFF, Item, PubAcks, Sending, advice
-from core.puller import Delivered, Puller
+from core.puller import ConsumerTampered, Delivered, Puller, config_changes
 from core.streamconfig import StreamDifference
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,12 @@ async def connect(
     an end. The first connection fails fast instead (``ConnectError``), with the reason:
     wrong credentials or a TLS mismatch would fail the same way on every retry.
 
-    ``url`` may list several servers of a cluster, comma-separated.
+    ``url`` may list several servers of a cluster, comma-separated. Replies come to the
+    credentials' own inbox prefix (``NatsAuth.inbox``).
     """
     servers = [u.strip() for u in url.split(",") if u.strip()]
-    options = _auth_options(auth or NatsAuth())
+    auth = auth or NatsAuth()
+    options = _auth_options(auth)
     await _first_contact(servers, options, timeout_s)
     return await nats.connect(
         servers=servers,
@@ -81,6 +84,9 @@ async def connect(
         connect_timeout=timeout_s,
         pending_size=64 * 1024 * 1024,
         error_cb=_connection_error,
+        # Replies, pulled messages and watches come to this user's own inbox prefix: the
+        # server lets no other user subscribe to it (core/access.py).
+        inbox_prefix=auth.inbox,
         **options,
     )
 
@@ -261,6 +267,7 @@ class JetStreamLog:
         # client filters (an engine worker's stores each read the whole business stream).
         self.many_filters = self.server_version >= (2, 10)
         self._consumers: set[JetStreamConsumer] = set()
+        self._deletes_readers: bool | None = None  # asked the server once, when first needed
 
     @classmethod
     async def open(
@@ -595,8 +602,17 @@ class JetStreamLog:
                 yield msgs
         finally:
             await puller.stop()
-            with contextlib.suppress(Exception):
-                await self.js.delete_consumer(name, info.name)
+            if await self._may_delete_readers(name, info.name):
+                with contextlib.suppress(Exception):
+                    await self.js.delete_consumer(name, info.name)
+
+    async def _may_delete_readers(self, stream: str, consumer: str) -> bool:
+        """Whether this user may delete its readers' consumers (a viewer may not: it would
+        delete the engine's too); else they expire by their ``inactive_threshold``."""
+        if self._deletes_readers is None:
+            subject = f"$JS.API.CONSUMER.DELETE.{stream}.{consumer}"
+            self._deletes_readers = await may_publish(self.nc, subject)
+        return self._deletes_readers
 
     async def replay(
         self,
@@ -675,7 +691,12 @@ class JetStreamLog:
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await self.js.delete_consumer(name_, name)  # restart where the checkpoint says
         info = await self.js.add_consumer(name_, cfg)
-        puller = Puller(self.nc, name_, name, strict=True, created=info.created)
+        # Made just now, unless another user's consumer of the same name was there to be
+        # updated: then it is not the engine's to read.
+        changes = config_changes(cfg, info.config, given_only=True)
+        if changes:
+            raise ConsumerTampered(f"consumer {name} on {name_}: {'; '.join(changes)}")
+        puller = Puller(self.nc, name_, name, strict=True, created=info.created, config=info.config)
         return await puller.start(), client_filter
 
     async def drop_consumers(self, stream: Stream, prefix: str, *, keep: str = "") -> list[str]:

@@ -195,6 +195,11 @@ class EmbeddedNats:
         if self.running:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The log names users and what they were refused: its owner's only, as the
+        # configuration is (nats-server keeps the mode of a file that exists).
+        fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        os.close(fd)
         # A session of its own: Ctrl-C in a terminal signals the whole foreground group,
         # and the server must outlive the command that started it until that command has
         # finished with it (a worker checkpoints on the way out).

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from datetime import datetime
 from itertools import count
 from typing import NamedTuple
@@ -43,6 +44,46 @@ class DeliveryGap(RuntimeError):
     """Messages were lost between the server and this reader (a consumer leader died with
     deliveries in flight). With cumulative acks they would never come again: the reader
     must start over from its last checkpoint."""
+
+
+class ConsumerTampered(DeliveryGap):
+    """The consumer's configuration is no longer the one its reader made (another user
+    changed its filter, its acks, its limits): what it delivered since may be incomplete,
+    so the reader starts over from its last checkpoint, on a consumer of its own again."""
+
+
+# What a reader relies on in its consumer's configuration; the rest is the server's.
+WATCHED = (
+    "durable_name",
+    "deliver_policy",
+    "opt_start_seq",
+    "ack_policy",
+    "ack_wait",
+    "max_deliver",
+    "backoff",
+    "filter_subject",
+    "filter_subjects",
+    "sample_freq",
+    "max_waiting",
+    "max_ack_pending",
+    "headers_only",
+    "deliver_subject",
+    "inactive_threshold",
+    "pause_until",
+)
+
+
+def config_changes(
+    made: api.ConsumerConfig, now: api.ConsumerConfig, *, given_only: bool = False
+) -> list[str]:
+    """The watched fields whose values differ: ``field: before -> now``; ``given_only``:
+    those ``made`` sets (a request, where the server fills in the rest)."""
+    return [
+        f"{f}: {getattr(made, f, None)!r} -> {getattr(now, f, None)!r}"
+        for f in WATCHED
+        if getattr(made, f, None) != getattr(now, f, None)
+        and not (given_only and getattr(made, f, None) is None)
+    ]
 
 
 class Delivered(NamedTuple):
@@ -86,13 +127,20 @@ class Puller:
         *,
         strict: bool = False,
         created: datetime | None = None,
+        config: api.ConsumerConfig | None = None,
+        verify_every_s: float = 5.0,
     ) -> None:
         """``strict``: every delivery counts, once and in order (a consumer with cumulative
         acks, which never redelivers): a repeat is dropped and a gap raises ``DeliveryGap``.
         ``created``: when the server made the consumer, to tell it from one made again
-        under its name."""
+        under its name. ``config``: the consumer as the server made it; every
+        ``verify_every_s`` (not each pull) its configuration is compared with it, and a
+        change raises ``ConsumerTampered``: a user allowed to create ephemeral consumers
+        can update a durable one by naming it, which no permission tells apart."""
         self.nc = nc
         self.stream, self.consumer, self.created = stream, consumer, created
+        self.config, self.verify_every_s = config, verify_every_s
+        self._verify_at = 0.0  # at the first look, then every verify_every_s
         self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self.inbox = nc.new_inbox()
         self._batch: list[Delivered] = []  # not yet taken: in the consumer's order
@@ -179,6 +227,26 @@ class Puller:
                 raise ConsumerGone(self.subject)
         if self.gap:
             raise DeliveryGap(f"{self.subject}: {self.gap}")
+        if self.config is not None and time.monotonic() >= self._verify_at:
+            self._verify_at = time.monotonic() + self.verify_every_s
+            await self.verify()
+
+    async def verify(self) -> None:
+        """Raise ``ConsumerTampered`` if the consumer's configuration changed since it was
+        made (``ConsumerGone`` if it is gone or made again); no answer now says nothing."""
+        if self.config is None:
+            return
+        try:
+            info = await self.nc.jetstream().consumer_info(self.stream, self.consumer)
+        except nats.js.errors.NotFoundError:
+            raise ConsumerGone(self.subject) from None
+        except (nats.errors.Error, TimeoutError):
+            return
+        if self.created is not None and info.created != self.created:
+            raise ConsumerGone(self.subject)
+        changes = config_changes(self.config, info.config)
+        if changes:
+            raise ConsumerTampered(f"{self.subject}: changed by another: {'; '.join(changes)}")
 
     async def _gone(self) -> bool:
         """Whether the consumer was deleted (or made again, another's), as the server says;

@@ -20,7 +20,7 @@ from pathlib import Path
 import nats.errors
 from nats.aio.client import Client
 
-from core.access import Role, authorization, load_users, user_for
+from core.access import RULES_HISTORY, Role, authorization, load_users, user_for
 from core.config import NatsAuth, Settings
 from core.jetstream import JetStreamLog, connect
 from core.natsd import EmbeddedNats, NatsServerError, reload_users, write_private
@@ -157,7 +157,9 @@ async def open_log(
     that only reads: no existing stream is changed.
 
     Only an admin may create or change streams: on the embedded server an admin
-    connection makes sure of them first, and the role's connection then only uses them.
+    connection makes sure of them first, the rules bucket included (an engine that could
+    create it could make it take messages from a bucket it writes), and the role's
+    connection then only uses them.
     """
     async with embedded_or_configured(settings) as url:
         if settings.nats_url:
@@ -169,13 +171,17 @@ async def open_log(
                 admin = await connect(
                     url, name=f"{name}-setup", auth=_embedded_auth(settings.data_dir, Role.ADMIN)
                 )
-                await (await JetStreamLog.open(admin, settings.log, read_only=read_only)).close()
+                setup = await JetStreamLog.open(admin, settings.log, read_only=read_only)
+                if not read_only:
+                    await setup.key_value("rules", history=RULES_HISTORY)
+                await setup.close()
             nc = await connect(url, name=name, auth=_embedded_auth(settings.data_dir, role))
-            log_ = (
-                await JetStreamLog.open(nc, settings.log, read_only=read_only)
-                if role is Role.ADMIN
-                else JetStreamLog(nc, settings.log)
-            )
+            if role is Role.ADMIN:
+                log_ = await JetStreamLog.open(nc, settings.log, read_only=read_only)
+                if not read_only:
+                    await log_.key_value("rules", history=RULES_HISTORY)
+            else:
+                log_ = JetStreamLog(nc, settings.log)
         try:
             yield log_
         finally:

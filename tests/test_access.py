@@ -42,7 +42,15 @@ from rules.service import deploy
 from rules.service.leases import Leases
 from rules.service.partition import ServiceConfig
 from rules.service.worker import Worker
-from tests.enginekit import LATENESS_S, PACKS, derived_ids, engine, layout, settled, store_day
+from tests.enginekit import (
+    LATENESS_S,
+    PACKS,
+    derived_ids,
+    engine,
+    layout,
+    settled,
+    store_day,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -395,3 +403,317 @@ async def test_a_store_scoped_adapter_added_to_a_running_embedded_server_publish
     printed = CliRunner().invoke(app, ["log", "permissions", "adapter", "-s", STORE], env=env)
     allow = json.loads(printed.output)["permissions"]["publish"]["allow"]
     assert mine in allow and theirs not in allow
+
+
+async def _subscribe_violations(
+    server: Secured, name: str, subjects: list[str], wait_s: float = 3.0
+) -> list[str]:
+    """Subscribe once to each subject as ``name``; the subjects the server refused (within
+    ``wait_s``)."""
+    refused: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        refused.append(str(exc).lower())
+
+    user = next(u for u in server.users if u.user == name)
+    nc = await nats.connect(
+        server.url.split(",")[0], user=user.user, password=user.password, error_cb=on_error
+    )
+    try:
+        for subject in subjects:
+            await nc.subscribe(subject)
+        await nc.flush()
+
+        def found() -> list[str]:
+            return [s for s in subjects if any(f'"{s.lower()}"' in r for r in refused)]
+
+        deadline = time.monotonic() + wait_s
+        while len(found()) < len(subjects) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return found()
+    finally:
+        await nc.close()
+
+
+async def test_no_role_may_read_the_replies_and_pulled_messages_of_another(
+    secured: Secured,
+) -> None:
+    """Under ``_INBOX.>`` any user would see every message the engine pulls (a store's
+    faces, picks, carts): each user has an inbox prefix of its own, and only that."""
+    others = ["_INBOX.>", "_INBOX_engine.>", "_INBOX_admin.x", ">"]
+    for name in ("adapter", "adapter-corner-01", "viewer"):
+        assert await _subscribe_violations(secured, name, others) == others, name
+        mine = [f"_INBOX_{name}.>"]
+        assert await _subscribe_violations(secured, name, mine, wait_s=0.5) == [], name
+    assert await _subscribe_violations(secured, "engine", ["_INBOX.>", "_INBOX_viewer.>"]) == [
+        "_INBOX.>",
+        "_INBOX_viewer.>",
+    ]
+    async with as_user(secured, "engine") as log:
+        assert log.nc.new_inbox().startswith("_INBOX_engine.")
+
+
+def test_store_ids_with_wildcards_or_dots_are_refused_in_permissions_and_the_users_file(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from core.cli import app
+
+    config = LogConfig(prefix=PREFIX)
+    for bad in ("*", ">", "corner.01", ""):
+        with pytest.raises(ValueError, match="store ids"):
+            permissions(Role.ADAPTER, config, [bad])
+    printed = CliRunner().invoke(app, ["log", "permissions", "adapter", "--store", ">"])
+    assert printed.exit_code == 2 and "store ids" in printed.output, printed.output
+    assert "permissions" not in printed.stdout
+    _users(tmp_path)
+    users = json.loads((tmp_path / "nats-users.json").read_text())
+    users[-1]["stores"] = ["*"]
+    (tmp_path / "nats-users.json").write_text(json.dumps(users))
+    with pytest.raises(ValueError, match=r"nats-users\.json: user 'adapter-corner-01'"):
+        load_users(tmp_path)
+
+
+def test_the_embedded_servers_log_is_its_owners_only(secured: Secured) -> None:
+    for node in secured.nodes:
+        assert node.log_file.stat().st_mode & 0o777 == 0o600
+
+
+async def test_the_viewer_may_not_create_update_or_delete_a_durable_consumer(
+    secured: Secured,
+) -> None:
+    """A durable create (legacy or named) of the engine's consumer with its filter minus
+    ``item.put_back`` was accepted: the engine skipped put-backs silently."""
+    engines = f"engine_{STORE}_events_w"
+    refused = [
+        f"$JS.API.CONSUMER.DURABLE.CREATE.ACL_EVENTS.{engines}",
+        f"$JS.API.CONSUMER.CREATE.ACL_EVENTS.{engines}",
+        f"$JS.API.CONSUMER.CREATE.ACL_EVENTS.{engines}.{PREFIX}.{STORE}.item.picked",
+        f"$JS.API.CONSUMER.DELETE.ACL_EVENTS.{engines}",
+        "$JS.API.CONSUMER.DELETE.ACL_DEADLETTER.x",
+    ]
+    assert await _violations(secured, "viewer", refused) == refused
+    # Its readers make ephemeral consumers with no name, and leave them to expire.
+    allowed = ["$JS.API.CONSUMER.CREATE.ACL_EVENTS", "$JS.API.CONSUMER.CREATE.KV_ACL_RULES"]
+    assert await _violations(secured, "viewer", allowed, wait_s=0.5) == []
+    since = secured.mark()
+    async with as_user(secured, "viewer") as log:
+        [r async for r in log.replay(store=STORE, types=["item.picked"])]
+    assert "Violation" not in secured.server_log(since)
+
+
+async def test_an_engine_consumer_changed_by_another_user_is_noticed_and_made_again(
+    secured: Secured,
+) -> None:
+    """The server lets an ephemeral create that names an existing consumer update it, so
+    no permission stops it: the engine compares its consumer's configuration with the one
+    it made (every few seconds, not on each pull) and starts over on one of its own."""
+    from core.log import Stream
+    from core.puller import ConsumerTampered
+
+    name = f"engine_{STORE}_events_tamper"
+    types = ["item.picked", "item.put_back"]
+    async with as_user(secured, "engine") as log:
+        puller, _ = await log.engine_consumer(
+            name, Stream.EVENTS, store=STORE, types=types, start_seq=1
+        )
+        puller.verify_every_s = 0.0
+        await puller.poll(1)  # untouched: nothing to say
+        made = (await log.js.consumer_info("ACL_EVENTS", name)).config
+        narrowed = {
+            "name": name,
+            "ack_policy": "all",
+            "deliver_policy": "by_start_sequence",
+            "opt_start_seq": made.opt_start_seq,
+            "filter_subject": f"{PREFIX}.{STORE}.item.picked",
+        }
+        async with as_user(secured, "viewer") as viewer:
+            request = {"stream_name": "ACL_EVENTS", "config": narrowed}
+            reply = await viewer.nc.request(
+                "$JS.API.CONSUMER.CREATE.ACL_EVENTS", json.dumps(request).encode()
+            )
+        if b'"error"' in reply.data:  # the server refused it: nothing to notice
+            pytest.skip(f"this server refuses the update: {reply.data[:200]!r}")
+        with pytest.raises(ConsumerTampered, match=r"filter_subject"):
+            await puller.poll(1)
+        await puller.stop()
+        puller, _ = await log.engine_consumer(
+            name, Stream.EVENTS, store=STORE, types=types, start_seq=1
+        )
+        again = (await log.js.consumer_info("ACL_EVENTS", name)).config
+        assert sorted(again.filter_subjects or []) == [f"{PREFIX}.{STORE}.{t}" for t in types]
+        await puller.stop()
+        await log.js.delete_consumer("ACL_EVENTS", name)
+
+
+async def test_the_engine_may_not_create_the_rules_bucket(secured: Secured) -> None:
+    """It could make it a stream that sources its own leases bucket through a subject
+    transform: every lease put would then be a deployment."""
+    create = ["$JS.API.STREAM.CREATE.KV_ACL_RULES"]
+    assert await _violations(secured, "engine", create) == create
+    block = permissions(Role.ENGINE, secured.config)["publish"]["allow"]
+    assert not [s for s in block if s.startswith("$JS.API.STREAM.CREATE.KV_ACL_RULES")]
+
+
+@contextlib.asynccontextmanager
+async def _fresh(tmp_path: Path, prefix: str) -> AsyncIterator[Secured]:
+    """A server of its own for ``prefix``, its streams made by the admin (no rules bucket)."""
+    config = LogConfig(prefix=prefix, publish_deadline_s=20)
+    users = _users(tmp_path / "creds")
+    node = EmbeddedNats(tmp_path / "n", auth=authorization(users, config)).start()
+    try:
+        server = Secured(node.url, users, config, [node])
+        await _create_streams(server)
+        yield server
+    finally:
+        node.stop()
+
+
+async def test_a_worker_with_no_rules_bucket_runs_its_packs_and_takes_the_first_deployment(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _fresh(tmp_path, "norules") as server:
+        async with as_user(server, "engine") as log:
+            config = ServiceConfig(worker="nr-w", lateness_s=LATENESS_S, lease_ttl_s=1.5)
+            worker = Worker(log, Reference.of(layout()), config, packs=PACKS)
+            stop = asyncio.Event()
+            with caplog.at_level(logging.ERROR, logger="rules.service.worker"):
+                task = asyncio.create_task(worker.run(stop))
+                try:
+                    await asyncio.sleep(2.5)  # a few rebalances
+                    assert worker.rules_version == "local"
+                    files = deploy.validated(PACKS, Reference.of(layout()))
+                    async with as_user(server, "admin") as admin:
+                        kv = await admin.key_value("rules", history=20)
+                        good, _ = await deploy.deploy(kv, files, by="admin")
+                    for _ in range(100):
+                        if worker.rules_version == good.version:
+                            break
+                        await asyncio.sleep(0.1)
+                finally:
+                    stop.set()
+                    await task
+        assert worker.rules_version == good.version
+        said = [r for r in caplog.records if "no usable rules bucket" in r.getMessage()]
+        assert len(said) == 1, "said once, not at every rebalance"
+        assert "Violation" not in server.server_log()
+
+
+async def test_a_rules_bucket_that_takes_messages_from_elsewhere_is_refused(
+    tmp_path: Path,
+) -> None:
+    from nats.js import api
+
+    async with _fresh(tmp_path, "forged") as server:
+        async with as_user(server, "admin") as admin:
+            leases = await admin.key_value("engine_leases")
+            rules = admin.config.bucket("rules")
+            await admin.js.add_stream(
+                name=f"KV_{rules}",
+                max_msgs_per_subject=20,
+                allow_direct=True,
+                allow_rollup_hdrs=True,
+                sources=[
+                    api.StreamSource(
+                        name=f"KV_{admin.config.bucket('engine_leases')}",
+                        subject_transforms=[
+                            api.SubjectTransform(
+                                src=f"$KV.{admin.config.bucket('engine_leases')}.packs",
+                                dest=f"$KV.{rules}.packs",
+                            )
+                        ],
+                    )
+                ],
+            )
+            await leases.put("packs", b"not a deployment")
+        async with as_user(server, "engine") as log:
+            with pytest.raises(deploy.UnreadableDeployment, match="sources"):
+                await deploy.rules_bucket(log.js, rules)
+            config = ServiceConfig(worker="fg-w", lateness_s=LATENESS_S, lease_ttl_s=1.5)
+            worker = Worker(log, Reference.of(layout()), config, packs=PACKS)
+            stop = asyncio.Event()
+            task = asyncio.create_task(worker.run(stop))
+            await asyncio.sleep(1.0)
+            stop.set()
+            await task
+            assert worker.rules_version == "local"
+
+
+def test_log_permissions_prints_the_users_own_inbox() -> None:
+    from typer.testing import CliRunner
+
+    from core.cli import app
+
+    printed = CliRunner().invoke(
+        app, ["log", "permissions", "adapter", "--user", "cams-01", "--store", STORE]
+    )
+    assert printed.exit_code == 0, printed.output
+    block = json.loads(printed.output)["permissions"]
+    assert block["subscribe"] == {"allow": ["_INBOX_cams-01.>"]}
+    viewer = permissions(Role.VIEWER, LogConfig(prefix=PREFIX))
+    assert viewer["subscribe"] == {"allow": ["_INBOX_viewer.>"]}
+    assert not [s for s in viewer["publish"]["allow"] if "DELETE" in s or "DURABLE" in s]
+
+
+def _tampered(records: list[logging.LogRecord]) -> bool:
+    """Whether the worker said a store stopped on a consumer changed by another."""
+    for r in records:
+        said = f"{getattr(r, 'error', '')} {r.exc_info[1] if r.exc_info else ''}"
+        if "ConsumerTampered" in said or ("changed by another" in said and "put_back" in said):
+            return True
+    return False
+
+
+async def test_a_viewer_narrowing_the_engines_consumer_costs_no_put_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hostile tester's repro: the engine's consumer, updated by the viewer to its own
+    filter minus ``item.put_back``; the engine skipped put-backs silently. Now it notices
+    (before its next checkpoint, which would keep what was skipped) and starts over on a
+    consumer of its own."""
+    events = store_day(hours=1, shoppers=20)
+    third = len(events) // 3
+    name = f"engine_{STORE}_events_tw"
+    async with (
+        _fresh(tmp_path, "tamper") as server,
+        as_user(server, "adapter-corner-01") as adapter,
+        as_user(server, "engine") as log,
+        as_user(server, "viewer") as viewer,
+        as_user(server, "admin") as admin,
+    ):
+        await adapter.publish_many(events[:third])
+        config = ServiceConfig(worker="tw", lateness_s=LATENESS_S, lease_ttl_s=3.0)
+        worker = Worker(log, Reference.of(layout()), config, packs=PACKS)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            for _ in range(300):
+                if name in [c.name for c in await viewer.js.consumers_info("TAMPER_EVENTS")]:
+                    break
+                await asyncio.sleep(0.1)
+            info = await viewer.nc.request(f"$JS.API.CONSUMER.INFO.TAMPER_EVENTS.{name}", b"")
+            cfg = json.loads(info.data)["config"]
+            kept = [f for f in cfg.pop("filter_subjects") if "put_back" not in f]
+            cfg.pop("durable_name", None)  # the one create subject the viewer has left
+            request = {"stream_name": "TAMPER_EVENTS", "config": {**cfg, "filter_subjects": kept}}
+            reply = await viewer.nc.request(
+                "$JS.API.CONSUMER.CREATE.TAMPER_EVENTS", json.dumps(request).encode()
+            )
+            assert b'"error"' not in reply.data, reply.data
+            for i in range(third, len(events), 500):
+                await adapter.publish_many(events[i : i + 500])
+            for _ in range(300):  # within a check's period (or at the next checkpoint)
+                if _tampered(caplog.records):
+                    break
+                await asyncio.sleep(0.1)
+            await settled(admin, [STORE], timeout_s=120)
+            again = await admin.js.consumer_info("TAMPER_EVENTS", name)
+        finally:
+            stop.set()
+            await task
+    assert _tampered(caplog.records), [r.getMessage() for r in caplog.records]
+    assert any("put_back" in f for f in again.config.filter_subjects or [])
+    # Not asserted: that every derived event is the uninterrupted engine's. What the engine
+    # published from the narrowed consumer before it noticed (seconds) stays in the log and,
+    # under the same ids, keeps the right ones out (docs/security.md).

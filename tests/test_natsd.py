@@ -321,7 +321,12 @@ async def test_an_nkey_seed_file_from_the_environment_authenticates(tmp_path: Pa
     users = {"users": [{"nkey": public, "permissions": permissions(Role.ENGINE, LogConfig())}]}
     with EmbeddedNats(tmp_path / "n", auth=users) as server:
         settings = Settings.from_env(
-            {"AISLE_NATS_URL": server.url, "AISLE_NATS_NKEY": str(seed_file)}
+            # No user name to derive the inbox from: the prefix the permissions allow.
+            {
+                "AISLE_NATS_URL": server.url,
+                "AISLE_NATS_NKEY": str(seed_file),
+                "AISLE_NATS_INBOX": "_INBOX_engine",
+            }
         )
         nc = await connect(server.url, auth=settings.auth)
         assert await authenticated_user(nc) == public

@@ -35,6 +35,7 @@ from rules.service.deploy import (
     UnreadableDeployment,
     deploy,
     deployed,
+    rules_bucket,
     validated,
 )
 from rules.service.leases import Leases
@@ -231,8 +232,9 @@ def status_command() -> None:
         async with open_log(
             settings, name="aisle-rules-status", role=Role.VIEWER, read_only=True
         ) as log:
-            rules, leases = await _existing(log, "rules"), await _existing(log, "engine_leases")
+            leases = await _existing(log, "engine_leases")
             try:
+                rules = await rules_bucket(log.js, log.config.bucket("rules"))
                 current, unreadable = (await deployed(rules) if rules else None), ""
             except UnreadableDeployment as exc:
                 current, unreadable = None, str(exc)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 import nats.js.errors
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from rules.engine import RuleSet
@@ -87,6 +88,37 @@ async def deploy(kv: KeyValue, files: dict[str, str], *, by: str) -> tuple[Deplo
     )
     await kv.put(KEY, msgspec.msgpack.encode(deployment))
     return deployment, True
+
+
+async def rules_bucket(js: JetStreamContext, bucket: str) -> KeyValue | None:
+    """The rules bucket if it exists (None if not: only an admin creates it), after a look
+    at its stream: one that takes messages from elsewhere (``sources``, ``mirror``, a
+    subject transform, a republish) could hold a deployment no admin put there, so it is
+    refused with ``UnreadableDeployment``."""
+    try:
+        info = await js.stream_info(f"KV_{bucket}")
+    except nats.js.errors.NotFoundError:
+        return None
+    c = info.config
+    odd = [
+        name
+        for name, value in (
+            ("sources", c.sources),
+            ("mirror", c.mirror),
+            ("subject_transform", c.subject_transform),
+            ("republish", c.republish),
+        )
+        if value
+    ]
+    if c.subjects and c.subjects != [f"$KV.{bucket}.>"]:
+        odd.append(f"subjects {c.subjects}")
+    if odd:
+        raise UnreadableDeployment(
+            f"the rules bucket {bucket} (stream KV_{bucket}) takes messages from elsewhere "
+            f"({', '.join(odd)}): not a bucket an admin made; delete it and deploy again as "
+            "an admin (`aisle rules deploy`)"
+        )
+    return await js.key_value(bucket)
 
 
 async def deployed(kv: KeyValue) -> Deployment | None:

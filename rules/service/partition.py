@@ -432,6 +432,8 @@ class StoreRunner:
     async def commit(self) -> None:
         """Checkpoint now (``LostStore`` if another worker has committed since)."""
         await self.settle()  # the sequences committed are those whose output is in the log
+        for puller in self._pullers:  # ...read through consumers as the engine made them
+            await puller.verify()  # (ConsumerTampered: start over from the last checkpoint)
         start = time.monotonic()
         self.checkpoint, self.revision = await self.checkpoints.save(
             self.store,

@@ -25,6 +25,8 @@ import re
 import time
 from pathlib import Path
 
+from nats.js.kv import KeyValue
+
 from core import events as ev
 from core.jetstream import JetStreamLog
 from rules.engine import Engine, RuleSet
@@ -76,7 +78,9 @@ class Worker:
             await self.log.key_value("engine_checkpoints"),
             await self.log.object_store("engine_snapshots"),
         )
-        self.rules_kv = await self.log.key_value("rules", history=20)
+        # The admin creates the rules bucket; until it exists, the local packs run.
+        self.rules_kv: KeyValue | None = None
+        self._rules_said = ""  # what the worker last said about the bucket (said once)
         self.engine = Engine(
             await self._first_rules(),
             lateness_s=c.lateness_s,
@@ -233,7 +237,9 @@ class Worker:
 
     async def _first_rules(self) -> RuleSet:
         try:
-            current = await deploy.deployed(self.rules_kv)
+            bucket = self.log.config.bucket("rules")
+            self.rules_kv = await deploy.rules_bucket(self.log.js, bucket)
+            current = await deploy.deployed(self.rules_kv) if self.rules_kv else None
         except deploy.UnreadableDeployment as exc:
             if not self.packs:
                 raise
@@ -253,6 +259,24 @@ class Worker:
         return load_rules(self.packs, self.reference)
 
     async def _watch_rules(self) -> None:
+        """Follow the deployment; with no rules bucket (or a refused one), look again at
+        the next rebalance, which starts this again once it has ended."""
+        if self.rules_kv is None:
+            bucket = self.log.config.bucket("rules")
+            try:
+                self.rules_kv = await deploy.rules_bucket(self.log.js, bucket)
+                said = "" if self.rules_kv else f"no rules bucket {bucket}"
+            except deploy.UnreadableDeployment as exc:
+                said = str(exc)
+            if said and said != self._rules_said:
+                log.error(
+                    "no usable rules bucket; running local packs until an admin deploys "
+                    "(`aisle rules deploy`): this worker looks again at each rebalance",
+                    extra={"reason": said, "rules": self.rules_version},
+                )
+            self._rules_said = said
+            if self.rules_kv is None:
+                return
         watcher = await self.rules_kv.watch(deploy.KEY)
         async for entry in watcher:
             if entry is None or not entry.value:
