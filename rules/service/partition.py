@@ -306,6 +306,8 @@ class StoreRunner:
         if sending is not None:
             acks = await sending.confirmed()
             self.derived_seq = max(self.derived_seq, *(a.seq for a in acks))
+            if sending.preempted:
+                self.metrics.preempted.labels(self.store).inc(sending.preempted)
         self._unconfirmed = None
         for d in last:
             if d is not None:
