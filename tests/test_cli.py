@@ -313,3 +313,31 @@ async def test_real_time_publishing_keeps_the_pace_of_event_time(jslog) -> None:
     span = (squeezed[-1].at - first).total_seconds()
     assert span * 0.9 <= took <= span + 1.0
     assert len([r async for r in jslog.replay()]) == len(events)
+
+
+def test_deadletters_skip_a_letter_that_does_not_decode_with_a_warning(
+    env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An adapter may publish anything on its store's dead-letter subject: ``[1]`` there
+    ended ``aisle log deadletters`` (and ``--json``) in a traceback."""
+    from core.log import Rejected
+
+    async def letters() -> None:
+        nc = await connect(env["AISLE_NATS_URL"])
+        log = await JetStreamLog.open(nc, LogConfig(prefix=env["AISLE_PREFIX"]))
+        await log.js.publish(f"{env['AISLE_PREFIX']}.s1.deadletter", b"[1]")
+        with pytest.raises(Rejected):
+            await log.publish_raw(b'{"store": "s1", "type": "item.picked"}', source="cam")
+        await log.close()
+
+    asyncio.run(letters())
+    for as_json in ([], ["--json"]):
+        caplog.clear()
+        result = runner.invoke(app, ["log", "deadletters", *as_json], env=env)
+        assert result.exit_code == 0, result.output
+        assert result.exception is None
+        assert "not a dead letter, skipped" in caplog.text
+        if as_json:
+            assert [json.loads(x)["source"] for x in result.stdout.splitlines()] == ["cam"]
+        else:
+            assert [line.split()[1] for line in result.stdout.splitlines()] == ["s1"]
