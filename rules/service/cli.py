@@ -40,7 +40,7 @@ from rules.service.deploy import (
 )
 from rules.service.leases import Leases
 from rules.service.metrics import EngineMetrics
-from rules.service.partition import SOURCE_IDLE_S, ServiceConfig
+from rules.service.partition import MAX_FUTURE_S, SOURCE_IDLE_S, ServiceConfig
 from rules.service.worker import Worker
 
 engine_app = typer.Typer(help="The rules engine as a service over the log.", no_args_is_help=True)
@@ -92,9 +92,10 @@ def run(
     max_future: Annotated[
         float,
         typer.Option(
-            help="Refuse events dated more than this many seconds after the log stored them."
+            help="Refuse events dated more than this many seconds after the log stored them "
+            "(with --lateness, below --source-idle)."
         ),
-    ] = 300.0,
+    ] = MAX_FUTURE_S,
     source_idle: Annotated[
         float,
         typer.Option(
@@ -145,6 +146,9 @@ def run(
         stores=tuple(store or ()),
         max_future_s=max_future,
     )
+    if conflict := config.clock_conflict():
+        err.print(f"[red]error:[/] {escape(conflict)}", soft_wrap=True)
+        raise typer.Exit(2)
     metrics = EngineMetrics()
     if metrics_port is not None:
         port = metrics.serve(metrics_port)
