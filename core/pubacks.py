@@ -108,13 +108,16 @@ class _MsgGet(msgspec.Struct):
     error: _ApiError | None = None
 
 
-class _Id(msgspec.Struct):
+class _Identity(msgspec.Struct):
+    """What a message id is derived from: an event's id; a dead letter's refused payload."""
+
     id: str | None = None
+    payload: str | None = None  # base64 on the wire: compared as it is
 
 
 _decode_ack = msgspec.json.Decoder(_Ack).decode
 _decode_get = msgspec.json.Decoder(_MsgGet).decode
-_decode_id = msgspec.json.Decoder(_Id).decode
+_decode_identity = msgspec.json.Decoder(_Identity).decode
 _NO_MESSAGE = 10037  # the message get API: no message at that sequence
 _CHECKS = 256  # stored messages looked at at once
 _NO_STREAM = _Ack(error=_ApiError(code=_UNAVAILABLE, description=_NO_RESPONDERS))
@@ -231,19 +234,23 @@ def _denied(nc: Client, subject: str) -> bool:
 
 
 def _same(stored: bytes, ours: bytes) -> bool:
-    """Whether a stored payload is ours: the same event id (its bytes may differ, as a
-    payload from outside re-encoded), or the same bytes where there is no id."""
+    """Whether a stored payload is ours: the same event id, or for a dead letter the same
+    refused payload (their bytes may differ: a payload from outside re-encoded, a letter
+    with another source), or else the same bytes."""
     if stored == ours:
         return True
-    mine = _id_of(ours)
-    return mine is not None and _id_of(stored) == mine
+    mine = _identity(ours)
+    return mine is not None and _identity(stored) == mine
 
 
-def _id_of(payload: bytes) -> str | None:
+def _identity(payload: bytes) -> tuple[str, str] | None:
     try:
-        return _decode_id(payload).id
+        found = _decode_identity(payload)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
+    if found.id is not None:
+        return "id", found.id
+    return ("payload", found.payload) if found.payload is not None else None
 
 
 class Sending:
@@ -307,11 +314,10 @@ class Sending:
             await self.acks._send(self, retry)
 
     async def _check_duplicates(self, results: list[Published]) -> None:
-        """Make sure each message the server called a duplicate is this one: same subject,
-        and the stored payload has this one's ``id`` (or its very bytes, for a payload
-        without one). Another message under this message id (a forgery, or two events'
-        ids colliding) is reported, and this one is stored again under a fresh message
-        id, so the real event lands: ``results`` then name where it did."""
+        """Make sure each message the server called a duplicate is this one: the same
+        subject and payload (``_same``). Another message under this message id (a
+        forgery, or two events' ids colliding) is reported, and this one is stored again
+        under a fresh message id, so the real event lands: ``results`` then name where."""
         found: dict[int, _Stored | None] = {}
         for start in range(0, len(self.duplicates), _CHECKS):
             part = self.duplicates[start : start + _CHECKS]
