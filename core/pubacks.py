@@ -301,7 +301,6 @@ class Sending:
                 if self.duplicates and self.acks.may_read is not False:
                     await self._check_duplicates(results)
                 return results
-
             self._refuse_denied(retry)
             if time.monotonic() - self.started > self.acks.deadline_s:
                 raise PublishError(
@@ -362,6 +361,8 @@ class Sending:
             results[i] = Published(
                 self.items[i][2], done.stream, done.seq, preempted_by=results[i].seq
             )
+        for i, j in self.repeats:  # a copy within the lot is where its first one went
+            results[i] = Published(results[j].id, results[j].stream, results[j].seq, True)
 
     def _refuse_denied(self, retry: list[int]) -> None:
         """A subject this connection may not publish on is refused by the server with a
@@ -428,11 +429,6 @@ class Sending:
             done = results[j]
             results[i] = Published(done.id, done.stream, done.seq, duplicate=True)
         return results
-
-
-def _fresh(msg_id: str) -> str:
-    """A message id nobody can take first: the event's, and a random suffix."""
-    return f"{msg_id}~{secrets.token_urlsafe(12)}"
 
 
 def _fresh(msg_id: str) -> str:
