@@ -141,6 +141,8 @@ class EngineProcess:
                "--worker", WORKER, "--lateness", str(lateness_s), "--layout", str(LAYOUT_FILE),
                "--source-idle", str(source_idle_s[0]),
                "--metrics-port", str(self.metrics_port)]  # fmt: skip
+        if not source_idle_s[0]:  # one clock a store: a skew over the lateness is refused
+            cmd += ["--max-future", str(lateness_s)]
         for store in stores:
             cmd += ["--store", store]
         cmd += extra

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import msgspec
+import nats.errors
 import nats.js.errors
 import typer
 from rich.console import Console
@@ -55,6 +56,15 @@ TypeOpt = Annotated[list[str] | None, typer.Option("--type", "-t", help="Only th
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON event per line.")]
 
 
+# A request that times out: the server refused it by permission (it says so to the
+# connection, not in an answer), or it is too busy; the caller names the refusal if it can.
+NO_ANSWER = (
+    "the NATS server did not answer a request in time: this user may lack a permission "
+    "the command needs (the server's log names the subject it refused; docs/security.md), "
+    "or the server is overloaded"
+)
+
+
 def run(coro: Callable[[Settings], Awaitable[T]]) -> T:
     """Run one async command against the configured log, with friendly failures."""
     try:
@@ -66,6 +76,9 @@ def run(coro: Callable[[Settings], Awaitable[T]]) -> T:
         what = advice(exc.err_code or 0)
         line = f"[red]error:[/] {escape(str(exc))}" + (f": {escape(what)}" if what else "")
         err.print(line, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except nats.errors.TimeoutError:  # a request the server never answered
+        err.print(f"[red]error:[/] {escape(NO_ANSWER)}", soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None

@@ -30,8 +30,9 @@ class LogConfig:
     max_pending: int = 4000
     # How far ahead of this machine's clock a raw event may be dated (seconds): one from
     # the far future would move its store's clock there. The engine holds the same bound
-    # against the time the log stored each event (``ServiceConfig.max_future_s``).
-    max_future_s: float = 300.0
+    # against the time the log stored each event (``ServiceConfig.max_future_s``); small,
+    # as an event dated ahead moves its store's clock and may put other sources idle.
+    max_future_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,31}", self.prefix):

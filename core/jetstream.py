@@ -648,7 +648,17 @@ class JetStreamLog:
         filters = [c.late_subject(store or "*")] if late else [c.deadletter_subject(store or "*")]
         async for msgs in self._read(Stream.DEADLETTER, filters):
             for d in msgs:
-                yield d.seq, msgspec_json.decode(d.msg.data, type=DeadLetter)
+                try:
+                    letter = msgspec_json.decode(d.msg.data, type=DeadLetter)
+                except msgspec.DecodeError as exc:  # published around the log, onto the subject
+                    log.warning(
+                        "stored message %d on %s is not a dead letter, skipped: %s",
+                        d.seq,
+                        d.msg.subject,
+                        exc,
+                    )
+                    continue
+                yield d.seq, letter
 
     async def consumer(
         self,

@@ -71,12 +71,18 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """The log's acknowledgement; ``duplicate`` means the event was already there."""
+    """The log's acknowledgement; ``duplicate`` means the event was already there.
+
+    ``preempted_by``: the sequence of another message the server had taken under this
+    event's ``Nats-Msg-Id`` (a forgery or a collision); the event was then stored again
+    under a fresh message id, at ``seq``. 0 when nothing stood in its way.
+    """
 
     id: str
     stream: str
     seq: int
     duplicate: bool = False
+    preempted_by: int = 0
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):

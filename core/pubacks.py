@@ -12,6 +12,14 @@ error, or a 503 status when no stream listens.
 A ``Sending`` is one lot of messages: sent at once, confirmed later, so a caller can do
 other work while the server stores them. What is not confirmed in time is sent again with
 the same ``Nats-Msg-Id``: a message stored whose ack was lost is not stored twice.
+
+The duplicate window is the stream's, not a subject's, and derived ids are predictable: a
+client allowed to publish anywhere in the stream can take a coming event's id first, and
+the server would then drop the real event as its duplicate. So a ``duplicate`` ack is
+checked against the message it names (the message get API, where the connection may read
+the stream); one that is not this event is reported, and the event is stored again under
+a fresh, unpredictable message id. Duplicates are rare (a resend after a lost ack), so the
+check costs nothing on the common path.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Sequence
 from itertools import count
@@ -89,7 +98,28 @@ class _Ack(msgspec.Struct):
     error: _ApiError | None = None
 
 
+class _Stored(msgspec.Struct):
+    subject: str = ""
+    data: bytes = b""  # base64 on the wire
+
+
+class _MsgGet(msgspec.Struct):
+    message: _Stored | None = None
+    error: _ApiError | None = None
+
+
+class _Identity(msgspec.Struct):
+    """What a message id is derived from: an event's id; a dead letter's refused payload."""
+
+    id: str | None = None
+    payload: str | None = None  # base64 on the wire: compared as it is
+
+
 _decode_ack = msgspec.json.Decoder(_Ack).decode
+_decode_get = msgspec.json.Decoder(_MsgGet).decode
+_decode_identity = msgspec.json.Decoder(_Identity).decode
+_NO_MESSAGE = 10037  # the message get API: no message at that sequence
+_CHECKS = 256  # stored messages looked at at once
 _NO_STREAM = _Ack(error=_ApiError(code=_UNAVAILABLE, description=_NO_RESPONDERS))
 
 
@@ -110,6 +140,9 @@ class PubAcks:
         self._room = asyncio.Event()
         self._room.set()
         self._sub: Subscription | None = None
+        # Whether this connection may read the streams it publishes to, for checking a
+        # duplicate ack: None until the first check finds out.
+        self.may_read: bool | None = None
 
     async def send(self, items: Sequence[Item]) -> Sending:
         """Send ``items`` (an id repeated in them goes once); confirm with ``confirmed``."""
@@ -170,6 +203,55 @@ class PubAcks:
         if len(self._waiting) <= self.max_pending // 2:
             self._room.set()
 
+    async def stored(self, stream: str, seq: int) -> _Stored | None:
+        """The message at ``seq`` in ``stream`` (None if there is none), through the message
+        get API; ``PermissionError`` if this connection may not read the stream."""
+        subject = f"$JS.API.STREAM.MSG.GET.{stream}"
+        ask = asyncio.ensure_future(
+            self.nc.request(subject, b'{"seq":%d}' % seq, timeout=self.timeout_s)
+        )
+        # A subject the connection may not publish on gets no answer, but the server says
+        # so at once (to the connection): no need to wait the whole timeout.
+        while not ask.done():
+            await asyncio.wait({ask}, timeout=0.05)
+            if not ask.done() and _denied(self.nc, subject):
+                ask.cancel()
+                raise PermissionError(str(self.nc.last_error))
+        got = _decode_get(ask.result().data)
+        if got.error is not None:
+            if got.error.err_code == _NO_MESSAGE:
+                return None
+            raise PublishError(
+                f"checking a duplicate ack: {subject} answered {got.error.description!r} "
+                f"(error {got.error.err_code})"
+            )
+        return got.message
+
+
+def _denied(nc: Client, subject: str) -> bool:
+    refused = str(nc.last_error or "").lower()
+    return "permissions violation" in refused and f'"{subject.lower()}"' in refused
+
+
+def _same(stored: bytes, ours: bytes) -> bool:
+    """Whether a stored payload is ours: the same event id, or for a dead letter the same
+    refused payload (their bytes may differ: a payload from outside re-encoded, a letter
+    with another source), or else the same bytes."""
+    if stored == ours:
+        return True
+    mine = _identity(ours)
+    return mine is not None and _identity(stored) == mine
+
+
+def _identity(payload: bytes) -> tuple[str, str] | None:
+    try:
+        found = _decode_identity(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if found.id is not None:
+        return "id", found.id
+    return ("payload", found.payload) if found.payload is not None else None
+
 
 class Sending:
     """A lot of messages on their way to the log."""
@@ -188,6 +270,8 @@ class Sending:
         self.repeats: list[tuple[int, int]] = []
         self.todo: list[int] = []  # not sent yet
         self.last_refusal: _ApiError | None = None  # the last "unavailable" answer
+        self.duplicates: list[int] = []  # answered "duplicate" by the server
+        self.preempted = 0  # of those, another message's: stored again under a fresh id
         for i, (_, _, msg_id) in enumerate(items):
             if msg_id in first:
                 self.repeats.append((i, first[msg_id]))
@@ -197,6 +281,8 @@ class Sending:
 
     def answer(self, i: int, ack: _Ack) -> None:
         self.answers[i] = ack
+        if ack.duplicate:
+            self.duplicates.append(i)
         del self.tokens[i]
         if not self.tokens:
             self.done.set()
@@ -211,7 +297,10 @@ class Sending:
                         await self.done.wait()
             retry = self._unconfirmed()
             if not retry:
-                return self._results()
+                results = self._results()
+                if self.duplicates and self.acks.may_read is not False:
+                    await self._check_duplicates(results)
+                return results
             self._refuse_denied(retry)
             if time.monotonic() - self.started > self.acks.deadline_s:
                 raise PublishError(
@@ -222,6 +311,58 @@ class Sending:
             await asyncio.sleep(wait)
             wait = min(wait * 2, 1.0)
             await self.acks._send(self, retry)
+
+    async def _check_duplicates(self, results: list[Published]) -> None:
+        """Make sure each message the server called a duplicate is this one: the same
+        subject and payload (``_same``). Another message under this message id (a
+        forgery, or two events' ids colliding) is reported, and this one is stored again
+        under a fresh message id, so the real event lands: ``results`` then name where."""
+        found: dict[int, _Stored | None] = {}
+        for start in range(0, len(self.duplicates), _CHECKS):
+            part = self.duplicates[start : start + _CHECKS]
+            try:
+                stored = await asyncio.gather(
+                    *(self.acks.stored(results[i].stream, results[i].seq) for i in part)
+                )
+            except PermissionError as exc:
+                self.acks.may_read = False
+                log.warning(
+                    "duplicate acks are not checked: this connection may not read stream "
+                    "%s (%s); a message published first under one of its events' ids would "
+                    "stand in for it (docs/log.md)",
+                    results[part[0]].stream,
+                    exc,
+                )
+                return
+            self.acks.may_read = True
+            found.update(zip(part, stored, strict=True))
+        again = []
+        for i, msg in found.items():
+            subject, payload, msg_id = self.items[i]
+            if msg is not None and msg.subject == subject and _same(msg.data, payload):
+                continue
+            log.error(
+                "message id %s was taken by another message (a forgery or a collision): "
+                "%s; %s is stored again under a fresh message id",
+                msg_id,
+                f"seq {results[i].seq} on {msg.subject}"
+                if msg is not None
+                else f"seq {results[i].seq}, no longer stored",
+                subject,
+            )
+            again.append(i)
+        if not again:
+            return
+        self.preempted += len(again)
+        lot = await self.acks.send(
+            [(self.items[i][0], self.items[i][1], _fresh(self.items[i][2])) for i in again]
+        )
+        for i, done in zip(again, await lot.confirmed(), strict=True):
+            results[i] = Published(
+                self.items[i][2], done.stream, done.seq, preempted_by=results[i].seq
+            )
+        for i, j in self.repeats:  # a copy within the lot is where its first one went
+            results[i] = Published(results[j].id, results[j].stream, results[j].seq, True)
 
     def _refuse_denied(self, retry: list[int]) -> None:
         """A subject this connection may not publish on is refused by the server with a
@@ -288,3 +429,8 @@ class Sending:
             done = results[j]
             results[i] = Published(done.id, done.stream, done.seq, duplicate=True)
         return results
+
+
+def _fresh(msg_id: str) -> str:
+    """A message id nobody can take first: the event's, and a random suffix."""
+    return f"{msg_id}~{secrets.token_urlsafe(12)}"

@@ -9,10 +9,15 @@ the passwords aisle generated into the data folder.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import json
 import logging
 import os
+import signal
 import socket
+import time
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -124,28 +129,132 @@ def reload_embedded(settings: Settings) -> str | None:
     return url
 
 
+GONE_AFTER_S = 5.0  # an embedded server dead this long ends the commands that used it
+
+
 @asynccontextmanager
 async def embedded_or_configured(settings: Settings) -> AsyncIterator[str]:
-    """Yield a NATS URL; start (and afterwards stop) the embedded server when none is set."""
+    """Yield a NATS URL; start the embedded server when none is set, or share the one
+    another command runs on the same data folder.
+
+    The embedded server outlives the command that started it while other commands use
+    it: on the way out a command (the one that started it or not) stops it only if no
+    other client is connected (its monitoring port says), so the last one out stops it.
+    A server that dies under a command ends that command with the reason, once it has
+    been gone ``GONE_AFTER_S``, instead of a client that reconnects to it forever.
+    """
     if settings.nats_url:
         yield settings.nats_url
         return
-    shared = _running_embedded(settings.data_dir)
-    if shared:
-        yield shared
-        return
-    users = load_users(settings.data_dir)
-    server = EmbeddedNats(settings.data_dir, auth=authorization(users, settings.log)).start()
     marker = settings.data_dir / "server.json"
-    pid = server.process.pid  # type: ignore[union-attr]
-    write_private(marker, json.dumps({"pid": pid, "url": server.url}))
+    url = _running_embedded(settings.data_dir)
+    owner = not url
+    if url:
+        info = json.loads(marker.read_text())
+        pid, http_port = int(info["pid"]), info.get("http_port")
+    else:
+        users = load_users(settings.data_dir)
+        server = EmbeddedNats(settings.data_dir, auth=authorization(users, settings.log)).start()
+        # Its life is the last user's, not this command's: no stop at this one's exit.
+        atexit.unregister(server.stop)
+        url, pid, http_port = server.url, server.process.pid, server.http_port  # type: ignore[union-attr]
+        write_private(marker, json.dumps({"pid": pid, "url": url, "http_port": http_port}))
+    gone = asyncio.Event()
+    watch = asyncio.create_task(_watch(pid, gone, asyncio.current_task()))
     try:
-        yield server.url
+        yield url
+    except BaseException:
+        if gone.is_set() or not _alive(pid):  # whatever failed, the server's end is why
+            raise NatsServerError(
+                f"the embedded nats-server (pid {pid}, {url}) went away while this command "
+                "used it: run the command again (a new server starts)"
+            ) from None
+        raise
     finally:
-        with suppress(OSError, ValueError, KeyError):
-            if json.loads(marker.read_text())["pid"] == pid:  # not a successor's
-                marker.unlink()
-        server.stop()
+        watch.cancel()
+        with suppress(asyncio.CancelledError):
+            await watch
+        if _alive(pid):
+            await asyncio.to_thread(_leave, marker, pid, http_port, owner)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs nats-server (a zombie no longer does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return _is_nats_server(pid)
+
+
+async def _watch(pid: int, gone: asyncio.Event, user: asyncio.Task[object] | None) -> None:
+    """End ``user`` (the command) once the server has been dead ``GONE_AFTER_S``."""
+    dead_since: float | None = None
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(1.0)
+        if _alive(pid):
+            dead_since = None
+            continue
+        dead_since = dead_since or loop.time()
+        if loop.time() - dead_since >= GONE_AFTER_S:
+            log.error("the embedded nats-server (pid %d) is gone: this command ends", pid)
+            gone.set()
+            if user is not None:
+                user.cancel()
+            return
+
+
+def _connections(http_port: int | None) -> int | None:
+    """Clients connected to the server, from its monitoring endpoint (None: unknown)."""
+    if not http_port:
+        return None
+    url = f"http://127.0.0.1:{http_port}/varz"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return int(json.loads(resp.read())["connections"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _leave(marker: Path, pid: int, http_port: int | None, owner: bool) -> None:
+    """Stop the server if no other client uses it (the last one out), else leave it and
+    ``server.json`` for the others. This command's connections are closed by now; the
+    server may take a moment to see a closed one go. Where the server cannot say (a
+    ``server.json`` without its monitoring port), only the command that started it
+    stops it."""
+    deadline = time.monotonic() + 1.0
+    while (n := _connections(http_port)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if n or (n is None and not owner):
+        log.info("the embedded nats-server (pid %d) keeps running for its other users", pid)
+        return
+    with suppress(OSError, ValueError, KeyError):
+        if json.loads(marker.read_text())["pid"] == pid:  # not a successor's
+            marker.unlink()
+    _stop(pid)
+
+
+def _stop(pid: int, timeout_s: float = 10.0) -> None:
+    """Stop the server cleanly (SIGTERM), or kill it if it does not stop in time; it may
+    be another command's child, so it is waited for by polling, not ``wait()``."""
+    if not _alive(pid):
+        return
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    with suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is this process's child
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+        with suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 @asynccontextmanager

@@ -3,7 +3,6 @@ authors."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import typer
 from rich.console import Console
 
 from core.access import Role
-from core.cli import shown
+from core.cli import run, shown
 from core.config import Settings
 from core.layout import LayoutError, load_layout
 from core.runtime import open_log
@@ -127,7 +126,7 @@ def explain(
             raise typer.Exit(1)
         typer.echo("\n".join(shown(line) for line in render_chain(chain).splitlines()))
 
-    asyncio.run(go(Settings.from_env()))
+    run(go)
 
 
 def replay(
@@ -206,7 +205,7 @@ def replay(
             )
 
     try:
-        report = asyncio.run(go(Settings.from_env()))
+        report = run(go)
     except whatif.WhatIfError as exc:
         err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1) from None

@@ -15,8 +15,9 @@ import msgspec
 import pytest
 from typer.testing import CliRunner
 
+from core.access import Role
 from core.cli import _load_plugins, app
-from core.config import LogConfig
+from core.config import LogConfig, NatsAuth
 from core.jetstream import JetStreamLog, connect
 from tests.conftest import server_url, unique_prefix
 from tests.test_log import visit
@@ -349,3 +350,93 @@ async def test_real_time_publishing_keeps_the_pace_of_event_time(jslog) -> None:
     span = (squeezed[-1].at - first).total_seconds()
     assert span * 0.9 <= took <= span + 1.0
     assert len([r async for r in jslog.replay()]) == len(events)
+
+
+def test_deadletters_skip_a_letter_that_does_not_decode_with_a_warning(
+    env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An adapter may publish anything on its store's dead-letter subject: ``[1]`` there
+    ended ``aisle log deadletters`` (and ``--json``) in a traceback."""
+    from core.log import Rejected
+
+    async def letters() -> None:
+        nc = await connect(env["AISLE_NATS_URL"])
+        log = await JetStreamLog.open(nc, LogConfig(prefix=env["AISLE_PREFIX"]))
+        await log.js.publish(f"{env['AISLE_PREFIX']}.s1.deadletter", b"[1]")
+        with pytest.raises(Rejected):
+            await log.publish_raw(b'{"store": "s1", "type": "item.picked"}', source="cam")
+        await log.close()
+
+    asyncio.run(letters())
+    for as_json in ([], ["--json"]):
+        caplog.clear()
+        result = runner.invoke(app, ["log", "deadletters", *as_json], env=env)
+        assert result.exit_code == 0, result.output
+        assert result.exception is None
+        assert "not a dead letter, skipped" in caplog.text
+        if as_json:
+            assert [json.loads(x)["source"] for x in result.stdout.splitlines()] == ["cam"]
+        else:
+            assert [line.split()[1] for line in result.stdout.splitlines()] == ["s1"]
+
+
+def _one_error_line(result) -> str:  # type: ignore[no-untyped-def]
+    assert isinstance(result.exception, SystemExit), "no traceback"
+    assert "Traceback" not in result.output
+    return next(line for line in result.output.splitlines() if line.startswith("error:"))
+
+
+def test_rules_deploy_into_a_full_store_says_why_in_one_line(tmp_path: Path) -> None:
+    from core.log import PublishError
+    from tests.test_log_faults import _TinyStore, picks
+
+    with _TinyStore(tmp_path / "nats") as server:
+        env = {"AISLE_NATS_URL": server.url, "AISLE_PREFIX": unique_prefix()}
+
+        async def fill() -> None:
+            nc = await connect(server.url)
+            log = await JetStreamLog.open(nc, LogConfig(prefix=env["AISLE_PREFIX"]))
+            events = picks(20_000)
+            with pytest.raises(PublishError):
+                for i in range(0, len(events), 500):
+                    await log.publish_many(events[i : i + 500])
+            await log.close()
+
+        asyncio.run(fill())
+        result = runner.invoke(app, ["rules", "deploy", str(ROOT / "rules" / "packs")], env=env)
+    assert result.exit_code == 2, result.output
+    error = _one_error_line(result)
+    assert "insufficient resources" in error and "free disk space" in error
+
+
+def test_rules_deploy_as_a_viewer_before_any_deployment_is_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """The viewer may not create the rules bucket: the server refuses it without an answer,
+    which ended in nats-py's ``TimeoutError`` and a traceback."""
+    from core.access import authorization, load_users, user_for
+    from core.natsd import EmbeddedNats
+
+    users = load_users(tmp_path / "users")
+    prefix = unique_prefix()
+    auth = authorization(users, LogConfig(prefix=prefix))
+    with EmbeddedNats(tmp_path / "nats", auth=auth) as server:
+        admin, viewer = user_for(users, Role.ADMIN), user_for(users, Role.VIEWER)
+
+        async def streams() -> None:
+            nc = await connect(server.url, auth=NatsAuth(user=admin.user, password=admin.password))
+            await (await JetStreamLog.open(nc, LogConfig(prefix=prefix))).close()
+
+        asyncio.run(streams())
+        env = {
+            "AISLE_NATS_URL": server.url,
+            "AISLE_PREFIX": prefix,
+            "AISLE_NATS_USER": viewer.user,
+            "AISLE_NATS_PASSWORD": viewer.password,
+        }
+        result = runner.invoke(app, ["rules", "deploy", str(ROOT / "rules" / "packs")], env=env)
+        status = runner.invoke(app, ["rules", "status"], env=env)
+    assert result.exit_code in (1, 2), result.output
+    assert isinstance(result.exception, SystemExit), "no traceback"
+    assert "does not let viewer write the rules" in " ".join(result.output.split())
+    assert status.exit_code == 0, status.output

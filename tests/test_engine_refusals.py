@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -286,3 +286,68 @@ def test_engine_run_refuses_a_store_id_that_is_not_one(store: str) -> None:
     _load_plugins()
     result = CliRunner().invoke(app, ["engine", "run", "--store", store])
     assert result.exit_code == 2 and f"--store {store!r}" in result.output
+
+
+def _heartbeat(at: datetime, source: str = "cam-evil") -> ev.Event:
+    return ev.new(ev.StoreHeartbeat, store=STORE, at=at, source=source, subject="x")
+
+
+def _receipts_and_late(events: list[ev.Event]) -> tuple[list[str], int]:
+    out = engine_for_test(lateness_s=ServiceConfig("w").lateness_s).process(events)
+    return [d.id for d in out.derived if d.type == "receipt.issued"], len(out.late)
+
+
+def test_an_event_dated_the_allowed_skew_ahead_puts_no_real_source_idle() -> None:
+    """At the service's defaults, an invented source's heartbeat dated ``max_future_s``
+    ahead (the most the engine admits) moves the store's newest time, yet every real source
+    stays within the idle bound: nothing is late, every receipt comes. 290 s ahead (inside
+    the old default of 300 s) made hundreds of real events late."""
+    defaults = ServiceConfig("w")
+    assert defaults.clock_conflict() is None
+    events = store_day(hours=1, shoppers=15)
+    k = len(events) // 3
+    base = _receipts_and_late(events)
+    ahead = timedelta(seconds=defaults.max_future_s)
+    assert _receipts_and_late([*events[:k], _heartbeat(events[k].at + ahead), *events[k:]]) == base
+    far = [*events[:k], _heartbeat(events[k].at + timedelta(seconds=290)), *events[k:]]
+    assert _receipts_and_late(far)[1] > base[1] + 100  # what 290 s did: the test can fail
+
+
+def test_a_skew_that_could_blind_a_store_is_refused_at_engine_run() -> None:
+    from typer.testing import CliRunner
+
+    from core.cli import _load_plugins, app
+
+    _load_plugins()
+    for flags, hint in (
+        (["--max-future", "300"], "--source-idle"),
+        (["--max-future", "5", "--lateness", "5"], "--source-idle"),
+        (["--source-idle", "0"], "one clock per store"),
+    ):
+        result = CliRunner().invoke(app, ["engine", "run", *flags], env={"AISLE_NATS_URL": ""})
+        assert result.exit_code == 2, (flags, result.output)
+        error = " ".join(result.output.split())
+        assert error.startswith("error:") and hint in error, error
+    assert ServiceConfig("w", max_future_s=7.9, lateness_s=2).clock_conflict() is None
+
+
+async def test_a_heartbeat_dated_minutes_ahead_of_the_log_is_refused_and_blinds_no_source(
+    jslog: JetStreamLog,
+) -> None:
+    """A store's events dated up to now, and an invented source's heartbeat 290 s ahead of
+    the time the log stores it, straight onto the subject: at the defaults it goes to the
+    dead letters, and no real event is late."""
+    events = day()
+    shift = datetime.now(UTC) - timedelta(seconds=30) - events[-1].at
+    events = [msgspec.structs.replace(e, at=e.at + shift) for e in events]
+    k = len(events) // 3
+    forged = _heartbeat(datetime.now(UTC) + timedelta(seconds=290))
+    async with running(jslog) as worker:
+        await publish(jslog, events[:k])
+        await around(jslog, STORE, forged.type, ev.encode(forged))
+        await publish(jslog, events[k:])
+        await settled(jslog, [STORE])
+        assert not [m for m in worker.metrics.late.collect()[0].samples if m.value]  # none late
+    [letter] = await letters(jslog)
+    assert letter.field == "at" and "in the future" in letter.reason
+    assert await derived_ids(jslog, STORE) == await uninterrupted(jslog, STORE)

@@ -4,6 +4,7 @@ input, rule deployment, metrics."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
@@ -299,3 +300,36 @@ async def test_garbage_in_the_deployment_key_is_reported_and_nothing_stops(
     unreadable = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
     assert unreadable[0] == "deployed rules unreadable; running local packs"
     assert "deployment unreadable; rules unchanged" in unreadable[1:]
+
+
+async def test_a_message_published_first_under_a_receipts_id_does_not_stand_in_for_it(
+    jslog: JetStreamLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Derived ids are predictable and the duplicate window is the stream's: a heartbeat
+    published on a raw subject under a coming receipt's ``Nats-Msg-Id`` made the server
+    drop the real receipt as its duplicate. The receipt lands, and the impostor is
+    reported (log and metric)."""
+    events = store_day(noisy=False, hours=1, shoppers=15)
+    receipts = [
+        d.id for d in engine_for_test().process(events).derived if d.type == "receipt.issued"
+    ]
+    assert len(receipts) >= 5
+    impostor = f"{jslog.config.prefix}.{STORE}.store.heartbeat"
+    seqs = []
+    for rid in receipts[:5]:
+        ack = await jslog.js.publish(impostor, b"{}", headers={"Nats-Msg-Id": rid})
+        seqs.append(ack.seq)
+    with caplog.at_level(logging.ERROR, logger="core.pubacks"):
+        async with running(jslog, stores=(STORE,)) as worker:
+            await publish(jslog, events)
+            await settled(jslog, [STORE])
+            preempted = worker.metrics.preempted.labels(STORE)._value.get()
+    stored = {r.event.id async for r in jslog.replay(store=STORE, types=["receipt.issued"])}
+    assert set(receipts) <= stored, f"{len(set(receipts) - stored)} receipts dropped"
+    assert preempted == 5
+    reports = [
+        r.getMessage() for r in caplog.records if "taken by another message" in r.getMessage()
+    ]
+    assert len(reports) == 5
+    assert all(f"seq {s} on {impostor}" in " ".join(reports) for s in seqs)
+    assert set(await derived_ids(jslog, STORE)) == set(await uninterrupted(jslog, STORE))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -449,8 +451,11 @@ async def test_an_event_dated_in_the_year_9999_is_refused_at_publish(jslog: JetS
     assert await collect(jslog.replay()) == []
     # The same bytes refused twice: one dead letter (they are idempotent too).
     assert [d.field for _, d in await collect(jslog.deadletters(store="s1"))] == ["at"]
-    soon = visit("s1", "v-2", start=datetime.now(UTC) + timedelta(seconds=60))[:1]
-    await jslog.publish_many(soon)  # a clock a minute fast is within the skew allowed
+    soon = visit("s1", "v-2", start=datetime.now(UTC) + timedelta(seconds=3))[:1]
+    await jslog.publish_many(soon)  # a clock a few seconds fast is within the skew allowed
+    with pytest.raises(Rejected):  # a minute is not (docs/engine.md, "Clock skew")
+        minute = datetime.now(UTC) + timedelta(seconds=60)
+        await jslog.publish_many(visit("s1", "v-3", start=minute)[:1])
 
 
 async def test_replay_skips_what_was_published_around_the_log_onto_another_subject(
@@ -469,3 +474,60 @@ async def test_replay_skips_what_was_published_around_the_log_onto_another_subje
     await jslog.js.publish(f"{p}.s1.item.picked", ev.encode(future))
     got = [r.event for r in await collect(jslog.replay(store="s1"))]
     assert got == events
+
+
+# -- a message id taken first by another message (issue 12) --------------------------------
+
+
+async def test_an_event_whose_message_id_was_taken_first_is_stored_again_and_reported(
+    jslog: JetStreamLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    events = visit("s1", "v-1")
+    taken = f"{jslog.config.prefix}.s2.store.heartbeat"
+    impostor = await jslog.js.publish(taken, b"{}", headers={"Nats-Msg-Id": events[1].id})
+    with caplog.at_level(logging.ERROR, logger="core.pubacks"):
+        acks = await jslog.publish_many(events)
+    assert [a.preempted_by for a in acks] == [0, impostor.seq, 0, 0, 0]
+    assert not acks[1].duplicate and acks[1].seq > impostor.seq
+    stored = [r.event.id async for r in jslog.replay(store="s1")]
+    assert sorted(stored) == sorted(e.id for e in events)  # it comes after the rest of its lot
+    assert f"seq {impostor.seq} on {taken}" in caplog.text
+    # A genuine duplicate (the same event again) is one, and stays one.
+    again = await jslog.publish_many(events[:1])
+    assert again[0].duplicate and again[0].preempted_by == 0 and again[0].seq == acks[0].seq
+
+
+@pytest.mark.timeout(60)
+async def test_a_role_that_may_not_read_the_stream_takes_duplicate_acks_as_they_come(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An adapter may not read the streams: its duplicate acks cannot be checked. It is
+    said once, at once (the server refuses the read to the connection; no timeout)."""
+    from core.access import Role, authorization, load_users, user_for
+    from core.config import LogConfig, NatsAuth
+    from core.jetstream import connect
+    from core.natsd import EmbeddedNats
+
+    users = load_users(tmp_path / "users")
+    config = LogConfig(prefix="dup")
+    with EmbeddedNats(tmp_path / "nats", auth=authorization(users, config)) as server:
+
+        async def as_(role: Role) -> JetStreamLog:
+            u = user_for(users, role)
+            nc = await connect(server.url, auth=NatsAuth(user=u.user, password=u.password))
+            return JetStreamLog(nc, config)
+
+        admin = await as_(Role.ADMIN)
+        await admin.ensure_streams()
+        adapter = await as_(Role.ADAPTER)
+        events = visit("s1", "v-1")
+        await adapter.publish_many(events)
+        with caplog.at_level(logging.WARNING, logger="core.pubacks"):
+            began = asyncio.get_running_loop().time()
+            acks = await adapter.publish_many(events)
+            await adapter.publish_many(events)
+            spent = asyncio.get_running_loop().time() - began
+        assert all(a.duplicate for a in acks) and spent < 3
+        assert caplog.text.count("duplicate acks are not checked") == 1
+        await adapter.close()
+        await admin.close()

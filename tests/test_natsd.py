@@ -335,3 +335,87 @@ async def test_an_nkey_seed_file_from_the_environment_authenticates(tmp_path: Pa
             other = tmp_path / "other.nk"
             other.write_bytes(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER))
             await connect(server.url, auth=NatsAuth(nkey_seed_file=other))
+
+
+# -- the embedded server's life among several commands (issue 12) -------------------------
+
+AISLE = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "aisle"
+
+
+def _command(data: Path, *args: str, out: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AISLE_")}
+    env["AISLE_DATA_DIR"] = str(data)
+    with out.open("wb") as f:
+        return subprocess.Popen([str(AISLE), *args], env=env, stdout=f, stderr=subprocess.STDOUT)
+
+
+def _until(condition, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _clients(marker: Path) -> int:
+    import urllib.request
+
+    port = json.loads(marker.read_text())["http_port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/varz", timeout=2) as resp:
+        return int(json.loads(resp.read())["connections"])
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return b"nats-server" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.timeout(120)
+def test_the_embedded_server_outlives_its_starter_while_another_command_uses_it(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C on the command that started the server stopped it under every command that
+    shared it; now the last one out stops it."""
+    data = tmp_path / ".aisle"
+    marker = data / "server.json"
+    first = _command(data, "log", "tail", out=tmp_path / "first.out")
+    second = None
+    try:
+        _until(lambda: marker.exists() and _clients(marker) >= 1)
+        pid = json.loads(marker.read_text())["pid"]
+        second = _command(data, "log", "tail", out=tmp_path / "second.out")
+        _until(lambda: _clients(marker) >= 2)
+        first.send_signal(signal.SIGINT)
+        assert first.wait(30) == 130
+        time.sleep(1.5)
+        assert not _gone(pid), "the server stopped under the second command"
+        assert json.loads(marker.read_text())["pid"] == pid
+        assert _clients(marker) >= 1 and second.poll() is None
+        second.send_signal(signal.SIGINT)
+        assert second.wait(30) == 130
+        _until(lambda: _gone(pid), timeout_s=15)  # the last one out stopped it
+        assert not marker.exists()
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+    assert "Refused" not in (tmp_path / "second.out").read_text()
+
+
+@pytest.mark.timeout(120)
+def test_a_command_whose_embedded_server_dies_ends_with_the_reason(tmp_path: Path) -> None:
+    """It reconnected to the dead server every 250 ms forever."""
+    data = tmp_path / ".aisle"
+    marker = data / "server.json"
+    tail = _command(data, "log", "tail", out=tmp_path / "tail.out")
+    try:
+        _until(lambda: marker.exists() and _clients(marker) >= 1)
+        os.kill(json.loads(marker.read_text())["pid"], signal.SIGKILL)
+        assert tail.wait(30) == 2
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+    said = (tmp_path / "tail.out").read_text()
+    assert "error: the embedded nats-server" in said and "went away" in said
+    assert "Traceback" not in said

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from core import events as ev
 from core.access import Role, authenticated_user
+from core.cli import run as run_command
 from core.config import Settings
 from core.jetstream import JetStreamLog
 from core.layout import load_layout
@@ -40,7 +41,7 @@ from rules.service.deploy import (
 )
 from rules.service.leases import Leases
 from rules.service.metrics import EngineMetrics
-from rules.service.partition import SOURCE_IDLE_S, ServiceConfig
+from rules.service.partition import MAX_FUTURE_S, SOURCE_IDLE_S, ServiceConfig
 from rules.service.worker import Worker
 
 engine_app = typer.Typer(help="The rules engine as a service over the log.", no_args_is_help=True)
@@ -92,9 +93,10 @@ def run(
     max_future: Annotated[
         float,
         typer.Option(
-            help="Refuse events dated more than this many seconds after the log stored them."
+            help="Refuse events dated more than this many seconds after the log stored them "
+            "(with --lateness, below --source-idle)."
         ),
-    ] = 300.0,
+    ] = MAX_FUTURE_S,
     source_idle: Annotated[
         float,
         typer.Option(
@@ -145,6 +147,9 @@ def run(
         stores=tuple(store or ()),
         max_future_s=max_future,
     )
+    if conflict := config.clock_conflict():
+        err.print(f"[red]error:[/] {escape(conflict)}", soft_wrap=True)
+        raise typer.Exit(2)
     metrics = EngineMetrics()
     if metrics_port is not None:
         port = metrics.serve(metrics_port)
@@ -168,7 +173,7 @@ def run(
     # 13 s of CPU, mostly walking that state; at these, 3 times, 0.04 s (measured).
     gc.set_threshold(50_000, 50, 100)
     try:
-        asyncio.run(go(Settings.from_env()))
+        run_command(go)
     except PackError as exc:
         err.print(f"[red]error:[/] the rules were refused:\n{exc}", markup=True, highlight=False)
         raise typer.Exit(1) from None
@@ -190,9 +195,9 @@ def deploy_command(
 
     async def go(settings: Settings) -> None:
         async with open_log(settings, name="aisle-rules-deploy") as log:
-            kv = await log.key_value("rules", history=20)
             by = await authenticated_user(log.nc) or _unconfirmed_user(settings)
             try:
+                kv = await log.key_value("rules", history=20)
                 deployment, new = await deploy(kv, files, by=by)
             except nats.errors.TimeoutError:
                 refused = log.nc.last_error
@@ -206,7 +211,7 @@ def deploy_command(
         verb = "deployed" if new else "already deployed"
         out.print(f"{verb} rules version {deployment.version} ({len(deployment.files)} packs)")
 
-    asyncio.run(go(Settings.from_env()))
+    run_command(go)
 
 
 def _unconfirmed_user(settings: Settings) -> str:
@@ -256,7 +261,7 @@ def status_command() -> None:
             table.add_row(w.worker, w.rules_version + mark, ", ".join(w.stores) or "-", packs)
         out.print(table)
 
-    asyncio.run(go(Settings.from_env()))
+    run_command(go)
 
 
 def register(app: typer.Typer) -> None:

@@ -31,6 +31,13 @@ class EngineMetrics:
         self.deadletters = Counter(
             "aisle_engine_deadletter_events", "Payloads refused on the way in", by, registry=r
         )
+        self.preempted = Counter(
+            "aisle_engine_preempted_events",
+            "Derived events whose message id another message had taken (a forgery or a "
+            "collision), stored again under a fresh one",
+            by,
+            registry=r,
+        )
         self.rule_errors = Counter(
             "aisle_engine_rule_errors", "Rules that failed on an event", by, registry=r
         )

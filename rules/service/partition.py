@@ -57,6 +57,7 @@ INPUTS = (
 Input = tuple[Delivered, ev.Event | ev.EventError | None]
 _FIRST = float("-inf")
 SOURCE_IDLE_S = 10.0  # ServiceConfig's and `aisle engine run --source-idle`'s default
+MAX_FUTURE_S = 5.0  # ServiceConfig's and `--max-future`'s; LogConfig.max_future_s's too
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,38 @@ class ServiceConfig:
     stores: tuple[str, ...] = ()  # empty: every store the log holds
     # How far an event may be dated after the log stored it (clock skew of its source);
     # measured against the stored time, so a replay decides alike. Keep it equal to the
-    # log's ``LogConfig.max_future_s``, which the publisher and offline replays use.
-    max_future_s: float = 300.0
+    # log's ``LogConfig.max_future_s``, which the publisher and offline replays use; and
+    # below the idle bound less the lateness (``clock_conflict``).
+    max_future_s: float = MAX_FUTURE_S
     max_strikes: int = 3  # failures of the engine on one message before it is set aside
     rule_errors_per_minute: int = 20  # logged per store; the rest are counted only
+
+    def clock_conflict(self) -> str | None:
+        """Why the clock settings let one event blind a store, or None.
+
+        An event dated ``max_future_s`` ahead (allowed: a clock a little fast, or anyone who
+        may publish) moves its store's newest time that far. Every source more than
+        ``source_idle_s`` behind it then stops holding the watermark back, which jumps, and
+        their next events are late. A source within the lateness of the present must stay
+        active: ``max_future_s + lateness_s < source_idle_s``. With one clock per store
+        (``source_idle_s`` 0) the watermark follows the newest event itself: then
+        ``max_future_s <= lateness_s``.
+        """
+        f, lateness, idle = self.max_future_s, self.lateness_s, self.source_idle_s
+        if idle == 0 and f > lateness:
+            return (
+                f"--max-future {f:g} is over --lateness {lateness:g} with one clock per store "
+                "(--source-idle 0): one event dated that far ahead would make the real "
+                "events of its store late; lower --max-future or raise --lateness"
+            )
+        if idle > 0 and f + lateness >= idle:
+            return (
+                f"--max-future {f:g} plus --lateness {lateness:g} is not below --source-idle "
+                f"{idle:g}: one event dated that far ahead would put every other source of "
+                "its store behind the idle bound, and their events would be late; lower "
+                "--max-future (keep clocks in sync, NTP) or raise --source-idle"
+            )
+        return None
 
 
 @dataclass
@@ -306,6 +335,8 @@ class StoreRunner:
         if sending is not None:
             acks = await sending.confirmed()
             self.derived_seq = max(self.derived_seq, *(a.seq for a in acks))
+            if sending.preempted:
+                self.metrics.preempted.labels(self.store).inc(sending.preempted)
         self._unconfirmed = None
         for d in last:
             if d is not None:
