@@ -408,10 +408,11 @@ async def latency_run(
         await wait_until(lambda: ready(log, stores, worker), 600, 0.2)
         plan = template.plan(rate, warm + measure + cool, names, HISTORY_S)
         history = [p for p in plan if p[0] < 0]
-        # The history is stamped before the start, and the worker has it applied by then
-        # (a guess at its pace; the warm-up absorbs a miss).
+        # The history ends now (none of it in the future: the log refuses events beyond
+        # its clock skew), and the paced part starts once the worker has it applied (a
+        # guess at its pace; the warm-up absorbs a miss).
+        sent = await backfill(log, history, math.floor(time.time() / TICK_S) * TICK_S)
         start = math.ceil(time.time() / TICK_S) * TICK_S + 3.0 + len(history) / 4000
-        sent = await backfill(log, history, start)
         with contextlib.suppress(TimeoutError):
             await wait_until(lambda: drained(log, stores, worker), start - time.time(), 0.1)
         result.history = (len(history), start - time.time())
