@@ -118,6 +118,9 @@ def run(
     log_format: Annotated[str, typer.Option(help="json or text.")] = "json",
 ) -> None:
     """Consume raw events, apply the deployed rules, publish derived events, checkpoint."""
+    if log_format not in ("json", "text"):
+        err.print(f"[red]error:[/] --log-format {escape(log_format)!r}: json or text")
+        raise typer.Exit(2)
     configure(json_lines=log_format == "json")
     if worker is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", worker):
         err.print(f"[red]error:[/] --worker {worker!r}: letters, digits, '-' or '_' only")
