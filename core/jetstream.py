@@ -176,7 +176,9 @@ async def _first_contact(servers: list[str], options: dict[str, Any], timeout_s:
                     "speaks TLS, and AISLE_NATS_TLS_CA, AISLE_NATS_TLS_CERT and "
                     "AISLE_NATS_TLS_KEY (docs/security.md)"
                 ) from None
-            if wants_tls and isinstance(exc, ConnectionResetError | ConnectionAbortedError):
+            if wants_tls and isinstance(
+                exc, ConnectionResetError | ConnectionAbortedError | BrokenPipeError
+            ):
                 raise ConnectError(
                     f"TLS with NATS at {server} failed: the server closed the connection "
                     f"during the handshake ({text}): does it require a client certificate "
