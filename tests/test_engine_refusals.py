@@ -351,3 +351,24 @@ async def test_a_heartbeat_dated_minutes_ahead_of_the_log_is_refused_and_blinds_
     [letter] = await letters(jslog)
     assert letter.field == "at" and "in the future" in letter.reason
     assert await derived_ids(jslog, STORE) == await uninterrupted(jslog, STORE)
+
+
+def test_a_metrics_port_in_use_is_refused_with_a_sentence_not_a_traceback() -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from core.cli import _load_plugins, app
+
+    _load_plugins()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(
+            app, ["engine", "run", "--metrics-port", str(port)], env={"AISLE_NATS_URL": ""}
+        )
+    assert result.exit_code == 2, result.output
+    error = " ".join(result.output.split())
+    assert error.startswith(f"error: --metrics-port {port}") and "free port" in error, error
+    assert "Traceback" not in result.output

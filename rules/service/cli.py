@@ -155,7 +155,15 @@ def run(
         raise typer.Exit(2)
     metrics = EngineMetrics()
     if metrics_port is not None:
-        port = metrics.serve(metrics_port)
+        try:
+            port = metrics.serve(metrics_port)
+        except OSError as exc:
+            err.print(
+                f"[red]error:[/] --metrics-port {metrics_port}: cannot serve metrics there "
+                f"({escape(exc.strerror or str(exc))}); choose a free port, or 0 for any",
+                soft_wrap=True,
+            )
+            raise typer.Exit(2) from None
         err.print(f"metrics on http://127.0.0.1:{port}/metrics")
 
     async def go(settings: Settings) -> None:
