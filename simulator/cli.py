@@ -21,6 +21,7 @@ from core.cli import run
 from core.config import Settings
 from core.jetstream import JetStreamLog
 from core.layout import Layout, load_layout
+from core.log import publish_in_order
 from core.runtime import open_log
 from simulator.day import simulate
 from simulator.demo import demo
@@ -92,9 +93,8 @@ async def simulate_chain(
                     receipts.write_bytes(msgspec.json.encode(run.receipts()))
                 if log is not None and realtime:
                     await _paced(log, run.events)
-                elif log is not None:
-                    for i in range(0, len(run.events), 5000):
-                        await log.publish_many(run.events[i : i + 5000])
+                elif log is not None:  # as the store's adapters would: the service
+                    await publish_in_order(log, run.events)  # merges its streams by arrival
                 progress.advance(task)
 
     if publish:

@@ -130,11 +130,12 @@ class Outcome:
     store: str
     truth_receipts: dict[str, dict[str, int]]
     truth_alerts: set[tuple[str, str]]  # (visitor, alert name)
-    inputs: list[ev.Event]  # raw events as read back from the log
+    inputs: list[ev.Event]  # raw events as the engine service reads them from the log
     derived: list[ev.Event]
     published: int = 0  # raw events delivered (noise included)
     new: int = 0  # of those and the derived, how many the log did not hold yet
     late: int = 0
+    closed: int = 0  # the last of ``derived``: what only closing the run's windows derived
     rule_errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 

@@ -254,6 +254,7 @@ def test_demo_runs_end_to_end_on_the_embedded_server(
     derived = re.search(r"derived ([\d,]+) events from ([\d,]+) \(([\d,]+) new", result.output)
     assert derived and int(derived.group(1).replace(",", "")) > 100
     assert derived.group(1) == derived.group(3), "a first run publishes every derived event"
+    assert re.search(r"new to the log\);\s+0\s+late,\s+0\s+rule", result.output), "nothing late"
     assert re.search(r"receipts \((\d+)\)", result.output)
     assert "footfall" in result.output and "busiest heatmap cells" in result.output
     for kpi in (
