@@ -55,7 +55,15 @@ from rules.loader import load_rules
 from rules.reference import Reference
 from rules.service.partition import ServiceConfig
 from simulator import noise as sensor_noise
-from simulator.day import DEFAULT_MIX, Mix, Run, simulate
+from simulator.day import (
+    DEFAULT_MIX,
+    PACKS,
+    Mix,
+    Run,
+    alert_thresholds,
+    simulate,
+    standard_packs,
+)
 from simulator.scenario_report import (
     Check,
     Expect,
@@ -70,7 +78,6 @@ from simulator.scenario_report import (
 )
 from simulator.shoppers import SOURCE, Act, Persona, Store, Visitor, play, position_events
 
-PACKS = Path(__file__).resolve().parent.parent / "rules" / "packs"
 PAY_S = 2.0  # standing in the exit gate while it charges the cart
 # Taking or putting back an item takes a frame: two picks of one SKU at one instant would be
 # one event (ids are content hashes), as two sensor reports of the same pick are.
@@ -512,8 +519,9 @@ def _renamed(store: Store, store_id: str) -> Store:
     return other
 
 
-def build(sc: Scenario, store: Store) -> Run:
-    """The clean events of the scenario in ``store``, and the truth."""
+def build(sc: Scenario, store: Store, packs: Sequence[Path]) -> Run:
+    """The clean events of the scenario in ``store``, and the truth: its alerts are those
+    ``packs`` should raise."""
     sid = store.layout.store.id
     if sc.crowd is not None:
         run = simulate(
@@ -523,9 +531,11 @@ def build(sc: Scenario, store: Store) -> Run:
             shoppers=sc.crowd.shoppers,
             seed=sc.crowd.seed,
             mix=sc.crowd.mix,
+            packs=packs,
         )
     else:
-        played = [(v, *play(store, v)) for v in sc.visitors]
+        thresholds = alert_thresholds(packs)
+        played = [(v, *play(store, v, thresholds)) for v in sc.visitors]
         events = [e for _, es, _ in played for e in es]
         events += position_events(store, [(v, t) for v, _, t in played])
         line = store.passby.id if store.passby else "passby"
@@ -590,10 +600,11 @@ class Staged:
     delivered: list[ev.Event]
 
 
-def stage(sc: Scenario) -> Staged:
-    sid = store_id(sc, build(sc, sc.store).events)
+def stage(sc: Scenario, packs: Sequence[Path]) -> Staged:
+    """The scenario as it runs against ``packs`` (its truth follows their thresholds)."""
+    sid = store_id(sc, build(sc, sc.store, packs).events)
     store = _renamed(sc.store, sid)
-    run = build(sc, store)
+    run = build(sc, store, packs)
     delivered = sensor_noise.apply(run.events, sc.noise, seed=sc.seed, layout=store.layout)
     return Staged(store, run, delivered)
 
@@ -606,7 +617,7 @@ async def run_scenario(log: JetStreamLog, sc: Scenario, packs: Sequence[Path]) -
     the store's clock passes them; a scenario then moves the clock a day past its end, so
     that every window closes (``Outcome.closed``)."""
     began = time.perf_counter()
-    staged = stage(sc)
+    staged = stage(sc, packs)
     store, run, delivered = staged.store, staged.run, staged.delivered
     sid = store.layout.store.id
 
@@ -642,10 +653,6 @@ async def run_scenario(log: JetStreamLog, sc: Scenario, packs: Sequence[Path]) -
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
-
-
-def standard_packs(folder: Path = PACKS) -> list[Path]:
-    return sorted(p for p in folder.glob("*.yaml") if not p.name.endswith("_test.yaml"))
 
 
 def scenario_files(paths: Sequence[Path]) -> list[Path]:
@@ -727,8 +734,14 @@ def run_command(
         if not files:
             err.print("no scenario files")
         raise typer.Exit(2)
+    pack_files = standard_packs(packs)
     try:
-        results = asyncio.run(run_files(Settings.from_env(), scenarios, standard_packs(packs)))
+        alert_thresholds(pack_files)  # what the truth follows: a bad pack stops here
+    except ValueError as exc:
+        err.print(f"[red]error:[/] --packs: {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    try:
+        results = asyncio.run(run_files(Settings.from_env(), scenarios, pack_files))
     except NatsServerError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None

@@ -30,6 +30,7 @@ from simulator.scenario_report import check
 from simulator.shoppers import Persona
 from tests.conftest import scratch_log, server_url, unique_prefix
 from tests.enginekit import derived_ids, running, settled
+from tests.test_shoppers import packs_with
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = ROOT / "examples" / "scenarios"
@@ -190,7 +191,7 @@ async def test_a_scenario_derives_what_the_engine_service_derives_from_its_log(
     log: JetStreamLog, tmp_path: Path
 ) -> None:
     sc = load_scenario(_scenario(tmp_path, "late.yaml", LATE_PICK))
-    staged = stage(sc)
+    staged = stage(sc, standard_packs())
     store = staged.store.layout.store.id
     i, pick = next((i, e) for i, e in enumerate(staged.delivered) if isinstance(e, ev.ItemPicked))
     before = staged.delivered[i - 1]
@@ -210,6 +211,62 @@ async def test_a_scenario_derives_what_the_engine_service_derives_from_its_log(
     assert pick in outcome.inputs, "the pick is in the log"
     assert not [d for d in outcome.derived if isinstance(d, ev.CartItemAdded)], "and late"
     assert all(check(x, outcome).ok for x in sc.expectations)
+
+
+TRUTH_FOLLOWS = """\
+scenario: truth-follows-the-pack
+layout: LAYOUT
+start: 2026-11-28T10:00
+shoppers:
+  - id: long
+    persona: queue_waiter
+    steps: [enter, {go: fridge-drinks}, {take: cola-500ml}, {queue: 120s}, pay, leave]
+  - id: short
+    at: 10s
+    steps: [enter, {go: fridge-drinks}, {take: water-still-500ml}, {queue: 40s}, pay, leave]
+  - id: twice
+    at: 20s
+    steps: [enter, {go: g2-east}, {take: red-wine-750ml}, {put_back: red-wine-750ml},
+            {take: red-wine-750ml}, {put_back: red-wine-750ml}, {queue: 5s}, pay, leave]
+  - id: thrice
+    persona: hesitant
+    at: 30s
+    steps: [enter, {go: g2-east}, {take: red-wine-750ml}, {put_back: red-wine-750ml},
+            {take: red-wine-750ml}, {put_back: red-wine-750ml}, {take: red-wine-750ml},
+            {put_back: red-wine-750ml}, {take: red-wine-750ml}, {queue: 5s}, pay, leave]
+expect:
+  receipts: exact
+  alerts: {truth: true}
+"""
+
+
+@pytest.mark.parametrize(
+    ("params", "due"),
+    [
+        ({}, {("long", "queue_wait_long"), ("thrice", "hesitation")}),
+        ({"queue_wait": "200s"}, {("thrice", "hesitation")}),
+        (
+            {"queue_wait": "30s", "hesitation_count": 2},
+            {
+                ("long", "queue_wait_long"),
+                ("short", "queue_wait_long"),
+                ("twice", "hesitation"),
+                ("thrice", "hesitation"),
+            },
+        ),
+    ],
+)
+def test_a_scenario_expects_the_alerts_its_packs_parameters_make_due(
+    env: dict[str, str],
+    tmp_path: Path,
+    params: dict[str, str | int],
+    due: set[tuple[str, str]],
+) -> None:
+    sc = load_scenario(_scenario(tmp_path, "truth.yaml", TRUTH_FOLLOWS))
+    packs = packs_with(tmp_path / "packs", **params)
+    (result,) = asyncio.run(run_files(Settings.from_env(env), [sc], packs))
+    assert result.outcome.truth_alerts == due
+    assert result.checks and all(c.ok for c in result.checks), result.checks
 
 
 HEAD = """\
