@@ -65,6 +65,15 @@ def load_rules(
     return checked.ruleset
 
 
+def pack_params(source: str | Path) -> tuple[str, dict[str, str | int | float | bool]]:
+    """A pack's name and its parameters as its rules see them (a duration such as "90s" in
+    seconds, anything else as written); ``SourceError`` (file:line:col) if the file is not a
+    pack. For what must agree with a pack without running it, as the simulator's truth
+    follows the frustration pack's thresholds."""
+    pack = _convert_pack(load_yaml(source, max_bytes=MAX_PACK_BYTES))
+    return pack.pack, {name: _param_value(value) for name, value in pack.params.items()}
+
+
 def check_rules(
     sources: Iterable[str | Path | tuple[str, str]], reference: Reference | None = None
 ) -> Checked:
@@ -722,4 +731,4 @@ def _param_value(value: str | int | float | bool) -> str | int | float | bool:
     return value
 
 
-__all__ = ["Checked", "ExpressionError", "PackError", "check_rules", "load_rules"]
+__all__ = ["Checked", "ExpressionError", "PackError", "check_rules", "load_rules", "pack_params"]

@@ -21,8 +21,9 @@ from core.cli import run
 from core.config import Settings
 from core.jetstream import JetStreamLog
 from core.layout import Layout, load_layout
+from core.log import publish_in_order
 from core.runtime import open_log
-from simulator.day import simulate
+from simulator.day import PACKS, alert_thresholds, simulate, standard_packs
 from simulator.demo import demo
 from simulator.render import RenderOptions, render_camera
 
@@ -70,7 +71,9 @@ async def simulate_chain(
     truth_dir: Path | None,
     publish: bool,
     realtime: bool = False,
+    packs: list[Path] | None = None,
 ) -> None:
+    """``packs``: the rule packs whose alerts the truth predicts (default: the standard ones)."""
     totals = Counter[str]()
     began = time.perf_counter()
 
@@ -78,7 +81,9 @@ async def simulate_chain(
         with Progress(console=out) as progress:
             task = progress.add_task("simulating", total=len(layouts))
             for k, layout in enumerate(layouts):
-                run = simulate(layout, start, hours=hours, shoppers=shoppers, seed=seed + k)
+                run = simulate(
+                    layout, start, hours=hours, shoppers=shoppers, seed=seed + k, packs=packs
+                )
                 totals["events"] += len(run.events)
                 totals["visitors"] += len(run.visitors)
                 totals["receipts"] += len(run.receipts())
@@ -92,9 +97,8 @@ async def simulate_chain(
                     receipts.write_bytes(msgspec.json.encode(run.receipts()))
                 if log is not None and realtime:
                     await _paced(log, run.events)
-                elif log is not None:
-                    for i in range(0, len(run.events), 5000):
-                        await log.publish_many(run.events[i : i + 5000])
+                elif log is not None:  # as the store's adapters would: the service
+                    await publish_in_order(log, run.events)  # merges its streams by arrival
                 progress.advance(task)
 
     if publish:
@@ -166,6 +170,14 @@ def register(app: typer.Typer) -> None:
         realtime: Annotated[
             bool, typer.Option(help="Publish as it happens (for demos and latency tests).")
         ] = False,
+        packs: Annotated[
+            Path,
+            typer.Option(
+                help="The rule packs whose alerts the truth predicts (their folder).",
+                exists=True,
+                file_okay=False,
+            ),
+        ] = PACKS,
     ) -> None:
         """Simulate shoppers in a store (or a chain) and publish their events into the log."""
         layout = load_layout(store)
@@ -177,7 +189,12 @@ def register(app: typer.Typer) -> None:
             ) from None
         if start.tzinfo is None:
             start = start.replace(tzinfo=ZoneInfo(layout.store.timezone))
-        args = (start, hours, shoppers, seed, truth, publish, realtime)
+        files = standard_packs(packs)
+        try:
+            alert_thresholds(files)  # read once (cached): a bad pack stops here, in one line
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--packs") from None
+        args = (start, hours, shoppers, seed, truth, publish, realtime, files)
         chain = _chain(layout, stores)
         run(lambda settings: simulate_chain(settings, chain, *args))
 

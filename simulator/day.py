@@ -1,5 +1,8 @@
 """A simulated store day: visitors arriving on a time-of-day curve, a persona mix, groups,
 passers-by and staff, played together; the events in time order, and the truth.
+
+The truth's alerts follow the rule packs the day is checked against (the standard ones
+unless told): their thresholds are read from the packs' files, not assumed.
 """
 
 from __future__ import annotations
@@ -8,19 +11,23 @@ import bisect
 import math
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from itertools import accumulate
+from pathlib import Path
 
 import msgspec
 
 from core import events as ev
 from core.layout import Layout
+from rules.loader import pack_params
 from simulator.render import Person
 from simulator.shoppers import (
     FRAME_S,
     SOURCE,
+    AlertThresholds,
     Persona,
     Store,
     Truth,
@@ -53,6 +60,50 @@ class Mix(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
 
 
 DEFAULT_MIX = Mix()
+PACKS = Path(__file__).resolve().parent.parent / "rules" / "packs"
+FRUSTRATION = "frustration"  # the pack whose parameters the truth's frustration alerts follow
+
+
+def standard_packs(folder: Path = PACKS) -> list[Path]:
+    """The rule packs of ``folder`` (their ``*_test.yaml`` unit tests left out)."""
+    return sorted(p for p in folder.glob("*.yaml") if not p.name.endswith("_test.yaml"))
+
+
+def alert_thresholds(packs: Sequence[Path]) -> AlertThresholds | None:
+    """The frustration pack's thresholds, from its file among ``packs``; None if it is not
+    among them (then its alerts are never due). ``ValueError`` naming the file and the
+    parameter when one the truth follows is missing or not what the rules take."""
+    return _thresholds(tuple((p, p.stat().st_mtime_ns) for p in packs))
+
+
+@cache
+def _thresholds(packs: tuple[tuple[Path, int], ...]) -> AlertThresholds | None:
+    for path, _ in packs:
+        name, params = pack_params(path)
+        if name == FRUSTRATION:
+            return AlertThresholds(
+                queue_wait_s=_param(path, params, "queue_wait", "duration"),
+                hesitation_count=int(_param(path, params, "hesitation_count", "count")),
+                hesitation_window_s=_param(path, params, "hesitation_window", "duration"),
+            )
+    return None
+
+
+def _param(path: Path, params: dict[str, str | int | float | bool], key: str, kind: str) -> float:
+    """A parameter the truth follows, as the rules take it: a duration (seconds, parsed by the
+    loader) or a count (a whole number of at least 1)."""
+    value = params.get(key)
+    count = kind == "count"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (count and not (isinstance(value, int) and value >= 1))
+    ):
+        raise ValueError(
+            f"{path}: the simulator's truth follows the {FRUSTRATION} pack's parameter "
+            f"{key!r}, which should be a {kind}; got {value!r}"
+        )
+    return value
 
 
 @dataclass
@@ -158,10 +209,13 @@ def simulate(
     seed: int,
     mix: Mix = DEFAULT_MIX,
     arrivals: dict[int, float] = ARRIVALS,
+    packs: Sequence[Path] | None = None,
 ) -> Run:
     """A store for ``hours`` from ``start`` (local time zone aware), ``shoppers`` visitors
-    arriving on ``arrivals`` (relative weights by local hour)."""
+    arriving on ``arrivals`` (relative weights by local hour); the truth's alerts follow
+    ``packs`` (default: the standard ones)."""
     store = layout if isinstance(layout, Store) else Store(layout)
+    thresholds = alert_thresholds(standard_packs() if packs is None else packs)
     rng = random.Random(seed)
     shares = {p: getattr(mix, p.value) for p in Persona if p is not Persona.PASSERBY}
     personas, weights = list(shares), list(shares.values())
@@ -183,7 +237,7 @@ def simulate(
         visitors.append(
             Visitor(f"{sid}-{seed}-{i}", persona, at, member=member, speed=speed, acts=acts)
         )
-    played = [(v, *play(store, v)) for v in visitors]
+    played = [(v, *play(store, v, thresholds)) for v in visitors]
     events = [e for _, es, _ in played for e in es]
     events += position_events(store, [(v, t) for v, _, t in played])
     passers = _passers_by(store, rng, start, hours, int(shoppers * mix.passers_by_per_visitor))

@@ -2,9 +2,10 @@
 
 It loads the example convenience store, publishes a simulated day into the log (the
 embedded nats-server unless ``AISLE_NATS_URL`` is set), shows that a malformed event lands
-on the dead-letter subject, runs the standard rule packs over what the log holds, publishes
-the derived events back to it, and prints what an operator wants to see: footfall,
-conversion, receipts, alerts and the busiest heatmap cells.
+on the dead-letter subject, runs the standard rule packs over what the log holds (in the
+order and with the settings of ``aisle engine run``'s defaults), publishes the derived events
+back to it, and prints what an operator wants to see: footfall, conversion, receipts, alerts
+and the busiest heatmap cells.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from core import events as ev
 from core.config import Settings
 from core.jetstream import JetStreamLog
 from core.layout import Layout
-from core.log import Rejected, read_raw
+from core.log import Rejected, publish_in_order, read_arrived
 from core.runtime import open_log
-from rules.engine import Engine
 from rules.loader import load_rules
 from rules.reference import Reference
+from rules.service.partition import ServiceConfig
 from simulator.day import simulate
 from simulator.scenario_report import day_cells
 
@@ -44,7 +45,7 @@ async def _publish(log: JetStreamLog, events: list[ev.Event], label: str, held: 
         task = progress.add_task(label, total=len(new))
         for i in range(0, len(new), 1000):
             batch = new[i : i + 1000]
-            await log.publish_many(batch)
+            await publish_in_order(log, batch)  # the service merges its streams by arrival
             progress.advance(task, len(batch))
     held.update(e.id for e in new)
     return len(new)
@@ -56,7 +57,8 @@ async def demo(settings: Settings, layout: Layout, shoppers: int, day: datetime)
     store = layout.store.id
     packs = sorted(p for p in PACKS.glob("*.yaml") if not p.name.endswith("_test.yaml"))
     reference = Reference.of(layout, members=run.members)
-    engine = Engine(load_rules(packs, reference))
+    # What `aisle engine run` would derive at its defaults: its lateness and idle bound.
+    engine = ServiceConfig("demo").engine(load_rules(packs, reference))
     async with open_log(settings, name="aisle-demo") as log:
         where = settings.nats_url or f"embedded nats-server in {settings.data_dir}/"
         out.print(f"[bold]aisle demo[/]: {layout.store.name} ({store}), log on {where}")
@@ -74,7 +76,7 @@ async def demo(settings: Settings, layout: Layout, shoppers: int, day: datetime)
                 f"and kept as dead letter {exc.deadletter_seq}"
             )
 
-        inputs = await read_raw(log, store)
+        inputs = await read_arrived(log, store)  # in the order the engine service applies them
         result = engine.process(inputs)
         # The day is over, and so is its week (members' visit frequency is weekly): close them.
         end = max(e.at for e in inputs).timestamp() + 7 * 24 * 3600

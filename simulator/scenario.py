@@ -3,8 +3,9 @@
 A scenario file names a store layout, a time span, who comes (shoppers scripted step by step,
 or a crowd drawn from a persona mix), how noisy the sensors are, and what the standard rule
 packs must make of it (``docs/scenarios.md``). ``aisle scenario run`` publishes the events
-into the log, reads them back, runs the engine over what came back, publishes what it derived,
-and checks every expectation: the same path a store's events take.
+into the log, reads them back in the order the engine service applies them, runs an engine
+set as the service's over them, publishes what it derived, and checks every expectation: the
+same path a store's events take, so a scenario's outcome is what ``aisle engine run`` derives.
 
 Each run gets a store id of its own, the layout's id and a hash of its clean events, so
 scenarios never see each other's events, a rerun finds its own already in the log (and adds
@@ -36,7 +37,7 @@ from core import events as ev
 from core.config import Settings
 from core.jetstream import JetStreamLog
 from core.layout import Layout, LayoutError, load_layout
-from core.log import read_raw
+from core.log import publish_in_order, read_arrived
 from core.natsd import NatsServerError
 from core.runtime import open_log
 from core.yamlsource import (
@@ -50,11 +51,19 @@ from core.yamlsource import (
     pruned,
 )
 from rules.durations import parse_duration
-from rules.engine import Engine
 from rules.loader import load_rules
 from rules.reference import Reference
+from rules.service.partition import ServiceConfig
 from simulator import noise as sensor_noise
-from simulator.day import DEFAULT_MIX, Mix, Run, simulate
+from simulator.day import (
+    DEFAULT_MIX,
+    PACKS,
+    Mix,
+    Run,
+    alert_thresholds,
+    simulate,
+    standard_packs,
+)
 from simulator.scenario_report import (
     Check,
     Expect,
@@ -69,7 +78,6 @@ from simulator.scenario_report import (
 )
 from simulator.shoppers import SOURCE, Act, Persona, Store, Visitor, play, position_events
 
-PACKS = Path(__file__).resolve().parent.parent / "rules" / "packs"
 PAY_S = 2.0  # standing in the exit gate while it charges the cart
 # Taking or putting back an item takes a frame: two picks of one SKU at one instant would be
 # one event (ids are content hashes), as two sensor reports of the same pick are.
@@ -446,8 +454,13 @@ def load_scenario(path: str | Path) -> Scenario:
             lateness = _seconds(doc, ("lateness",), spec.lateness)
     except SourceError as exc:
         errors.append(exc)
+    where: PathKey = ("lateness",) if spec.lateness is not None else ("noise",)
     if lateness is None:  # what the noise module says absorbs its late delivery and skew
         lateness = profile.late_s + 2 * profile.clock_skew_s
+    if conflict := ServiceConfig("scenario", lateness_s=lateness).clock_conflict():
+        errors.append(
+            doc.error(where, f"a lateness of {lateness:g}s, which the engine refuses: {conflict}")
+        )
     if spec.heartbeat is not None:
         try:
             heartbeat = _seconds(doc, ("heartbeat",), spec.heartbeat)
@@ -506,8 +519,9 @@ def _renamed(store: Store, store_id: str) -> Store:
     return other
 
 
-def build(sc: Scenario, store: Store) -> Run:
-    """The clean events of the scenario in ``store``, and the truth."""
+def build(sc: Scenario, store: Store, packs: Sequence[Path]) -> Run:
+    """The clean events of the scenario in ``store``, and the truth: its alerts are those
+    ``packs`` should raise."""
     sid = store.layout.store.id
     if sc.crowd is not None:
         run = simulate(
@@ -517,9 +531,11 @@ def build(sc: Scenario, store: Store) -> Run:
             shoppers=sc.crowd.shoppers,
             seed=sc.crowd.seed,
             mix=sc.crowd.mix,
+            packs=packs,
         )
     else:
-        played = [(v, *play(store, v)) for v in sc.visitors]
+        thresholds = alert_thresholds(packs)
+        played = [(v, *play(store, v, thresholds)) for v in sc.visitors]
         events = [e for _, es, _ in played for e in es]
         events += position_events(store, [(v, t) for v, _, t in played])
         line = store.passby.id if store.passby else "passby"
@@ -565,31 +581,58 @@ def store_id(sc: Scenario, clean: Sequence[ev.Event]) -> str:
 
 
 async def _publish_new(log: JetStreamLog, events: list[ev.Event], held: set[str]) -> int:
-    """Publish what the log does not hold yet: a rerun adds nothing, however much later."""
+    """Publish what the log does not hold yet: a rerun adds nothing, however much later.
+    In order across the log's streams, as a store's adapters deliver: the service merges
+    the streams by arrival."""
     new = [e for e in events if e.id not in held]
-    for i in range(0, len(new), 5000):
-        await log.publish_many(new[i : i + 5000])
+    await publish_in_order(log, new)
     held.update(e.id for e in new)
     return len(new)
 
 
-async def run_scenario(log: JetStreamLog, sc: Scenario, packs: Sequence[Path]) -> Outcome:
-    began = time.perf_counter()
-    sid = store_id(sc, build(sc, sc.store).events)
+@dataclass
+class Staged:
+    """A scenario in a store of its own: the clean run with its truth, and the events the
+    sensors deliver (noise applied), in delivery order."""
+
+    store: Store
+    run: Run
+    delivered: list[ev.Event]
+
+
+def stage(sc: Scenario, packs: Sequence[Path]) -> Staged:
+    """The scenario as it runs against ``packs`` (its truth follows their thresholds)."""
+    sid = store_id(sc, build(sc, sc.store, packs).events)
     store = _renamed(sc.store, sid)
-    run = build(sc, store)
+    run = build(sc, store, packs)
     delivered = sensor_noise.apply(run.events, sc.noise, seed=sc.seed, layout=store.layout)
+    return Staged(store, run, delivered)
+
+
+async def run_scenario(log: JetStreamLog, sc: Scenario, packs: Sequence[Path]) -> Outcome:
+    """Publish the scenario's events, then derive from what the log holds as the engine
+    service would: in its order (``read_arrived``: the streams merged by arrival, what the
+    log refuses to replay left out, as the service refuses it) and with its settings (the
+    scenario's lateness, the service's idle bound). The service leaves windows open until
+    the store's clock passes them; a scenario then moves the clock a day past its end, so
+    that every window closes (``Outcome.closed``)."""
+    began = time.perf_counter()
+    staged = stage(sc, packs)
+    store, run, delivered = staged.store, staged.run, staged.delivered
+    sid = store.layout.store.id
 
     held = {r.event.id async for r in log.replay(store=sid)}
     held |= {r.event.id async for r in log.replay(store=sid, types=SAMPLE_TYPES)}
     new = await _publish_new(log, delivered, held)
-    inputs = await read_raw(log, sid)
+    inputs = await read_arrived(log, sid)
 
     reference = Reference.of(store.layout, members=run.members, watchlist=sc.watchlist)
-    engine = Engine(load_rules(packs, reference), lateness_s=sc.lateness_s)
+    service = ServiceConfig("scenario", lateness_s=sc.lateness_s)
+    engine = service.engine(load_rules(packs, reference))
     out = engine.process(inputs)
     last = max([sc.end, *(e.at for e in inputs)])
-    out.extend(engine.advance(sid, last.timestamp() + 24 * 3600))  # close every window
+    closing = engine.advance(sid, last.timestamp() + 24 * 3600)  # close every window
+    out.extend(closing)
     new += await _publish_new(log, out.derived, held)
     return Outcome(
         store=sid,
@@ -600,6 +643,7 @@ async def run_scenario(log: JetStreamLog, sc: Scenario, packs: Sequence[Path]) -
         published=len(delivered),
         new=new,
         late=len(out.late),
+        closed=len(closing.derived),
         rule_errors=[f"{e.rule}: {e.message}" for e in out.errors],
         seconds=time.perf_counter() - began,
     )
@@ -609,10 +653,6 @@ async def run_scenario(log: JetStreamLog, sc: Scenario, packs: Sequence[Path]) -
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
-
-
-def standard_packs(folder: Path = PACKS) -> list[Path]:
-    return sorted(p for p in folder.glob("*.yaml") if not p.name.endswith("_test.yaml"))
 
 
 def scenario_files(paths: Sequence[Path]) -> list[Path]:
@@ -694,8 +734,14 @@ def run_command(
         if not files:
             err.print("no scenario files")
         raise typer.Exit(2)
+    pack_files = standard_packs(packs)
     try:
-        results = asyncio.run(run_files(Settings.from_env(), scenarios, standard_packs(packs)))
+        alert_thresholds(pack_files)  # what the truth follows: a bad pack stops here
+    except ValueError as exc:
+        err.print(f"[red]error:[/] --packs: {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    try:
+        results = asyncio.run(run_files(Settings.from_env(), scenarios, pack_files))
     except NatsServerError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None

@@ -67,6 +67,17 @@ class Truth:
 
 
 @dataclass(frozen=True)
+class AlertThresholds:
+    """When the frustration alerts the truth predicts are due: the frustration pack's
+    parameters, given by the layer that reads the packs (``simulator.day.alert_thresholds``).
+    The truth applies them to what really happened in a visit, as the pack's rules do."""
+
+    queue_wait_s: float  # queue_wait_long: one stay in the checkout queue this long
+    hesitation_count: int  # hesitation: this many put-backs of one SKU...
+    hesitation_window_s: float  # ...within this many seconds
+
+
+@dataclass(frozen=True)
 class Visitor:
     id: str
     persona: Persona
@@ -210,8 +221,11 @@ def _walk(floor: Floor, a: Pt, b: Pt, speed: float) -> list[Pt]:
     return out
 
 
-def play(store: Store, visitor: Visitor) -> tuple[list[ev.Event], Truth]:
-    """The events perfect sensors would report for this visit, and what really happened."""
+def play(
+    store: Store, visitor: Visitor, thresholds: AlertThresholds | None
+) -> tuple[list[ev.Event], Truth]:
+    """The events perfect sensors would report for this visit, and what really happened;
+    ``thresholds``: when the frustration alerts are due (None: no pack raises them)."""
     layout = store.layout
     base = {"store": layout.store.id, "source": SOURCE, "subject": visitor.id}
     floor = {Persona.STAFF: store.staff_floor, Persona.NO_RECEIPT: store.thief_floor}.get(
@@ -292,21 +306,62 @@ def play(store: Store, visitor: Visitor) -> tuple[list[ev.Event], Truth]:
     if visitor.persona is Persona.STAFF:
         data = ev.StaffData(badge=f"badge-{visitor.id[-4:]}")
         out.append(ev.new(ev.StaffSessionEnded, at=at(t + FRAME_S), data=data, **base))
-    _expected_alerts(visitor, truth, out)
-    return sorted(out, key=lambda e: e.at), truth
+    out.sort(key=lambda e: e.at)  # stable: what happened at one instant keeps its order
+    _expected_alerts(layout, visitor, truth, out, thresholds)
+    return out, truth
 
 
-def _expected_alerts(visitor: Visitor, truth: Truth, events: list[ev.Event]) -> None:
-    """The standard packs' alerts this visit should raise (what QA expects to see)."""
+def _expected_alerts(
+    layout: Layout,
+    visitor: Visitor,
+    truth: Truth,
+    events: list[ev.Event],
+    thresholds: AlertThresholds | None,
+) -> None:
+    """The alerts this visit should raise (what QA expects to see): frustration applied to
+    what really happened (``events``: what perfect sensors report of it), in time order."""
     if visitor.persona is Persona.STAFF:
         return
-    backs = Counter(e.data.sku for e in events if isinstance(e, ev.ItemPutBack))
-    if any(n >= 3 for n in backs.values()):
-        truth.alerts.append("hesitation")
-    if visitor.persona is Persona.QUEUE_WAITER:
-        truth.alerts.append("queue_wait_long")
+    if thresholds is not None:
+        if _hesitated(events, thresholds.hesitation_count, thresholds.hesitation_window_s):
+            truth.alerts.append("hesitation")
+        if max(_queue_stays(layout, events), default=0.0) >= thresholds.queue_wait_s:
+            truth.alerts.append("queue_wait_long")
     if truth.cart and not truth.paid and visitor.group is None:
         truth.alerts.append("left_without_receipt")
+
+
+def _hesitated(events: list[ev.Event], count: int, window_s: float) -> bool:
+    """Whether ``count`` put-backs of one SKU came within ``window_s`` (both ends counted)."""
+    backs: dict[str, list[float]] = {}
+    for e in events:
+        if isinstance(e, ev.ItemPutBack):
+            backs.setdefault(e.data.sku, []).append(e.at.timestamp())
+    return any(
+        t[i] - t[i - count + 1] <= window_s
+        for t in backs.values()
+        for i in range(count - 1, len(t))
+    )
+
+
+def _queue_stays(layout: Layout, events: list[ev.Event]) -> list[float]:
+    """How long each stay in the checkout queue lasted, timed as the frustration pack times
+    it: from stepping into a queue zone to stepping out of one, or out of the store."""
+
+    def queue(e: ev.ZoneEntered | ev.ZoneExited) -> bool:
+        return layout.zone(e.data.zone).kind == "checkout_queue"
+
+    stays: list[float] = []
+    since: datetime | None = None
+    for e in events:
+        if since is not None and (
+            isinstance(e, ev.ShopperExited) or (isinstance(e, ev.ZoneExited) and queue(e))
+        ):
+            stays.append((e.at - since).total_seconds())
+            since = None
+        elif since is None and isinstance(e, ev.ZoneEntered) and queue(e):
+            since = e.at
+    return stays if since is None else [*stays, math.inf]  # still queueing when it ended
 
 
 def position_events(store: Store, visits: list[tuple[Visitor, Truth]]) -> list[ev.Event]:

@@ -218,8 +218,9 @@ def by_publishers(
 async def running(
     log: JetStreamLog, name: str = "w1", packs: list[Path] = PACKS, **options: object
 ) -> AsyncIterator[Worker]:
-    """A worker in this process, stopped cleanly afterwards."""
-    config = ServiceConfig(worker=name, lateness_s=LATENESS_S, lease_ttl_s=3.0, **options)  # type: ignore[arg-type]
+    """A worker in this process, stopped cleanly afterwards; ``options`` are ServiceConfig's."""
+    settings: dict[str, object] = {"lateness_s": LATENESS_S, "lease_ttl_s": 3.0, **options}
+    config = ServiceConfig(worker=name, **settings)  # type: ignore[arg-type]
     worker = Worker(log, Reference.of(layout()), config, packs=packs)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))

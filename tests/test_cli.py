@@ -254,6 +254,7 @@ def test_demo_runs_end_to_end_on_the_embedded_server(
     derived = re.search(r"derived ([\d,]+) events from ([\d,]+) \(([\d,]+) new", result.output)
     assert derived and int(derived.group(1).replace(",", "")) > 100
     assert derived.group(1) == derived.group(3), "a first run publishes every derived event"
+    assert re.search(r"new to the log\);\s+0\s+late,\s+0\s+rule", result.output), "nothing late"
     assert re.search(r"receipts \((\d+)\)", result.output)
     assert "footfall" in result.output and "busiest heatmap cells" in result.output
     for kpi in (
@@ -310,6 +311,27 @@ def test_simulate_publishes_a_chain_and_writes_the_truth(
     info = runner.invoke(app, ["log", "info", "--json"], env=env)
     after = {s["name"]: s["messages"] for s in json.loads(info.stdout)}
     assert after == stats, "the same seed publishes the same events: nothing new"
+
+
+def test_simulate_writes_the_truth_of_the_packs_it_is_given(tmp_path: Path) -> None:
+    from tests.test_shoppers import packs_with
+
+    def due(packs: list[Path], out: Path) -> set[str]:
+        args = ["simulate", "--no-publish", "--shoppers", "60", "--hours", "2", "--truth"]
+        result = runner.invoke(app, [*args, str(out), "--packs", str(packs[0].parent)])
+        assert result.exit_code == 0, result.output
+        records = [json.loads(x) for x in (out / "corner-01.truth.jsonl").read_text().splitlines()]
+        return {f"{r['visitor']}:{a}" for r in records for a in r["alerts"]}
+
+    standard = due(packs_with(tmp_path / "standard"), tmp_path / "a")
+    stricter = due(packs_with(tmp_path / "stricter", queue_wait="1h"), tmp_path / "b")
+    assert any(a.endswith(":queue_wait_long") for a in standard)
+    assert stricter == {a for a in standard if not a.endswith(":queue_wait_long")}
+
+    broken = packs_with(tmp_path / "broken", hesitation_count="many")
+    result = runner.invoke(app, ["simulate", "--no-publish", "--packs", str(broken[0].parent)])
+    assert result.exit_code == 2, result.output
+    assert "'hesitation_count', which should be a count; got 'many'" in result.output
 
 
 def test_simulate_into_a_full_store_says_why_in_one_line(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from core import events as ev
 from core.jetstream import JetStreamLog
-from core.log import EventLog, Rejected
+from core.log import EventLog, Rejected, publish_in_order
 from core.memlog import MemoryLog
 from tests.conftest import scratch_log, server_url
 
@@ -192,6 +192,28 @@ async def test_tail_sees_new_events(anylog: EventLog) -> None:
     await asyncio.sleep(0.3)
     await anylog.publish_many(events[1:3])
     assert await asyncio.wait_for(task, 10) == events[1:3]
+
+
+async def test_publishing_in_order_stores_the_two_streams_in_that_order(
+    jslog: JetStreamLog,
+) -> None:
+    """What the engine service merges by arrival comes in the order it was published."""
+    base = {"store": "s1", "source": "cam-1", "subject": "v1"}
+    events: list[ev.Event] = []
+    for i in range(3000):
+        at = T0 + timedelta(seconds=i / 2)
+        samples = tuple(ev.PositionSample(f"t{k}", 1.0 + k, 2.0) for k in range(8))
+        data = ev.PositionData(frame=i, samples=samples)
+        events.append(ev.new(ev.PositionSamples, at=at, data=data, **base))
+        if i % 3 == 0:
+            item = ev.ItemData(sku=f"sku-{i}", shelf="A1")
+            events.append(ev.new(ev.ItemPicked, at=at, data=item, **base))
+    await publish_in_order(jslog, events, lot=500)
+    stamps = {}
+    for types in (["item.picked"], ["position.samples"]):
+        stamps |= {r.event.id: r.stored_ns async for r in jslog.replay(store="s1", types=types)}
+    arrived = [stamps[e.id] for e in events]
+    assert arrived == sorted(arrived)
 
 
 async def test_stats_count_by_subject(jslog: JetStreamLog) -> None:

@@ -6,17 +6,31 @@ from __future__ import annotations
 import asyncio
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from core import events as ev
 from core.cli import _load_plugins, app
 from core.config import Settings
+from core.jetstream import JetStreamLog
 from core.yamlsource import load_yaml
-from simulator.scenario import load_scenario, run_files, scenario_files, standard_packs
+from simulator.scenario import (
+    load_scenario,
+    run_files,
+    run_scenario,
+    scenario_files,
+    stage,
+    standard_packs,
+)
+from simulator.scenario_report import check
 from simulator.shoppers import Persona
-from tests.conftest import server_url, unique_prefix
+from tests.conftest import scratch_log, server_url, unique_prefix
+from tests.enginekit import derived_ids, running, settled
+from tests.test_shoppers import packs_with
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = ROOT / "examples" / "scenarios"
@@ -132,6 +146,129 @@ def test_a_rerun_publishes_nothing_and_reports_the_same(env: dict[str, str]) -> 
     assert len(set(stores)) == 2, "each scenario has a store of its own"
 
 
+# Seed 28 delivers the pick 2.5 s late, with nothing but position samples in between (the
+# test checks it): in event-time order it is in time; in the order the service applies the
+# log (by arrival) the samples that came before it have moved the store's clock more than
+# the lateness past it.
+LATE_PICK = """\
+scenario: late-pick
+layout: LAYOUT
+start: 2026-11-28T10:00
+hours: 0.25
+shoppers:
+  - id: v1
+    steps: [enter, {go: fridge-drinks}, {take: cola-500ml}, {wait: 20s}, {queue: 5s}, pay, leave]
+noise: {late_s: 3, late_fraction: 0.1}
+seed: 28
+lateness: 0.5s
+expect:
+  receipts:
+    - {cart: v1, lines: {}}
+"""
+
+
+async def _as_delivered(log: JetStreamLog, events: list[ev.Event], pause_s: float = 0.05) -> None:
+    """Publish in delivery order, pausing at each new second of event time: the log stamps an
+    event delivered late after what was delivered before it, as a store's log does live."""
+    newest, batch = float("-inf"), []
+    for e in events:
+        if e.at.timestamp() >= newest + 1 and batch:
+            await log.publish_many(batch)
+            batch = []
+            await asyncio.sleep(pause_s)
+        newest = max(newest, int(e.at.timestamp()))
+        batch.append(e)
+    await log.publish_many(batch)
+
+
+@pytest.fixture
+async def log(request: pytest.FixtureRequest) -> AsyncIterator[JetStreamLog]:
+    async with scratch_log(server_url("embedded", request)) as log:
+        yield log
+
+
+async def test_a_scenario_derives_what_the_engine_service_derives_from_its_log(
+    log: JetStreamLog, tmp_path: Path
+) -> None:
+    sc = load_scenario(_scenario(tmp_path, "late.yaml", LATE_PICK))
+    staged = stage(sc, standard_packs())
+    store = staged.store.layout.store.id
+    i, pick = next((i, e) for i, e in enumerate(staged.delivered) if isinstance(e, ev.ItemPicked))
+    before = staged.delivered[i - 1]
+    assert isinstance(before, ev.PositionSamples) and before.at - pick.at >= timedelta(seconds=2)
+    await _as_delivered(log, staged.delivered)
+    async with running(log, stores=(store,), lateness_s=sc.lateness_s) as worker:
+        await settled(log, [store])
+        late = sum(s.value for s in worker.metrics.late.collect()[0].samples if
+                   s.name.endswith("_total") and s.labels["store"] == store)  # fmt: skip
+    service = await derived_ids(log, store)
+
+    outcome = await run_scenario(log, sc, standard_packs())
+    assert outcome.store == store and outcome.late == late > 0
+    until_closed = outcome.derived[: len(outcome.derived) - outcome.closed]
+    assert [d.id for d in until_closed] == service
+    assert outcome.new == outcome.closed, "the service had derived all the rest"
+    assert pick in outcome.inputs, "the pick is in the log"
+    assert not [d for d in outcome.derived if isinstance(d, ev.CartItemAdded)], "and late"
+    assert all(check(x, outcome).ok for x in sc.expectations)
+
+
+TRUTH_FOLLOWS = """\
+scenario: truth-follows-the-pack
+layout: LAYOUT
+start: 2026-11-28T10:00
+shoppers:
+  - id: long
+    persona: queue_waiter
+    steps: [enter, {go: fridge-drinks}, {take: cola-500ml}, {queue: 120s}, pay, leave]
+  - id: short
+    at: 10s
+    steps: [enter, {go: fridge-drinks}, {take: water-still-500ml}, {queue: 40s}, pay, leave]
+  - id: twice
+    at: 20s
+    steps: [enter, {go: g2-east}, {take: red-wine-750ml}, {put_back: red-wine-750ml},
+            {take: red-wine-750ml}, {put_back: red-wine-750ml}, {queue: 5s}, pay, leave]
+  - id: thrice
+    persona: hesitant
+    at: 30s
+    steps: [enter, {go: g2-east}, {take: red-wine-750ml}, {put_back: red-wine-750ml},
+            {take: red-wine-750ml}, {put_back: red-wine-750ml}, {take: red-wine-750ml},
+            {put_back: red-wine-750ml}, {take: red-wine-750ml}, {queue: 5s}, pay, leave]
+expect:
+  receipts: exact
+  alerts: {truth: true}
+"""
+
+
+@pytest.mark.parametrize(
+    ("params", "due"),
+    [
+        ({}, {("long", "queue_wait_long"), ("thrice", "hesitation")}),
+        ({"queue_wait": "200s"}, {("thrice", "hesitation")}),
+        (
+            {"queue_wait": "30s", "hesitation_count": 2},
+            {
+                ("long", "queue_wait_long"),
+                ("short", "queue_wait_long"),
+                ("twice", "hesitation"),
+                ("thrice", "hesitation"),
+            },
+        ),
+    ],
+)
+def test_a_scenario_expects_the_alerts_its_packs_parameters_make_due(
+    env: dict[str, str],
+    tmp_path: Path,
+    params: dict[str, str | int],
+    due: set[tuple[str, str]],
+) -> None:
+    sc = load_scenario(_scenario(tmp_path, "truth.yaml", TRUTH_FOLLOWS))
+    packs = packs_with(tmp_path / "packs", **params)
+    (result,) = asyncio.run(run_files(Settings.from_env(env), [sc], packs))
+    assert result.outcome.truth_alerts == due
+    assert result.checks and all(c.ok for c in result.checks), result.checks
+
+
 HEAD = """\
 scenario: broken
 layout: LAYOUT
@@ -194,6 +331,8 @@ start: 2026-11-28T10:00
         ("shoppers:\n  - id: v1\n    steps: [enter, walk]\n", 6, 20, "unknown step 'walk'"),
         ("crowd: {shoppers: 3, mix: {mission: 1, robber: 1}}\n", 4, 40, "unknown field 'robber'"),
         ("noise: loud\n", 4, 8, "noise is off, default, or a mapping of knobs"),
+        ("lateness: 6s\n", 4, 11, "a lateness of 6s, which the engine refuses: --max-future"),
+        ("noise: {late_s: 9}\n", 4, 8, "a lateness of 9s, which the engine refuses"),
     ],
 )
 def test_an_invalid_scenario_is_refused_at_its_line(

@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import random
+import re
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
+
+import pytest
 
 from core import events as ev
 from rules.engine import Engine
 from rules.loader import load_rules
 from rules.reference import Reference
-from simulator.shoppers import Persona, Store, Truth, Visitor, plan, play, position_events
+from simulator.day import alert_thresholds, standard_packs
+from simulator.shoppers import (
+    AlertThresholds,
+    Persona,
+    Store,
+    Truth,
+    Visitor,
+    plan,
+    play,
+    position_events,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKS = sorted(
-    p for p in (ROOT / "rules" / "packs").glob("*.yaml") if not p.name.endswith("_test.yaml")
-)
+PACKS = standard_packs()
+TRUTH_ALERTS = {"hesitation", "queue_wait_long", "left_without_receipt"}
+STANDARD = alert_thresholds(PACKS)
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
 
@@ -27,7 +40,22 @@ def store() -> Store:
     return Store(load_layout(ROOT / "examples" / "stores" / "convenience.yaml"))
 
 
-def crowd(seed: int, n: int = 40) -> list[tuple[Visitor, list[ev.Event], Truth]]:
+def packs_with(folder: Path, **params: str | int) -> list[Path]:
+    """The standard packs, copied into ``folder`` with the frustration pack's ``params`` set."""
+    folder.mkdir()
+    for pack in PACKS:
+        text = pack.read_text()
+        if pack.name == "frustration.yaml":
+            for name, value in params.items():
+                text, n = re.subn(rf"^  {name}: .*$", f"  {name}: {value}", text, flags=re.M)
+                assert n == 1, name
+        (folder / pack.name).write_text(text)
+    return standard_packs(folder)
+
+
+def crowd(
+    seed: int, n: int = 40, thresholds: AlertThresholds | None = STANDARD
+) -> list[tuple[Visitor, list[ev.Event], Truth]]:
     rng = random.Random(seed)
     personas = [p for p in Persona if p not in (Persona.PASSERBY, Persona.GROUP)]
     out = []
@@ -41,17 +69,19 @@ def crowd(seed: int, n: int = 40) -> list[tuple[Visitor, list[ev.Event], Truth]]
             member=member,
             acts=plan(store(), persona, rng),
         )
-        events, truth = play(store(), v)
+        events, truth = play(store(), v, thresholds)
         out.append((v, events, truth))
     return out
 
 
-def derive(visits: list[tuple[Visitor, list[ev.Event], Truth]]) -> list[ev.Event]:
+def derive(
+    visits: list[tuple[Visitor, list[ev.Event], Truth]], packs: list[Path] = PACKS
+) -> list[ev.Event]:
     events = [e for _, es, _ in visits for e in es] + position_events(
         store(), [(v, t) for v, _, t in visits]
     )
     events.sort(key=lambda e: (e.at, e.id))
-    engine = Engine(load_rules(PACKS, Reference.of(store().layout)))
+    engine = Engine(load_rules(packs, Reference.of(store().layout)))
     out = engine.process(events)
     out.extend(engine.advance("corner-01", events[-1].at.timestamp() + 86400))
     assert not out.errors and not out.late
@@ -83,11 +113,51 @@ def test_receipts_and_alerts_match_the_truth() -> None:
         for name in truth.alerts:
             assert (v.id, name) in alerts, (v.persona, name)
     expected = {(v.id, a) for v, _, t in visits for a in t.alerts}
-    relevant = {
-        a for a in alerts if a[1] in {"hesitation", "queue_wait_long", "left_without_receipt"}
-    }
+    relevant = {a for a in alerts if a[1] in TRUTH_ALERTS}
     assert relevant == expected
     assert sum(t.paid for _, _, t in visits) >= 20
+
+
+@pytest.mark.parametrize(
+    ("params", "hesitating", "queueing"),
+    [
+        ({}, {Persona.HESITANT}, {Persona.QUEUE_WAITER}),
+        ({"hesitation_count": 4}, set(), {Persona.QUEUE_WAITER}),
+        ({"hesitation_window": "5s"}, set(), {Persona.QUEUE_WAITER}),
+        ({"queue_wait": "200s"}, {Persona.HESITANT}, set()),
+        (  # every shopper queues 3 to 25 s: some of each who pay wait long now
+            {"queue_wait": "20s"},
+            {Persona.HESITANT},
+            {
+                Persona.QUEUE_WAITER,
+                Persona.MISSION,
+                Persona.BROWSER,
+                Persona.MEMBER,
+                Persona.HESITANT,
+            },
+        ),
+    ],
+)
+def test_the_truths_alerts_follow_the_frustration_packs_parameters(
+    tmp_path: Path,
+    params: dict[str, str | int],
+    hesitating: set[Persona],
+    queueing: set[Persona],
+) -> None:
+    """Put-backs of one SKU within the window, one stay in the queue as long as the pack's
+    wait: the truth applies the pack's parameters, and the pack derives what it says."""
+    packs = packs_with(tmp_path / "packs", **params)
+    visits = crowd(1, thresholds=alert_thresholds(packs))
+    due = {(v.id, a) for v, _, t in visits for a in t.alerts}
+    raised = {
+        (d.subject, d.data.alert)
+        for d in derive(visits, packs)
+        if isinstance(d, ev.AlertRaised) and d.data.alert in TRUTH_ALERTS
+    }
+    assert raised == due
+    persona = {v.id: v.persona for v, _, _ in visits}
+    assert {persona[v] for v, a in due if a == "hesitation"} == hesitating
+    assert {persona[v] for v, a in due if a == "queue_wait_long"} == queueing
 
 
 def test_every_persona_does_what_it_says() -> None:

@@ -40,7 +40,7 @@ from core.log import DeadLetter, Stream
 from core.merge import ArrivalMerge
 from core.pubacks import Sending
 from core.puller import Delivered, Puller
-from rules.engine import Engine, EngineFailure, Output, RuleError
+from rules.engine import Engine, EngineFailure, Output, RuleError, RuleSet
 from rules.service.checkpoints import Checkpoint, Checkpoints, Pacer
 from rules.service.metrics import EngineMetrics
 from rules.snapshot import restore, snapshot
@@ -80,6 +80,12 @@ class ServiceConfig:
     max_future_s: float = MAX_FUTURE_S
     max_strikes: int = 3  # failures of the engine on one message before it is set aside
     rule_errors_per_minute: int = 20  # logged per store; the rest are counted only
+
+    def engine(self, rules: RuleSet) -> Engine:
+        """An engine that applies events as this service does: its lateness and idle bound.
+        The worker runs it; a QA scenario or the demo runs it too, over the events in the
+        order the service applies them (``core.log.read_arrived``), to derive what it would."""
+        return Engine(rules, lateness_s=self.lateness_s, source_idle_s=self.source_idle_s)
 
     def clock_conflict(self) -> str | None:
         """Why the clock settings let one event blind a store, or None.

@@ -81,11 +81,7 @@ class Worker:
         # The admin creates the rules bucket; until it exists, the local packs run.
         self.rules_kv: KeyValue | None = None
         self._rules_said = ""  # what the worker last said about the bucket (said once)
-        self.engine = Engine(
-            await self._first_rules(),
-            lateness_s=c.lateness_s,
-            source_idle_s=c.source_idle_s,
-        )
+        self.engine = c.engine(await self._first_rules())
         self._announce_rules()
         self._watching = asyncio.create_task(self._watch_rules())
         log.info("worker started", extra={"worker": c.worker, "rules": self.rules_version})
