@@ -20,7 +20,7 @@ from core.yamlsource import SourceError
 from rules import whatif
 from rules.durations import parse_duration
 from rules.explain import explain_chain, render_chain
-from rules.loader import PackError, check_rules
+from rules.loader import PACKS, PackError, check_rules, pack_files
 from rules.pack import json_schema
 from rules.reference import Reference, load_reference_list
 from rules.testing import run_paths
@@ -30,18 +30,7 @@ rules_app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
-PACKS = Path(__file__).resolve().parent / "packs"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "stores" / "convenience.yaml"
-
-
-def pack_files(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            files += sorted(f for f in p.glob("*.yaml") if not f.name.endswith("_test.yaml"))
-        else:
-            files.append(p)
-    return files
 
 
 @rules_app.command("check")

@@ -65,6 +65,22 @@ def load_rules(
     return checked.ruleset
 
 
+PACKS = Path(__file__).resolve().parent / "packs"
+"""The standard rule packs' folder."""
+
+
+def pack_files(paths: Iterable[Path]) -> list[Path]:
+    """The pack files named: files as given, folders by their ``*.yaml`` in name order, the
+    packs' unit tests (``*_test.yaml``) left out."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(f for f in p.glob("*.yaml") if not f.name.endswith("_test.yaml"))
+        else:
+            files.append(p)
+    return files
+
+
 def pack_params(source: str | Path) -> tuple[str, dict[str, str | int | float | bool]]:
     """A pack's name and its parameters as its rules see them (a duration such as "90s" in
     seconds, anything else as written); ``SourceError`` (file:line:col) if the file is not a

@@ -22,7 +22,7 @@ import msgspec
 
 from core import events as ev
 from core.layout import Layout
-from rules.loader import pack_params
+from rules.loader import PACKS, pack_files, pack_params
 from simulator.render import Person
 from simulator.shoppers import (
     FRAME_S,
@@ -60,13 +60,12 @@ class Mix(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
 
 
 DEFAULT_MIX = Mix()
-PACKS = Path(__file__).resolve().parent.parent / "rules" / "packs"
 FRUSTRATION = "frustration"  # the pack whose parameters the truth's frustration alerts follow
 
 
 def standard_packs(folder: Path = PACKS) -> list[Path]:
     """The rule packs of ``folder`` (their ``*_test.yaml`` unit tests left out)."""
-    return sorted(p for p in folder.glob("*.yaml") if not p.name.endswith("_test.yaml"))
+    return pack_files([folder])
 
 
 def alert_thresholds(packs: Sequence[Path]) -> AlertThresholds | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
@@ -25,14 +24,12 @@ from core.jetstream import JetStreamLog
 from core.layout import Layout
 from core.log import Rejected, publish_in_order, read_arrived
 from core.runtime import open_log
-from rules.loader import load_rules
+from rules.loader import PACKS, load_rules, pack_files
 from rules.reference import Reference
 from rules.service.partition import ServiceConfig
 from simulator.day import simulate
 from simulator.scenario_report import day_cells
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKS = ROOT / "rules" / "packs"
 out = Console()
 
 
@@ -55,7 +52,7 @@ async def demo(settings: Settings, layout: Layout, shoppers: int, day: datetime)
     run = simulate(layout, day, hours=15, shoppers=shoppers, seed=1)
     events = run.events
     store = layout.store.id
-    packs = sorted(p for p in PACKS.glob("*.yaml") if not p.name.endswith("_test.yaml"))
+    packs = pack_files([PACKS])
     reference = Reference.of(layout, members=run.members)
     # What `aisle engine run` would derive at its defaults: its lateness and idle bound.
     engine = ServiceConfig("demo").engine(load_rules(packs, reference))

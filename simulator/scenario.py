@@ -51,18 +51,16 @@ from core.yamlsource import (
     pruned,
 )
 from rules.durations import parse_duration
-from rules.loader import load_rules
+from rules.loader import PACKS, PackError, load_rules, pack_files
 from rules.reference import Reference
 from rules.service.partition import ServiceConfig
 from simulator import noise as sensor_noise
 from simulator.day import (
     DEFAULT_MIX,
-    PACKS,
     Mix,
     Run,
     alert_thresholds,
     simulate,
-    standard_packs,
 )
 from simulator.scenario_report import (
     Check,
@@ -713,8 +711,9 @@ def run_command(
         typer.Option("--junit", help="Write JUnit XML here (one case per expectation)."),
     ] = None,
     packs: Annotated[
-        Path, typer.Option("--packs", help="The folder of rule packs to run.")
-    ] = PACKS,
+        list[Path] | None,
+        typer.Option("--packs", help="Rule pack files or folders to run (repeatable)."),
+    ] = None,
 ) -> None:
     """Run scenarios through the log and the engine: a report per expectation.
 
@@ -734,14 +733,26 @@ def run_command(
         if not files:
             err.print("no scenario files")
         raise typer.Exit(2)
-    pack_files = standard_packs(packs)
+    files = pack_files(packs or [PACKS])
+    if missing := [p for p in files if not p.is_file()]:
+        err.print(f"[red]error:[/] --packs: no such pack file {escape(str(missing[0]))}")
+        raise typer.Exit(2)
+    if not files:
+        err.print(
+            f"[red]error:[/] --packs: no rule packs in {escape(', '.join(map(str, packs or [])))}"
+        )
+        raise typer.Exit(2)
     try:
-        alert_thresholds(pack_files)  # what the truth follows: a bad pack stops here
+        alert_thresholds(files)  # what the truth follows: a bad pack stops here
     except ValueError as exc:
         err.print(f"[red]error:[/] --packs: {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     try:
-        results = asyncio.run(run_files(Settings.from_env(), scenarios, pack_files))
+        results = asyncio.run(run_files(Settings.from_env(), scenarios, files))
+    except PackError as exc:  # valid alone, invalid against a scenario's store
+        for e in exc.errors:
+            err.print(escape(str(e)), soft_wrap=True)
+        raise typer.Exit(2) from None
     except NatsServerError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None

@@ -18,13 +18,13 @@ from core.cli import _load_plugins, app
 from core.config import Settings
 from core.jetstream import JetStreamLog
 from core.yamlsource import load_yaml
+from simulator.day import standard_packs
 from simulator.scenario import (
     load_scenario,
     run_files,
     run_scenario,
     scenario_files,
     stage,
-    standard_packs,
 )
 from simulator.scenario_report import check
 from simulator.shoppers import Persona
@@ -411,3 +411,27 @@ def test_the_documented_example_is_a_valid_scenario(tmp_path: Path) -> None:
         text = text.replace("../stores/convenience.yaml", "LAYOUT")
         sc = load_scenario(_scenario(tmp_path, f"doc{i}.yaml", text))
         assert sc.visitors and sc.expectations
+
+
+def test_packs_are_files_or_folders_and_a_set_that_runs_nothing_or_is_invalid_is_refused(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """``--packs file.yaml`` ran no pack at all (a file globbed as a folder), so every
+    receipt was missing; an invalid pack ended in a traceback."""
+    scenario = str(LIBRARY / "age_restricted.yaml")
+    carts = str(ROOT / "rules" / "packs" / "carts.yaml")
+    one = runner.invoke(app, ["scenario", "run", scenario, "--packs", carts], env=env)
+    assert one.exit_code == 0, one.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('pack: bad\nversion: "1.0.0"\nrules:\n  - id: x\n    bogus: 1\n')
+    for packs, said in (
+        (str(empty), "no rule packs in"),
+        (str(tmp_path / "nosuch.yaml"), "no such pack file"),
+        (str(bad), f"{bad}:5:5: unknown field 'bogus'"),
+    ):
+        result = runner.invoke(app, ["scenario", "run", scenario, "--packs", packs], env=env)
+        assert result.exit_code == 2, result.output
+        assert said in " ".join(result.output.split()), result.output
+        assert "Traceback" not in result.output

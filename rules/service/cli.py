@@ -28,8 +28,8 @@ from core.jetstream import JetStreamLog
 from core.layout import load_layout
 from core.logs import configure
 from core.runtime import open_log
-from rules.cli import EXAMPLE, PACKS, pack_files, rules_app
-from rules.loader import PackError
+from rules.cli import EXAMPLE, rules_app
+from rules.loader import PACKS, PackError, pack_files
 from rules.reference import Reference, load_reference_list
 from rules.service.deploy import (
     DeployError,
