@@ -36,6 +36,7 @@ from core.log import EventLog, read_arrived, stores_of
 from rules.engine import Engine, RuleError, RuleSet
 from rules.loader import PackError, check_rules, load_rules
 from rules.reference import Reference
+from rules.service.partition import ServiceConfig
 
 __all__ = [
     "DEFAULT_LATENESS_S",
@@ -56,8 +57,9 @@ __all__ = [
     "write_events",
 ]
 
-DEFAULT_LATENESS_S = 2.0  # aisle engine run's: the live output was made with it
-DEFAULT_SOURCE_IDLE_S = 10.0  # aisle engine run's --source-idle, likewise
+# aisle engine run's: the live output was made with them.
+DEFAULT_LATENESS_S = ServiceConfig.lateness_s
+DEFAULT_SOURCE_IDLE_S = ServiceConfig.source_idle_s
 DEFAULT_WARMUP_S = 6 * 3600.0  # longer than any visit: carts and queues open at start exist
 _TICK = timedelta(microseconds=1)  # event times have microsecond resolution
 
