@@ -23,8 +23,8 @@ lateness (``--lateness 0``: an event is applied as it arrives); one run at the d
 shows what waiting for late events adds. The worker and the reference engines below keep a
 clock per source with the service's idle bound (``--source-idle``, 0 for one clock a store);
 the worker's late events are reported by source. ``--many-stores`` adds 10,000 events/s as 340
-stores at their own pace (a worker could not run that many yet: see docs/benchmarks.md). A core
-NATS subscription on the derived types' subjects receives what the engine publishes. Each
+stores at their own pace (a worker could not run that many yet: docs/benchmarks-history.md).
+A core NATS subscription on the derived types' subjects receives what the engine publishes. Each
 derived event is traced through ``caused_by`` (a derived cause to its own causes) to its
 newest raw cause, and an engine in this process, fed the published events one at a time,
 tells which event released it:
