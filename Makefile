@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-micro bench-baseline clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,12 +25,28 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(STAMP)
-	$(BIN)/python bench/event_codec.py
-	$(BIN)/python bench/expressions.py
+# Every benchmark, in 20 to 30 minutes on 2 cores (docs/benchmarks.md has each one's
+# longer run). Each prints the commit and the machine first.
+bench: bench-micro
 	$(BIN)/python bench/log_throughput.py
 	$(BIN)/python bench/engine_throughput.py
-	$(BIN)/python bench/engine_latency.py
+	$(BIN)/python bench/snapshots.py
+	$(BIN)/python bench/engine_latency.py --quick --no-machine
+	$(BIN)/python bench/receipt_accuracy.py
+	$(BIN)/python bench/simulate_speed.py --stores 10 --publish-stores 3
+
+# The micro-benchmarks (pytest-benchmark), compared with the baseline committed in
+# bench/results/; this run's figures go to bench/results/last.json (not committed).
+MICRO := $(BIN)/pytest bench/micro -p no:cacheprovider --benchmark-only \
+	--benchmark-storage=bench/results --benchmark-columns=min,median,iqr,rounds \
+	--benchmark-sort=name
+
+bench-micro: $(STAMP)
+	$(MICRO) --benchmark-compare --benchmark-json=bench/results/last.json
+
+# A new baseline: bench/results/<machine>/NNNN_baseline.json, to commit.
+bench-baseline: $(STAMP)
+	$(MICRO) --benchmark-save=baseline
 
 clean:
 	rm -rf $(VENV) .aisle .pytest_cache .hypothesis

@@ -23,8 +23,8 @@ lateness (``--lateness 0``: an event is applied as it arrives); one run at the d
 shows what waiting for late events adds. The worker and the reference engines below keep a
 clock per source with the service's idle bound (``--source-idle``, 0 for one clock a store);
 the worker's late events are reported by source. ``--many-stores`` adds 10,000 events/s as 340
-stores at their own pace (a worker could not run that many yet: see docs/benchmarks.md). A core
-NATS subscription on the derived types' subjects receives what the engine publishes. Each
+stores at their own pace (a worker could not run that many yet: docs/benchmarks-history.md).
+A core NATS subscription on the derived types' subjects receives what the engine publishes. Each
 derived event is traced through ``caused_by`` (a derived cause to its own causes) to its
 newest raw cause, and an engine in this process, fed the published events one at a time,
 tells which event released it:
@@ -44,8 +44,9 @@ count; a warm-up before it and a cool-down after it are offered, not measured.
 worker starts, and the time runs from its consumers' creation to when both have nothing
 pending or unacknowledged. The baselines, in this process on the same events:
 ``Engine.process`` in batches of 1,000 messages (the service's batch) and, alone, the
-service's two other parts: reading the two durable consumers merged (decoded, acked), and
-publishing the derived events batch by batch.
+service's two other parts: its read path (a real ``StoreRunner`` whose engine has no rules:
+the two durable consumers merged, every message decoded and checked, each batch acked),
+and publishing the derived events batch by batch.
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ import contextlib
 import gc
 import math
 import os
-import platform
 import re
 import signal
 import socket
@@ -79,18 +79,24 @@ import msgspec  # noqa: E402
 import nats.js.errors  # noqa: E402
 from nats.aio.msg import Msg  # noqa: E402
 
+from bench import stamp  # noqa: E402
 from bench.engine_throughput import PACKS, workload  # noqa: E402
 from core import events as ev  # noqa: E402
 from core.config import LogConfig  # noqa: E402
-from core.jetstream import JetStreamLog, SubjectFilter, connect  # noqa: E402
+from core.jetstream import JetStreamLog, connect  # noqa: E402
 from core.layout import Layout, load_layout  # noqa: E402
-from core.merge import ArrivalMerge  # noqa: E402
 from core.natsd import EmbeddedNats, free_port  # noqa: E402
-from core.puller import Delivered  # noqa: E402
 from rules.engine import Engine  # noqa: E402
 from rules.loader import load_rules  # noqa: E402
 from rules.reference import Reference  # noqa: E402
-from rules.service.partition import INPUTS, SOURCE_IDLE_S  # noqa: E402
+from rules.service.checkpoints import Checkpoints, Pacer  # noqa: E402
+from rules.service.metrics import EngineMetrics  # noqa: E402
+from rules.service.partition import (  # noqa: E402
+    INPUTS,
+    SOURCE_IDLE_S,
+    ServiceConfig,
+    StoreRunner,
+)
 from rules.snapshot import snapshot  # noqa: E402
 
 LAYOUT_FILE = ROOT / "examples" / "stores" / "convenience.yaml"
@@ -100,6 +106,7 @@ TICK_S = 0.005
 HISTORY_S = 240.0  # event time played before the measured run: the visits under way
 BATCH = 1000  # the service's batch (ServiceConfig.batch)
 SERVICE_LATENESS_S = 2.0  # `aisle engine run`'s default
+READ_CHECKPOINTS, READ_SNAPSHOTS = "read_checkpoints", "read_snapshots"  # ``read_path``'s
 
 
 def engine_for(layout: Layout, lateness_s: float) -> Engine:
@@ -266,11 +273,12 @@ async def remove(log: JetStreamLog) -> None:
     """Everything the run made on the server: streams, buckets, the object store."""
     await log.delete_streams()
     gone = (nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError)
-    for name in ("engine_leases", "engine_checkpoints", "rules"):
+    for name in ("engine_leases", "engine_checkpoints", "rules", READ_CHECKPOINTS):
         with contextlib.suppress(*gone):
             await log.js.delete_key_value(log.config.bucket(name))
-    with contextlib.suppress(*gone):
-        await log.js.delete_object_store(log.config.bucket("engine_snapshots"))
+    for name in ("engine_snapshots", READ_SNAPSHOTS):
+        with contextlib.suppress(*gone):
+            await log.js.delete_object_store(log.config.bucket(name))
     await log.close()
 
 
@@ -580,7 +588,7 @@ async def catch_up(
             for subject, n in s.subjects.items()
             if subject.split(".", 2)[2] in ev.DERIVED_TYPES
         )
-        out.read_s = await read_path(log, store, len(events))
+        out.read_s = await read_path(log, layout, len(events))
     finally:
         await remove(log)
     out.publish_derived_s = await publish_path(url, batches)
@@ -645,45 +653,46 @@ async def _in_process(out: CatchUp, log: JetStreamLog, layout: Layout, profile: 
     out.late_sources = dict(late)
 
 
-async def read_path(log: JetStreamLog, store: str, messages: int) -> float:
-    """The service's read path alone: the two durable consumers merged (every message
-    decoded, as ``StoreRunner._read``), the last of each batch acked."""
-    pullers, filters = [], []
-    for stream, types in INPUTS:
-        p, f = await log.engine_consumer(
-            f"read_{store}_{stream.value}", stream, store=store, types=types, start_seq=1
-        )
-        pullers.append(p)
-        filters.append(f)
-    wanted = None
-    if any(f is not None for f in filters):
-        prefix = log.config.prefix
-        wanted = SubjectFilter(f"{prefix}.{store}.{t}" for _, ts in INPUTS for t in ts)
+async def read_path(log: JetStreamLog, layout: Layout, messages: int) -> float:
+    """The service's read path alone: a real ``StoreRunner`` (its two durable consumers
+    merged, every message decoded and checked by ``StoreRunner._read``, each batch's input
+    acked) whose engine has no rules, so it only moves the clock; checkpoints off. Its
+    checkpoints go to buckets of their own: the worker's would start it at their end."""
+    store = layout.store.id
+    config = ServiceConfig(
+        worker="read",
+        lateness_s=SERVICE_LATENESS_S,
+        source_idle_s=source_idle_s[0],
+        stores=(store,),
+        checkpoint_every=2**62,
+        checkpoint_s=math.inf,
+    )
+    metrics = EngineMetrics()
+    runner = StoreRunner(
+        store,
+        log,
+        Engine(load_rules([], Reference.of(layout)), lateness_s=config.lateness_s,
+               source_idle_s=config.source_idle_s),
+        Checkpoints(
+            await log.key_value(READ_CHECKPOINTS), await log.object_store(READ_SNAPSHOTS)
+        ),
+        metrics,
+        config,
+        Pacer(config.checkpoint_budget),
+    )  # fmt: skip
+    await runner.open()
 
-    def key(d: Delivered) -> tuple[float, tuple[Msg, ev.Event | None]]:
-        if wanted is not None and not wanted(d.msg.subject):
-            return -math.inf, (d.msg, None)  # a derived event: an old server cannot filter
-        e = ev.decode(d.msg.data)
-        return e.at.timestamp(), (d.msg, e)
+    def applied() -> float:
+        n = metrics.registry.get_sample_value("aisle_engine_events_in_total", {"store": store})
+        return n or 0.0
 
-    merge = ArrivalMerge(pullers, key, batch=BATCH)
-    n = 0
     start = time.perf_counter()
-    while n < messages:
-        batch = await merge.next(BATCH, 5.0)
-        if not batch:
-            raise TimeoutError(f"read {n} of {messages} messages")
-        last: list[Msg | None] = [None] * len(pullers)
-        for i, (msg, e) in batch:
-            last[i] = msg
-            n += e is not None
-        for msg in last:
-            if msg is not None:
-                await msg.ack()
+    while applied() < messages:
+        if not await runner.step(timeout_s=5.0):
+            raise TimeoutError(f"read {applied():,.0f} of {messages:,} messages")
+    await runner.settle()
     elapsed = time.perf_counter() - start
-    await merge.close()
-    for p in pullers:
-        await p.stop()
+    await runner.close(commit=False)
     return elapsed
 
 
@@ -852,7 +861,7 @@ async def measure_catch_up(url: str, args: argparse.Namespace, w: Workload, logs
     print(f"  {'one worker (' + who + ')':48} {cu.service_s:8.2f} {rate:10,.0f}")
     for name, seconds, per_s in (
         ("bare Engine.process, batches of 1,000", w.bare_s, bare),
-        ("the read path alone (merge, decode, ack)", cu.read_s, read),
+        ("the read path alone (StoreRunner, no rules)", cu.read_s, read),
     ):
         print(f"  {name:48} {seconds:8.2f} {per_s:10,.0f} {rate / per_s:6.2f}")
     print(f"  {'publishing the derived events alone':48} {cu.publish_derived_s:8.2f}")
@@ -903,6 +912,7 @@ def main() -> None:
         help="the worker's --source-idle, and the reference engines' (0: one clock a store)",
     )
     args = parser.parse_args()
+    stamp.print_stamp()
     args.runs = [
         ("stores", 1000.0, 0.0),
         ("one store", 1000.0, 0.0),
@@ -923,10 +933,7 @@ def main() -> None:
     events, n_counted = workload(layout, max(backlog, int(longest)))
     times = [e.at.timestamp() for e in events]
     template = Template(events, times, n_counted / (times[-1] - times[0]))
-    print(
-        f"aisle engine service benchmark (Python {platform.python_version()}, "
-        f"{platform.machine()}, {os.cpu_count()} cores{', quick' if args.quick else ''})"
-    )
+    print(f"aisle engine service benchmark{' (quick)' if args.quick else ''}")
     print(
         f"workload: {n_counted:,} events (samples one by one) in {len(events):,} messages, "
         f"{(times[-1] - times[0]) / 3600:.1f} h of event time, {template.natural:.1f} events/s "

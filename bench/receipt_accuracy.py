@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import stamp  # noqa: E402
 from core import events as ev  # noqa: E402
 from core.layout import load_layout  # noqa: E402
 from rules.loader import load_rules  # noqa: E402
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=20)
     parser.add_argument("--shoppers", type=int, default=500)
     args = parser.parse_args()
+    stamp.print_stamp()
     store = Store(load_layout(ROOT / "examples" / "stores" / "convenience.yaml"))
     days = f"{args.days} store days of {args.shoppers} shoppers"
     print(f"receipt accuracy: {days}, {store.layout.store.id}")

@@ -23,6 +23,7 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import stamp  # noqa: E402
 from core.config import LogConfig  # noqa: E402
 from core.jetstream import JetStreamLog, connect  # noqa: E402
 from core.layout import load_layout  # noqa: E402
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--shoppers", type=int, default=300)
     parser.add_argument("--publish-stores", type=int, default=5)
     args = parser.parse_args()
+    stamp.print_stamp()
     chain = stores(args.stores)
     print(f"simulate speed: {args.stores} stores x 15 h x {args.shoppers} visitors")
 

@@ -18,10 +18,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from engine_throughput import PACKS, engine_for, workload  # noqa: E402
-
+from bench import stamp  # noqa: E402
+from bench.engine_throughput import PACKS, engine_for, workload  # noqa: E402
 from core.layout import load_layout  # noqa: E402
 from rules.snapshot import restore, snapshot  # noqa: E402
 
@@ -33,6 +32,7 @@ def main() -> None:
         "--rounds", type=int, default=5, help="snapshots and restores; the best counts"
     )
     args = parser.parse_args()
+    stamp.print_stamp()
     layout = load_layout(ROOT / "examples" / "stores" / "convenience.yaml").prepare()
     events, counted = workload(layout, args.events)
     engine = engine_for(PACKS, layout)

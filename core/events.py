@@ -324,7 +324,7 @@ class HeatmapTilesData(Data, frozen=True, kw_only=True):
 
 class HeatmapTiles(DerivedEvent, frozen=True, kw_only=True, tag="heatmap.tiles"):
     """Every occupied cell of one window, in one event: a store's heatmap makes a few dozen
-    cells every 10 s, and one message per cell was 70% of the engine's output."""
+    cells every 10 s, and one message per cell was most of the engine's output."""
 
     data: HeatmapTilesData
 

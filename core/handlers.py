@@ -3,7 +3,7 @@
 The pullers and the publish acks file each message away and never wait, so their handlers
 are plain functions; nats-py calls them from the subscription's own task. Calling them as
 nats-py parses each message instead (by swapping a private queue of nats-py's) saved a
-little, too little for a wall-clock benchmark to show (``docs/benchmarks.md``), so aisle
+little, too little for a wall-clock benchmark to show (``docs/benchmarks-history.md``), so aisle
 keeps to nats-py's public API here.
 """
 

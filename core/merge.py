@@ -48,7 +48,8 @@ def _release(
     consumer must be known to have passed before more can go (None: all queues empty).
 
     Spelled out in plain loops: it runs once per message, and the version with
-    comprehensions, ``any`` and ``min`` with a key cost 4.5 us an item (1.1 us now).
+    comprehensions, ``any`` and ``min`` with a key was several times slower (the figures:
+    ``docs/benchmarks-history.md``).
     """
     while len(out) < limit:
         first = None  # the earliest arrival among the heads

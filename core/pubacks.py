@@ -4,10 +4,10 @@ nats-py's ``publish_async`` costs, per message, a semaphore taken through
 ``asyncio.wait_for``, a random token, a future with a done-callback, and on the way back a
 ``json.loads`` and a ``PubAck`` dataclass. A core publish with a reply subject
 ``<inbox>.<n>``, answered on one subscription whose callback decodes the ack with msgspec
-and counts it, does the same work at 2.5 times the rate (46,000 against 18,000 messages/s
-on the development machine; ``bench/log_throughput.py``). The protocol is JetStream's
-own: a message published with a reply subject is answered there with a publish ack, an
-error, or a 503 status when no stream listens.
+and counts it, does the same work faster (``bench/log_throughput.py``; the figures in
+``docs/benchmarks.md``). The protocol is JetStream's own: a message published with a reply
+subject is answered there with a publish ack, an error, or a 503 status when no stream
+listens.
 
 A ``Sending`` is one lot of messages: sent at once, confirmed later, so a caller can do
 other work while the server stores them. What is not confirmed in time is sent again with

@@ -1,12 +1,13 @@
 """Batch pulls from a JetStream consumer, without nats-py's per-message waits.
 
 nats-py's ``PullSubscription.fetch`` awaits every message of a batch through its own
-``asyncio.wait_for`` (a task and a timer each); on replay that machinery was a fifth of the
-time, measured (``bench/log_throughput.py``). Here one core subscription collects batches
-(``core/handlers.py``), and one event ends each wait. The protocol is JetStream's own: a
-request on ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``, answered by messages and,
-when the batch cannot be filled, a status message (404 no messages, 408 expired, 409
-conflict). Being a plain subscription, nats-py re-subscribes it after a reconnect.
+``asyncio.wait_for`` (a task and a timer each): on replay that machinery took a large share
+of the time (``bench/log_throughput.py``; ``docs/benchmarks.md``). Here one core
+subscription collects batches (``core/handlers.py``), and one event ends each wait. The
+protocol is JetStream's own: a request on ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``,
+answered by messages and, when the batch cannot be filled, a status message (404 no
+messages, 408 expired, 409 conflict). Being a plain subscription, nats-py re-subscribes it
+after a reconnect.
 
 Each request has its own reply subject (``<inbox>.<n>``), so several can be in flight at
 once (a long poll, and a quick look beside it) and a status ends only its own request.
@@ -98,10 +99,10 @@ class Delivered(NamedTuple):
 def _ack_fields(reply: str) -> tuple[int, int, int, int]:
     """Stream sequence, consumer sequence, arrival (ns) and pending, split once.
 
-    ``msg.metadata`` parses the same subject into objects and datetimes: a tenth of the
-    replay time, measured. Old form ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.
-    <cseq>.<ns>.<pending>``; the new one adds domain and account before the stream and a
-    token at the end.
+    ``msg.metadata`` parses the same subject into objects and datetimes, a cost a replay
+    shows (``docs/benchmarks-history.md``). Old form ``$JS.ACK.<stream>.<consumer>.
+    <delivered>.<sseq>.<cseq>.<ns>.<pending>``; the new one adds domain and account before
+    the stream and a token at the end.
     """
     t = reply.split(".")
     if len(t) == 9:

@@ -47,12 +47,12 @@ Compilation strategy
     closure cells, ``**`` to the guard) and compiled with ``compile()`` into one plain Python
     function that loads no global or builtin name at all (its builtins hold only
     ``__import__``, which C code such as ``datetime.strftime`` needs from the calling frame).
-    Measured on this machine for ``type == "item.picked" and data.qty >= 2`` against a real
-    ``ItemPicked`` event: about 0.13 µs, the same as a hand-written lambda, where nested
-    closures (one Python call per node) cost about 0.21 µs for this small tree and grow with
-    every node. Default arguments instead of closure cells would save ~5 ns but let a caller
-    pass its own. Templates compile to one f-string (``FORMAT_VALUE`` opcodes), the fastest
-    way to format in CPython.
+    One such function costs about what a hand-written lambda does
+    (``bench/micro/test_expressions.py``; ``docs/benchmarks.md``), where nested closures
+    (one Python call per node) cost more and grow with every node. Default arguments
+    instead of closure cells would be a little faster but let a caller pass its own.
+    Templates compile to one f-string (``FORMAT_VALUE`` opcodes), the fastest way to format
+    in CPython.
 
 Runtime errors
     The generated function wraps its body in ``try`` / ``except Exception`` and raises

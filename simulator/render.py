@@ -50,11 +50,7 @@ The video is MPEG-4 Part 2 (``mp4v``) in ``video_path``; where this OpenCV build
 write it, Motion-JPEG in ``video_path`` with the suffix ``.avi`` (``RenderStats`` says which).
 Decoded frames are identical for identical inputs and seed.
 
-Speed, measured on the development machine (2 cores, OpenCV 5.0.0, numpy 2.4), 1280x720,
-10 people walking in view, encoding included: about 75 frames/s for an overhead camera of
-the convenience store and 88 for an angled one, with lighting and noise on (100 and 115
-without). The mp4v encoder takes about 4.5 ms of each frame; building the background is
-a one-off of 0.1 to 0.4 s per camera.
+Its speed, as measured: ``docs/benchmarks-history.md``.
 """
 
 from __future__ import annotations

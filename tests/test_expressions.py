@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import builtins
 import dis
-import timeit
 from datetime import UTC, datetime
 from typing import Any
 
@@ -530,19 +529,3 @@ def test_same_value_as_python_eval(source: str, a: int, b: int, c: int) -> None:
     got = compiled(ABC(a, b, c))
     assert type(got) is type(expected)
     assert got == expected or (got != got and expected != expected)
-
-
-# -- speed -----------------------------------------------------------------------------------
-
-
-def test_evaluation_is_as_fast_as_a_hand_written_lambda() -> None:
-    event = picked()
-    e = expr('type == "item.picked" and data.qty >= 2')
-
-    def hand(s: Any) -> bool:
-        return s.type == "item.picked" and s.data.qty >= 2
-
-    def best(fn: Any) -> float:
-        return min(timeit.repeat(lambda: fn(event), number=20_000, repeat=7))
-
-    assert best(e.fn) < 2.0 * best(hand)

@@ -127,8 +127,8 @@ def _folder(
 
     Generated from fixed templates (no text of the pack's in it), with the compiled
     expressions bound as names. The general loop (a key method, a loop over the computes
-    with a branch per kind) cost twice as much per sample on the heatmap's hot path
-    (measured): this is the engine's innermost loop.
+    with a branch per kind) cost much more per sample on the heatmap's hot path, the
+    engine's innermost loop (``docs/benchmarks-history.md``).
     """
     namespace: dict[str, Any] = {"__builtins__": {}, "len": len, "make": make, "keep": keep}
     namespace["MAX"] = MAX_CAUSES
@@ -252,7 +252,7 @@ class Aggregate(Rule):
             if w == 86400:
                 # Every instant of a local day (23 or 25 hours long on a DST change) has
                 # its midnight as the start: remember the day, and skip the tz arithmetic
-                # for the rest of it (0.6 us an event then, not 5 to 9 us; measured).
+                # for the rest of it (the tz arithmetic was most of an event's cost here).
                 tomorrow = datetime.combine(local.date() + timedelta(days=1), dtime(0), tz)
                 self._days[store] = (midnight.timestamp(), tomorrow.timestamp())
             return [midnight.timestamp() + math.floor(since / w) * w]
@@ -392,7 +392,7 @@ class Aggregate(Rule):
 
 def _sorted(values: set[Any]) -> list[Any]:
     """Plain strings or numbers (the visitors of a heatmap cell, a day long) sort as they
-    are, five times faster than by ``repr`` (measured)."""
+    are, much faster than by ``repr`` (``docs/benchmarks-history.md``)."""
     kinds = set(map(type, values))
     if len(kinds) == 1 and kinds <= {str, int, float}:
         return sorted(values)
@@ -413,9 +413,8 @@ def share_folds(rules: Sequence[Rule]) -> None:
     The first of a run does it, opening each rule's windows in the rules' order, as they
     would in turn: the state and output are the same, byte for byte
     (``tests/test_operators.py``); only an item that fails is reported once, not per rule.
-    Per position sample, the staff filter and the cell were computed twice: sharing cuts
-    the standard packs' instructions by a tenth on the engine benchmark's workload
-    (callgrind, ``docs/benchmarks.md``).
+    Per position sample, the staff filter and the cell were computed twice; what sharing
+    saves is in ``docs/benchmarks-history.md`` (the third round, callgrind).
     """
     lead: Aggregate | None = None
     for r in rules:
@@ -435,7 +434,7 @@ def item_scope_class(name: str) -> Callable[[ev.Event, Any], Any]:
     """A scope for ``each``: the event's fields, and the item under ``name``.
 
     A class per rule, with slots and properties: per sample this is the hot path of a
-    heatmap, and a generic ``__getattr__`` costs three times as much.
+    heatmap, and a generic ``__getattr__`` costs several times as much.
     """
 
     def field(attr: str) -> property:

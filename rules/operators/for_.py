@@ -20,7 +20,7 @@ PENDING, FIRING, RESOLVING = "pending", "firing", "resolving"
 
 
 class Held(msgspec.Struct, gc=False):
-    """One key's state: a struct, a fifth of a dict's size (state is per shopper)."""
+    """One key's state: a struct, much smaller than a dict (state is per shopper)."""
 
     phase: str
     event: ev.AnyEvent  # the start; its time is when the condition began to hold

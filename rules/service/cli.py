@@ -180,8 +180,8 @@ def run(
 
     # A worker makes many short-lived objects (events, messages, acks), nearly all freed by
     # reference counting, beside a large long-lived state. At Python's default thresholds
-    # the collector ran 1,812 times in a 400,000-event catch-up, 1.22 s of the worker's
-    # 13 s of CPU, mostly walking that state; at these, 3 times, 0.04 s (measured).
+    # the collector runs again and again, mostly walking that state; at these, a few times
+    # a catch-up (docs/benchmarks-history.md, the second round).
     gc.set_threshold(50_000, 50, 100)
     try:
         run_command(go)
