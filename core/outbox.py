@@ -166,7 +166,7 @@ class Outbox:
         self._stored: dict[tuple[str, str], int] = {}  # subject -> last row stored new
         self._pruned = 0.0
         self._trouble = ""
-        self._published = self._duplicates = self._known = self._refused = 0
+        self._published = self._duplicates = self._skipped = self._refused = 0
         self._full = self._unverified = self._reordered = 0
         if self._count > config.max_events or self._bytes > config.max_bytes:
             log.warning(
@@ -282,7 +282,7 @@ class Outbox:
             await self._freed.wait()
             self._check_alive()
         added = self._insert(new)
-        self._known += given - added
+        self._skipped += given - added
         if added:
             self._wake.set()
         return added
@@ -303,7 +303,7 @@ class Outbox:
             pending_bytes=self._bytes,
             published=self._published,
             duplicates=self._duplicates,
-            known=self._known,
+            known=self._skipped,
             refused=self._refused,
             full=self._full,
             unverified=self._unverified,
