@@ -42,8 +42,9 @@ async def never() -> EventLog:
 # -- outages ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("outage", ["stop", "kill"])
 async def test_a_nats_outage_mid_stream_loses_nothing_stores_nothing_twice_and_keeps_order(
-    private_nats: EmbeddedNats, tmp_path: Path
+    private_nats: EmbeddedNats, tmp_path: Path, outage: str
 ) -> None:
     config = LogConfig(prefix="outage", publish_timeout_s=1.0)
     events = produce(3000)
@@ -58,7 +59,7 @@ async def test_a_nats_outage_mid_stream_loses_nothing_stores_nothing_twice_and_k
         while box.status().published < 400:
             await asyncio.sleep(0.005)
         # The server stops with publishes in flight, and the producer carries on.
-        await asyncio.to_thread(private_nats.stop)
+        await asyncio.to_thread(private_nats.stop if outage == "stop" else private_nats.kill)
         published_before = box.status().published
         for i in range(1000, 2000, 10):
             await box.put(events[i : i + 10])
