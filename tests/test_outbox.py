@@ -52,28 +52,32 @@ async def test_a_nats_outage_mid_stream_loses_nothing_stores_nothing_twice_and_k
         tmp_path / "outbox.db", opener(private_nats.url, config), OutboxConfig(batch=100)
     )
     async with box:
-        # Before the outage: publishing as the events come.
-        for i in range(0, 1000, 10):
-            await box.put(events[i : i + 10])
-            await asyncio.sleep(0.001)
+
+        async def put(start: int, stop: int) -> None:
+            for i in range(start, stop, 10):
+                await box.put(events[i : i + 10])
+                await asyncio.sleep(0.002)
+
+        async def noticed() -> None:
+            while box.status().connected:
+                await asyncio.sleep(0.05)
+
+        producing = asyncio.create_task(put(0, 2000))
         while box.status().published < 400:
             await asyncio.sleep(0.005)
-        # The server stops with publishes in flight, and the producer carries on.
+        # The server goes with publishes in flight, and the producer carries on.
         await asyncio.to_thread(private_nats.stop if outage == "stop" else private_nats.kill)
         published_before = box.status().published
-        for i in range(1000, 2000, 10):
-            await box.put(events[i : i + 10])
-            await asyncio.sleep(0.001)
+        await producing
+        await asyncio.wait_for(noticed(), 30)
         while_down = box.status()
         await asyncio.to_thread(private_nats.start)  # the same port and store directory
-        for i in range(2000, 3000, 10):
-            await box.put(events[i : i + 10])
-            await asyncio.sleep(0.001)
+        await put(2000, 3000)
         await asyncio.wait_for(box.flush(), 120)
         after = box.status()
 
     assert published_before < 2000, "the outage must fall inside the stream"
-    assert while_down.pending >= 1000 and not while_down.connected
+    assert while_down.pending + while_down.published == 2000 and while_down.pending > 0
     assert while_down.last_error, "the outage is reported"
     assert after.pending == 0 and after.refused == 0 and after.reordered == 0
     log = await reader(private_nats, "outage")
