@@ -37,7 +37,7 @@ from core.log import EventLog, Published, PublishError, Rejected, stream_for_typ
 
 log = logging.getLogger(__name__)
 
-OpenLog = Callable[[], Awaitable[EventLog]]
+LogFactory = Callable[[], Awaitable[EventLog]]
 
 APPLICATION_ID = 0x6F757462  # "outb", at offset 68 of the file: the outbox's files only
 SCHEMA_VERSION = 1  # the file's user_version
@@ -140,7 +140,7 @@ class _Row(NamedTuple):
 class Outbox:
     """Events on disk until the log confirms them. ``Outbox.open``, then ``async with``.
 
-    ``open_log`` makes a fresh log for each connection: after a failure the outbox
+    ``new_log`` makes a fresh log for each connection: after a failure the outbox
     closes the log it had and asks for another. Give it a connection that does not
     reconnect by itself (``core.jetstream.connect(..., reconnect=False)``): a client
     that resumes a lost connection sends what it had buffered, which may store a later
@@ -148,11 +148,16 @@ class Outbox:
     """
 
     def __init__(
-        self, path: Path, open_log: OpenLog, config: OutboxConfig, db: sqlite3.Connection, lock: int
+        self,
+        path: Path,
+        new_log: LogFactory,
+        config: OutboxConfig,
+        db: sqlite3.Connection,
+        lock: int,
     ) -> None:
         self.path = path
         self.config = config
-        self._open_log = open_log
+        self._new_log = new_log
         self._db = db
         self._lock = lock
         self._count, self._bytes = db.execute(
@@ -181,7 +186,7 @@ class Outbox:
 
     @classmethod
     def open(
-        cls, path: str | Path, open_log: OpenLog, config: OutboxConfig | None = None
+        cls, path: str | Path, new_log: LogFactory, config: OutboxConfig | None = None
     ) -> Outbox:
         """Open (or create) the buffer at ``path``: checked, and recovered after a crash.
 
@@ -205,7 +210,7 @@ class Outbox:
         except BaseException:
             os.close(lock)
             raise
-        return cls(path, open_log, config, db, lock)
+        return cls(path, new_log, config, db, lock)
 
     async def __aenter__(self) -> Outbox:
         self.start()
@@ -371,18 +376,13 @@ class Outbox:
                 continue
             try:
                 if self._log is None:
-                    self._log = await self._open_log()
+                    self._log = await self._new_log()
                 await self._send_batch(self._log)
             except asyncio.CancelledError:
                 raise
             except sqlite3.Error as exc:
                 self._fatal = OutboxError(f"outbox {self.path}: the sender stopped: {exc}")
                 log.error("%s", self._fatal)
-                self._freed.set()
-                return
-            except OutboxError as exc:
-                self._fatal = exc
-                log.error("%s", exc)
                 self._freed.set()
                 return
             except Exception as exc:  # whatever the log or the connection raised

@@ -9,7 +9,7 @@ from core import events as ev
 from core.config import LogConfig
 from core.jetstream import JetStreamLog, connect
 from core.log import EventLog
-from core.outbox import OpenLog
+from core.outbox import LogFactory
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 BUSINESS = ["item.picked", "zone.entered", "zone.exited"]
@@ -42,7 +42,7 @@ def produce(n: int, tag: str = "cam-1") -> list[ev.Event]:
     return out
 
 
-def opener(url: str, config: LogConfig) -> OpenLog:
+def opener(url: str, config: LogConfig) -> LogFactory:
     """A fresh log on a connection that does not reconnect by itself, as the outbox wants."""
 
     async def open_() -> EventLog:
