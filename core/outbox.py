@@ -436,11 +436,9 @@ class Outbox:
                 rows = [r for r in rows if r.seq not in held]
         if not rows:
             return
-        with _transaction(self._db):
-            self._db.execute(
-                "UPDATE pending SET sent_at = ? WHERE seq BETWEEN ? AND ? AND sent_at IS NULL",
-                (now, rows[0].seq, rows[-1].seq),
-            )
+        if any(r.sent_at is None for r in rows):  # else marked with the last lot's acks
+            with _transaction(self._db):
+                self._mark_sent(now, rows[-1].seq)
         run: list[_Row] = []
         for r in rows:
             if r.event is not None:
@@ -471,7 +469,7 @@ class Outbox:
             if got:
                 self._settle(got)
             raise
-        self._settle(list(zip(rows, acks, strict=True)))
+        self._settle(list(zip(rows, acks, strict=True)), ahead=True)
 
     async def _raw(self, log_: EventLog, row: _Row) -> None:
         """A stored payload that is not a valid event: the log refuses it, with the reason,
@@ -499,10 +497,18 @@ class Outbox:
         self._refused += 1
         self._settle([(row, None)], refused=True)
 
-    def _settle(self, done: Sequence[tuple[_Row, Published | None]], refused: bool = False) -> None:
+    def _settle(
+        self,
+        done: Sequence[tuple[_Row, Published | None]],
+        *,
+        refused: bool = False,
+        ahead: bool = False,
+    ) -> None:
         """The log has these (or refused them): delete them, remember their ids.
 
-        ``None`` for an acknowledgement: found in the stream, or refused."""
+        ``None`` for an acknowledgement: found in the stream, or refused. With ``ahead``
+        the next lot is marked as sent in the same transaction, as it is about to be:
+        one write to the disk a lot instead of two."""
         now = time.time()
         for row, ack in done:
             if ack is None:
@@ -516,16 +522,33 @@ class Outbox:
             elif row.event is not None:
                 self._check_order(row, row.event)
         with _transaction(self._db):
-            self._db.executemany("DELETE FROM pending WHERE seq = ?", [(r.seq,) for r, _ in done])
+            self._db.executemany(
+                "DELETE FROM pending WHERE seq BETWEEN ? AND ?", _ranges(r.seq for r, _ in done)
+            )
             self._db.executemany(
                 "INSERT OR IGNORE INTO done (id, at, refused) VALUES (?, ?, ?)",
                 [(r.event.id if r.event else r.id, now, int(refused)) for r, _ in done],
             )
+            if ahead:
+                last = self._db.execute(
+                    "SELECT max(seq) FROM (SELECT seq FROM pending ORDER BY seq LIMIT ?)",
+                    (self.config.batch,),
+                ).fetchone()[0]
+                if last is not None:
+                    self._mark_sent(now, last)
         self._count -= len(done)
         self._bytes -= sum(len(r.payload) for r, _ in done)
         self._freed.set()
         if now - self._pruned > _PRUNE_EVERY_S:
             self._prune(now)
+
+    def _mark_sent(self, now: float, last: int) -> None:
+        """Record when the records up to ``last`` were first sent, before they are: after
+        a crash, what was sent longer ago than the duplicate window allows is searched
+        for in the stream rather than sent blindly."""
+        self._db.execute(
+            "UPDATE pending SET sent_at = ? WHERE seq <= ? AND sent_at IS NULL", (now, last)
+        )
 
     def _check_order(self, row: _Row, event: ev.AnyEvent) -> None:
         """A new copy stored after a later event of its subject: reported, never hidden."""
@@ -590,6 +613,17 @@ class Outbox:
                     exc,
                 )
         return held
+
+
+def _ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted sequence numbers as runs of consecutive ones: a lot is deleted in one or few."""
+    out: list[tuple[int, int]] = []
+    for seq in sorted(seqs):
+        if out and out[-1][1] == seq - 1:
+            out[-1] = (out[-1][0], seq)
+        else:
+            out.append((seq, seq))
+    return out
 
 
 def _row(seq: int, id_: str, payload: bytes, sent_at: float | None) -> _Row:
