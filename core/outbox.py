@@ -699,15 +699,20 @@ def _connect(path: Path, config: OutboxConfig) -> sqlite3.Connection:
         db.execute("PRAGMA cell_size_check = ON")
         # One process (the lock above): no shared-memory index, no -shm file to trust.
         db.execute("PRAGMA locking_mode = EXCLUSIVE")
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode != "wal":
-            raise OutboxCorrupt(f"{path}: SQLite refused WAL mode (journal mode {mode})")
-        db.execute(f"PRAGMA synchronous = {'FULL' if config.fsync else 'NORMAL'}")
-        db.execute("PRAGMA journal_size_limit = 67108864")
     except sqlite3.Error as exc:
         db.close()
         raise OutboxCorrupt(f"{path}: not a usable outbox file: {exc}") from None
     return db
+
+
+def _wal(db: sqlite3.Connection, path: Path, config: OutboxConfig) -> None:
+    """WAL mode and the fsync policy, set once the file is known to be an outbox (a file
+    refused is left as it was)."""
+    mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode != "wal":
+        raise OutboxCorrupt(f"{path}: SQLite refused WAL mode (journal mode {mode})")
+    db.execute(f"PRAGMA synchronous = {'FULL' if config.fsync else 'NORMAL'}")
+    db.execute("PRAGMA journal_size_limit = 67108864")
 
 
 def _expected_schema() -> list[tuple[str, str, str, str | None]]:
@@ -729,6 +734,7 @@ def _check(db: sqlite3.Connection, path: Path, config: OutboxConfig) -> None:
             "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY type, name"
         ).fetchall()
         if not found:
+            _wal(db, path, config)
             with _transaction(db):
                 for statement in _SCHEMA:
                     db.execute(statement)
@@ -769,6 +775,7 @@ def _check(db: sqlite3.Connection, path: Path, config: OutboxConfig) -> None:
                 f"{payload_type} of {size} bytes, the limit being {config.max_event_bytes}; "
                 f"sent_at {sent_type})"
             )
+        _wal(db, path, config)
     except sqlite3.Error as exc:
         raise OutboxCorrupt(f"{path}: damaged: {exc}") from None
 

@@ -418,6 +418,13 @@ def _other_program(path: Path) -> None:
     db.close()
 
 
+def _no_application_id(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE pending (x)")
+    db.commit()
+    db.close()
+
+
 def _tamper(sql: str, *args: object) -> object:
     def go(path: Path) -> None:
         _outbox_file(path, 5)
@@ -436,6 +443,7 @@ HOSTILE = {
         "offset 46",
     ),
     "another program's database": (_other_program, "offset 68"),
+    "a database with no application id": (_no_application_id, "offset 68"),
     "an added trigger": (
         _tamper("CREATE TRIGGER t AFTER INSERT ON pending BEGIN DELETE FROM done; END"),
         "schema",
@@ -456,9 +464,11 @@ async def test_a_hostile_or_damaged_file_is_refused_naming_the_file_and_where(
     make, where = HOSTILE[kind]
     path = tmp_path / "o.db"
     await asyncio.to_thread(make, path)  # type: ignore[operator]
+    before = path.read_bytes()
     with pytest.raises(OutboxCorrupt) as refused:
         Outbox.open(path, never)
     message = str(refused.value)
     assert str(path) in message and where in message, message
+    assert path.read_bytes() == before, "a file refused is left as it was"
     path.unlink()
     await Outbox.open(path, never).close()  # the lock was let go: the file can be replaced
