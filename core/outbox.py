@@ -35,6 +35,16 @@ from typing import NamedTuple
 from core import events as ev
 from core.log import EventLog, Published, PublishError, Rejected, stream_for_type
 
+__all__ = [
+    "LogFactory",
+    "Outbox",
+    "OutboxConfig",
+    "OutboxCorrupt",
+    "OutboxError",
+    "OutboxFull",
+    "OutboxStatus",
+]
+
 log = logging.getLogger(__name__)
 
 LogFactory = Callable[[], Awaitable[EventLog]]
@@ -52,6 +62,7 @@ _CLOCK_SKEW_S = 60.0  # between this machine and the server, when the stream is 
 _IN_WINDOW = 0.8  # a resend this far into the duplicate window is still dropped by it
 _IN = 500  # ids per ``IN (...)`` query
 _PRUNE_EVERY_S = 60.0
+_FULL_EVERY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -170,6 +181,7 @@ class Outbox:
         self._fatal: OutboxError | None = None
         self._stored: dict[tuple[str, str], int] = {}  # subject -> last row stored new
         self._pruned = 0.0
+        self._full_warned = -_FULL_EVERY_S
         self._trouble = ""
         self._published = self._duplicates = self._skipped = self._refused = 0
         self._full = self._unverified = self._reordered = 0
@@ -266,7 +278,7 @@ class Outbox:
         known = self._known(list(fresh))
         new = [(i, p) for i, p in fresh.items() if i not in known]
         size = sum(len(p) for _, p in new)
-        while not self._has_room(len(new), size):
+        if not self._has_room(len(new), size):
             self._full += 1
             c = self.config
             why = (
@@ -275,17 +287,18 @@ class Outbox:
                 f"a put of {len(new)} events ({size} bytes) "
             )
             never = len(new) > c.max_events or size > c.max_bytes
-            if not wait or never:
-                log.warning("%s", why + ("can never fit" if never else "is refused"))
+            if not wait or never or self._sender is None:
+                self._warn_full(why + ("can never fit" if never else "is refused"))
                 raise OutboxFull(
                     why + ("can never fit" if never else "was refused"),
                     pending=self._count,
                     pending_bytes=self._bytes,
                 )
-            log.warning("%s", why + "waits for room")
-            self._freed.clear()
-            await self._freed.wait()
-            self._check_alive()
+            self._warn_full(why + "waits for room")
+            while not self._has_room(len(new), size):
+                self._freed.clear()
+                await self._freed.wait()
+                self._check_alive()
         added = self._insert(new)
         self._skipped += given - added
         if added:
@@ -322,6 +335,14 @@ class Outbox:
             raise self._fatal
         if self._lock < 0:
             raise OutboxError(f"outbox {self.path} is closed")
+
+    def _warn_full(self, why: str) -> None:
+        """Once when the buffer fills, then at most every ``_FULL_EVERY_S`` while it stays
+        full: a producer retrying a refused put would otherwise flood the log."""
+        now = time.monotonic()
+        if now - self._full_warned >= _FULL_EVERY_S:
+            log.warning("%s (%d puts refused or held since open)", why, self._full)
+            self._full_warned = now
 
     def _has_room(self, events: int, size: int) -> bool:
         c = self.config
@@ -538,6 +559,9 @@ class Outbox:
                     self._mark_sent(now, last)
         self._count -= len(done)
         self._bytes -= sum(len(r.payload) for r, _ in done)
+        c = self.config
+        if self._count <= c.max_events // 2 and self._bytes <= c.max_bytes // 2:
+            self._full_warned = -_FULL_EVERY_S  # half empty: the next time it fills is news
         self._freed.set()
         if now - self._pruned > _PRUNE_EVERY_S:
             self._prune(now)
