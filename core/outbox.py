@@ -180,6 +180,7 @@ class Outbox:
         self._freed = asyncio.Event()  # room made, or everything sent
         self._fatal: OutboxError | None = None
         self._stored: dict[tuple[str, str], int] = {}  # subject -> last row stored new
+        self._unchecked: set[int] = set()  # rows sent again without a search, counted once
         self._pruned = 0.0
         self._full_warned = -_FULL_EVERY_S
         self._trouble = ""
@@ -559,6 +560,7 @@ class Outbox:
                     self._mark_sent(now, last)
         self._count -= len(done)
         self._bytes -= sum(len(r.payload) for r, _ in done)
+        self._unchecked.difference_update(r.seq for r, _ in done)
         c = self.config
         if self._count <= c.max_events // 2 and self._bytes <= c.max_bytes // 2:
             self._full_warned = -_FULL_EVERY_S  # half empty: the next time it fills is news
@@ -624,7 +626,9 @@ class Outbox:
                     if seq is not None:
                         held.add(seq)
             except Exception as exc:  # whatever the log raised: it cannot be read here
-                self._unverified += len(members)
+                fresh = {r.seq for r in members} - self._unchecked
+                self._unchecked |= fresh
+                self._unverified += len(fresh)
                 log.warning(
                     "outbox %s: %d events were sent over %.0f s ago with no acknowledgement, "
                     "and the stream cannot be searched for them (%s: %s): they are sent "
