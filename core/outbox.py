@@ -415,7 +415,7 @@ class Outbox:
             else:
                 delay = 0.1
                 if self._trouble:
-                    log.warning(
+                    log.info(
                         "outbox %s: the log is back; %d events wait to be sent",
                         self.path,
                         self._count,
