@@ -62,11 +62,20 @@ class ConnectError(ConnectionError):
 
 
 async def connect(
-    url: str, *, name: str = "aisle", auth: NatsAuth | None = None, timeout_s: float = 5.0
+    url: str,
+    *,
+    name: str = "aisle",
+    auth: NatsAuth | None = None,
+    timeout_s: float = 5.0,
+    reconnect: bool = True,
 ) -> Client:
     """A client that reconnects forever once connected: a server restart is an outage, not
     an end. The first connection fails fast instead (``ConnectError``), with the reason:
     wrong credentials or a TLS mismatch would fail the same way on every retry.
+
+    Without ``reconnect`` a lost connection is closed for good: what it had buffered is
+    never sent, so a caller that resends in order itself (``core.outbox``) cannot see a
+    later event stored before an earlier one lost with the connection.
 
     ``url`` may list several servers of a cluster, comma-separated. Replies come to the
     credentials' own inbox prefix (``NatsAuth.inbox``).
@@ -78,7 +87,7 @@ async def connect(
     return await nats.connect(
         servers=servers,
         name=name,
-        allow_reconnect=True,
+        allow_reconnect=reconnect,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.25,
         connect_timeout=timeout_s,

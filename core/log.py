@@ -107,7 +107,16 @@ class Rejected(EventError):
 
 
 class PublishError(RuntimeError):
-    """The log did not confirm a publish before the deadline; the event may be retried."""
+    """The log did not confirm a publish before the deadline; the event may be retried.
+
+    ``confirmed`` holds, for each event given, the log's acknowledgement if one came
+    before it gave up, else None (empty when unknown): a caller that keeps its own queue
+    (``core.outbox``) drops what is stored and has only the rest in doubt.
+    """
+
+    def __init__(self, message: str, confirmed: Sequence[Published | None] = ()) -> None:
+        super().__init__(message)
+        self.confirmed = tuple(confirmed)
 
 
 @dataclass(frozen=True, slots=True)

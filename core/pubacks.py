@@ -302,10 +302,17 @@ class Sending:
                     await self._check_duplicates(results)
                 return results
             self._refuse_denied(retry)
+            if self.acks.nc.is_closed:  # it never comes back: sending again cannot help
+                raise PublishError(
+                    f"{len(retry)} of {len(self.items)} events not confirmed: the "
+                    "connection to NATS is closed",
+                    self._partial(),
+                )
             if time.monotonic() - self.started > self.acks.deadline_s:
                 raise PublishError(
                     f"{len(retry)} of {len(self.items)} events not confirmed within "
-                    f"{self.acks.deadline_s}s: {self._why()}"
+                    f"{self.acks.deadline_s}s: {self._why()}",
+                    self._partial(),
                 )
             log.info("retrying %d unconfirmed publishes", len(retry))
             await asyncio.sleep(wait)
@@ -376,7 +383,8 @@ class Sending:
             if f'"{subject.lower()}"' in refused.lower():  # the server lowercases it
                 raise PublishError(
                     f"publish to {subject} refused: {refused.removeprefix('nats: ')} "
-                    "(this connection's NATS user may not publish there; docs/security.md)"
+                    "(this connection's NATS user may not publish there; docs/security.md)",
+                    self._partial(),
                 )
 
     def _why(self) -> str:
@@ -412,13 +420,25 @@ class Sending:
                 raise PublishError(
                     f"publish to {self.items[i][0]} refused: {ack.error.description} "
                     f"(code {ack.error.code}, error {ack.error.err_code})"
-                    + (f": {what}" if what else "")
+                    + (f": {what}" if what else ""),
+                    self._partial(),
                 )
             self.last_refusal = ack.error
             self.answers[i] = None
             retry.append(i)
         self.todo = []
         return sorted(retry)
+
+    def _partial(self) -> list[Published | None]:
+        """What the server stored and acknowledged, by index, when the lot fails: the
+        events newly stored (a "duplicate" answer is left out: it is checked only on the
+        way to success, in ``_check_duplicates``)."""
+        return [
+            Published(self.items[i][2], ack.stream, ack.seq)
+            if ack is not None and ack.error is None and not ack.duplicate
+            else None
+            for i, ack in enumerate(self.answers)
+        ]
 
     def _results(self) -> list[Published]:
         results: list[Published] = [None] * len(self.items)  # type: ignore[list-item]

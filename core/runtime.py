@@ -18,7 +18,7 @@ import signal
 import socket
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
@@ -295,3 +295,24 @@ async def open_log(
             yield log_
         finally:
             await log_.close()
+
+
+def log_factory(
+    settings: Settings, url: str, *, name: str = "aisle", role: Role = Role.ADAPTER
+) -> Callable[[], Awaitable[JetStreamLog]]:
+    """Fresh logs for an outbox (``core.outbox``), each on a connection of its own that
+    does not reconnect by itself: after a failure the outbox asks for another and sends
+    again in order. ``url`` is ``embedded_or_configured``'s; the streams are used as
+    they are (``open_log`` makes them), except by an admin, which makes sure of them."""
+
+    async def new_log() -> JetStreamLog:
+        if settings.nats_url:
+            nc = await connect(url, name=name, auth=settings.auth, reconnect=False)
+            return await _open_as_configured(nc, settings, read_only=False)
+        auth = _embedded_auth(settings.data_dir, role)
+        nc = await connect(url, name=name, auth=auth, reconnect=False)
+        if role is Role.ADMIN:
+            return await JetStreamLog.open(nc, settings.log)
+        return JetStreamLog(nc, settings.log)
+
+    return new_log

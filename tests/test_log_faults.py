@@ -79,6 +79,25 @@ async def test_crash_mid_publish_loses_and_duplicates_nothing(private_nats: Embe
     await _publish_through(private_nats, "kill")
 
 
+async def test_a_publish_on_a_connection_closed_for_good_ends_at_once_with_what_was_stored(
+    private_nats: EmbeddedNats,
+) -> None:
+    """Without reconnecting, a lost connection never comes back: waiting out the publish
+    deadline (an hour here) would only delay the caller that reconnects itself."""
+    from core.log import PublishError
+
+    nc = await connect(private_nats.url, reconnect=False)
+    config = LogConfig(prefix="closed", publish_timeout_s=1.0, publish_deadline_s=3600)
+    log = await JetStreamLog.open(nc, config)
+    events = picks(20)
+    await log.publish_many(events[:10])
+    await asyncio.to_thread(private_nats.stop)
+    with pytest.raises(PublishError, match="connection to NATS is closed") as failed:
+        await asyncio.wait_for(log.publish_many(events[10:]), 60)
+    assert failed.value.confirmed == (None,) * 10
+    assert nc.is_closed
+
+
 def with_content_id(event: ev.Event) -> ev.Event:
     """Generated ids are arbitrary; real ones name one occurrence, as ``ev.new`` makes them."""
     return msgspec.structs.replace(event, id=ev.event_id(ev.encode(event)))
