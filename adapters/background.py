@@ -84,8 +84,9 @@ class BackgroundSubtraction:
         split: float | None = 0.6,
     ) -> None:
         """``still_s``: seconds a person may stand still before fading into the
-        background, on the frames' clock; ``threshold``: the subtractor's own (MOG2: squared
-        Mahalanobis distance, default 16; KNN: squared distance, default 400);
+        background, on the frames' clock; ``threshold``: the subtractor's own (MOG2:
+        squared Mahalanobis distance, default 64 here, as OpenCV's 16 takes video
+        compression noise for people; KNN: squared distance, default 400);
         ``max_changed``: the share of the image above which a frame is a global change,
         ``relearn_after``: how many such frames in a row make the model start again;
         ``level_every``: frames between measurements of the background's brightness;
@@ -94,7 +95,7 @@ class BackgroundSubtraction:
         if method == "mog2":
             self.model: cv2.BackgroundSubtractor = cv2.createBackgroundSubtractorMOG2(
                 history=_HISTORY,
-                varThreshold=16.0 if threshold is None else threshold,
+                varThreshold=64.0 if threshold is None else threshold,
                 detectShadows=shadows,
             )
         elif method == "knn":
