@@ -25,6 +25,7 @@ import math
 import os
 import re
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -290,8 +291,14 @@ class ImageFolder(FrameSource):
                 f"{file}: {nbytes:,} bytes, more than the {MAX_IMAGE_BYTES:,} accepted for an image"
             )
         try:
-            with Image.open(file) as header:
-                width, height = header.size
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
+                with Image.open(file) as header:
+                    width, height = header.size
+        except Image.DecompressionBombError:
+            raise SourceError(
+                f"{file}: an image larger than the {MAX_IMAGE_PIXELS:,} pixels accepted"
+            ) from None
         except (UnidentifiedImageError, OSError) as exc:
             raise SourceError(f"{file}: not an image ({exc})") from None
         _check_size(str(file), width, height)
