@@ -9,7 +9,8 @@ smaller than that are found only if the image is enlarged first (``upscale``).
 
 What this module adds:
 
-- overlapping windows around one person are merged by non-maximum suppression;
+- overlapping windows around one person, or on a part of one, are merged by non-maximum
+  suppression;
 - the window has margins around the person it was trained on, so its box is trimmed to
   the figure (``tighten``), which is what a ground-truth box, and a foot point, refer to;
 - the SVM's margin, unbounded, becomes a confidence in [0, 1] through the logistic
@@ -39,21 +40,24 @@ class HogPeople:
         self,
         *,
         min_score: float = 0.5,
-        nms_iou: float = 0.45,
+        nms_overlap: float = 0.7,
         win_stride: int = 8,
         scale: float = 1.05,
         upscale: float = 1.0,
         tighten: bool = True,
     ) -> None:
-        """``min_score``: the lowest confidence kept (0.5 is the SVM's own boundary);
-        ``nms_iou``: overlap above which the weaker of two boxes is dropped;
+        """``min_score``: the lowest confidence kept, from 0.5 (the SVM's own boundary);
+        ``nms_overlap``: the share of the smaller of two boxes inside the other above which
+        the weaker is dropped;
         ``win_stride``: pixels between windows (4 finds more, at 4 times the cost);
         ``scale``: step between pyramid levels; ``upscale``: enlarge frames by this
         factor first, for people under 128 px tall; ``tighten``: trim boxes to the figure."""
-        if not (0 <= min_score < 1):
-            raise ValueError(f"min_score must be in [0, 1), got {min_score}")
-        if not (0 < nms_iou <= 1):
-            raise ValueError(f"nms_iou must be in (0, 1], got {nms_iou}")
+        if not (0.5 <= min_score < 1):
+            # Below the SVM's boundary nearly every window of every pyramid level counts:
+            # millions of boxes before suppression.
+            raise ValueError(f"min_score must be in [0.5, 1), got {min_score}")
+        if not (0 < nms_overlap <= 1):
+            raise ValueError(f"nms_overlap must be in (0, 1], got {nms_overlap}")
         if win_stride < 1 or 8 % win_stride:
             raise ValueError(f"win_stride must divide the 8 px cell size, got {win_stride}")
         if not (1 < scale <= 2):
@@ -63,13 +67,13 @@ class HogPeople:
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
         self.min_score = min_score
-        self.nms_iou = nms_iou
+        self.nms_overlap = nms_overlap
         self.stride = (win_stride, win_stride)
         self.scale = scale
         self.upscale = upscale
         self.tighten = tighten
         # The SVM margin at min_score: windows below it are dropped inside OpenCV.
-        self.hit_threshold = float(np.log(min_score / (1 - min_score))) if min_score else -10.0
+        self.hit_threshold = float(np.log(min_score / (1 - min_score)))
 
     def detect(self, frame: Frame) -> sv.Detections:
         image = frame.image
@@ -92,4 +96,8 @@ class HogPeople:
             y, h = y + h * (1 - _HEIGHT_SHARE) / 2, h * _HEIGHT_SHARE
         scores = 1 / (1 + np.exp(-np.asarray(margins, dtype=np.float64).reshape(-1)))
         found = people(np.column_stack([x, y, x + w, y + h]), scores, size=frame.size)
-        return found.with_nms(threshold=self.nms_iou, class_agnostic=True)
+        # Overlap as a share of the smaller box: a window on one person's legs lies inside
+        # the window on the whole person, with little IoU but all of its area.
+        return found.with_nms(
+            threshold=self.nms_overlap, class_agnostic=True, overlap_metric=sv.OverlapMetric.IOS
+        )
