@@ -32,13 +32,15 @@ PERSON = 0
 """The class id of a person (COCO's numbering, which YOLO models use too)."""
 
 
-class Frame(Struct, frozen=True, kw_only=True):
+class Frame(Struct, frozen=True, kw_only=True, eq=False):
     """One image from a source, with where it sits in the source and in event time.
 
     ``number`` counts the source's frames from 1 (MOTChallenge's numbering), including
     frames the layout's rate skipped, so a ``det.txt`` or a ground-truth file written for
     the source lines up with it. ``at`` is derived from the source's own position, never
     from the wall clock for a file, so reading a file twice gives the same times.
+    Frames compare by identity (``eq=False``): comparing images pixel by pixel is a job
+    for numpy, not ``==``.
     """
 
     image: npt.NDArray[np.uint8]  # BGR, shape (height, width, 3)
