@@ -321,6 +321,29 @@ def _display(target: str | int) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
 
 
+class _Timeline:
+    """Frame numbers and times of a live source across its connections: numbers count on,
+    times only go forward, offsets count from the first frame ever."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.origin: datetime | None = None
+        self.last: datetime | None = None
+
+    def anchor(self, now: datetime) -> datetime:
+        """Where a new connection's first frame goes: now, but never before the last."""
+        return now if self.last is None or now > self.last else self.last
+
+    def next(self, at: datetime) -> tuple[int, datetime, float]:
+        if self.last is not None and at <= self.last:
+            at = self.last + timedelta(microseconds=1)
+        self.frames += 1
+        self.last = at
+        if self.origin is None:
+            self.origin = at
+        return self.frames, at, (at - self.origin).total_seconds()
+
+
 class LiveSource(FrameSource):
     """A camera (an index) or a network stream (a URL) that may drop and come back.
 
@@ -383,9 +406,7 @@ class LiveSource(FrameSource):
         return cap
 
     def __iter__(self) -> Iterator[Frame]:
-        number = 0
-        origin: datetime | None = None  # the first frame's time: offsets count from it
-        last_at: datetime | None = None
+        timeline = _Timeline()
         delays = self.backoff.delays()
         failures = 0
         while True:
@@ -403,63 +424,60 @@ class LiveSource(FrameSource):
                 )
                 self.sleep(delay)
                 continue
-            if failures or number:
+            if failures or timeline.frames:
                 log.info(
                     "source connected",
-                    extra={"source": self.name, "attempts": failures + 1, "frames_so_far": number},
+                    extra={
+                        "source": self.name,
+                        "attempts": failures + 1,
+                        "frames_so_far": timeline.frames,
+                    },
                 )
             self.cap = cap
-            anchor = self.now()
-            if last_at is not None and anchor < last_at:
-                anchor = last_at
-            began = time.monotonic()
-            first_ms: float | None = None
-            last_ms = -math.inf
-            got = 0
-            while self._grab(cap):
-                number += 1
-                got += 1
-                since_s = time.monotonic() - began
-                if self.clock == "stream":
-                    ms = cap.get(cv2.CAP_PROP_POS_MSEC)
-                    if first_ms is None:
-                        first_ms = ms
-                    if ms > last_ms or got == 1:
-                        since_s = (ms - first_ms) / 1000
-                        last_ms = ms
-                at = anchor + timedelta(seconds=since_s)
-                if last_at is not None and at <= last_at:
-                    at = last_at + timedelta(microseconds=1)  # times only go forward
-                last_at = at
-                if origin is None:
-                    origin = at
-                offset = (at - origin).total_seconds()
-                if not self.sampler.take(offset):
-                    continue
-                ok, image = cap.retrieve()
-                if not ok or image is None:
-                    continue  # a corrupt frame in a live stream: the next one will do
-                _check_expected(self.name, image, self.size, number)
-                yield Frame(image=image, number=number, offset_s=offset, at=at, source=self.name)
-            self.close()
-            if got:
+            before = timeline.frames
+            try:
+                yield from self._connection(cap, timeline)
+            finally:
+                self.close()  # also when the reader stops early
+            if timeline.frames > before:
                 delays = self.backoff.delays()  # it worked: start the waits again
                 failures = 0
             failures += 1
             delay = next(delays, None)
             log.warning(
                 "source dropped",
-                extra={
-                    "source": self.name,
-                    "frames_so_far": number,
-                    "retry_in_s": delay,
-                },
+                extra={"source": self.name, "frames_so_far": timeline.frames, "retry_in_s": delay},
             )
             if delay is None:
                 raise SourceError(
                     f"{self.name}: the stream dropped and {failures} attempts in a row failed"
                 )
             self.sleep(delay)
+
+    def _connection(self, cap: cv2.VideoCapture, timeline: _Timeline) -> Iterator[Frame]:
+        """The frames of one connection, until the stream ends, drops or times out."""
+        anchor = timeline.anchor(self.now())
+        began = time.monotonic()
+        first_ms: float | None = None
+        last_ms = -math.inf
+        while self._grab(cap):
+            since_s = time.monotonic() - began
+            if self.clock == "stream":
+                ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+                if first_ms is None:
+                    first_ms = last_ms = ms
+                    since_s = 0.0
+                elif ms > last_ms:  # else no usable timestamp: the arrival time stands in
+                    since_s = (ms - first_ms) / 1000
+                    last_ms = ms
+            number, at, offset = timeline.next(anchor + timedelta(seconds=since_s))
+            if not self.sampler.take(offset):
+                continue
+            ok, image = cap.retrieve()
+            if not ok or image is None:
+                continue  # a corrupt frame in a live stream: the next one will do
+            _check_expected(self.name, image, self.size, number)
+            yield Frame(image=image, number=number, offset_s=offset, at=at, source=self.name)
 
     def _grab(self, cap: cv2.VideoCapture) -> bool:
         try:
