@@ -223,8 +223,8 @@ def untrained_yolo(
     As built, such a model scores every place alike (its activations fade through the
     untrained layers), which would leave nothing for a test to tell apart. Its batch norms
     therefore take their statistics from the two photos Ultralytics ships, and its class
-    biases favour ``person`` a little: the scores then vary with the image, over several
-    classes, while the weights stay random (seeded by ``seed``).
+    biases favour ``person``: the scores then vary with the image, over a few dozen classes
+    with person the most frequent, while the weights stay random (seeded by ``seed``).
     """
     import cv2
     import torch
@@ -254,8 +254,8 @@ def untrained_yolo(
         net(torch.stack(photos))
         net.eval()
         for branch in net.model[-1].cv3:  # the last layer of each scale's class branch
-            branch[-1].bias.fill_(-2.0)
-            branch[-1].bias[0] = 0.0
+            branch[-1].bias.fill_(-5.0)
+            branch[-1].bias[0] = -1.0
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(out))
     return out
