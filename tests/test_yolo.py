@@ -21,6 +21,10 @@ import supervision as sv
 from adapters.detection import PERSON, Detector, Frame
 from adapters.yolo import YoloDetector, YoloError, export_yolo, untrained_yolo
 
+# Ultralytics is imported directly here too, as adapters.yolo imports it: offline, no installs.
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+
 ROOT = Path(__file__).resolve().parents[1]
 STORES = ROOT / "examples" / "stores"
 
