@@ -15,7 +15,9 @@ kept per frame is printed for that reason; ``--confidence`` sets the threshold).
 Any other detector joins with ``--detector module:Class`` (a class built without
 arguments that follows ``adapters.detection.Detector``); the OpenCV detectors (MOG2, HOG)
 are listed in ``OPENCV_DETECTORS`` below and join by themselves once they exist.
-Detectors with state (a background model) see the frames in order, from the first.
+Detectors with state (a background model) see the frames in order, from the first. The
+detectors take the frames in rounds, so a load from elsewhere on the machine falls on all
+alike; the load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ import importlib
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -132,18 +134,37 @@ def load(spec: str) -> Callable[[], Detector]:
     return getattr(importlib.import_module(module), name)
 
 
-def measure(detector: Detector, frames: list[Frame], warmup: int) -> tuple[float, float, float]:
-    """(frames per second, median ms per frame, mean boxes per frame) over ``frames`` after
-    ``warmup`` frames that are not counted."""
-    for frame in frames[:warmup]:
-        detector.detect(frame)
-    times, boxes = [], 0
-    for frame in frames[warmup:]:
-        t = time.perf_counter()
-        boxes += len(detector.detect(frame))
-        times.append(time.perf_counter() - t)
-    n = len(times)
-    return n / sum(times), 1000 * statistics.median(times), boxes / n
+@dataclass
+class Tally:
+    """One detector's measurements, frame by frame."""
+
+    detector: Detector
+    wall: list[float] = field(default_factory=list)  # seconds per frame
+    cpu: list[float] = field(default_factory=list)  # process CPU seconds per frame, all threads
+    boxes: int = 0
+
+    def run(self, frame: Frame, count: bool) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        found = self.detector.detect(frame)
+        if count:
+            self.wall.append(time.perf_counter() - wall)
+            self.cpu.append(time.process_time() - cpu)
+            self.boxes += len(found)
+
+
+def measure(detectors: dict[str, Detector], frames: list[Frame], warmup: int) -> dict[str, Tally]:
+    """Every detector on every frame, in rounds (frame 1 through each, then frame 2...), so
+    that a load from elsewhere on the machine falls on all alike; the first ``warmup``
+    frames are not counted."""
+    tallies = {label: Tally(d) for label, d in detectors.items()}
+    for i, frame in enumerate(frames):
+        for tally in tallies.values():
+            tally.run(frame, count=i >= warmup)
+    return tallies
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -206,14 +227,28 @@ def main() -> None:
                 (labels[fmt], lambda p=path: YoloDetector(p, confidence=args.confidence))
             )
 
-        print(f"\n{'detector':28} {'frames/s':>9} {'ms/frame p50':>13} {'boxes/frame':>12}")
+        chosen = {
+            label: build()
+            for label, build in detectors
+            if not args.only or args.only.lower() in label.lower()
+        }
+        print(f"load average before: {load_average()}")
+        tallies = measure(chosen, frames, args.warmup)
+        print(f"load average after: {load_average()}")
+        print(
+            f"\n{'detector':20} {'frames/s':>9} {'ms/frame p50':>13} {'p95':>6} "
+            f"{'CPU ms/frame':>13} {'boxes/frame':>12}"
+        )
         results: dict[str, float] = {}
-        for label, build in detectors:
-            if args.only and args.only.lower() not in label.lower():
-                continue
-            fps, p50, boxes = measure(build(), frames, args.warmup)
-            results[label] = fps
-            print(f"{label:28} {fps:9.1f} {p50:13.1f} {boxes:12.1f}", flush=True)
+        for label, t in tallies.items():
+            n = len(t.wall)
+            results[label] = n / sum(t.wall)
+            p50, p95 = (1000 * x for x in np.percentile(t.wall, [50, 95]))
+            cpu = 1000 * sum(t.cpu) / n
+            print(
+                f"{label:20} {results[label]:9.1f} {p50:13.1f} {p95:6.1f} {cpu:13.1f} "
+                f"{t.boxes / n:12.1f}"
+            )
 
         base = results.get("YOLO PyTorch")
         if base:
