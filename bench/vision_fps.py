@@ -15,15 +15,20 @@ kept per frame is printed for that reason; ``--confidence`` sets the threshold).
 Any other detector joins with ``--detector module:Class`` (a class built without
 arguments that follows ``adapters.detection.Detector``); the OpenCV detectors (MOG2, HOG)
 are listed in ``OPENCV_DETECTORS`` below and join by themselves once they exist.
-Detectors with state (a background model) see the frames in order, from the first. The
-detectors take the frames in rounds, so a load from elsewhere on the machine falls on all
-alike; the load average is printed before and after.
+
+Each detector runs in a process of its own: PyTorch's OpenMP threads, ONNX Runtime's and
+OpenVINO's thread pools each spin a while after their work, and in one process they slow
+one another. The processes take the frames in turns of ``--block`` frames (one detector
+at a time, so they do not compete), in order from the first frame, so that stateful
+detectors (a background model) see a video, and so that a load from elsewhere on the
+machine falls on all alike; the load average is printed before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import multiprocessing as mp
 import os
 import platform
 import shutil
@@ -31,9 +36,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import cv2
@@ -43,7 +48,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.detection import Detector, Frame  # noqa: E402
-from adapters.yolo import YoloDetector, export_yolo, untrained_yolo  # noqa: E402
 
 WIDTH, HEIGHT = 640, 480
 
@@ -52,6 +56,90 @@ OPENCV_DETECTORS: list[tuple[str, str]] = [
     # that does not import yet is skipped with a note, so this list can be filled before
     # they land (e.g. ("MOG2", "adapters.background:BackgroundDetector")).
 ]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How a worker builds its detector: a YOLO model (``weights``) or a class by name."""
+
+    label: str
+    weights: Path | None = None
+    confidence: float = 0.25
+    cls: str = ""  # "module:Class", built without arguments
+
+    def build(self) -> Detector:
+        if self.weights is not None:
+            from adapters.yolo import YoloDetector
+
+            return YoloDetector(self.weights, confidence=self.confidence)
+        module, _, name = self.cls.partition(":")
+        return getattr(importlib.import_module(module), name)()
+
+
+@dataclass
+class Tally:
+    """One detector's measurements, frame by frame."""
+
+    wall: list[float] = field(default_factory=list)  # seconds per frame
+    cpu: list[float] = field(default_factory=list)  # its process's CPU seconds, all threads
+    boxes: int = 0
+
+
+def worker(spec: Spec, frames_file: Path, conn: Connection) -> None:
+    """Build the detector, then run the frames asked for, one block at a time, and send back
+    (wall s, CPU s, boxes) per frame."""
+    try:
+        detector = spec.build()
+        images = np.load(frames_file)
+        start = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+        conn.send("ready")
+        while (block := conn.recv()) is not None:
+            out = []
+            for i in range(*block):
+                frame = Frame(
+                    image=images[i], number=i + 1, offset_s=i / 15, at=start, source="bench"
+                )
+                wall, cpu = time.perf_counter(), time.process_time()
+                found = detector.detect(frame)
+                out.append((time.perf_counter() - wall, time.process_time() - cpu, len(found)))
+            conn.send(out)
+    except Exception as e:
+        conn.send(f"failed: {type(e).__name__}: {e}")
+
+
+def measure(specs: list[Spec], frames_file: Path, n: int, warmup: int, block: int):
+    """Every detector on every frame, in turns of ``block`` frames; the first ``warmup``
+    frames are not counted. Detectors that fail to start are reported and left out."""
+    context = mp.get_context("spawn")
+    running: dict[str, tuple[mp.process.BaseProcess, Connection]] = {}
+    for spec in specs:
+        parent, child = context.Pipe()
+        process = context.Process(target=worker, args=(spec, frames_file, child), daemon=True)
+        process.start()
+        answer = parent.recv()
+        if answer != "ready":
+            print(f"  {spec.label}: {answer}")
+            process.join()
+            continue
+        running[spec.label] = (process, parent)
+    tallies = {label: Tally() for label in running}
+    try:
+        for first in range(0, n, block):
+            for label, (_, conn) in running.items():
+                conn.send((first, min(first + block, n)))
+                answer = conn.recv()
+                if isinstance(answer, str):
+                    raise SystemExit(f"{label}: {answer}")
+                for k, (wall, cpu, boxes) in enumerate(answer):
+                    if first + k >= warmup:
+                        tallies[label].wall.append(wall)
+                        tallies[label].cpu.append(cpu)
+                        tallies[label].boxes += boxes
+    finally:
+        for process, conn in running.values():
+            conn.send(None)
+            process.join(timeout=30)
+    return tallies
 
 
 def commit() -> str:
@@ -85,6 +173,10 @@ def versions() -> str:
             out.append(f"{package} missing")
     out.append(f"OpenCV {cv2.__version__}")
     return ", ".join(out)
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def rendered_frames(n: int, workdir: Path) -> list[np.ndarray]:
@@ -121,57 +213,12 @@ def video_frames(path: Path, n: int) -> list[np.ndarray]:
     return frames
 
 
-def as_frames(images: list[np.ndarray]) -> list[Frame]:
-    start = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
-    return [
-        Frame(image=image, number=i + 1, offset_s=i / 15, at=start, source="bench")
-        for i, image in enumerate(images)
-    ]
-
-
-def load(spec: str) -> Callable[[], Detector]:
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-@dataclass
-class Tally:
-    """One detector's measurements, frame by frame."""
-
-    detector: Detector
-    wall: list[float] = field(default_factory=list)  # seconds per frame
-    cpu: list[float] = field(default_factory=list)  # process CPU seconds per frame, all threads
-    boxes: int = 0
-
-    def run(self, frame: Frame, count: bool) -> None:
-        wall, cpu = time.perf_counter(), time.process_time()
-        found = self.detector.detect(frame)
-        if count:
-            self.wall.append(time.perf_counter() - wall)
-            self.cpu.append(time.process_time() - cpu)
-            self.boxes += len(found)
-
-
-def measure(detectors: dict[str, Detector], frames: list[Frame], warmup: int) -> dict[str, Tally]:
-    """Every detector on every frame, in rounds (frame 1 through each, then frame 2...), so
-    that a load from elsewhere on the machine falls on all alike; the first ``warmup``
-    frames are not counted."""
-    tallies = {label: Tally(d) for label, d in detectors.items()}
-    for i, frame in enumerate(frames):
-        for tally in tallies.values():
-            tally.run(frame, count=i >= warmup)
-    return tallies
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.1f}" for x in os.getloadavg())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, help="YOLO .pt weights (default: untrained)")
     parser.add_argument("--frames", type=int, default=150, help="frames measured per detector")
     parser.add_argument("--warmup", type=int, default=10, help="frames run first, not counted")
+    parser.add_argument("--block", type=int, default=10, help="frames per detector per turn")
     parser.add_argument("--video", type=Path, help="take the frames from this video instead")
     parser.add_argument(
         "--confidence", type=float,
@@ -185,17 +232,21 @@ def main() -> None:
     parser.add_argument("--only", help="measure only detectors whose label contains this")
     args = parser.parse_args()
 
+    from adapters.yolo import export_yolo, untrained_yolo
+
     print(f"vision_fps: commit {commit()}")
     print(f"machine: {machine()}")
-    print(f"{versions()}; torch threads: {torch_threads()}")
+    print(versions())
 
     with tempfile.TemporaryDirectory(prefix="vision-fps-") as tmp:
         workdir = Path(tmp)
         n = args.warmup + args.frames
         images = video_frames(args.video, n) if args.video else rendered_frames(n, workdir)
-        frames = as_frames(images)
+        n = len(images)
+        frames_file = workdir / "frames.npy"
+        np.save(frames_file, np.stack(images))
         source = args.video or "a rendered walk, cam-front-west of the convenience store"
-        print(f"frames: {len(frames)} of {WIDTH}x{HEIGHT} from {source}")
+        print(f"frames: {n} of {WIDTH}x{HEIGHT} from {source}")
 
         if args.confidence is None:
             args.confidence = 0.25 if args.weights else 0.5
@@ -208,59 +259,39 @@ def main() -> None:
             named = "yolo11n built untrained from Ultralytics' YAML"
         print(f"YOLO weights: {named}; confidence {args.confidence}")
 
-        detectors: list[tuple[str, Callable[[], Detector]]] = []
-        for label, spec in [*OPENCV_DETECTORS, *((s, s) for s in args.detector)]:
-            try:
-                detectors.append((label, load(spec)))
-            except (ImportError, AttributeError) as e:
-                print(f"  {label}: skipped, {spec} does not import ({e})")
-        exports: dict[str, Path] = {"pt": weights}
-        for fmt in ("onnx", "openvino"):
-            if args.only and args.only not in f"YOLO {fmt}":
+        specs = [Spec(label, cls=cls) for label, cls in OPENCV_DETECTORS]
+        specs += [Spec(cls, cls=cls) for cls in args.detector]
+        specs.append(Spec("YOLO PyTorch", weights, args.confidence))
+        for fmt, label in (("onnx", "YOLO ONNX Runtime"), ("openvino", "YOLO OpenVINO")):
+            if args.only and args.only.lower() not in label.lower():
                 continue
             t = time.perf_counter()
-            exports[fmt] = export_yolo(weights, fmt, (HEIGHT, WIDTH))  # type: ignore[arg-type]
+            path = export_yolo(weights, fmt, (HEIGHT, WIDTH))  # type: ignore[arg-type]
             print(f"  exported to {fmt} in {time.perf_counter() - t:.1f} s")
-        labels = {"pt": "YOLO PyTorch", "onnx": "YOLO ONNX Runtime", "openvino": "YOLO OpenVINO"}
-        for fmt, path in exports.items():
-            detectors.append(
-                (labels[fmt], lambda p=path: YoloDetector(p, confidence=args.confidence))
-            )
+            specs.append(Spec(label, path, args.confidence))
+        specs = [s for s in specs if not args.only or args.only.lower() in s.label.lower()]
 
-        chosen = {
-            label: build()
-            for label, build in detectors
-            if not args.only or args.only.lower() in label.lower()
-        }
-        print(f"load average before: {load_average()}")
-        tallies = measure(chosen, frames, args.warmup)
+        print(f"load average before: {load_average()}", flush=True)
+        tallies = measure(specs, frames_file, n, args.warmup, args.block)
         print(f"load average after: {load_average()}")
+
+    print(
+        f"\n{'detector':20} {'frames/s':>9} {'ms/frame p50':>13} {'p95':>6} "
+        f"{'CPU ms/frame':>13} {'boxes/frame':>12}"
+    )
+    results: dict[str, float] = {}
+    for label, t in tallies.items():
+        k = len(t.wall)
+        results[label] = k / sum(t.wall)
+        p50, p95 = (1000 * x for x in np.percentile(t.wall, [50, 95]))
         print(
-            f"\n{'detector':20} {'frames/s':>9} {'ms/frame p50':>13} {'p95':>6} "
-            f"{'CPU ms/frame':>13} {'boxes/frame':>12}"
+            f"{label:20} {results[label]:9.1f} {p50:13.1f} {p95:6.1f} "
+            f"{1000 * sum(t.cpu) / k:13.1f} {t.boxes / k:12.1f}"
         )
-        results: dict[str, float] = {}
-        for label, t in tallies.items():
-            n = len(t.wall)
-            results[label] = n / sum(t.wall)
-            p50, p95 = (1000 * x for x in np.percentile(t.wall, [50, 95]))
-            cpu = 1000 * sum(t.cpu) / n
-            print(
-                f"{label:20} {results[label]:9.1f} {p50:13.1f} {p95:6.1f} {cpu:13.1f} "
-                f"{t.boxes / n:12.1f}"
-            )
-
-        base = results.get("YOLO PyTorch")
-        if base:
-            for label in ("YOLO ONNX Runtime", "YOLO OpenVINO"):
-                if label in results:
-                    print(f"{label} / PyTorch: {results[label] / base:.2f}x (target: at least 2x)")
-
-
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
+    base = results.get("YOLO PyTorch")
+    for label in ("YOLO ONNX Runtime", "YOLO OpenVINO"):
+        if base and label in results:
+            print(f"{label} / PyTorch: {results[label] / base:.2f}x (target: at least 2x)")
 
 
 if __name__ == "__main__":
