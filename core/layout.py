@@ -40,6 +40,7 @@ __all__ = [
     "CalibrationPoint",
     "Camera",
     "CatalogItem",
+    "Detect",
     "ImageSize",
     "Layout",
     "LayoutError",
@@ -172,6 +173,15 @@ class Calibration(_Spec):
     points: tuple[CalibrationPoint, ...]
 
 
+class Detect(_Spec):
+    """How often the adapters look at a camera's frames, in the voice of Frigate's
+    ``detect``: a rate (``fps``) for cameras that follow people, or a period
+    (``interval_s``) for cameras that only count them. Neither: every frame."""
+
+    fps: Annotated[float, Meta(gt=0, le=240)] | None = None  # frames/s to process
+    interval_s: Annotated[float, Meta(gt=0, le=3600)] | None = None  # seconds between frames
+
+
 class Camera(_Spec):
     id: Id
     kind: Literal["overhead", "angled"]
@@ -180,6 +190,15 @@ class Camera(_Spec):
     fps: Annotated[float, Meta(gt=0, le=240)]
     sees: tuple[Id, ...]
     calibration: Calibration
+    detect: Detect = Detect()
+
+    @property
+    def detect_interval_s(self) -> float:
+        """Seconds between the frames the adapters process (the loader checks that this is
+        no shorter than the camera's own frame interval)."""
+        if self.detect.interval_s is not None:
+            return self.detect.interval_s
+        return 1.0 / (self.detect.fps if self.detect.fps is not None else self.fps)
 
     @cached_property
     def homography(self) -> Homography:
@@ -549,6 +568,7 @@ class _Checker:
 
     def check_camera(self, i: int, cam: Camera, zones: dict[str, Zone]) -> None:
         path: PathKey = ("cameras", i)
+        self.check_detect(path, cam)
         for j, zid in enumerate(cam.sees):
             if zid not in zones and zid not in self.broken["zones"]:
                 self.error(
@@ -596,6 +616,28 @@ class _Checker:
                 f"camera {cam.id!r} calibration point {worst + 1} "
                 f"reprojects {errors[worst]:.3f} m from its floor position (tolerance "
                 f"{CALIBRATION_TOLERANCE_M} m): a pair is probably mistyped",
+            )
+
+    def check_detect(self, path: PathKey, cam: Camera) -> None:
+        rate, interval = cam.detect.fps, cam.detect.interval_s
+        if rate is not None and interval is not None:
+            self.error(
+                (*path, "detect"),
+                f"camera {cam.id!r} detect gives both fps ({rate:g}) and interval_s "
+                f"({interval:g}); give one: fps for a rate, interval_s for one frame every so "
+                "many seconds",
+            )
+        elif rate is not None and rate > cam.fps:
+            self.error(
+                (*path, "detect", "fps"),
+                f"camera {cam.id!r} detect fps {rate:g} is more than the camera gives "
+                f"(fps {cam.fps:g})",
+            )
+        elif interval is not None and interval * cam.fps < 1 - 1e-9:
+            self.error(
+                (*path, "detect", "interval_s"),
+                f"camera {cam.id!r} detect interval_s {interval:g} is shorter than one frame "
+                f"of the camera (1/{cam.fps:g} s)",
             )
 
     @staticmethod

@@ -544,6 +544,36 @@ BROKEN = {
     ),
     "price with 3 decimals": ("price: 0.45", "price: 0.455", 32, "more than 2 decimals (0.455)"),
     "negative price": ("price: 0.45", "price: -0.45", 32, "is negative (-0.45)"),
+    "detect faster than the camera": (
+        "fps: 10\n",
+        "fps: 10\n    detect: {fps: 12}\n",
+        23,
+        "detect fps 12 is more than the camera gives (fps 10)",
+    ),
+    "detect interval shorter than a frame": (
+        "fps: 10\n",
+        "fps: 10\n    detect: {interval_s: 0.05}\n",
+        23,
+        "detect interval_s 0.05 is shorter than one frame of the camera (1/10 s)",
+    ),
+    "detect with both a rate and an interval": (
+        "fps: 10\n",
+        "fps: 10\n    detect: {fps: 5, interval_s: 4}\n",
+        23,
+        "give one: fps for a rate, interval_s for one frame every so many seconds",
+    ),
+    "detect with a negative interval": (
+        "fps: 10\n",
+        "fps: 10\n    detect: {interval_s: -4}\n",
+        23,
+        "cameras.0.detect.interval_s: expected float > 0.0",
+    ),
+    "detect with an unknown field": (
+        "fps: 10\n",
+        "fps: 10\n    detect: {every: 4}\n",
+        23,
+        "unknown field 'every'",
+    ),
     "unknown camera kind": ("kind: overhead", "kind: fisheye", 19, "Invalid enum value 'fisheye'"),
     "calibration points all on one line": (
         CALIBRATION,
@@ -592,6 +622,17 @@ def test_broken_layout_is_refused_with_line_and_reason(case: str) -> None:
     with pytest.raises(LayoutError) as info:
         load_layout_text(text, "store.yaml")
     assert str(info.value).startswith(f"store.yaml:{line}:")
+
+
+@pytest.mark.parametrize(
+    ("detect", "interval"),
+    [("", 0.1), ("detect: {fps: 2.5}", 0.4), ("detect: {interval_s: 4}", 4.0), ("detect: {}", 0.1)],
+)
+def test_a_cameras_detect_rate_or_interval_gives_the_seconds_between_processed_frames(
+    detect: str, interval: float
+) -> None:
+    text = BASE.replace("fps: 10\n", f"fps: 10\n    {detect}\n") if detect else BASE
+    assert load_layout_text(text).camera("cam-1").detect_interval_s == pytest.approx(interval)
 
 
 def test_the_base_layout_is_valid() -> None:

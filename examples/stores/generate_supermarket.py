@@ -33,6 +33,8 @@ CAMERA_GRID = (8, 8)  # columns (x), rows (y)
 CAMERA_HEIGHT = 4.5
 IMAGE = (640, 480)
 FOCAL_PX = 390.0  # a ~79° lens: 7.4 m x 5.5 m of floor from 4.5 m up
+DOOR_DETECT = "{fps: 10}"  # cameras on a door or the gates follow every step across the line
+CROWD_DETECT = "{interval_s: 4}"  # the others count and place people: a frame every 4 s
 
 # (aisle title, age restricted?, products as "name: price")
 AISLES: list[tuple[str, bool, list[str]]] = [
@@ -584,12 +586,15 @@ def camera_yaml(
     m: np.ndarray,
     sees: Sequence[str],
     clip: Polygon,
+    detect: str | None = None,
 ) -> Iterator[str]:
     yield f"  - id: {cam_id}  # {comment}"
     yield "    kind: overhead"
     yield f"    position: [{_n(cx)}, {_n(cy)}, {_n(height)}]"
     yield f"    image: {{width: {image[0]}, height: {image[1]}}}"
     yield f"    fps: {fps}"
+    if detect is not None:
+        yield f"    detect: {detect}"
     yield from _flow_list("    sees: ", list(sees), indent="      ")
     yield "    calibration:"
     yield "      points:"
@@ -759,6 +764,7 @@ def build() -> str:
 
     floor = Polygon(_rect(0, 0, WIDTH, DEPTH))
     shapes = [(zid, Polygon(ring)) for zid, _, ring, _ in zones]
+    kinds = {zid: kind for zid, kind, _, _ in zones}
 
     emit(HEADER.strip("\n"))
     emit("")
@@ -810,6 +816,8 @@ def build() -> str:
                 tilt_deg=(rng.uniform(-1.5, 1.5), rng.uniform(-1.5, 1.5)),
             )
             cam_id = f"cam-{'ABCDEFGH'[i]}{j + 1}"
+            in_view = sees(m, IMAGE, shapes)
+            at_door = any(kinds[z] in ("entrance", "exit_gate") for z in in_view)
             out.extend(
                 camera_yaml(
                     cam_id,
@@ -820,8 +828,9 @@ def build() -> str:
                     IMAGE,
                     10,
                     m,
-                    sees(m, IMAGE, shapes),
+                    in_view,
                     floor,
+                    DOOR_DETECT if at_door else CROWD_DETECT,
                 )
             )
     emit("")
@@ -875,9 +884,12 @@ lines:
 
 CAMERAS = """
 # Cameras: 64 overhead cameras on an 8 x 8 ceiling grid at 4.5 m, 640x480 at 10 fps, each
-# showing about 7.4 m x 5.5 m of floor. Calibration: 5 floor marks per camera (measured to
-# 5 cm) and the pixel where each appears; aisle fits the image → floor homography from them
-# and refuses points that disagree by more than 5 cm. `sees` lists the zones in view.
+# showing about 7.4 m x 5.5 m of floor. `detect` is how often the adapters look: every frame
+# (fps 10) where a camera sees a door or the exit gates, one frame every 4 s elsewhere,
+# enough to place people for occupancy and the heatmap. Calibration: 5 floor marks per
+# camera (measured to 5 cm) and the pixel where each appears; aisle fits the image → floor
+# homography from them and refuses points that disagree by more than 5 cm. `sees` lists the
+# zones in view.
 """
 
 
