@@ -12,9 +12,9 @@ the same network and the same work per frame as trained weights, except non-maxi
 suppression, which sees other candidate boxes from random weights (the mean number of boxes
 kept per frame is printed for that reason; ``--confidence`` sets the threshold).
 
-Any other detector joins with ``--detector module:Class`` (a class built without
-arguments that follows ``adapters.detection.Detector``); the OpenCV detectors (MOG2, HOG)
-are listed in ``OPENCV_DETECTORS`` below and join by themselves once they exist.
+The OpenCV detectors (MOG2 background subtraction, HOG) run with their defaults beside
+them; any other detector joins with ``--detector module:Class`` (a class built without
+arguments that follows ``adapters.detection.Detector``).
 
 Each detector runs in a process of its own: PyTorch's OpenMP threads, ONNX Runtime's and
 OpenVINO's thread pools each spin a while after their work, and in one process they slow
@@ -52,9 +52,9 @@ from adapters.detection import Detector, Frame  # noqa: E402
 WIDTH, HEIGHT = 640, 480
 
 OPENCV_DETECTORS: list[tuple[str, str]] = [
-    # (label, "module:Class"): the hook for the OpenCV detectors of the same issue. A name
-    # that does not import yet is skipped with a note, so this list can be filled before
-    # they land (e.g. ("MOG2", "adapters.background:BackgroundDetector")).
+    # (label, "module:Class"), each built with its defaults
+    ("OpenCV MOG2", "adapters.background:BackgroundSubtraction"),
+    ("OpenCV HOG", "adapters.hog:HogPeople"),
 ]
 
 
