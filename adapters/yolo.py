@@ -8,7 +8,7 @@ library's, the same for every format. The exported formats exist for speed on a 
 Ultralytics sets neither ONNX Runtime's threads nor OpenVINO's precision: ONNX Runtime's
 threads spin while they wait (costly on a CPU shared with decoding and tracking), and
 OpenVINO computes in bfloat16 on a CPU that has it, so its scores differ a little from
-PyTorch's (``docs/benchmarks.md`` has the speeds).
+PyTorch's (``bench/vision_fps.py`` measures the speeds).
 
 Nothing is fetched: Ultralytics is told it is offline and must not pip-install what it
 misses (every package it would want is a dependency of the ``yolo`` extra), and a path that
