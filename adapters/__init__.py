@@ -17,6 +17,7 @@ from adapters.sources import (
     open_source,
     source_for_camera,
 )
+from adapters.yolo import YoloDetector, YoloError
 
 __all__ = [
     "PERSON",
@@ -30,6 +31,8 @@ __all__ = [
     "FrameSource",
     "HogPeople",
     "SourceError",
+    "YoloDetector",
+    "YoloError",
     "open_source",
     "people",
     "source_for_camera",
