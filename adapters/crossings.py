@@ -221,7 +221,8 @@ class LineCounter:
         x, y = x0 + w * (x1 - x0), y0 + w * (y1 - y0)
         dx, dy = self._d
         along = ((x - self._a[0]) * dx + (y - self._a[1]) * dy) / (self._length * self._length)
-        state.through = 0.0 <= along <= 1.0
+        # A crossing at an end counts, whichever way the last bit of rounding falls.
+        state.through = -1e-9 <= along <= 1.0 + 1e-9
         state.crossed_at = state.signed_at + w * (at - state.signed_at)
 
     def _handover(self, at: float, point: Point, present: Mapping[TrackId, Point]) -> _State | None:
