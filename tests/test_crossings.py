@@ -29,7 +29,7 @@ Path = Sequence[Point | None]
 
 def counter() -> LineCounter:
     return LineCounter(
-        "door", (0.0, 0.0), (L, 0.0), "left", band=BAND, handover_distance=0.0, handover_s=2.0
+        "door", (0.0, 0.0), (L, 0.0), "left", band=BAND, handover_distance=1.0, handover_s=2.0
     )
 
 
