@@ -1,12 +1,13 @@
 """Who is in a zone, with inertia: arrivals and departures that do not flicker.
 
-Pure logic on anchor points, in any plane (floor metres in the store pipeline). A raw
-sample says *in* (the point is in the polygon, its edge included), *out* (it is beyond
-``margin`` of the polygon) or nothing (it is in that margin). A track arrives once its
-samples have said *in* without a contrary one for ``enter_s`` seconds and ``enter_samples``
-samples, and departs once they have said *out* for ``exit_s`` and ``exit_samples``; so a
-shopper brushing a zone's edge or jittering on it changes nothing. Frames missing from a
-track are no evidence either way: they neither reset nor extend a run.
+Pure logic on anchor points, in any plane (floor metres in the store pipeline). A sample
+is *in* (in the polygon, its edge included), *out* (beyond ``margin`` of the polygon) or in
+the margin between. A track arrives once its samples have been *in*, unbroken, for
+``enter_s`` seconds and ``enter_samples`` samples, and departs once they have been *out*
+for ``exit_s`` and ``exit_samples`` (a sample in the margin neither ends nor extends a
+departure under way). So a shopper brushing a zone's edge, or standing on it with jitter
+smaller than the margin, changes nothing. Frames missing from a track are no evidence:
+they neither reset nor extend a run.
 
 An arrival is dated at the first sample of the run that confirmed it, a departure at the
 first *out* sample of its run, and the departure carries the dwell between the two. A track
@@ -155,7 +156,9 @@ class ZonePresence:
             elif not shapely.intersects_xy(self._outer, x, y):
                 change = self._evidence(track, state, at, inside=False)
             else:
-                change = None  # in the margin: no evidence either way
+                change = None
+                if not state.present:
+                    state.run_start = None  # in the margin: an arrival needs unbroken *in*s
             if change is not None:
                 changes.append(change)
         if at > self._now:
