@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/log_throughput.py
 	$(BIN)/python bench/engine_throughput.py
 	$(BIN)/python bench/engine_latency.py
+	$(BIN)/python bench/tracking_accuracy.py
 
 clean:
 	rm -rf $(VENV) .aisle .pytest_cache .hypothesis
