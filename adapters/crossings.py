@@ -17,8 +17,9 @@ per real passage and never for jitter:
 - **Birth on the line.** A track first seen inside the band takes the side its first
   point is on, so a person who steps off the line is counted from where they were seen.
 - **Hand-over.** A track first seen within ``handover_distance`` and ``handover_s`` of the
-  last point of a track that was not seen in that frame continues that track's state, so
-  a tracker that changes a person's id on the line counts them once.
+  last point of a track that was not seen in that frame, and was last seen within
+  ``handover_distance`` of the segment, continues that track's state; so a tracker that
+  changes a person's id on the line counts them once.
 - **Dropped frames** need nothing special: a step is tested as a segment however long.
 
 "Left" follows ``core.layout.Line``: counter-clockwise of a→b in a y-up plane (the floor).
@@ -234,10 +235,19 @@ class LineCounter:
         for track, state in self._tracks.items():
             if track in present or not (0 < at - state.last_at <= self.handover_s):
                 continue
+            if self._distance(state.last_point) > self.handover_distance:
+                continue  # lost away from the line: nothing of it can be pending here
             distance = math.dist(state.last_point, point)
             if distance <= best_distance:
                 best, best_distance = track, distance
         return None if best is None else self._tracks.pop(best)
+
+    def _distance(self, point: Point) -> float:
+        """Distance from a point to the segment a→b."""
+        dx, dy = self._d
+        px, py = point[0] - self._a[0], point[1] - self._a[1]
+        along = min(max((px * dx + py * dy) / (self._length * self._length), 0.0), 1.0)
+        return math.hypot(px - along * dx, py - along * dy)
 
     def _forget(self) -> None:
         """Drop tracks unseen for ``forget_s``, and the oldest beyond ``MAX_TRACKS``."""

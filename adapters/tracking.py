@@ -21,14 +21,15 @@ and time; for any one track, boxes always come out in time order.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import groupby
 
 import msgspec
 import numpy as np
 import supervision as sv
 from trackers import ByteTrackTracker
 
-__all__ = ["Box", "CameraTracker", "Tracked", "TrackerSettings", "bottom_centre"]
+__all__ = ["Box", "CameraTracker", "Tracked", "TrackerSettings", "bottom_centre", "instants"]
 
 Box = tuple[float, float, float, float]
 """A box in pixels: x1, y1 (top left), x2, y2 (bottom right)."""
@@ -96,6 +97,19 @@ class Tracked(msgspec.Struct, frozen=True, kw_only=True):
 def bottom_centre(box: Box) -> tuple[float, float]:
     """The middle of a box's lower edge: where a standing person's feet are seen from the side."""
     return (box[0] + box[2]) / 2.0, box[3]
+
+
+def instants(
+    tracked: Iterable[Tracked], anchor: Callable[[Box], tuple[float, float]] = bottom_centre
+) -> Iterator[tuple[float, dict[int, tuple[float, float]]]]:
+    """A tracker's output as (time, {track: anchor point}), one entry per run of equal times.
+
+    This is what ``LineCounter.update`` and ``ZonePresence.update`` take: late boxes
+    (birth frames, filled gaps) come as their own instants, before the frame that revealed
+    them.
+    """
+    for at, group in groupby(tracked, key=lambda t: t.at):
+        yield at, {t.track: anchor(t.box) for t in group}
 
 
 class _Seen(msgspec.Struct):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Iterable
-from itertools import groupby
 from pathlib import Path
 
 import msgspec
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from adapters.crossings import LineCounter  # noqa: E402
 from adapters.track_scoring import MotScore, read_mot, rows_of, score  # noqa: E402
-from adapters.tracking import CameraTracker, Tracked, TrackerSettings, bottom_centre  # noqa: E402
+from adapters.tracking import CameraTracker, Tracked, TrackerSettings, instants  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "mot" / "TUD-Campus"
 FPS = 25.0  # TUD-Campus's frame rate (MOT15 seqinfo)
@@ -87,9 +86,8 @@ def aisle(det: np.ndarray, settings: TrackerSettings) -> tuple[np.ndarray, tuple
     for frame, xyxy, scores in frames(det):
         out = tracker.update(frame, frame / FPS, xyxy, scores)
         tracked.extend(out)
-        # Late boxes (birth frames, filled gaps) come first, each group at its own time.
-        for at, group in groupby(out, key=lambda t: t.at):
-            counter.update(at, {t.track: bottom_centre(t.box) for t in group})
+        for at, points in instants(out):
+            counter.update(at, points)
     return rows_of(tracked), (counter.ins, counter.outs)
 
 
