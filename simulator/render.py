@@ -267,8 +267,8 @@ class _Scene:
         self.depth = np.empty((h, w), np.float32)  # per frame: the nearest surface so far
         self.owner = np.empty((h, w), np.int32)  # per frame: whose pixel it is, 0 nobody's
         self.headings: dict[str, tuple[float, float, float]] = {}  # track: x, y, heading
-        self.light = _Lighting(options.seed, camera.fps) if options.lighting else None
-        self.noise = _noise_bank(options.seed, w, h, options.noise_sigma)
+        self.light = _Lighting(options.seed, camera.fps) if options.lighting and draw else None
+        self.noise = _noise_bank(options.seed, w, h, options.noise_sigma) if draw else None
         self.noise_rng = np.random.default_rng([options.seed, 2])
 
     def heading(self, person: Person) -> float:
@@ -342,8 +342,9 @@ class _Scene:
                 if image is not None and s.colours is not None:
                     cv2.copyTo(s.colours, s.mask, image[s.where])
             return [cv2.countNonZero(s.mask) for s in sprites]
-        np.copyto(self.depth, self.shelf_depth)
-        self.owner.fill(0)
+        for s in sprites:  # only where someone is drawn: nothing else is read
+            np.copyto(self.depth[s.where], self.shelf_depth[s.where])
+            self.owner[s.where] = 0
         for n, s in enumerate(sprites, start=1):
             nearest = cv2.bitwise_and(s.mask, cv2.compare(s.depth, self.depth[s.where], cv2.CMP_LT))
             if image is not None and s.colours is not None:
