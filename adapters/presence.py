@@ -170,6 +170,14 @@ class ZonePresence:
         """The end of the stream: every present track departs, and all are forgotten."""
         return self._expire(math.inf)
 
+    def end(self, track: TrackId) -> ZoneDeparture | None:
+        """A track that is over (it left, or is lost for good): it departs if present, dated
+        as a lost track is, and is forgotten. For a caller that knows before ``lost_s``."""
+        state = self._tracks.pop(track, None)
+        if state is None or not state.present:
+            return None
+        return self._departure(track, state, self._lost_at(state))
+
     def _evidence(self, track: TrackId, state: _State, at: float, inside: bool) -> Change | None:
         if inside == state.present:
             state.run_start = None  # agrees with the present state: any contrary run ends
@@ -211,7 +219,10 @@ class ZonePresence:
         for track in gone:
             state = self._tracks.pop(track)
             if state.present:
-                # A departure under way is dated at its first out sample; else the last in.
-                at = state.run_start if state.run_start is not None else state.last_in_at
-                departures.append(self._departure(track, state, at))
+                departures.append(self._departure(track, state, self._lost_at(state)))
         return departures
+
+    @staticmethod
+    def _lost_at(state: _State) -> float:
+        """A departure under way is dated at its first out sample; else at the last in."""
+        return state.run_start if state.run_start is not None else state.last_in_at

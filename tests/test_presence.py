@@ -182,6 +182,21 @@ def test_the_end_of_the_stream_departs_everyone_present() -> None:
     assert presence.present == frozenset()
 
 
+def test_a_track_ended_by_its_caller_departs_at_once_dated_as_a_lost_one() -> None:
+    presence = zone(lost_s=60.0)
+    feed(
+        {1: hold(INSIDE, 30), 2: hold(INSIDE, 30) + hold(OUTSIDE, 5), 3: hold(OUTSIDE, 40)},
+        presence,
+    )
+    assert summary([d for t in (1, 2, 3) if (d := presence.end(t)) is not None]) == [
+        ("departed", 1, 2.9, 2.9),
+        ("departed", 2, 3.0, 3.0),
+    ]
+    assert presence.present == frozenset()
+    assert presence.end(1) is None  # forgotten: ending it again departs nothing
+    assert summary(presence.update(4.0, {1: INSIDE})) == []  # a new track under that id
+
+
 def test_two_shoppers_in_one_zone_are_counted_apart() -> None:
     changes = feed(
         {1: hold(OUTSIDE, 5) + hold(INSIDE, 30), 2: hold(OUTSIDE, 15) + hold((1.0, 1.0), 30)}

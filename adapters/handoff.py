@@ -1,0 +1,291 @@
+"""One shopper, one track, across cameras: the cameras' tracks joined on the floor.
+
+Each camera tracks people in its own image; the floor is what the cameras share. A fused
+track gathers the camera tracks (links) that follow one person, and its position at an
+instant is the weighted mean of its links' latest foot points (a person cut by the image
+border counts less than one seen whole). A camera track that the fusion has not seen
+before is joined, on the floor, to the nearest fused track within reach:
+
+- **Gating.** Within ``gate_m`` of where the fused track was last seen, plus what a person
+  walks (``walk_m_s``) in the time it has been unseen. A fused track that this camera sees
+  as someone else in the same frame is not a candidate: one camera does not see one person
+  twice. The cheapest pairs are joined first; a camera track left over starts a new fused
+  track (a birth).
+- **People appear and disappear at doors.** A fused track lost near a door (``door_m`` of
+  a door line) is over after ``door_s`` unseen: the person left. One lost anywhere else
+  waits ``unseen_s`` to be found again, because the person is still in the store: behind
+  a shelf, in a blind spot between two cameras' views, hidden by others in a queue. And
+  near a door, a camera track joins only a fused track lost within ``birth_m`` of it: one
+  further away is a new person coming in, not one found again.
+
+The order of joins and births is fixed (by cost, then camera and track), so the same
+sightings give the same fused tracks. A fused track is named by its first sighting
+(camera, frame, track): the key ``floor_events`` derives the visit's subject from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import msgspec
+
+from core.layout import Line
+
+__all__ = [
+    "Ended",
+    "FloorPoint",
+    "Handoff",
+    "HandoffSettings",
+    "Sighting",
+    "Step",
+    "TrackKey",
+    "near_door",
+]
+
+TrackKey = tuple[str, int, int]
+"""A fused track's first sighting: camera, frame, the camera tracker's id."""
+
+Point = tuple[float, float]
+
+MAX_FUSED = 10_000
+"""Most fused tracks kept at once; beyond, the longest unseen are ended first."""
+
+
+class HandoffSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How camera tracks are joined (distances in metres, times in seconds)."""
+
+    gate_m: float = 1.0
+    """How far from a fused track's last position a camera track may join it."""
+    walk_m_s: float = 1.5
+    """How fast an unseen person may have walked: the gate grows by this while unseen."""
+    live_s: float = 0.3
+    """A link's foot point counts for the fused position for this long after it was seen."""
+    door_m: float = 1.0
+    """Near a door: within this of a door line's segment."""
+    door_s: float = 2.0
+    """A fused track lost near a door is over (the person left) after this long unseen."""
+    unseen_s: float = 60.0
+    """A fused track lost elsewhere in the store is over after this long unseen."""
+    birth_m: float = 1.0
+    """Near a door, a camera track joins no fused track further than this: it is a birth."""
+    link_s: float = 10.0
+    """A camera track unseen for this long is forgotten (its tracker dropped it long ago)."""
+
+    def __post_init__(self) -> None:
+        for name in msgspec.structs.fields(self):
+            value = getattr(self, name.name)
+            if not (math.isfinite(value) and 0 <= value <= 86_400):
+                raise ValueError(f"handoff setting {name.name}: {value!r} is not in [0, 86400]")
+
+
+class Sighting(msgspec.Struct, frozen=True, kw_only=True):
+    """One camera track's foot point at one frame."""
+
+    camera: str
+    track: int
+    frame: int
+    at: float
+    x: float
+    y: float
+    weight: float = 1.0
+    """How much this foot point counts against other cameras' (0 to 1)."""
+
+
+class FloorPoint(msgspec.Struct, frozen=True, kw_only=True):
+    """A fused track seen at one instant."""
+
+    key: TrackKey
+    at: float
+    x: float
+    y: float
+    camera: str
+    """The camera whose foot point counted most."""
+
+
+class Ended(msgspec.Struct, frozen=True, kw_only=True):
+    """A fused track that is over: where and when it was last seen."""
+
+    key: TrackKey
+    at: float
+    x: float
+    y: float
+    door: bool
+    """Whether it was lost near a door (the person most likely left)."""
+
+
+class Step(msgspec.Struct, kw_only=True):
+    """What one instant changed: the fused tracks seen, the new ones, the ones over."""
+
+    points: list[FloorPoint]
+    born: list[TrackKey]
+    ended: list[Ended]
+
+
+class _Link(msgspec.Struct):
+    fused: _Fused
+    frame: int
+    at: float
+    x: float
+    y: float
+    weight: float
+
+
+class _Fused(msgspec.Struct):
+    key: TrackKey
+    order: int
+    at: float
+    x: float
+    y: float
+    links: dict[tuple[str, int], _Link]
+    over: bool = False
+
+
+def near_door(doors: Iterable[Line], x: float, y: float, within: float) -> bool:
+    """Whether (x, y) is within ``within`` metres of one of the door lines' segments."""
+    return any(_to_segment(line, x, y) <= within for line in doors)
+
+
+def _to_segment(line: Line, x: float, y: float) -> float:
+    (ax, ay), (bx, by) = line.points
+    dx, dy = bx - ax, by - ay
+    along = ((x - ax) * dx + (y - ay) * dy) / (dx * dx + dy * dy)
+    along = min(max(along, 0.0), 1.0)
+    return math.hypot(x - ax - along * dx, y - ay - along * dy)
+
+
+class Handoff:
+    """The fused tracks of one store's cameras. Feed it every instant, in time order."""
+
+    def __init__(self, doors: Sequence[Line], settings: HandoffSettings | None = None) -> None:
+        self.settings = settings or HandoffSettings()
+        self.doors = tuple(d for d in doors if d.kind in ("entrance", "exit", "entrance_exit"))
+        self._fused: dict[TrackKey, _Fused] = {}
+        self._links: dict[tuple[str, int], _Link] = {}
+        self._born = 0
+        self._now = -math.inf
+
+    def update(self, at: float, sightings: Iterable[Sighting]) -> Step:
+        """Every camera's sightings at one instant; the fused tracks they make."""
+        if not math.isfinite(at) or at <= self._now:
+            raise ValueError(f"handoff: instant {at} s does not come after {self._now} s")
+        self._now = at
+        touched: dict[TrackKey, _Fused] = {}
+        unknown: list[Sighting] = []
+        seen: set[tuple[str, int]] = set()
+        for s in sorted(sightings, key=lambda s: (s.camera, s.track)):
+            self._check(at, s, seen)
+            link = self._links.get((s.camera, s.track))
+            if link is None or link.fused.over:
+                unknown.append(s)
+                continue
+            link.frame, link.at, link.x, link.y, link.weight = s.frame, at, s.x, s.y, s.weight
+            touched[link.fused.key] = link.fused
+        born = []
+        for s, fused in self._join(at, unknown):
+            if fused is None:
+                key = (s.camera, s.frame, s.track)
+                fused = _Fused(key=key, order=self._born, at=at, x=s.x, y=s.y, links={})
+                self._born += 1
+                self._fused[key] = fused
+                born.append(key)
+            link = _Link(fused=fused, frame=s.frame, at=at, x=s.x, y=s.y, weight=s.weight)
+            fused.links[(s.camera, s.track)] = link
+            self._links[(s.camera, s.track)] = link
+            touched[fused.key] = fused
+        points = [self._place(at, f) for f in sorted(touched.values(), key=lambda f: f.order)]
+        return Step(points=points, born=born, ended=self._expire(at))
+
+    def close(self) -> list[Ended]:
+        """The end of the input: every fused track is over."""
+        return self._expire(math.inf)
+
+    @property
+    def active(self) -> int:
+        """How many fused tracks are not over (seen, or lost and waiting)."""
+        return len(self._fused)
+
+    def _check(self, at: float, s: Sighting, seen: set[tuple[str, int]]) -> None:
+        if s.at != at:
+            raise ValueError(f"handoff: a sighting at {s.at} s in the instant at {at} s")
+        if (s.camera, s.track) in seen:
+            raise ValueError(f"handoff: camera {s.camera} track {s.track} twice at {at} s")
+        seen.add((s.camera, s.track))
+        if not (math.isfinite(s.x) and math.isfinite(s.y) and 0.0 <= s.weight <= 1.0):
+            raise ValueError(
+                f"handoff: camera {s.camera} track {s.track} at ({s.x}, {s.y}) with weight "
+                f"{s.weight} is not a finite point with a weight in [0, 1]"
+            )
+
+    def _join(
+        self, at: float, unknown: list[Sighting]
+    ) -> list[tuple[Sighting, _Fused | None]]:
+        """Each new camera track with the fused track it continues, or None (a birth)."""
+        st = self.settings
+        pairs: list[tuple[float, int, int, Sighting, _Fused]] = []
+        for i, s in enumerate(unknown):
+            at_door = near_door(self.doors, s.x, s.y, st.door_m)
+            for fused in self._fused.values():
+                if any(
+                    camera == s.camera and link.frame == s.frame
+                    for (camera, _), link in fused.links.items()
+                ):
+                    continue  # this camera sees it as someone else in this very frame
+                gap = at - fused.at
+                distance = math.hypot(s.x - fused.x, s.y - fused.y)
+                reach = st.gate_m + st.walk_m_s * max(0.0, gap - st.live_s)
+                if distance > reach or (at_door and distance > st.birth_m):
+                    continue
+                pairs.append((distance + 0.05 * gap, i, fused.order, s, fused))
+        pairs.sort(key=lambda p: p[:3])
+        joined: dict[int, _Fused] = {}
+        taken: set[int] = set()
+        for _, i, order, _, fused in pairs:
+            if i not in joined and order not in taken:
+                joined[i] = fused
+                taken.add(order)
+        return [(s, joined.get(i)) for i, s in enumerate(unknown)]
+
+    def _place(self, at: float, fused: _Fused) -> FloorPoint:
+        """The fused position: the weighted mean of the links seen within ``live_s``."""
+        live = [
+            (camera, link)
+            for (camera, _), link in sorted(fused.links.items())
+            if at - link.at <= self.settings.live_s
+        ]
+        total = sum(link.weight for _, link in live)
+        if total > 0:
+            x = sum(link.weight * link.x for _, link in live) / total
+            y = sum(link.weight * link.y for _, link in live) / total
+        else:
+            x = sum(link.x for _, link in live) / len(live)
+            y = sum(link.y for _, link in live) / len(live)
+        camera = max(live, key=lambda cl: (cl[1].weight, cl[1].at, cl[0]))[0]
+        fused.at, fused.x, fused.y = at, x, y
+        return FloorPoint(key=fused.key, at=at, x=x, y=y, camera=camera)
+
+    def _expire(self, now: float) -> list[Ended]:
+        st = self.settings
+        ended = []
+        for key, fused in list(self._fused.items()):
+            for ck, link in list(fused.links.items()):
+                if now - link.at > st.link_s:
+                    del fused.links[ck]
+                    del self._links[ck]
+            gap = now - fused.at
+            door = near_door(self.doors, fused.x, fused.y, st.door_m)
+            if gap > (st.door_s if door else st.unseen_s):
+                ended.append(self._end(key, door))
+        if len(self._fused) > MAX_FUSED:
+            oldest = sorted(self._fused.values(), key=lambda f: (f.at, f.order))
+            for fused in oldest[: len(self._fused) - MAX_FUSED]:
+                door = near_door(self.doors, fused.x, fused.y, st.door_m)
+                ended.append(self._end(fused.key, door))
+        return ended
+
+    def _end(self, key: TrackKey, door: bool) -> Ended:
+        fused = self._fused.pop(key)
+        fused.over = True
+        for ck in fused.links:
+            self._links.pop(ck, None)
+        return Ended(key=key, at=fused.at, x=fused.x, y=fused.y, door=door)
