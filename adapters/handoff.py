@@ -41,6 +41,7 @@ __all__ = [
     "Step",
     "TrackKey",
     "near_door",
+    "to_segment",
 ]
 
 TrackKey = tuple[str, int, int]
@@ -69,6 +70,9 @@ class HandoffSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     """A fused track lost elsewhere in the store is over after this long unseen."""
     birth_m: float = 1.0
     """Near a door, a camera track joins no fused track further than this: it is a birth."""
+    split_m: float = 0.8
+    """Links of one fused track further apart than this follow two people: they are joined
+    afresh (a camera's tracker swapped two people's ids, or a join was wrong)."""
     link_s: float = 10.0
     """A camera track unseen for this long is forgotten (its tracker dropped it long ago)."""
 
@@ -143,10 +147,11 @@ class _Fused(msgspec.Struct):
 
 def near_door(doors: Iterable[Line], x: float, y: float, within: float) -> bool:
     """Whether (x, y) is within ``within`` metres of one of the door lines' segments."""
-    return any(_to_segment(line, x, y) <= within for line in doors)
+    return any(to_segment(line, x, y) <= within for line in doors)
 
 
-def _to_segment(line: Line, x: float, y: float) -> float:
+def to_segment(line: Line, x: float, y: float) -> float:
+    """The distance from (x, y) to a line's segment, in metres."""
     (ax, ay), (bx, by) = line.points
     dx, dy = bx - ax, by - ay
     along = ((x - ax) * dx + (y - ay) * dy) / (dx * dx + dy * dy)
@@ -164,6 +169,8 @@ class Handoff:
         self._links: dict[tuple[str, int], _Link] = {}
         self._born = 0
         self._now = -math.inf
+        self.splits = 0
+        """How many times a fused track's links were joined afresh."""
 
     def update(self, at: float, sightings: Iterable[Sighting]) -> Step:
         """Every camera's sightings at one instant; the fused tracks they make."""
@@ -181,6 +188,8 @@ class Handoff:
                 continue
             link.frame, link.at, link.x, link.y, link.weight = s.frame, at, s.x, s.y, s.weight
             touched[link.fused.key] = link.fused
+        for fused in list(touched.values()):
+            unknown += self._split(at, fused, touched)
         born = []
         for s, fused in self._join(at, unknown):
             if fused is None:
@@ -217,9 +226,39 @@ class Handoff:
                 f"{s.weight} is not a finite point with a weight in [0, 1]"
             )
 
-    def _join(
-        self, at: float, unknown: list[Sighting]
-    ) -> list[tuple[Sighting, _Fused | None]]:
+    def _split(
+        self, at: float, fused: _Fused, touched: dict[TrackKey, _Fused]
+    ) -> list[Sighting]:
+        """The sightings of a fused track whose links disagree, taken off it to be joined
+        afresh; the fused track stays one candidate among the others."""
+        live = [(ck, link) for ck, link in fused.links.items() if link.at == at]
+        far = any(
+            math.hypot(a.x - b.x, a.y - b.y) > self.settings.split_m
+            for i, (_, a) in enumerate(live)
+            for _, b in live[i + 1 :]
+        )
+        if not far:
+            return []
+        out = []
+        for (camera, track), link in live:
+            del fused.links[(camera, track)]
+            del self._links[(camera, track)]
+            out.append(
+                Sighting(
+                    camera=camera,
+                    track=track,
+                    frame=link.frame,
+                    at=at,
+                    x=link.x,
+                    y=link.y,
+                    weight=link.weight,
+                )
+            )
+        del touched[fused.key]
+        self.splits += 1
+        return out
+
+    def _join(self, at: float, unknown: list[Sighting]) -> list[tuple[Sighting, _Fused | None]]:
         """Each new camera track with the fused track it continues, or None (a birth)."""
         st = self.settings
         pairs: list[tuple[float, int, int, Sighting, _Fused]] = []
