@@ -26,6 +26,7 @@ sightings give the same fused tracks. A fused track is named by its first sighti
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Sequence
 
 import msgspec
@@ -49,6 +50,9 @@ TrackKey = tuple[str, int, int]
 
 Point = tuple[float, float]
 
+TRAIL_S = 0.6
+"""How much of a fused track's recent path its heading is taken over."""
+
 MAX_FUSED = 10_000
 """Most fused tracks kept at once; beyond, the longest unseen are ended first."""
 
@@ -66,6 +70,10 @@ class HandoffSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     """Near a door: within this of a door line's segment."""
     door_s: float = 2.0
     """A fused track lost near a door is over (the person left) after this long unseen."""
+    leave_s: float = 0.5
+    """One lost near a door while walking out through it (``leave_m_s`` or faster towards
+    the outside) is over after this, and nobody coming in there can be it."""
+    leave_m_s: float = 0.3
     unseen_s: float = 60.0
     """A fused track lost elsewhere in the store is over after this long unseen."""
     birth_m: float = 1.0
@@ -142,6 +150,7 @@ class _Fused(msgspec.Struct):
     x: float
     y: float
     links: dict[tuple[str, int], _Link]
+    trail: deque[tuple[float, float, float]]  # (at, x, y) over the last TRAIL_S
     over: bool = False
 
 
@@ -194,7 +203,9 @@ class Handoff:
         for s, fused in self._join(at, unknown):
             if fused is None:
                 key = (s.camera, s.frame, s.track)
-                fused = _Fused(key=key, order=self._born, at=at, x=s.x, y=s.y, links={})
+                fused = _Fused(
+                    key=key, order=self._born, at=at, x=s.x, y=s.y, links={}, trail=deque()
+                )
                 self._born += 1
                 self._fused[key] = fused
                 born.append(key)
@@ -271,6 +282,8 @@ class Handoff:
                 ):
                     continue  # this camera sees it as someone else in this very frame
                 gap = at - fused.at
+                if at_door and gap > st.live_s and self._leaving(fused):
+                    continue  # it went out through the door: this is someone else
                 distance = math.hypot(s.x - fused.x, s.y - fused.y)
                 reach = st.gate_m + st.walk_m_s * max(0.0, gap - st.live_s)
                 if distance > reach or (at_door and distance > st.birth_m):
@@ -301,6 +314,9 @@ class Handoff:
             y = sum(link.y for _, link in live) / len(live)
         camera = max(live, key=lambda cl: (cl[1].weight, cl[1].at, cl[0]))[0]
         fused.at, fused.x, fused.y = at, x, y
+        fused.trail.append((at, x, y))
+        while fused.trail[0][0] < at - TRAIL_S:
+            fused.trail.popleft()
         return FloorPoint(key=fused.key, at=at, x=x, y=y, camera=camera)
 
     def _expire(self, now: float) -> list[Ended]:
@@ -313,7 +329,8 @@ class Handoff:
                     del self._links[ck]
             gap = now - fused.at
             door = near_door(self.doors, fused.x, fused.y, st.door_m)
-            if gap > (st.door_s if door else st.unseen_s):
+            wait = (st.leave_s if self._leaving(fused) else st.door_s) if door else st.unseen_s
+            if gap > wait:
                 ended.append(self._end(key, door))
         if len(self._fused) > MAX_FUSED:
             oldest = sorted(self._fused.values(), key=lambda f: (f.at, f.order))
@@ -321,6 +338,23 @@ class Handoff:
                 door = near_door(self.doors, fused.x, fused.y, st.door_m)
                 ended.append(self._end(fused.key, door))
         return ended
+
+    def _leaving(self, fused: _Fused) -> bool:
+        """Whether a fused track was last seen near a door walking out through it."""
+        (t0, x0, y0), (t1, x1, y1) = fused.trail[0], fused.trail[-1]
+        if t1 - t0 < TRAIL_S / 3:
+            return False
+        vx, vy = (x1 - x0) / (t1 - t0), (y1 - y0) / (t1 - t0)
+        for line in self.doors:
+            if to_segment(line, x1, y1) > self.settings.door_m:
+                continue
+            (ax, ay), (bx, by) = line.points
+            length = math.hypot(bx - ax, by - ay)
+            nx, ny = -(by - ay) / length, (bx - ax) / length  # the left of a→b
+            outward = -1.0 if line.in_side == "left" else 1.0
+            if outward * (vx * nx + vy * ny) >= self.settings.leave_m_s:
+                return True
+        return False
 
     def _end(self, key: TrackKey, door: bool) -> Ended:
         fused = self._fused.pop(key)
