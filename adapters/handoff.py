@@ -113,6 +113,8 @@ class FloorPoint(msgspec.Struct, frozen=True, kw_only=True):
     y: float
     camera: str
     """The camera whose foot point counted most."""
+    tracks: tuple[tuple[str, int], ...] = ()
+    """The camera tracks (camera, tracker id) whose foot points made it."""
 
 
 class Ended(msgspec.Struct, frozen=True, kw_only=True):
@@ -152,6 +154,7 @@ class _Fused(msgspec.Struct):
     links: dict[tuple[str, int], _Link]
     trail: deque[tuple[float, float, float]]  # (at, x, y) over the last TRAIL_S
     over: bool = False
+    guess: tuple[float, float] | None = None  # where a split track is looked for, this instant
 
 
 def near_door(doors: Iterable[Line], x: float, y: float, within: float) -> bool:
@@ -199,8 +202,10 @@ class Handoff:
             touched[link.fused.key] = link.fused
         for fused in list(touched.values()):
             unknown += self._split(at, fused, touched)
-        born = []
+        born: list[TrackKey] = []
         for s, fused in self._join(at, unknown):
+            if fused is None:
+                fused = self._twin(s, [self._fused[k] for k in born])
             if fused is None:
                 key = (s.camera, s.frame, s.track)
                 fused = _Fused(
@@ -267,6 +272,12 @@ class Handoff:
             )
         del touched[fused.key]
         self.splits += 1
+        # The mean of links that part follows neither person: the track is looked for where
+        # it was heading before they parted (its older trail, carried on to now).
+        (t0, x0, y0), (t1, x1, y1) = fused.trail[0], fused.trail[len(fused.trail) // 2]
+        if t1 - t0 >= 0.1:
+            w = (at - t0) / (t1 - t0)
+            fused.guess = (x0 + w * (x1 - x0), y0 + w * (y1 - y0))
         return out
 
     def _join(self, at: float, unknown: list[Sighting]) -> list[tuple[Sighting, _Fused | None]]:
@@ -284,11 +295,14 @@ class Handoff:
                 gap = at - fused.at
                 if at_door and gap > st.live_s and self._leaving(fused):
                     continue  # it went out through the door: this is someone else
-                distance = math.hypot(s.x - fused.x, s.y - fused.y)
+                x, y = fused.guess or (fused.x, fused.y)
+                distance = math.hypot(s.x - x, s.y - y)
                 reach = st.gate_m + st.walk_m_s * max(0.0, gap - st.live_s)
                 if distance > reach or (at_door and distance > st.birth_m):
                     continue
                 pairs.append((distance + 0.05 * gap, i, fused.order, s, fused))
+        for fused in self._fused.values():
+            fused.guess = None
         pairs.sort(key=lambda p: p[:3])
         joined: dict[int, _Fused] = {}
         taken: set[int] = set()
@@ -297,6 +311,18 @@ class Handoff:
                 joined[i] = fused
                 taken.add(order)
         return [(s, joined.get(i)) for i, s in enumerate(unknown)]
+
+    def _twin(self, s: Sighting, newborn: list[_Fused]) -> _Fused | None:
+        """A fused track born at this instant from another camera's sighting of the same
+        person (the nearest within ``gate_m``): two cameras that first see someone at once."""
+        best: tuple[float, _Fused] | None = None
+        for fused in newborn:
+            if any(camera == s.camera for camera, _ in fused.links):
+                continue
+            d = math.hypot(s.x - fused.x, s.y - fused.y)
+            if d <= self.settings.gate_m and (best is None or d < best[0]):
+                best = (d, fused)
+        return None if best is None else best[1]
 
     def _place(self, at: float, fused: _Fused) -> FloorPoint:
         """The fused position: the weighted mean of the links seen within ``live_s``."""
@@ -317,7 +343,8 @@ class Handoff:
         fused.trail.append((at, x, y))
         while fused.trail[0][0] < at - TRAIL_S:
             fused.trail.popleft()
-        return FloorPoint(key=fused.key, at=at, x=x, y=y, camera=camera)
+        tracks = tuple((c, t) for (c, t), link in sorted(fused.links.items()) if link.at == at)
+        return FloorPoint(key=fused.key, at=at, x=x, y=y, camera=camera, tracks=tracks)
 
     def _expire(self, now: float) -> list[Ended]:
         st = self.settings
