@@ -135,6 +135,7 @@ class _Visit(msgspec.Struct, kw_only=True):
     passby_at: float | None = None  # when it crossed a passby line, pending a decision
     passby_line: str = ""
     passer: bool = False  # counted as a passer-by already
+    held: bool | None = None  # whether, out of sight, it is held where last seen
 
 
 class FloorEvents:
@@ -200,7 +201,7 @@ class FloorEvents:
             point = self._smoother(p.key, at, (p.x, p.y))
             if visit.point is None:
                 births.append((visit, point))
-            visit.point, visit.at = point, at
+            visit.point, visit.at, visit.held = point, at, None
             points[visit.index] = point
         for visit, point in births:
             self._from_door(visit, point, at)
@@ -208,8 +209,15 @@ class FloorEvents:
             self._doors(counter.update(at, points))
         for counter in self._passby:
             self._passed(counter.update(at, points))
+        # A track out of sight stays where it was last seen (away from the doors): a visit
+        # under way ends once the person has been found outside it, or the track is over.
+        held = {
+            v.index: v.point
+            for v in self._visits.values()
+            if v.point is not None and v.at < at and self._shown(v, at)
+        }
         for zone in self._zones:
-            self._zoned(zone.update(at, points))
+            self._zoned(zone.update(at, points | held))
         for ended in step.ended:
             self._ended(ended, at)
         self._decide_passers(at)
@@ -381,8 +389,11 @@ class FloorEvents:
         """Seen lately, or lost away from the doors (held where it was last seen)."""
         if at - visit.at <= self.settings.sample_s:
             return True
+        if visit.held is None:
+            assert visit.point is not None
+            visit.held = not near_door(self.doors, *visit.point, self.settings.door_m)
+        return visit.held
         assert visit.point is not None
-        return not near_door(self.doors, *visit.point, self.settings.door_m)
 
     # -- the output --------------------------------------------------------------------------
 
