@@ -28,8 +28,9 @@ simulator's, so the standard rule packs read them unchanged:
 - **Positions.** Every ``sample_s`` of source time, one ``position.samples`` (subject
   ``floor``) holds every fused track once, however many cameras see it: where it was last
   seen, smoothed (``adapters.smoothing``). A track lost in the store away from the doors
-  is held where it was last seen until it is found or over, since a person out of view is
-  mostly one standing still behind a shelf.
+  is carried on along its heading for ``coast_s`` and then held there until it is found or
+  over, since a person out of view is mostly one who walked on to a shelf and stands
+  there; it keeps its zones the same way.
 - **Heartbeats.** A ``store.heartbeat`` every ``heartbeat_s`` of source time moves the
   store's event time on when nobody is about.
 
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -57,6 +59,8 @@ from core.layout import Layout, Line
 __all__ = ["EventSettings", "FloorEventStats", "FloorEvents", "subject_of"]
 
 Point = tuple[float, float]
+TRAIL_S = 0.6
+"""How much of a track's recent path its heading is taken over."""
 DOOR_KINDS = ("entrance", "exit", "entrance_exit")
 
 
@@ -82,6 +86,8 @@ class EventSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     zone_enter_s: float = 1.0
     zone_exit_s: float = 1.0
     zone_margin_m: float = 0.2
+    coast_s: float = 1.0
+    """Out of sight, a track walks on along its last heading this long, then stands."""
     smoothing: SmoothingSettings = SmoothingSettings()
 
     def __post_init__(self) -> None:
@@ -98,6 +104,7 @@ class EventSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             "zone_enter_s",
             "zone_exit_s",
             "zone_margin_m",
+            "coast_s",
         ):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 86_400):
@@ -136,6 +143,7 @@ class _Visit(msgspec.Struct, kw_only=True):
     passby_line: str = ""
     passer: bool = False  # counted as a passer-by already
     held: bool | None = None  # whether, out of sight, it is held where last seen
+    trail: deque[tuple[float, float, float]] = msgspec.field(default_factory=deque)
 
 
 class FloorEvents:
@@ -202,6 +210,9 @@ class FloorEvents:
             if visit.point is None:
                 births.append((visit, point))
             visit.point, visit.at, visit.held = point, at, None
+            visit.trail.append((at, *point))
+            while visit.trail[0][0] < at - TRAIL_S:
+                visit.trail.popleft()
             points[visit.index] = point
         for visit, point in births:
             self._from_door(visit, point, at)
@@ -212,7 +223,7 @@ class FloorEvents:
         # A track out of sight stays where it was last seen (away from the doors): a visit
         # under way ends once the person has been found outside it, or the track is over.
         held = {
-            v.index: v.point
+            v.index: self._where(v, at)
             for v in self._visits.values()
             if v.point is not None and v.at < at and self._shown(v, at)
         }
@@ -375,9 +386,10 @@ class FloorEvents:
         while due(self._next_sample * s.sample_s):
             at = self._next_sample * s.sample_s
             samples = [
-                ev.PositionSample(v.subject, round(v.point[0], 3), round(v.point[1], 3))
+                ev.PositionSample(v.subject, round(x, 3), round(y, 3))
                 for v in sorted(self._visits.values(), key=lambda v: v.index)
                 if v.point is not None and self._shown(v, at)
+                for x, y in [self._where(v, at)]
             ]
             for start in range(0, len(samples), ev.MAX_SAMPLES):
                 chunk = tuple(samples[start : start + ev.MAX_SAMPLES])
@@ -393,7 +405,19 @@ class FloorEvents:
             assert visit.point is not None
             visit.held = not near_door(self.doors, *visit.point, self.settings.door_m)
         return visit.held
+
+    def _where(self, visit: _Visit, at: float) -> Point:
+        """Where a track is taken to be: where last seen, or, out of sight, carried on along
+        its last heading for up to ``coast_s`` and then standing (a person walking into a
+        blind spot mostly walks on to the shelf they were heading for)."""
         assert visit.point is not None
+        coast = min(at - visit.at, self.settings.coast_s)
+        if coast <= 0 or len(visit.trail) < 2:
+            return visit.point
+        (t0, x0, y0), (t1, x1, y1) = visit.trail[0], visit.trail[-1]
+        if t1 - t0 < TRAIL_S / 3:
+            return visit.point
+        return x1 + (x1 - x0) / (t1 - t0) * coast, y1 + (y1 - y0) / (t1 - t0) * coast
 
     # -- the output --------------------------------------------------------------------------
 

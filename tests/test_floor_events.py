@@ -150,13 +150,18 @@ def test_a_person_two_cameras_see_is_one_position_sample_every_half_second() -> 
     assert {s.track for f in frames for s in f.data.samples} == {frames[0].data.samples[0].track}
 
 
-def test_a_person_hidden_away_from_the_doors_is_sampled_where_last_seen_until_found() -> None:
-    shelf = (1.0, 3.2)
-    walk = via((2.0, 2.0), shelf) + gap(10.0) + via((1.0, 3.5), (1.0, 5.0))
+def test_a_person_walking_out_of_sight_is_sampled_walking_on_then_standing_until_found() -> None:
+    shelf = (1.28, 3.32)  # on from (2, 1) through (1.5, 2.6), 0.75 m further
+    seen = via((2.0, 1.0), (1.5, 2.6))  # 1 m/s towards the shelf, lost 0.75 m short of it
+    walk = seen + gap(10.0) + via((1.0, 3.5), (1.0, 5.0))
     frames = of(run({("A", 1): walk}), ev.PositionSamples)
-    hidden = [f for f in frames if 4.0 <= seconds(f) <= 11.0]
-    assert len(hidden) == 15 and all(len(f.data.samples) == 1 for f in hidden)
-    assert all(abs(f.data.samples[0].y - shelf[1]) < 0.1 for f in hidden)
+    lost_at = (len(seen) - 1) * DT
+    hidden = [f for f in frames if lost_at + 1.5 <= seconds(f) <= lost_at + 9.5]
+    assert len(hidden) == 16 and all(len(f.data.samples) == 1 for f in hidden)
+    for f in hidden:
+        sample = f.data.samples[0]
+        assert ((sample.x - shelf[0]) ** 2 + (sample.y - shelf[1]) ** 2) ** 0.5 < 0.35
+    assert len({(f.data.samples[0].x, f.data.samples[0].y) for f in hidden}) == 1  # standing
 
 
 def test_a_quiet_store_still_has_a_heartbeat_every_second() -> None:
