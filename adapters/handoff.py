@@ -242,9 +242,7 @@ class Handoff:
                 f"{s.weight} is not a finite point with a weight in [0, 1]"
             )
 
-    def _split(
-        self, at: float, fused: _Fused, touched: dict[TrackKey, _Fused]
-    ) -> list[Sighting]:
+    def _split(self, at: float, fused: _Fused, touched: dict[TrackKey, _Fused]) -> list[Sighting]:
         """The sightings of a fused track whose links disagree, taken off it to be joined
         afresh; the fused track stays one candidate among the others."""
         live = [(ck, link) for ck, link in fused.links.items() if link.at == at]

@@ -131,14 +131,12 @@ def detections(
 ) -> Iterator[tuple[str, int, float, np.ndarray, np.ndarray]]:
     """Every camera's frames in time order: (camera, frame, time, xyxy boxes, scores)."""
     rng = np.random.default_rng(seed)
-    order = sorted(
-        (t, camera, k) for camera, ts in filmed.times.items() for k, t in enumerate(ts)
-    )
+    order = sorted((t, camera, k) for camera, ts in filmed.times.items() for k, t in enumerate(ts))
     for t, camera, k in order:
         rows = filmed.boxes[camera][k]
-        xyxy = np.array(
-            [(x, y, x + w, y + h) for _, (x, y, w, h), _ in rows], dtype=float
-        ).reshape(-1, 4)
+        xyxy = np.array([(x, y, x + w, y + h) for _, (x, y, w, h), _ in rows], dtype=float).reshape(
+            -1, 4
+        )
         if len(xyxy) and jitter > 0:
             size = np.c_[xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]]
             xyxy += rng.normal(0.0, jitter, xyxy.shape) * np.tile(size, 2)
@@ -284,9 +282,7 @@ def compare(filmed: Filmed, adapted: Adapted) -> Figures:
     frame_s = 0.5
     truth_cells, got_cells = cell_dwell(true_rows, frame_s), cell_dwell(got_rows, frame_s)
     cells = sorted(set(truth_cells) | set(got_cells))
-    r = float(
-        np.corrcoef([truth_cells[c] for c in cells], [got_cells[c] for c in cells])[0, 1]
-    )
+    r = float(np.corrcoef([truth_cells[c] for c in cells], [got_cells[c] for c in cells])[0, 1])
     per_visitor = Counter(person.values())
     cameras = {}
     for camera, boxes in filmed.boxes.items():
@@ -335,7 +331,8 @@ def report(f: Figures) -> str:
         f"floor (all cameras fused): MOTA {f.floor.mota:.3f}, IDF1 {f.floor.idf1:.3f}, "
         f"{f.floor.switches} id switches; {f.subjects} subjects, "
         f"{f.subjects_per_visitor:.2f} per visitor seen",
-        "per camera: " + "; ".join(
+        "per camera: "
+        + "; ".join(
             f"{camera} MOTA {s.mota:.3f} IDF1 {s.idf1:.3f} ({s.switches} sw)"
             for camera, s in f.cameras.items()
         ),
@@ -363,4 +360,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

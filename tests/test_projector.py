@@ -116,7 +116,7 @@ def test_the_same_box_gives_the_same_point_and_a_box_on_the_border_is_flagged(
 def test_a_camera_below_the_heads_it_should_see_is_refused() -> None:
     text = (STORES / "convenience.yaml").read_text().replace("[2, 1.625, 2.8]", "[2, 1.625, 1.7]")
     layout = load_layout_text(text, "low.yaml")
-    with pytest.raises(ValueError, match="cam-front-west: mounted 1.7 m up"):
+    with pytest.raises(ValueError, match=r"cam-front-west: mounted 1\.7 m up"):
         Projector(layout.camera("cam-front-west"))
-    with pytest.raises(ValueError, match="height of 3.0 m"):
+    with pytest.raises(ValueError, match=r"height of 3\.0 m"):
         Projector(layout.camera("cam-back-west"), height_m=3.0)
