@@ -76,7 +76,7 @@ class HandoffSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     leave_m_s: float = 0.3
     unseen_s: float = 60.0
     """A fused track lost elsewhere in the store is over after this long unseen."""
-    birth_m: float = 1.0
+    birth_m: float = 0.6
     """Near a door, a camera track joins no fused track further than this: it is a birth."""
     split_m: float = 0.8
     """Links of one fused track further apart than this follow two people: they are joined
