@@ -169,6 +169,12 @@ def test_someone_coming_in_where_another_just_went_out_is_someone_else() -> None
     assert len(run.born) == 2
 
 
+def test_coming_in_by_the_entrance_as_another_leaves_by_the_exit_beside_it_is_two_people() -> None:
+    out = line((2.3, 2.0), (2.3, 0.35), 12)  # last seen 0.35 m inside the exit door
+    run = Run({("A", 1): out, ("A", 2): gap(12) + line((1.33, 0.35), (1.33, 2.0), 12)})
+    assert run.one(("A", 1)) != run.one(("A", 2))  # 0.97 m apart, one frame after
+
+
 def test_a_person_standing_near_the_door_and_hidden_a_moment_keeps_their_track() -> None:
     run = Run({("A", 1): [(2.4, 0.6)] * 10, ("A", 2): gap(15) + [(2.45, 0.6)] * 10})
     run.one(("A", 1), ("A", 2))
