@@ -220,8 +220,8 @@ class FloorEvents:
             self._doors(counter.update(at, points))
         for counter in self._passby:
             self._passed(counter.update(at, points))
-        # A track out of sight stays where it was last seen (away from the doors): a visit
-        # under way ends once the person has been found outside it, or the track is over.
+        # A track out of sight away from the doors walks on, then stands (``_where``): a
+        # visit under way ends once the person is found outside it, or the track is over.
         held = {
             v.index: self._where(v, at)
             for v in self._visits.values()
