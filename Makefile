@@ -34,6 +34,9 @@ bench: bench-micro
 	$(BIN)/python bench/engine_latency.py --quick --no-machine
 	$(BIN)/python bench/receipt_accuracy.py
 	$(BIN)/python bench/simulate_speed.py --stores 10 --publish-stores 3
+	$(BIN)/python bench/tracking_accuracy.py
+	$(BIN)/python bench/floor_accuracy.py
+	$(BIN)/python bench/vision_fps.py
 
 # The micro-benchmarks (pytest-benchmark), compared with the baseline committed in
 # bench/results/; this run's figures go to bench/results/last.json (not committed).

@@ -166,7 +166,7 @@ def versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     out = [f"Python {platform.python_version()}"]
-    for package in ("torch", "ultralytics-opencv-headless", "onnxruntime", "openvino"):
+    for package in ("torch", "ultralytics", "opencv-python", "onnxruntime", "openvino"):
         try:
             out.append(f"{package} {version(package)}")
         except PackageNotFoundError:

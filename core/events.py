@@ -150,8 +150,15 @@ class ZoneEntered(RawEvent, frozen=True, kw_only=True, tag="zone.entered"):
     data: ZoneData
 
 
+class ZoneExitData(ZoneData, frozen=True, kw_only=True, omit_defaults=True):
+    """A zone left. ``dwell_s``, how long the visit lasted, is optional: an exit without it
+    encodes (and hashes to an id) exactly as before the field existed."""
+
+    dwell_s: Annotated[float, Meta(ge=0, le=1e7)] | None = None
+
+
 class ZoneExited(RawEvent, frozen=True, kw_only=True, tag="zone.exited"):
-    data: ZoneData
+    data: ZoneExitData
 
 
 class ItemData(Data, frozen=True, kw_only=True):

@@ -128,6 +128,9 @@ def register(app: typer.Typer) -> None:
         out_dir: Annotated[Path, typer.Option("--out", help="Where the videos go.")] = Path(
             "render"
         ),
+        video: Annotated[
+            bool, typer.Option(help="Write the videos; --no-video writes the ground truth only.")
+        ] = True,
     ) -> None:
         """Film simulated shoppers: a video per camera, with MOTChallenge ground truth."""
         layout = load_layout(store)
@@ -144,13 +147,14 @@ def register(app: typer.Typer) -> None:
                 layout,
                 cam.id,
                 run.people(cam.fps),
-                out_dir / f"{cam.id}.mp4",
+                out_dir / f"{cam.id}.mp4" if video else None,
                 out_dir / f"{cam.id}.gt.txt",
                 RenderOptions(seed=seed),
             )
+            made = f"{stats.video_path} ({stats.codec}), " if stats.video_path else ""
             out.print(
                 f"{cam.id}: {stats.frames:,} frames, {stats.boxes:,} boxes "
-                f"-> {stats.video_path} ({stats.codec}), {cam.id}.gt.txt"
+                f"-> {made}{out_dir / cam.id}.gt.txt"
             )
 
     @app.command("simulate")

@@ -50,6 +50,11 @@ The video is MPEG-4 Part 2 (``mp4v``) in ``video_path``; where this OpenCV build
 write it, Motion-JPEG in ``video_path`` with the suffix ``.avi`` (``RenderStats`` says which).
 Decoded frames are identical for identical inputs and seed.
 
+The ground truth alone (``video_path=None``, or ``truth_boxes`` in memory) takes the same
+path through the same scene, people rasterised into masks through the same depth buffer,
+and skips what only pixels need: drawing the background and the figures' colours,
+lighting, noise and the encoder. Its boxes and visibilities are those of the video.
+
 Its speed, as measured: ``docs/benchmarks-history.md``.
 """
 
@@ -58,7 +63,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +88,9 @@ __all__ = [
     "Person",
     "RenderOptions",
     "RenderStats",
+    "TruthBox",
     "render_camera",
+    "truth_boxes",
 ]
 
 GONDOLA_M = 1.6
@@ -136,31 +143,55 @@ class RenderOptions:
     min_visibility: float = 0.25  # below this a person is left out of the ground truth
 
 
+TruthBox = tuple[str, tuple[int, int, int, int], float]
+"""One person in one frame's ground truth: track, box (x, y, w, h in pixels), visibility."""
+
+
 @dataclass(frozen=True)
 class RenderStats:
-    frames: int  # video frames written
+    frames: int  # frames rendered (video frames written, when there is a video)
     boxes: int  # ground-truth lines written
     skipped: int  # people in the input left out: outside the image or below min_visibility
-    video_path: Path  # where the video went (the suffix changes on the MJPG fallback)
-    codec: str  # "mp4v", or "MJPG" where this OpenCV cannot write mp4v
+    video_path: Path | None  # where the video went (the suffix changes on the MJPG fallback)
+    codec: str  # "mp4v", or "MJPG" where this OpenCV cannot write mp4v; "" with no video
+
+
+def truth_boxes(
+    layout: Layout,
+    camera_id: str,
+    frames: Iterable[tuple[float, Sequence[Person]]],
+    options: RenderOptions = RenderOptions(),
+) -> Iterator[list[TruthBox]]:
+    """``render_camera``'s ground truth without the video: one list of boxes per frame.
+
+    Boxes come in input order; the same inputs give the boxes and visibilities the video's
+    ground-truth file holds.
+    """
+    scene = _Scene(layout, layout.camera(camera_id), options, draw=False)
+    for t, people in frames:
+        yield scene.boxes(t, people)
 
 
 def render_camera(
     layout: Layout,
     camera_id: str,
     frames: Iterable[tuple[float, Sequence[Person]]],
-    video_path: Path,
+    video_path: Path | None,
     gt_path: Path,
     options: RenderOptions = RenderOptions(),
 ) -> RenderStats:
     """Render ``frames`` (time in seconds, people on the floor) as seen by one camera.
 
-    One video frame per item, at the camera's fps; the caller samples the times.
+    One video frame per item, at the camera's fps; the caller samples the times. With
+    ``video_path`` None only the ground truth is written (the same boxes, much faster).
     """
     camera = layout.camera(camera_id)
-    video_path, gt_path = Path(video_path), Path(gt_path)
-    scene = _Scene(layout, camera, options)
-    writer, video_path, codec = _open_writer(video_path, camera)
+    gt_path = Path(gt_path)
+    scene = _Scene(layout, camera, options, draw=video_path is not None)
+    writer: cv2.VideoWriter | None = None
+    codec = ""
+    if video_path is not None:
+        writer, video_path, codec = _open_writer(Path(video_path), camera)
     ids: dict[str, int] = {}
     n_frames = n_boxes = n_skipped = 0
     gt_path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,8 +199,11 @@ def render_camera(
         with gt_path.open("w", encoding="utf-8", newline="\n") as gt:
             for t, people in frames:
                 n_frames += 1
-                image, boxes = scene.frame(t, people)
-                writer.write(image)
+                if writer is not None:
+                    image, boxes = scene.frame(t, people)
+                    writer.write(image)
+                else:
+                    boxes = scene.boxes(t, people)
                 n_skipped += len(people) - len(boxes)
                 lines = []
                 for track, (x, y, w, h), vis in boxes:
@@ -178,7 +212,8 @@ def render_camera(
                 gt.writelines(line for _, line in sorted(lines))
                 n_boxes += len(lines)
     finally:
-        writer.release()
+        if writer is not None:
+            writer.release()
     id_map = {str(pid): track for track, pid in ids.items()}
     gt_path.with_suffix(".ids.json").write_text(json.dumps(id_map, indent=1) + "\n")
     return RenderStats(n_frames, n_boxes, n_skipped, video_path, codec)
@@ -203,7 +238,7 @@ class _Sprite:
     """One person rasterised over the part of the image their figure covers."""
 
     where: tuple[slice, slice]  # the window of the image
-    colours: np.ndarray  # BGR
+    colours: np.ndarray | None  # BGR; None when only the ground truth is made
     depth: np.ndarray  # float32, metres along the optical axis, per pixel
     mask: np.ndarray  # 255 where the figure is
     full: int  # pixels of the whole figure, the part outside the image included
@@ -213,20 +248,23 @@ class _Sprite:
 class _Scene:
     """The per-video state: the background, the depth buffers, and where each track faces."""
 
-    def __init__(self, layout: Layout, camera: Camera, options: RenderOptions) -> None:
+    def __init__(
+        self, layout: Layout, camera: Camera, options: RenderOptions, draw: bool = True
+    ) -> None:
         self.options = options
+        self.draw = draw  # False: boxes only, no pixels
         self.p = projection(camera)
         self.size = (camera.image.width, camera.image.height)
         w, h = self.size
         self.background, self.shelf_depth = _background(layout, camera, self.p)
-        self.shade = _vignette(w, h) if options.lighting else None
+        self.shade = _vignette(w, h) if options.lighting and draw else None
         if self.shade is not None:
             self.background = (self.background * self.shade[..., None]).astype(np.uint8)
         self.depth = np.empty((h, w), np.float32)  # per frame: the nearest surface so far
         self.owner = np.empty((h, w), np.int32)  # per frame: whose pixel it is, 0 nobody's
         self.headings: dict[str, tuple[float, float, float]] = {}  # track: x, y, heading
-        self.light = _Lighting(options.seed, camera.fps) if options.lighting else None
-        self.noise = _noise_bank(options.seed, w, h, options.noise_sigma)
+        self.light = _Lighting(options.seed, camera.fps) if options.lighting and draw else None
+        self.noise = _noise_bank(options.seed, w, h, options.noise_sigma) if draw else None
         self.noise_rng = np.random.default_rng([options.seed, 2])
 
     def heading(self, person: Person) -> float:
@@ -247,6 +285,23 @@ class _Scene:
 
         Boxes come in input order, so ids are numbered by first appearance in the input.
         """
+        sprites = self.sprites(t, people)
+        image = self.background.copy()
+        boxes = self.visible(sprites, self.composite(image, [s[3] for s in sprites]))
+        if self.light is not None:
+            cv2.convertScaleAbs(image, dst=image, alpha=self.light.gain(t))
+        if self.noise is not None:
+            off = int(self.noise_rng.integers(0, self.noise.shape[0] - image.shape[0] + 1))
+            image = cv2.add(image, self.noise[off : off + image.shape[0]], dtype=cv2.CV_8U)
+        return image, boxes
+
+    def boxes(self, t: float, people: Sequence[Person]) -> list[TruthBox]:
+        """The ground-truth boxes alone for one instant: ``frame`` without the pixels."""
+        sprites = self.sprites(t, people)
+        return self.visible(sprites, self.composite(None, [s[3] for s in sprites]))
+
+    def sprites(self, t: float, people: Sequence[Person]) -> list[tuple[float, int, str, _Sprite]]:
+        """Everyone in view rasterised, nearest first (the least overdraw), with their order."""
         if len({p.track for p in people}) != len(people):
             raise ValueError(f"a track appears twice in the frame at t={t}")
         sprites = []
@@ -257,37 +312,39 @@ class _Scene:
             if sprite is not None:
                 mid = np.array([[person.x, person.y, person.height_m / 2]])
                 sprites.append((float(project(self.p, mid)[1][0]), order, person.track, sprite))
-        sprites.sort()  # nearest first: the least overdraw
-        image = self.background.copy()
-        shown = self.composite(image, [s[3] for s in sprites])
+        sprites.sort()
+        return sprites
+
+    def visible(
+        self, sprites: list[tuple[float, int, str, _Sprite]], shown: list[int]
+    ) -> list[TruthBox]:
+        """The boxes of the people shown enough, in input order."""
         boxes = []
         for (_, order, track, sprite), seen in zip(sprites, shown, strict=True):
             visibility = seen / sprite.full
             if visibility >= self.options.min_visibility:
-                boxes.append((order, track, sprite.box, visibility))
-        if self.light is not None:
-            cv2.convertScaleAbs(image, dst=image, alpha=self.light.gain(t))
-        if self.noise is not None:
-            off = int(self.noise_rng.integers(0, self.noise.shape[0] - image.shape[0] + 1))
-            image = cv2.add(image, self.noise[off : off + image.shape[0]], dtype=cv2.CV_8U)
-        return image, [box[1:] for box in sorted(boxes)]
+                boxes.append((order, (track, sprite.box, visibility)))
+        return [box for _, box in sorted(boxes)]
 
-    def composite(self, image: np.ndarray, sprites: list[_Sprite]) -> list[int]:
+    def composite(self, image: np.ndarray | None, sprites: list[_Sprite]) -> list[int]:
         """Draw the people over the background; how many pixels of each are seen.
 
         With occlusion, a pixel goes to whatever is nearest there (shelf or body part), so
         the result does not depend on the order; without, people are simply painted far to
-        near and only the image border hides anything.
+        near and only the image border hides anything. With no image, only the counts.
         """
         if not self.options.occlusion:
             for s in reversed(sprites):
-                cv2.copyTo(s.colours, s.mask, image[s.where])
+                if image is not None and s.colours is not None:
+                    cv2.copyTo(s.colours, s.mask, image[s.where])
             return [cv2.countNonZero(s.mask) for s in sprites]
-        np.copyto(self.depth, self.shelf_depth)
-        self.owner.fill(0)
+        for s in sprites:  # only where someone is drawn: nothing else is read
+            np.copyto(self.depth[s.where], self.shelf_depth[s.where])
+            self.owner[s.where] = 0
         for n, s in enumerate(sprites, start=1):
             nearest = cv2.bitwise_and(s.mask, cv2.compare(s.depth, self.depth[s.where], cv2.CMP_LT))
-            cv2.copyTo(s.colours, nearest, image[s.where])
+            if image is not None and s.colours is not None:
+                cv2.copyTo(s.colours, nearest, image[s.where])
             cv2.copyTo(s.depth, nearest, self.depth[s.where])
             self.owner[s.where][nearest > 0] = n
         return [int(np.count_nonzero(self.owner[s.where] == n)) for n, s in enumerate(sprites, 1)]
@@ -301,13 +358,14 @@ class _Scene:
         ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
         if ix0 >= ix1 or iy0 >= iy1 or (x1 - x0) * (y1 - y0) > 16 * w * h:
             return None  # outside the image, or (figure() refuses most) right at the lens
-        colours = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
+        colours = np.zeros((y1 - y0, x1 - x0, 3), np.uint8) if self.draw else None
         depth = np.zeros((y1 - y0, x1 - x0), np.float32)
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
         origin = np.array([x0, y0], np.float32)
         for part in parts:  # bottom up: each part over the ones below it
             poly = np.round((part.hull - origin) * 16).astype(np.int32)
-            cv2.fillConvexPoly(colours, poly, part.colour, cv2.LINE_8, 4)
+            if colours is not None:
+                cv2.fillConvexPoly(colours, poly, part.colour, cv2.LINE_8, 4)
             cv2.fillConvexPoly(depth, poly, part.depth, cv2.LINE_8, 4)
             cv2.fillConvexPoly(mask, poly, 255, cv2.LINE_8, 4)
         full = cv2.countNonZero(mask)
@@ -315,15 +373,17 @@ class _Scene:
         seen = mask[inner]
         if full == 0 or cv2.countNonZero(seen) == 0:
             return None
-        colours = colours[inner]
-        if self.shade is not None:  # the vignette, at the person's place
-            colours = cv2.convertScaleAbs(
-                colours, alpha=float(self.shade[(iy0 + iy1) // 2, (ix0 + ix1) // 2])
-            )
+        if colours is not None:
+            colours = colours[inner]
+            if self.shade is not None:  # the vignette, at the person's place
+                colours = cv2.convertScaleAbs(
+                    colours, alpha=float(self.shade[(iy0 + iy1) // 2, (ix0 + ix1) // 2])
+                )
+            colours = np.ascontiguousarray(colours)
         bx, by, bw, bh = cv2.boundingRect(seen)
         return _Sprite(
             where=(slice(iy0, iy1), slice(ix0, ix1)),
-            colours=np.ascontiguousarray(colours),
+            colours=colours,
             depth=np.ascontiguousarray(depth[inner]),
             mask=np.ascontiguousarray(seen),
             full=full,

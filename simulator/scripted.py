@@ -146,7 +146,7 @@ def visit_events(layout: Layout, visit: Visit) -> list[ev.Event]:
         now = layout.zone_at(x, y)
         if now != zone:
             if zone is not None:
-                out.append(ev.new(ev.ZoneExited, at=at, data=ev.ZoneData(zone=zone), **base))
+                out.append(ev.new(ev.ZoneExited, at=at, data=ev.ZoneExitData(zone=zone), **base))
             if now is not None:
                 out.append(ev.new(ev.ZoneEntered, at=at, data=ev.ZoneData(zone=now), **base))
             zone = now

@@ -266,7 +266,7 @@ def play(
         # enters the front, and does not leave the aisle.
         now = set(layout.zones_at(*p))
         for name in sorted(zones - now):
-            out.append(ev.new(ev.ZoneExited, at=at(t), data=ev.ZoneData(zone=name), **base))
+            out.append(ev.new(ev.ZoneExited, at=at(t), data=ev.ZoneExitData(zone=name), **base))
         for name in sorted(now - zones):
             if layout.zone(name).kind == "exit_gate" and truth.cart:
                 truth.paid = True  # the gate charges the cart as it is

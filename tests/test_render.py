@@ -18,7 +18,7 @@ import pytest
 
 from core.layout import Layout, load_layout, load_layout_text
 from simulator.figures import project, projection
-from simulator.render import Person, RenderOptions, RenderStats, render_camera
+from simulator.render import Person, RenderOptions, RenderStats, render_camera, truth_boxes
 
 STORES = Path(__file__).resolve().parent.parent / "examples" / "stores"
 PLAIN = RenderOptions(lighting=False, noise_sigma=0.0)  # only the people change pixels
@@ -281,6 +281,29 @@ def test_same_inputs_and_seed_give_the_same_pixels_and_ground_truth(corner, tmp_
     assert not all(
         np.array_equal(fa, fc) for fa, fc in zip(frames_a, decode(c.video_path), strict=True)
     )
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_ground_truth_alone_is_the_videos_ground_truth(case, request, tmp_path):
+    fixture, cam, people = CASES[case]
+    layout = request.getfixturevalue(fixture)
+    crowd = [*people, *(Person(f"{p.track}-2", p.x + 0.4, p.y + 0.5) for p in people)]
+    opts = RenderOptions(seed=3)  # lighting and noise on: they must not matter
+    video = render(layout, cam, walk(crowd, 10, 15), tmp_path, "video", opts)
+    alone = render_camera(layout, cam, walk(crowd, 10, 15), None, tmp_path / "alone.gt.txt", opts)
+    assert alone.video_path is None and alone.codec == ""
+    assert (alone.frames, alone.boxes, alone.skipped) == (video.frames, video.boxes, video.skipped)
+    assert (tmp_path / "alone.gt.txt").read_bytes() == (tmp_path / "video.gt.txt").read_bytes()
+    rows = read_gt(tmp_path / "video.gt.txt")
+    assert any(r[6] < 0.99 for r in rows)  # someone is hidden or cut: visibility is compared
+    ids = {int(k): v for k, v in json.loads((tmp_path / "video.gt.ids.json").read_text()).items()}
+    in_memory = [
+        (frame, track, box, round(vis, 4))
+        for frame, boxes in enumerate(truth_boxes(layout, cam, walk(crowd, 10, 15), opts), 1)
+        for track, box, vis in boxes
+    ]
+    from_file = [(r[0], ids[r[1]], tuple(r[2:6]), r[6]) for r in rows]
+    assert sorted(in_memory) == sorted(from_file)
 
 
 def test_lighting_drifts_and_plain_frames_do_not(corner, tmp_path):

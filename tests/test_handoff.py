@@ -1,0 +1,209 @@
+"""The hand-off across cameras, on floor sightings directly (no video).
+
+The floor is the convenience store's; its door lines are at y = 0 (the entrance for x in
+0.6..1.8, the exit for x in 1.8..3.0). Cameras are named "A" and "B"; each path is a
+camera track's foot points, one per frame at 10 frames/s, None where it is not seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from adapters.handoff import Ended, Handoff, HandoffSettings, Sighting, TrackKey
+from core.layout import load_layout
+
+LAYOUT = load_layout(Path(__file__).resolve().parent.parent / "examples/stores/convenience.yaml")
+DT = 0.1
+
+Point = tuple[float, float]
+Path_ = Sequence[Point | None]
+
+
+def line(a: Point, b: Point, frames: int) -> list[Point | None]:
+    return [
+        (a[0] + (b[0] - a[0]) * k / (frames - 1), a[1] + (b[1] - a[1]) * k / (frames - 1))
+        for k in range(frames)
+    ]
+
+
+def gap(frames: int) -> list[Point | None]:
+    return [None] * frames
+
+
+class Run:
+    """The hand-off fed the paths; what it said, per camera track."""
+
+    def __init__(
+        self, paths: dict[tuple[str, int], Path_], settings: HandoffSettings | None = None
+    ) -> None:
+        self.handoff = Handoff(LAYOUT.lines, settings)
+        self.fused: dict[tuple[str, int], set[TrackKey]] = {ck: set() for ck in paths}
+        self.by_frame: dict[int, dict[TrackKey, Point]] = {}
+        self.born: list[TrackKey] = []
+        self.ended: list[Ended] = []
+        frames = max(len(p) for p in paths.values())
+        for k in range(frames + 700):  # and long enough after for every track to end
+            at = (k + 1) * DT
+            sightings = [
+                Sighting(camera=c, track=t, frame=k, at=at, x=p[k][0], y=p[k][1])
+                for (c, t), p in paths.items()
+                if k < len(p) and p[k] is not None
+            ]
+            step = self.handoff.update(at, sightings)
+            self.born += step.born
+            self.ended += step.ended
+            self.by_frame[k] = {p.key: (p.x, p.y) for p in step.points}
+            for p in step.points:
+                for ck in p.tracks:
+                    self.fused[ck].add(p.key)
+            assert sum(len(p.tracks) for p in step.points) == len(sightings)
+
+    def one(self, *camera_tracks: tuple[str, int]) -> TrackKey:
+        """The one fused track all these camera tracks were joined to."""
+        keys = set().union(*(self.fused[ck] for ck in camera_tracks))
+        assert len(keys) == 1, keys
+        return keys.pop()
+
+
+def test_a_person_walking_from_one_cameras_view_into_the_next_keeps_one_track() -> None:
+    walk = line((2.0, 1.0), (6.0, 1.0), 40)  # A sees x < 4.5, B sees x > 3.5
+    run = Run(
+        {
+            ("A", 1): [p if p and p[0] < 4.5 else None for p in walk],
+            ("B", 7): [p if p and p[0] > 3.5 else None for p in walk],
+        }
+    )
+    run.one(("A", 1), ("B", 7))
+    assert len(run.born) == 1
+
+
+def test_in_the_overlap_a_person_is_one_point_however_many_cameras_see_them() -> None:
+    walk = line((2.0, 1.0), (6.0, 1.0), 40)
+    shifted = [(p[0] + 0.2, p[1] - 0.1) if p else None for p in walk]  # B's estimate is off
+    run = Run({("A", 1): walk, ("B", 7): shifted})
+    key = run.one(("A", 1), ("B", 7))
+    for k in range(5, 40):
+        assert list(run.by_frame[k]) == [key]
+        x, _ = run.by_frame[k][key]
+        assert walk[k] is not None and walk[k][0] < x < walk[k][0] + 0.2
+
+
+def test_two_people_crossing_in_the_overlap_keep_their_own_tracks() -> None:
+    east = line((2.0, 1.0), (6.0, 1.6), 40)
+    west = line((6.0, 1.6), (2.0, 1.0), 40)
+    run = Run(
+        {
+            ("A", 1): [p if p and p[0] < 4.5 else None for p in east],
+            ("B", 1): [p if p and p[0] > 3.5 else None for p in east],
+            ("A", 2): [p if p and p[0] < 4.5 else None for p in west],
+            ("B", 2): [p if p and p[0] > 3.5 else None for p in west],
+        }
+    )
+    assert run.one(("A", 1), ("B", 1)) != run.one(("A", 2), ("B", 2))
+
+
+def test_a_cameras_tracker_swapping_two_people_is_undone_by_the_other_camera() -> None:
+    east = line((2.0, 1.0), (6.0, 1.6), 40)
+    west = line((6.0, 1.6), (2.0, 1.0), 40)
+    # A swaps the ids where they meet (frame 20); B, which sees both throughout, does not.
+    run = Run(
+        {
+            ("A", 1): east[:20] + west[20:],
+            ("A", 2): west[:20] + east[20:],
+            ("B", 1): east,
+            ("B", 2): west,
+        }
+    )
+    first, second = run.by_frame[5], run.by_frame[35]
+    assert set(first) == set(second) and len(first) == 2
+    for key, (x, _) in first.items():
+        heading_east = x < 3.0
+        assert (second[key][0] > 5.0) == heading_east  # each kept its own person
+    assert run.handoff.splits >= 1
+
+
+def test_a_person_hidden_for_long_away_from_the_doors_is_found_again() -> None:
+    # into a blind spot at a shelf for 25 s, out of it 0.6 m further on, seen by another camera
+    run = Run(
+        {
+            ("A", 1): line((2.0, 1.0), (1.0, 3.0), 20),
+            ("B", 4): gap(270) + line((1.0, 3.6), (1.0, 5.0), 15),
+        }
+    )
+    run.one(("A", 1), ("B", 4))
+    assert run.ended and not run.ended[0].door
+
+
+def test_two_people_hidden_in_two_places_are_each_found_where_they_were() -> None:
+    run = Run(
+        {
+            ("A", 1): line((2.0, 1.0), (1.0, 3.0), 20),
+            ("A", 2): line((4.0, 1.0), (5.5, 3.0), 20),
+            ("B", 1): gap(200) + line((5.4, 3.5), (5.4, 4.5), 10),
+            ("B", 2): gap(210) + line((1.0, 3.5), (1.0, 4.5), 10),
+        }
+    )
+    assert run.one(("A", 1), ("B", 2)) != run.one(("A", 2), ("B", 1))
+
+
+def test_a_person_walking_out_through_a_door_is_over_soon_and_near_the_door() -> None:
+    run = Run({("A", 1): line((2.4, 2.0), (2.4, 0.4), 16)})
+    (ended,) = run.ended
+    assert ended.door
+    last_seen = 16 * DT
+    over_at = next(k for k in range(len(run.by_frame)) if not run.handoff.active) * DT
+    assert over_at - last_seen < HandoffSettings().door_s
+
+
+def test_someone_coming_in_where_another_just_went_out_is_someone_else() -> None:
+    run = Run(
+        {
+            ("A", 1): line((2.4, 2.0), (2.4, 0.4), 16),  # out through the exit
+            ("A", 2): gap(20) + line((1.2, 0.4), (1.2, 2.0), 16),  # in 0.4 s later, 1.2 m off
+        }
+    )
+    assert run.one(("A", 1)) != run.one(("A", 2))
+    assert len(run.born) == 2
+
+
+def test_coming_in_by_the_entrance_as_another_leaves_by_the_exit_beside_it_is_two_people() -> None:
+    out = line((2.3, 2.0), (2.3, 0.35), 12)  # last seen 0.35 m inside the exit door
+    run = Run({("A", 1): out, ("A", 2): gap(12) + line((1.33, 0.35), (1.33, 2.0), 12)})
+    assert run.one(("A", 1)) != run.one(("A", 2))  # 0.97 m apart, one frame after
+
+
+def test_a_person_standing_near_the_door_and_hidden_a_moment_keeps_their_track() -> None:
+    run = Run({("A", 1): [(2.4, 0.6)] * 10, ("A", 2): gap(15) + [(2.45, 0.6)] * 10})
+    run.one(("A", 1), ("A", 2))
+
+
+def test_one_camera_never_sees_one_person_twice_in_a_frame() -> None:
+    run = Run({("A", 1): [(2.0, 2.0)] * 10, ("A", 2): gap(3) + [(2.1, 2.0)] * 7})
+    assert run.one(("A", 1)) != run.one(("A", 2))
+
+
+def test_the_same_sightings_give_the_same_fused_tracks() -> None:
+    paths: dict[tuple[str, int], Path_] = {
+        ("A", 1): line((2.0, 1.0), (6.0, 1.6), 40),
+        ("B", 3): line((6.0, 1.6), (2.0, 1.0), 40),
+        ("A", 2): gap(5) + line((1.2, 0.4), (3.0, 2.0), 20),
+    }
+    a, b = Run(paths), Run(paths)
+    assert a.by_frame == b.by_frame and a.born == b.born and a.ended == b.ended
+
+
+def test_bad_input_is_refused_with_what_was_wrong() -> None:
+    h = Handoff(LAYOUT.lines)
+    h.update(1.0, [])
+    with pytest.raises(ValueError, match=r"does not come after 1\.0 s"):
+        h.update(1.0, [])
+    s = Sighting(camera="A", track=1, frame=0, at=2.0, x=1.0, y=1.0)
+    with pytest.raises(ValueError, match="camera A track 1 twice"):
+        h.update(2.0, [s, s])
+    with pytest.raises(ValueError, match=r"a sighting at 2\.0 s in the instant at 3\.0 s"):
+        h.update(3.0, [s])
+    with pytest.raises(ValueError, match="gate_m"):
+        HandoffSettings(gate_m=-1.0)
