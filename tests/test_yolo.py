@@ -314,3 +314,17 @@ print(json.dumps({{"before": before, "after": len(tries), "counts": counts}}))
     assert out["before"] == []
     assert out["after"] > 0  # the probe catches a lookup
     assert all(n > 0 for n in out["counts"])
+
+
+def test_a_broken_image_in_a_folder_is_still_refused_naming_it_once_ultralytics_is_loaded(
+    weights: Path, tmp_path: Path
+) -> None:
+    """Ultralytics replaces ``PIL.Image.open`` with a version that loads pi-heif on a file
+    it cannot identify; without pi-heif installed that raised ModuleNotFoundError out of
+    the folder source instead of its "not an image" error."""
+    from adapters.sources import SourceError, open_source
+
+    YoloDetector(weights)  # imports Ultralytics, and with it its patches
+    (tmp_path / "0001.jpg").write_bytes(b"JFIF? no: a text file with a picture's name")
+    with pytest.raises(SourceError, match=r"0001\.jpg: not an image"):
+        next(iter(open_source(tmp_path, start=datetime(2026, 11, 28, tzinfo=UTC), fps=10)))
