@@ -79,6 +79,7 @@ import inspect
 import keyword
 import operator
 import re
+import weakref
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -92,10 +93,12 @@ __all__ = [
     "EvaluationError",
     "Expr",
     "ExpressionError",
+    "Inline",
     "LimitError",
     "Where",
     "compile_expr",
     "compile_template",
+    "inline_form",
 ]
 
 
@@ -139,6 +142,47 @@ class Expr:
 
     def __call__(self, scope: Any) -> Any:
         return self.fn(scope)
+
+
+@dataclass(frozen=True)
+class Inline:
+    """What a compiled expression's function evaluates, for generated code that evaluates
+    it in place, without a call (an aggregate's fold, once per position sample).
+
+    ``body`` is the validated, rewritten tree: it reads the scope as the name ``_s`` and
+    every other name from ``cells`` (constants, functions, the guards). Evaluated in
+    ``try: ... except <cells[exc]> as e: raise <cells[fail]>(e)``, it raises what the
+    function raises. Every name in ``body`` other than ``_s`` is a key of ``cells``.
+    """
+
+    body: ast.expr
+    cells: dict[str, Any]
+    fail: str  # the cell that turns an error into the expression's EvaluationError
+    exc: str  # the cell holding ``Exception``
+
+    def same_value(self, other: Inline) -> bool:
+        """Whether the two always give the same value on the same scope: one tree over
+        the very same constants and functions (only their error messages may differ)."""
+        ignored = (self.fail, self.exc)
+        if ast.dump(self.body) != ast.dump(other.body):
+            return False
+        names = {n.id for n in ast.walk(self.body) if isinstance(n, ast.Name)} - {_SCOPE}
+        return all(
+            n not in ignored and n in other.cells and self.cells[n] is other.cells[n]
+            for n in names
+        )
+
+
+# The inline form of each function ``compile_expr`` made (weakly: they go with their rules).
+_INLINE: weakref.WeakKeyDictionary[Callable[[Any], Any], Inline] = weakref.WeakKeyDictionary()
+
+
+def inline_form(fn: Callable[[Any], Any]) -> Inline | None:
+    """The inline form of a function ``compile_expr`` made; None for any other callable."""
+    try:
+        return _INLINE.get(fn)
+    except TypeError:  # not weakly referable: not one of ours
+        return None
 
 
 def compile_expr(
@@ -678,6 +722,7 @@ class _Compiler:
         namespace: dict[str, Any] = {"__builtins__": {"__import__": builtins.__import__}}
         exec(code, namespace)
         fn = namespace["_make"](*(self.cell_values[p] for p in params))
+        _INLINE[fn] = Inline(copy.deepcopy(body), dict(self.cell_values), fail.id, error.id)
         return Expr(
             source=self.source,
             fn=fn,

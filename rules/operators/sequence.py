@@ -75,6 +75,7 @@ class Sequence(Rule):
         self.by, self.within_s, self.until = by, within_s, until
         self.sums = sums or []
         self._zeros = tuple(0.0 for _ in self.sums)
+        self._add = _adder(self.sums, self._each_added)
         self.sweep_every_s = max(within_s / 4, 1.0)
         # Group the steps: each positive step with the absent steps that guard the gap before it.
         self.positives: list[tuple[StepSpec, list[StepSpec]]] = []
@@ -100,7 +101,7 @@ class Sequence(Rule):
             cancelled = self.until is not None and self.until(e)
             if not cancelled and not any(g.absent(e) for g in guards):  # type: ignore[misc]
                 if self.sums:
-                    st.sums = self._added(st.sums, e)
+                    st.sums = self._add(st.sums, e)
                 if i == len(self.positives):
                     return  # waiting out the trailing absent steps
                 step = self.positives[i][0]
@@ -120,11 +121,12 @@ class Sequence(Rule):
             else:
                 token = 0  # it only has to be freed when it runs out: the sweep does that
                 self.ensure_sweep(p, ts)
-            sums = self._added(self._zeros, e) if self.sums else ()
+            sums = self._add(self._zeros, e) if self.sums else ()
             st = p.rule_state(self.id)[key] = Candidate(token, (), sums)
             self._advance(p, key, st, first, e, ts, out)
 
-    def _added(self, sums: tuple[float, ...], e: ev.Event) -> tuple[float, ...]:
+    def _each_added(self, sums: tuple[float, ...], e: ev.Event) -> tuple[float, ...]:
+        """The sums after ``e``, one by one: what ``_adder``'s function does in one step."""
         return tuple(
             total + (float(add(e)) if when(e) else 0.0)
             for (_, when, add), total in zip(self.sums, sums, strict=True)
@@ -178,14 +180,61 @@ class Sequence(Rule):
         self.fire(p, self._scope(st, e, ts, key), key, ts, causes, out)
 
     def _scope(self, st: Candidate, e: ev.Event, ts: float, key: Any = None) -> Scope:
-        named = {
-            spec.name: event for (spec, _), event in zip(self.positives, st.steps, strict=False)
-        }
-        extra = {
-            "steps": SimpleNamespace(**named),
-            "elapsed_s": ts - st.start(ts),
-            "key": key_text(key),
-        }
+        extra = {"elapsed_s": ts - st.start(ts)}
         for (name, _, _), total in zip(self.sums, st.sums, strict=False):
             extra[name] = total
-        return Scope(e, extra)
+        return StepsScope(e, extra, self.positives, st.steps, key)
+
+
+class StepsScope(Scope):
+    """A sequence's scope: ``steps`` (the matched step events by name) and ``key`` are
+    made when first read. Most ``where`` conditions read ``elapsed_s`` alone, and a zone
+    visit's end is checked on every zone exit."""
+
+    def __init__(
+        self,
+        event: ev.Event,
+        extra: dict[str, Any],
+        positives: list[tuple[StepSpec, list[StepSpec]]],
+        steps: tuple[ev.AnyEvent, ...],
+        key: Any,
+    ) -> None:
+        super().__init__(event, extra)
+        self.__dict__["_made"] = (positives, steps, key)
+
+    def __getattr__(self, name: str) -> Any:
+        made = self.__dict__
+        if name == "steps":
+            positives, steps, _ = made["_made"]
+            named = {
+                spec.name: event for (spec, _), event in zip(positives, steps, strict=False)
+            }
+            value = made["steps"] = SimpleNamespace(**named)
+            return value
+        if name == "key":
+            value = made["key"] = key_text(made["_made"][2])
+            return value
+        return super().__getattr__(name)
+
+
+def _adder(
+    sums: list[tuple[str, Cond, Callable[[Any], Any]]],
+    each: Callable[[tuple[float, ...], ev.Event], tuple[float, ...]],
+) -> Callable[[tuple[float, ...], ev.Event], tuple[float, ...]]:
+    """One generated function that adds an event to a candidate's sums: the sums in one
+    tuple display, each as ``Sequence._each_added`` adds it (the same operations, in the
+    same order). Sums of another length (kept from a rule reloaded with other sums) go
+    the general way, which refuses them as it always has."""
+    namespace: dict[str, Any] = {"__builtins__": {}, "float": float, "len": len, "each": each}
+    parts = []
+    for i, (_, when, add) in enumerate(sums):
+        namespace[f"w{i}"], namespace[f"a{i}"] = when, add
+        parts.append(f"sums[{i}] + (float(a{i}(e)) if w{i}(e) else 0.0), ")
+    exec(
+        "def added(sums, e):\n"
+        f"    if len(sums) != {len(sums)}:\n"
+        "        return each(sums, e)\n"
+        f"    return ({''.join(parts)})\n",
+        namespace,
+    )
+    return namespace["added"]  # type: ignore[no-any-return]
