@@ -168,8 +168,7 @@ class Inline:
             return False
         names = {n.id for n in ast.walk(self.body) if isinstance(n, ast.Name)} - {_SCOPE}
         return all(
-            n not in ignored and n in other.cells and self.cells[n] is other.cells[n]
-            for n in names
+            n not in ignored and n in other.cells and self.cells[n] is other.cells[n] for n in names
         )
 
 

@@ -220,9 +220,7 @@ def test_a_sequences_scope_shows_what_the_scope_it_replaced_showed(
     extra = {"elapsed_s": 12.5, **dict(zip(names, sums, strict=True))}
     lazy = StepsScope(e, dict(extra), positives, steps, key)  # type: ignore[arg-type]
     named = {spec.name: s for (spec, _), s in zip(positives, steps, strict=False)}
-    eager = Scope(
-        e, {"steps": SimpleNamespace(**named), **extra, "key": sequence.key_text(key)}
-    )
+    eager = Scope(e, {"steps": SimpleNamespace(**named), **extra, "key": sequence.key_text(key)})
     for name in ["elapsed_s", "key", *names, "subject", "data", "id", "at", "type"]:
         assert getattr(lazy, name) == getattr(eager, name)
     assert vars(lazy.steps) == vars(eager.steps)

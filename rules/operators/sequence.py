@@ -206,9 +206,7 @@ class StepsScope(Scope):
         made = self.__dict__
         if name == "steps":
             positives, steps, _ = made["_made"]
-            named = {
-                spec.name: event for (spec, _), event in zip(positives, steps, strict=False)
-            }
+            named = {spec.name: event for (spec, _), event in zip(positives, steps, strict=False)}
             value = made["steps"] = SimpleNamespace(**named)
             return value
         if name == "key":
