@@ -26,6 +26,7 @@ from hashlib import blake2b
 from typing import Any
 
 from core import events as ev
+from rules.expressions import define
 from rules.operators import Emitter, Partition, Rule
 
 MAX_DEPTH = 8  # derived events feeding derived events: deeper means a cycle
@@ -96,6 +97,8 @@ class RuleSet:
     # Per type, each rule's (guard, where, on_event, id), looked up once: per event and rule,
     # attribute lookups and bound-method creation cost a tenth of the engine's time.
     handlers: dict[str, tuple[tuple[Any, Any, Any, str], ...]] = field(init=False)
+    # Per type with handlers, one generated function that runs them (``_dispatcher``).
+    dispatch: dict[str, Any] = field(init=False)
     gates: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +115,8 @@ class RuleSet:
             for t, rs in table.items()
         }
         object.__setattr__(self, "handlers", handlers)
+        dispatch = {t: _dispatcher(t, hs) for t, hs in handlers.items() if hs}
+        object.__setattr__(self, "dispatch", dispatch)
         listened = {t for t in table if table[t] or sets[t]}
         object.__setattr__(self, "interested", frozenset(listened))
         # Types whose every rule has a guard (and no set listens): an event none of the
@@ -419,18 +424,13 @@ class Engine:
                     self.context.live_set(s.name).discard(member)
             except Exception as exc:  # a set's condition fails as a rule's does
                 out.errors.append(RuleError(f"set {s.name}", e.id, _message(exc)))
-        handlers = rs.handlers.get(kind, ())
-        if not handlers:
+        run = rs.dispatch.get(kind)
+        if run is None:
             return
         emitter = self._emitter
         pending = emitter.events
         mark = len(pending)
-        for guard, where, on_event, rule_id in handlers:
-            try:
-                if (guard is None or guard(e)) and (where is None or where(e)):
-                    on_event(p, e, ts, emitter)
-            except Exception as exc:  # one rule's failure must not stop the store
-                out.errors.append(RuleError(rule_id, e.id, _message(exc)))
+        run(p, e, ts, emitter, out.errors)
         if len(pending) > mark:
             self._feed(p, pending, mark, out, depth)
 
@@ -469,10 +469,51 @@ class Engine:
                 )  # type: ignore[attr-defined]
 
 
+def _dispatcher(kind: str, handlers: tuple[tuple[Any, Any, Any, str], ...]) -> Any:
+    """One generated function that runs an event of ``kind`` through its rules, in order:
+    each rule's guard, then its ``where``, then its handler, and a rule that fails is
+    reported (``RuleError``) and the next one runs. The loop over the handlers did the
+    same with a call per condition; here the conditions are inline (``define``)."""
+    namespace: dict[str, Any] = {
+        "__builtins__": {},
+        "Exception": Exception,
+        "RuleError": RuleError,
+        "message": _message,
+    }
+    calls: dict[str, Any] = {}
+    lines = ["def run(p, e, ts, emitter, errors):"]
+    for n, (guard, where, on_event, rule_id) in enumerate(handlers):
+        namespace[f"on{n}"], namespace[f"id{n}"] = on_event, rule_id
+        lines.append("    try:")
+        indent = "        "
+        for name, cond in ((f"guard{n}", guard), (f"where{n}", where)):
+            if cond is not None:
+                namespace[name] = calls[name] = cond
+                lines += [f"{indent}ok = {name}(e)", f"{indent}if ok:"]
+                indent += "    "
+        lines += [
+            f"{indent}on{n}(p, e, ts, emitter)",
+            "    except Exception as exc:  # one rule's failure must not stop the store",
+            f"        errors.append(RuleError(id{n}, e.id, message(exc)))",
+        ]
+    define("\n".join(lines), calls, namespace, f"<dispatch {kind}>")
+    return namespace["run"]
+
+
 def _either(guards: tuple[Any, ...]) -> Any:
+    """Whether any of the guards lets the event through: one generated function, the
+    guards inline and asked in order until one does."""
     if len(guards) == 1:
         return guards[0]
-    return lambda e: any(g(e) for g in guards)
+    namespace: dict[str, Any] = {"__builtins__": {}}
+    calls = {f"guard{i}": g for i, g in enumerate(guards)}
+    namespace.update(calls)
+    lines = ["def gate(e):"]
+    for i in range(len(guards)):
+        lines += [f"    ok = guard{i}(e)", "    if ok:", "        return True"]
+    lines.append("    return False")
+    define("\n".join(lines), calls, namespace, "<gate>")
+    return namespace["gate"]
 
 
 def _message(exc: Exception) -> str:

@@ -98,6 +98,7 @@ __all__ = [
     "Where",
     "compile_expr",
     "compile_template",
+    "define",
     "inline_form",
 ]
 
@@ -182,6 +183,68 @@ def inline_form(fn: Callable[[Any], Any]) -> Inline | None:
         return _INLINE.get(fn)
     except TypeError:  # not weakly referable: not one of ours
         return None
+
+
+def define(
+    source: str,
+    calls: Mapping[str, Callable[[Any], Any]],
+    namespace: dict[str, Any],
+    filename: str,
+) -> None:
+    """Run generated Python ``source`` (fixed templates, no text of a pack's) in
+    ``namespace``, each statement ``var = name(x)`` where ``calls[name]`` has an inline
+    form replaced by the expression's body on ``x``, in the ``try`` that raises what its
+    function raises. Calls of other functions stay calls (``namespace`` holds them).
+
+    Python calls were a large part of the engine's hottest loops: an aggregate's fold, the
+    rules an event is dispatched to.
+    """
+    tree = _Inliner(calls, namespace).visit(ast.parse(source))
+    ast.fix_missing_locations(tree)
+    exec(compile(tree, filename, "exec"), namespace)
+
+
+class _Inliner(ast.NodeTransformer):
+    """Replaces ``var = name(x)`` by the expression's body in its ``try``, its names bound
+    in the namespace under a prefix of its own."""
+
+    def __init__(
+        self, calls: Mapping[str, Callable[[Any], Any]], namespace: dict[str, Any]
+    ) -> None:
+        self.calls, self.namespace = calls, namespace
+        self.placed = 0
+
+    def visit_Assign(self, node: ast.Assign) -> ast.AST:
+        call = node.value
+        if not (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Name)
+            and call.func.id in self.calls
+            and len(call.args) == 1
+            and not call.keywords
+            and isinstance(call.args[0], ast.Name)
+        ):
+            return node
+        form = inline_form(self.calls[call.func.id])
+        if form is None:
+            return node
+        self.placed += 1
+        prefix = f"_x{self.placed}"
+        for cell, v in form.cells.items():
+            self.namespace[prefix + cell] = v
+        scope = call.args[0].id
+
+        class Rename(ast.NodeTransformer):
+            def visit_Name(self, name: ast.Name) -> ast.AST:
+                new = scope if name.id == _SCOPE else prefix + name.id
+                return ast.copy_location(ast.Name(new, name.ctx), name)
+
+        body = Rename().visit(copy.deepcopy(form.body))
+        fail = ast.Name(prefix + form.fail, ast.Load())
+        raised = ast.Raise(ast.Call(fail, [ast.Name("_e", ast.Load())], []), None)
+        handler = ast.ExceptHandler(ast.Name(prefix + form.exc, ast.Load()), "_e", [raised])
+        assign = ast.Assign(node.targets, body, lineno=node.lineno)
+        return ast.copy_location(ast.Try([assign], [handler], [], []), node)
 
 
 def compile_expr(

@@ -26,7 +26,14 @@ from rules import pack as spec
 from rules.builders import ENVELOPE, OperatorBuilders, entry_conditions
 from rules.durations import parse_duration
 from rules.engine import Context, RuleSet, SetRule
-from rules.expressions import Expr, ExpressionError, Where, compile_expr, compile_template
+from rules.expressions import (
+    Expr,
+    ExpressionError,
+    Where,
+    compile_expr,
+    compile_template,
+    define,
+)
 from rules.outputs import AlertOut, EmitOut, GroupsOut, MetricOut, data_class
 from rules.reference import Reference
 
@@ -344,10 +351,7 @@ class _PackCompiler(OperatorBuilders):
         if isinstance(k, str):
             return self.expr(k, path, names, types).fn
         fns = [self.expr(s, (*path, i), names, types).fn for i, s in enumerate(k)]
-        if len(fns) == 2:  # (subject, sku), (subject, zone): the common keys, spelled out
-            f0, f1 = fns
-            return lambda e: (f0(e), f1(e))
-        return lambda e: tuple(f(e) for f in fns)
+        return _tuple_key(fns)
 
     def duration(self, value: spec.Duration, path: tuple[Any, ...]) -> float:
         if isinstance(value, str) and value in self.pack.params:
@@ -697,6 +701,18 @@ class _PackCompiler(OperatorBuilders):
                 # The throttle sees what the outputs see (an aggregate's groups and values).
                 out.throttle_by = self.key(r.throttle.by, (*path, "throttle", "by"), types, names)
         return out
+
+
+def _tuple_key(fns: list[Callable[[Any], Any]]) -> Callable[[Any], tuple[Any, ...]]:
+    """A key of several parts (subject and SKU, subject and zone): one generated function,
+    each part's expression inline and evaluated in order, each failing as its own."""
+    namespace: dict[str, Any] = {"__builtins__": {}}
+    calls = {f"part{i}": fn for i, fn in enumerate(fns)}
+    namespace.update(calls)
+    lines = ["def key(e):", *(f"    v{i} = part{i}(e)" for i in range(len(fns)))]
+    lines.append(f"    return ({''.join(f'v{i}, ' for i in range(len(fns)))})")
+    define("\n".join(lines), calls, namespace, "<rule key>")
+    return namespace["key"]  # type: ignore[no-any-return]
 
 
 def owned_set(pack: str, name: str) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ast
 import builtins
-import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from typing import Any
 import msgspec
 
 from core import events as ev
-from rules.expressions import inline_form
+from rules.expressions import define, inline_form
 from rules.operators.base import Cond, Emitter, Partition, Rule, Scope, thaw, utc
 
 MAX_CAUSES = 64  # a window's output names at most this many of the events it counted
@@ -236,51 +235,8 @@ def _folder(
     else:
         for n in range(targets):
             lines += window(f"t{n}", "        ", n == 0)
-    tree = ast.parse("\n".join(lines))
-    tree = _Inliner(calls, namespace).visit(tree)
-    ast.fix_missing_locations(tree)
-    exec(compile(tree, "<aggregate fold>", "exec"), namespace)
+    define("\n".join(lines), calls, namespace, "<aggregate fold>")
     return namespace["fold"]  # type: ignore[no-any-return]
-
-
-class _Inliner(ast.NodeTransformer):
-    """Replaces ``var = name(s)`` by the expression's body in its ``try``, its names bound
-    in the namespace under a prefix of its own."""
-
-    def __init__(self, calls: dict[str, Callable[[Any], Any]], namespace: dict[str, Any]) -> None:
-        self.calls, self.namespace = calls, namespace
-        self.placed = 0
-
-    def visit_Assign(self, node: ast.Assign) -> ast.AST:
-        call = node.value
-        if not (
-            isinstance(call, ast.Call)
-            and isinstance(call.func, ast.Name)
-            and call.func.id in self.calls
-            and len(call.args) == 1
-            and isinstance(call.args[0], ast.Name)
-        ):
-            return node
-        form = inline_form(self.calls[call.func.id])
-        if form is None:
-            return node
-        self.placed += 1
-        prefix = f"_x{self.placed}"
-        for cell, v in form.cells.items():
-            self.namespace[prefix + cell] = v
-        scope = call.args[0].id
-
-        class Rename(ast.NodeTransformer):
-            def visit_Name(self, name: ast.Name) -> ast.AST:
-                new = scope if name.id == _SCOPE else prefix + name.id
-                return ast.copy_location(ast.Name(new, name.ctx), name)
-
-        body = Rename().visit(copy.deepcopy(form.body))
-        fail = ast.Name(prefix + form.fail, ast.Load())
-        raised = ast.Raise(ast.Call(fail, [ast.Name("_e", ast.Load())], []), None)
-        handler = ast.ExceptHandler(ast.Name(prefix + form.exc, ast.Load()), "_e", [raised])
-        assign = ast.Assign(node.targets, body, lineno=node.lineno)
-        return ast.copy_location(ast.Try([assign], [handler], [], []), node)
 
 
 _SCOPE = "_s"  # the name the inline forms give the scope
