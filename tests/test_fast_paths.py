@@ -270,3 +270,76 @@ def test_the_standard_packs_derive_the_same_with_the_fast_paths_off(monkeypatch)
     assert states[0] == states[1]
     assert outputs[0] == outputs[1]
     assert sum(b'"type":"heatmap.tiles"' in d for d in outputs[0]) > 100
+
+
+# -- dispatch, keys, gates -------------------------------------------------------------------
+
+CONDS = [None, "s.v > 1", "s.w != 0", "s.v * 2 > 3", "s.track == 'a'"]  # None * 2 fails
+
+
+def _cond(source: str | None) -> Any:
+    return None if source is None else _expr(source)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(CONDS), st.sampled_from(CONDS), st.booleans()), max_size=6),
+    ITEMS,
+)
+def test_an_event_goes_through_its_rules_as_the_loop_took_it(
+    rules: list[tuple[str | None, str | None, bool]], item: Item
+) -> None:
+    """The generated dispatch calls the same handlers in the same order, and reports the
+    same failures (of a condition or of a handler), as the loop over the handlers did."""
+    from rules.engine import RuleError, _dispatcher, _message
+
+    def handlers(log: list[str]) -> tuple[tuple[Any, Any, Any, str], ...]:
+        out = []
+        for n, (guard, where, fails) in enumerate(rules):
+
+            def on_event(p: Any, e: Any, ts: float, emitter: Any, n: int = n, f: bool = fails):
+                log.append(f"rule{n}")
+                if f:
+                    raise RuntimeError(f"rule{n} failed")
+
+            out.append((_cond(guard), _cond(where), on_event, f"r{n}"))
+        return tuple(out)
+
+    item_e = SimpleNamespace(id="e1", track=item.track, v=item.v, w=item.w)
+    loop_log: list[str] = []
+    loop_errors: list[RuleError] = []
+    for guard, where, on_event, rule_id in handlers(loop_log):  # the loop it replaced
+        try:
+            if (guard is None or guard(item_e)) and (where is None or where(item_e)):
+                on_event(None, item_e, 0.0, None)
+        except Exception as exc:
+            loop_errors.append(RuleError(rule_id, item_e.id, _message(exc)))
+    log: list[str] = []
+    errors: list[RuleError] = []
+    if rules:
+        _dispatcher("t", handlers(log))(None, item_e, 0.0, None, errors)
+    assert log == loop_log
+    assert errors == loop_errors
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([*CONDS[1:], "s.track", "s.w"]), max_size=4), ITEMS)
+def test_a_key_of_several_parts_and_a_gate_equal_their_general_forms(
+    parts: list[str], item: Item
+) -> None:
+    from rules.engine import _either
+    from rules.loader import _tuple_key
+
+    fns = [_expr(p) for p in parts]
+
+    def outcome(fn: Any, truth: bool = False) -> Any:
+        try:
+            value = fn(item)
+            return ("value", bool(value) if truth else value)
+        except Exception as exc:
+            return ("error", type(exc).__name__, str(exc))
+
+    assert outcome(_tuple_key(fns)) == outcome(lambda e: tuple(f(e) for f in fns))
+    if fns:  # a gate is asked whether it lets the event through
+        gate, general = _either(tuple(fns)), (lambda e: any(g(e) for g in fns))
+        assert outcome(gate, truth=True) == outcome(general, truth=True)
