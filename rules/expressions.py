@@ -199,14 +199,16 @@ def define(
     Python calls were a large part of the engine's hottest loops: an aggregate's fold, the
     rules an event is dispatched to.
     """
-    tree = _Inliner(calls, namespace).visit(ast.parse(source))
-    ast.fix_missing_locations(tree)
+    tree = ast.parse(source)
+    _Inliner(calls, namespace).statements(tree.body)
     exec(compile(tree, filename, "exec"), namespace)
 
 
-class _Inliner(ast.NodeTransformer):
+class _Inliner:
     """Replaces ``var = name(x)`` by the expression's body in its ``try``, its names bound
-    in the namespace under a prefix of its own."""
+    in the namespace under a prefix of its own. Only statements are walked (the generated
+    code's calls to inline are statements of their own): rule sets load often enough
+    (every test, every reload) for a walk of every node to count."""
 
     def __init__(
         self, calls: Mapping[str, Callable[[Any], Any]], namespace: dict[str, Any]
@@ -214,7 +216,18 @@ class _Inliner(ast.NodeTransformer):
         self.calls, self.namespace = calls, namespace
         self.placed = 0
 
-    def visit_Assign(self, node: ast.Assign) -> ast.AST:
+    def statements(self, body: list[ast.stmt]) -> None:
+        for i, node in enumerate(body):
+            if isinstance(node, ast.Assign):
+                body[i] = self.assign(node)
+            for name in ("body", "orelse", "finalbody"):
+                inner = getattr(node, name, None)
+                if isinstance(inner, list):
+                    self.statements(inner)
+            for handler in getattr(node, "handlers", ()):
+                self.statements(handler.body)
+
+    def assign(self, node: ast.Assign) -> ast.stmt:
         call = node.value
         if not (
             isinstance(call, ast.Call)
@@ -232,19 +245,30 @@ class _Inliner(ast.NodeTransformer):
         prefix = f"_x{self.placed}"
         for cell, v in form.cells.items():
             self.namespace[prefix + cell] = v
-        scope = call.args[0].id
-
-        class Rename(ast.NodeTransformer):
-            def visit_Name(self, name: ast.Name) -> ast.AST:
-                new = scope if name.id == _SCOPE else prefix + name.id
-                return ast.copy_location(ast.Name(new, name.ctx), name)
-
-        body = Rename().visit(copy.deepcopy(form.body))
+        body = _renamed(form.body, call.args[0].id, prefix)
         fail = ast.Name(prefix + form.fail, ast.Load())
         raised = ast.Raise(ast.Call(fail, [ast.Name("_e", ast.Load())], []), None)
         handler = ast.ExceptHandler(ast.Name(prefix + form.exc, ast.Load()), "_e", [raised])
-        assign = ast.Assign(node.targets, body, lineno=node.lineno)
-        return ast.copy_location(ast.Try([assign], [handler], [], []), node)
+        assign = ast.Assign(node.targets, body)
+        tried = ast.copy_location(ast.Try([assign], [handler], [], []), node)
+        for new in (assign, handler, handler.type, raised, raised.exc, fail, *raised.exc.args):  # type: ignore[union-attr]
+            ast.copy_location(new, node)
+        return tried
+
+
+def _renamed(node: Any, scope: str, prefix: str) -> Any:
+    """A copy of an expression's tree, the scope named ``scope`` and every other name
+    given ``prefix`` (a copy: the same body is placed in several functions)."""
+    if isinstance(node, ast.Name):
+        new = scope if node.id == _SCOPE else prefix + node.id
+        return ast.copy_location(ast.Name(new, node.ctx), node)
+    if isinstance(node, ast.AST):
+        fields = {f: _renamed(getattr(node, f), scope, prefix) for f in node._fields}
+        copied = type(node)(**fields)
+        return ast.copy_location(copied, node)
+    if isinstance(node, list):
+        return [_renamed(n, scope, prefix) for n in node]
+    return node
 
 
 def compile_expr(
@@ -784,7 +808,7 @@ class _Compiler:
         namespace: dict[str, Any] = {"__builtins__": {"__import__": builtins.__import__}}
         exec(code, namespace)
         fn = namespace["_make"](*(self.cell_values[p] for p in params))
-        _INLINE[fn] = Inline(copy.deepcopy(body), dict(self.cell_values), fail.id, error.id)
+        _INLINE[fn] = Inline(body, dict(self.cell_values), fail.id, error.id)
         return Expr(
             source=self.source,
             fn=fn,

@@ -99,7 +99,7 @@ class Sequence(Rule):
             i = len(st.steps)
             guards = self.trailing if i == len(self.positives) else self.positives[i][1]
             cancelled = self.until is not None and self.until(e)
-            if not cancelled and not any(g.absent(e) for g in guards):  # type: ignore[misc]
+            if not cancelled and not (guards and any(g.absent(e) for g in guards)):  # type: ignore[misc]
                 if self.sums:
                     st.sums = self._add(st.sums, e)
                 if i == len(self.positives):
