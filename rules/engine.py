@@ -100,6 +100,7 @@ class RuleSet:
     # Per type with handlers, one generated function that runs them (``_dispatcher``).
     dispatch: dict[str, Any] = field(init=False)
     gates: dict[str, Any] = field(init=False)
+    routes: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_id", {r.id: r for r in self.rules})
@@ -127,6 +128,9 @@ class RuleSet:
             if hs and not sets[t] and all(h[0] is not None for h in hs)
         }
         object.__setattr__(self, "gates", gates)
+        # Per type some rule or set listens to: its gate, or True when none stands.
+        routes = {t: gates.get(t, True) for t in listened}
+        object.__setattr__(self, "routes", routes)
 
 
 class LiveSet(set[str]):
@@ -218,15 +222,18 @@ class Engine:
         of a carts-only engine) only move the clock, spelled out here without a call.
         """
         out = Output()
-        partitions, interested = self.partitions, self.rules.interested
-        gates = self.rules.gates
+        partitions, routes = self.partitions, self.rules.routes
+        last_at: Any = None
+        ts = 0.0
         for e in events:
             p = partitions.get(e.store) or self._partition(e.store)
-            ts = e.at.timestamp()
+            at = e.at
+            if at != last_at:  # most events share their instant with the one before
+                ts, last_at = at.timestamp(), at
             if ts < p.watermark:
                 p.late += 1
                 out.late.append(e)
-            elif e.type in interested and ((gate := gates.get(e.type)) is None or gate(e)):
+            elif (gate := routes.get(e.type)) is not None and (gate is True or gate(e)):
                 self._accept(p, e, ts, out)
             elif (
                 ts > p.sources.get(e.source, _NEVER)  # nothing can use it: it moves the clock
@@ -330,6 +337,16 @@ class Engine:
         if ts < floor:
             return False  # an idle source: it holds nothing back
         sources = p.sources
+        if len(sources) == 1 and source in sources:
+            # The store's one source moves on (the common case): it is the earliest, as the
+            # search below would find.
+            sources[source] = ts
+            p.held_by = source
+            mark = ts - self.lateness_s
+            if mark > p.watermark:
+                p.watermark = mark
+                return True
+            return False
         known = source in sources
         sources[source] = ts
         if not known and len(sources) > self.max_sources:

@@ -17,8 +17,15 @@ Cond = Callable[[Any], Any]
 KeyFn = Callable[[Any], Any]
 
 
+_last_utc: list[Any] = [None, None]  # the last (timestamp, datetime) made
+
+
 def utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
+    """The UTC time of ``ts``; a rule's outputs of one instant share one (immutable)."""
+    last = _last_utc
+    if ts != last[0]:
+        last[0], last[1] = ts, datetime.fromtimestamp(ts, UTC)
+    return last[1]  # type: ignore[no-any-return]
 
 
 def thaw(value: Any) -> Any:
