@@ -223,10 +223,16 @@ class Engine:
         """
         out = Output()
         partitions, routes = self.partitions, self.rules.routes
+        lateness = self.lateness_s
         last_at: Any = None
+        last_store: Any = None
+        p: Partition = None  # type: ignore[assignment]
         ts = 0.0
         for e in events:
-            p = partitions.get(e.store) or self._partition(e.store)
+            store = e.store
+            if store != last_store:  # most batches are one store's
+                p = partitions.get(store) or self._partition(store)
+                last_store = store
             at = e.at
             if at != last_at:  # most events share their instant with the one before
                 ts, last_at = at.timestamp(), at
@@ -235,12 +241,21 @@ class Engine:
                 out.late.append(e)
             elif (gate := routes.get(e.type)) is not None and (gate is True or gate(e)):
                 self._accept(p, e, ts, out)
-            elif (
-                ts > p.sources.get(e.source, _NEVER)  # nothing can use it: it moves the clock
-                and self._tick(p, e.source, ts)
-                and (p.buffer or (p.timers and p.timers[0][0] <= p.watermark))
-            ):
-                self._drain(p, out)
+            else:  # nothing can use it: it moves the clock
+                source, sources = e.source, p.sources
+                if ts <= sources.get(source, _NEVER):
+                    continue
+                if len(sources) == 1 and source in sources and ts >= p.newest:
+                    # What ``_tick`` does when the store's one source moves on, inline.
+                    p.newest = sources[source] = ts
+                    p.held_by = source
+                    if ts - lateness <= p.watermark:
+                        continue
+                    p.watermark = ts - lateness
+                elif not self._tick(p, source, ts):
+                    continue
+                if p.buffer or (p.timers and p.timers[0][0] <= p.watermark):
+                    self._drain(p, out)
         return out
 
     def advance(self, store: str, at: float) -> Output:

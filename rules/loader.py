@@ -308,13 +308,17 @@ class _PackCompiler(OperatorBuilders):
         **options: Any,
     ) -> Expr:
         """Compile with the pack's names, errors placed in the file, fields checked."""
+        kind = options.pop("kind", None)
+        constants = self.constants
+        if kind is not None and "type" not in constants:  # (a pack's own 'type' stays)
+            constants = {**constants, "type": kind}
         try:
             compiled = compiler(
                 source,
                 self.where(path),
                 names=frozenset(names),
                 functions=self.functions,
-                constants=self.constants,
+                constants=constants,
                 macros=self.macros,
                 **options,
             )
@@ -548,7 +552,10 @@ class _PackCompiler(OperatorBuilders):
             sources = [c for c, types in typed if kind in types]  # type: ignore[operator]
             if sources:
                 whole = " or ".join(f"({c.strip()})" for c in sources)
-                guards[kind] = self.expr(whole, path).fn
+                # Asked only of events of this type: ``type`` is a constant here.
+                guards[kind] = self._compiled(
+                    compile_expr, whole, path, ENVELOPE, None, None, kind=kind
+                ).fn
         return guards
 
     def _types_for(self, r: spec.Rule, conditions: Iterable[str | None]) -> frozenset[str] | None:
