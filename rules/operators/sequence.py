@@ -92,7 +92,10 @@ class Sequence(Rule):
         states = p.rule_state(self.id)
         key = self.by(e)
         st = states.get(key)
-        if st is not None and not self.trailing and ts - st.start(ts) >= self.within_s:
+        # When the candidate began: its first step's time, read once (a datetime's
+        # timestamp is not cheap); its first step stays its first while this event applies.
+        start = st.start(ts) if st is not None else ts
+        if st is not None and not self.trailing and ts - start >= self.within_s:
             p.forget(self.id, key)  # ran out (the sweep frees such candidates in time too)
             st = None
         if st is not None:
@@ -107,13 +110,13 @@ class Sequence(Rule):
                 step = self.positives[i][0]
                 if not step.when(e):  # type: ignore[misc]
                     return
-                if self._where(step, st, e, ts, key):
-                    self._advance(p, key, st, step, e, ts, out)
+                if self._where(step, st, e, ts, key, start):
+                    self._advance(p, key, st, step, e, ts, out, start)
                     return
                 # The step's event came but does not qualify (a visit too short): it is over.
             p.forget(self.id, key)  # broken: the event that broke it may start the next candidate
         first = self.positives[0][0]
-        if first.when(e) and self._where(first, None, e, ts, key):  # type: ignore[misc]
+        if first.when(e) and self._where(first, None, e, ts, key, ts):  # type: ignore[misc]
             if self.trailing:
                 # It fires when it runs out: a timer of its own, at that very time.
                 token = p.new_token()  # unique: a timer of an earlier candidate never matches
@@ -123,7 +126,7 @@ class Sequence(Rule):
                 self.ensure_sweep(p, ts)
             sums = self._add(self._zeros, e) if self.sums else ()
             st = p.rule_state(self.id)[key] = Candidate(token, (), sums)
-            self._advance(p, key, st, first, e, ts, out)
+            self._advance(p, key, st, first, e, ts, out, ts)  # no step yet: it starts now
 
     def _each_added(self, sums: tuple[float, ...], e: ev.Event) -> tuple[float, ...]:
         """The sums after ``e``, one by one: what ``_adder``'s function does in one step."""
@@ -133,11 +136,18 @@ class Sequence(Rule):
         )
 
     def _where(
-        self, step: StepSpec, st: Candidate | None, e: ev.Event, ts: float, key: Any
+        self,
+        step: StepSpec,
+        st: Candidate | None,
+        e: ev.Event,
+        ts: float,
+        key: Any,
+        start: float,
     ) -> bool:
         if step.where is None:
             return True
-        return bool(step.where(self._scope(st or Candidate(0, (), self._zeros), e, ts, key)))
+        candidate = st or Candidate(0, (), self._zeros)
+        return bool(step.where(self._scope(candidate, e, ts, key, start)))
 
     def _advance(
         self,
@@ -148,14 +158,17 @@ class Sequence(Rule):
         e: ev.Event,
         ts: float,
         out: Emitter,
+        start: float,
     ) -> None:
-        if ts - st.start(ts) > self.within_s:
+        """``start``: ``st.start(ts)`` as it is before ``e`` is added."""
+        if ts - start > self.within_s:
             p.forget(self.id, key)
             return
+        began = bool(st.steps)  # else ``e`` is its first step, and its start
         st.steps = (*st.steps, e)
         if len(st.steps) == len(self.positives) and not self.trailing:
             p.forget(self.id, key)
-            self._complete(p, key, st, e, ts, out)
+            self._complete(p, key, st, e, ts, out, start if began else None)
 
     def sweep(self, p: Partition, ts: float) -> None:
         for key, st in list(p.rule_state(self.id).items()):
@@ -174,15 +187,26 @@ class Sequence(Rule):
             self._complete(p, key, st, st.steps[-1], ts, out)
 
     def _complete(
-        self, p: Partition, key: Any, st: Candidate, e: ev.Event, ts: float, out: Emitter
+        self,
+        p: Partition,
+        key: Any,
+        st: Candidate,
+        e: ev.Event,
+        ts: float,
+        out: Emitter,
+        start: float | None = None,
     ) -> None:
         causes = tuple(s.id for s in st.steps)
-        self.fire(p, self._scope(st, e, ts, key), key, ts, causes, out)
+        self.fire(p, self._scope(st, e, ts, key, start), key, ts, causes, out)
 
-    def _scope(self, st: Candidate, e: ev.Event, ts: float, key: Any = None) -> Scope:
-        extra = {"elapsed_s": ts - st.start(ts)}
-        for (name, _, _), total in zip(self.sums, st.sums, strict=False):
-            extra[name] = total
+    def _scope(
+        self, st: Candidate, e: ev.Event, ts: float, key: Any = None, start: float | None = None
+    ) -> Scope:
+        """``start``: ``st.start(ts)``, when the caller has it."""
+        extra = {"elapsed_s": ts - (st.start(ts) if start is None else start)}
+        if self.sums:
+            for (name, _, _), total in zip(self.sums, st.sums, strict=False):
+                extra[name] = total
         return StepsScope(e, extra, self.positives, st.steps, key)
 
 
@@ -199,8 +223,10 @@ class StepsScope(Scope):
         steps: tuple[ev.AnyEvent, ...],
         key: Any,
     ) -> None:
-        super().__init__(event, extra)
-        self.__dict__["_made"] = (positives, steps, key)
+        found = self.__dict__  # as Scope.__init__ fills it, and what is made when read
+        found.update(extra)
+        found["_event"] = event
+        found["_made"] = (positives, steps, key)
 
     def __getattr__(self, name: str) -> Any:
         made = self.__dict__
