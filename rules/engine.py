@@ -194,6 +194,8 @@ class Engine:
     is the one way to build one: there is no context to pass, so none to get wrong."""
 
     _fanout = MAX_FANOUT  # derived events the event at hand may still have applied
+    _fed_at: Any = None  # the time of the last derived event applied, and its timestamp
+    _fed_ts = 0.0
 
     def __init__(
         self, rules: RuleSet, *, lateness_s: float = 0.0, source_idle_s: float = 0.0
@@ -494,7 +496,10 @@ class Engine:
                         )
                     )
             elif depth < MAX_DEPTH:
-                self._apply(p, d, d.at.timestamp(), out, depth + 1)
+                at = d.at
+                if at is not self._fed_at:  # a rule's outputs of one instant share their time
+                    self._fed_at, self._fed_ts = at, at.timestamp()
+                self._apply(p, d, self._fed_ts, out, depth + 1)
             else:
                 out.errors.append(
                     RuleError(d.rule.id, d.id, "derived events nest too deep: a cycle?")

@@ -238,7 +238,9 @@ class StepsScope(Scope):
         if name == "key":
             value = made["key"] = key_text(made["_made"][2])
             return value
-        return super().__getattr__(name)
+        if name.startswith("__"):  # as Scope.__getattr__, without a call of it
+            raise AttributeError(name)
+        return getattr(made["_event"], name)
 
 
 def _adder(
