@@ -322,14 +322,35 @@ class Engine:
         if ts >= recent[2]:
             recent[0], recent[1], recent[2] = set(), recent[0], ts + DEDUP_HORIZON_S
         recent[0].add(h)
-        if ts > p.sources.get(e.source, _NEVER):
-            self._tick(p, e.source, ts)
+        source, sources = e.source, p.sources
+        if ts > sources.get(source, _NEVER):
+            if len(sources) == 1 and source in sources and ts >= p.newest:
+                # What ``_tick`` does when the store's one source moves on, inline.
+                p.newest = sources[source] = ts
+                p.held_by = source
+                if ts - self.lateness_s > p.watermark:
+                    p.watermark = ts - self.lateness_s
+            else:
+                self._tick(p, source, ts)
         if not p.buffer and ts <= p.watermark:
             # The common case with no lateness: nothing to reorder.
             if p.timers and p.timers[0][0] <= ts:
                 self._timers(p, ts, out)
             try:
-                self._apply(p, e, ts, out, 0)
+                # ``_apply(p, e, ts, out, 0)``, inline: this runs for every event a rule uses.
+                self.context.partition = p
+                rs = self.rules
+                kind = e.type
+                if rs.set_dispatch.get(kind, rs.sets):
+                    self._sets(p, e, kind, out)
+                run = rs.dispatch.get(kind)
+                if run is not None:
+                    emitter = self._emitter
+                    pending = emitter.events
+                    mark = len(pending)
+                    run(p, e, ts, emitter, out.errors)
+                    if len(pending) > mark:
+                        self._feed(p, pending, mark, out, 0)
             except Exception as exc:
                 raise EngineFailure(e, exc) from exc
             if len(p.timers) > p.compact_at:
@@ -446,6 +467,21 @@ class Engine:
         self.context.partition = p
         rs = self.rules
         kind = e.type
+        if rs.set_dispatch.get(kind, rs.sets):
+            self._sets(p, e, kind, out)
+        run = rs.dispatch.get(kind)
+        if run is None:
+            return
+        emitter = self._emitter
+        pending = emitter.events
+        mark = len(pending)
+        run(p, e, ts, emitter, out.errors)
+        if len(pending) > mark:
+            self._feed(p, pending, mark, out, depth)
+
+    def _sets(self, p: Partition, e: ev.Event, kind: str, out: Output) -> None:
+        """Keep the named sets (the staff on shift) that ``e`` may change."""
+        rs = self.rules
         for s in rs.set_dispatch.get(kind, rs.sets):
             try:
                 if s.add(e):
@@ -458,15 +494,6 @@ class Engine:
                     self.context.live_set(s.name).discard(member)
             except Exception as exc:  # a set's condition fails as a rule's does
                 out.errors.append(RuleError(f"set {s.name}", e.id, _message(exc)))
-        run = rs.dispatch.get(kind)
-        if run is None:
-            return
-        emitter = self._emitter
-        pending = emitter.events
-        mark = len(pending)
-        run(p, e, ts, emitter, out.errors)
-        if len(pending) > mark:
-            self._feed(p, pending, mark, out, depth)
 
     def _feed(
         self, p: Partition, pending: list[ev.Event], mark: int, out: Output, depth: int
