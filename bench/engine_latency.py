@@ -10,8 +10,9 @@ when 127.0.0.1:4222 answers, measures the machine's server too (``--no-machine``
 publisher does not take its CPU; the publisher and the subscriber that times the derived
 events share this one. Everything a run creates on a server (streams, buckets) is removed.
 
-**Latency.** The workload of ``bench/engine_throughput.py`` (scripted shoppers; a camera
-frame is one ``position.samples`` message, its samples counted one by one) is offered in
+**Latency.** The scripted workload of ``bench/engine_throughput.py`` (``scripted_workload``,
+its earlier rounds' one; a camera frame is one ``position.samples`` message, its samples
+counted one by one) is offered in
 real time at a rate of counted events, in two shapes: *stores*, as many stores as the rate
 needs at the workload's own pace (each its own slice of the workload; event time runs as
 in a real store); and *one store*, its event sequence played faster (its shoppers denser;
@@ -80,7 +81,8 @@ import nats.js.errors  # noqa: E402
 from nats.aio.msg import Msg  # noqa: E402
 
 from bench import stamp  # noqa: E402
-from bench.engine_throughput import PACKS, workload  # noqa: E402
+from bench.engine_throughput import PACKS  # noqa: E402
+from bench.engine_throughput import scripted_workload as workload  # noqa: E402
 from core import events as ev  # noqa: E402
 from core.config import LogConfig  # noqa: E402
 from core.jetstream import JetStreamLog, connect  # noqa: E402

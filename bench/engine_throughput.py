@@ -1,12 +1,14 @@
 """The rules engine on one core: all standard packs together, the carts pack against a
 hand-written loop (the practical limit), and the state it keeps per shopper.
 
-    .venv/bin/python bench/engine_throughput.py [--events 1000000]
+    .venv/bin/python bench/engine_throughput.py [--events N] [--rounds 3]
 
-The input is a realistic mix for the example convenience store: shoppers arriving every
-few seconds (about a dozen in the store at once), each camera frame batching every
-person's position (counted one by one, as the target says), zone changes, picks and
-put-backs, exits through the gate.
+The input is a busy day of the example convenience store from the full simulator
+(``simulator/day.py``): visitors on the day's arrival curve with the real persona mix
+(mission shoppers, browsers, groups, hesitant shoppers, members, staff...), passers-by,
+a zone event for every zone a person is in (an aisle and the shelf front inside it), and
+each camera frame batching every person's position (counted one by one, as the target
+says). ``--events`` cuts it shorter (a quicker look) or adds days.
 """
 
 from __future__ import annotations
@@ -23,25 +25,60 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import stamp  # noqa: E402
 from core import events as ev  # noqa: E402
 from core.layout import Layout, load_layout  # noqa: E402
 from rules.engine import Engine  # noqa: E402
 from rules.loader import load_rules  # noqa: E402
 from rules.reference import Reference  # noqa: E402
+from simulator.day import simulate  # noqa: E402
 from simulator.scripted import plan, visit_events  # noqa: E402
 
 PACKS = sorted(
     p for p in (ROOT / "rules" / "packs").glob("*.yaml") if not p.name.endswith("_test.yaml")
 )
 T0 = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+DAY = datetime(2026, 11, 28, 7, 0)  # opening time, in the store's time zone
+VISITORS = 7000  # a busy day for the convenience store: about 9 people in a frame
 
 
-def workload(layout: Layout, target: int, spacing_s: float = 5.0) -> tuple[list[ev.Event], int]:
-    """Events in time order, and how many they count for (samples one by one)."""
+def workload(layout: Layout, target: int | None = None) -> tuple[list[ev.Event], int]:
+    """A busy day of the full simulator (``simulator/day.py``): ``VISITORS`` visitors from
+    07:00 local for 15 hours, the default persona mix, passers-by, every zone a person is
+    in, each camera frame one ``position.samples`` of everyone on the floor. Events in time
+    order, and how many they count for (samples one by one).
+
+    With a ``target``, as many days as it takes (day k on the next date, seed k), the last
+    one cut where the count reaches it. The same arguments give the same events.
+    """
+    out: list[ev.Event] = []
+    counted = 0
+    day = 0
+    start = DAY.replace(tzinfo=ZoneInfo(layout.store.timezone))
+    while True:
+        run = simulate(layout, start + timedelta(days=day), hours=15, shoppers=VISITORS, seed=day)
+        for e in run.events:
+            out.append(e)
+            counted += len(e.data.samples) if isinstance(e, ev.PositionSamples) else 1
+            if target is not None and counted >= target:
+                return out, counted
+        day += 1
+        if target is None:
+            return out, counted
+
+
+def scripted_workload(
+    layout: Layout, target: int, spacing_s: float = 5.0
+) -> tuple[list[ev.Event], int]:
+    """The workload of the earlier rounds (``simulator/scripted.py``): scripted shoppers
+    every ``spacing_s``, straight walks, one zone at a time, about a dozen people a frame.
+    ``bench/engine_latency.py`` still plays it. Events in time order, and how many they
+    count for (samples one by one)."""
     raw: list[ev.Event] = []
     counted = 0
     i = 0
@@ -282,9 +319,12 @@ def state_per_shopper(layout: Layout, shoppers: int = 2000) -> tuple[float, floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument(
+        "--events", type=int, default=None, help="counted events (default: one whole day)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="runs of each; the best counts")
     args = parser.parse_args()
+    stamp.print_stamp()
     layout = load_layout(ROOT / "examples" / "stores" / "convenience.yaml").prepare()
     t = time.perf_counter()
     events, counted = workload(layout, args.events)

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import stamp  # noqa: E402
-from bench.engine_throughput import PACKS, engine_for, workload  # noqa: E402
+from bench.engine_throughput import PACKS, engine_for  # noqa: E402
+from bench.engine_throughput import scripted_workload as workload  # noqa: E402
 from core.layout import load_layout  # noqa: E402
 from rules.snapshot import restore, snapshot  # noqa: E402
 

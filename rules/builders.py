@@ -163,9 +163,15 @@ class OperatorBuilders:
         ]
         reference, context = self.reference, self.context
 
+        prices: dict[tuple[str, str], tuple[str, int, bool]] = {}  # the catalog, as read
+
         def price(sku: str) -> tuple[str, int, bool]:
             assert context.partition is not None
-            return reference.price(context.partition.store, sku)
+            store = context.partition.store
+            found = prices.get((store, sku))
+            if found is None:  # an unknown SKU raises each time: it is not remembered
+                found = prices[(store, sku)] = reference.price(store, sku)
+            return found
 
         types = self._types_for(r, [c for c in conditions if c is not None])
         max_visit_s = self.duration(t.max_visit, (*tp, "max_visit"))

@@ -26,6 +26,7 @@ from hashlib import blake2b
 from typing import Any
 
 from core import events as ev
+from rules.expressions import define
 from rules.operators import Emitter, Partition, Rule
 
 MAX_DEPTH = 8  # derived events feeding derived events: deeper means a cycle
@@ -96,7 +97,10 @@ class RuleSet:
     # Per type, each rule's (guard, where, on_event, id), looked up once: per event and rule,
     # attribute lookups and bound-method creation were a visible share of the engine's time.
     handlers: dict[str, tuple[tuple[Any, Any, Any, str], ...]] = field(init=False)
+    # Per type with handlers, one generated function that runs them (``_dispatcher``).
+    dispatch: dict[str, Any] = field(init=False)
     gates: dict[str, Any] = field(init=False)
+    routes: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_id", {r.id: r for r in self.rules})
@@ -112,6 +116,8 @@ class RuleSet:
             for t, rs in table.items()
         }
         object.__setattr__(self, "handlers", handlers)
+        dispatch = {t: _dispatcher(t, hs) for t, hs in handlers.items() if hs}
+        object.__setattr__(self, "dispatch", dispatch)
         listened = {t for t in table if table[t] or sets[t]}
         object.__setattr__(self, "interested", frozenset(listened))
         # Types whose every rule has a guard (and no set listens): an event none of the
@@ -122,6 +128,9 @@ class RuleSet:
             if hs and not sets[t] and all(h[0] is not None for h in hs)
         }
         object.__setattr__(self, "gates", gates)
+        # Per type some rule or set listens to: its gate, or True when none stands.
+        routes = {t: gates.get(t, True) for t in listened}
+        object.__setattr__(self, "routes", routes)
 
 
 class LiveSet(set[str]):
@@ -185,6 +194,8 @@ class Engine:
     is the one way to build one: there is no context to pass, so none to get wrong."""
 
     _fanout = MAX_FANOUT  # derived events the event at hand may still have applied
+    _fed_at: Any = None  # the time of the last derived event applied, and its timestamp
+    _fed_ts = 0.0
 
     def __init__(
         self, rules: RuleSet, *, lateness_s: float = 0.0, source_idle_s: float = 0.0
@@ -213,22 +224,40 @@ class Engine:
         of a carts-only engine) only move the clock, spelled out here without a call.
         """
         out = Output()
-        partitions, interested = self.partitions, self.rules.interested
-        gates = self.rules.gates
+        partitions, routes = self.partitions, self.rules.routes
+        lateness = self.lateness_s
+        last_at: Any = None
+        last_store: Any = None
+        p: Partition = None  # type: ignore[assignment]
+        ts = 0.0
         for e in events:
-            p = partitions.get(e.store) or self._partition(e.store)
-            ts = e.at.timestamp()
+            store = e.store
+            if store != last_store:  # most batches are one store's
+                p = partitions.get(store) or self._partition(store)
+                last_store = store
+            at = e.at
+            if at != last_at:  # most events share their instant with the one before
+                ts, last_at = at.timestamp(), at
             if ts < p.watermark:
                 p.late += 1
                 out.late.append(e)
-            elif e.type in interested and ((gate := gates.get(e.type)) is None or gate(e)):
+            elif (gate := routes.get(e.type)) is not None and (gate is True or gate(e)):
                 self._accept(p, e, ts, out)
-            elif (
-                ts > p.sources.get(e.source, _NEVER)  # nothing can use it: it moves the clock
-                and self._tick(p, e.source, ts)
-                and (p.buffer or (p.timers and p.timers[0][0] <= p.watermark))
-            ):
-                self._drain(p, out)
+            else:  # nothing can use it: it moves the clock
+                source, sources = e.source, p.sources
+                if ts <= sources.get(source, _NEVER):
+                    continue
+                if len(sources) == 1 and source in sources and ts >= p.newest:
+                    # What ``_tick`` does when the store's one source moves on, inline.
+                    p.newest = sources[source] = ts
+                    p.held_by = source
+                    if ts - lateness <= p.watermark:
+                        continue
+                    p.watermark = ts - lateness
+                elif not self._tick(p, source, ts):
+                    continue
+                if p.buffer or (p.timers and p.timers[0][0] <= p.watermark):
+                    self._drain(p, out)
         return out
 
     def advance(self, store: str, at: float) -> Output:
@@ -293,14 +322,35 @@ class Engine:
         if ts >= recent[2]:
             recent[0], recent[1], recent[2] = set(), recent[0], ts + DEDUP_HORIZON_S
         recent[0].add(h)
-        if ts > p.sources.get(e.source, _NEVER):
-            self._tick(p, e.source, ts)
+        source, sources = e.source, p.sources
+        if ts > sources.get(source, _NEVER):
+            if len(sources) == 1 and source in sources and ts >= p.newest:
+                # What ``_tick`` does when the store's one source moves on, inline.
+                p.newest = sources[source] = ts
+                p.held_by = source
+                if ts - self.lateness_s > p.watermark:
+                    p.watermark = ts - self.lateness_s
+            else:
+                self._tick(p, source, ts)
         if not p.buffer and ts <= p.watermark:
             # The common case with no lateness: nothing to reorder.
             if p.timers and p.timers[0][0] <= ts:
                 self._timers(p, ts, out)
             try:
-                self._apply(p, e, ts, out, 0)
+                # ``_apply(p, e, ts, out, 0)``, inline: this runs for every event a rule uses.
+                self.context.partition = p
+                rs = self.rules
+                kind = e.type
+                if rs.set_dispatch.get(kind, rs.sets):
+                    self._sets(p, e, kind, out)
+                run = rs.dispatch.get(kind)
+                if run is not None:
+                    emitter = self._emitter
+                    pending = emitter.events
+                    mark = len(pending)
+                    run(p, e, ts, emitter, out.errors)
+                    if len(pending) > mark:
+                        self._feed(p, pending, mark, out, 0)
             except Exception as exc:
                 raise EngineFailure(e, exc) from exc
             if len(p.timers) > p.compact_at:
@@ -325,6 +375,16 @@ class Engine:
         if ts < floor:
             return False  # an idle source: it holds nothing back
         sources = p.sources
+        if len(sources) == 1 and source in sources:
+            # The store's one source moves on (the common case): it is the earliest, as the
+            # search below would find.
+            sources[source] = ts
+            p.held_by = source
+            mark = ts - self.lateness_s
+            if mark > p.watermark:
+                p.watermark = mark
+                return True
+            return False
         known = source in sources
         sources[source] = ts
         if not known and len(sources) > self.max_sources:
@@ -407,6 +467,21 @@ class Engine:
         self.context.partition = p
         rs = self.rules
         kind = e.type
+        if rs.set_dispatch.get(kind, rs.sets):
+            self._sets(p, e, kind, out)
+        run = rs.dispatch.get(kind)
+        if run is None:
+            return
+        emitter = self._emitter
+        pending = emitter.events
+        mark = len(pending)
+        run(p, e, ts, emitter, out.errors)
+        if len(pending) > mark:
+            self._feed(p, pending, mark, out, depth)
+
+    def _sets(self, p: Partition, e: ev.Event, kind: str, out: Output) -> None:
+        """Keep the named sets (the staff on shift) that ``e`` may change."""
+        rs = self.rules
         for s in rs.set_dispatch.get(kind, rs.sets):
             try:
                 if s.add(e):
@@ -419,20 +494,6 @@ class Engine:
                     self.context.live_set(s.name).discard(member)
             except Exception as exc:  # a set's condition fails as a rule's does
                 out.errors.append(RuleError(f"set {s.name}", e.id, _message(exc)))
-        handlers = rs.handlers.get(kind, ())
-        if not handlers:
-            return
-        emitter = self._emitter
-        pending = emitter.events
-        mark = len(pending)
-        for guard, where, on_event, rule_id in handlers:
-            try:
-                if (guard is None or guard(e)) and (where is None or where(e)):
-                    on_event(p, e, ts, emitter)
-            except Exception as exc:  # one rule's failure must not stop the store
-                out.errors.append(RuleError(rule_id, e.id, _message(exc)))
-        if len(pending) > mark:
-            self._feed(p, pending, mark, out, depth)
 
     def _feed(
         self, p: Partition, pending: list[ev.Event], mark: int, out: Output, depth: int
@@ -462,17 +523,61 @@ class Engine:
                         )
                     )
             elif depth < MAX_DEPTH:
-                self._apply(p, d, d.at.timestamp(), out, depth + 1)
+                at = d.at
+                if at is not self._fed_at:  # a rule's outputs of one instant share their time
+                    self._fed_at, self._fed_ts = at, at.timestamp()
+                self._apply(p, d, self._fed_ts, out, depth + 1)
             else:
                 out.errors.append(
                     RuleError(d.rule.id, d.id, "derived events nest too deep: a cycle?")
                 )  # type: ignore[attr-defined]
 
 
+def _dispatcher(kind: str, handlers: tuple[tuple[Any, Any, Any, str], ...]) -> Any:
+    """One generated function that runs an event of ``kind`` through its rules, in order:
+    each rule's guard, then its ``where``, then its handler, and a rule that fails is
+    reported (``RuleError``) and the next one runs. The loop over the handlers did the
+    same with a call per condition; here the conditions are inline (``define``)."""
+    namespace: dict[str, Any] = {
+        "__builtins__": {},
+        "Exception": Exception,
+        "RuleError": RuleError,
+        "message": _message,
+    }
+    calls: dict[str, Any] = {}
+    lines = ["def run(p, e, ts, emitter, errors):"]
+    for n, (guard, where, on_event, rule_id) in enumerate(handlers):
+        namespace[f"on{n}"], namespace[f"id{n}"] = on_event, rule_id
+        lines.append("    try:")
+        indent = "        "
+        for name, cond in ((f"guard{n}", guard), (f"where{n}", where)):
+            if cond is not None:
+                namespace[name] = calls[name] = cond
+                lines += [f"{indent}ok = {name}(e)", f"{indent}if ok:"]
+                indent += "    "
+        lines += [
+            f"{indent}on{n}(p, e, ts, emitter)",
+            "    except Exception as exc:  # one rule's failure must not stop the store",
+            f"        errors.append(RuleError(id{n}, e.id, message(exc)))",
+        ]
+    define("\n".join(lines), calls, namespace, f"<dispatch {kind}>")
+    return namespace["run"]
+
+
 def _either(guards: tuple[Any, ...]) -> Any:
+    """Whether any of the guards lets the event through: one generated function, the
+    guards inline and asked in order until one does."""
     if len(guards) == 1:
         return guards[0]
-    return lambda e: any(g(e) for g in guards)
+    namespace: dict[str, Any] = {"__builtins__": {}}
+    calls = {f"guard{i}": g for i, g in enumerate(guards)}
+    namespace.update(calls)
+    lines = ["def gate(e):"]
+    for i in range(len(guards)):
+        lines += [f"    ok = guard{i}(e)", "    if ok:", "        return True"]
+    lines.append("    return False")
+    define("\n".join(lines), calls, namespace, "<gate>")
+    return namespace["gate"]
 
 
 def _message(exc: Exception) -> str:

@@ -79,6 +79,7 @@ import inspect
 import keyword
 import operator
 import re
+import weakref
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -92,10 +93,13 @@ __all__ = [
     "EvaluationError",
     "Expr",
     "ExpressionError",
+    "Inline",
     "LimitError",
     "Where",
     "compile_expr",
     "compile_template",
+    "define",
+    "inline_form",
 ]
 
 
@@ -139,6 +143,132 @@ class Expr:
 
     def __call__(self, scope: Any) -> Any:
         return self.fn(scope)
+
+
+@dataclass(frozen=True)
+class Inline:
+    """What a compiled expression's function evaluates, for generated code that evaluates
+    it in place, without a call (an aggregate's fold, once per position sample).
+
+    ``body`` is the validated, rewritten tree: it reads the scope as the name ``_s`` and
+    every other name from ``cells`` (constants, functions, the guards). Evaluated in
+    ``try: ... except <cells[exc]> as e: raise <cells[fail]>(e)``, it raises what the
+    function raises. Every name in ``body`` other than ``_s`` is a key of ``cells``.
+    """
+
+    body: ast.expr
+    cells: dict[str, Any]
+    fail: str  # the cell that turns an error into the expression's EvaluationError
+    exc: str  # the cell holding ``Exception``
+
+    def same_value(self, other: Inline) -> bool:
+        """Whether the two always give the same value on the same scope: one tree over
+        the very same constants and functions (only their error messages may differ)."""
+        ignored = (self.fail, self.exc)
+        if ast.dump(self.body) != ast.dump(other.body):
+            return False
+        names = {n.id for n in ast.walk(self.body) if isinstance(n, ast.Name)} - {_SCOPE}
+        return all(
+            n not in ignored and n in other.cells and self.cells[n] is other.cells[n] for n in names
+        )
+
+
+# The inline form of each function ``compile_expr`` made (weakly: they go with their rules).
+_INLINE: weakref.WeakKeyDictionary[Callable[[Any], Any], Inline] = weakref.WeakKeyDictionary()
+
+
+def inline_form(fn: Callable[[Any], Any]) -> Inline | None:
+    """The inline form of a function ``compile_expr`` made; None for any other callable."""
+    try:
+        return _INLINE.get(fn)
+    except TypeError:  # not weakly referable: not one of ours
+        return None
+
+
+def define(
+    source: str,
+    calls: Mapping[str, Callable[[Any], Any]],
+    namespace: dict[str, Any],
+    filename: str,
+) -> None:
+    """Run generated Python ``source`` (fixed templates, no text of a pack's) in
+    ``namespace``, each statement ``var = name(x)`` where ``calls[name]`` has an inline
+    form replaced by the expression's body on ``x``, in the ``try`` that raises what its
+    function raises. Calls of other functions stay calls (``namespace`` holds them).
+
+    Python calls were a large part of the engine's hottest loops: an aggregate's fold, the
+    rules an event is dispatched to.
+    """
+    tree = ast.parse(source)
+    _Inliner(calls, namespace).statements(tree.body)
+    exec(compile(tree, filename, "exec"), namespace)
+
+
+class _Inliner:
+    """Replaces ``var = name(x)`` by the expression's body in its ``try``, its names bound
+    in the namespace under a prefix of its own. Only statements are walked (the generated
+    code's calls to inline are statements of their own): rule sets load often enough
+    (every test, every reload) for a walk of every node to count."""
+
+    def __init__(
+        self, calls: Mapping[str, Callable[[Any], Any]], namespace: dict[str, Any]
+    ) -> None:
+        self.calls, self.namespace = calls, namespace
+        self.placed = 0
+
+    def statements(self, body: list[ast.stmt]) -> None:
+        for i, node in enumerate(body):
+            if isinstance(node, ast.Assign):
+                body[i] = self.assign(node)
+            for name in ("body", "orelse", "finalbody"):
+                inner = getattr(node, name, None)
+                if isinstance(inner, list):
+                    self.statements(inner)
+            for handler in getattr(node, "handlers", ()):
+                self.statements(handler.body)
+
+    def assign(self, node: ast.Assign) -> ast.stmt:
+        call = node.value
+        if not (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Name)
+            and call.func.id in self.calls
+            and len(call.args) == 1
+            and not call.keywords
+            and isinstance(call.args[0], ast.Name)
+        ):
+            return node
+        form = inline_form(self.calls[call.func.id])
+        if form is None:
+            return node
+        self.placed += 1
+        prefix = f"_x{self.placed}"
+        for cell, v in form.cells.items():
+            self.namespace[prefix + cell] = v
+        body = _renamed(form.body, call.args[0].id, prefix)
+        fail = ast.Name(prefix + form.fail, ast.Load())
+        raised = ast.Raise(ast.Call(fail, [ast.Name("_e", ast.Load())], []), None)
+        handler = ast.ExceptHandler(ast.Name(prefix + form.exc, ast.Load()), "_e", [raised])
+        assign = ast.Assign(node.targets, body)
+        tried = ast.copy_location(ast.Try([assign], [handler], [], []), node)
+        for new in (assign, handler, handler.type, raised, raised.exc, fail, *raised.exc.args):  # type: ignore[union-attr]
+            ast.copy_location(new, node)
+        return tried
+
+
+def _renamed(node: Any, scope: str, prefix: str) -> Any:
+    """A copy of an expression's tree, the scope named ``scope`` and every other name
+    given ``prefix`` (a copy: the same body is placed in several functions)."""
+    if isinstance(node, ast.Name):
+        new = scope if node.id == _SCOPE else prefix + node.id
+        return ast.copy_location(ast.Name(new, node.ctx), node)
+    if isinstance(node, ast.AST):
+        fields = {f: _renamed(getattr(node, f), scope, prefix) for f in node._fields}
+        copied = type(node)(**fields)
+        return ast.copy_location(copied, node)
+    if isinstance(node, list):
+        return [_renamed(n, scope, prefix) for n in node]
+    return node
 
 
 def compile_expr(
@@ -678,6 +808,7 @@ class _Compiler:
         namespace: dict[str, Any] = {"__builtins__": {"__import__": builtins.__import__}}
         exec(code, namespace)
         fn = namespace["_make"](*(self.cell_values[p] for p in params))
+        _INLINE[fn] = Inline(body, dict(self.cell_values), fail.id, error.id)
         return Expr(
             source=self.source,
             fn=fn,

@@ -26,7 +26,14 @@ from rules import pack as spec
 from rules.builders import ENVELOPE, OperatorBuilders, entry_conditions
 from rules.durations import parse_duration
 from rules.engine import Context, RuleSet, SetRule
-from rules.expressions import Expr, ExpressionError, Where, compile_expr, compile_template
+from rules.expressions import (
+    Expr,
+    ExpressionError,
+    Where,
+    compile_expr,
+    compile_template,
+    define,
+)
 from rules.outputs import AlertOut, EmitOut, GroupsOut, MetricOut, data_class
 from rules.reference import Reference
 
@@ -326,13 +333,17 @@ class _PackCompiler(OperatorBuilders):
         **options: Any,
     ) -> Expr:
         """Compile with the pack's names, errors placed in the file, fields checked."""
+        kind = options.pop("kind", None)
+        constants = self.constants
+        if kind is not None and "type" not in constants:  # (a pack's own 'type' stays)
+            constants = {**constants, "type": kind}
         try:
             compiled = compiler(
                 source,
                 self.where(path),
                 names=frozenset(names),
                 functions=self.functions,
-                constants=self.constants,
+                constants=constants,
                 macros=self.macros,
                 **options,
             )
@@ -369,10 +380,7 @@ class _PackCompiler(OperatorBuilders):
         if isinstance(k, str):
             return self.expr(k, path, names, types).fn
         fns = [self.expr(s, (*path, i), names, types).fn for i, s in enumerate(k)]
-        if len(fns) == 2:  # (subject, sku), (subject, zone): the common keys, spelled out
-            f0, f1 = fns
-            return lambda e: (f0(e), f1(e))
-        return lambda e: tuple(f(e) for f in fns)
+        return _tuple_key(fns)
 
     def duration(self, value: spec.Duration, path: tuple[Any, ...]) -> float:
         if isinstance(value, str) and value in self.pack.params:
@@ -569,7 +577,10 @@ class _PackCompiler(OperatorBuilders):
             sources = [c for c, types in typed if kind in types]  # type: ignore[operator]
             if sources:
                 whole = " or ".join(f"({c.strip()})" for c in sources)
-                guards[kind] = self.expr(whole, path).fn
+                # Asked only of events of this type: ``type`` is a constant here.
+                guards[kind] = self._compiled(
+                    compile_expr, whole, path, ENVELOPE, None, None, kind=kind
+                ).fn
         return guards
 
     def _types_for(self, r: spec.Rule, conditions: Iterable[str | None]) -> frozenset[str] | None:
@@ -722,6 +733,18 @@ class _PackCompiler(OperatorBuilders):
                 # The throttle sees what the outputs see (an aggregate's groups and values).
                 out.throttle_by = self.key(r.throttle.by, (*path, "throttle", "by"), types, names)
         return out
+
+
+def _tuple_key(fns: list[Callable[[Any], Any]]) -> Callable[[Any], tuple[Any, ...]]:
+    """A key of several parts (subject and SKU, subject and zone): one generated function,
+    each part's expression inline and evaluated in order, each failing as its own."""
+    namespace: dict[str, Any] = {"__builtins__": {}}
+    calls = {f"part{i}": fn for i, fn in enumerate(fns)}
+    namespace.update(calls)
+    lines = ["def key(e):", *(f"    v{i} = part{i}(e)" for i in range(len(fns)))]
+    lines.append(f"    return ({''.join(f'v{i}, ' for i in range(len(fns)))})")
+    define("\n".join(lines), calls, namespace, "<rule key>")
+    return namespace["key"]  # type: ignore[no-any-return]
 
 
 def owned_set(pack: str, name: str) -> str:

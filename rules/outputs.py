@@ -9,7 +9,11 @@ from typing import Any
 import msgspec
 
 from core import events as ev
-from rules.operators.base import key_text
+from rules.operators.base import Scope, key_text
+from rules.operators.sequence import StepsScope
+
+# Scopes whose attributes are their extras, then their event's fields.
+_SCOPES = (Scope, StepsScope)
 
 Fn = Callable[[Any], Any]
 
@@ -20,6 +24,19 @@ def subject_of(scope: Any, key: Any) -> str:
         return str(scope.subject)
     except AttributeError:
         return key_text(key)
+
+
+def _window(scope: Any, name: str) -> Any:
+    """``getattr(scope, name, None)``: a window's bound, or None outside aggregates. A
+    scope's extras are read from its ``__dict__`` and the rest from its event, without
+    raising and catching an AttributeError in ``Scope.__getattr__`` (a sequence's metric,
+    such as a zone visit, has no window)."""
+    if type(scope) in _SCOPES:
+        found = scope.__dict__
+        if name in found:
+            return found[name]
+        return getattr(found["_event"], name, None)
+    return getattr(scope, name, None)
 
 
 def _labels(labels: Mapping[str, Fn], scope: Any) -> dict[str, str]:
@@ -61,8 +78,8 @@ class MetricOut:
             name=self.name,
             value=float(self.value(scope)),
             labels=_labels(self.labels, scope),
-            window_start=getattr(scope, "window_start", None),
-            window_end=getattr(scope, "window_end", None),
+            window_start=_window(scope, "window_start"),
+            window_end=_window(scope, "window_end"),
         )
 
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from bench.engine_throughput import PACKS, workload
+from bench.engine_throughput import PACKS
+from bench.engine_throughput import scripted_workload as workload
 from bench.stamp import ROOT
 from core import events as ev
 from core.layout import load_layout

@@ -20,6 +20,8 @@ each window's end.
 
 from __future__ import annotations
 
+import ast
+import builtins
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from typing import Any
 import msgspec
 
 from core import events as ev
+from rules.expressions import define, inline_form
 from rules.operators.base import Cond, Emitter, Partition, Rule, Scope, thaw, utc
 
 MAX_CAUSES = 64  # a window's output names at most this many of the events it counted
@@ -51,14 +54,20 @@ class ComputeSpec:
         return "floored" if self.fn == "sum" and self.floor is not None else self.fn
 
 
-def _new(fn: str) -> Any:
-    if fn == "distinct":
-        return set()
-    if fn in ("floored", "underflow"):
-        return [0.0, 0.0]  # the floored sum, what the floor cut off
-    if fn == "dwell":
-        return 0.0
-    return {"count": 0, "sum": 0.0, "mean": [0.0, 0], "min": None, "max": None}.get(fn, [])
+# A fresh accumulator of each kind.
+_FRESH: dict[str, str] = {
+    "distinct": "set()", "floored": "[0.0, 0.0]", "underflow": "[0.0, 0.0]", "dwell": "0.0",
+    "count": "0", "sum": "0.0", "mean": "[0.0, 0]", "min": "None", "max": "None",
+    "percentile": "[]",
+}  # fmt: skip
+
+
+def _fresh(kinds: list[str]) -> Callable[[], list[Any]]:
+    """One generated function that makes a group's accumulators: a window opens hundreds of
+    groups (a heatmap's cells): one list display, not a call and a branch per compute."""
+    namespace: dict[str, Any] = {"__builtins__": {}, "set": set}
+    exec(f"def fresh():\n    return [{', '.join(_FRESH[k] for k in kinds)}]", namespace)
+    return namespace["fresh"]  # type: ignore[no-any-return]
 
 
 def _finisher(fn: str, q: float | None) -> Callable[[Any], float] | None:
@@ -86,17 +95,18 @@ def _finisher(fn: str, q: float | None) -> Callable[[Any], float] | None:
     return percentile
 
 
+# Per kind, how an item's value ``v{i}`` goes into accumulator ``a[{i}]``.
 _STEP: dict[str, list[str]] = {
     "count": ["a[{i}] += 1"],
-    "sum": ["a[{i}] += o{i}(s)"],
-    "mean": ["m = a[{i}]", "m[0] += o{i}(s)", "m[1] += 1"],
-    "min": ["v = o{i}(s)", "if a[{i}] is None or v < a[{i}]:", "    a[{i}] = v"],
-    "max": ["v = o{i}(s)", "if a[{i}] is None or v > a[{i}]:", "    a[{i}] = v"],
-    "distinct": ["a[{i}].add(o{i}(s))"],
-    "percentile": ["a[{i}].append(o{i}(s))"],
+    "sum": ["a[{i}] += v{i}"],
+    "mean": ["m = a[{i}]", "m[0] += v{i}", "m[1] += 1"],
+    "min": ["v = v{i}", "if a[{i}] is None or v < a[{i}]:", "    a[{i}] = v"],
+    "max": ["v = v{i}", "if a[{i}] is None or v > a[{i}]:", "    a[{i}] = v"],
+    "distinct": ["a[{i}].add(v{i})"],
+    "percentile": ["a[{i}].append(v{i})"],
     "floored": [
         "m = a[{i}]",
-        "v = m[0] + o{i}(s)",
+        "v = m[0] + v{i}",
         "if v < f{i}:",
         "    m[1] += f{i} - v",
         "    v = f{i}",
@@ -122,34 +132,70 @@ def _folder(
     key_fn: Callable[[Any], tuple[Any, ...]] | None,
     make: Callable[[ev.Event, Any], Any] | None,
     keep: Cond | None,
+    targets: int | None = None,
 ) -> Callable[..., None]:
     """One generated function that folds an event's items into their groups' accumulators.
 
     Generated from fixed templates (no text of the pack's in it), with the compiled
-    expressions bound as names. The general loop (a key method, a loop over the computes
-    with a branch per kind) cost much more per sample on the heatmap's hot path, the
-    engine's innermost loop (``docs/benchmarks-history.md``).
+    expressions bound as names: this is the engine's innermost loop (a heatmap's, per
+    position sample). Expressions compiled here (``rules.expressions.inline_form``) are
+    evaluated in place rather than called, each in the ``try`` that makes its errors
+    what its function raises; others are called.
+
+    ``targets``: how many windows each event falls in, when that never changes (tumbling
+    windows): the loop over them is then written out, and an item's expressions are
+    evaluated once, where they were first needed, their values used for the windows after.
+    Expressions are pure (the same item gives the same value), so the accumulators, and
+    what an expression that fails leaves behind, are the same as with a loop evaluating
+    them for each window. The dwell's person is evaluated before the windows; a compute
+    of the very same expression (``distinct(s.track)`` beside ``dwell`` of ``s.track``)
+    takes its value.
     """
-    namespace: dict[str, Any] = {"__builtins__": {}, "len": len, "make": make, "keep": keep}
-    namespace["MAX"] = MAX_CAUSES
-    namespace["key"] = key_fn
-    namespace["str"] = str
-    key = "key(s)" if key_fn is not None else "()"
+    namespace: dict[str, Any] = {
+        "__builtins__": {"__import__": builtins.__import__},
+        "len": len,
+        "make": make,
+        "str": str,
+        "type": type,
+        "MAX": MAX_CAUSES,
+    }
+    calls: dict[str, Callable[[Any], Any]] = {}  # the name of each expression's function
+
+    def value(var: str, name: str, fn: Callable[[Any], Any]) -> str:
+        """``var = name(s)``: an expression's value (made inline below, if it can be)."""
+        namespace[name] = calls[name] = fn
+        return f"{var} = {name}(s)"
+
     lines = [
         "def fold(items, e, targets, fresh, seen, now):",
         "    eid = e.id",
+    ]
+    if targets is not None:
+        lines.append(f"    {''.join(f't{n}, ' for n in range(targets))}= targets")
+    lines += [
         "    for x in items:",
         "        s = make(e, x)" if make is not None else "        s = x",
     ]
     if keep is not None:
-        lines += ["        if not keep(s):", "            continue"]
-    lines += [f"        k = {key}"]
-    dwell = next((c for c in computes if c.fn == "dwell"), None)
-    if dwell is not None:  # the person's gap, once per item, whatever windows it falls in
-        namespace["person"], namespace["cap"] = dwell.of, dwell.cap
-        namespace["forget"] = _forget
         lines += [
-            "        p = str(person(s))",
+            "        " + value("kept", "keep", keep),
+            "        if not kept:",
+            "            continue",
+        ]
+    lines.append("        " + value("k", "key", key_fn) if key_fn is not None else "        k = ()")
+    dwell = next((c for c in computes if c.fn == "dwell"), None)
+    same_as_person: set[int] = set()
+    if dwell is not None:  # the person's gap, once per item, whatever windows it falls in
+        assert dwell.of is not None
+        namespace["cap"], namespace["forget"] = dwell.cap, _forget
+        person = inline_form(dwell.of)
+        for i, c in enumerate(computes):
+            form = inline_form(c.of) if c.of is not None else None
+            if person is not None and form is not None and form.same_value(person):
+                same_as_person.add(i)
+        lines += [
+            "        " + value("who", "person", dwell.of),
+            "        p = who if type(who) is str else str(who)",
             "        t = seen.get(p)",
             "        d = 0.0 if t is None or now - t > cap else now - t",
             "        seen[p] = now",
@@ -157,25 +203,43 @@ def _folder(
             "        if n >= 1024 and not n & (n - 1):",
             "            forget(seen, now, cap)",
         ]
-    lines += [
-        "        for groups in targets:",
-        "            g = groups.get(k)",
-        "            if g is None:",
-        "                g = groups[k] = [fresh(k), [eid]]",
-        "            else:",
-        "                c = g[1]",
-        "                if c[-1] != eid and len(c) < MAX:",
-        "                    c.append(eid)",
-        "            a = g[0]",
-    ]
-    for i, c in enumerate(computes):
-        step = [line.format(i=i) for line in _STEP[c.kind]]
-        namespace[f"o{i}"], namespace[f"w{i}"], namespace[f"f{i}"] = c.of, c.where, c.floor
-        if c.where is not None:
-            step = [f"if w{i}(s):", *("    " + line for line in step)]
-        lines += ["            " + line for line in step]
-    exec("\n".join(lines), namespace)
+
+    def window(groups: str, indent: str, first: bool) -> list[str]:
+        """Fold the item into its group of one window (``first``: evaluate the values)."""
+        block = [
+            f"g = {groups}.get(k)",
+            "if g is None:",
+            f"    g = {groups}[k] = [fresh(k), [eid]]",
+            "else:",
+            "    c = g[1]",
+            "    if c[-1] != eid and len(c) < MAX:",
+            "        c.append(eid)",
+            "a = g[0]",
+        ]
+        for i, c in enumerate(computes):
+            namespace[f"f{i}"] = c.floor
+            step = [line.format(i=i) for line in _STEP[c.kind]]
+            if c.of is not None and any(f"v{i}" in line for line in step):
+                if i in same_as_person:
+                    step = [f"v{i} = who", *step] if first else step
+                elif first:
+                    step = [value(f"v{i}", f"o{i}", c.of), *step]
+            if c.where is not None:
+                test = [value(f"u{i}", f"w{i}", c.where)] if first else []
+                step = [*test, f"if u{i}:", *("    " + line for line in step)]
+            block += step
+        return [indent + line for line in block]
+
+    if targets is None:
+        lines += ["        for groups in targets:", *window("groups", "            ", True)]
+    else:
+        for n in range(targets):
+            lines += window(f"t{n}", "        ", n == 0)
+    define("\n".join(lines), calls, namespace, "<aggregate fold>")
     return namespace["fold"]  # type: ignore[no-any-return]
+
+
+_SCOPE = "_s"  # the name the inline forms give the scope
 
 
 class Group(msgspec.Struct, kw_only=True):
@@ -227,15 +291,21 @@ class Aggregate(Rule):
         self.local_tz = local_tz
         # The loader appends the whole key as one tuple expression, named "".
         key_fn = group_by.pop()[1] if group_by and group_by[-1][0] == "" else None
-        self._fold = _folder(computes, key_fn, item_scope if each else None, item_filter)
+        self._fold_parts = (computes, key_fn, item_scope if each else None, item_filter)
         self.window_s, self.every_s = window_s, every_s
+        # One window per event: tumbling (from the epoch, or the store's local midnight).
+        self._tumbling = window_s == every_s or local_tz is not None
+        self._fold = _folder(*self._fold_parts, targets=1 if self._tumbling else None)
         self.each, self.item_scope = each, item_scope
         self.group_by, self.computes = group_by, computes
         self._finish = [(c.name, _finisher(c.kind, c.q)) for c in computes]
+        new = self._new = _fresh([c.kind for c in computes])
+        self._fresh_group = lambda k: new()  # a window's new group (not cumulative)
         self._cap = next((c.cap for c in computes if c.fn == "dwell"), None)
         self.cumulative, self.having = cumulative, having
         self._days: dict[str, tuple[float, float]] = {}  # store -> its local day, for 24h windows
         self.pipeline = None if cumulative else pipeline
+        self._lister = _lister(self.output, [n for n, _ in group_by], self._finish, having)
         self._sharers: list[Aggregate] = []  # the rules whose windows its fold fills too
         self._led = False  # another rule folds its items
 
@@ -282,16 +352,14 @@ class Aggregate(Rule):
         st = self._open(p, ts, targets)
         for rule in self._sharers:
             rule._open(p, ts, targets)
-        computes = self.computes
         if self.cumulative:  # tumbling only: one running value per group, across windows
             running = st.setdefault("running", {})
+            new = self._new
 
             def fresh(k: Any) -> list[Any]:
-                return running.setdefault(k, [_new(c.kind) for c in computes])  # type: ignore[no-any-return]
+                return running.setdefault(k, new())  # type: ignore[no-any-return]
         else:
-
-            def fresh(k: Any) -> list[Any]:
-                return [_new(c.kind) for c in computes]
+            fresh = self._fresh_group
 
         seen = None
         if self._cap is not None:
@@ -367,7 +435,16 @@ class Aggregate(Rule):
         items: list[dict[str, Any]] = []
         window_causes: dict[str, None] = {}  # in order, each once
         finish, having = self._finish, self.having
+        lister = self._lister
         for gkey, (accs, causes) in groups.items():
+            if lister is not None and len(gkey) == len(labels) and len(accs) == len(finish):
+                items.append(lister(gkey, accs, start, end))
+                if len(window_causes) < MAX_CAUSES:
+                    for cause in causes:
+                        if len(window_causes) >= MAX_CAUSES:
+                            break
+                        window_causes[cause] = None
+                continue
             extra: dict[str, Any] = dict(zip(labels, gkey, strict=True))
             for (name, fin), acc in zip(finish, accs, strict=True):
                 extra[name] = acc if fin is None else fin(acc)
@@ -388,6 +465,60 @@ class Aggregate(Rule):
         if items:  # one event for the window, its groups listed
             scope = Scope(None, {"window_start": start, "window_end": end})
             self.fire(p, scope, p.store, ts, tuple(window_causes), out, key, items)
+
+
+def _lister(
+    output: Any,
+    labels: list[str],
+    finish: list[tuple[str, Callable[[Any], Any] | None]],
+    having: Cond | None,
+) -> Callable[[tuple[Any, ...], list[Any], datetime, datetime], dict[str, Any]] | None:
+    """For a rule that lists its groups in one event, where each item's fields are names
+    of the group (``cell_x: cx``) and no ``having`` picks groups: one generated function
+    that makes a group's item from its key and accumulators, without the group's scope.
+
+    The item is the one the scope gives: a name is the window's (``window_start``,
+    ``window_end``, ``key``), else a compute's, else a label's, as the scope is filled.
+    None where that does not apply (the general way then runs).
+    """
+    emit = output.emit
+    listed = emit.groups if emit is not None else None
+    if listed is None or having is not None:
+        return None
+    computes = [name for name, _ in finish]
+    namespace: dict[str, Any] = {"__builtins__": {}, "str": str, "map": map}
+    # Every compute is finished, in order, as the scope's are: a percentile of values
+    # that do not compare fails here as it would there.
+    lines = ["def item(gkey, accs, start, end):"]
+    for i, (_, fin) in enumerate(finish):
+        namespace[f"fin{i}"] = fin
+        lines.append(f"    r{i} = accs[{i}]" if fin is None else f"    r{i} = fin{i}(accs[{i}])")
+    parts = []
+    for n, (field, fn) in enumerate(listed.fields.items()):
+        form = inline_form(fn)
+        body = form.body if form is not None else None
+        if not (
+            isinstance(body, ast.Attribute)
+            and isinstance(body.value, ast.Name)
+            and body.value.id == _SCOPE
+        ):
+            return None
+        name = body.attr
+        if name in ("window_start", "window_end"):
+            value = "start" if name == "window_start" else "end"
+        elif name == "key":
+            value = "'/'.join(map(str, gkey))"
+        elif name in computes:
+            value = f"r{computes.index(name)}"
+        elif name in labels:
+            value = f"gkey[{labels.index(name)}]"
+        else:
+            return None  # a name the group's scope does not have: it fails the general way
+        namespace[f"field{n}"] = field
+        parts.append(f"field{n}: {value}, ")
+    lines.append(f"    return {{{''.join(parts)}}}")
+    exec("\n".join(lines), namespace)
+    return namespace["item"]  # type: ignore[no-any-return]
 
 
 def _sorted(values: set[Any]) -> list[Any]:
@@ -423,6 +554,10 @@ def share_folds(rules: Sequence[Rule]) -> None:
         elif lead is not None and r.pipeline == lead.pipeline:
             lead._sharers.append(r)
             r._led = True
+            fixed = lead._tumbling and all(s._tumbling for s in lead._sharers)
+            lead._fold = _folder(
+                *lead._fold_parts, targets=1 + len(lead._sharers) if fixed else None
+            )
         else:
             lead = r
 

@@ -17,8 +17,15 @@ Cond = Callable[[Any], Any]
 KeyFn = Callable[[Any], Any]
 
 
+_last_utc: list[Any] = [None, None]  # the last (timestamp, datetime) made
+
+
 def utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
+    """The UTC time of ``ts``; a rule's outputs of one instant share one (immutable)."""
+    last = _last_utc
+    if ts != last[0]:
+        last[0], last[1] = ts, datetime.fromtimestamp(ts, UTC)
+    return last[1]  # type: ignore[no-any-return]
 
 
 def thaw(value: Any) -> Any:
@@ -99,11 +106,30 @@ class Emitter:
         self.events: list[ev.Event] = []
 
 
+class _EventField:
+    """A field of a scope's event (``data``, ``subject``...), read by a descriptor rather
+    than by ``__getattr__``, which Python calls only once the lookup has raised an
+    AttributeError (the bulk of a template's cost). A non-data descriptor: an extra of the
+    same name, in the instance's ``__dict__``, still comes first; an event without the
+    field (``rule`` on a raw event) raises AttributeError, and ``__getattr__`` says so."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, scope: Any, owner: Any = None) -> Any:
+        if scope is None:
+            return self
+        return getattr(scope.__dict__["_event"], self.name)
+
+
 class Scope:
     """Names an output template sees: the rule's extras, then the event's own fields.
 
-    Extras live in the instance's ``__dict__`` (read at C speed); ``__getattr__`` runs
-    only for the rest, and finds them on the event.
+    Extras live in the instance's ``__dict__`` (read at C speed); the envelope's fields
+    are read through ``_EventField``, and ``__getattr__`` runs only for the rest (a field
+    no event has, which fails).
     """
 
     def __init__(self, event: ev.Event | None, extra: dict[str, Any]) -> None:
@@ -114,6 +140,10 @@ class Scope:
         if name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.__dict__["_event"], name)
+
+
+for _name in ("type", "id", "store", "at", "source", "subject", "v", "data", "rule", "caused_by"):
+    setattr(Scope, _name, _EventField(_name))
 
 
 def key_text(key: Any) -> str:

@@ -100,11 +100,18 @@ class Tally(Rule):
             key, cart_id = self._cart_of(st, e)
             self._open(p, st, cart_id, e, ts)
             sku, n = str(self.add[1](e)), int(self.add[2](e))
-            cart = st.setdefault("carts", {}).setdefault(cart_id, {})
+            carts = _table(st, "carts")
+            cart = carts.get(cart_id)
+            if cart is None:
+                cart = carts[cart_id] = {}
             cart[sku] = cart.get(sku, 0) + n
             data = ev.CartItemData(sku=sku, qty=n, cart=cart_id)
             added = self.derive(ev.CartItemAdded, p, ts, key, data, (e.id,), out)
-            st.setdefault("causes", {}).setdefault(cart_id, []).append(added.id)
+            causes = _table(st, "causes")
+            of_cart = causes.get(cart_id)
+            if of_cart is None:
+                of_cart = causes[cart_id] = []
+            of_cart.append(added.id)
         elif may_remove and self.remove[0](e):
             key, cart_id = self._cart_of(st, e)
             cart = st.get("carts", {}).get(cart_id)
@@ -125,7 +132,7 @@ class Tally(Rule):
 
     def _open(self, p: Partition, st: dict[str, Any], cart_id: str, e: ev.Event, ts: float) -> None:
         """Start the bound of a cart's visit at its first event."""
-        opened = st.setdefault("opened", {})
+        opened = _table(st, "opened")
         if cart_id not in opened:
             token = p.new_token()
             opened[cart_id] = Opened(e, token)
@@ -159,7 +166,8 @@ class Tally(Rule):
     def _cart_of(self, st: dict[str, Any], e: ev.Event) -> tuple[str, str]:
         """The event's key, and the cart it shops on (its group's, if it joined one)."""
         key = str(self.by(e))
-        return key, st.get("alias", {}).get(key, key)
+        alias = st.get("alias")
+        return key, (key if alias is None else alias.get(key, key))
 
     def _extra(self, cart_id: str, cart: dict[str, int], closed_by: str) -> dict[str, Any]:
         """What the outputs of a cart closed without a receipt see."""
@@ -233,3 +241,11 @@ class Tally(Rule):
             needs_review=any(line.review for line in lines),
         )
         self.derive(ev.ReceiptIssued, p, ts, key, receipt, causes, out)
+
+
+def _table(st: dict[str, Any], name: str) -> dict[str, Any]:
+    """``st.setdefault(name, {})``, without a new dict on every call."""
+    table = st.get(name)
+    if table is None:
+        table = st[name] = {}
+    return table  # type: ignore[no-any-return]
