@@ -29,6 +29,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from adapters.detection import Detector
+from adapters.floor_events import EventSettings
 from adapters.pipeline import AdaptProgress, CameraInput, StoreAdapter, run_adapter
 from adapters.sources import STREAM_SCHEMES, SourceError, source_for_camera
 from adapters.store_floor import FloorSettings
@@ -295,7 +296,10 @@ def _line(p: AdaptProgress) -> Text:
 async def adapt(settings: Settings, the: Plan) -> tuple[AdaptProgress, dict[str, tuple[Path, int]]]:
     """Run the plan; what it did, and the annotated videos written (path, frames)."""
     tracking = TRACKING.get(the.detector, TrackerSettings())
-    floor = FloorSettings(tracker=tracking)
+    # One camera's process names its events after the camera, so that the processes of a
+    # store's several cameras never make one event id; --all's are the fusion's.
+    source = the.inputs[0].camera.id if len(the.inputs) == 1 else EventSettings().source
+    floor = FloorSettings(tracker=tracking, events=EventSettings(source=source))
     adapter = StoreAdapter(the.layout, the.inputs, the.origin, floor)
     try:
         adapter.open_videos()
