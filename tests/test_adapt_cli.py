@@ -200,3 +200,25 @@ def test_all_cameras_need_a_source_each(video: Path) -> None:
     assert "no --source for camera(s) cam-front-east" in output.replace("\n", " ")
     code, output = adapt(NO_SERVER, "--all", "--source", f"cam-frnt-west={video}")
     assert code == 2 and "did you mean 'cam-front-west'?" in output.replace("\n", " "), output
+
+
+@pytest.mark.integration
+def test_all_cameras_in_one_process_hand_shoppers_over_under_one_source(
+    env: dict[str, str], corner: Layout, tmp_path: Path
+) -> None:
+    frames = 150  # 10 s of each camera
+    sources = [f"{cam.id}={_render(corner, cam.id, tmp_path, frames)}" for cam in corner.cameras]
+    out = tmp_path / "all.mp4"
+    code, output = adapt(
+        env, "--all", *itertools.chain.from_iterable(("--source", s) for s in sources),
+        "--annotate", str(out),
+    )  # fmt: skip
+    assert code == 0, output
+    events = in_log(env)
+    assert {e.source for e in events} == {"fusion"}
+    assert Counter(e.type for e in events)["shopper.entered"] >= 1
+    assert (tmp_path / "data" / "outbox" / "corner-01.sqlite").exists()
+    for cam in corner.cameras:
+        cap = cv2.VideoCapture(str(tmp_path / f"all.{cam.id}.mp4"))
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == frames, cam.id
+        cap.release()
