@@ -363,6 +363,44 @@ def _summary(the: Plan, p: AdaptProgress, adapter_videos: dict[str, tuple[Path, 
     )
 
 
+def check(the: Plan, image_path: Path) -> None:
+    """Draw the floor grid, zones, lines and calibration points over the camera's first
+    frame into ``image_path``, and print each calibration point's reprojection error."""
+    import cv2
+    import numpy as np
+
+    from adapters.drawing import FloorOverlay
+
+    (i,) = the.inputs
+    cam = i.camera
+    try:
+        frame = next(iter(i.source), None)
+    except SourceError as exc:
+        raise CommandError(f"--source: {exc}") from None
+    finally:
+        i.source.close()
+    if frame is None:
+        raise CommandError(f"--source: {i.source.name} gave no frame")
+    overlay = FloorOverlay(the.layout, cam)
+    image = overlay.calibration(overlay.zones(overlay.grid(frame.image.copy())))
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(image_path), image):
+        raise CommandError(f"--annotate: OpenCV cannot write an image to {image_path}")
+    errors = cam.reprojection_errors()
+    for j, (point, e) in enumerate(zip(cam.calibration.points, errors, strict=True)):
+        out.print(
+            f"point {j + 1}: pixel ({point.image[0]:g}, {point.image[1]:g}) -> floor "
+            f"({point.floor[0]:g}, {point.floor[1]:g}) m: reprojects {e * 100:.1f} cm away",
+            highlight=False,
+        )
+    out.print(
+        f"{cam.id}: reprojection error mean {float(np.mean(errors)) * 100:.1f} cm, "
+        f"largest {float(np.max(errors)) * 100:.1f} cm (point {int(np.argmax(errors)) + 1}); "
+        f"frame {frame.number} with the floor drawn -> {image_path}",
+        highlight=False,
+    )
+
+
 def register(app: typer.Typer) -> None:
     @app.command("adapt")
     def adapt_command(
@@ -409,13 +447,28 @@ def register(app: typer.Typer) -> None:
                 "offset). Default: a time in the file's name, else 2026-11-28T12:00.",
             ),
         ] = None,
+        check_only: Annotated[
+            bool,
+            typer.Option(
+                "--check",
+                help="Check the camera's calibration: draw the floor grid, zones and "
+                "calibration points over its first frame (into --annotate, default "
+                "CAMERA.check.png) and print the reprojection errors; nothing is published.",
+            ),
+        ] = False,
     ) -> None:
         """Turn a store's camera video into events in the log: detect, track, project to
         the floor, hand off across cameras, publish through an outbox."""
         try:
+            if check_only and every:
+                raise CommandError("--check: one camera at a time (--camera ID)")
+            video = None if check_only else annotate
             the = plan(
-                layout_file, camera, every, source or [], detector, weights or [], annotate, start
+                layout_file, camera, every, source or [], detector, weights or [], video, start
             )
+            if check_only:
+                check(the, annotate or Path(f"{camera}.check.png"))
+                return
         except CommandError as exc:
             err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
             raise typer.Exit(2) from None

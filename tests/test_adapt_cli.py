@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -222,3 +223,27 @@ def test_all_cameras_in_one_process_hand_shoppers_over_under_one_source(
         cap = cv2.VideoCapture(str(tmp_path / f"all.{cam.id}.mp4"))
         assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == frames, cam.id
         cap.release()
+
+
+def test_check_draws_the_floor_over_a_frame_and_reports_the_calibration_error(
+    video: Path, tmp_path: Path
+) -> None:
+    """A calibration pixel moved by 6 px (within the loader's tolerance) shows in the
+    reprojection errors; nothing is published (no server is reachable)."""
+    text = LAYOUT.read_text(encoding="utf-8")
+    moved = text.replace("{image: [241.7, 106.1]", "{image: [247.7, 106.1]")
+    assert moved != text
+    layout = tmp_path / "moved.yaml"
+    layout.write_text(moved, encoding="utf-8")
+    png = tmp_path / "check.png"
+    args = ["--check", "--camera", CAMERA, "--source", str(video), "--annotate", str(png)]
+    result = runner.invoke(app, ["adapt", "--layout", str(layout), *args], env=NO_SERVER)
+    assert result.exit_code == 0, result.output
+    worst = re.search(r"largest (\d+\.\d) cm \(point (\d)\)", result.output.replace("\n", " "))
+    assert worst is not None and float(worst[1]) > 0.0, result.output
+    image = cv2.imread(str(png))
+    assert image is not None and image.shape == (720, 1280, 3)
+    plain = cv2.VideoCapture(str(video)).read()[1]
+    assert (cv2.absdiff(image, plain).max(axis=2) > 60).mean() > 0.005, "the floor drawn"
+    exact = runner.invoke(app, ["adapt", "--layout", str(LAYOUT), *args], env=NO_SERVER)
+    assert "largest 0.0 cm" in exact.output.replace("\n", " "), exact.output
