@@ -1,0 +1,485 @@
+"""``aisle adapt``: a store's cameras to events in the log.
+
+One camera (``--camera ID --source FILE|URL``) or every camera of the store in one
+process (``--all --source CAM=FILE|URL ...``, with the hand-off across cameras). Events
+go through an outbox under the data folder, so that a log that is away loses nothing and
+a re-run over the same video publishes nothing twice. Everything wrong with the command
+line (a layout that does not load, a camera the layout lacks, a source that does not
+open, a detector without its weights) ends it with exit code 2 and the reason.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.text import Text
+
+from adapters.detection import Detector
+from adapters.floor_events import EventSettings
+from adapters.pipeline import AdaptProgress, CameraInput, StoreAdapter, run_adapter
+from adapters.sources import STREAM_SCHEMES, SourceError, source_for_camera
+from adapters.store_floor import FloorSettings
+from adapters.tracking import TrackerSettings
+from core.access import Role
+from core.cli import run
+from core.config import Settings
+from core.layout import Camera, Layout, LayoutError, load_layout
+from core.outbox import Outbox, OutboxConfig, OutboxError
+from core.runtime import embedded_or_configured, log_factory, open_log
+
+__all__ = ["DEFAULT_START", "register", "start_of"]
+
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_START = (2026, 11, 28, 12, 0)
+"""When a file's first frame was taken, store time, if neither ``--start`` nor the file's
+name says: the time ``aisle render`` films from."""
+
+_STAMP = re.compile(
+    r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})[T_ -]?(\d{2})[:h-]?(\d{2})[:m-]?(\d{2})(Z)?(?!\d)"
+)
+
+
+class DetectorKind(StrEnum):
+    mog2 = "mog2"
+    knn = "knn"
+    hog = "hog"
+    yolo = "yolo"
+    det_file = "det-file"
+
+
+# The detectors' scores mean different things, so each needs its own thresholds for starting
+# a track: background subtraction's is the share of its box the blob fills (a walking
+# person fills 0.3 to 0.8 of it), HOG's the logistic of the SVM margin from its own floor of
+# 0.5; YOLO's and a det.txt's are a detector's usual confidence, ByteTrack's defaults' scale.
+TRACKING = {
+    DetectorKind.mog2: TrackerSettings(start_score=0.3, high_score=0.5),
+    DetectorKind.knn: TrackerSettings(start_score=0.3, high_score=0.5),
+    DetectorKind.hog: TrackerSettings(start_score=0.5, high_score=0.7),
+}
+
+NEEDS_WEIGHTS = {DetectorKind.yolo: "a model file", DetectorKind.det_file: "a det.txt file"}
+
+
+class CommandError(Exception):
+    """A mistake on the command line or in its inputs: exit code 2, with this message."""
+
+
+def _suggest(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _camera(layout: Layout, camera_id: str, where: str) -> Camera:
+    known = [c.id for c in layout.cameras]
+    if camera_id not in known:
+        raise CommandError(
+            f"{where}: store {layout.store.id!r} has no camera {camera_id!r}"
+            f"{_suggest(camera_id, known)}; its cameras: {', '.join(known) or 'none'}"
+        )
+    return layout.camera(camera_id)
+
+
+def _is_live(spec: str) -> bool:
+    return spec.isdigit() or urlsplit(spec).scheme.lower() in STREAM_SCHEMES
+
+
+def start_of(spec: str, given: str | None, timezone: str) -> tuple[datetime, str]:
+    """When a file source's first frame was taken, and where that came from: ``--start``
+    (ISO; without an offset, store time), else a date and time in the file's name
+    (``cam-a_20261128T120000.mp4``, ``2026-11-28T12-00-00Z.mp4``), else ``DEFAULT_START``.
+    Never the file's dates on disk: a copy of the file must give the same events."""
+    zone = ZoneInfo(timezone)
+    if given is not None:
+        try:
+            at = datetime.fromisoformat(given.replace("Z", "+00:00"))
+        except ValueError:
+            raise CommandError(f"--start: {given!r} is not an ISO date and time") from None
+        return (at if at.tzinfo else at.replace(tzinfo=zone)), "--start"
+    m = _STAMP.search(Path(spec).name)
+    if m:
+        y, mo, d, h, mi, s = (int(g) for g in m.groups()[:6])
+        with suppress(ValueError):
+            at = datetime(y, mo, d, h, mi, s, tzinfo=UTC if m.group(7) else zone)
+            return at, "the file's name"
+    return datetime(*DEFAULT_START, tzinfo=zone), "the default (no --start, no time in the name)"
+
+
+def _detector(kind: DetectorKind, weights: str | None, camera: Camera) -> Detector:
+    # Imported here: a YOLO model pulls in PyTorch, which the other detectors do not need.
+    try:
+        if kind in (DetectorKind.mog2, DetectorKind.knn):
+            from adapters.background import BackgroundSubtraction
+
+            return BackgroundSubtraction(kind.value)  # type: ignore[arg-type]
+        if kind is DetectorKind.hog:
+            from adapters.hog import HogPeople
+
+            return HogPeople()
+        assert weights is not None
+        if not Path(weights).exists():
+            raise CommandError(f"--weights: {weights}: no such file (camera {camera.id})")
+        if kind is DetectorKind.yolo:
+            from adapters.yolo import YoloDetector, YoloError
+
+            try:
+                return YoloDetector(weights)
+            except YoloError as exc:
+                raise CommandError(f"--weights: {exc}") from None
+        from adapters.detfile import DetFile, DetFileError
+
+        try:
+            return DetFile(weights)
+        except DetFileError as exc:
+            raise CommandError(f"--weights: {exc}") from None
+    except (ValueError, OSError) as exc:
+        raise CommandError(f"--detector {kind.value} for camera {camera.id}: {exc}") from None
+
+
+def _per_camera(
+    values: list[str], layout: Layout, option: str, *, each: bool
+) -> tuple[dict[str, str], str | None]:
+    """``CAMERA=VALUE`` pairs, and the one plain value (for every camera), if allowed."""
+    named: dict[str, str] = {}
+    plain: str | None = None
+    for value in values:
+        cam, sep, rest = value.partition("=")
+        if sep and cam in {c.id for c in layout.cameras}:
+            if cam in named:
+                raise CommandError(f"{option}: camera {cam!r} given twice")
+            named[cam] = rest
+        elif sep and not _is_live(value) and "/" not in cam:
+            _camera(layout, cam, option)  # raises, with "did you mean"
+        elif each:
+            raise CommandError(f"{option}: {value!r}: with --all, give CAMERA=SOURCE")
+        elif plain is not None:
+            raise CommandError(f"{option}: given twice ({plain!r} and {value!r})")
+        else:
+            plain = value
+    return named, plain
+
+
+@dataclass
+class Plan:
+    """What the command line asks for, checked, before anything is connected."""
+
+    layout: Layout
+    inputs: list[CameraInput]
+    origin: datetime
+    outbox: str  # the outbox's file name under the data folder
+    notes: list[str]
+    detector: DetectorKind
+
+
+def plan(
+    layout_file: Path,
+    camera: str | None,
+    every: bool,
+    sources: list[str],
+    detector: DetectorKind,
+    weights: list[str],
+    annotate: Path | None,
+    start: str | None,
+) -> Plan:
+    try:
+        layout = load_layout(layout_file)
+    except LayoutError as exc:
+        raise CommandError(f"the layout does not load:\n{exc}") from None
+    except OSError as exc:
+        raise CommandError(f"--layout: {exc}") from None
+    if every == (camera is not None):
+        raise CommandError("give either --camera ID or --all")
+    if not sources:
+        raise CommandError("--source: where the frames come from (a file, a folder, a URL)")
+    if every:
+        named, _ = _per_camera(sources, layout, "--source", each=True)
+        cameras = list(layout.cameras)
+        missing = [c.id for c in cameras if c.id not in named]
+        if missing:
+            raise CommandError(
+                f"--all: no --source for camera(s) {', '.join(missing)} "
+                f"(give --source CAMERA=FILE|URL for each)"
+            )
+        by_camera = named
+    else:
+        assert camera is not None
+        cam = _camera(layout, camera, "--camera")
+        if len(sources) > 1:
+            raise CommandError("--source: one source with --camera (several with --all)")
+        cameras = [cam]
+        by_camera = {cam.id: sources[0]}
+    w_named, w_plain = _per_camera(weights, layout, "--weights", each=False)
+    if detector in NEEDS_WEIGHTS:
+        for cam in cameras:
+            if cam.id not in w_named and w_plain is None:
+                raise CommandError(
+                    f"--detector {detector.value} needs --weights ({NEEDS_WEIGHTS[detector]})"
+                    + (f" for camera {cam.id}" if every else "")
+                )
+        if detector is DetectorKind.det_file and every and w_plain is not None:
+            raise CommandError("--weights: with --all, a det.txt per camera (CAMERA=FILE)")
+    elif weights:
+        raise CommandError(f"--weights: the {detector.value} detector takes none")
+
+    notes: list[str] = []
+    starts: dict[str, datetime | None] = {}
+    for cam in cameras:
+        spec = by_camera[cam.id]
+        if _is_live(spec):
+            starts[cam.id] = None
+            continue
+        at, why = start_of(spec, start, layout.store.timezone)
+        starts[cam.id] = at
+        if why != "--start":
+            notes.append(f"{cam.id}: first frame at {at.isoformat()}, from {why}")
+    files = [s for s in starts.values() if s is not None]
+    origin = min(files) if files else datetime.now(UTC)
+    if len(files) < len(starts):  # a live source's frames are placed by the clock
+        origin = min(origin, datetime.now(UTC))
+
+    inputs: list[CameraInput] = []
+    try:
+        for cam in cameras:
+            spec = by_camera[cam.id]
+            source = source_for_camera(cam, spec, start=starts[cam.id])
+            inputs.append(
+                CameraInput(
+                    camera=cam,
+                    source=source,
+                    detector=_detector(detector, w_named.get(cam.id, w_plain), cam),
+                    annotate=_annotated(annotate, cam.id, every),
+                )
+            )
+    except (SourceError, CommandError) as exc:
+        for i in inputs:
+            i.source.close()
+        if isinstance(exc, SourceError):
+            raise CommandError(f"--source: {exc}") from None
+        raise
+    name = layout.store.id if every else f"{layout.store.id}.{cameras[0].id}"
+    return Plan(layout, inputs, origin, f"{name}.sqlite", notes, detector)
+
+
+def _annotated(path: Path | None, camera: str, every: bool) -> Path | None:
+    """One video per camera: with --all, the camera's id before the suffix."""
+    if path is None or not every:
+        return path
+    return path.with_name(f"{path.stem}.{camera}{path.suffix or '.mp4'}")
+
+
+def _line(p: AdaptProgress) -> Text:
+    box = p.outbox
+    depth = f"{box.pending:,}" if box else "0"
+    published = f"{box.published:,}" if box else "0"
+    state = "" if box is None or box.connected or not box.pending else "  (log away: kept on disk)"
+    return Text(
+        f"{p.total_frames:,} frames  {p.fps:5.1f} frames/s  {p.tracks} tracked  "
+        f"{sum(p.events.values()):,} events  {published} published  outbox {depth}{state}"
+    )
+
+
+async def adapt(settings: Settings, the: Plan) -> tuple[AdaptProgress, dict[str, tuple[Path, int]]]:
+    """Run the plan; what it did, and the annotated videos written (path, frames)."""
+    tracking = TRACKING.get(the.detector, TrackerSettings())
+    # One camera's process names its events after the camera, so that the processes of a
+    # store's several cameras never make one event id; --all's are the fusion's.
+    source = the.inputs[0].camera.id if len(the.inputs) == 1 else EventSettings().source
+    floor = FloorSettings(tracker=tracking, events=EventSettings(source=source))
+    adapter = StoreAdapter(the.layout, the.inputs, the.origin, floor)
+    try:
+        adapter.open_videos()
+    except RuntimeError as exc:  # OpenCV cannot write the video there
+        adapter.release()
+        raise CommandError(f"--annotate: {exc}") from None
+    path = settings.data_dir / "outbox" / the.outbox
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = OutboxConfig(duplicate_window_s=settings.log.duplicate_window_s)
+    live = Live(_line(AdaptProgress()), console=err, transient=True, auto_refresh=False)
+    shown = 0.0
+
+    def progress(p: AdaptProgress) -> None:
+        nonlocal shown
+        now = time.monotonic()
+        if err.is_terminal and now - shown >= 0.25:
+            live.update(_line(p), refresh=True)
+            shown = now
+
+    async with (
+        open_log(settings, name="aisle-adapt", role=Role.ADAPTER),
+        embedded_or_configured(settings) as url,
+    ):
+        new_log = log_factory(settings, url, name="aisle-adapt", role=Role.ADAPTER)
+        try:
+            outbox = Outbox.open(path, new_log, config)
+        except OutboxError as exc:
+            adapter.release()
+            raise CommandError(f"the outbox: {exc}") from None
+        async with outbox:
+            if err.is_terminal:
+                live.start()
+            try:
+                return await run_adapter(adapter, outbox, progress), adapter.written
+            finally:
+                live.stop()
+
+
+def _summary(the: Plan, p: AdaptProgress, adapter_videos: dict[str, tuple[Path, int]]) -> None:
+    took = time.monotonic() - p.began
+    for i in the.inputs:
+        cam = i.camera.id
+        video = adapter_videos.get(cam)
+        made = f", annotated -> {video[0]} ({video[1]:,} frames)" if video else ""
+        out.print(
+            f"{escape(cam)}: {p.frames[cam]:,} frames ({the.detector.value}) from "
+            f"{escape(i.source.name)}{escape(made)}",
+            highlight=False,
+        )
+    kinds = ", ".join(f"{t} {n:,}" for t, n in sorted(p.events.items()))
+    box = p.outbox
+    sent = (
+        f"{box.published:,} published ({box.duplicates:,} the log had), {box.pending:,} waiting"
+        if box
+        else "none published"
+    )
+    out.print(
+        f"events: {sum(p.events.values()):,} made ({kinds or 'none'}); {p.new:,} new, "
+        f"{sent}; {p.total_frames:,} frames in {took:.1f} s ({p.fps:.1f} frames/s)",
+        highlight=False,
+    )
+
+
+def check(the: Plan, image_path: Path) -> None:
+    """Draw the floor grid, zones, lines and calibration points over the camera's first
+    frame into ``image_path``, and print each calibration point's reprojection error."""
+    import cv2
+    import numpy as np
+
+    from adapters.drawing import FloorOverlay
+
+    (i,) = the.inputs
+    cam = i.camera
+    try:
+        frame = next(iter(i.source), None)
+    except SourceError as exc:
+        raise CommandError(f"--source: {exc}") from None
+    finally:
+        i.source.close()
+    if frame is None:
+        raise CommandError(f"--source: {i.source.name} gave no frame")
+    overlay = FloorOverlay(the.layout, cam)
+    image = overlay.calibration(overlay.zones(overlay.grid(frame.image.copy())))
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(image_path), image):
+        raise CommandError(f"--annotate: OpenCV cannot write an image to {image_path}")
+    errors = cam.reprojection_errors()
+    for j, (point, e) in enumerate(zip(cam.calibration.points, errors, strict=True)):
+        out.print(
+            f"point {j + 1}: pixel ({point.image[0]:g}, {point.image[1]:g}) -> floor "
+            f"({point.floor[0]:g}, {point.floor[1]:g}) m: reprojects {e * 100:.1f} cm away",
+            highlight=False,
+        )
+    out.print(
+        f"{cam.id}: reprojection error mean {float(np.mean(errors)) * 100:.1f} cm, "
+        f"largest {float(np.max(errors)) * 100:.1f} cm (point {int(np.argmax(errors)) + 1}); "
+        f"frame {frame.number} with the floor drawn -> {image_path}",
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("adapt")
+    def adapt_command(
+        layout_file: Annotated[Path, typer.Option("--layout", help="Store layout file.")],
+        camera: Annotated[
+            str | None, typer.Option("--camera", help="The camera the source films.")
+        ] = None,
+        every: Annotated[
+            bool,
+            typer.Option("--all", help="Every camera of the store, with the hand-off."),
+        ] = False,
+        source: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--source",
+                help="A video file, a folder of images, a camera index or a stream URL; "
+                "with --all, CAMERA=SOURCE for each camera.",
+            ),
+        ] = None,
+        detector: Annotated[
+            DetectorKind, typer.Option("--detector", help="What finds people in the frames.")
+        ] = DetectorKind.mog2,
+        weights: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--weights",
+                help="yolo: the model (.pt, .onnx, OpenVINO folder); det-file: the det.txt "
+                "(with --all, CAMERA=PATH).",
+            ),
+        ] = None,
+        annotate: Annotated[
+            Path | None,
+            typer.Option(
+                "--annotate",
+                help="Write a video of boxes, track ids, lines and zones (with --all, "
+                "one per camera: NAME.CAMERA.mp4).",
+            ),
+        ] = None,
+        start: Annotated[
+            str | None,
+            typer.Option(
+                "--start",
+                help="When a file's first frame was taken (ISO; store time without an "
+                "offset). Default: a time in the file's name, else 2026-11-28T12:00.",
+            ),
+        ] = None,
+        check_only: Annotated[
+            bool,
+            typer.Option(
+                "--check",
+                help="Check the camera's calibration: draw the floor grid, zones and "
+                "calibration points over its first frame (into --annotate, default "
+                "CAMERA.check.png) and print the reprojection errors; nothing is published.",
+            ),
+        ] = False,
+    ) -> None:
+        """Turn a store's camera video into events in the log: detect, track, project to
+        the floor, hand off across cameras, publish through an outbox."""
+        try:
+            if check_only and every:
+                raise CommandError("--check: one camera at a time (--camera ID)")
+            video = None if check_only else annotate
+            the = plan(
+                layout_file, camera, every, source or [], detector, weights or [], video, start
+            )
+            if check_only:
+                check(the, annotate or Path(f"{camera}.check.png"))
+                return
+        except CommandError as exc:
+            err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+            raise typer.Exit(2) from None
+        for note in the.notes:
+            err.print(f"note: {escape(note)}", soft_wrap=True, highlight=False)
+        try:
+            result, videos = run(lambda settings: adapt(settings, the))
+        except (CommandError, SourceError, OutboxError) as exc:
+            err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+            raise typer.Exit(2) from None
+        finally:
+            for i in the.inputs:
+                i.source.close()
+        _summary(the, result, videos)
