@@ -176,6 +176,14 @@ CASES = [
     Case("round to a billion digits", pack("round(data.qty, -10**9)"), "round to", run=True),
     Case("a printf width in the event", pack("data.sku % 1"), "large", run=True, sku="%999999999d"),
     Case("outputs that feed themselves", FEEDS_ITSELF, f"more than {MAX_FANOUT} derived", run=True),
+    # repetition of what holds repetitions: each is small, what it makes is not
+    Case("str of nested lists", pack("len(str([[subject] * 100000] * 100000))"), "repetition", run=True),
+    Case("a template of nested lists", pack(label="{[[subject] * 99999] * 99999}"), "repetition", line=15, run=True),
+    Case("'%s' of many long strings", pack("len('%s' * 50000 % ((subject * 30000,) * 50000))"), "repetition", run=True),
+    Case("comparing nested lists", pack("[[subject] * 100000] * 100000 == [[subject] * 100000] * 100000"), "repetition", run=True),
+    Case("hashing nested tuples", pack("((subject,) * 100000,) * 100000 in ['x']"), "repetition", run=True),
+    Case("min of nested lists", pack("len(min([[subject] * 100000] * 100000, [[subject] * 100000] * 100000))"), "repetition", run=True),
+    Case("a list of long strings", pack("len(str([subject * 30000] * 100000))"), "repetition", run=True),
 ]  # fmt: skip
 
 
@@ -237,8 +245,54 @@ def test_each_escape_or_exhaustion_attempt_is_refused_or_stopped(
     stopped = [m for _, m in errors if case.phrase in m]
     assert stopped, errors
     if case.id != "outputs that feed themselves":
-        assert "pack.yaml:13:9: evaluating" in stopped[0]  # the expression, in the file
+        assert f"pack.yaml:{case.line}:" in stopped[0]  # the expression, in the file
+        assert "evaluating" in stopped[0]
     assert derived < 8 * MAX_FANOUT  # bounded, whatever the rule emits
+
+
+GUARDED = {
+    "for": """    for:
+      by: subject
+      start: type == "item.picked" and {cond}
+      until: type == "item.put_back"
+      duration: 10s
+""",
+    "sequence": """    sequence:
+      by: subject
+      within: 10s
+      steps:
+        - when: type == "item.picked" and {cond}
+        - when: type == "item.put_back"
+""",
+    "tally": """    tally:
+      add: {{when: type == "item.picked" and {cond}}}
+      remove: {{when: type == "item.put_back"}}
+      close: {{when: type == "zone.exited"}}
+""",
+}
+
+
+@pytest.mark.timeout(TIMEOUT_S)
+@pytest.mark.parametrize("kind", sorted(GUARDED))
+@pytest.mark.parametrize(
+    "cond", ["1 / (data.qty - data.qty) > 0", "len(data.sku * (data.qty * 10**9)) > 0"]
+)
+def test_a_condition_that_fails_in_a_rules_gate_is_a_rule_error_and_the_engine_carries_on(
+    kind: str, cond: str, tmp_path: Path
+) -> None:
+    # The engine asks the rules' entry conditions, merged, before any rule runs (its gate):
+    # one that raised there stopped Engine.process with a traceback.
+    path = tmp_path / "pack.yaml"
+    needs = 'needs: [catalog]\n' if kind == "tally" else ""
+    path.write_text(
+        f'pack: p\nversion: "1"\n{needs}rules:\n  - id: r\n'
+        + GUARDED[kind].format(cond=cond)
+        + "    alert: {name: a}\n"
+    )
+    assert not check_case(Case("", "", ""), path)
+    errors, _ = bounded(lambda: run(engine_of(path), picks(1, 2)))
+    assert [rule for rule, _ in errors] == ["p.r", "p.r"], errors
+    assert all("evaluating" in message for _, message in errors), errors
 
 
 def test_the_engine_carries_on_after_a_rule_is_stopped(tmp_path: Path) -> None:
