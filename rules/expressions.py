@@ -26,8 +26,9 @@ What is allowed
 
     Work per event is bounded (docs/rules.md, "Limits"): ``**``, ``*`` and ``%`` go through
     guards (integers of at most 100 000 bits, repetitions of at most 100 000 items, the
-    strings and lists inside a repeated list counted whole, '%'-widths of at most 1000), as does ``round``; template specs are checked at compile
-    time. Operators on constants are folded here, so a literal past a limit is a compile error.
+    strings and lists inside a repeated list counted whole, '%'-widths of at most 1000), as
+    does ``round``; template specs are checked at compile time. Operators on constants are
+    folded here, so a literal past a limit is a compile error.
 
 Names and the scope
     A free name is either a scope name (in ``names``), read as an attribute of the scope

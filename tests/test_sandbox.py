@@ -129,6 +129,10 @@ FEEDS_ITSELF = pack(
 """
 )
 
+NESTED = "[[subject] * 100000] * 100000"  # 800 kB, that prints as 10**10 characters
+TUPLES = "((subject,) * 100000,) * 100000"
+LONG = "((subject * 30000,) * 50000)"
+
 CASES = [
     # bound methods and attribute chains
     Case("a set's add as min's key", pack("min([subject], key=staff.add)"), "argument 'key'"),
@@ -177,13 +181,13 @@ CASES = [
     Case("a printf width in the event", pack("data.sku % 1"), "large", run=True, sku="%999999999d"),
     Case("outputs that feed themselves", FEEDS_ITSELF, f"more than {MAX_FANOUT} derived", run=True),
     # repetition of what holds repetitions: each is small, what it makes is not
-    Case("str of nested lists", pack("len(str([[subject] * 100000] * 100000))"), "repetition", run=True),
-    Case("a template of nested lists", pack(label="{[[subject] * 99999] * 99999}"), "repetition", line=15, run=True),
-    Case("'%s' of many long strings", pack("len('%s' * 50000 % ((subject * 30000,) * 50000))"), "repetition", run=True),
-    Case("comparing nested lists", pack("[[subject] * 100000] * 100000 == [[subject] * 100000] * 100000"), "repetition", run=True),
-    Case("hashing nested tuples", pack("((subject,) * 100000,) * 100000 in ['x']"), "repetition", run=True),
-    Case("min of nested lists", pack("len(min([[subject] * 100000] * 100000, [[subject] * 100000] * 100000))"), "repetition", run=True),
-    Case("a list of long strings", pack("len(str([subject * 30000] * 100000))"), "repetition", run=True),
+    Case("str of nested lists", pack(f"len(str({NESTED}))"), "repetition", run=True),
+    Case("a template of nested lists", pack(label=f"{{{NESTED}}}"), "repetition", 15, run=True),
+    Case("'%s' of long strings", pack(f"len('%s' * 50000 % {LONG})"), "repetition", run=True),
+    Case("comparing nested lists", pack(f"{NESTED} == {NESTED}"), "repetition", run=True),
+    Case("hashing nested tuples", pack(f"{TUPLES} in ['x']"), "repetition", run=True),
+    Case("min of nested lists", pack(f"len(min({NESTED}, {NESTED}))"), "repetition", run=True),
+    Case("long strings listed", pack("str([subject * 30000] * 9)"), "repetition", run=True),
 ]  # fmt: skip
 
 
@@ -283,7 +287,7 @@ def test_a_condition_that_fails_in_a_rules_gate_is_a_rule_error_and_the_engine_c
     # The engine asks the rules' entry conditions, merged, before any rule runs (its gate):
     # one that raised there stopped Engine.process with a traceback.
     path = tmp_path / "pack.yaml"
-    needs = 'needs: [catalog]\n' if kind == "tally" else ""
+    needs = "needs: [catalog]\n" if kind == "tally" else ""
     path.write_text(
         f'pack: p\nversion: "1"\n{needs}rules:\n  - id: r\n'
         + GUARDED[kind].format(cond=cond)
