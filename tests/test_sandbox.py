@@ -133,6 +133,15 @@ NESTED = "[[subject] * 100000] * 100000"  # 800 kB, that prints as 10**10 charac
 TUPLES = "((subject,) * 100000,) * 100000"
 LONG = "((subject * 30000,) * 50000)"
 
+
+def windowed(window: str) -> str:
+    """An aggregate with ``window`` (on line 8) that counts picks."""
+    return (
+        'pack: p\nversion: "1"\nrules:\n  - id: r\n    where: type == "item.picked"\n'
+        f"    aggregate:\n      window:\n        {window}\n      compute:\n        n: count()\n"
+    )
+
+
 CASES = [
     # bound methods and attribute chains
     Case("a set's add as min's key", pack("min([subject], key=staff.add)"), "argument 'key'"),
@@ -180,6 +189,13 @@ CASES = [
     Case("round to a billion digits", pack("round(data.qty, -10**9)"), "round to", run=True),
     Case("a printf width in the event", pack("data.sku % 1"), "large", run=True, sku="%999999999d"),
     Case("outputs that feed themselves", FEEDS_ITSELF, f"more than {MAX_FANOUT} derived", run=True),
+    # windows and durations: each event falls in a bounded number of windows
+    Case("a window in a billion steps", windowed("{sliding: 1000d, every: 1ms}"), "windows", 8),
+    Case("an infinite sliding window", windowed("{sliding: .inf, every: 1s}"), "finite", 8),
+    Case("an infinite tumbling window", windowed("{tumbling: .inf}"), "finite", 8),
+    Case("a window of NaN seconds", windowed("{tumbling: .nan}"), "finite", 8),
+    Case("a window of 1e-300 s", windowed("{tumbling: 1.0e-300}"), "1ms", 8),
+    Case("a window of 400 digits", windowed(f"{{tumbling: 1{'0' * 400}s}}"), "finite", 8),
     # repetition of what holds repetitions: each is small, what it makes is not
     Case("str of nested lists", pack(f"len(str({NESTED}))"), "repetition", run=True),
     Case("a template of nested lists", pack(label=f"{{{NESTED}}}"), "repetition", 15, run=True),
