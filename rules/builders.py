@@ -7,6 +7,7 @@ turning a rule's YAML into its operator, with the checks particular to it.
 
 from __future__ import annotations
 
+import keyword
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -257,6 +258,10 @@ class OperatorBuilders:
                     (*wp, "every"), "a sliding window's size must be a multiple of 'every'"
                 )
             size = steps * every
+        if a.as_.startswith("_") or keyword.iskeyword(a.as_):
+            raise self.doc.error(
+                (*ap, "as"), f"{a.as_!r} cannot name the item: a name starts with a letter"
+            )
         types = self._types_for(r, [r.where])
         item_names = ENVELOPE if a.each is None else (*ENVELOPE, a.as_)
         each = self.expr(a.each, (*ap, "each"), types=types).fn if a.each else None

@@ -142,6 +142,16 @@ def windowed(window: str) -> str:
     )
 
 
+def named(section: str, name: str, value: str) -> str:
+    """A pack whose ``section`` holds ``name`` (on line 4), which its rule does not use."""
+    return (
+        f'pack: p\nversion: "1"\n{section}:\n  {name!r}: {value}\nrules:\n  - id: r\n'
+        '    where: type == "item.picked"\n    metric: {name: m, value: "1"}\n'
+    )
+
+
+ITEM_NAMED = windowed("{tumbling: 1m}\n      each: '[subject]'\n      as: _event")
+
 CASES = [
     # bound methods and attribute chains
     Case("a set's add as min's key", pack("min([subject], key=staff.add)"), "argument 'key'"),
@@ -196,6 +206,14 @@ CASES = [
     Case("a window of NaN seconds", windowed("{tumbling: .nan}"), "finite", 8),
     Case("a window of 1e-300 s", windowed("{tumbling: 1.0e-300}"), "1ms", 8),
     Case("a window of 400 digits", windowed(f"{{tumbling: 1{'0' * 400}s}}"), "finite", 8),
+    # names the expressions cannot have: refused where they are written, not a traceback
+    Case("a parameter named _x", named("params", "_x", "1"), "cannot be named", 4),
+    Case("a parameter named for", named("params", "for", "1"), "cannot be named", 4),
+    Case("a list named None", named("lists", "None", "[1]"), "cannot be named", 4),
+    Case("a list named x-y", named("lists", "x-y", "[1]"), "cannot be named", 4),
+    Case("a set named __import__", named("sets", "__import__", "{add: 'true'}"), "named", 4),
+    Case("a set named staff.x", named("sets", "staff.x", "{add: 'true'}"), "cannot be named", 4),
+    Case("an item named _event", ITEM_NAMED, "cannot name the item", 10),
     # repetition of what holds repetitions: each is small, what it makes is not
     Case("str of nested lists", pack(f"len(str({NESTED}))"), "repetition", run=True),
     Case("a template of nested lists", pack(label=f"{{{NESTED}}}"), "repetition", 15, run=True),
