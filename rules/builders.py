@@ -7,6 +7,7 @@ turning a rule's YAML into its operator, with the checks particular to it.
 
 from __future__ import annotations
 
+import keyword
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -19,6 +20,8 @@ from rules.outputs import MetricOut
 
 ENVELOPE = ("type", "id", "store", "at", "source", "subject", "v", "data", "rule", "caused_by")
 TALLY_SCOPE = ("cart", "items", "total_cents", "closed_by")  # a cart closed without a receipt
+MAX_WINDOWS = 10_000  # the most windows of one rule an event falls in (a sliding window's steps)
+MIN_WINDOW_S = 0.001  # the shortest window, or step of a sliding one
 _COMPUTE = re.compile(
     r"^\s*(count|sum|mean|min|max|distinct|percentile|underflow)\s*\((.*)\)\s*$", re.S
 )
@@ -216,6 +219,8 @@ class OperatorBuilders:
             size = every = self.duration(w.tumbling, (*wp, "tumbling"))
             if size <= 0:
                 raise self.doc.error((*wp, "tumbling"), "a window lasts longer than 0 s")
+            if size < MIN_WINDOW_S:
+                raise self.doc.error((*wp, "tumbling"), "a window lasts at least 1ms")
             if w.local and (size > 86400 or 86400 % size):
                 raise self.doc.error(
                     (*wp, "local"), "a window aligned to local time divides a day: 1h, 24h..."
@@ -237,6 +242,14 @@ class OperatorBuilders:
                 raise self.doc.error((*wp, "sliding"), "a window lasts longer than 0 s")
             if every <= 0:
                 raise self.doc.error((*wp, "every"), "a window moves by more than 0 s")
+            if every < MIN_WINDOW_S:
+                raise self.doc.error((*wp, "every"), "a window moves by at least 1ms")
+            if size / every > MAX_WINDOWS + 0.5:
+                raise self.doc.error(
+                    (*wp, "every"),
+                    f"each event would fall in {size / every:.0f} windows (at most "
+                    f"{MAX_WINDOWS}): slide by more, or use a shorter window",
+                )
             # A whole ratio, as written: 0.3 s by 0.1 s is 3 steps, though 0.3 % 0.1 is not 0
             # in floating point. The window is then exactly that many steps long.
             steps = round(size / every)
@@ -245,6 +258,10 @@ class OperatorBuilders:
                     (*wp, "every"), "a sliding window's size must be a multiple of 'every'"
                 )
             size = steps * every
+        if a.as_.startswith("_") or keyword.iskeyword(a.as_):
+            raise self.doc.error(
+                (*ap, "as"), f"{a.as_!r} cannot name the item: a name starts with a letter"
+            )
         types = self._types_for(r, [r.where])
         item_names = ENVELOPE if a.each is None else (*ENVELOPE, a.as_)
         each = self.expr(a.each, (*ap, "each"), types=types).fn if a.each else None

@@ -566,16 +566,18 @@ def _dispatcher(kind: str, handlers: tuple[tuple[Any, Any, Any, str], ...]) -> A
 
 def _either(guards: tuple[Any, ...]) -> Any:
     """Whether any of the guards lets the event through: one generated function, the
-    guards inline and asked in order until one does."""
-    if len(guards) == 1:
-        return guards[0]
-    namespace: dict[str, Any] = {"__builtins__": {}}
+    guards inline and asked in order until one does.
+
+    The gate is asked before any rule runs, outside the try that turns a rule's failure
+    into a ``RuleError``: a guard that fails lets the event through, and the rule's own
+    guard, asked again in the dispatcher, reports the failure under the rule's name."""
+    namespace: dict[str, Any] = {"__builtins__": {}, "Exception": Exception}
     calls = {f"guard{i}": g for i, g in enumerate(guards)}
     namespace.update(calls)
-    lines = ["def gate(e):"]
+    lines = ["def gate(e):", "    try:"]
     for i in range(len(guards)):
-        lines += [f"    ok = guard{i}(e)", "    if ok:", "        return True"]
-    lines.append("    return False")
+        lines += [f"        ok = guard{i}(e)", "        if ok:", "            return True"]
+    lines += ["    except Exception:", "        return True", "    return False"]
     define("\n".join(lines), calls, namespace, "<gate>")
     return namespace["gate"]
 

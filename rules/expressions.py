@@ -25,9 +25,10 @@ What is allowed
     ``key=`` for ``min``, which would call ``staff.add``), so no function is handed a callable.
 
     Work per event is bounded (docs/rules.md, "Limits"): ``**``, ``*`` and ``%`` go through
-    guards (integers of at most 100 000 bits, repetitions of at most 100 000 items,
-    '%'-widths of at most 1000), as does ``round``; template specs are checked at compile
-    time. Operators on constants are folded here, so a literal past a limit is a compile error.
+    guards (integers of at most 100 000 bits, repetitions of at most 100 000 items, the
+    strings and lists inside a repeated list counted whole, '%'-widths of at most 1000), as
+    does ``round``; template specs are checked at compile time. Operators on constants are
+    folded here, so a literal past a limit is a compile error.
 
 Names and the scope
     A free name is either a scope name (in ``names``), read as an attribute of the scope
@@ -508,6 +509,28 @@ def _safe_pow(base: Any, exp: Any) -> Any:
     return base**exp
 
 
+def _size(value: Any, most: int) -> int:
+    """What a repetition of ``value`` repeats: its items, a string item counting its
+    characters and a list or tuple item its own size (``[[x] * 1000] * 1000`` is a million,
+    not a thousand: printed, compared or hashed, each inner item is visited). Counting stops
+    past ``most``, so no more than that much is walked."""
+    if isinstance(value, str):
+        return len(value)
+    total, stack = 0, [value]
+    while stack and total <= most:
+        items = stack.pop()
+        for item in items:
+            if isinstance(item, str):
+                total += max(1, len(item))
+            elif isinstance(item, list | tuple | set | frozenset) and item:
+                stack.append(item)
+            else:
+                total += 1
+            if total > most:
+                break
+    return total
+
+
 def _safe_mul(a: Any, b: Any) -> Any:
     """``a * b``, refused before it makes a string, list or integer too large to be worth it."""
     if type(a) is float or type(b) is float:
@@ -517,6 +540,11 @@ def _safe_mul(a: Any, b: Any) -> Any:
     if isinstance(b, str | list | tuple) and isinstance(a, int):
         if a > 0 and len(b) * a > _MAX_ITEMS:
             raise LimitError(f"repetition too large ({len(b)} * {a}; at most {_MAX_ITEMS} items)")
+        if a > 0 and not isinstance(b, str) and _size(b, _MAX_ITEMS // a) * a > _MAX_ITEMS:
+            raise LimitError(
+                f"repetition too large ({a} copies of {_size(b, _MAX_ITEMS // a)}+ items and "
+                f"characters; at most {_MAX_ITEMS})"
+            )
     elif (
         isinstance(a, int)
         and isinstance(b, int)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import keyword
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -233,6 +234,15 @@ class _PackCompiler(OperatorBuilders):
         self.used: set[str] = set()
         self.functions = reference.functions(context)
         self.constants: dict[str, Any] = {}
+        for section in ("lists", "params", "sets", "macros"):
+            for name in getattr(pack, section):
+                if not name.isidentifier() or name.startswith("_") or keyword.iskeyword(name):
+                    raise doc.error(
+                        (section, name),
+                        f"{name!r} cannot be named in expressions: a name is a letter, then "
+                        "letters, digits or '_', and not a Python keyword",
+                        key=True,
+                    )
         for name, values in pack.lists.items():
             self.constants[name] = frozenset(values)
         for name, value in pack.params.items():

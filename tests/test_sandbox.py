@@ -129,6 +129,29 @@ FEEDS_ITSELF = pack(
 """
 )
 
+NESTED = "[[subject] * 100000] * 100000"  # 800 kB, that prints as 10**10 characters
+TUPLES = "((subject,) * 100000,) * 100000"
+LONG = "((subject * 30000,) * 50000)"
+
+
+def windowed(window: str) -> str:
+    """An aggregate with ``window`` (on line 8) that counts picks."""
+    return (
+        'pack: p\nversion: "1"\nrules:\n  - id: r\n    where: type == "item.picked"\n'
+        f"    aggregate:\n      window:\n        {window}\n      compute:\n        n: count()\n"
+    )
+
+
+def named(section: str, name: str, value: str) -> str:
+    """A pack whose ``section`` holds ``name`` (on line 4), which its rule does not use."""
+    return (
+        f'pack: p\nversion: "1"\n{section}:\n  {name!r}: {value}\nrules:\n  - id: r\n'
+        '    where: type == "item.picked"\n    metric: {name: m, value: "1"}\n'
+    )
+
+
+ITEM_NAMED = windowed("{tumbling: 1m}\n      each: '[subject]'\n      as: _event")
+
 CASES = [
     # bound methods and attribute chains
     Case("a set's add as min's key", pack("min([subject], key=staff.add)"), "argument 'key'"),
@@ -176,6 +199,29 @@ CASES = [
     Case("round to a billion digits", pack("round(data.qty, -10**9)"), "round to", run=True),
     Case("a printf width in the event", pack("data.sku % 1"), "large", run=True, sku="%999999999d"),
     Case("outputs that feed themselves", FEEDS_ITSELF, f"more than {MAX_FANOUT} derived", run=True),
+    # windows and durations: each event falls in a bounded number of windows
+    Case("a window in a billion steps", windowed("{sliding: 1000d, every: 1ms}"), "windows", 8),
+    Case("an infinite sliding window", windowed("{sliding: .inf, every: 1s}"), "finite", 8),
+    Case("an infinite tumbling window", windowed("{tumbling: .inf}"), "finite", 8),
+    Case("a window of NaN seconds", windowed("{tumbling: .nan}"), "finite", 8),
+    Case("a window of 1e-300 s", windowed("{tumbling: 1.0e-300}"), "1ms", 8),
+    Case("a window of 400 digits", windowed(f"{{tumbling: 1{'0' * 400}s}}"), "finite", 8),
+    # names the expressions cannot have: refused where they are written, not a traceback
+    Case("a parameter named _x", named("params", "_x", "1"), "cannot be named", 4),
+    Case("a parameter named for", named("params", "for", "1"), "cannot be named", 4),
+    Case("a list named None", named("lists", "None", "[1]"), "cannot be named", 4),
+    Case("a list named x-y", named("lists", "x-y", "[1]"), "cannot be named", 4),
+    Case("a set named __import__", named("sets", "__import__", "{add: 'true'}"), "named", 4),
+    Case("a set named staff.x", named("sets", "staff.x", "{add: 'true'}"), "cannot be named", 4),
+    Case("an item named _event", ITEM_NAMED, "cannot name the item", 10),
+    # repetition of what holds repetitions: each is small, what it makes is not
+    Case("str of nested lists", pack(f"len(str({NESTED}))"), "repetition", run=True),
+    Case("a template of nested lists", pack(label=f"{{{NESTED}}}"), "repetition", 15, run=True),
+    Case("'%s' of long strings", pack(f"len('%s' * 50000 % {LONG})"), "repetition", run=True),
+    Case("comparing nested lists", pack(f"{NESTED} == {NESTED}"), "repetition", run=True),
+    Case("hashing nested tuples", pack(f"{TUPLES} in ['x']"), "repetition", run=True),
+    Case("min of nested lists", pack(f"len(min({NESTED}, {NESTED}))"), "repetition", run=True),
+    Case("long strings listed", pack("str([subject * 30000] * 9)"), "repetition", run=True),
 ]  # fmt: skip
 
 
@@ -237,8 +283,54 @@ def test_each_escape_or_exhaustion_attempt_is_refused_or_stopped(
     stopped = [m for _, m in errors if case.phrase in m]
     assert stopped, errors
     if case.id != "outputs that feed themselves":
-        assert "pack.yaml:13:9: evaluating" in stopped[0]  # the expression, in the file
+        assert f"pack.yaml:{case.line}:" in stopped[0]  # the expression, in the file
+        assert "evaluating" in stopped[0]
     assert derived < 8 * MAX_FANOUT  # bounded, whatever the rule emits
+
+
+GUARDED = {
+    "for": """    for:
+      by: subject
+      start: type == "item.picked" and {cond}
+      until: type == "item.put_back"
+      duration: 10s
+""",
+    "sequence": """    sequence:
+      by: subject
+      within: 10s
+      steps:
+        - when: type == "item.picked" and {cond}
+        - when: type == "item.put_back"
+""",
+    "tally": """    tally:
+      add: {{when: type == "item.picked" and {cond}}}
+      remove: {{when: type == "item.put_back"}}
+      close: {{when: type == "zone.exited"}}
+""",
+}
+
+
+@pytest.mark.timeout(TIMEOUT_S)
+@pytest.mark.parametrize("kind", sorted(GUARDED))
+@pytest.mark.parametrize(
+    "cond", ["1 / (data.qty - data.qty) > 0", "len(data.sku * (data.qty * 10**9)) > 0"]
+)
+def test_a_condition_that_fails_in_a_rules_gate_is_a_rule_error_and_the_engine_carries_on(
+    kind: str, cond: str, tmp_path: Path
+) -> None:
+    # The engine asks the rules' entry conditions, merged, before any rule runs (its gate):
+    # one that raised there stopped Engine.process with a traceback.
+    path = tmp_path / "pack.yaml"
+    needs = "needs: [catalog]\n" if kind == "tally" else ""
+    path.write_text(
+        f'pack: p\nversion: "1"\n{needs}rules:\n  - id: r\n'
+        + GUARDED[kind].format(cond=cond)
+        + "    alert: {name: a}\n"
+    )
+    assert not check_case(Case("", "", ""), path)
+    errors, _ = bounded(lambda: run(engine_of(path), picks(1, 2)))
+    assert [rule for rule, _ in errors] == ["p.r", "p.r"], errors
+    assert all("evaluating" in message for _, message in errors), errors
 
 
 def test_the_engine_carries_on_after_a_rule_is_stopped(tmp_path: Path) -> None:

@@ -21,7 +21,6 @@ each window's end.
 from __future__ import annotations
 
 import ast
-import builtins
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -152,7 +151,10 @@ def _folder(
     takes its value.
     """
     namespace: dict[str, Any] = {
-        "__builtins__": {"__import__": builtins.__import__},
+        # No builtin at all: the fold names what it uses, and the expressions inlined in it
+        # name only their cells (a template's strftime, which imports through the frame's
+        # builtins, is never part of a fold).
+        "__builtins__": {},
         "len": len,
         "make": make,
         "str": str,
