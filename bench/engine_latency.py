@@ -889,7 +889,7 @@ source_idle_s = [SOURCE_IDLE_S]  # --source-idle: the worker's, and the referenc
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short windows, a smaller backlog")
     parser.add_argument("--url", action="append", default=[], help="another NATS server")
     parser.add_argument("--no-machine", action="store_true", help=f"skip {MACHINE_URL}")

@@ -318,7 +318,7 @@ def state_per_shopper(layout: Layout, shoppers: int = 2000) -> tuple[float, floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--events", type=int, default=None, help="counted events (default: one whole day)"
     )

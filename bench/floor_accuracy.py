@@ -341,7 +341,7 @@ def report(f: Figures) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", type=Path, default=STORE)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--shoppers", type=int, default=40)

@@ -280,7 +280,7 @@ async def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="a NATS server; default: an embedded one")
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--frames", type=int, default=10_000)

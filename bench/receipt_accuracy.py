@@ -80,7 +80,7 @@ def count(carts: list[CartReceipts], errors: Counter[str]) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--days", type=int, default=20)
     parser.add_argument("--shoppers", type=int, default=500)
     args = parser.parse_args()

@@ -68,7 +68,7 @@ def report(label: str, runs: list[Run], took: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stores", type=int, default=20)
     parser.add_argument("--shoppers", type=int, default=300)
     parser.add_argument("--publish-stores", type=int, default=5)

@@ -27,7 +27,7 @@ from rules.snapshot import restore, snapshot  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument(
         "--rounds", type=int, default=5, help="snapshots and restores; the best counts"

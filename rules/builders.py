@@ -118,6 +118,9 @@ class OperatorBuilders:
             raise self.doc.error(path, f"count rule {r.id!r} needs a 'where': the events it counts")
         names = (*ENVELOPE, "count", "key", "window_s")
         types = self._types_for(r, [r.where])
+        window_s = self.duration(c.window, (*cp, "window"))
+        if window_s <= 0:  # its sweep runs once a window: a window of 0 s would never end
+            raise self.doc.error((*cp, "window"), "a window lasts longer than 0 s")
         return op.Count(
             rule_id,
             ref,
@@ -125,7 +128,7 @@ class OperatorBuilders:
             where,
             self._output(r, path, names, True, types),
             by=self.key(c.by, (*cp, "by"), types),
-            window_s=self.duration(c.window, (*cp, "window")),
+            window_s=window_s,
             threshold=self.number(c.threshold, (*cp, "threshold")),
         )
 

@@ -151,6 +151,8 @@ _HINTS = {
 def _convert_pack(doc: YamlDocument) -> spec.Pack:
     """``convert``, with a missing field placed at the key of the mapping that lacks it and
     an invalid enum value listed with the values allowed."""
+    if isinstance(doc.data, dict) and "tests" in doc.data and "pack" not in doc.data:
+        raise doc.error((), "this is a rule test file, not a pack: run it with 'aisle rules test'")
     try:
         return msgspec.convert(doc.data, spec.Pack)
     except msgspec.ValidationError as exc:

@@ -149,6 +149,10 @@ def _expected(spec: dict[str, Any], start: datetime) -> dict[str, Any]:
 
 def run_file(path: str | Path) -> list[Result]:
     doc = load_yaml(path)
+    if isinstance(doc.data, dict) and "rules" in doc.data and "tests" not in doc.data:
+        raise doc.error(
+            (), "this is a rule pack, not a test file: check it with 'aisle rules check'"
+        )
     tf = convert(doc, TestFile)
     base = Path(path).parent
     layout = load_layout(base / tf.layout) if tf.layout else None

@@ -10,7 +10,6 @@ and the busiest heatmap cells.
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -88,6 +87,26 @@ async def demo(settings: Settings, layout: Layout, shoppers: int, day: datetime)
     _report(layout, derived)
 
 
+def _day_conversions(
+    visits: list[ev.Metric], fronts: set[str], top: int = 3
+) -> list[tuple[str, tuple[int, int]]]:
+    """Zone conversion over the whole day, for the ``top`` shelf fronts with most visitors:
+    (zone, (buyers, visitors)), as ``traffic.zone_conversion`` counts them each hour (the
+    shoppers whose visit lasted ``min_dwell``, and those of them who left with an item).
+    The pack's metric is hourly: its last value would be the last hour's, not the day's."""
+    visitors: dict[str, set[str]] = {}
+    buyers: dict[str, set[str]] = {}
+    for m in visits:
+        zone = m.data.labels.get("zone", "?")
+        if zone not in fronts:
+            continue
+        visitors.setdefault(zone, set()).add(m.subject)
+        if m.data.labels.get("took") == "yes":
+            buyers.setdefault(zone, set()).add(m.subject)
+    busiest = sorted(visitors, key=lambda z: (-len(visitors[z]), z))[:top]
+    return [(z, (len(buyers.get(z, ())), len(visitors[z]))) for z in busiest]
+
+
 def _report(layout: Layout, derived: list[ev.Event]) -> None:
     currency = layout.store.currency
     metrics: dict[str, list[ev.Metric]] = {}
@@ -102,11 +121,11 @@ def _report(layout: Layout, derived: list[ev.Event]) -> None:
     if waits:
         traffic.add_row("queue wait, mean", f"{sum(waits) / len(waits):.0f} s")
     traffic.add_row("queue abandoned", f"{len(metrics.get('queue_abandoned', []))}")
-    conversions = Counter()
-    for m in metrics.get("zone_conversion", []):
-        conversions[m.data.labels.get("zone", "?")] = m.data.value
-    for zone, value in conversions.most_common(3):
-        traffic.add_row(f"conversion at {zone}", f"{value:.0%}")
+    fronts = {z.id for z in layout.zones if z.kind == "shelf_front"}
+    for zone, (buyers, visitors) in _day_conversions(metrics.get("zone_visit_s", []), fronts):
+        traffic.add_row(
+            f"conversion at {zone}, the day ({visitors} visitors)", f"{buyers / visitors:.0%}"
+        )
     kpis = (
         ("store_conversion", "store conversion (visits with a receipt)", "{:.0%}"),
         ("group_share", "shoppers who came in a group", "{:.0%}"),

@@ -240,45 +240,54 @@ class _Places:
 def _acts(places: _Places, path: PathKey, steps: list[Any], staff: bool) -> list[Act]:
     """A visitor's steps as the simulator's acts; every visit starts on the pavement outside
     the entrance."""
-    store, doc = places.store, places.doc
+    store = places.store
     acts = [Act(to=store.outside_in)]
+    errors: list[SourceError] = []
     for j, step in enumerate(steps):
-        here = (*path, j)
-        if isinstance(step, str):
-            if step not in WORDS:
-                raise doc.error(
-                    here,
-                    f"unknown step {step!r}{_suggest(step, [*WORDS, *KEYS])}: one of "
-                    f"{', '.join(WORDS)}, or {', '.join(k + ': ...' for k in KEYS)}",
-                )
-            acts += {
-                "enter": [Act(to=store.inside_in)],
-                "pay": [Act(to=store.gate, wait_s=PAY_S)],
-                "leave": [Act(to=store.outside_out)],
-                "leave_by_entrance": [Act(to=store.outside_in)],
-            }[step]
-            continue
-        if len(step) != 1 or next(iter(step)) not in KEYS:
-            key = next((k for k in step if k not in KEYS), next(iter(step), ""))
-            raise doc.error(
-                (*here, key),
-                f"a step is one of {', '.join(WORDS)} or one of "
-                f"{', '.join(k + ': ...' for k in KEYS)}; got {', '.join(map(str, step))}",
-                key=True,
-            )
-        key, value = next(iter(step.items()))
-        at = (*here, key)
-        if key == "go":
-            acts.append(Act(to=places.place(at, value, staff)))
-        elif key == "wait":
-            acts.append(Act(wait_s=_seconds(doc, at, value)))
-        elif key == "queue":
-            acts.append(Act(to=store.queue, wait_s=_seconds(doc, at, value)))
-        elif key == "take":
-            acts.append(Act(wait_s=HANDLE_S, take=places.item(at, value, "from")))
-        else:
-            acts.append(Act(wait_s=HANDLE_S, back=places.item(at, value, "on")))
+        try:
+            acts += _act(places, (*path, j), step, staff)
+        except SourceError as exc:
+            errors.append(exc)  # every step's problem, not only the first of the visitor
+    if errors:
+        raise errors[0] if len(errors) == 1 else SourceErrors(errors)
     return acts
+
+
+def _act(places: _Places, here: PathKey, step: Any, staff: bool) -> list[Act]:
+    """One step as the simulator's acts."""
+    store, doc = places.store, places.doc
+    if isinstance(step, str):
+        if step not in WORDS:
+            raise doc.error(
+                here,
+                f"unknown step {step!r}{_suggest(step, [*WORDS, *KEYS])}: one of "
+                f"{', '.join(WORDS)}, or {', '.join(k + ': ...' for k in KEYS)}",
+            )
+        return {
+            "enter": [Act(to=store.inside_in)],
+            "pay": [Act(to=store.gate, wait_s=PAY_S)],
+            "leave": [Act(to=store.outside_out)],
+            "leave_by_entrance": [Act(to=store.outside_in)],
+        }[step]
+    if len(step) != 1 or next(iter(step)) not in KEYS:
+        key = next((k for k in step if k not in KEYS), next(iter(step), ""))
+        raise doc.error(
+            (*here, key),
+            f"a step is one of {', '.join(WORDS)} or one of "
+            f"{', '.join(k + ': ...' for k in KEYS)}; got {', '.join(map(str, step))}",
+            key=True,
+        )
+    key, value = next(iter(step.items()))
+    at = (*here, key)
+    if key == "go":
+        return [Act(to=places.place(at, value, staff))]
+    if key == "wait":
+        return [Act(wait_s=_seconds(doc, at, value))]
+    if key == "queue":
+        return [Act(to=store.queue, wait_s=_seconds(doc, at, value))]
+    if key == "take":
+        return [Act(wait_s=HANDLE_S, take=places.item(at, value, "from"))]
+    return [Act(wait_s=HANDLE_S, back=places.item(at, value, "on"))]
 
 
 def _persona(doc: YamlDocument, i: int, s: ShopperSpec) -> Persona:
@@ -356,7 +365,7 @@ def _shoppers(
             seen.add(s.id)
             one = _shopper(doc, spec, store, start, places, i, s)
         except SourceError as exc:
-            errors.append(exc)
+            errors += _each(exc)
             continue
         if isinstance(one, Visitor):
             visitors.append(one)
@@ -380,7 +389,14 @@ def _shopper(
         raise doc.error(
             ("shoppers", i, "at"), f"{s.at} is after the scenario's end (hours: {spec.hours})"
         )
-    persona = _persona(doc, i, s)
+    try:
+        persona = _persona(doc, i, s)
+    except SourceError as exc:  # the steps' problems too, as if it were the default
+        try:
+            _acts(places, ("shoppers", i, "steps"), s.steps, bool(s.staff))
+        except SourceError as more:
+            raise SourceErrors([exc, *_each(more)]) from None
+        raise
     at = start + timedelta(seconds=offset)
     if persona is Persona.PASSERBY:
         if s.steps:
@@ -392,6 +408,11 @@ def _shopper(
     return Visitor(
         s.id, persona, at, group=s.group, member=s.member, speed=s.speed, acts=tuple(acts)
     )
+
+
+def _each(exc: SourceError) -> list[SourceError]:
+    """The problems an error stands for: its own, or each of several."""
+    return list(exc.errors) if isinstance(exc, SourceErrors) else [exc]
 
 
 def _start(doc: YamlDocument, text: str, layout: Layout) -> datetime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import subprocess
 import sys
@@ -9,6 +10,8 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 from core import events as ev
 from simulator.scenario_report import compare_receipts
@@ -88,3 +91,28 @@ def test_receipt_accuracy_fails_on_an_import_it_lacks_instead_of_dropping_a_row(
     assert result.returncode != 0
     assert "import of simulator.noise halted" in result.stderr, result.stderr
     assert "noise off" not in result.stdout, "no row is printed without the others"
+
+
+SCRIPTS = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem != "stamp")
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_a_bench_scripts_help_says_its_whole_first_paragraph(name: str) -> None:
+    doc = _bench_doc(name)
+    first = " ".join(doc.split("\n\n")[0].split())
+    result = subprocess.run(
+        [sys.executable, f"bench/{name}.py", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert first in " ".join(result.stdout.split()), (first, result.stdout)
+
+
+def _bench_doc(name: str) -> str:
+    tree = ast.parse((ROOT / "bench" / f"{name}.py").read_text(encoding="utf-8"))
+    doc = ast.get_docstring(tree)
+    assert doc, f"bench/{name}.py has no docstring"
+    return doc

@@ -9,16 +9,20 @@ import re
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import pytest
 from typer.testing import CliRunner
 
+from core import events as ev
 from core.access import Role
 from core.cli import _load_plugins, app
 from core.config import LogConfig, NatsAuth
 from core.jetstream import JetStreamLog, connect
+from core.layout import load_layout
+from simulator.demo import _report
 from tests.conftest import server_url, unique_prefix
 from tests.test_log import visit
 
@@ -275,6 +279,44 @@ def test_demo_runs_end_to_end_on_the_embedded_server(
     assert "(0 new" in again.output, again.output
     assert f"derived {derived.group(1)} events" in again.output
     assert re.search(r"\(0 new to the log\)", again.output), "a replay publishes nothing new"
+
+
+def test_the_demo_shows_each_zones_conversion_over_the_day_not_its_last_hour(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    layout = load_layout(
+        Path(__file__).resolve().parent.parent / "examples/stores/convenience.yaml"
+    )
+    rule = ev.RuleRef(id="traffic.zone_visit", version="1")
+    hour = ev.RuleRef(id="traffic.zone_conversion", version="1")
+
+    def metric(
+        ref: ev.RuleRef, name: str, subject: str, h: int, value: float, **labels: str
+    ) -> ev.Metric:
+        at = datetime(2026, 11, 28, 9 + h, 30, tzinfo=UTC)
+        data = ev.MetricData(name=name, value=value, labels=labels)
+        cause = [f"{name}-{subject}-{h}"]
+        return ev.derive(
+            ev.Metric,
+            rule=ref,
+            caused_by=cause,
+            store="corner-01",
+            at=at,
+            subject=subject,
+            data=data,
+        )
+
+    took = ["yes", "no", "no", "no"]  # 09:00-10:00: 1 of 4; 10:00-11:00: 1 of 1
+    derived = [
+        metric(rule, "zone_visit_s", f"v{i}/sf-dairy", 0, 20, zone="sf-dairy", took=t)
+        for i, t in enumerate(took)
+    ]
+    derived.append(metric(hour, "zone_conversion", "sf-dairy", 0, 0.25, zone="sf-dairy"))
+    derived.append(metric(rule, "zone_visit_s", "v9/sf-dairy", 1, 20, zone="sf-dairy", took="yes"))
+    derived.append(metric(hour, "zone_conversion", "sf-dairy", 1, 1.0, zone="sf-dairy"))
+    _report(layout, derived)
+    row = next(line for line in capsys.readouterr().out.splitlines() if "sf-dairy" in line)
+    assert "40%" in row and "5 visitors" in row, row
 
 
 def test_simulate_publishes_a_chain_and_writes_the_truth(

@@ -869,6 +869,20 @@ rules:
         "0s",
     ),
     Case(
+        "a count window of no length",
+        HEAD
+        + """rules:
+  - id: r
+    where: type == "item.put_back"
+    count: {by: subject, window: 0s, threshold: 2}
+    alert: {name: a, summary: x}
+""",
+        6,
+        34,
+        "a window lasts longer than 0 s",
+        "0s",
+    ),
+    Case(
         "a sliding window that does not move",
         HEAD
         + """rules:

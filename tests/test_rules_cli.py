@@ -53,6 +53,22 @@ tests:
     assert '"total_cents":179' in result.output and "+ got:" in result.output
 
 
+def test_rules_test_on_a_pack_says_it_is_a_pack_not_a_test_file() -> None:
+    pack = ROOT / "docs" / "examples" / "count.yaml"
+    result = runner.invoke(app, ["rules", "test", str(pack)])
+    assert result.exit_code == 1
+    assert f"{pack}:1:1: this is a rule pack, not a test file" in result.output, result.output
+    assert "aisle rules check" in result.output
+
+
+def test_rules_check_on_a_test_file_says_it_is_a_test_file_not_a_pack() -> None:
+    test = ROOT / "docs" / "examples" / "count_test.yaml"
+    result = runner.invoke(app, ["rules", "check", str(test)])
+    assert result.exit_code == 1
+    assert f"{test}:1:1: this is a rule test file, not a pack" in result.output, result.output
+    assert "aisle rules test" in result.output
+
+
 def test_schema_is_json_schema_for_editors() -> None:
     result = runner.invoke(app, ["rules", "schema"])
     schema = json.loads(result.stdout)

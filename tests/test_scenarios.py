@@ -386,6 +386,29 @@ def test_a_scenario_with_several_problems_reports_them_all_in_one_run(tmp_path: 
     assert places == [(4, 12), (7, 27), (9, 14), (10, 18), (12, 3), (13, 19)], result.output
 
 
+def test_every_problem_of_one_shopper_is_reported_its_persona_and_each_step(
+    tmp_path: Path,
+) -> None:
+    body = (
+        "shoppers:\n"
+        "  - id: v1\n"
+        "    persona: shoplifter\n"
+        "    steps:\n"
+        "      - enter\n"
+        "      - go: fridge-mealz\n"
+        "      - wait: 5 seconds\n"
+        "      - take: chicken-sandwhich\n"
+        "expect: {receipts: exact}\n"
+    )
+    path = _scenario(tmp_path, "broken.yaml", HEAD + body)
+    result = runner.invoke(app, ["scenario", "run", str(path)], env={"AISLE_NATS_URL": "x"})
+    assert result.exit_code == 2, result.output
+    assert f"{path}:6:14: unknown persona 'shoplifter'" in result.output, result.output
+    assert f"{path}:9:13: unknown shelf or zone 'fridge-mealz'" in result.output
+    assert f"{path}:10:15: '5 seconds' is not a duration" in result.output
+    assert f"{path}:11:15: unknown SKU 'chicken-sandwhich'" in result.output
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
