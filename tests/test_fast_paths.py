@@ -350,3 +350,165 @@ def test_a_key_of_several_parts_and_a_gate_equal_their_general_forms(
                 return True
 
         assert outcome(_either(tuple(fns)), truth=True) == outcome(general, truth=True)
+
+
+# -- the clock ---------------------------------------------------------------------------------
+
+CLOCK_PACK = """
+pack: p
+version: "1"
+needs: [layout]
+rules:
+  - id: picks
+    where: type == "item.picked"
+    metric: {name: picks, value: "1"}
+  - id: gate
+    where: type == "zone.entered" and zone_kind(data.zone) == "exit_gate"
+    metric: {name: gate, value: "1"}
+  - id: per_10s
+    where: type == "zone.exited"
+    aggregate:
+      window: {tumbling: 10s}
+      compute: {n: count()}
+"""
+
+
+def _spec_engine(lateness: float, idle: float) -> Any:
+    """The engine's loop and acceptance as first written: every event's time computed, its
+    store looked up, ``_tick`` called for every newer event: the specification the inline
+    clock keeps to."""
+    from core.layout import load_layout
+    from rules.engine import _NEVER, Engine, EngineFailure, Output
+    from rules.loader import load_rules
+    from rules.reference import Reference
+    from tests.enginekit import LAYOUT_FILE
+
+    class Spec(Engine):
+        def process(self, events: Any) -> Output:
+            out = Output()
+            rules = self.rules
+            for e in events:
+                p = self.partitions.get(e.store) or self._partition(e.store)
+                ts = e.at.timestamp()
+                if ts < p.watermark:
+                    p.late += 1
+                    out.late.append(e)
+                elif e.type in rules.interested and (
+                    (gate := rules.gates.get(e.type)) is None or gate(e)
+                ):
+                    self.accept(p, e, ts, out)
+                elif (
+                    ts > p.sources.get(e.source, _NEVER)
+                    and self._tick(p, e.source, ts)
+                    and (p.buffer or (p.timers and p.timers[0][0] <= p.watermark))
+                ):
+                    self._drain(p, out)
+            return out
+
+        def accept(self, p: Any, e: Any, ts: float, out: Output) -> None:
+            import heapq
+            from hashlib import blake2b
+
+            recent = self._seen[p.store]
+            h = int.from_bytes(blake2b(e.id.encode(), digest_size=8).digest())
+            if h in recent[0] or h in recent[1]:
+                return
+            if ts >= recent[2]:
+                recent[0], recent[1], recent[2] = set(), recent[0], ts + 3600.0
+            recent[0].add(h)
+            if ts > p.sources.get(e.source, _NEVER):
+                self._tick(p, e.source, ts)
+            if not p.buffer and ts <= p.watermark:
+                if p.timers and p.timers[0][0] <= ts:
+                    self._timers(p, ts, out)
+                try:
+                    self._apply(p, e, ts, out, 0)
+                except Exception as exc:
+                    raise EngineFailure(e, exc) from exc
+                if len(p.timers) > p.compact_at:
+                    self._compact(p)
+                return
+            p.arrivals += 1
+            heapq.heappush(p.buffer, (ts, p.arrivals, e))
+            self._drain(p, out)
+
+    layout = load_layout(LAYOUT_FILE).prepare()
+    rules = load_rules([("p.yaml", CLOCK_PACK)], Reference.of(layout))
+    return Spec(rules, lateness_s=lateness, source_idle_s=idle)
+
+
+@st.composite
+def clock_events(draw: st.DrawFn) -> list[ev.Event]:
+    """Events of one or two stores from one to three sources, times mostly rising, with
+    ties, stragglers and repeats."""
+    from datetime import UTC, datetime, timedelta
+
+    t0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    out: list[ev.Event] = []
+    t = 0.0
+    for _ in range(draw(st.integers(0, 40))):
+        t += draw(st.sampled_from([0.0, 0.0, 0.5, 1.0, 4.0, 30.0]))
+        back = draw(st.sampled_from([0.0, 0.0, 0.0, 2.0, 20.0]))  # a straggler
+        when = t0 + timedelta(seconds=max(0.0, t - back))
+        common = {
+            "store": draw(st.sampled_from(["corner-01", "corner-01", "corner-02"])),
+            "at": when,
+            "source": draw(st.sampled_from(["a", "a", "b", "c"])),
+            "subject": "v1",
+        }
+        kind = draw(st.sampled_from(["picked", "in", "out", "frame"]))
+        if kind == "picked":
+            item = ev.ItemData(sku="cola-500ml", shelf="fridge-drinks")
+            e: ev.Event = ev.new(ev.ItemPicked, data=item, **common)
+        elif kind in ("in", "out"):
+            zone = ev.ZoneData(zone=draw(st.sampled_from(["exit-gate", "aisle-1"])))
+            cls = ev.ZoneEntered if kind == "in" else ev.ZoneExited
+            e = ev.new(cls, data=zone, **common)  # type: ignore[type-var]
+        else:
+            e = ev.new(ev.PositionSamples, data=ev.PositionData(frame=0, samples=()), **common)
+        out.append(e)
+        if draw(st.integers(0, 9)) == 0:
+            out.append(e)  # delivered twice
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    clock_events(),
+    st.sampled_from([0.0, 2.0]),
+    st.sampled_from([0.0, 5.0, 60.0]),
+    st.integers(1, 7),
+)
+def test_the_engines_clock_keeps_to_the_loop_as_first_written(
+    events: list[ev.Event], lateness: float, idle: float, batch: int
+) -> None:
+    """The same derived events, late events and clocks (watermark, newest, sources, the
+    source holding the store back), batch after batch, as the loop that looked every
+    event's store and time up and ticked the clock through ``_tick`` for each."""
+    from core.layout import load_layout
+    from rules.engine import Engine
+    from rules.loader import load_rules
+    from rules.reference import Reference
+    from tests.enginekit import LAYOUT_FILE
+
+    layout = load_layout(LAYOUT_FILE).prepare()
+    fast = Engine(
+        load_rules([("p.yaml", CLOCK_PACK)], Reference.of(layout)),
+        lateness_s=lateness,
+        source_idle_s=idle,
+    )
+    spec = _spec_engine(lateness, idle)
+    for i in range(0, len(events), batch):
+        got, want = fast.process(events[i : i + batch]), spec.process(events[i : i + batch])
+        assert [ev.encode(d) for d in got.derived] == [ev.encode(d) for d in want.derived]
+        assert [e.id for e in got.late] == [e.id for e in want.late]
+        assert got.errors == want.errors
+        for store, p in spec.partitions.items():
+            q = fast.partitions[store]
+            assert (q.watermark, q.newest, q.sources, q.held_by, q.late) == (
+                p.watermark,
+                p.newest,
+                p.sources,
+                p.held_by,
+                p.late,
+            )

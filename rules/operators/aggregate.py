@@ -174,10 +174,10 @@ def _folder(
     ]
     if targets is not None:
         lines.append(f"    {''.join(f't{n}, ' for n in range(targets))}= targets")
-    lines += [
-        "    for x in items:",
-        "        s = make(e, x)" if make is not None else "        s = x",
-    ]
+    if make is not None:
+        lines += ["    for x in items:", "        s = make(e, x)"]
+    else:
+        lines.append("    for s in items:")
     if keep is not None:
         lines += [
             "        " + value("kept", "keep", keep),
@@ -214,7 +214,7 @@ def _folder(
             f"    g = {groups}[k] = [fresh(k), [eid]]",
             "else:",
             "    c = g[1]",
-            "    if c[-1] != eid and len(c) < MAX:",
+            "    if len(c) < MAX and c[-1] != eid:",  # a day's groups are full soon
             "        c.append(eid)",
             "a = g[0]",
         ]
