@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -69,15 +70,7 @@ def score(truth: np.ndarray, hypothesis: np.ndarray, min_iou: float = 0.5) -> Mo
         else:
             dist = np.empty((len(t), len(h)))
         acc.update(t[:, 1].astype(int).tolist(), h[:, 1].astype(int).tolist(), dist, frameid=frame)
-    metrics = ["mota", "idf1", "num_switches", "num_false_positives", "num_misses"]
-    summary = mm.metrics.create().compute(acc, metrics=metrics, name="run").iloc[0]
-    return MotScore(
-        mota=float(summary["mota"]),
-        idf1=float(summary["idf1"]),
-        switches=int(summary["num_switches"]),
-        false_positives=int(summary["num_false_positives"]),
-        misses=int(summary["num_misses"]),
-    )
+    return _score(acc)
 
 
 FloorRow = tuple[int, str, float, float]
@@ -113,8 +106,15 @@ def score_floor(
         dist = np.where(dist > max_m * max_m, np.nan, dist)
         truth_ids = [number(0, r[1]) for r in t]
         acc.update(truth_ids, [number(1, r[1]) for r in h], dist, frameid=frame)
+    return _score(acc)
+
+
+def _score(acc: Any) -> MotScore:
+    """The figures of a filled ``motmetrics.MOTAccumulator``."""
+    import motmetrics as mm
+
     metrics = ["mota", "idf1", "num_switches", "num_false_positives", "num_misses"]
-    summary = mm.metrics.create().compute(acc, metrics=metrics, name="floor").iloc[0]
+    summary = mm.metrics.create().compute(acc, metrics=metrics, name="score").iloc[0]
     return MotScore(
         mota=float(summary["mota"]),
         idf1=float(summary["idf1"]),

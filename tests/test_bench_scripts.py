@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import subprocess
 import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from core import events as ev
 from simulator.scenario_report import compare_receipts
+from tests.benchkit import load_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
-
-
-def _bench(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _receipt(cart: str, cause: str, **lines: int) -> ev.ReceiptIssued:
@@ -56,7 +47,7 @@ def test_a_second_receipt_for_a_cart_is_counted_wrong_even_with_the_true_lines()
     assert carts[0].wrong() == "cart v1: 2 receipts issued, one expected"
 
     errors: Counter[str] = Counter()
-    assert _bench("receipt_accuracy").count(carts, errors) == 1
+    assert load_bench("receipt_accuracy").count(carts, errors) == 1
     assert errors == {"more than one receipt for a cart": 1}
 
 
@@ -67,7 +58,7 @@ def test_receipt_accuracy_counts_each_kind_of_error_once_per_cart() -> None:
         _receipt("v4", "gate-4", tea=1),  # no receipt due
     ]
     errors: Counter[str] = Counter()
-    right = _bench("receipt_accuracy").count(compare_receipts(truth, derived), errors)
+    right = load_bench("receipt_accuracy").count(compare_receipts(truth, derived), errors)
     assert right == 0
     assert errors == {
         "quantity off": 1,

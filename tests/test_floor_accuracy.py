@@ -10,8 +10,6 @@ point are one box to any camera; ``bench/floor_accuracy.py`` measures busy hours
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -25,24 +23,20 @@ from adapters.store_floor import FloorSettings, StoreFloor
 from core import events as ev
 from core.layout import load_layout
 from rules.engine import Engine
-from rules.loader import load_rules
+from rules.loader import PACKS as STANDARD_PACKS
+from rules.loader import load_rules, pack_files
 from rules.reference import Reference
+from tests.benchkit import load_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYOUT = load_layout(ROOT / "examples" / "stores" / "convenience.yaml")
-PACKS = sorted(p for p in (ROOT / "rules" / "packs").glob("*.yaml") if "_test" not in p.name)
+PACKS = pack_files([STANDARD_PACKS])
 
 
 @cache
 def bench() -> ModuleType:
     """bench/floor_accuracy.py, whose figures these tests hold to account."""
-    path = ROOT / "bench" / "floor_accuracy.py"
-    spec = importlib.util.spec_from_file_location("floor_accuracy", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("floor_accuracy")
 
 
 @cache

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -13,6 +11,7 @@ import pytest
 
 from adapters.track_scoring import read_mot, score
 from adapters.tracking import CameraTracker, Tracked, TrackerSettings, bottom_centre
+from tests.benchkit import load_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 TUD = ROOT.parent / "shared" / "data" / "mot" / "TUD-Campus"
@@ -21,13 +20,7 @@ TUD = ROOT.parent / "shared" / "data" / "mot" / "TUD-Campus"
 @cache
 def bench() -> ModuleType:
     """bench/tracking_accuracy.py, whose side-by-side table these tests hold to account."""
-    path = ROOT / "bench" / "tracking_accuracy.py"
-    spec = importlib.util.spec_from_file_location("tracking_accuracy", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("tracking_accuracy")
 
 
 @cache
