@@ -17,15 +17,19 @@ Cond = Callable[[Any], Any]
 KeyFn = Callable[[Any], Any]
 
 
-_last_utc: list[Any] = [None, None]  # the last (timestamp, datetime) made
+# The last (timestamp, datetime) made: one tuple, replaced in one step (no thread can
+# read one's timestamp with another's datetime).
+_last_utc: list[tuple[float, datetime]] = [(float("nan"), datetime.fromtimestamp(0, UTC))]
 
 
 def utc(ts: float) -> datetime:
     """The UTC time of ``ts``; a rule's outputs of one instant share one (immutable)."""
-    last = _last_utc
-    if ts != last[0]:
-        last[0], last[1] = ts, datetime.fromtimestamp(ts, UTC)
-    return last[1]  # type: ignore[no-any-return]
+    last = _last_utc[0]
+    if ts == last[0]:
+        return last[1]
+    made = datetime.fromtimestamp(ts, UTC)
+    _last_utc[0] = (ts, made)
+    return made
 
 
 def thaw(value: Any) -> Any:
