@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Every benchmark, in 20 to 30 minutes on 2 cores (docs/benchmarks.md has each one's
+# Every benchmark, in 30 to 40 minutes on 2 cores (docs/benchmarks.md has each one's
 # longer run). Each prints the commit and the machine first.
 bench: bench-micro
 	$(BIN)/python bench/log_throughput.py
