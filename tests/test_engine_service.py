@@ -333,3 +333,32 @@ async def test_a_message_published_first_under_a_receipts_id_does_not_stand_in_f
     assert len(reports) == 5
     assert all(f"seq {s} on {impostor}" in " ".join(reports) for s in seqs)
     assert set(await derived_ids(jslog, STORE)) == set(await uninterrupted(jslog, STORE))
+
+
+def test_a_workers_order_of_free_stores_is_the_same_in_every_process() -> None:
+    """Restarted under the same id (a new process, a new hash seed), a worker tries the free
+    stores in the same order; two workers' orders differ."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json; from rules.service.leases import _order;"
+        "s=[f'store-{i}' for i in range(20)];"
+        "print(json.dumps([sorted(s, key=lambda x: _order(w, x)) for w in ('w1', 'w2')]))"
+    )
+    root = Path(__file__).resolve().parent.parent
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=root,
+            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    ]
+    assert runs[0] == runs[1]
+    first, second = json.loads(runs[0])
+    assert first != second

@@ -10,6 +10,7 @@ another joins. That is the whole protocol: there is no leader.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable
 
@@ -97,8 +98,9 @@ class Leases:
     async def plan(self, stores: Iterable[str]) -> tuple[list[str], list[str]]:
         """The stores to try to take and the ones to give back, for a fair share.
 
-        Free stores are tried in an order of this worker's own (a hash of its id and the
-        store), so that two workers starting together do not contend for the same ones.
+        Free stores are tried in an order of this worker's own (a stable hash of its id and
+        the store), so that two workers starting together do not contend for the same ones,
+        and a worker restarted under the same id tries them in the same order.
         """
         stores = sorted(set(stores))
         workers, owners = await self.view()
@@ -109,9 +111,14 @@ class Leases:
             return [], mine[share:]
         free = sorted(
             (s for s in stores if s not in self.held and owners.get(s, self.worker) == self.worker),
-            key=lambda s: hash((self.worker, s)),
+            key=lambda s: _order(self.worker, s),
         )
         return free[: share - len(mine)], []
+
+
+def _order(worker: str, store: str) -> bytes:
+    """A worker's own order of the stores, the same in every process (``hash`` is not)."""
+    return hashlib.blake2b(f"{worker}\0{store}".encode(), digest_size=8).digest()
 
 
 async def _entries(kv: KeyValue) -> dict[str, bytes]:
