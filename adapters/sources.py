@@ -58,6 +58,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# OpenCV puts a lock of its own around every FFmpeg open, for FFmpeg releases older than
+# 4 that could not open two inputs at once: one camera that hangs while connecting would
+# then hold up every other camera's connection and reconnection for its whole timeout.
+# The FFmpeg OpenCV ships opens inputs concurrently. OpenCV reads this at each open.
+os.environ.setdefault("OPENCV_FFMPEG_IS_THREAD_SAFE", "1")
+
 MAX_IMAGE_PIXELS = 8192 * 8192
 """Largest frame accepted, checked before decoding (an 8K frame is 33 Mpx)."""
 MAX_IMAGE_BYTES = 256 * 2**20
@@ -116,9 +122,13 @@ class _Sampler:
 
 
 class FrameSource(ABC):
-    """Frames from one source, in order; iterate once, then ``close`` (or use ``with``)."""
+    """Frames from one source, in order; iterate once, then ``close`` (or use ``with``).
+
+    ``live``: frames come at the source's pace whether or not they are taken (a camera,
+    a stream), so a reader that falls behind must drop some; a file's wait."""
 
     name: str
+    live: bool = False
 
     @abstractmethod
     def __iter__(self) -> Iterator[Frame]: ...
@@ -352,6 +362,8 @@ class LiveSource(FrameSource):
     and reading each give up after ``timeout_s``, so a stream that stops answering counts
     as dropped instead of hanging the adapter.
     """
+
+    live = True
 
     def __init__(
         self,
