@@ -376,7 +376,9 @@ def _logging() -> Callable[[], None]:
     root = logging.getLogger()
     handler = _ToConsole()
     handler.setLevel(logging.INFO)
-    handler.addFilter(lambda r: r.levelno >= logging.WARNING or r.name.startswith(_OURS))
+    # The outbox says when the log is away and back: the client's line at every attempt
+    # to reconnect (core.jetstream's, 4 a second) is not shown, other errors are.
+    handler.addFilter(lambda r: r.levelno >= logging.ERROR or r.name.startswith(_OURS))
     saved = root.level
     root.addHandler(handler)
     root.setLevel(min(saved, logging.INFO) if saved else logging.INFO)
@@ -392,7 +394,7 @@ def _logging() -> Callable[[], None]:
     return undo
 
 
-_OURS = ("adapters.", "core.outbox")
+_OURS = ("adapters.", "core.outbox", "core.runtime")
 
 
 def _outbox(settings: Settings, the: Plan) -> tuple[Path, OutboxConfig]:

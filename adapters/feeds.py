@@ -22,6 +22,7 @@ detecting in their own threads still lets a file's decoding overlap with the oth
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -184,6 +185,13 @@ class Feeds:
     ) -> None:
         if depth < 1:
             raise ValueError(f"a feed's queue holds at least 1 frame, not {depth}")
+        if any(s.live for s in sources.values()):
+            # OpenCV puts a lock of its own around every FFmpeg open, for FFmpeg releases
+            # before 4 that could not open two inputs at once: one camera that hangs while
+            # connecting would hold up every other camera's (re)connection for its whole
+            # timeout. The FFmpeg OpenCV ships opens concurrently; OpenCV reads this
+            # at each open (and warns, once an open, that its lock is off).
+            os.environ.setdefault("OPENCV_FFMPEG_IS_THREAD_SAFE", "1")
         self.cond = threading.Condition()
         self.stopping = False
         self.started = False

@@ -58,12 +58,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# OpenCV puts a lock of its own around every FFmpeg open, for FFmpeg releases older than
-# 4 that could not open two inputs at once: one camera that hangs while connecting would
-# then hold up every other camera's connection and reconnection for its whole timeout.
-# The FFmpeg OpenCV ships opens inputs concurrently. OpenCV reads this at each open.
-os.environ.setdefault("OPENCV_FFMPEG_IS_THREAD_SAFE", "1")
-
 MAX_IMAGE_PIXELS = 8192 * 8192
 """Largest frame accepted, checked before decoding (an 8K frame is 33 Mpx)."""
 MAX_IMAGE_BYTES = 256 * 2**20
