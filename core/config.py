@@ -201,9 +201,9 @@ def _whole(env: Mapping[str, str], name: str, default: int) -> int:
     try:
         number = int(value.replace("_", ""))
     except ValueError:
-        raise ConfigError(f"{name}: {value!r} is not a whole number") from None
+        raise ConfigError(f"{name}={value!r}: not a whole number") from None
     if number < 1:
-        raise ConfigError(f"{name}: {value!r}, at least 1")
+        raise ConfigError(f"{name}={value!r}: at least 1")
     return number
 
 
@@ -214,9 +214,9 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     try:
         number = float(value)
     except ValueError:
-        raise ConfigError(f"{name}: {value!r} is not a number of seconds") from None
+        raise ConfigError(f"{name}={value!r}: not a number of seconds") from None
     if not number > 0:
-        raise ConfigError(f"{name}: {value!r}, more than 0 s")
+        raise ConfigError(f"{name}={value!r}: more than 0 s")
     return number
 
 
