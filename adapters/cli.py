@@ -86,6 +86,10 @@ TRACKING = {
 }
 
 
+CAMERA_FIELD = "{camera}"
+"""In a ``--source`` of ``--all``, stands for each camera's id: ``render/{camera}.mp4``."""
+
+
 class CommandError(Exception):
     """A mistake on the command line or in its inputs: exit code 2, with this message."""
 
@@ -265,13 +269,21 @@ def plan(
     if not sources:
         raise CommandError("--source: where the frames come from (a file, a folder, a URL)")
     if every:
-        named, _ = _per_camera(sources, layout, "--source", each=True)
+        patterns = [s for s in sources if CAMERA_FIELD in s]
+        if len(patterns) > 1:
+            raise CommandError(f"--source: one pattern with {CAMERA_FIELD}, not {len(patterns)}")
+        named, _ = _per_camera(
+            [s for s in sources if CAMERA_FIELD not in s], layout, "--source", each=True
+        )
         cameras = list(layout.cameras)
+        if patterns:  # every camera not named, by the pattern
+            for c in cameras:
+                named.setdefault(c.id, patterns[0].replace(CAMERA_FIELD, c.id))
         missing = [c.id for c in cameras if c.id not in named]
         if missing:
             raise CommandError(
-                f"--all: no --source for camera(s) {', '.join(missing)} "
-                f"(give --source CAMERA=FILE|URL for each)"
+                f"--all: no --source for camera(s) {', '.join(missing)} (give --source "
+                f"CAMERA=FILE|URL for each, or one pattern such as 'render/{CAMERA_FIELD}.mp4')"
             )
         by_camera = named
     else:
@@ -376,9 +388,7 @@ def _logging() -> Callable[[], None]:
     root = logging.getLogger()
     handler = _ToConsole()
     handler.setLevel(logging.INFO)
-    # The outbox says when the log is away and back: the client's line at every attempt
-    # to reconnect (core.jetstream's, 4 a second) is not shown, other errors are.
-    handler.addFilter(lambda r: r.levelno >= logging.ERROR or r.name.startswith(_OURS))
+    handler.addFilter(_shown)
     saved = root.level
     root.addHandler(handler)
     root.setLevel(min(saved, logging.INFO) if saved else logging.INFO)
@@ -394,7 +404,15 @@ def _logging() -> Callable[[], None]:
     return undo
 
 
-_OURS = ("adapters.", "core.outbox", "core.runtime")
+def _shown(record: logging.LogRecord) -> bool:
+    """The adapters' and the outbox's lines from INFO, the runtime's warnings (the
+    embedded server, permissions), everyone's errors. Not the client's line at each
+    attempt to reconnect (core.jetstream's, four a second): the outbox says when the log
+    is away and when it is back."""
+    name = record.name
+    if name.startswith(("adapters.", "core.outbox")):
+        return True
+    return record.levelno >= (logging.WARNING if name == "core.runtime" else logging.ERROR)
 
 
 def _outbox(settings: Settings, the: Plan) -> tuple[Path, OutboxConfig]:
@@ -575,7 +593,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--source",
                 help="A video file, a folder of images, a camera index or a stream URL; "
-                "with --all, CAMERA=SOURCE for each camera.",
+                "with --all, CAMERA=SOURCE for each camera, or a pattern in which "
+                "{camera} stands for each camera's id (render/{camera}.mp4).",
             ),
         ] = None,
         detector: Annotated[

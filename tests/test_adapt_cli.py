@@ -211,6 +211,9 @@ def test_all_cameras_need_a_source_each(video: Path) -> None:
     code, output = adapt(NO_SERVER, "--all", "--source", f"{CAMERA}={video}")
     assert code == 2, output
     assert "no --source for camera(s) cam-front-east" in output.replace("\n", " ")
+    code, output = adapt(NO_SERVER, "--all", "--source", f"{video.parent}/{{camera}}.mp4")
+    assert code == 2, output
+    assert f"{video.parent}/cam-front-east.mp4: no such file" in output.replace("\n", ""), output
     code, output = adapt(NO_SERVER, "--all", "--source", f"cam-frnt-west={video}")
     assert code == 2 and "did you mean 'cam-front-west'?" in output.replace("\n", " "), output
 
@@ -220,13 +223,18 @@ def test_all_cameras_in_one_process_hand_shoppers_over_under_one_source(
     env: dict[str, str], corner: Layout, tmp_path: Path
 ) -> None:
     frames = 150  # 10 s of each camera
-    sources = [f"{cam.id}={render(corner, cam.id, tmp_path, frames)}" for cam in corner.cameras]
+    for cam in corner.cameras:
+        render(corner, cam.id, tmp_path / "render", frames)
+    (tmp_path / "render" / "cam-back-east.mp4").rename(tmp_path / "elsewhere.mp4")
     out = tmp_path / "all.mp4"
     code, output = adapt(
-        env, "--all", *itertools.chain.from_iterable(("--source", s) for s in sources),
+        env, "--all", "--source", f"{tmp_path}/render/{{camera}}.mp4",  # what aisle render writes
+        "--source", f"cam-back-east={tmp_path / 'elsewhere.mp4'}",  # one of them, named
         "--annotate", str(out),
     )  # fmt: skip
     assert code == 0, output
+    said = f"cam-back-east: {frames} frames (mog2) from {tmp_path / 'elsewhere.mp4'}"
+    assert said in output.replace("\n", ""), output
     events = in_log(env)
     assert {e.source for e in events} == {"fusion"}
     assert Counter(e.type for e in events)["shopper.entered"] >= 1
