@@ -38,8 +38,11 @@ __all__ = ["DEPTH", "Detected", "Feed", "Feeds"]
 
 log = logging.getLogger(__name__)
 
-DEPTH = 4
-"""Frames each queue holds: a live camera's newest frames wait at most this many deep."""
+DEPTH = 2
+"""Frames each of a camera's two queues holds: a live camera's frames wait at most this
+many deep before detection, and a camera holds at most ``2 * DEPTH + 2`` frames in
+memory (the queues, and one each being read and detected), which a store of many
+cameras read from files all holds at once."""
 _DROPS_EVERY_S = 10.0  # a camera that keeps dropping is logged at most this often
 _JOIN_S = 2.0  # how long ``stop`` waits for the threads (a stream may be mid-read)
 
@@ -62,7 +65,7 @@ class Feed:
         self.camera = camera
         self.source = source
         self.detector = detector
-        self.live = source.live
+        self.live = bool(getattr(source, "live", False))
         self.depth = depth
         self._feeds = feeds
         self._cond = feeds.cond
@@ -185,7 +188,7 @@ class Feeds:
     ) -> None:
         if depth < 1:
             raise ValueError(f"a feed's queue holds at least 1 frame, not {depth}")
-        if any(s.live for s in sources.values()):
+        if any(getattr(s, "live", False) for s in sources.values()):
             # OpenCV puts a lock of its own around every FFmpeg open, for FFmpeg releases
             # before 4 that could not open two inputs at once: one camera that hangs while
             # connecting would hold up every other camera's (re)connection for its whole
@@ -239,6 +242,8 @@ class Feeds:
         with self.cond:
             self.stopping = True
             self.cond.notify_all()
+        for f in self.feeds:
+            f.source.interrupt()  # a live source stops reconnecting
         if not wait:
             return
         if not self.started:
