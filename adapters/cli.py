@@ -20,7 +20,7 @@ import re
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AsyncExitStack, contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -47,6 +47,7 @@ from adapters.yolo import YoloError
 from core.access import Role
 from core.cli import run
 from core.config import OutboxConfig, Settings
+from core.jetstream import Unreachable
 from core.layout import Camera, Layout, LayoutError, load_layout
 from core.logs import TextFormatter
 from core.outbox import Outbox, OutboxError
@@ -453,10 +454,18 @@ async def adapt(settings: Settings, the: Plan) -> tuple[AdaptProgress, dict[str,
             shown = now
 
     try:
-        async with (
-            open_log(settings, name="aisle-adapt", role=Role.ADAPTER),
-            embedded_or_configured(settings) as url,
-        ):
+        async with AsyncExitStack() as stack:
+            try:  # the streams, made sure of (and the embedded server kept up meanwhile)
+                await stack.enter_async_context(
+                    open_log(settings, name="aisle-adapt", role=Role.ADAPTER)
+                )
+            except Unreachable as exc:
+                if not settings.nats_url:
+                    raise
+                # A camera does not wait for the log: the outbox keeps what it sees, and
+                # its connections make the streams once the server answers.
+                log.warning("the log is away: the events wait in the outbox (%s)", exc)
+            url = await stack.enter_async_context(embedded_or_configured(settings))
             new_log = log_factory(settings, url, name="aisle-adapt", role=Role.ADAPTER)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)

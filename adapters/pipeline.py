@@ -223,7 +223,7 @@ async def _put(
     try:
         while not putting.done():
             await asyncio.wait({putting}, timeout=0.25)
-            if not putting.done() and not progress.waiting:
+            if not putting.done():
                 progress.waiting = True
                 show()
     finally:

@@ -140,3 +140,23 @@ def test_an_adapter_killed_mid_run_and_run_again_publishes_each_event_once_in_or
     got = asyncio.run(held(private_nats.url, prefix))
     assert max(Counter(i for s in got.values() for i in s).values()) == 1, "nothing twice"
     assert got == baseline, "nothing missing, each subject in the same order"
+
+
+def test_an_adapter_started_while_nats_is_down_sends_everything_when_it_comes_up(
+    private_nats: EmbeddedNats, video: Path, tmp_path: Path, baseline: dict
+) -> None:
+    """A camera does not wait for the log: the whole video goes into the outbox while no
+    server answers, and into the log, in order, once one does."""
+    private_nats.stop()
+    prefix = unique_prefix()
+    run = Run(private_nats.url, prefix, tmp_path / "late", video, seed=5)
+    deadline = time.monotonic() + 240
+    while "source ended" not in (said := run.stderr.read_text()):
+        assert run.proc.poll() is None, said
+        assert time.monotonic() < deadline, said
+        time.sleep(0.2)
+    assert "the log is away: the events wait in the outbox" in said
+    private_nats.start()
+    code, out, err = run.wait()
+    assert code == 0, out + err
+    assert asyncio.run(held(private_nats.url, prefix)) == baseline
