@@ -32,6 +32,7 @@ $(DEMO_VIDEO)/.rendered: $(STAMP)
 demo-video: $(DEMO_VIDEO)/.rendered
 	$(BIN)/aisle adapt --layout $(STORE) --all --source '$(DEMO_VIDEO)/{camera}.mp4' \
 		--annotate $(DEMO_VIDEO)/annotated.mp4
+	@echo "Watch $(DEMO_VIDEO)/annotated.CAMERA.mp4; the events: $(BIN)/aisle log replay --store corner-01"
 
 test: $(STAMP)
 	$(BIN)/ruff check .
