@@ -219,12 +219,13 @@ async def _put(
     (larger than ``max_bytes`` or ``max_event_bytes``) is refused: logged, counted."""
     if not events:
         return
+    full = outbox.status().full  # puts held for room so far: one more if this one is
     putting = asyncio.ensure_future(outbox.put(events, wait=True))
     try:
         while not putting.done():
             await asyncio.wait({putting}, timeout=0.25)
             if not putting.done():
-                progress.waiting = True
+                progress.waiting = outbox.status().full > full
                 show()
     finally:
         putting.cancel()  # only if still waiting (a second Ctrl-C): nothing of it stored

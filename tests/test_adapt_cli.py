@@ -538,3 +538,44 @@ def test_the_progress_line_shows_frames_dropped_a_full_outbox_and_refused_events
     assert "1,200 frames" in line and "37 frames dropped" in line
     assert "2 events REFUSED" in line and "outbox FULL: waiting for the log" in line
     assert "dropped" not in _line(AdaptProgress()).plain
+
+
+@pytest.mark.integration
+async def test_while_the_outbox_is_full_the_progress_says_so_and_work_resumes_after(
+    corner: Layout, short: Path, tmp_path: Path
+) -> None:
+    """The log away and a 3-event outbox: the adapter is held (the progress says so)
+    until the server comes, then every event goes."""
+    from adapters.background import BackgroundSubtraction
+    from adapters.pipeline import CameraInput, StoreAdapter, run_adapter
+    from adapters.sources import source_for_camera
+    from core.config import LogConfig
+    from core.natsd import EmbeddedNats
+    from core.outbox import Outbox, OutboxConfig
+    from tests.outboxkit import opener
+
+    camera = corner.camera(CAMERA)
+    start = datetime(*DEFAULT_START, tzinfo=ZoneInfo(corner.store.timezone))
+    source = source_for_camera(camera, short, start=start)
+    adapter = StoreAdapter(corner, [CameraInput(camera, source, BackgroundSubtraction())], start)
+    server = EmbeddedNats(tmp_path / "nats")
+    seen: list[tuple[bool, int]] = []
+
+    def progress(p: AdaptProgress) -> None:
+        seen.append((p.waiting, p.total_frames))
+        if p.waiting and server.process is None:
+            server.start()  # the log comes back once the adapter is seen held
+
+    config = LogConfig(prefix="held", publish_timeout_s=1.0)
+    box = OutboxConfig(max_events=3, retry_max_s=0.2)
+    try:
+        async with Outbox.open(tmp_path / "o.db", opener(server.url, config), box) as outbox:
+            done = await asyncio.wait_for(run_adapter(adapter, outbox, progress), 300)
+    finally:
+        server.stop()
+    held = [frames for waiting, frames in seen if waiting]
+    assert held, "the progress said the outbox was full"
+    assert held[0] < done.total_frames == 150, "held mid-run, and then every frame"
+    assert done.outbox is not None and done.outbox.pending == 0
+    assert done.outbox.published == sum(done.events.values()) == done.new
+    assert not seen[-1][0]
