@@ -5,16 +5,23 @@ process (``--all --source CAM=FILE|URL ...``, with the hand-off across cameras).
 go through an outbox under the data folder, so that a log that is away loses nothing and
 a re-run over the same video publishes nothing twice. Everything wrong with the command
 line (a layout that does not load, a camera the layout lacks, a source that does not
-open, a detector without its weights) ends it with exit code 2 and the reason.
+open, a detector without its weights or with weights it cannot use) ends it with exit
+code 2 and the reason; events the outbox had to refuse end it with exit code 1. Ctrl-C
+(or SIGTERM) stops reading, sends what was made and ends; a second one leaves what is
+not sent in the outbox, for the next run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import difflib
+import logging
 import re
+import signal
 import time
-from contextlib import suppress
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager, suppress
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -22,6 +29,7 @@ from typing import Annotated
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+import cv2
 import typer
 from rich.console import Console
 from rich.live import Live
@@ -29,20 +37,25 @@ from rich.markup import escape
 from rich.text import Text
 
 from adapters.detection import Detector
+from adapters.detfile import DetFileError
 from adapters.floor_events import EventSettings
 from adapters.pipeline import AdaptProgress, CameraInput, StoreAdapter, run_adapter
 from adapters.sources import STREAM_SCHEMES, SourceError, source_for_camera
 from adapters.store_floor import FloorSettings
 from adapters.tracking import TrackerSettings
+from adapters.yolo import YoloError
 from core.access import Role
 from core.cli import run
-from core.config import Settings
+from core.config import OutboxConfig, Settings
+from core.jetstream import Unreachable
 from core.layout import Camera, Layout, LayoutError, load_layout
-from core.outbox import Outbox, OutboxConfig, OutboxError
+from core.logs import TextFormatter
+from core.outbox import Outbox, OutboxError
 from core.runtime import embedded_or_configured, log_factory, open_log
 
 __all__ = ["DEFAULT_START", "register", "start_of"]
 
+log = logging.getLogger(__name__)
 out = Console()
 err = Console(stderr=True)
 
@@ -73,7 +86,9 @@ TRACKING = {
     DetectorKind.hog: TrackerSettings(start_score=0.5, high_score=0.7),
 }
 
-NEEDS_WEIGHTS = {DetectorKind.yolo: "a model file", DetectorKind.det_file: "a det.txt file"}
+
+CAMERA_FIELD = "{camera}"
+"""In a ``--source`` of ``--all``, stands for each camera's id: ``render/{camera}.mp4``."""
 
 
 class CommandError(Exception):
@@ -120,7 +135,10 @@ def start_of(spec: str, given: str | None, timezone: str) -> tuple[datetime, str
     return datetime(*DEFAULT_START, tzinfo=zone), "the default (no --start, no time in the name)"
 
 
-def _detector(kind: DetectorKind, weights: str | None, camera: Camera) -> Detector:
+def _detector(kind: DetectorKind, model: str | None, camera: Camera, every: bool) -> Detector:
+    """The detector for one camera; ``model`` is its ``--weights`` (yolo) or its
+    ``--detections`` (det-file)."""
+    for_camera = f" (camera {camera.id})" if every else ""
     # Imported here: a YOLO model pulls in PyTorch, which the other detectors do not need.
     try:
         if kind in (DetectorKind.mog2, DetectorKind.knn):
@@ -131,22 +149,23 @@ def _detector(kind: DetectorKind, weights: str | None, camera: Camera) -> Detect
             from adapters.hog import HogPeople
 
             return HogPeople()
-        assert weights is not None
-        if not Path(weights).exists():
-            raise CommandError(f"--weights: {weights}: no such file (camera {camera.id})")
+        assert model is not None
+        option = "--weights" if kind is DetectorKind.yolo else "--detections"
+        if not Path(model).exists():
+            raise CommandError(f"{option}: {model}: no such file{for_camera}")
         if kind is DetectorKind.yolo:
-            from adapters.yolo import YoloDetector, YoloError
+            from adapters.yolo import YoloDetector
 
             try:
-                return YoloDetector(weights)
+                return YoloDetector(model)
             except YoloError as exc:
-                raise CommandError(f"--weights: {exc}") from None
+                raise CommandError(f"--weights: {exc}{for_camera}") from None
         from adapters.detfile import DetFile, DetFileError
 
         try:
-            return DetFile(weights)
+            return DetFile(model)
         except DetFileError as exc:
-            raise CommandError(f"--weights: {exc}") from None
+            raise CommandError(f"--detections: {exc}{for_camera}") from None
     except (ValueError, OSError) as exc:
         raise CommandError(f"--detector {kind.value} for camera {camera.id}: {exc}") from None
 
@@ -181,9 +200,52 @@ class Plan:
     layout: Layout
     inputs: list[CameraInput]
     origin: datetime
-    outbox: str  # the outbox's file name under the data folder
+    outbox: str  # the outbox's file name in the outbox folder
     notes: list[str]
     detector: DetectorKind
+    outbox_file: Path | None = None  # --outbox: this file instead
+    max_events: int | None = None  # --outbox-max-events, over the settings'
+    max_bytes: int | None = None  # --outbox-max-bytes, over the settings'
+    owned: bool = False  # an adapter runs the sources: it closes them
+
+    def close(self) -> None:
+        """Close the sources (once an adapter runs them, its feeds do)."""
+        for i in self.inputs:
+            i.source.close()
+
+
+def _models(
+    detector: DetectorKind,
+    weights: list[str],
+    detections: list[str],
+    layout: Layout,
+    cameras: list[Camera],
+    every: bool,
+) -> tuple[dict[str, str], str | None]:
+    """Each camera's model file (``--weights`` for yolo, ``--detections`` for det-file)."""
+    if detector is not DetectorKind.yolo and weights:
+        hint = (
+            " (a det.txt is given with --detections)" if detector is DetectorKind.det_file else ""
+        )
+        raise CommandError(f"--weights: the {detector.value} detector takes none{hint}")
+    if detector is not DetectorKind.det_file and detections:
+        raise CommandError(f"--detections: only for --detector det-file, not {detector.value}")
+    if detector is DetectorKind.yolo:
+        option, given, what = "--weights", weights, "a model file (.pt, .onnx, OpenVINO folder)"
+    elif detector is DetectorKind.det_file:
+        option, given, what = "--detections", detections, "a MOTChallenge det.txt"
+    else:
+        return {}, None
+    named, plain = _per_camera(given, layout, option, each=False)
+    if detector is DetectorKind.det_file and every and plain is not None:
+        raise CommandError(f"{option}: with --all, a det.txt per camera (CAMERA=FILE)")
+    for cam in cameras:
+        if cam.id not in named and plain is None:
+            raise CommandError(
+                f"--detector {detector.value} needs {option} ({what})"
+                + (f" for camera {cam.id}" if every else "")
+            )
+    return named, plain
 
 
 def plan(
@@ -195,6 +257,7 @@ def plan(
     weights: list[str],
     annotate: Path | None,
     start: str | None,
+    detections: list[str] | None = None,
 ) -> Plan:
     try:
         layout = load_layout(layout_file)
@@ -207,13 +270,21 @@ def plan(
     if not sources:
         raise CommandError("--source: where the frames come from (a file, a folder, a URL)")
     if every:
-        named, _ = _per_camera(sources, layout, "--source", each=True)
+        patterns = [s for s in sources if CAMERA_FIELD in s]
+        if len(patterns) > 1:
+            raise CommandError(f"--source: one pattern with {CAMERA_FIELD}, not {len(patterns)}")
+        named, _ = _per_camera(
+            [s for s in sources if CAMERA_FIELD not in s], layout, "--source", each=True
+        )
         cameras = list(layout.cameras)
+        if patterns:  # every camera not named, by the pattern
+            for c in cameras:
+                named.setdefault(c.id, patterns[0].replace(CAMERA_FIELD, c.id))
         missing = [c.id for c in cameras if c.id not in named]
         if missing:
             raise CommandError(
-                f"--all: no --source for camera(s) {', '.join(missing)} "
-                f"(give --source CAMERA=FILE|URL for each)"
+                f"--all: no --source for camera(s) {', '.join(missing)} (give --source "
+                f"CAMERA=FILE|URL for each, or one pattern such as 'render/{CAMERA_FIELD}.mp4')"
             )
         by_camera = named
     else:
@@ -223,18 +294,7 @@ def plan(
             raise CommandError("--source: one source with --camera (several with --all)")
         cameras = [cam]
         by_camera = {cam.id: sources[0]}
-    w_named, w_plain = _per_camera(weights, layout, "--weights", each=False)
-    if detector in NEEDS_WEIGHTS:
-        for cam in cameras:
-            if cam.id not in w_named and w_plain is None:
-                raise CommandError(
-                    f"--detector {detector.value} needs --weights ({NEEDS_WEIGHTS[detector]})"
-                    + (f" for camera {cam.id}" if every else "")
-                )
-        if detector is DetectorKind.det_file and every and w_plain is not None:
-            raise CommandError("--weights: with --all, a det.txt per camera (CAMERA=FILE)")
-    elif weights:
-        raise CommandError(f"--weights: the {detector.value} detector takes none")
+    m_named, m_plain = _models(detector, weights, detections or [], layout, cameras, every)
 
     notes: list[str] = []
     starts: dict[str, datetime | None] = {}
@@ -257,11 +317,16 @@ def plan(
         for cam in cameras:
             spec = by_camera[cam.id]
             source = source_for_camera(cam, spec, start=starts[cam.id])
+            try:
+                found = _detector(detector, m_named.get(cam.id, m_plain), cam, every)
+            except BaseException:
+                source.close()
+                raise
             inputs.append(
                 CameraInput(
                     camera=cam,
                     source=source,
-                    detector=_detector(detector, w_named.get(cam.id, w_plain), cam),
+                    detector=found,
                     annotate=_annotated(annotate, cam.id, every),
                 )
             )
@@ -286,11 +351,81 @@ def _line(p: AdaptProgress) -> Text:
     box = p.outbox
     depth = f"{box.pending:,}" if box else "0"
     published = f"{box.published:,}" if box else "0"
-    state = "" if box is None or box.connected or not box.pending else "  (log away: kept on disk)"
+    state = ""
+    if p.waiting:
+        state = "  (outbox FULL: waiting for the log)"
+    elif box is not None and not box.connected and box.pending:
+        state = "  (log away: kept on disk)"
+    dropped = sum(p.dropped.values())
+    refused = sum(p.refused.values())
     return Text(
         f"{p.total_frames:,} frames  {p.fps:5.1f} frames/s  {p.tracks} tracked  "
-        f"{sum(p.events.values()):,} events  {published} published  outbox {depth}{state}"
+        f"{sum(p.events.values()):,} events  {published} published  outbox {depth}"
+        + (f"  {dropped:,} frames dropped" if dropped else "")
+        + (f"  {refused:,} events REFUSED" if refused else "")
+        + state
     )
+
+
+class _ToConsole(logging.Handler):
+    """Log lines on stderr through the console, so that they print above the live
+    progress line instead of through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(TextFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            err.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
+        except Exception:  # a log line must never end the command
+            self.handleError(record)
+
+
+def _logging() -> Callable[[], None]:
+    """What the command says in the log while it runs (the sources' drops and
+    reconnections, the feeds' dropped frames, the outbox's outages and full buffer), and
+    how to undo it."""
+    root = logging.getLogger()
+    handler = _ToConsole()
+    handler.setLevel(logging.INFO)
+    handler.addFilter(_shown)
+    saved = root.level
+    root.addHandler(handler)
+    root.setLevel(min(saved, logging.INFO) if saved else logging.INFO)
+    # OpenCV's and FFmpeg's own warnings about the sources are the sources' log lines'.
+    opencv = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+    def undo() -> None:
+        root.removeHandler(handler)
+        root.setLevel(saved)
+        cv2.utils.logging.setLogLevel(opencv)
+
+    return undo
+
+
+def _shown(record: logging.LogRecord) -> bool:
+    """The adapters' and the outbox's lines from INFO, the runtime's warnings (the
+    embedded server, permissions), everyone's errors. Not the client's line at each
+    attempt to reconnect (core.jetstream's, four a second): the outbox says when the log
+    is away and when it is back."""
+    name = record.name
+    if name.startswith(("adapters.", "core.outbox")):
+        return True
+    return record.levelno >= (logging.WARNING if name == "core.runtime" else logging.ERROR)
+
+
+def _outbox(settings: Settings, the: Plan) -> tuple[Path, OutboxConfig]:
+    """The outbox's file and limits: the command line's, else the settings' (env)."""
+    path = the.outbox_file or settings.outboxes / the.outbox
+    config = replace(
+        settings.outbox,
+        duplicate_window_s=settings.log.duplicate_window_s,
+        max_events=the.max_events or settings.outbox.max_events,
+        max_bytes=the.max_bytes or settings.outbox.max_bytes,
+    )
+    return path, config
 
 
 async def adapt(settings: Settings, the: Plan) -> tuple[AdaptProgress, dict[str, tuple[Path, int]]]:
@@ -301,14 +436,13 @@ async def adapt(settings: Settings, the: Plan) -> tuple[AdaptProgress, dict[str,
     source = the.inputs[0].camera.id if len(the.inputs) == 1 else EventSettings().source
     floor = FloorSettings(tracker=tracking, events=EventSettings(source=source))
     adapter = StoreAdapter(the.layout, the.inputs, the.origin, floor)
+    the.owned = True
     try:
         adapter.open_videos()
     except RuntimeError as exc:  # OpenCV cannot write the video there
         adapter.release()
         raise CommandError(f"--annotate: {exc}") from None
-    path = settings.data_dir / "outbox" / the.outbox
-    path.parent.mkdir(parents=True, exist_ok=True)
-    config = OutboxConfig(duplicate_window_s=settings.log.duplicate_window_s)
+    path, config = _outbox(settings, the)
     live = Live(_line(AdaptProgress()), console=err, transient=True, auto_refresh=False)
     shown = 0.0
 
@@ -319,23 +453,67 @@ async def adapt(settings: Settings, the: Plan) -> tuple[AdaptProgress, dict[str,
             live.update(_line(p), refresh=True)
             shown = now
 
-    async with (
-        open_log(settings, name="aisle-adapt", role=Role.ADAPTER),
-        embedded_or_configured(settings) as url,
-    ):
-        new_log = log_factory(settings, url, name="aisle-adapt", role=Role.ADAPTER)
-        try:
-            outbox = Outbox.open(path, new_log, config)
-        except OutboxError as exc:
-            adapter.release()
-            raise CommandError(f"the outbox: {exc}") from None
-        async with outbox:
-            if err.is_terminal:
-                live.start()
+    try:
+        async with AsyncExitStack() as stack:
+            try:  # the streams, made sure of (and the embedded server kept up meanwhile)
+                await stack.enter_async_context(
+                    open_log(settings, name="aisle-adapt", role=Role.ADAPTER)
+                )
+            except Unreachable as exc:
+                if not settings.nats_url:
+                    raise
+                # A camera does not wait for the log: the outbox keeps what it sees, and
+                # its connections make the streams once the server answers.
+                log.warning("the log is away: the events wait in the outbox (%s)", exc)
+            url = await stack.enter_async_context(embedded_or_configured(settings))
+            new_log = log_factory(settings, url, name="aisle-adapt", role=Role.ADAPTER)
             try:
-                return await run_adapter(adapter, outbox, progress), adapter.written
-            finally:
-                live.stop()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                outbox = Outbox.open(path, new_log, config)
+            except (OutboxError, OSError) as exc:
+                raise CommandError(f"the outbox: {exc}") from None
+            async with outbox:
+                if err.is_terminal:
+                    live.start()
+                try:
+                    with _stop_on_signals(adapter):
+                        return await run_adapter(adapter, outbox, progress), adapter.written
+                finally:
+                    live.stop()
+    finally:
+        adapter.release()
+
+
+@contextmanager
+def _stop_on_signals(adapter: StoreAdapter) -> Iterator[None]:
+    """Ctrl-C (SIGINT) or SIGTERM stops reading: what was made is sent and the command
+    ends; the handler then steps aside, so a second one interrupts the sending (what is
+    not sent stays in the outbox)."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+
+    def stop(signum: signal.Signals) -> None:
+        for s in installed:
+            loop.remove_signal_handler(s)
+        installed.clear()
+        log.warning(
+            "%s: reading stops; the events made are sent (again to leave them in the "
+            "outbox for the next run)",
+            signum.name,
+        )
+        adapter.stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop, signum)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            continue
+        installed.append(signum)
+    try:
+        yield
+    finally:
+        for s in installed:
+            loop.remove_signal_handler(s)
 
 
 def _summary(the: Plan, p: AdaptProgress, adapter_videos: dict[str, tuple[Path, int]]) -> None:
@@ -344,9 +522,10 @@ def _summary(the: Plan, p: AdaptProgress, adapter_videos: dict[str, tuple[Path, 
         cam = i.camera.id
         video = adapter_videos.get(cam)
         made = f", annotated -> {video[0]} ({video[1]:,} frames)" if video else ""
+        dropped = f", {p.dropped[cam]:,} dropped (the adapter was behind)" if p.dropped[cam] else ""
         out.print(
             f"{escape(cam)}: {p.frames[cam]:,} frames ({the.detector.value}) from "
-            f"{escape(i.source.name)}{escape(made)}",
+            f"{escape(i.source.name)}{dropped}{escape(made)}",
             highlight=False,
         )
     kinds = ", ".join(f"{t} {n:,}" for t, n in sorted(p.events.items()))
@@ -361,6 +540,12 @@ def _summary(the: Plan, p: AdaptProgress, adapter_videos: dict[str, tuple[Path, 
         f"{sent}; {p.total_frames:,} frames in {took:.1f} s ({p.fps:.1f} frames/s)",
         highlight=False,
     )
+    if p.stopped:
+        out.print(
+            "stopped before the end of the input: the visits under way were left open "
+            "(the same files run again go on to the same events)",
+            highlight=False,
+        )
 
 
 def check(the: Plan, image_path: Path) -> None:
@@ -417,7 +602,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--source",
                 help="A video file, a folder of images, a camera index or a stream URL; "
-                "with --all, CAMERA=SOURCE for each camera.",
+                "with --all, CAMERA=SOURCE for each camera, or a pattern in which "
+                "{camera} stands for each camera's id (render/{camera}.mp4).",
             ),
         ] = None,
         detector: Annotated[
@@ -427,8 +613,39 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option(
                 "--weights",
-                help="yolo: the model (.pt, .onnx, OpenVINO folder); det-file: the det.txt "
-                "(with --all, CAMERA=PATH).",
+                help="yolo: the model (.pt, .onnx, OpenVINO folder); with --all, one for "
+                "every camera or CAMERA=PATH.",
+            ),
+        ] = None,
+        detections: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--detections",
+                help="det-file: the MOTChallenge det.txt (with --all, CAMERA=PATH each).",
+            ),
+        ] = None,
+        outbox: Annotated[
+            Path | None,
+            typer.Option(
+                "--outbox",
+                help="The outbox file (default: AISLE_OUTBOX_DIR, else the data folder's "
+                "outbox/, then STORE[.CAMERA].sqlite).",
+            ),
+        ] = None,
+        outbox_max_events: Annotated[
+            int | None,
+            typer.Option(
+                "--outbox-max-events",
+                min=1,
+                help="Events the outbox may hold for the log (AISLE_OUTBOX_MAX_EVENTS).",
+            ),
+        ] = None,
+        outbox_max_bytes: Annotated[
+            int | None,
+            typer.Option(
+                "--outbox-max-bytes",
+                min=1,
+                help="Their size in bytes, at most (AISLE_OUTBOX_MAX_BYTES).",
             ),
         ] = None,
         annotate: Annotated[
@@ -464,22 +681,39 @@ def register(app: typer.Typer) -> None:
                 raise CommandError("--check: one camera at a time (--camera ID)")
             video = None if check_only else annotate
             the = plan(
-                layout_file, camera, every, source or [], detector, weights or [], video, start
-            )
+                layout_file, camera, every, source or [], detector, weights or [], video, start,
+                detections or [],
+            )  # fmt: skip
             if check_only:
                 check(the, annotate or Path(f"{camera}.check.png"))
                 return
         except CommandError as exc:
             err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
             raise typer.Exit(2) from None
+        the.outbox_file = outbox
+        the.max_events = outbox_max_events
+        the.max_bytes = outbox_max_bytes
         for note in the.notes:
             err.print(f"note: {escape(note)}", soft_wrap=True, highlight=False)
+        undo = _logging()
         try:
             result, videos = run(lambda settings: adapt(settings, the))
-        except (CommandError, SourceError, OutboxError) as exc:
+        except (CommandError, SourceError, OutboxError, YoloError, DetFileError) as exc:
             err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
             raise typer.Exit(2) from None
         finally:
-            for i in the.inputs:
-                i.source.close()
+            undo()
+            if not the.owned:
+                the.close()
         _summary(the, result, videos)
+        refused = sum(result.refused.values())
+        if refused:
+            kinds = ", ".join(f"{t} {n:,}" for t, n in sorted(result.refused.items()))
+            err.print(
+                f"[red]error:[/] {refused:,} events refused, each larger than the outbox "
+                f"holds ({kinds}); the log names each (raise AISLE_OUTBOX_MAX_BYTES or "
+                "--outbox-max-bytes)",
+                soft_wrap=True,
+                highlight=False,
+            )
+            raise typer.Exit(1)

@@ -1,36 +1,42 @@
 """One store's cameras from frames to the outbox: what ``aisle adapt`` runs.
 
 Per camera a frame source, a detector and, if asked, an annotated video; for the store
-one ``StoreFloor`` (tracking, the floor, the hand-off, the events). The cameras' frames
-are taken in time order across cameras (each source gives its own in order), so the
-hand-off sees the store as it happened; the events go to an outbox, which publishes them
-to the log and keeps them on disk while the log is away.
-
-The frame work (decoding, detection, tracking) runs in a worker thread, one frame at a
-time, so that the event loop stays free to publish while the next frame is worked on.
+one ``StoreFloor`` (tracking, the floor, the hand-off, the events). Each camera is read
+and its people detected in threads of its own (``adapters/feeds.py``): a live camera
+never waits for the others and drops its oldest frames when the work falls behind
+(counted, logged); files are read in time order across cameras, nothing dropped, so a
+file gives the same events on every run. The tracking and the floor run in one worker
+thread, a frame at a time, so that the event loop stays free to publish; the events go
+to an outbox, which publishes them to the log and keeps them on disk while the log is
+away. An outbox that is full holds the adapter back (files wait, live cameras drop
+frames); an event that could never fit is refused, logged and counted, never dropped
+silently.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
+import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from adapters.detection import Detector, Frame
+from adapters.detection import Detector
 from adapters.drawing import AnnotatedVideo
+from adapters.feeds import DEPTH, Feeds
 from adapters.sources import FrameSource
 from adapters.store_floor import FloorSettings, StoreFloor
 from adapters.tracking import Tracked
 from core import events as ev
 from core.layout import Camera, Layout
-from core.outbox import Outbox, OutboxStatus
+from core.outbox import Outbox, OutboxFull, OutboxStatus
 
 __all__ = ["AdaptProgress", "CameraInput", "StoreAdapter", "run_adapter"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,6 +58,10 @@ class AdaptProgress:
     people: dict[str, int] = field(default_factory=dict)  # tracked in each camera's last frame
     events: Counter[str] = field(default_factory=Counter)  # made, per type
     new: int = 0  # put into the outbox for the first time (the rest it had already)
+    dropped: Counter[str] = field(default_factory=Counter)  # live frames, per camera
+    refused: Counter[str] = field(default_factory=Counter)  # events, per type
+    waiting: bool = False  # for room in a full outbox
+    stopped: bool = False  # the input was stopped before it ended
     began: float = field(default_factory=time.monotonic)
     outbox: OutboxStatus | None = None
 
@@ -74,6 +84,7 @@ class StoreAdapter:
 
     ``origin`` is the event time of source time zero: every frame is placed at its
     ``at`` less the origin, so cameras started at different times share one clock.
+    ``depth``: frames each camera's queues hold (``adapters/feeds.py``).
     """
 
     def __init__(
@@ -82,6 +93,7 @@ class StoreAdapter:
         inputs: list[CameraInput],
         origin: datetime,
         settings: FloorSettings | None = None,
+        depth: int = DEPTH,
     ) -> None:
         self.layout = layout
         self.inputs = {i.camera.id: i for i in inputs}
@@ -94,7 +106,11 @@ class StoreAdapter:
         self._videos: dict[str, AnnotatedVideo] = {}
         self.written: dict[str, tuple[Path, int]] = {}
         """The annotated videos finished: path and frames, per camera."""
-        self._frames = self._merged()
+        self.feeds = Feeds(
+            {c: i.source for c, i in self.inputs.items()},
+            {c: i.detector for c, i in self.inputs.items()},
+            depth,
+        )
         self._closed = False
 
     def open_videos(self) -> None:
@@ -104,26 +120,17 @@ class StoreAdapter:
                 rate = 1.0 / i.camera.detect_interval_s
                 self._videos[cam_id] = AnnotatedVideo(self.layout, i.camera, i.annotate, rate)
 
-    def _merged(self) -> Iterator[tuple[str, Frame]]:
-        def tagged(cam_id: str, source: FrameSource) -> Iterator[tuple[datetime, str, Frame]]:
-            for frame in source:
-                yield frame.at, cam_id, frame
-
-        streams = [tagged(c, i.source) for c, i in self.inputs.items()]
-        for _, cam_id, frame in heapq.merge(*streams, key=lambda t: (t[0], t[1])):
-            yield cam_id, frame
-
     def _on_tracked(self, camera: str, tracked: list[Tracked]) -> None:
         self._tracked[camera] = tracked
 
     def step(self) -> list[ev.Event] | None:
-        """Work on the next frame of any camera; None once every source has ended (then
-        ``close``)."""
-        item = next(self._frames, None)
+        """Work on the next frame of any camera; None once every source has ended or
+        ``stop`` was called (then ``close``)."""
+        item = self.feeds.next()
+        self.count_drops()
         if item is None:
             return None
-        cam_id, frame = item
-        people = self.inputs[cam_id].detector.detect(frame)
+        cam_id, frame, people = item.camera, item.frame, item.people
         seconds = (frame.at - self.origin).total_seconds()
         self._tracked[cam_id] = []
         out = self.floor.frame(cam_id, frame.number, seconds, people.xyxy, people.confidence)
@@ -136,24 +143,37 @@ class StoreAdapter:
         self._count(out)
         return out
 
+    def count_drops(self) -> None:
+        """The live frames dropped so far, into the progress (from any thread)."""
+        self.progress.dropped = Counter(self.feeds.dropped)
+
+    def stop(self) -> None:
+        """Stop reading (from any thread: a signal handler's): ``step`` returns None, and
+        ``close`` leaves the floor's open visits open, so that the same file run again
+        goes on to the same events as a run that was never stopped."""
+        self.progress.stopped = True
+        self.feeds.stop(wait=False)
+
     def close(self) -> list[ev.Event]:
-        """The end of the input: the events still held, and the videos and sources closed."""
+        """The end of the input: the events still held, and the videos and sources closed.
+        After ``stop``, nothing: the visits under way are not ended by a stop."""
         if self._closed:
             return []
         self._closed = True
-        out = self.floor.close()
+        out = [] if self.progress.stopped else self.floor.close()
         self._count(out)
         self.release()
         return out
 
     def release(self) -> None:
-        """Close the sources and finish the videos (also after a failure)."""
+        """Stop the feeds (their threads close the sources) and finish the videos; also
+        after a failure, and more than once."""
+        self.feeds.stop()
+        self.count_drops()
         for cam_id, video in self._videos.items():
             video.close()
             self.written[cam_id] = (video.path, video.frames)
         self._videos.clear()
-        for i in self.inputs.values():
-            i.source.close()
 
     def _count(self, events: list[ev.Event]) -> None:
         for e in events:
@@ -168,21 +188,61 @@ async def run_adapter(
     """Every frame of every source through ``adapter`` into ``outbox``, then wait until
     the log has confirmed every event (the outbox keeps them on disk until then)."""
     progress = adapter.progress
+
+    def show() -> None:
+        adapter.count_drops()
+        progress.outbox = outbox.status()
+        on_progress(progress)
+
     try:
         while (events := await asyncio.to_thread(adapter.step)) is not None:
             if events:
-                progress.new += await outbox.put(events, wait=True)
-            progress.outbox = outbox.status()
-            on_progress(progress)
-        progress.new += await outbox.put(adapter.close(), wait=True)
+                await _put(outbox, events, progress, show)
+            show()
+        await _put(outbox, adapter.close(), progress, show)
     finally:
         adapter.release()
     flushing = asyncio.create_task(outbox.flush())
     while not flushing.done():
-        progress.outbox = outbox.status()
-        on_progress(progress)
+        show()
         await asyncio.wait({flushing}, timeout=0.25)
     await flushing
-    progress.outbox = outbox.status()
-    on_progress(progress)
+    show()
     return progress
+
+
+async def _put(
+    outbox: Outbox, events: list[ev.Event], progress: AdaptProgress, show: Callable[[], None]
+) -> None:
+    """``events`` into the outbox, waiting for room while it is full (shown as such); a
+    lot larger than the whole outbox is put in halves, and an event that can never fit
+    (larger than ``max_bytes`` or ``max_event_bytes``) is refused: logged, counted."""
+    if not events:
+        return
+    full = outbox.status().full  # puts held for room so far: one more if this one is
+    putting = asyncio.ensure_future(outbox.put(events, wait=True))
+    try:
+        while not putting.done():
+            await asyncio.wait({putting}, timeout=0.25)
+            if not putting.done():
+                progress.waiting = outbox.status().full > full
+                show()
+    finally:
+        putting.cancel()  # only if still waiting (a second Ctrl-C): nothing of it stored
+        progress.waiting = False
+    try:
+        progress.new += putting.result()
+        return
+    except (OutboxFull, ValueError) as exc:
+        if len(events) > 1:
+            half = len(events) // 2
+            await _put(outbox, events[:half], progress, show)
+            await _put(outbox, events[half:], progress, show)
+            return
+        why = str(exc)
+    (event,) = events
+    progress.refused[event.type] += 1
+    log.error(
+        "event refused: it can never fit in the outbox",
+        extra={"event": event.id, "type": event.type, "why": why},
+    )

@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -116,15 +117,24 @@ class _Sampler:
 
 
 class FrameSource(ABC):
-    """Frames from one source, in order; iterate once, then ``close`` (or use ``with``)."""
+    """Frames from one source, in order; iterate once, then ``close`` (or use ``with``).
+
+    ``live``: frames come at the source's pace whether or not they are taken (a camera,
+    a stream), so a reader that falls behind must drop some; a file's wait."""
 
     name: str
+    live: bool = False
 
     @abstractmethod
     def __iter__(self) -> Iterator[Frame]: ...
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def interrupt(self) -> None:
+        """Ask the source, from another thread, to end its iteration at the next chance
+        (a live source: no more reconnecting or waiting). A file ends by itself."""
+        return
 
     def __enter__(self) -> FrameSource:
         return self
@@ -350,8 +360,11 @@ class LiveSource(FrameSource):
     A failed connection or a dropped stream is logged, and the source tries again after
     the ``backoff`` waits; frame numbers and times carry on across reconnections. Opening
     and reading each give up after ``timeout_s``, so a stream that stops answering counts
-    as dropped instead of hanging the adapter.
+    as dropped instead of hanging the adapter. ``interrupt`` (from another thread) ends
+    the iteration once the read under way returns, and cuts a wait short.
     """
+
+    live = True
 
     def __init__(
         self,
@@ -362,7 +375,7 @@ class LiveSource(FrameSource):
         timeout_s: float = 10.0,
         backoff: Backoff = Backoff(),
         clock: Clock | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if not (0 < timeout_s <= 3600):
@@ -378,7 +391,8 @@ class LiveSource(FrameSource):
             http = isinstance(target, str) and urlsplit(target).scheme in ("http", "https")
             clock = "arrival" if http else "stream"
         self.clock = clock
-        self.sleep = sleep
+        self._halt = threading.Event()
+        self.sleep = sleep or self._halt.wait  # a wait that ``interrupt`` cuts short
         self.now = now
         self.cap: cv2.VideoCapture | None = None
 
@@ -409,7 +423,7 @@ class LiveSource(FrameSource):
         timeline = _Timeline()
         delays = self.backoff.delays()
         failures = 0
-        while True:
+        while not self._halt.is_set():
             cap = self.connect()
             if cap is None:
                 failures += 1
@@ -439,6 +453,8 @@ class LiveSource(FrameSource):
                 yield from self._connection(cap, timeline)
             finally:
                 self.close()  # also when the reader stops early
+            if self._halt.is_set():
+                return
             if timeline.frames > before:
                 delays = self.backoff.delays()  # it worked: start the waits again
                 failures = 0
@@ -460,7 +476,7 @@ class LiveSource(FrameSource):
         began = time.monotonic()
         first_ms: float | None = None
         last_ms = -math.inf
-        while self._grab(cap):
+        while not self._halt.is_set() and self._grab(cap):
             since_s = time.monotonic() - began
             if self.clock == "stream":
                 ms = cap.get(cv2.CAP_PROP_POS_MSEC)
@@ -489,6 +505,9 @@ class LiveSource(FrameSource):
         if self.cap is not None:
             self.cap.release()
             self.cap = None
+
+    def interrupt(self) -> None:
+        self._halt.set()
 
 
 def open_source(

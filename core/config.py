@@ -157,24 +157,106 @@ class NatsAuth:
 
 
 @dataclass(frozen=True)
+class OutboxConfig:
+    """How much a producer's outbox (``core/outbox.py``) may hold, and how it keeps it.
+
+    ``fsync``: every ``put`` (and every acknowledgement recorded) reaches the disk before
+    it returns, so a power cut or an OS crash loses nothing ``put`` accepted; without it
+    a process crash (SIGKILL) loses nothing, but an OS crash may lose the last puts.
+    ``duplicate_window_s`` must be the stream's (``LogConfig.duplicate_window_s``): an
+    event sent again within it is dropped by the server; beyond it the outbox searches
+    the stream first. ``remember_s`` and ``remember_events`` bound the ids remembered
+    after publishing: a re-run within them publishes nothing twice. ``reclaim_bytes``:
+    once everything waiting has been sent, space the sent events left behind (SQLite's
+    free pages and its write-ahead log) beyond this is given back to the file system,
+    so a buffer that grew through an outage shrinks again.
+    """
+
+    max_events: int = 1_000_000  # events waiting, at most
+    max_bytes: int = 512 * 1024 * 1024  # their encoded size, at most
+    max_event_bytes: int = 8 * 1024 * 1024  # one event; the file's longest value
+    batch: int = 1000  # events per publish
+    fsync: bool = True
+    duplicate_window_s: float = 120.0
+    remember_s: float = 7 * 24 * 3600.0
+    remember_events: int = 5_000_000
+    retry_max_s: float = 5.0  # the longest wait between attempts while the log is away
+    reclaim_bytes: int = 8 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_events", "max_bytes", "max_event_bytes", "batch", "remember_events"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"outbox {name} is at least 1, not {getattr(self, name)}")
+        if self.reclaim_bytes < 0:
+            raise ValueError(f"outbox reclaim_bytes is at least 0, not {self.reclaim_bytes}")
+        for name in ("duplicate_window_s", "remember_s", "retry_max_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"outbox {name} is over 0 s, not {getattr(self, name)}")
+
+
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name)
+    if not value:
+        return default
+    try:
+        number = int(value.replace("_", ""))
+    except ValueError:
+        raise ConfigError(f"{name}={value!r}: not a whole number") from None
+    if number < 1:
+        raise ConfigError(f"{name}={value!r}: at least 1")
+    return number
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    value = env.get(name)
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r}: not a number of seconds") from None
+    if not number > 0:
+        raise ConfigError(f"{name}={value!r}: more than 0 s")
+    return number
+
+
+@dataclass(frozen=True)
 class Settings:
-    """Everything the CLI needs to connect; ``nats_url=None`` means the embedded server."""
+    """Everything the CLI needs to connect; ``nats_url=None`` means the embedded server.
+
+    ``outbox_dir`` is where producers keep their outboxes (None: ``data_dir/outbox``),
+    ``outbox`` how much each may hold (``AISLE_OUTBOX_*``)."""
 
     nats_url: str | None = None
     data_dir: Path = Path(".aisle")
     log: LogConfig = field(default_factory=LogConfig)
     auth: NatsAuth = field(default_factory=NatsAuth)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    outbox_dir: Path | None = None
+
+    @property
+    def outboxes(self) -> Path:
+        """The folder of the producers' outbox files."""
+        return self.outbox_dir if self.outbox_dir is not None else self.data_dir / "outbox"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        window = _seconds(env, "AISLE_DUPLICATE_WINDOW_S", 120.0)
+        box = OutboxConfig()
         return cls(
             nats_url=env.get("AISLE_NATS_URL") or None,
             data_dir=Path(env.get("AISLE_DATA_DIR", ".aisle")),
             log=LogConfig(
                 prefix=env.get("AISLE_PREFIX", "aisle"),
-                duplicate_window_s=float(env.get("AISLE_DUPLICATE_WINDOW_S", "120")),
-                replicas=int(env.get("AISLE_REPLICAS", "1")),
+                duplicate_window_s=window,
+                replicas=_whole(env, "AISLE_REPLICAS", 1),
             ),
             auth=NatsAuth.from_env(env),
+            outbox=OutboxConfig(
+                max_events=_whole(env, "AISLE_OUTBOX_MAX_EVENTS", box.max_events),
+                max_bytes=_whole(env, "AISLE_OUTBOX_MAX_BYTES", box.max_bytes),
+                duplicate_window_s=window,
+            ),
+            outbox_dir=Path(env["AISLE_OUTBOX_DIR"]) if env.get("AISLE_OUTBOX_DIR") else None,
         )

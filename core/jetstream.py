@@ -61,6 +61,11 @@ class ConnectError(ConnectionError):
     """The first connection failed: the reason, and what to do about it."""
 
 
+class Unreachable(ConnectError):
+    """No server answered (rather than one refusing the credentials or the TLS): a
+    producer with an outbox may start anyway and send when one does."""
+
+
 async def connect(
     url: str,
     *,
@@ -197,7 +202,7 @@ async def _first_contact(servers: list[str], options: dict[str, Any], timeout_s:
             continue
         await nc.close()
         return
-    raise ConnectError(
+    raise Unreachable(
         "cannot connect to NATS (" + "; ".join(reasons) + "): is the server up, and is "
         "AISLE_NATS_URL right? Unset it to run the embedded server."
     )

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from core import events as ev
+from core.config import OutboxConfig
 from core.log import EventLog, Published, PublishError, Rejected, stream_for_type
 from core.outboxfile import OutboxCorrupt, OutboxError, open_file, transaction
 
@@ -51,38 +52,7 @@ _IN_WINDOW = 0.8  # a resend this far into the duplicate window is still dropped
 _IN = 500  # ids per ``IN (...)`` query
 _PRUNE_EVERY_S = 60.0
 _FULL_EVERY_S = 10.0
-
-
-@dataclass(frozen=True)
-class OutboxConfig:
-    """How much the outbox may hold, and how it keeps it.
-
-    ``fsync``: every ``put`` (and every acknowledgement recorded) reaches the disk before
-    it returns, so a power cut or an OS crash loses nothing ``put`` accepted; without it
-    a process crash (SIGKILL) loses nothing, but an OS crash may lose the last puts.
-    ``duplicate_window_s`` must be the stream's (``LogConfig.duplicate_window_s``): an
-    event sent again within it is dropped by the server; beyond it the outbox searches
-    the stream first. ``remember_s`` and ``remember_events`` bound the ids remembered
-    after publishing: a re-run within them publishes nothing twice.
-    """
-
-    max_events: int = 1_000_000  # events waiting, at most
-    max_bytes: int = 512 * 1024 * 1024  # their encoded size, at most
-    max_event_bytes: int = 8 * 1024 * 1024  # one event; the file's longest value
-    batch: int = 1000  # events per publish
-    fsync: bool = True
-    duplicate_window_s: float = 120.0
-    remember_s: float = 7 * 24 * 3600.0
-    remember_events: int = 5_000_000
-    retry_max_s: float = 5.0  # the longest wait between attempts while the log is away
-
-    def __post_init__(self) -> None:
-        for name in ("max_events", "max_bytes", "max_event_bytes", "batch", "remember_events"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"outbox {name} is at least 1, not {getattr(self, name)}")
-        for name in ("duplicate_window_s", "remember_s", "retry_max_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"outbox {name} is over 0 s, not {getattr(self, name)}")
+_INCREMENTAL = 2  # SQLite's auto_vacuum mode that frees pages on request
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +136,8 @@ class Outbox:
         self._trouble = ""
         self._published = self._duplicates = self._skipped = self._refused = 0
         self._full = self._unverified = self._reordered = 0
+        if not self._count:
+            self.reclaim()  # what a previous run left behind
         if self._count > config.max_events or self._bytes > config.max_bytes:
             log.warning(
                 "outbox %s holds %d events (%d bytes), over its limits (%d events, %d "
@@ -534,6 +506,45 @@ class Outbox:
         self._freed.set()
         if now - self._pruned > _PRUNE_EVERY_S:
             self._prune(now)
+        if not self._count:
+            self.reclaim()
+
+    def reclaim(self) -> int:
+        """Give back to the file system the space sent events left behind, if more than
+        ``reclaim_bytes``: SQLite's free pages and the write-ahead log. Done when the
+        outbox has drained (and at open), so that a buffer that grew through an outage
+        does not keep its size for good; the bytes given back (0: below the threshold).
+
+        A file this outbox created vacuums incrementally (pages moved to the free ones,
+        the file cut); a file created before that option is rewritten once (``VACUUM``),
+        which switches it over."""
+        db = self._db
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            page = db.execute("PRAGMA page_size").fetchone()[0]
+            free = db.execute("PRAGMA freelist_count").fetchone()[0] * page
+            logged = wal.stat().st_size if wal.exists() else 0
+            if free + logged < max(self.config.reclaim_bytes, 1):
+                return 0
+            before = self.path.stat().st_size + logged
+            if db.execute("PRAGMA auto_vacuum").fetchone()[0] == _INCREMENTAL:
+                db.executescript("PRAGMA incremental_vacuum;")  # each step frees one page
+            else:
+                db.executescript(f"PRAGMA auto_vacuum = {_INCREMENTAL}; VACUUM;")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            after = self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+        except (sqlite3.Error, OSError) as exc:  # the space stays; nothing is lost
+            log.warning(
+                "outbox %s: the space of sent events was not given back: %s", self.path, exc
+            )
+            return 0
+        log.info(
+            "outbox %s drained: %d bytes given back to the file system (%d now)",
+            self.path,
+            before - after,
+            after,
+        )
+        return before - after
 
     def _mark_sent(self, now: float, last: int) -> None:
         """Record when the records up to ``last`` were first sent, before they are: after

@@ -166,6 +166,9 @@ def _check(db: sqlite3.Connection, path: Path, max_value_bytes: int, fsync: bool
             "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY type, name"
         ).fetchall()
         if not found:
+            # Before anything is written (WAL mode is): pages freed by sent events can
+            # then be given back to the file system without rewriting the file.
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             _wal(db, path, fsync)
             with transaction(db):
                 for statement in _SCHEMA:

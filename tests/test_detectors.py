@@ -45,11 +45,12 @@ from adapters import detfile as detfile_module
 from core.layout import Layout, load_layout, load_layout_text
 from simulator.day import simulate
 from simulator.render import Person, RenderOptions, RenderStats, render_camera
+from tests.datakit import needs
 from tests.test_render import pinhole
 
 ROOT = Path(__file__).resolve().parent.parent
 STORES = ROOT / "examples" / "stores"
-TUD = ROOT.parent / "shared" / "data" / "mot" / "TUD-Campus"
+TUD, needs_tud = needs("mot/TUD-Campus")
 START = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 CARE = 0.25  # visibility below which a ground-truth person is "don't care"
 
@@ -394,8 +395,6 @@ def test_hog_on_a_real_portrait_keeps_its_scores_in_range_and_its_boxes_in_the_i
 
 
 # -- det.txt: TUD-Campus's real detections ------------------------------------------------
-
-needs_tud = pytest.mark.skipif(not TUD.is_dir(), reason=f"no {TUD} (the shared test data)")
 
 
 @needs_tud

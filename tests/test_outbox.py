@@ -21,7 +21,7 @@ import pytest
 
 from core import events as ev
 from core.access import Role
-from core.config import LogConfig, Settings
+from core.config import ConfigError, LogConfig, Settings
 from core.jetstream import JetStreamLog, connect
 from core.log import EventLog, Published
 from core.natsd import EmbeddedNats, free_port
@@ -161,6 +161,89 @@ async def test_a_put_larger_than_the_whole_buffer_is_refused_even_when_it_would_
         with pytest.raises(OutboxFull, match="can never fit"):
             await box.put(events, wait=True)
         assert box.status().pending == 0
+
+
+# -- the file's size -----------------------------------------------------------------------------
+
+
+def on_disk(path: Path) -> int:
+    """The outbox's bytes on disk: the file and its write-ahead log."""
+    wal = path.with_name(path.name + "-wal")
+    return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+
+@pytest.mark.parametrize("made", ["now", "before"])
+async def test_an_outbox_that_grew_through_an_outage_shrinks_on_disk_once_drained(
+    tmp_path: Path, made: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file made by this outbox is vacuumed incrementally; one made before that (no
+    auto_vacuum) is rewritten once and switched over."""
+    server = EmbeddedNats(tmp_path / "nats")
+    events = produce(8000)
+    path = tmp_path / "o.db"
+    config = OutboxConfig(retry_max_s=0.2, reclaim_bytes=256 * 1024)
+    if made == "before":
+        older = Outbox.open(path, never, config)  # as an aisle before auto_vacuum made it
+        older._db.executescript("PRAGMA auto_vacuum = NONE; VACUUM;")
+        assert older._db.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+        await older.close()
+    log_config = LogConfig(prefix="shrink", publish_timeout_s=1.0)
+    box = Outbox.open(path, opener(server.url, log_config), config)
+    try:
+        async with box:
+            for i in range(0, len(events), 500):
+                await box.put(events[i : i + 500])
+            grown = on_disk(path)
+            with caplog.at_level(logging.INFO, logger="core.outbox"):
+                await asyncio.to_thread(server.start)
+                await asyncio.wait_for(box.flush(), 120)
+            drained = on_disk(path)
+            mode = box._db.execute("PRAGMA auto_vacuum").fetchone()[0]
+        log = await reader(server, "shrink")
+        assert await stored(log, ["s0", "s1"]) == by_subject(events), "nothing lost to it"
+        await log.close()
+    finally:
+        server.stop()
+    payload = sum(len(ev.encode(e)) for e in events)
+    assert grown > payload, "the events waited on disk"
+    assert drained < grown / 4, (grown, drained)
+    assert mode == 2, "incremental from now on"
+    assert any("given back to the file system" in r.getMessage() for r in caplog.records)
+    async with Outbox.open(path, never, config) as again:  # a re-run still knows them
+        assert await again.put(events[:100]) == 0
+
+
+async def test_a_drained_outbox_below_the_threshold_is_left_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    async with Outbox.open(path, never, OutboxConfig(reclaim_bytes=64 * 2**20)) as box:
+        await box.put(produce(2000))
+        box._db.execute("DELETE FROM pending")
+        assert box.reclaim() == 0
+
+
+def test_the_outbox_settings_come_from_the_environment_and_a_bad_one_is_named() -> None:
+    settings = Settings.from_env(
+        {
+            "AISLE_DATA_DIR": "/srv/aisle",
+            "AISLE_OUTBOX_MAX_EVENTS": "5000",
+            "AISLE_OUTBOX_MAX_BYTES": "64_000_000",
+            "AISLE_DUPLICATE_WINDOW_S": "30",
+        }
+    )
+    assert settings.outbox.max_events == 5000 and settings.outbox.max_bytes == 64_000_000
+    assert settings.outbox.duplicate_window_s == 30.0 == settings.log.duplicate_window_s
+    assert settings.outboxes == Path("/srv/aisle/outbox")
+    assert Settings.from_env({"AISLE_OUTBOX_DIR": "/var/spool/aisle"}).outboxes == Path(
+        "/var/spool/aisle"
+    )
+    assert Settings.from_env({}).outbox == OutboxConfig()
+    for name, value, says in [
+        ("AISLE_OUTBOX_MAX_EVENTS", "lots", "'lots': not a whole number"),
+        ("AISLE_OUTBOX_MAX_BYTES", "0", "'0': at least 1"),
+        ("AISLE_DUPLICATE_WINDOW_S", "-1", "'-1': more than 0 s"),
+    ]:
+        with pytest.raises(ConfigError, match=f"{name}={says}"):
+            Settings.from_env({name: value})
 
 
 # -- refusals ---------------------------------------------------------------------------------

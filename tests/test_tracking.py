@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -12,9 +11,9 @@ import pytest
 from adapters.track_scoring import read_mot, score
 from adapters.tracking import CameraTracker, Tracked, TrackerSettings, bottom_centre
 from tests.benchkit import load_bench
+from tests.datakit import needs
 
-ROOT = Path(__file__).resolve().parent.parent
-TUD = ROOT.parent / "shared" / "data" / "mot" / "TUD-Campus"
+TUD, needs_tud = needs("mot/TUD-Campus")
 
 
 @cache
@@ -25,15 +24,16 @@ def bench() -> ModuleType:
 
 @cache
 def rows() -> dict[str, object]:
-    assert (TUD / "det.txt").exists(), f"the real-data folder is missing: {TUD}"
     return {r.name: r for r in bench().compare(TUD)}
 
 
+@needs_tud
 def test_the_scorer_reproduces_the_reference_trackers_published_figures() -> None:
     got = score(read_mot(TUD / "gt.txt"), read_mot(TUD / "test.txt"))
     assert (round(got.mota, 4), round(got.idf1, 4)) == (0.5265, 0.5577)
 
 
+@needs_tud
 def test_on_tud_campus_aisles_tracker_beats_the_reference_and_every_peer() -> None:
     table = rows()
     ours = table["aisle"].score
@@ -52,6 +52,7 @@ def test_on_tud_campus_aisles_tracker_beats_the_reference_and_every_peer() -> No
         assert ours.idf1 > peer.idf1
 
 
+@needs_tud
 def test_on_tud_campus_the_line_counted_from_tracks_matches_the_ground_truth_both_ways() -> None:
     table = rows()
     truth = table["ground truth (gt.txt)"]
@@ -105,6 +106,7 @@ def test_each_tracks_boxes_come_out_in_time_order() -> None:
         assert times == sorted(times) and len(set(times)) == len(times)
 
 
+@needs_tud
 def test_the_same_detections_give_the_same_tracks() -> None:
     det = read_mot(TUD / "det.txt")
     outputs = []
