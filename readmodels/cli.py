@@ -209,4 +209,3 @@ def _run(go: Callable[[Settings], Awaitable[None]]) -> None:
 
 def register(app: typer.Typer) -> None:
     app.add_typer(projections_app, name="projections")
-

@@ -43,12 +43,22 @@ def database_url(settings: Settings, env: Mapping[str, str] | None = None) -> st
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     """WAL (readers never wait for the projections' writes) and ``synchronous=NORMAL``:
     a power cut may lose the last commits, rows and position together, and the
-    projections read those events again. Foreign keys off, as everywhere else here."""
+    projections read those events again.
+
+    And transactions as SQLAlchemy means them: Python's sqlite3 module begins one only
+    before a write, so a SAVEPOINT after a read opened a transaction of its own and its
+    RELEASE committed it, rows without the position (SQLAlchemy's documented recipe:
+    the module's own handling off, BEGIN sent on ``begin``)."""
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
 
 
 def make_engine(url: str) -> Engine:
@@ -59,6 +69,7 @@ def make_engine(url: str) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 30})
         sa.event.listen(engine, "connect", _on_sqlite_connect)
+        sa.event.listen(engine, "begin", _begin)
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
 

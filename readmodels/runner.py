@@ -161,19 +161,11 @@ class ProjectionRunner:
         """Apply a batch and move the position past it, in one transaction."""
         name = self.projection.name
         last = items[-1].seq
+        expected = self.progress.seq
         with Session(self.db) as s, s.begin():
-            pos = s.exec(
-                select(Position)
-                .where(Position.projection == name, Position.scope == self.scope)
-                .with_for_update()
-            ).one()
-            expected = self.progress.seq
-            if pos.seq != expected:
-                raise PositionMoved(
-                    f"projection {name} ({self.scope}): another process moved its position to "
-                    f"{pos.seq} (this one was at {expected}): run one process per projection "
-                    "and store"
-                )
+            # Compare-and-set, first: it takes the write lock (SQLite) or the row's (PG) at
+            # once; if another process has moved the position, nothing here commits.
+            self._move(s, expected, expected, 0)
             events = [i.event for i in items if i.event is not None]
             done = _applied(s, name, events)
             applied, letters = 0, []
@@ -195,19 +187,33 @@ class ProjectionRunner:
                         error = Unexpected("$", f"the database refused it: {exc.orig}")
                 if error is not None:
                     letters.append(self._reject(s, item, error))
-            # Compare-and-set: if another process moved it since, nothing here commits.
-            moved = s.execute(
-                update(Position)
-                .where(
-                    col(Position.projection) == name,
-                    col(Position.scope) == self.scope,
-                    col(Position.seq) == expected,
-                )
-                .values(seq=last, events=Position.events + applied, updated_at=datetime.now(UTC))
-            )
-            if moved.rowcount != 1:  # type: ignore[attr-defined]
-                raise PositionMoved(f"projection {name} ({self.scope}): the position moved")
+            self._move(s, expected, last, applied)
         return _Outcome(last, applied, len(letters), [r for r in letters if r.deadletter])
+
+    def _move(self, s: Session, expected: int, seq: int, applied: int) -> None:
+        """Move the position from ``expected`` to ``seq``, or raise ``PositionMoved``."""
+        name = self.projection.name
+        moved = s.execute(
+            update(Position)
+            .where(
+                col(Position.projection) == name,
+                col(Position.scope) == self.scope,
+                col(Position.seq) == expected,
+            )
+            .values(seq=seq, events=Position.events + applied, updated_at=datetime.now(UTC))
+            .execution_options(synchronize_session=False)
+        )
+        if moved.rowcount != 1:  # type: ignore[attr-defined]
+            found = s.exec(
+                select(Position.seq).where(
+                    Position.projection == name, Position.scope == self.scope
+                )
+            ).first()
+            raise PositionMoved(
+                f"projection {name} ({self.scope}): another process moved its position to "
+                f"{found} (this one was at {expected}): run one process per projection and "
+                "store, or stop the other before a rebuild"
+            )
 
     def _reject(self, s: Session, item: Item, error: ev.EventError) -> Rejection:
         kind = item.subject.split(".", 2)[-1]

@@ -1,0 +1,88 @@
+"""Exactly-once read models: ``aisle projections run`` SIGKILLed again and again while a
+store day streams in, each time in a new process with another hash seed, ends with the
+same tables, row for row, as one run that was never interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.natsd import EmbeddedNats
+from tests.conftest import scratch_log
+from tests.enginekit import ROOT
+from tests.readmodelkit import day_with_derived, dump, project, publish_lots, scalar, sqlite_db
+
+pytestmark = pytest.mark.integration
+_UNCOUNTED = """SELECT count(*) FROM projection_position p WHERE p.events !=
+    (SELECT count(*) FROM projection_applied a WHERE a.projection = p.projection)"""
+
+
+def _projections(
+    url: str, prefix: str, database: str, data: Path, seed: int
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "AISLE_NATS_URL": url,
+        "AISLE_PREFIX": prefix,
+        "AISLE_DATABASE_URL": database,
+        "AISLE_DATA_DIR": str(data),
+        "PYTHONHASHSEED": str(seed),
+    }
+    cmd = [str(Path(sys.executable).parent / "aisle"), "projections", "run", "--batch", "25"]
+    return subprocess.Popen(
+        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+async def test_sigkilled_ten_times_the_read_models_equal_an_uninterrupted_run(
+    embedded_nats: EmbeddedNats, tmp_path: Path
+) -> None:
+    lots = day_with_derived(hours=2, shoppers=60)
+    rng = random.Random(11)
+    async with scratch_log(embedded_nats.url) as log:
+        database = f"sqlite:///{tmp_path / 'killed.db'}"
+        db = sqlite_db(tmp_path / "killed.db")
+
+        def applied() -> int:
+            return int(scalar(db, "SELECT coalesce(sum(events), 0) FROM projection_position"))
+
+        async def stream_in() -> None:
+            for lot in lots:
+                await publish_lots(log, [lot])
+                await asyncio.sleep(1.0)
+
+        publisher = asyncio.create_task(stream_in())
+        seen = []
+        for kill in range(10):
+            proc = _projections(embedded_nats.url, log.config.prefix, database, tmp_path, kill + 1)
+            before = applied()
+            try:
+                for _ in range(300):  # until this process has committed something
+                    await asyncio.sleep(0.05)
+                    if applied() > before or proc.poll() is not None:
+                        break
+                await asyncio.sleep(rng.uniform(0.0, 0.6))
+                assert proc.poll() is None, "the projections process ended by itself"
+            finally:
+                proc.kill()
+                proc.wait()
+            seen.append(applied())
+            # What each projection applied and where it stands were committed together.
+            assert scalar(db, _UNCOUNTED) == 0
+        await publisher
+        total = sum(len(lot) for lot in lots)
+        assert seen[-1] > seen[0], seen
+        assert len(set(seen)) >= 8, f"killed while it worked, not idle: {seen}"
+        assert seen[-1] < total, "the last kill came before the end of the day"
+        await project(log, db, batch=25)  # resumed, to the end
+        clean = sqlite_db(tmp_path / "clean.db")
+        await project(log, clean)
+        killed, unbroken = dump(db), dump(clean)
+        assert unbroken["receipt"] and unbroken["alert"] and unbroken["heatmap_cell"]
+        assert killed == unbroken
