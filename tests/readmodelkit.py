@@ -102,14 +102,15 @@ def postgres_db() -> Iterator[Engine]:
 
 
 def dump(db: Engine) -> dict[str, list[tuple[Any, ...]]]:
-    """Every read-model table, row for row, in key order (wall-clock columns left out)."""
+    """Every read-model table, row for row, in key order (wall-clock columns left out;
+    sorted here: PostgreSQL's collation orders text unlike SQLite's)."""
     out = {}
     with db.connect() as conn:
         for name, table in sorted(READ_MODELS.tables.items()):
             cols = [c for c in table.columns if c.name not in VOLATILE.get(name, set())]
-            keys = list(table.primary_key.columns)
-            rows = conn.execute(sa.select(*cols).order_by(*keys)).all()
-            out[name] = [tuple(r) for r in rows]
+            keys = [cols.index(c) for c in table.primary_key.columns]
+            rows = [tuple(r) for r in conn.execute(sa.select(*cols)).all()]
+            out[name] = sorted(rows, key=lambda r: [(r[k] is None, r[k]) for k in keys])
     return out
 
 
