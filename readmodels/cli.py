@@ -22,6 +22,7 @@ from core.runtime import open_log
 from readmodels.database import (
     SchemaMismatch,
     check_schema,
+    current,
     database_url,
     make_engine,
     migrate,
@@ -156,6 +157,9 @@ def status() -> None:
 
     async def go(settings: Settings) -> None:
         db = make_engine(database_url(settings))
+        if await asyncio.to_thread(current, db) is None:
+            out.print("no projection has run on this database yet: `aisle projections run`")
+            return
         await asyncio.to_thread(check_schema, db, create=False)
         async with open_log(
             settings, name="aisle-projections-status", role=Role.VIEWER, read_only=True

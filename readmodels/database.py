@@ -116,7 +116,12 @@ def check_schema(engine: Engine, *, create: bool = True) -> None:
     where = shown_url(engine)
     if found is None:
         tables = set(sa.inspect(engine).get_table_names()) & set(READ_MODELS.tables)
-        if create and not tables:
+        if not tables:
+            if not create:
+                raise SchemaMismatch(
+                    f"the database {where} holds no read models yet: `aisle projections "
+                    "run` (or `migrate`) creates them"
+                )
             migrate(engine)
             return
         raise SchemaMismatch(
