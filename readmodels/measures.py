@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import Any
 
-from sqlmodel import Session
+import sqlalchemy as sa
+from sqlmodel import Session, SQLModel
 
 from core import events as ev
 from readmodels.projection import Projection, Unexpected, hour_of
 from readmodels.tables import HeatmapCell, HeatmapHour, MetricHour, MetricPoint, Occupancy
+from readmodels.upsert import greater, lesser, upsert
 
 # The traffic pack's metrics of people present: the store's (zone "") and each queue's.
 OCCUPANCY = {"occupancy": False, "queue_length": True}  # name -> per zone
@@ -30,49 +33,48 @@ class Metrics(Projection):
         _check_window(d.window_start, d.window_end, strict=False)
         zone = d.labels.get("zone", "")
         hour = hour_of(d.window_start or event.at)
-        session.add(
-            MetricPoint(
-                id=event.id,
-                seq=seq,
-                store=event.store,
-                name=d.name,
-                zone=zone,
-                value=d.value,
-                labels=dict(sorted(d.labels.items())),
-                subject=event.subject,
-                at=event.at,
-                window_start=d.window_start,
-                window_end=d.window_end,
-                hour=hour,
-                rule_id=event.rule.id,
-                rule_version=event.rule.version,
-            )
+        key = {"store": event.store, "name": d.name, "zone": zone}
+        session.execute(
+            sa.insert(_table(MetricPoint)),
+            {
+                "id": event.id,
+                "seq": seq,
+                **key,
+                "value": d.value,
+                "labels": dict(sorted(d.labels.items())),
+                "subject": event.subject,
+                "at": event.at,
+                "window_start": d.window_start,
+                "window_end": d.window_end,
+                "hour": hour,
+                "rule_id": event.rule.id,
+                "rule_version": event.rule.version,
+            },
         )
-        row = session.get(MetricHour, (event.store, d.name, zone, hour))
-        if row is None:
-            row = MetricHour(
-                store=event.store,
-                name=d.name,
-                zone=zone,
-                hour=hour,
-                min=d.value,
-                max=d.value,
-                last_at=event.at,
-            )
-            session.add(row)
-        row.count += 1
-        row.sum += d.value
-        row.min, row.max = min(row.min, d.value), max(row.max, d.value)
-        if event.at >= row.last_at:
-            row.last, row.last_at = d.value, event.at
+        one = {"count": 1, "sum": d.value, "min": d.value, "max": d.value}
+        upsert(
+            session,
+            _table(MetricHour),
+            [{**key, "hour": hour, **one, "last": d.value, "last_at": event.at}],
+            update=_hour_update,
+        )
         if d.name in OCCUPANCY:
-            at = d.window_end or event.at
             where = zone if OCCUPANCY[d.name] else ""
-            point = session.get(Occupancy, (event.store, where, at))
-            if point is None:
-                session.add(Occupancy(store=event.store, zone=where, at=at, value=d.value))
-            else:
-                point.value = d.value
+            at = d.window_end or event.at
+            point = {"store": event.store, "zone": where, "at": at, "value": d.value}
+            upsert(session, _table(Occupancy), [point], update=_latest)
+
+
+def _hour_update(t: sa.Table, new: Any) -> dict[str, Any]:
+    later = new.last_at >= t.c.last_at
+    return {
+        "count": t.c.count + 1,
+        "sum": t.c.sum + new.sum,
+        "min": lesser(t.c.min, new.min),
+        "max": greater(t.c.max, new.max),
+        "last": sa.case((later, new.last), else_=t.c.last),
+        "last_at": sa.case((later, new.last_at), else_=t.c.last_at),
+    }
 
 
 class Heatmaps(Projection):
@@ -98,33 +100,64 @@ class Heatmaps(Projection):
             seen.add((c.cell_x, c.cell_y))
             if not math.isfinite(c.dwell_s):
                 raise Unexpected(f"data.cells[{i}].dwell_s", "not a finite number")
-            session.add(
-                HeatmapCell(
-                    event_id=event.id,
-                    cell_x=c.cell_x,
-                    cell_y=c.cell_y,
-                    store=event.store,
-                    size=size,
-                    window_start=start,
-                    window_end=end,
-                    span_s=span,
-                    visits=c.visits,
-                    dwell_s=c.dwell_s,
-                    rule_id=event.rule.id,
-                )
-            )
-            if span >= DAY_S:
-                continue  # the day's own window: its visits are distinct, kept as they are
-            key = (event.store, size, hour_of(start), c.cell_x, c.cell_y)
-            row = session.get(HeatmapHour, key)
-            if row is None:
-                row = HeatmapHour(
-                    store=key[0], size=key[1], hour=key[2], cell_x=key[3], cell_y=key[4]
-                )
-                session.add(row)
-            row.window_visits += c.visits
-            row.dwell_s += c.dwell_s
-            row.windows += 1
+        if not cells:
+            return
+        session.execute(
+            sa.insert(_table(HeatmapCell)),
+            [
+                {
+                    "event_id": event.id,
+                    "cell_x": c.cell_x,
+                    "cell_y": c.cell_y,
+                    "store": event.store,
+                    "size": size,
+                    "window_start": start,
+                    "window_end": end,
+                    "span_s": span,
+                    "visits": c.visits,
+                    "dwell_s": c.dwell_s,
+                    "rule_id": event.rule.id,
+                }
+                for c in cells
+            ],
+        )
+        if span >= DAY_S:
+            return  # the day's own window: its visits are distinct, kept as they are
+        hour = hour_of(start)
+        upsert(
+            session,
+            _table(HeatmapHour),
+            [
+                {
+                    "store": event.store,
+                    "size": size,
+                    "hour": hour,
+                    "cell_x": c.cell_x,
+                    "cell_y": c.cell_y,
+                    "window_visits": c.visits,
+                    "dwell_s": c.dwell_s,
+                    "windows": 1,
+                }
+                for c in cells
+            ],
+            update=_cell_update,
+        )
+
+
+def _latest(t: sa.Table, new: Any) -> dict[str, Any]:
+    return {"value": new.value}
+
+
+def _cell_update(t: sa.Table, new: Any) -> dict[str, Any]:
+    return {
+        "window_visits": t.c.window_visits + new.window_visits,
+        "dwell_s": t.c.dwell_s + new.dwell_s,
+        "windows": t.c.windows + 1,
+    }
+
+
+def _table(model: type[SQLModel]) -> sa.Table:
+    return model.__table__  # type: ignore[attr-defined, no-any-return]
 
 
 def _check_window(start: datetime | None, end: datetime | None, *, strict: bool) -> None:

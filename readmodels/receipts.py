@@ -12,6 +12,7 @@ why); the receipt keeps its lines as issued, beside their corrected quantity and
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
@@ -59,19 +60,20 @@ class Receipts(Projection):
         match event:
             case ev.ItemPicked() | ev.ItemPutBack():
                 d = event.data
-                session.add(
-                    ShelfEvent(
-                        id=event.id,
-                        seq=seq,
-                        store=event.store,
-                        type=event.type,
-                        subject=event.subject,
-                        sku=d.sku,
-                        shelf=d.shelf,
-                        qty=d.qty,
-                        source=event.source,
-                        at=event.at,
-                    )
+                session.execute(
+                    sa.insert(ShelfEvent.__table__),  # type: ignore[attr-defined]
+                    {
+                        "id": event.id,
+                        "seq": seq,
+                        "store": event.store,
+                        "type": event.type,
+                        "subject": event.subject,
+                        "sku": d.sku,
+                        "shelf": d.shelf,
+                        "qty": d.qty,
+                        "source": event.source,
+                        "at": event.at,
+                    },
                 )
             case ev.CartItemAdded() | ev.CartItemRemoved():
                 self._change(session, seq, event)
@@ -103,22 +105,23 @@ class Receipts(Projection):
         qty = e.data.qty if added else -e.data.qty
         cart.items += qty
         cart.updated_at = max(cart.updated_at, e.at)
-        session.add(
-            CartChange(
-                id=e.id,
-                seq=seq,
-                cart_id=cart.id,
-                store=e.store,
-                subject=e.subject,
-                sku=e.data.sku,
-                qty=qty,
-                at=e.at,
-                rule_id=e.rule.id,
-                rule_version=e.rule.version,
-                cause_id=e.caused_by[0],
-            )
+        session.flush()  # a new cart, before its first change
+        session.execute(
+            sa.insert(CartChange.__table__),  # type: ignore[attr-defined]
+            {
+                "id": e.id,
+                "seq": seq,
+                "cart_id": cart.id,
+                "store": e.store,
+                "subject": e.subject,
+                "sku": e.data.sku,
+                "qty": qty,
+                "at": e.at,
+                "rule_id": e.rule.id,
+                "rule_version": e.rule.version,
+                "cause_id": e.caused_by[0],
+            },
         )
-        session.flush()  # the next change of this cart in the batch sums this one
 
     def _receipt(self, session: Session, seq: int, e: ev.ReceiptIssued) -> None:
         d = e.data

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import nats.js.errors
-from sqlalchemy import delete, update
+from sqlalchemy import delete, insert, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import Session, col, select
@@ -168,7 +168,8 @@ class ProjectionRunner:
             self._move(s, expected, expected, 0)
             events = [i.event for i in items if i.event is not None]
             done = _applied(s, name, events)
-            applied, letters = 0, []
+            applied: list[dict[str, str]] = []
+            letters = []
             for item in items:
                 e = item.event
                 error = item.error
@@ -179,16 +180,17 @@ class ProjectionRunner:
                     try:
                         with s.begin_nested():
                             self.projection.apply(s, item.seq, e)
-                            s.add(Applied(projection=name, event_id=e.id, type=e.type))
-                        applied += 1
+                        applied.append({"projection": name, "event_id": e.id, "type": e.type})
                     except Unexpected as exc:
                         error = exc
                     except (IntegrityError, DataError) as exc:  # a row the tables refuse
                         error = Unexpected("$", f"the database refused it: {exc.orig}")
                 if error is not None:
                     letters.append(self._reject(s, item, error))
-            self._move(s, expected, last, applied)
-        return _Outcome(last, applied, len(letters), [r for r in letters if r.deadletter])
+            if applied:
+                s.execute(insert(Applied), applied)
+            self._move(s, expected, last, len(applied))
+        return _Outcome(last, len(applied), len(letters), [r for r in letters if r.deadletter])
 
     def _move(self, s: Session, expected: int, seq: int, applied: int) -> None:
         """Move the position from ``expected`` to ``seq``, or raise ``PositionMoved``."""
