@@ -79,7 +79,7 @@ def shown_url(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
-def _alembic(engine: Engine) -> Config:
+def alembic_config(engine: Engine) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine
@@ -88,7 +88,7 @@ def _alembic(engine: Engine) -> Config:
 
 def head() -> str:
     """The schema revision this code writes."""
-    script = ScriptDirectory.from_config(_alembic(sa.create_engine("sqlite://")))
+    script = ScriptDirectory.from_config(alembic_config(sa.create_engine("sqlite://")))
     revision = script.get_current_head()
     assert revision is not None
     return revision
@@ -103,7 +103,7 @@ def current(engine: Engine) -> str | None:
 def migrate(engine: Engine) -> tuple[str | None, str]:
     """Bring the schema to this code's (``aisle projections migrate``): (before, after)."""
     before = current(engine)
-    command.upgrade(_alembic(engine), "head")
+    command.upgrade(alembic_config(engine), "head")
     return before, head()
 
 
@@ -129,7 +129,7 @@ def check_schema(engine: Engine, *, create: bool = True) -> None:
             "made by `aisle projections migrate`; point AISLE_DATABASE_URL at an empty "
             "database, or drop those tables"
         )
-    script = ScriptDirectory.from_config(_alembic(engine))
+    script = ScriptDirectory.from_config(alembic_config(engine))
     known = {r.revision for r in script.walk_revisions()}
     if found in known:
         raise SchemaMismatch(

@@ -24,6 +24,7 @@ class Metrics(Projection):
     name = "metrics"
     types = frozenset({"metric"})
     tables = (MetricPoint, MetricHour, Occupancy)
+    checks_first = True
 
     def apply(self, session: Session, seq: int, event: ev.Event) -> None:
         assert isinstance(event, ev.Metric)
@@ -81,6 +82,7 @@ class Heatmaps(Projection):
     name = "heatmap"
     types = frozenset({"heatmap.tile", "heatmap.tiles"})
     tables = (HeatmapCell, HeatmapHour)
+    checks_first = True
 
     def apply(self, session: Session, seq: int, event: ev.Event) -> None:
         if isinstance(event, ev.HeatmapTile):

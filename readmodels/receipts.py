@@ -56,6 +56,9 @@ class Receipts(Projection):
         CorrectionAdjustment,
     )
 
+    def wants(self, event: ev.Event) -> bool:
+        return not isinstance(event, ev.Metric) or event.data.name == UNPAID
+
     def apply(self, session: Session, seq: int, event: ev.Event) -> None:
         match event:
             case ev.ItemPicked() | ev.ItemPutBack():

@@ -166,6 +166,7 @@ class ProjectionRunner:
             # Compare-and-set, first: it takes the write lock (SQLite) or the row's (PG) at
             # once; if another process has moved the position, nothing here commits.
             self._move(s, expected, expected, 0)
+            wants, checks_first = self.projection.wants, self.projection.checks_first
             events = [i.event for i in items if i.event is not None]
             done = _applied(s, name, events)
             applied: list[dict[str, str]] = []
@@ -174,16 +175,21 @@ class ProjectionRunner:
                 e = item.event
                 error = item.error
                 if e is not None:
-                    if (e.id, e.type) in done:
-                        continue  # stored twice in the log: applied once
+                    if (e.id, e.type) in done or not wants(e):
+                        continue  # stored twice in the log (applied once), or not its
                     done.add((e.id, e.type))
                     try:
-                        with s.begin_nested():
+                        if checks_first:
                             self.projection.apply(s, item.seq, e)
+                        else:
+                            with s.begin_nested():
+                                self.projection.apply(s, item.seq, e)
                         applied.append({"projection": name, "event_id": e.id, "type": e.type})
                     except Unexpected as exc:
                         error = exc
                     except (IntegrityError, DataError) as exc:  # a row the tables refuse
+                        if checks_first:
+                            raise  # no savepoint to roll back to: the batch is void
                         error = Unexpected("$", f"the database refused it: {exc.orig}")
                 if error is not None:
                     letters.append(self._reject(s, item, error))

@@ -15,6 +15,7 @@ class Visits(Projection):
     name = "visits"
     types = frozenset({"shopper.entered", "shopper.exited", "staff.session_started"})
     tables = (Visit,)
+    checks_first = True  # nothing to check: every entry, exit and session applies
 
     def apply(self, session: Session, seq: int, event: ev.Event) -> None:
         visit = session.get(Visit, (event.store, event.subject))
