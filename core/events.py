@@ -404,8 +404,8 @@ class ReceiptCorrectionData(Data, frozen=True, kw_only=True):
     receipt: EventId  # the id of the receipt.issued event corrected
     by: Name
     reason: SomeText  # why: a correction always says
-    adjustments: Annotated[tuple[Adjustment, ...], Meta(max_length=200)] = ()
     reviewed: bool = False  # a person checked the receipt (it needed review)
+    adjustments: Annotated[tuple[Adjustment, ...], Meta(max_length=200)] = ()
 
 
 class ReceiptCorrected(OperatorEvent, frozen=True, kw_only=True, tag="receipt.corrected"):

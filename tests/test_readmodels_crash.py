@@ -9,14 +9,25 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
 
 from core.natsd import EmbeddedNats
 from tests.conftest import scratch_log
 from tests.enginekit import ROOT
-from tests.readmodelkit import day_with_derived, dump, project, publish_lots, scalar, sqlite_db
+from tests.readmodelkit import (
+    day_with_derived,
+    dump,
+    postgres_db,
+    project,
+    publish_lots,
+    scalar,
+    sqlite_db,
+)
 
 pytestmark = pytest.mark.integration
 _UNCOUNTED = """SELECT count(*) FROM projection_position p WHERE p.events !=
@@ -40,14 +51,23 @@ def _projections(
     )
 
 
+@contextmanager
+def _database(kind: str, path: Path) -> Iterator[Engine]:
+    if kind == "sqlite":
+        yield sqlite_db(path)
+    else:
+        with postgres_db() as db:
+            yield db
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 async def test_sigkilled_ten_times_the_read_models_equal_an_uninterrupted_run(
-    embedded_nats: EmbeddedNats, tmp_path: Path
+    kind: str, embedded_nats: EmbeddedNats, tmp_path: Path
 ) -> None:
     lots = day_with_derived(hours=2, shoppers=60)
     rng = random.Random(11)
-    async with scratch_log(embedded_nats.url) as log:
-        database = f"sqlite:///{tmp_path / 'killed.db'}"
-        db = sqlite_db(tmp_path / "killed.db")
+    async with scratch_log(embedded_nats.url) as log, _database(kind, tmp_path / "k.db") as db:
+        database = db.url.render_as_string(hide_password=False)
 
         def applied() -> int:
             return int(scalar(db, "SELECT coalesce(sum(events), 0) FROM projection_position"))
