@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
+from core import events as ev
 from core.natsd import EmbeddedNats
 from tests.conftest import scratch_log
 from tests.enginekit import ROOT
@@ -66,7 +67,18 @@ async def test_sigkilled_ten_times_the_read_models_equal_an_uninterrupted_run(
 ) -> None:
     lots = day_with_derived(hours=2, shoppers=60)
     rng = random.Random(11)
-    async with scratch_log(embedded_nats.url) as log, _database(kind, tmp_path / "k.db") as db:
+    with _database(kind, tmp_path / "k.db") as db:
+        await _crash_and_resume(embedded_nats, tmp_path, db, rng, lots)
+
+
+async def _crash_and_resume(
+    embedded_nats: EmbeddedNats,
+    tmp_path: Path,
+    db: Engine,
+    rng: random.Random,
+    lots: list[list[ev.Event]],
+) -> None:
+    async with scratch_log(embedded_nats.url) as log:
         database = db.url.render_as_string(hide_password=False)
 
         def applied() -> int:
