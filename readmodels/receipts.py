@@ -12,9 +12,11 @@ why); the receipt keeps its lines as issued, beside their corrected quantity and
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlalchemy as sa
 from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, select
 
 from core import events as ev
 from readmodels.projection import Projection, Unexpected
@@ -64,7 +66,7 @@ class Receipts(Projection):
             case ev.ItemPicked() | ev.ItemPutBack():
                 d = event.data
                 session.execute(
-                    sa.insert(ShelfEvent.__table__),  # type: ignore[attr-defined]
+                    sa.insert(_SHELF),
                     {
                         "id": event.id,
                         "seq": seq,
@@ -90,31 +92,46 @@ class Receipts(Projection):
     def _change(self, session: Session, seq: int, e: ev.CartItemAdded | ev.CartItemRemoved) -> None:
         cart = _open_cart(session, e.store, e.data.cart)
         added = isinstance(e, ev.CartItemAdded)
+        qty = e.data.qty if added else -e.data.qty
         if cart is None:
             if not added:
                 raise Unexpected("data.cart", f"removes from cart {e.data.cart!r}, not open")
-            cart = Cart(id=e.id, store=e.store, cart=e.data.cart, opened_at=e.at, updated_at=e.at)
-            session.add(cart)
-        elif not added:
-            held = session.exec(
-                select(func.coalesce(func.sum(CartChange.qty), 0)).where(
-                    CartChange.cart_id == cart.id, CartChange.sku == e.data.sku
-                )
-            ).one()
-            if held < e.data.qty:
-                raise Unexpected(
-                    "data.qty", f"removes {e.data.qty} {e.data.sku} from a cart holding {held}"
-                )
-        qty = e.data.qty if added else -e.data.qty
-        cart.items += qty
-        cart.updated_at = max(cart.updated_at, e.at)
-        session.flush()  # a new cart, before its first change
+            cart_id = e.id
+            session.execute(
+                sa.insert(_CART),
+                {
+                    "id": cart_id,
+                    "store": e.store,
+                    "cart": e.data.cart,
+                    "opened_at": e.at,
+                    "updated_at": e.at,
+                    "status": "open",
+                    "items": qty,
+                },
+            )
+        else:
+            cart_id, updated = cart
+            if not added:
+                held = session.execute(
+                    select(func.coalesce(func.sum(CartChange.qty), 0)).where(
+                        CartChange.cart_id == cart_id, CartChange.sku == e.data.sku
+                    )
+                ).scalar_one()
+                if held < e.data.qty:
+                    raise Unexpected(
+                        "data.qty", f"removes {e.data.qty} {e.data.sku} from a cart holding {held}"
+                    )
+            session.execute(
+                sa.update(_CART)
+                .where(_CART.c.id == cart_id)
+                .values(items=_CART.c["items"] + qty, updated_at=max(updated, e.at))
+            )
         session.execute(
-            sa.insert(CartChange.__table__),  # type: ignore[attr-defined]
+            sa.insert(_CHANGE),
             {
                 "id": e.id,
                 "seq": seq,
-                "cart_id": cart.id,
+                "cart_id": cart_id,
                 "store": e.store,
                 "subject": e.subject,
                 "sku": e.data.sku,
@@ -131,79 +148,91 @@ class Receipts(Projection):
         _check_receipt(d)
         cart = _open_cart(session, e.store, d.cart)
         if cart is not None:
-            cart.status, cart.closed_at, cart.receipt_id = "paid", e.at, e.id
-            cart.closed_by_event = e.caused_by[-1]
-        session.add(
-            Receipt(
-                id=e.id,
-                seq=seq,
-                store=e.store,
-                subject=e.subject,
-                cart=d.cart,
-                cart_id=cart.id if cart is not None else None,
-                issued_at=e.at,
-                currency=d.currency,
-                total_cents=d.total_cents,
-                age_check=d.age_check,
-                needs_review=d.needs_review,
-                rule_id=e.rule.id,
-                rule_version=e.rule.version,
-                close_event_id=e.caused_by[-1],
-                corrected_total_cents=d.total_cents,
-            )
-        )
-        for i, line in enumerate(d.lines):
-            session.add(
-                ReceiptLine(
-                    receipt_id=e.id,
-                    sku=line.sku,
-                    position=i,
-                    name=line.name,
-                    qty=line.qty,
-                    unit_cents=line.unit_cents,
-                    amount_cents=line.amount_cents,
-                    age_restricted=line.age_restricted,
-                    review=line.review,
-                    corrected_qty=line.qty,
-                    corrected_amount_cents=line.amount_cents,
+            session.execute(
+                sa.update(_CART)
+                .where(_CART.c.id == cart[0])
+                .values(
+                    status="paid", closed_at=e.at, receipt_id=e.id, closed_by_event=e.caused_by[-1]
                 )
             )
+        session.execute(
+            sa.insert(_table(Receipt)),
+            {
+                "id": e.id,
+                "seq": seq,
+                "store": e.store,
+                "subject": e.subject,
+                "cart": d.cart,
+                "cart_id": cart[0] if cart is not None else None,
+                "issued_at": e.at,
+                "currency": d.currency,
+                "total_cents": d.total_cents,
+                "age_check": d.age_check,
+                "needs_review": d.needs_review,
+                "rule_id": e.rule.id,
+                "rule_version": e.rule.version,
+                "close_event_id": e.caused_by[-1],
+                "corrected_total_cents": d.total_cents,
+                "corrections": 0,
+                "reviewed": False,
+            },
+        )
+        session.execute(
+            sa.insert(_table(ReceiptLine)),
+            [
+                {
+                    "receipt_id": e.id,
+                    "sku": line.sku,
+                    "position": i,
+                    "name": line.name,
+                    "qty": line.qty,
+                    "unit_cents": line.unit_cents,
+                    "amount_cents": line.amount_cents,
+                    "age_restricted": line.age_restricted,
+                    "review": line.review,
+                    "corrected_qty": line.qty,
+                    "corrected_amount_cents": line.amount_cents,
+                }
+                for i, line in enumerate(d.lines)
+            ],
+        )
         changes = {
             c.id: c
-            for c in session.exec(select(CartChange).where(col(CartChange.id).in_(e.caused_by)))
+            for c in session.execute(sa.select(_CHANGE).where(_CHANGE.c.id.in_(e.caused_by))).all()
         }
         causes = {
-            s.id: s
-            for s in session.exec(
-                select(ShelfEvent).where(
-                    col(ShelfEvent.id).in_([c.cause_id for c in changes.values()])
-                )
-            )
+            c.id: c
+            for c in session.execute(
+                sa.select(_SHELF).where(_SHELF.c.id.in_([c.cause_id for c in changes.values()]))
+            ).all()
         }
+        evidence = []
         for position, change_id in enumerate(e.caused_by):
             change = changes.get(change_id)
             if change is None:
                 continue  # the cart's close (the gate), or a change the log no longer holds
             cause = causes.get(change.cause_id)
-            session.add(
-                LineEvidence(
-                    receipt_id=e.id,
-                    change_id=change.id,
-                    sku=change.sku,
-                    position=position,
-                    qty=change.qty,
-                    change_at=change.at,
-                    subject=change.subject,
-                    rule_id=change.rule_id,
-                    rule_version=change.rule_version,
-                    cause_id=change.cause_id,
-                    cause_type=cause.type if cause else None,
-                    cause_seq=cause.seq if cause else None,
-                    source=cause.source if cause else None,
-                    shelf=cause.shelf if cause else None,
-                    cause_at=cause.at if cause else None,
-                )
+            evidence.append(
+                {
+                    "receipt_id": e.id,
+                    "change_id": change.id,
+                    "sku": change.sku,
+                    "position": position,
+                    "qty": change.qty,
+                    "change_at": change.at,
+                    "subject": change.subject,
+                    "rule_id": change.rule_id,
+                    "rule_version": change.rule_version,
+                    "cause_id": change.cause_id,
+                    "cause_type": cause.type if cause else None,
+                    "cause_seq": cause.seq if cause else None,
+                    "source": cause.source if cause else None,
+                    "shelf": cause.shelf if cause else None,
+                    "cause_at": cause.at if cause else None,
+                }
             )
+        if evidence:
+            session.execute(sa.insert(_table(LineEvidence)), evidence)
 
     def _correction(self, session: Session, seq: int, e: ev.ReceiptCorrected) -> None:
         d = e.data
@@ -284,14 +313,32 @@ class Receipts(Projection):
         cart = _open_cart(session, e.store, name)
         if cart is None:
             raise Unexpected("data.labels.cart", f"cart {name!r} is not open")
-        cart.status = e.data.labels.get("closed_by") or "exit"
-        cart.closed_at, cart.closed_by_event = e.at, e.id
+        session.execute(
+            sa.update(_CART)
+            .where(_CART.c.id == cart[0])
+            .values(
+                status=e.data.labels.get("closed_by") or "exit",
+                closed_at=e.at,
+                closed_by_event=e.id,
+            )
+        )
 
 
-def _open_cart(session: Session, store: str, cart: str) -> Cart | None:
-    return session.exec(
-        select(Cart).where(Cart.store == store, Cart.cart == cart, Cart.status == "open")
+def _open_cart(session: Session, store: str, cart: str) -> tuple[str, datetime] | None:
+    """The open cart of that name: its id and when it last changed."""
+    row = session.execute(
+        sa.select(_CART.c.id, _CART.c.updated_at).where(
+            _CART.c.store == store, _CART.c.cart == cart, _CART.c.status == "open"
+        )
     ).first()
+    return None if row is None else (row[0], row[1])
+
+
+def _table(model: type[SQLModel]) -> sa.Table:
+    return model.__table__  # type: ignore[attr-defined, no-any-return]
+
+
+_CART, _CHANGE, _SHELF = _table(Cart), _table(CartChange), _table(ShelfEvent)
 
 
 def _check_receipt(d: ev.ReceiptData) -> None:
