@@ -33,7 +33,7 @@ from sqlmodel import Session, col, select
 from core import events as ev
 from core.jetstream import JetStreamLog, SubjectFilter
 from core.log import DeadLetter, Stream
-from core.puller import Delivered, Puller
+from core.puller import ConsumerGone, Delivered, DeliveryGap, Puller
 from readmodels.alerts import Alerts
 from readmodels.measures import Heatmaps, Metrics
 from readmodels.projection import Projection, Unexpected
@@ -126,6 +126,7 @@ class ProjectionRunner:
         self.lock = lock or asyncio.Lock()  # SQLite has one writer: the runners take turns
         self.stream = log.config.events_stream
         self.progress = Progress(projection.name)
+        self.consumer = consumer_name(projection.name, scope)
         self._puller: Puller | None = None
         self._wanted: SubjectFilter | None = None
         prefix, store = log.config.prefix, scope
@@ -280,7 +281,7 @@ class ProjectionRunner:
         async with self.lock:
             seq = await asyncio.to_thread(self._position)
         puller, client_filter = await self.log.engine_consumer(
-            consumer_name(self.projection.name, self.scope),
+            self.consumer,
             Stream.EVENTS,
             store=self.scope,
             types=sorted(self.projection.types),
@@ -441,7 +442,25 @@ class ProjectionService:
         self, r: ProjectionRunner, stop: asyncio.Event, until_caught_up: bool
     ) -> None:
         while not stop.is_set():
-            n = await r.step(timeout_s=0.5 if until_caught_up else 1.0)
+            try:
+                n = await r.step(timeout_s=0.5 if until_caught_up else 1.0)
+            except ConsumerGone:
+                raise PositionMoved(
+                    f"projection {r.projection.name} ({r.scope}): another process took its "
+                    "consumer over: run one process per projection and store"
+                ) from None
+            except DeliveryGap as exc:  # or a consumer changed by another: read again
+                log.warning(
+                    "deliveries lost; reading again from the position",
+                    extra={
+                        "projection": r.projection.name,
+                        "seq": r.progress.seq,
+                        "error": str(exc),
+                    },
+                )
+                await r.close()
+                await r.open()
+                continue
             if until_caught_up and not n and r.progress.caught_up:
                 return
 

@@ -14,7 +14,14 @@ import pytest
 from core import events as ev
 from core.jetstream import JetStreamLog
 from readmodels.maintenance import rebuild
-from readmodels.runner import ProjectionService
+from readmodels.receipts import Receipts
+from readmodels.runner import (
+    PositionMoved,
+    ProjectionRunner,
+    ProjectionService,
+    ScopeConflict,
+    by_name,
+)
 from tests.readmodelkit import (
     count,
     day_with_derived,
@@ -252,3 +259,87 @@ async def test_a_rebuild_equals_the_read_models_kept_live(
     assert incremental["receipt"]
     await rebuild(jslog, db)
     assert dump(db) == incremental
+
+
+async def test_a_second_process_on_the_same_projection_stops_instead_of_applying_twice(
+    jslog: JetStreamLog, lots: list[list[ev.Event]], tmp_path: Path
+) -> None:
+    await publish_lots(jslog, lots[:2])
+    db = sqlite_db(tmp_path / "rm.db")
+    first = ProjectionRunner(Receipts(), jslog, db, batch=50)
+    second = ProjectionRunner(Receipts(), jslog, db, batch=50)
+    # A consumer of its own: with the same, the second would fence the first out at once
+    # (its next pull finds the consumer gone), and that stops it as well.
+    second.consumer += "_2"
+    await first.open()
+    await second.open()  # both start from the same position...
+    try:
+        assert await first.step() > 0
+        with pytest.raises(PositionMoved, match="another process moved its position"):
+            await second.step()  # ...and the second may not commit over the first
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_one_store_and_every_store_are_not_mixed_in_one_database(
+    jslog: JetStreamLog, lots: list[list[ev.Event]], tmp_path: Path
+) -> None:
+    await publish_lots(jslog, lots[:1])
+    db = sqlite_db(tmp_path / "rm.db")
+    await project(jslog, db, scope=STORE)
+    assert count(db, "projection_position", f"scope = '{STORE}'") == 5
+    with pytest.raises(ScopeConflict, match=f"already follows store {STORE}"):
+        await project(jslog, db)
+
+
+async def test_dead_letters_a_crash_left_unsent_are_sent_at_the_next_start(
+    jslog: JetStreamLog, lots: list[list[ev.Event]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await publish_lots(jslog, lots[:1])
+    at = datetime(2026, 11, 28, 6, 30, tzinfo=UTC)
+    stray = ev.new(
+        ev.AlertDismissed,
+        store=STORE,
+        at=at,
+        source="api",
+        subject="v-x",
+        data=ev.AlertActionData(alert="1" * 32, by="eve"),
+    )
+    await jslog.publish(stray)
+    db = sqlite_db(tmp_path / "rm.db")
+
+    async def lost(*args: object, **kw: object) -> None:
+        raise ConnectionError("the connection went with the dead letter")
+
+    monkeypatch.setattr(jslog, "set_aside", lost)
+    with pytest.raises(ConnectionError):
+        await ProjectionService(jslog, db, selected=by_name(["alerts"])).run(until_caught_up=True)
+    assert count(db, "projection_rejection", "published = 0") == 1, "recorded, not yet sent"
+    monkeypatch.undo()
+    await project(jslog, db)
+    assert count(db, "projection_rejection", "published = 0") == 0
+    letters = [d async for _, d in jslog.deadletters(store=STORE)]
+    assert [d.source for d in letters] == ["projection:alerts"]
+    assert letters[0].payload == ev.encode(stray)
+
+
+async def test_a_projection_whose_consumer_another_process_took_stops_with_the_reason(
+    jslog: JetStreamLog, lots: list[list[ev.Event]], tmp_path: Path
+) -> None:
+    await publish_lots(jslog, lots[:1])
+    db = sqlite_db(tmp_path / "rm.db")
+    stop = asyncio.Event()
+    first = ProjectionService(jslog, db, selected=by_name(["receipts"]))
+    running = asyncio.create_task(first.run(stop))
+    while not first.progress[0].caught_up:
+        await asyncio.sleep(0.05)
+    second = ProjectionRunner(Receipts(), jslog, db)
+    await second.open()  # the same consumer, made again: the first is fenced out
+    try:
+        await publish_lots(jslog, lots[1:2])
+        with pytest.raises(PositionMoved, match="another process took its consumer over"):
+            await asyncio.wait_for(running, 30)
+    finally:
+        stop.set()
+        await second.close()
