@@ -153,7 +153,7 @@ def rebuild_projections(
 
 @projections_app.command("status")
 def status() -> None:
-    """Each projection's position against the log, and how far behind it is."""
+    """Each projection's position against the log; its lag: messages of its types after it."""
 
     async def go(settings: Settings) -> None:
         db = make_engine(database_url(settings))
@@ -168,15 +168,14 @@ def status() -> None:
         if not rows:
             out.print("no projection has run on this database yet: `aisle projections run`")
             return
-        table = Table("projection", "stores", "position", "stream last", "behind", "to apply",
-                      "applied", "not applied")  # fmt: skip
+        table = Table("projection", "stores", "position", "stream last", "lag", "applied",
+                      "not applied")  # fmt: skip
         for r in rows:
             table.add_row(
                 r.projection,
                 "all" if r.scope == ALL_STORES else r.scope,
                 f"{r.seq:,}",
                 f"{r.last_seq:,}",
-                f"{r.behind:,}",
                 f"{r.pending:,}",
                 f"{r.applied:,}",
                 f"{r.rejected:,}",

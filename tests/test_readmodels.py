@@ -13,7 +13,7 @@ import pytest
 
 from core import events as ev
 from core.jetstream import JetStreamLog
-from readmodels.maintenance import rebuild
+from readmodels.maintenance import rebuild, standings
 from readmodels.receipts import Receipts
 from readmodels.runner import (
     PositionMoved,
@@ -21,6 +21,7 @@ from readmodels.runner import (
     ProjectionService,
     ScopeConflict,
     by_name,
+    projections,
 )
 from tests.readmodelkit import (
     count,
@@ -343,3 +344,21 @@ async def test_a_projection_whose_consumer_another_process_took_stops_with_the_r
     finally:
         stop.set()
         await second.close()
+
+
+async def test_status_counts_the_messages_each_projection_has_yet_to_apply(
+    jslog: JetStreamLog, lots: list[list[ev.Event]], tmp_path: Path
+) -> None:
+    await publish_lots(jslog, lots[:1])
+    db = sqlite_db(tmp_path / "rm.db")
+    await project(jslog, db)
+    assert {s.projection: s.pending for s in await standings(jslog, db)} == dict.fromkeys(
+        ("visits", "receipts", "alerts", "metrics", "heatmap"), 0
+    )
+    await publish_lots(jslog, lots[1:3])
+    later = [e for lot in lots[1:3] for e in lot if e.type not in ev.SAMPLE_TYPES]
+    lag = {s.projection: s.pending for s in await standings(jslog, db)}
+    for p in projections():
+        assert lag[p.name] == sum(1 for e in later if e.type in p.types), p.name
+    last = (await jslog.js.stream_info(jslog.config.events_stream)).state.last_seq
+    assert {s.last_seq for s in await standings(jslog, db)} == {last}
