@@ -4,6 +4,7 @@ per hour. What the traffic and heatmap packs derive, kept as derived and summed.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -13,11 +14,14 @@ from sqlmodel import Session, SQLModel
 from core import events as ev
 from readmodels.projection import Projection, Unexpected, hour_of
 from readmodels.tables import HeatmapCell, HeatmapHour, MetricHour, MetricPoint, Occupancy
-from readmodels.upsert import greater, lesser, upsert
+from readmodels.upsert import fold_into
 
 # The traffic pack's metrics of people present: the store's (zone "") and each queue's.
 OCCUPANCY = {"occupancy": False, "queue_length": True}  # name -> per zone
 DAY_S = 86400.0
+
+
+Batch = Sequence[tuple[int, ev.Event]]
 
 
 class Metrics(Projection):
@@ -26,56 +30,68 @@ class Metrics(Projection):
     tables = (MetricPoint, MetricHour, Occupancy)
     checks_first = True
 
-    def apply(self, session: Session, seq: int, event: ev.Event) -> None:
-        assert isinstance(event, ev.Metric)
-        d = event.data
-        if not math.isfinite(d.value):
-            raise Unexpected("data.value", f"{d.value} is not a finite number")
-        _check_window(d.window_start, d.window_end, strict=False)
-        zone = d.labels.get("zone", "")
-        hour = hour_of(d.window_start or event.at)
-        key = {"store": event.store, "name": d.name, "zone": zone}
-        session.execute(
-            sa.insert(_table(MetricPoint)),
-            {
-                "id": event.id,
-                "seq": seq,
-                **key,
-                "value": d.value,
-                "labels": dict(sorted(d.labels.items())),
-                "subject": event.subject,
-                "at": event.at,
-                "window_start": d.window_start,
-                "window_end": d.window_end,
-                "hour": hour,
-                "rule_id": event.rule.id,
-                "rule_version": event.rule.version,
-            },
-        )
-        one = {"count": 1, "sum": d.value, "min": d.value, "max": d.value}
-        upsert(
-            session,
-            _table(MetricHour),
-            [{**key, "hour": hour, **one, "last": d.value, "last_at": event.at}],
-            update=_hour_update,
-        )
-        if d.name in OCCUPANCY:
-            where = zone if OCCUPANCY[d.name] else ""
-            at = d.window_end or event.at
-            point = {"store": event.store, "zone": where, "at": at, "value": d.value}
-            upsert(session, _table(Occupancy), [point], update=_latest)
+    def apply_all(self, session: Session, batch: Batch) -> dict[int, Unexpected]:
+        """A batch's metrics: their points in one statement, each hour's and each
+        occupancy's row in one more."""
+        points, refused = [], {}
+        hours: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        occupancy: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for i, (seq, event) in enumerate(batch):
+            assert isinstance(event, ev.Metric)
+            d = event.data
+            try:
+                if not math.isfinite(d.value):
+                    raise Unexpected("data.value", f"{d.value} is not a finite number")
+                _check_window(d.window_start, d.window_end, strict=False)
+            except Unexpected as exc:
+                refused[i] = exc
+                continue
+            zone = d.labels.get("zone", "")
+            hour = hour_of(d.window_start or event.at)
+            points.append(
+                {
+                    "id": event.id,
+                    "seq": seq,
+                    "store": event.store,
+                    "name": d.name,
+                    "zone": zone,
+                    "value": d.value,
+                    "labels": dict(sorted(d.labels.items())),
+                    "subject": event.subject,
+                    "at": event.at,
+                    "window_start": d.window_start,
+                    "window_end": d.window_end,
+                    "hour": hour,
+                    "rule_id": event.rule.id,
+                    "rule_version": event.rule.version,
+                }
+            )
+            key = (event.store, d.name, zone, hour)
+            hours.setdefault(key, []).append({"value": d.value, "at": event.at})
+            if d.name in OCCUPANCY:
+                at = d.window_end or event.at
+                where = (event.store, zone if OCCUPANCY[d.name] else "", at)
+                occupancy.setdefault(where, []).append({"value": d.value})
+        if points:
+            session.execute(sa.insert(_table(MetricPoint)), points)
+        fold_into(session, _table(MetricHour), hours, _fold_hour)
+        fold_into(session, _table(Occupancy), occupancy, _fold_latest)
+        return refused
 
 
-def _hour_update(t: sa.Table, new: Any) -> dict[str, Any]:
-    later = new.last_at >= t.c.last_at
-    return {
-        "count": t.c.count + 1,
-        "sum": t.c.sum + new.sum,
-        "min": lesser(t.c.min, new.min),
-        "max": greater(t.c.max, new.max),
-        "last": sa.case((later, new.last), else_=t.c.last),
-        "last_at": sa.case((later, new.last_at), else_=t.c.last_at),
-    }
+def _fold_hour(row: dict[str, Any] | None, step: Mapping[str, Any]) -> dict[str, Any]:
+    v, at = step["value"], step["at"]
+    if row is None:
+        return {"count": 1, "sum": v, "min": v, "max": v, "last": v, "last_at": at}
+    row = {**row, "count": row["count"] + 1, "sum": row["sum"] + v}
+    row["min"], row["max"] = min(row["min"], v), max(row["max"], v)
+    if at >= row["last_at"]:
+        row["last"], row["last_at"] = v, at
+    return row
+
+
+def _fold_latest(row: dict[str, Any] | None, step: Mapping[str, Any]) -> dict[str, Any]:
+    return {**(row or {}), "value": step["value"]}
 
 
 class Heatmaps(Projection):
@@ -84,77 +100,72 @@ class Heatmaps(Projection):
     tables = (HeatmapCell, HeatmapHour)
     checks_first = True
 
-    def apply(self, session: Session, seq: int, event: ev.Event) -> None:
-        if isinstance(event, ev.HeatmapTile):
-            d = event.data
-            size, start, end = d.size, d.window_start, d.window_end
-            cells: tuple[ev.HeatmapCell | ev.HeatmapTileData, ...] = (d,)
-        else:
-            assert isinstance(event, ev.HeatmapTiles)
-            size, start, end = event.data.size, event.data.window_start, event.data.window_end
-            cells = event.data.cells
-        _check_window(start, end, strict=True)
-        span = (end - start).total_seconds()
-        seen: set[tuple[int, int]] = set()
-        for i, c in enumerate(cells):
-            if (c.cell_x, c.cell_y) in seen:
-                raise Unexpected(f"data.cells[{i}]", f"cell ({c.cell_x}, {c.cell_y}) twice")
-            seen.add((c.cell_x, c.cell_y))
-            if not math.isfinite(c.dwell_s):
-                raise Unexpected(f"data.cells[{i}].dwell_s", "not a finite number")
-        if not cells:
-            return
-        session.execute(
-            sa.insert(_table(HeatmapCell)),
-            [
-                {
-                    "event_id": event.id,
-                    "cell_x": c.cell_x,
-                    "cell_y": c.cell_y,
-                    "store": event.store,
-                    "size": size,
-                    "window_start": start,
-                    "window_end": end,
-                    "span_s": span,
-                    "visits": c.visits,
-                    "dwell_s": c.dwell_s,
-                    "rule_id": event.rule.id,
-                }
-                for c in cells
-            ],
-        )
-        if span >= DAY_S:
-            return  # the day's own window: its visits are distinct, kept as they are
-        hour = hour_of(start)
-        upsert(
-            session,
-            _table(HeatmapHour),
-            [
-                {
-                    "store": event.store,
-                    "size": size,
-                    "hour": hour,
-                    "cell_x": c.cell_x,
-                    "cell_y": c.cell_y,
-                    "window_visits": c.visits,
-                    "dwell_s": c.dwell_s,
-                    "windows": 1,
-                }
-                for c in cells
-            ],
-            update=_cell_update,
-        )
+    def apply_all(self, session: Session, batch: Batch) -> dict[int, Unexpected]:
+        """A batch's windows: their cells in one statement, each hour's cell in one more."""
+        rows, refused = [], {}
+        hours: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for i, (_, event) in enumerate(batch):
+            if isinstance(event, ev.HeatmapTile):
+                d = event.data
+                size, start, end = d.size, d.window_start, d.window_end
+                cells: tuple[ev.HeatmapCell | ev.HeatmapTileData, ...] = (d,)
+            else:
+                assert isinstance(event, ev.HeatmapTiles)
+                size, start, end = event.data.size, event.data.window_start, event.data.window_end
+                cells = event.data.cells
+            try:
+                _check_cells(start, end, cells)
+            except Unexpected as exc:
+                refused[i] = exc
+                continue
+            span = (end - start).total_seconds()
+            assert isinstance(event, ev.DerivedEvent)
+            for c in cells:
+                rows.append(
+                    {
+                        "event_id": event.id,
+                        "cell_x": c.cell_x,
+                        "cell_y": c.cell_y,
+                        "store": event.store,
+                        "size": size,
+                        "window_start": start,
+                        "window_end": end,
+                        "span_s": span,
+                        "visits": c.visits,
+                        "dwell_s": c.dwell_s,
+                        "rule_id": event.rule.id,
+                    }
+                )
+                if span < DAY_S:  # the day's own window keeps its distinct visitors as is
+                    key = (event.store, size, hour_of(start), c.cell_x, c.cell_y)
+                    hours.setdefault(key, []).append({"visits": c.visits, "dwell_s": c.dwell_s})
+        if rows:
+            session.execute(sa.insert(_table(HeatmapCell)), rows)
+        fold_into(session, _table(HeatmapHour), hours, _fold_cell)
+        return refused
 
 
-def _latest(t: sa.Table, new: Any) -> dict[str, Any]:
-    return {"value": new.value}
+def _check_cells(
+    start: datetime, end: datetime, cells: Sequence[ev.HeatmapCell | ev.HeatmapTileData]
+) -> None:
+    _check_window(start, end, strict=True)
+    seen: set[tuple[int, int]] = set()
+    for i, c in enumerate(cells):
+        if (c.cell_x, c.cell_y) in seen:
+            raise Unexpected(f"data.cells[{i}]", f"cell ({c.cell_x}, {c.cell_y}) twice")
+        seen.add((c.cell_x, c.cell_y))
+        if not math.isfinite(c.dwell_s):
+            raise Unexpected(f"data.cells[{i}].dwell_s", "not a finite number")
 
 
-def _cell_update(t: sa.Table, new: Any) -> dict[str, Any]:
+def _fold_cell(row: dict[str, Any] | None, step: Mapping[str, Any]) -> dict[str, Any]:
+    if row is None:
+        return {"window_visits": step["visits"], "dwell_s": step["dwell_s"], "windows": 1}
     return {
-        "window_visits": t.c.window_visits + new.window_visits,
-        "dwell_s": t.c.dwell_s + new.dwell_s,
-        "windows": t.c.windows + 1,
+        **row,
+        "window_visits": row["window_visits"] + step["visits"],
+        "dwell_s": row["dwell_s"] + step["dwell_s"],
+        "windows": row["windows"] + 1,
     }
 
 

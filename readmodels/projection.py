@@ -8,6 +8,7 @@ on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import ClassVar
 
@@ -27,8 +28,9 @@ class Projection:
     name: ClassVar[str]
     types: ClassVar[frozenset[str]]
     tables: ClassVar[tuple[type[SQLModel], ...]]
-    # True: ``apply`` raises ``Unexpected`` before it writes anything, so an event needs no
-    # savepoint of its own (a savepoint a message was a large share of a batch's time).
+    # True: ``apply_all`` checks each event before it writes anything, so an event needs
+    # no savepoint of its own (a savepoint a message was a large share of a batch's time),
+    # and a batch's rows may go in a few statements.
     checks_first: ClassVar[bool] = False
 
     def wants(self, event: ev.Event) -> bool:
@@ -37,7 +39,23 @@ class Projection:
         return True
 
     def apply(self, session: Session, seq: int, event: ev.Event) -> None:
-        raise NotImplementedError
+        """Apply one event (``Unexpected`` if it cannot be)."""
+        refused = self.apply_all(session, [(seq, event)])
+        if refused:
+            raise refused[0]
+
+    def apply_all(
+        self, session: Session, batch: Sequence[tuple[int, ev.Event]]
+    ) -> dict[int, Unexpected]:
+        """Apply a batch of a ``checks_first`` projection's events, in order; those it
+        cannot apply (by their index in ``batch``) wrote nothing."""
+        refused = {}
+        for i, (seq, event) in enumerate(batch):
+            try:
+                self.apply(session, seq, event)
+            except Unexpected as exc:
+                refused[i] = exc
+        return refused
 
 
 def hour_of(at: datetime) -> datetime:

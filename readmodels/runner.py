@@ -172,28 +172,32 @@ class ProjectionRunner:
             done = _applied(s, name, events)
             applied: list[dict[str, str]] = []
             letters = []
+            todo: list[tuple[Item, ev.Event]] = []
             for item in items:
                 e = item.event
-                error = item.error
-                if e is not None:
-                    if (e.id, e.type) in done or not wants(e):
-                        continue  # stored twice in the log (applied once), or not its
+                if e is None:
+                    if item.error is not None:
+                        letters.append(self._reject(s, item, item.error))
+                elif (e.id, e.type) not in done and wants(e):  # else: stored twice, or not its
                     done.add((e.id, e.type))
+                    todo.append((item, e))
+            if checks_first:  # no savepoints: it checks each event before it writes
+                refused = self.projection.apply_all(s, [(i.seq, e) for i, e in todo])
+            else:
+                refused = {}
+                for n, (item, e) in enumerate(todo):
                     try:
-                        if checks_first:
+                        with s.begin_nested():
                             self.projection.apply(s, item.seq, e)
-                        else:
-                            with s.begin_nested():
-                                self.projection.apply(s, item.seq, e)
-                        applied.append({"projection": name, "event_id": e.id, "type": e.type})
                     except Unexpected as exc:
-                        error = exc
+                        refused[n] = exc
                     except (IntegrityError, DataError) as exc:  # a row the tables refuse
-                        if checks_first:
-                            raise  # no savepoint to roll back to: the batch is void
-                        error = Unexpected("$", f"the database refused it: {exc.orig}")
-                if error is not None:
-                    letters.append(self._reject(s, item, error))
+                        refused[n] = Unexpected("$", f"the database refused it: {exc.orig}")
+            for n, (item, e) in enumerate(todo):
+                if n in refused:
+                    letters.append(self._reject(s, item, refused[n]))
+                else:
+                    applied.append({"projection": name, "event_id": e.id, "type": e.type})
             if applied:
                 s.execute(insert(Applied), applied)
             self._move(s, expected, last, len(applied))

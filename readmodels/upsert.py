@@ -40,10 +40,34 @@ def _statement(
     return stmt.on_conflict_do_update(index_elements=keys, set_=update(table, stmt.excluded))
 
 
-def lesser(a: Any, b: Any) -> Any:
-    """The smaller of two column values (portable: ``min(a, b)`` is an aggregate in PG)."""
-    return sa.case((b < a, b), else_=a)
+def fold_into(
+    session: Session,
+    table: sa.Table,
+    changes: Mapping[tuple[Any, ...], Sequence[Mapping[str, Any]]],
+    fold: Callable[[dict[str, Any] | None, Mapping[str, Any]], dict[str, Any]],
+) -> None:
+    """For each key, the row the table holds (None if none) folded with its changes in
+    order, written back in one statement: a running total a batch at a time that is, to
+    the last bit, the one an event at a time gives (floating-point sums keep their order)."""
+    if not changes:
+        return
+    cols = list(table.primary_key.columns)
+    held: dict[tuple[Any, ...], dict[str, Any]] = {}
+    keys = list(changes)
+    for i in range(0, len(keys), 200):
+        query = sa.select(table).where(sa.tuple_(*cols).in_(keys[i : i + 200]))
+        for row in session.execute(query).mappings():
+            held[tuple(row[c.name] for c in cols)] = dict(row)
+    rows = []
+    for key, steps in changes.items():
+        row = held.get(key)
+        for step in steps:
+            row = fold(row, step)
+        assert row is not None
+        rows.append({**row, **{c.name: k for c, k in zip(cols, key, strict=True)}})
+    upsert(session, table, rows, update=overwrite)
 
 
-def greater(a: Any, b: Any) -> Any:
-    return sa.case((b > a, b), else_=a)
+def overwrite(t: sa.Table, new: Any) -> dict[str, Any]:
+    """Every column but the key takes the row written."""
+    return {c.name: new[c.name] for c in t.columns if not c.primary_key}
