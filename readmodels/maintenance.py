@@ -22,6 +22,7 @@ from readmodels.runner import (
     CONSUMER_PREFIX,
     Progress,
     ProjectionService,
+    ScopeConflict,
     consumer_name,
     projections,
 )
@@ -91,6 +92,12 @@ async def _pending(log: JetStreamLog, scope: str, types: frozenset[str], seq: in
     return total
 
 
+def _scopes(db: Engine) -> set[str]:
+    check_schema(db)
+    with Session(db) as s:
+        return set(s.exec(select(Position.scope)).all())
+
+
 def reset(db: Engine, selected: Sequence[Projection]) -> None:
     """Drop the read models of ``selected`` (all of them: the whole schema, recreated at
     this code's revision), their positions and what they remembered."""
@@ -133,6 +140,14 @@ async def rebuild(
     """Drop the read models and project the log again from its first message, until
     caught up with what it holds."""
     chosen = list(selected or projections())
+    if scope != ALL_STORES:
+        others = await asyncio.to_thread(_scopes, db)
+        if others - {scope}:
+            raise ScopeConflict(
+                f"the read models in this database follow {', '.join(sorted(others))}: a "
+                f"rebuild of store {scope} alone would drop theirs; rebuild every store "
+                "(without --store), or give each store a database of its own"
+            )
     await asyncio.to_thread(reset, db, chosen)
     await drop_consumers(log, chosen)
     service = ProjectionService(log, db, scope=scope, selected=chosen)

@@ -155,6 +155,12 @@ class ProjectionRunner:
             if pos is None:
                 pos = Position(projection=name, scope=self.scope, stream=self.stream)
                 s.add(pos)
+            if pos.stream != self.stream:
+                raise ScopeConflict(
+                    f"projection {name} in this database was projected from stream "
+                    f"{pos.stream}, not {self.stream} (another AISLE_PREFIX): use a database "
+                    "of its own for each deployment"
+                )
             self.progress.seq, self.progress.applied = pos.seq, pos.events
             return pos.seq
 
@@ -284,6 +290,13 @@ class ProjectionRunner:
         letters a crash left unsent."""
         async with self.lock:
             seq = await asyncio.to_thread(self._position)
+        last = (await self.log.js.stream_info(self.stream)).state.last_seq
+        if seq > last:
+            raise ScopeConflict(
+                f"projection {self.projection.name} has read the log up to sequence {seq}, "
+                f"but stream {self.stream} ends at {last}: the stream was made again; "
+                "`aisle projections rebuild`"
+            )
         puller, client_filter = await self.log.engine_consumer(
             self.consumer,
             Stream.EVENTS,

@@ -13,6 +13,7 @@ import pytest
 
 from core import events as ev
 from core.jetstream import JetStreamLog
+from core.natsd import EmbeddedNats
 from readmodels.maintenance import rebuild, standings
 from readmodels.receipts import Receipts
 from readmodels.runner import (
@@ -23,6 +24,7 @@ from readmodels.runner import (
     by_name,
     projections,
 )
+from tests.conftest import scratch_log
 from tests.readmodelkit import (
     count,
     day_with_derived,
@@ -362,3 +364,17 @@ async def test_status_counts_the_messages_each_projection_has_yet_to_apply(
         assert lag[p.name] == sum(1 for e in later if e.type in p.types), p.name
     last = (await jslog.js.stream_info(jslog.config.events_stream)).state.last_seq
     assert {s.last_seq for s in await standings(jslog, db)} == {last}
+
+
+async def test_a_database_of_another_deployment_or_store_is_refused_with_the_reason(
+    embedded_nats: EmbeddedNats, lots: list[list[ev.Event]], tmp_path: Path
+) -> None:
+    db = sqlite_db(tmp_path / "rm.db")
+    async with scratch_log(embedded_nats.url) as one, scratch_log(embedded_nats.url) as other:
+        await publish_lots(one, lots[:1])
+        await project(one, db, scope=STORE)
+        with pytest.raises(ScopeConflict, match="another AISLE_PREFIX"):
+            await project(other, db, scope=STORE)
+        await project(one, db, scope="corner-02")  # another store, a process of its own
+        with pytest.raises(ScopeConflict, match="a rebuild of store corner-01 alone would drop"):
+            await rebuild(one, db, scope=STORE)
