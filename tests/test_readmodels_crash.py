@@ -95,7 +95,7 @@ async def _crash_and_resume(
             proc = _projections(embedded_nats.url, log.config.prefix, database, tmp_path, kill + 1)
             before = applied()
             try:
-                for _ in range(300):  # until this process has committed something
+                for _ in range(1200):  # until this process has committed something (60 s)
                     await asyncio.sleep(0.05)
                     if applied() > before or proc.poll() is not None:
                         break
