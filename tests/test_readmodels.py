@@ -378,3 +378,32 @@ async def test_a_database_of_another_deployment_or_store_is_refused_with_the_rea
         await project(one, db, scope="corner-02")  # another store, a process of its own
         with pytest.raises(ScopeConflict, match="a rebuild of store corner-01 alone would drop"):
             await rebuild(one, db, scope=STORE)
+
+
+async def test_an_event_the_log_holds_twice_is_applied_once(
+    jslog: JetStreamLog, lots: list[list[ev.Event]], tmp_path: Path
+) -> None:
+    await publish_lots(jslog, lots)
+    derived = derived_of(lots)
+    again = [
+        next(e for e in derived if isinstance(e, cls))
+        for cls in (ev.ReceiptIssued, ev.Metric, ev.HeatmapTiles, ev.AlertRaised)
+    ]
+    for e in again:  # stored again past the duplicate window: another message id
+        subject = f"{jslog.config.prefix}.{e.store}.{e.type}"
+        await jslog.js.publish(subject, ev.encode(e), headers={"Nats-Msg-Id": f"{e.id}-again"})
+    db = sqlite_db(tmp_path / "rm.db")
+    await project(jslog, db, batch=50)
+    kinds = Counter(e.type for e in derived)
+    assert count(db, "receipt") == kinds["receipt.issued"]
+    assert count(db, "metric_point") == kinds["metric"]
+    assert scalar(db, "SELECT sum(count) FROM metric_hour") == kinds["metric"]
+    assert count(db, "alert") == kinds["alert.raised"]
+    tiles = [e for e in derived if isinstance(e, ev.HeatmapTiles)]
+    assert scalar(db, "SELECT sum(windows) FROM heatmap_hour") == sum(
+        len(t.data.cells) for t in tiles if (t.data.window_end - t.data.window_start).days < 1
+    )
+    assert count(db, "projection_rejection") == 0
+    assert scalar(db, "SELECT sum(events) FROM projection_position") == count(
+        db, "projection_applied"
+    )
