@@ -43,8 +43,8 @@ def _statement(
 def fold_into(
     session: Session,
     table: sa.Table,
-    changes: Mapping[tuple[Any, ...], Sequence[Mapping[str, Any]]],
-    fold: Callable[[dict[str, Any] | None, Mapping[str, Any]], dict[str, Any]],
+    changes: Mapping[tuple[Any, ...], Sequence[Any]],
+    fold: Callable[[dict[str, Any] | None, Any], dict[str, Any]],
 ) -> None:
     """For each key, the row the table holds (None if none) folded with its changes in
     order, written back in one statement: a running total a batch at a time that is, to
