@@ -84,17 +84,17 @@ async def _crash_and_resume(
         def applied() -> int:
             return int(scalar(db, "SELECT coalesce(sum(events), 0) FROM projection_position"))
 
-        async def stream_in() -> None:
-            for lot in lots:
-                await publish_lots(log, [lot])
-                await asyncio.sleep(1.0)
-
-        publisher = asyncio.create_task(stream_in())
+        # The day streams in while each process runs: a share of it per process, so that
+        # every kill finds work in hand (a process that caught up would be killed idle).
+        share = len(lots) // 10
         seen = []
         for kill in range(10):
             proc = _projections(embedded_nats.url, log.config.prefix, database, tmp_path, kill + 1)
             before = applied()
             try:
+                await publish_lots(
+                    log, lots[kill * share : (kill + 1) * share if kill < 9 else None]
+                )
                 for _ in range(1200):  # until this process has committed something (60 s)
                     await asyncio.sleep(0.05)
                     if applied() > before or proc.poll() is not None:
@@ -107,7 +107,6 @@ async def _crash_and_resume(
             seen.append(applied())
             # What each projection applied and where it stands were committed together.
             assert scalar(db, _UNCOUNTED) == 0
-        await publisher
         total = sum(len(lot) for lot in lots)
         assert seen[-1] > seen[0], seen
         assert len(set(seen)) >= 8, f"killed while it worked, not idle: {seen}"
