@@ -138,7 +138,7 @@ class Cart(SQLModel, table=True):
     __tablename__ = "cart"
     id: str = Field(primary_key=True, max_length=EVENT_ID)  # the id of its first change
     store: str = Field(max_length=64, index=True)
-    cart: str = Field(max_length=NAME)  # the shopper or group, as the rule names it
+    cart: str = Field(max_length=NAME, index=True)  # the shopper or group, as the rule names it
     opened_at: datetime = _at()
     updated_at: datetime = _at()
     closed_at: datetime | None = _at(default=None)
@@ -282,6 +282,9 @@ class Alert(SQLModel, table=True):
     closed_at: datetime | None = _at(default=None)
     closed_by: str | None = Field(default=None, max_length=NAME)
     close_reason: str | None = None
+
+    # A rule's resolve finds its alert by name and key.
+    __table_args__ = (sa.Index("ix_alert_store_name_key", "store", "name", "key"),)
 
 
 class AlertAction(SQLModel, table=True):

@@ -12,6 +12,8 @@ from pathlib import Path
 import msgspec
 import pytest
 import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 
 from core import events as ev
 from core.jetstream import JetStreamLog
@@ -77,6 +79,9 @@ def test_the_initial_migration_makes_every_table_the_code_writes(tmp_path: Path)
     made = set(sa.inspect(db).get_table_names()) - {"alembic_version"}
     assert made == set(database.READ_MODELS.tables)
     assert migrate(db) == (head(), head()), "a second migrate changes nothing"
+    with db.connect() as conn:  # the migrations make exactly what tables.py declares
+        drift = compare_metadata(MigrationContext.configure(conn), database.READ_MODELS)
+    assert drift == [], "tables.py changed without a migration (docs/readmodels.md)"
 
 
 def test_a_projection_refuses_a_schema_older_than_its_code_until_migrated(

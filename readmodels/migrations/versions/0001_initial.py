@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-07 12:41:37.105337
+Create Date: 2026-12-07 14:09:12.805378
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_alert_raised_at"), ["raised_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_alert_state"), ["state"], unique=False)
         batch_op.create_index(batch_op.f("ix_alert_store"), ["store"], unique=False)
+        batch_op.create_index("ix_alert_store_name_key", ["store", "name", "key"], unique=False)
 
     op.create_table(
         "alert_action",
@@ -86,6 +87,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("cart", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_cart_cart"), ["cart"], unique=False)
         batch_op.create_index(batch_op.f("ix_cart_status"), ["status"], unique=False)
         batch_op.create_index(batch_op.f("ix_cart_store"), ["store"], unique=False)
 
@@ -376,6 +378,7 @@ def downgrade() -> None:
     with op.batch_alter_table("cart", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_cart_store"))
         batch_op.drop_index(batch_op.f("ix_cart_status"))
+        batch_op.drop_index(batch_op.f("ix_cart_cart"))
 
     op.drop_table("cart")
     with op.batch_alter_table("alert_action", schema=None) as batch_op:
@@ -383,6 +386,7 @@ def downgrade() -> None:
 
     op.drop_table("alert_action")
     with op.batch_alter_table("alert", schema=None) as batch_op:
+        batch_op.drop_index("ix_alert_store_name_key")
         batch_op.drop_index(batch_op.f("ix_alert_store"))
         batch_op.drop_index(batch_op.f("ix_alert_state"))
         batch_op.drop_index(batch_op.f("ix_alert_raised_at"))
