@@ -28,6 +28,7 @@ __all__ = [
     "DerivedEvent",
     "Event",
     "EventError",
+    "OperatorEvent",
     "RawEvent",
     "RuleRef",
     "check_subject",
@@ -61,6 +62,13 @@ Confidence = Annotated[float, Meta(ge=0.0, le=1.0)]
 Metres = Annotated[float, Meta(ge=-1e5, le=1e5)]
 EventTime = Annotated[datetime, Meta(tz=True)]
 Severity = Literal["info", "warning", "critical"]
+EventId = Annotated[str, Meta(min_length=1, max_length=64)]
+# What a person writes (why an alert was dismissed, why a receipt was corrected): lines
+# and tabs, but no other control or invisible characters, so it prints as it reads.
+_UNSEEN_TEXT = _INVISIBLE.replace(r"\x00-\x1f", r"\x00-\x08\x0b-\x1f")
+Text = Annotated[str, Meta(max_length=1000, pattern=f"^[^{_UNSEEN_TEXT}]*$")]
+SomeText = Annotated[str, Meta(min_length=1, max_length=1000, pattern=f"^[^{_UNSEEN_TEXT}]+$")]
+SignedCents = Annotated[int, Meta(ge=-(10**9), le=10**9)]
 
 
 class EventError(ValueError):
@@ -86,6 +94,7 @@ class Event(Struct, frozen=True, kw_only=True, tag_field="type", forbid_unknown_
     v: int = 1
 
     derived: ClassVar[bool] = False
+    operator: ClassVar[bool] = False
 
     @property
     def type(self) -> str:
@@ -108,6 +117,16 @@ class DerivedEvent(Event, frozen=True, kw_only=True):
     caused_by: Annotated[tuple[str, ...], Meta(min_length=1)]
 
     derived: ClassVar[bool] = True
+
+
+class OperatorEvent(Event, frozen=True, kw_only=True):
+    """What a person did about a derived event, through the API (acknowledged an alert,
+    corrected a receipt): neither observed nor derived, so neither an adapter nor the
+    engine may publish it, and the engine never reads it. ``data.by`` names the person;
+    ``source`` the program that published it; ``subject`` is the subject of the alert or
+    receipt acted on."""
+
+    operator: ClassVar[bool] = True
 
 
 class Data(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -336,6 +355,65 @@ class HeatmapTiles(DerivedEvent, frozen=True, kw_only=True, tag="heatmap.tiles")
     data: HeatmapTilesData
 
 
+# -- operator event types -----------------------------------------------------------------
+
+
+class AlertActionData(Data, frozen=True, kw_only=True):
+    alert: EventId  # the id of the alert.raised event acted on
+    by: Name  # who did it (an operator's name or token id)
+    reason: Text = ""
+
+
+class AlertAcknowledged(OperatorEvent, frozen=True, kw_only=True, tag="alert.acknowledged"):
+    """Someone has seen the alert and is looking into it."""
+
+    data: AlertActionData
+
+
+class AlertConfirmed(OperatorEvent, frozen=True, kw_only=True, tag="alert.confirmed"):
+    """A person checked and found the alert right (a watch-list match is that person)."""
+
+    data: AlertActionData
+
+
+class AlertDismissed(OperatorEvent, frozen=True, kw_only=True, tag="alert.dismissed"):
+    """A person checked and found the alert wrong (a false alarm)."""
+
+    data: AlertActionData
+
+
+class AlertClosed(OperatorEvent, frozen=True, kw_only=True, tag="alert.closed"):
+    """A person resolved the alert: nothing more to do. (``alert.resolved`` is the rule's:
+    the condition that raised it has ended.)"""
+
+    data: AlertActionData
+
+
+class Adjustment(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One change to a receipt line: ``qty`` and ``amount_cents`` are added to the line's
+    (negative: taken off, a refund); a line the receipt lacks is added. Pricing an
+    unknown item is ``qty`` 0 and its amount."""
+
+    sku: Sku
+    qty: Annotated[int, Meta(ge=-1000, le=1000)] = 0
+    amount_cents: SignedCents = 0
+    name: Annotated[str, Meta(max_length=128)] = ""  # for a line the receipt lacks
+
+
+class ReceiptCorrectionData(Data, frozen=True, kw_only=True):
+    receipt: EventId  # the id of the receipt.issued event corrected
+    by: Name
+    reason: SomeText  # why: a correction always says
+    reviewed: bool = False  # a person checked the receipt (it needed review)
+    adjustments: Annotated[tuple[Adjustment, ...], Meta(max_length=200)] = ()
+
+
+class ReceiptCorrected(OperatorEvent, frozen=True, kw_only=True, tag="receipt.corrected"):
+    """A correction or a refund: never an edit of the receipt, a new event beside it."""
+
+    data: ReceiptCorrectionData
+
+
 AnyEvent: TypeAlias = Union[  # noqa: UP007 - msgspec needs a Union object here
     ShopperEntered,
     ShopperExited,
@@ -357,6 +435,11 @@ AnyEvent: TypeAlias = Union[  # noqa: UP007 - msgspec needs a Union object here
     Metric,
     HeatmapTile,
     HeatmapTiles,
+    AlertAcknowledged,
+    AlertConfirmed,
+    AlertDismissed,
+    AlertClosed,
+    ReceiptCorrected,
 ]
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -366,8 +449,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
 for _tag, _cls in EVENT_TYPES.items():
     # A plain class attribute shadows the ``type`` property: read per event on hot paths.
     _cls.type = _tag  # type: ignore[misc,assignment]
-RAW_TYPES = frozenset(t for t, c in EVENT_TYPES.items() if not c.derived)
+RAW_TYPES = frozenset(t for t, c in EVENT_TYPES.items() if not c.derived and not c.operator)
 DERIVED_TYPES = frozenset(t for t, c in EVENT_TYPES.items() if c.derived)
+OPERATOR_TYPES = frozenset(t for t, c in EVENT_TYPES.items() if c.operator)
 # High-volume types that live in their own short-retention stream.
 SAMPLE_TYPES = frozenset({"position.samples"})
 

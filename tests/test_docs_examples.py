@@ -176,7 +176,7 @@ def test_the_event_field_table_matches_the_schemas() -> None:
         shown[kind.strip("`")] = (raw_or_derived, re.findall(r"`(\w+)`", fields.split("(")[0]))
     actual = {
         t: (
-            "derived" if cls.derived else "raw",
+            "derived" if cls.derived else "operator" if cls.operator else "raw",
             [f.name for f in msgspec.structs.fields(data_class(cls))],
         )
         for t, cls in ev.EVENT_TYPES.items()

@@ -33,7 +33,8 @@ def test_round_trip_every_type(cls: type[ev.Event], data: st.DataObject) -> None
 
 
 def test_every_type_has_a_subject_and_a_stream() -> None:
-    assert set(ev.EVENT_TYPES) == ev.RAW_TYPES | ev.DERIVED_TYPES
+    assert set(ev.EVENT_TYPES) == ev.RAW_TYPES | ev.DERIVED_TYPES | ev.OPERATOR_TYPES
+    assert not ev.RAW_TYPES & ev.OPERATOR_TYPES and not ev.DERIVED_TYPES & ev.OPERATOR_TYPES
     assert ev.SAMPLE_TYPES < ev.RAW_TYPES
     assert ev.subject_for("aisle", "s1", "item.picked") == "aisle.s1.item.picked"
 
@@ -243,3 +244,32 @@ def test_an_event_beyond_the_allowed_clock_skew_is_refused_on_its_time() -> None
     with pytest.raises(ev.EventError) as info:
         ev.check_time(picked(at=datetime(9999, 1, 1, tzinfo=UTC)), now, 300)
     assert info.value.field == "at" and "in the future" in info.value.reason
+
+
+def _acknowledged(reason: str) -> bytes:
+    data = ev.AlertActionData(alert="a" * 32, by="ann", reason=reason)
+    event = ev.new(ev.AlertAcknowledged, store="s1", at=T0, source="api", subject="v-1", data=data)
+    return ev.encode(event)
+
+
+def test_an_operators_reason_may_hold_lines_but_no_invisible_characters() -> None:
+    assert ev.decode(_acknowledged("seen\non camera 2")).data.reason == "seen\non camera 2"
+    with pytest.raises(ev.EventError) as info:
+        ev.decode(_acknowledged("fine\u200b"))
+    assert info.value.field == "data.reason"
+    with pytest.raises(ev.EventError) as info:
+        ev.decode(_acknowledged("x" * 1001))
+    assert info.value.field == "data.reason"
+
+
+def test_a_correction_must_say_why_and_who() -> None:
+    data = ev.ReceiptCorrectionData(receipt="r" * 32, by="ann", reason="")
+    event = ev.new(ev.ReceiptCorrected, store="s1", at=T0, source="api", subject="v-1", data=data)
+    with pytest.raises(ev.EventError) as info:
+        ev.validate(event)
+    assert info.value.field == "data.reason"
+    obj = as_dict(msgspec.structs.replace(event, data=msgspec.structs.replace(data, reason="x")))
+    del obj["data"]["by"]
+    with pytest.raises(ev.EventError) as info:
+        ev.decode(msgspec.json.encode(obj))
+    assert (info.value.field, info.value.reason) == ("data.by", "required field is missing")
