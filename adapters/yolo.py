@@ -1,20 +1,20 @@
 """People from an Ultralytics YOLO model, on the CPU, from weights the user gives.
 
-``YoloDetector`` loads a PyTorch ``.pt``, an exported ``.onnx`` (run by ONNX Runtime) or an
-exported OpenVINO folder (``*_openvino_model/``), all through Ultralytics' own predictor, so
-letterboxing, non-maximum suppression and the scaling of boxes back to frame pixels are the
-library's, the same for every format. The exported formats exist for speed on a CPU:
-``export_yolo`` writes them, at a fixed input size that should match the cameras' aspect.
-Ultralytics sets neither ONNX Runtime's threads nor OpenVINO's precision: ONNX Runtime's
-threads spin while they wait (costly on a CPU shared with decoding and tracking), and
-OpenVINO computes in bfloat16 on a CPU that has it, so its scores differ a little from
-PyTorch's (``bench/vision_fps.py`` measures the speeds).
+``YoloDetector`` loads a PyTorch ``.pt`` through Ultralytics' own predictor (its letterbox,
+non-maximum suppression and scaling of boxes back to frame pixels), with PyTorch held to
+the threads given. An exported ``.onnx`` (ONNX Runtime) or OpenVINO folder
+(``*_openvino_model/``) runs in a session of the adapter's own (``adapters/yolo_runtime.py``),
+made for a CPU shared with decoding and tracking, with the same letterbox and decoding
+done there; the exported formats exist for speed on a CPU: ``export_yolo`` writes them, at
+a fixed input size that should match the cameras' aspect (``bench/vision_fps.py``
+measures the speeds).
 
 Nothing is fetched: Ultralytics is told it is offline and must not pip-install what it
 misses (every package it would want is a dependency of the ``yolo`` extra), and a path that
 does not exist is refused here, before Ultralytics would take a bare name such as
 ``yolo11n.pt`` for one of its own releases to download. torch and Ultralytics are imported
-on first use, so ``import adapters`` stays light for the detectors that do not need them.
+on first use (and not at all for an exported model), so ``import adapters`` stays light
+for the detectors that do not need them.
 
 A ``.pt`` file is a pickle: load only weights you trust.
 """
@@ -30,6 +30,18 @@ import numpy as np
 import supervision as sv
 
 from adapters.detection import Frame, people
+from adapters.yolo_runtime import (
+    HINTS,
+    PRECISIONS,
+    ExportedModel,
+    ExportError,
+    Hint,
+    Precision,
+    available_cores,
+    decode,
+    letterbox,
+    load_exported,
+)
 
 if TYPE_CHECKING:
     from ultralytics import YOLO
@@ -42,6 +54,9 @@ MAX_IMGSZ = 1920
 
 MAX_DETECTIONS = 1000
 """Bound of ``max_det``: a frame has not more people than this."""
+
+MAX_THREADS = 256
+"""Bound of ``threads``."""
 
 ExportFormat = Literal["onnx", "openvino"]
 
@@ -115,6 +130,12 @@ class YoloDetector:
     (one side, or (height, width)) for a ``.pt``; an exported model has the fixed input it
     was exported with, and an ``imgsz`` that differs from it is refused. Only the class
     named ``person`` is kept, whatever its index in the model.
+
+    ``threads``: the CPU threads inference may use (default: the cores this process may run
+    on); for a ``.pt`` PyTorch's, which are the whole process's. ``precision`` and ``hint``
+    are OpenVINO's (``f32`` computes as PyTorch does; ``bf16`` is faster on a CPU that has
+    it, with scores a little apart; ``throughput`` suits many cameras on one model).
+    Cameras given the same exported model share one session.
     """
 
     def __init__(
@@ -125,6 +146,9 @@ class YoloDetector:
         iou: float = 0.7,
         imgsz: int | Sequence[int] | None = None,
         max_det: int = 300,
+        threads: int | None = None,
+        precision: Precision = "f32",
+        hint: Hint = "latency",
     ) -> None:
         self.weights = Path(weights)
         self.format = _format(self.weights)
@@ -133,7 +157,48 @@ class YoloDetector:
         if not 1 <= max_det <= MAX_DETECTIONS:
             raise YoloError(f"max_det must be from 1 to {MAX_DETECTIONS}, got {max_det}")
         self.max_det = max_det
+        if threads is not None and not 1 <= threads <= MAX_THREADS:
+            raise YoloError(f"threads must be from 1 to {MAX_THREADS}, got {threads}")
+        self.threads = threads or available_cores()
+        if precision not in PRECISIONS:
+            raise YoloError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if hint not in HINTS:
+            raise YoloError(f"hint must be one of {', '.join(HINTS)}, got {hint!r}")
         asked = None if imgsz is None else _imgsz(imgsz)
+        self._session: ExportedModel | None = None
+        if self.format == "pt":
+            names = self._load_pt()
+            self.imgsz = asked or (640, 640)
+        else:
+            try:
+                self._session = load_exported(
+                    self.weights, self.format, threads=self.threads, precision=precision, hint=hint
+                )
+            except ExportError as e:
+                raise YoloError(str(e)) from e
+            meta = self._session.metadata
+            if meta.task != "detect":
+                raise YoloError(
+                    f"{self.weights}: a {meta.task!r} model; a detection model is needed"
+                )
+            self.imgsz = meta.imgsz
+            if asked is not None and asked != self.imgsz:
+                raise YoloError(
+                    f"{self.weights}: exported for input {self.imgsz[0]}x{self.imgsz[1]} "
+                    f"(height x width), imgsz {asked[0]}x{asked[1]} was asked; "
+                    "export again at that size, or leave imgsz out"
+                )
+            names = meta.names
+        persons = [k for k, v in names.items() if v == "person"]
+        if not persons:
+            raise YoloError(f"{self.weights}: no class named 'person' among {len(names)} classes")
+        self.person_class = persons[0]
+
+    def _load_pt(self) -> dict[int, str]:
+        """Load a ``.pt`` through Ultralytics, PyTorch held to ``threads``; its class names."""
+        import torch
+
+        torch.set_num_threads(self.threads)
         YOLO = _ultralytics()
         try:
             self._model = YOLO(str(self.weights))
@@ -143,22 +208,7 @@ class YoloDetector:
             raise YoloError(
                 f"{self.weights}: a {self._model.task!r} model; a detection model is needed"
             )
-        if self.format == "pt":
-            self.imgsz = asked or (640, 640)
-        else:
-            self._predict(np.zeros((_STRIDE, _STRIDE, 3), np.uint8), imgsz=None)
-            self.imgsz = tuple(self._model.predictor.imgsz)  # type: ignore[union-attr]
-            if asked is not None and asked != self.imgsz:
-                raise YoloError(
-                    f"{self.weights}: exported for input {self.imgsz[0]}x{self.imgsz[1]} "
-                    f"(height x width), imgsz {asked[0]}x{asked[1]} was asked; "
-                    "export again at that size, or leave imgsz out"
-                )
-        names = self._model.names
-        persons = [k for k, v in names.items() if v == "person"]
-        if not persons:
-            raise YoloError(f"{self.weights}: no class named 'person' among {len(names)} classes")
-        self.person_class = persons[0]
+        return dict(self._model.names)
 
     def detect(self, frame: Frame) -> sv.Detections:
         """The people in ``frame``: boxes in the frame's pixels, scores at least
@@ -172,13 +222,30 @@ class YoloDetector:
                 f"a frame must be a BGR image of uint8, shape (height, width, 3); "
                 f"got {image.dtype} {image.shape}"
             )
+        size = (image.shape[1], image.shape[0])
+        if self._session is not None:
+            blob, box = letterbox(image, self.imgsz)
+            xyxy, scores = decode(
+                self._session.infer(blob),
+                self.person_class,
+                box,
+                size,
+                confidence=self.confidence,
+                iou=self.iou,
+                max_det=self.max_det,
+                end_to_end=self._session.metadata.end_to_end,
+            )
+            return people(xyxy, scores, size=size)
         result = self._predict(image, imgsz=self.imgsz, classes=[self.person_class])
         boxes = result.boxes
-        return people(
-            boxes.xyxy.numpy(),
-            boxes.conf.numpy(),
-            size=(image.shape[1], image.shape[0]),
-        )
+        return people(boxes.xyxy.numpy(), boxes.conf.numpy(), size=size)
+
+    @property
+    def settings(self) -> str:
+        """How inference runs, for a log line or a benchmark's table."""
+        if self._session is not None:
+            return self._session.settings
+        return f"PyTorch through Ultralytics, {self.threads} threads"
 
     def _predict(self, image: np.ndarray, imgsz: tuple[int, int] | None, **options: Any) -> Any:
         """One image through Ultralytics' predictor, on the CPU (its ``Results``)."""
