@@ -55,7 +55,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -341,6 +341,26 @@ def walkers(camera, n: int, frames: int, seed: int) -> Iterator[tuple[float, lis
         pos = np.clip(pos, lo, hi)
 
 
+def people_confidence(weights: Path, clip: Path, people: int, frames: int = 10) -> float:
+    """The score threshold at which ``weights`` keep about ``people`` person boxes a frame
+    on ``clip`` (the median over its first ``frames`` frames of the people-th best score):
+    an untrained model's boxes are noise, and the tracking, the floor and the events after
+    the detector should have as many of them to follow as there are people."""
+    from adapters.yolo import YoloDetector
+
+    detector = YoloDetector(weights, confidence=0.01, max_det=1000)
+    capture = cv2.VideoCapture(str(clip))
+    scores = []
+    for _ in range(frames):
+        ok, image = capture.read()
+        if not ok:
+            break
+        found = np.sort(detector.detect_image(image).confidence)[::-1]
+        scores.append(float(found[people - 1]) if len(found) >= people else 0.01)
+    capture.release()
+    return float(np.median(scores))
+
+
 def render_clip(layout, camera_id: str, people: int, frames: int, out: Path, seed: int) -> Path:
     from simulator.render import RenderOptions, render_camera
 
@@ -360,11 +380,13 @@ class PacedClip(FrameSource):
     """A live camera played from a clip: frames at the camera's rate by the wall clock,
     looped, each decoded as a stream's must be; the frames the layout's rate picks are
     given (anchored at the source's zero, as ``adapters/sources.py`` picks them), until
-    ``until`` (monotonic seconds). Records how late each given frame was read."""
+    ``until`` (monotonic seconds). Records how late each given frame was read.
 
-    live = True
+    Not ``paced``: the same frames as fast as they are taken, as a file's (nothing
+    dropped), to measure how much faster than real time the store's work can go."""
 
-    def __init__(self, clip: Path, camera, t0: float, until: float) -> None:
+    def __init__(self, clip: Path, camera, t0: float, until: float, paced: bool = True) -> None:
+        self.live = paced
         self.name = f"{camera.id} (paced {clip.name})"
         self.clip = clip
         self.fps = camera.fps
@@ -385,7 +407,7 @@ class PacedClip(FrameSource):
                 if at >= self.until:
                     return
                 wait = at - time.monotonic()
-                if wait > 0 and self.halt.wait(wait):
+                if self.live and wait > 0 and self.halt.wait(wait):
                     return
                 if not cap.grab():
                     cap.release()
@@ -436,7 +458,9 @@ class Timed:
         return found
 
 
-def capacity_worker(clips: dict[str, str], seconds: float, url: str, workdir: Path, conn) -> None:
+def capacity_worker(
+    clips: dict[str, str], seconds: float, url: str, workdir: Path, paced: bool, conn
+) -> None:
     try:
         from adapters.background import BackgroundSubtraction
         from adapters.pipeline import CameraInput, StoreAdapter
@@ -448,13 +472,14 @@ def capacity_worker(clips: dict[str, str], seconds: float, url: str, workdir: Pa
         until = t0 + seconds
         inputs, sources, timed = [], {}, {}
         for camera in layout.cameras:
-            sources[camera.id] = PacedClip(Path(clips[camera.id]), camera, t0, until)
+            sources[camera.id] = PacedClip(Path(clips[camera.id]), camera, t0, until, paced)
             timed[camera.id] = Timed(BackgroundSubtraction("mog2"), t0)
             inputs.append(CameraInput(camera, sources[camera.id], timed[camera.id]))
         adapter = StoreAdapter(layout, inputs, START, floor_settings("OpenCV MOG2", "floor"))
         before = resource.getrusage(resource.RUSAGE_SELF)
         wall = time.monotonic()
-        done = asyncio.run(publish_all(adapter, workdir / "capacity.outbox", url, "capacity"))
+        prefix = "capacity" if paced else "unpaced"
+        done = asyncio.run(publish_all(adapter, workdir / f"{prefix}.outbox", url, prefix))
         took = time.monotonic() - wall
         after = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -480,14 +505,35 @@ def capacity_worker(clips: dict[str, str], seconds: float, url: str, workdir: Pa
         conn.send(f"failed: {type(e).__name__}: {e}\n{traceback.format_exc()}")
 
 
-def capacity(clips: dict[str, Path], seconds: float, url: str, workdir: Path) -> None:
+def run_capacity(clips: dict[str, Path], seconds: float, url: str, workdir: Path, paced: bool):
     context = mp.get_context("spawn")
     parent, child = context.Pipe()
-    args = ({k: str(v) for k, v in clips.items()}, seconds, url, workdir, child)
+    args = ({k: str(v) for k, v in clips.items()}, seconds, url, workdir, paced, child)
     process = context.Process(target=capacity_worker, args=args, daemon=True)
     process.start()
     answer = parent.recv()
     process.join(timeout=120)
+    return answer
+
+
+def headroom(clips: dict[str, Path], seconds: float, url: str, workdir: Path) -> None:
+    """The same store's frames as fast as the adapter takes them: how many times real time."""
+    answer = run_capacity(clips, seconds, url, workdir, paced=False)
+    if isinstance(answer, str):
+        print(f"as fast as it goes: {answer}")
+        return
+    rows, took, cpu, events, published = answer
+    processed = sum(r[3] for r in rows)
+    print(
+        f"as fast as it goes (the same {seconds:.0f} s of the 64 cameras, nothing dropped): "
+        f"{processed} frames in {took:.1f} s = {seconds / took:.2f}x real time; "
+        f"CPU {cpu:.1f} s = {cpu / seconds:.2f} cores for each second of the store; "
+        f"{events} events, {published} published"
+    )
+
+
+def capacity(clips: dict[str, Path], seconds: float, url: str, workdir: Path) -> None:
+    answer = run_capacity(clips, seconds, url, workdir, paced=True)
     if isinstance(answer, str):
         print(f"capacity: {answer}")
         return
@@ -680,8 +726,14 @@ def main() -> None:
                         f"\nwhole adapter: {args.adapter_frames} frames of {DOOR_CAMERA} "
                         f"({WIDTH}x{HEIGHT}, {args.people} people walking), to nats-server"
                     )
+                    on_clip = specs
+                    if not args.weights and any(s.weights for s in specs):
+                        # untrained: a threshold that keeps about as many boxes as people
+                        conf = people_confidence(weights, clip, args.people)
+                        print(f"YOLO confidence {conf:.3f} here: {args.people} boxes a frame")
+                        on_clip = [replace(s, confidence=conf) if s.weights else s for s in specs]
                     print(f"load average before: {load_average()}", flush=True)
-                    whole_adapter(specs, clip, server.url, workdir)
+                    whole_adapter(on_clip, clip, server.url, workdir)
                     print(f"load average after: {load_average()}")
                 if "capacity" in parts:
                     t = time.perf_counter()
@@ -697,6 +749,8 @@ def main() -> None:
                     )
                     print(f"load average before: {load_average()}", flush=True)
                     capacity(clips, args.capacity_s, server.url, workdir)
+                    print(f"load average between: {load_average()}", flush=True)
+                    headroom(clips, args.capacity_s, server.url, workdir)
                     print(f"load average after: {load_average()}")
 
 
