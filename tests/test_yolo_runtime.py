@@ -134,7 +134,7 @@ def test_an_export_of_another_task_is_refused(onnx, tmp_path):
         YoloDetector(tmp_path / "seg.onnx")
 
 
-def test_a_loaded_session_is_not_made_again_for_a_path_that_failed(tmp_path):
+def test_a_model_that_fails_to_load_is_not_kept_and_fails_again(tmp_path):
     (tmp_path / "m.onnx").write_bytes(b"junk")
     for _ in range(2):  # no half-made session was cached
         with pytest.raises(Exception, match="cannot load"):
