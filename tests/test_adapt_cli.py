@@ -307,6 +307,25 @@ def test_yolo_weights_run_through_the_command_frame_by_frame(
 
 
 @pytest.mark.integration
+def test_an_exported_onnx_model_runs_through_the_command_in_the_adapters_own_session(
+    env: dict[str, str], corner: Layout, yolo_pt: Path, tmp_path: Path
+) -> None:
+    """``yolo export format=onnx`` then ``--weights model.onnx``: the 16:9 camera's frames
+    letterboxed into the 4:3 export, through every stage to the log."""
+    from adapters.yolo import export_yolo
+
+    onnx = export_yolo(yolo_pt, "onnx", (480, 640))
+    clip = render(corner, CAMERA, tmp_path, 30)
+    code, output = adapt(
+        env, "--camera", CAMERA, "--source", str(clip), "--detector", "yolo", "--weights",
+        str(onnx),
+    )  # fmt: skip
+    assert code == 0, output
+    assert f"{CAMERA}: 30 frames (yolo)" in output, output
+    assert any(e.type == "store.heartbeat" for e in in_log(env))
+
+
+@pytest.mark.integration
 def test_a_det_txt_through_the_command_finds_the_shoppers_it_describes(
     env: dict[str, str], video: Path, tmp_path: Path
 ) -> None:
