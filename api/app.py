@@ -1,0 +1,77 @@
+"""The app: ``create_app(settings)`` builds the FastAPI application under ``/api/v1``.
+
+On start it opens the read models' database (its schema must be this code's) and, unless
+``settings.log`` is off, connects to the log as the ``api`` NATS role: it publishes
+operator events and reads the log, nothing else. A folder ``api/static/`` (the dashboard)
+is served at ``/dashboard/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from api import problems
+from api.context import Context
+from api.routes import admin, alerts, events, heatmap, metrics, receipts, rules, stores, stream
+from api.settings import ApiSettings
+from core.access import Role
+from core.layout import load_layout
+from core.runtime import open_log
+from readmodels.database import check_schema, make_engine
+
+PREFIX = "/api/v1"
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = make_engine(settings.url())
+        await asyncio.to_thread(check_schema, db)
+        layouts = {}
+        for path in settings.layouts:
+            layout = load_layout(path)
+            layouts[layout.store.id] = layout
+        ctx = Context(settings=settings, db=db, layouts=layouts)
+        async with AsyncExitStack() as stack:
+            if settings.log:
+                ctx.log = await stack.enter_async_context(
+                    open_log(settings.core, name="aisle-api", role=Role.API)
+                )
+            app.state.ctx = ctx
+            try:
+                yield
+            finally:
+                db.dispose()
+
+    app = FastAPI(
+        title="aisle",
+        version="1",
+        summary="Receipts, alerts, metrics and heatmaps of checkout-free stores",
+        lifespan=lifespan,
+        openapi_url=f"{PREFIX}/openapi.json",
+        docs_url=f"{PREFIX}/docs",
+        redoc_url=None,
+    )
+    problems.install(app)
+    api = APIRouter(prefix=PREFIX)
+    for module in (stores, receipts, alerts, metrics, heatmap, events, rules, stream, admin):
+        api.include_router(module.router)
+    app.include_router(api)
+    if STATIC.is_dir():
+        app.mount("/dashboard", StaticFiles(directory=STATIC, html=True), name="dashboard")
+
+        @app.get("/", include_in_schema=False)
+        def root() -> RedirectResponse:
+            return RedirectResponse("/dashboard/")
+
+    return app
