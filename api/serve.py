@@ -273,7 +273,6 @@ async def serve(
     settings: Settings,
     options: ServeOptions,
     *,
-    announce: object = print,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run everything until ``stop`` (Ctrl-C, SIGTERM) or until a part fails."""
@@ -281,7 +280,9 @@ async def serve(
     from api.settings import ApiSettings
     from readmodels.database import database_url
 
-    say = announce if callable(announce) else print
+    def say(line: str) -> None:
+        print(line, flush=True)  # at once, also into a pipe: a test or a wrapper reads it
+
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
