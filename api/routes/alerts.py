@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
@@ -54,8 +53,8 @@ def list_alerts(
     severity: Annotated[list[Literal["info", "warning", "critical"]] | None, Query()] = None,
     name: Annotated[str | None, Query(max_length=128)] = None,
     active: Annotated[bool | None, Query(description="open: not closed nor dismissed")] = None,
-    since: Annotated[datetime | None, Query(alias="from")] = None,
-    until: Annotated[datetime | None, Query(alias="to")] = None,
+    since: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    until: Annotated[AwareDatetime | None, Query(alias="to")] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> AlertPage:

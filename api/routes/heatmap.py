@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
@@ -83,8 +83,8 @@ def cells(ctx: Context, store: str, start: datetime, end: datetime) -> HeatmapOu
     )
 
 
-Since = Annotated[datetime | None, Query(alias="from", description="default: a day before to")]
-Until = Annotated[datetime | None, Query(alias="to", description="default: now")]
+Since = Annotated[AwareDatetime | None, Query(alias="from", description="default: a day before to")]
+Until = Annotated[AwareDatetime | None, Query(alias="to", description="default: now")]
 
 
 @router.get("/stores/{store}/heatmap", response_model=HeatmapOut)

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel
 from sqlmodel import Session, col, select
 
 from api.auth import Viewer
@@ -168,8 +168,8 @@ def compute(
     )
 
 
-Since = Annotated[datetime | None, Query(alias="from", description="default: a day before to")]
-Until = Annotated[datetime | None, Query(alias="to", description="default: now")]
+Since = Annotated[AwareDatetime | None, Query(alias="from", description="default: a day before to")]
+Until = Annotated[AwareDatetime | None, Query(alias="to", description="default: now")]
 Names = Annotated[list[str] | None, Query(alias="name", description="only these metrics")]
 Zone = Annotated[str | None, Query(max_length=128, description='one zone ("" for the store)')]
 

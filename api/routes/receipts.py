@@ -4,11 +4,10 @@ receipt and every correction is audited."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
@@ -78,8 +77,10 @@ def list_receipts(
     ctx: Ctx,
     who: Operator,
     store: str,
-    since: Annotated[datetime | None, Query(alias="from", description="issued at or after")] = None,
-    until: Annotated[datetime | None, Query(alias="to", description="issued before")] = None,
+    since: Annotated[
+        AwareDatetime | None, Query(alias="from", description="issued at or after")
+    ] = None,
+    until: Annotated[AwareDatetime | None, Query(alias="to", description="issued before")] = None,
     subject: Annotated[str | None, Query(max_length=128)] = None,
     q: Annotated[
         str | None,
