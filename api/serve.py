@@ -36,7 +36,6 @@ from rich.markup import escape
 from ruamel.yaml import YAML
 
 from core import events as ev
-from core.access import Role
 from core.cli import run as run_command
 from core.config import Settings
 from core.layout import Layout, load_layout
@@ -196,7 +195,8 @@ async def publish_demo(
         run = simulate(layout, start, hours=day.hours, shoppers=day.shoppers, seed=day.seed + k)
         runs.append(run)
     events = sorted((e for r in runs for e in r.events), key=lambda e: e.at)
-    async with open_log(settings, name="aisle-serve-demo", role=Role.ADAPTER) as log_:
+    # As the admin, as `aisle demo`: reading what the log holds is not an adapter's right.
+    async with open_log(settings, name="aisle-serve-demo") as log_:
         held: set[str] = set()
         for layout in layouts:
             for types in (None, ev.SAMPLE_TYPES):
@@ -269,113 +269,124 @@ def dashboard_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/dashboard/"
 
 
-async def serve(
-    settings: Settings,
-    options: ServeOptions,
-    *,
-    stop: asyncio.Event | None = None,
-) -> None:
-    """Run everything until ``stop`` (Ctrl-C, SIGTERM) or until a part fails."""
+async def serve(settings: Settings, options: ServeOptions) -> None:
+    """Run everything until Ctrl-C or SIGTERM, or until a part fails; then stop the parts
+    in order, while the embedded nats-server still runs, so that it stops last."""
     from api.app import create_app
     from api.settings import ApiSettings
     from readmodels.database import database_url
 
-    def say(line: str) -> None:
-        print(line, flush=True)  # at once, also into a pipe: a test or a wrapper reads it
-
-    stop = stop or asyncio.Event()
+    sock = bind(options.host, options.port)
+    port = sock.getsockname()[1]
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    sock = bind(options.host, options.port)
-    port = sock.getsockname()[1]
     logs = settings.data_dir / "serve"
     layouts = options.layouts
     if options.demo is not None and options.chain > 1:
         layouts = chain_layouts(layouts[0], options.chain, settings.data_dir / "chain")
     loaded = [load_layout(p) for p in layouts]
     db_url = database_url(settings)
-    token = await asyncio.to_thread(operator_token, db_url, options.stores, options.token_name)
-    env = {**os.environ, **options.extra_env}
-    parts = children(options, layouts, logs)
-    demo: asyncio.Task[None] | None = None
-    server: _Server | None = None
-    serving: asyncio.Task[None] | None = None
+    running = _Running(sock, children(options, layouts, logs))
     try:
+        token = await asyncio.to_thread(operator_token, db_url, options.stores, options.token_name)
         async with embedded_or_configured(settings) as nats_url:
-            for child in parts:
-                child.start(env)
-            app = create_app(ApiSettings(core=settings, database_url=db_url, layouts=layouts))
-            config = uvicorn.Config(
-                app,
-                log_level="warning",
-                timeout_graceful_shutdown=2,  # the live streams never end by themselves
-                lifespan="on",
-            )
-            server = _Server(config)
-            serving = asyncio.create_task(server.serve(sockets=[sock]))
-            while not server.started:
-                if serving.done():
-                    serving.result()
-                    raise ServeError("the API stopped while it started")
-                await asyncio.sleep(0.05)
-            url = dashboard_url(options.host, port)
-            say(f"aisle serve: the dashboard on {url}#token={token}")
-            say(f"  the API on {url.removesuffix('/dashboard/')}/api/v1 (docs at /api/v1/docs)")
-            say(f"  operator token (shown once): {token}")
-            where = "" if settings.nats_url else " (embedded)"
-            say(f"  log on {nats_url}{where}; engine and projections log to {logs}/")
-            if options.demo is not None:
-                d = options.demo
-                say(
-                    f"  demo: {len(loaded)} store(s), {d.shoppers} visitors each over "
-                    f"{d.hours:g} h, {d.head_start_h:g} h at once, then {d.speed:g}x"
+            try:
+                env = {**os.environ, **options.extra_env}
+                for child in running.parts:
+                    child.start(env)
+                api = ApiSettings(core=settings, database_url=db_url, layouts=layouts)
+                await running.start_api(create_app(api))
+                url = dashboard_url(options.host, port)
+                _say(f"aisle serve: the dashboard on {url}#token={token}")
+                _say(f"  the API on {url.removesuffix('/dashboard/')}/api/v1 (docs: /api/v1/docs)")
+                _say(f"  operator token (shown once): {token}")
+                where = "" if settings.nats_url else " (embedded)"
+                _say(
+                    f"  the log on {nats_url}{where}; the engine's and projections' logs in {logs}/"
                 )
-                demo = asyncio.create_task(
-                    publish_demo(settings, loaded, d, datetime.now().astimezone())
-                )
-            say("  Ctrl-C stops it all")
-            await _watch(stop, serving, parts, demo)
+                if options.demo is not None:
+                    d = options.demo
+                    _say(
+                        f"  demo: {len(loaded)} store(s), {d.shoppers} visitors each over "
+                        f"{d.hours:g} h, {d.head_start_h:g} h at once, then {d.speed:g}x"
+                    )
+                    running.demo = asyncio.create_task(
+                        publish_demo(settings, loaded, d, datetime.now().astimezone())
+                    )
+                _say("  Ctrl-C stops it all")
+                await running.watch(stop)
+            finally:
+                await running.stop()
     finally:
-        if demo is not None and not demo.done():
-            demo.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await demo
-        if server is not None and serving is not None:
-            server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await serving
         sock.close()
-        await asyncio.gather(*(asyncio.to_thread(c.stop) for c in parts))
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
 
-async def _watch(
-    stop: asyncio.Event,
-    serving: asyncio.Task[None],
-    parts: Sequence[Child],
-    demo: asyncio.Task[None] | None,
-) -> None:
-    """Wait for ``stop``; a part that ends first ends ``serve`` with its reason."""
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.5)
-        if serving.done():
-            serving.result()
-            raise ServeError("the API stopped")
-        for child in parts:
-            code = child.exited()
-            if code is not None:
-                raise ServeError(
-                    f"the {child.name} stopped (exit code {code}); the end of "
-                    f"{child.log_path}:\n{child.tail()}"
-                )
-        if demo is not None and demo.done():
-            if not demo.cancelled() and (exc := demo.exception()) is not None:
-                raise ServeError(f"the demo day could not be published: {exc}") from exc
-            log.info("the demo day is published")
-            demo = None
+def _say(line: str) -> None:
+    print(line, flush=True)  # at once, also into a pipe: a test or a wrapper reads it
+
+
+@dataclass
+class _Running:
+    """What ``serve`` started, to watch and to stop."""
+
+    sock: socket.socket
+    parts: list[Child]
+    server: _Server | None = None
+    serving: asyncio.Task[None] | None = None
+    demo: asyncio.Task[None] | None = None
+
+    async def start_api(self, app: object) -> None:
+        config = uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            log_level="warning",
+            timeout_graceful_shutdown=2,  # the live streams never end by themselves
+            lifespan="on",
+        )
+        self.server = _Server(config)
+        self.serving = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+        while not self.server.started:
+            if self.serving.done():
+                self.serving.result()  # its exception, if it has one
+                raise ServeError("the API stopped as it started")
+            await asyncio.sleep(0.05)
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Wait for ``stop``; a part that ends first ends ``serve`` with its reason."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            if self.serving is not None and self.serving.done():
+                self.serving.result()
+                raise ServeError("the API stopped")
+            for child in self.parts:
+                code = child.exited()
+                if code is not None:
+                    raise ServeError(
+                        f"the {child.name} stopped (exit code {code}); the end of "
+                        f"{child.log_path}:\n{child.tail()}"
+                    )
+            if self.demo is not None and self.demo.done():
+                demo, self.demo = self.demo, None
+                if not demo.cancelled() and (exc := demo.exception()) is not None:
+                    raise ServeError(f"the demo day could not be published: {exc}") from exc
+                log.info("the demo day is in the log")
+
+    async def stop(self) -> None:
+        """The demo, the children, then the API: the embedded server stops when its last
+        client leaves, and the API's connection keeps it for ``serve`` to stop last."""
+        if self.demo is not None and not self.demo.done():
+            self.demo.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.demo
+        await asyncio.gather(*(asyncio.to_thread(c.stop) for c in self.parts))
+        if self.server is not None and self.serving is not None:
+            self.server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.serving
 
 
 # -- the command ----------------------------------------------------------------------------
@@ -441,6 +452,7 @@ def register(app: typer.Typer) -> None:
             chain=stores,
         )
         configure(json_lines=False)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         try:
             run_command(lambda settings: serve(settings, options))
         except ServeError as exc:

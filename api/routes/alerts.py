@@ -9,6 +9,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
+from api import audit
 from api.auth import Operator
 from api.context import Ctx
 from api.operator import Accepted, IdempotencyKey, publish
@@ -129,7 +130,7 @@ async def act_on_alert(
         )
     reason = body.reason if body else ""
     data = ev.AlertActionData(alert=alert.id, by=who.who[:128], reason=reason)
-    return await publish(
+    done = await publish(
         ctx,
         who,
         ACTIONS[action],
@@ -139,3 +140,7 @@ async def act_on_alert(
         target=alert.id,
         key=idempotency_key,
     )
+    await run_in_threadpool(
+        audit.record, ctx.db, who, done.type, store=store, target=alert.id, detail=reason
+    )
+    return done

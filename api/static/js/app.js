@@ -162,7 +162,11 @@ function tick(at) {
   const newDay = state.now && state.fmt.dayStart(at).getTime() !== state.fmt.dayStart(state.now).getTime();
   state.now = at;
   $("store-clock").textContent = `store time ${state.fmt.day.format(at)} ${state.fmt.time.format(at)}`;
-  if (newDay) soon("all", () => Promise.all([refreshCharts(), refreshHeatmap(), refreshReceipts(), refreshAlerts()]), 500);
+  if (newDay) refreshAll();
+}
+
+function refreshAll() {
+  soon("all", () => Promise.all([refreshLive(), refreshCharts(), refreshHeatmap(), refreshReceipts(), refreshAlerts()]), 500);
 }
 
 function today() {
@@ -346,7 +350,11 @@ function startStream() {
     headers: () => headers(),
     signal: controller.signal,
     onState(kind, detail) {
-      if (kind === "live") setStatus("live", "live");
+      if (kind === "live") {
+        // The stream starts at its connection: what came while it was away is read again.
+        if ($("live-status").dataset.state === "reconnecting") refreshAll();
+        setStatus("live", "live");
+      }
       else if (kind === "reconnecting") setStatus("reconnecting", "reconnecting…");
       else if (kind === "refused") {
         setStatus("refused", "live stream refused");
@@ -354,14 +362,14 @@ function startStream() {
       }
     },
     onMessage(m) {
-      let event;
+      let record;
       try {
-        event = JSON.parse(m.data);
+        record = JSON.parse(m.data); // {seq, stored_at, event}
       } catch {
-        return; // not an event: a comment or a status line
+        return; // not an event
       }
-      if (!event || !event.type) return;
-      onEvent(event);
+      const event = record?.event;
+      if (event?.type) onEvent(event);
     },
   });
 }
@@ -392,7 +400,7 @@ function onEvent(e) {
       soon("receipts", refreshReceipts, 2000);
       break;
     case "metric":
-      if (e.data?.name === "occupancy" && !e.data.labels?.zone) $("tile-occupancy").textContent = whole(e.data.value);
+      if (e.data?.name === "occupancy" && !(e.data.labels?.zone || e.data.zone)) $("tile-occupancy").textContent = whole(e.data.value);
       soon("live", refreshLive, 2000);
       soon("charts", refreshCharts, 5000);
       break;

@@ -42,9 +42,9 @@ function empty(root, message) {
   root.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "chart-empty" }, message));
 }
 
-function yAxis(root, steps, format) {
+function yAxis(root, steps, format, bottom = PAD.bottom) {
   const top = steps[steps.length - 1];
-  const y = (v) => PAD.top + (H - PAD.top - PAD.bottom) * (1 - v / top);
+  const y = (v) => PAD.top + (H - PAD.top - bottom) * (1 - v / top);
   for (const v of steps) {
     root.append(svg("line", { x1: PAD.left, x2: W - PAD.right, y1: y(v), y2: y(v), class: "grid" }));
     root.append(svg("text", { x: PAD.left - 6, y: y(v) + 4, "text-anchor": "end", class: "tick" }, format(v)));
@@ -79,10 +79,13 @@ export function lineChart(container, points, { label, format = String, timeForma
 export function barChart(container, bars, { label, format = String, emptyText = "no data yet" }) {
   const root = frame(container, `${label}: ${bars.length} bars`, bars.length);
   if (!bars.length) return empty(root, emptyText);
+  const every = Math.ceil(bars.length / 12);
+  const long = Math.max(...bars.map((b) => String(b.label).length));
+  const tilt = bars.length * long > 48; // labels that would run into each other lean
+  const bottom = tilt ? PAD.bottom + Math.min(long, 12) * 3 : PAD.bottom;
   const steps = ticks(Math.max(...bars.map((b) => b.value)));
-  const y = yAxis(root, steps, format);
+  const y = yAxis(root, steps, format, bottom);
   const slot = (W - PAD.left - PAD.right) / bars.length;
-  const every = Math.ceil(bars.length / 8);
   bars.forEach((b, i) => {
     const x = PAD.left + i * slot;
     const rect = svg("rect", {
@@ -95,7 +98,10 @@ export function barChart(container, bars, { label, format = String, emptyText = 
     rect.append(svg("title", {}, b.title ?? `${b.label}: ${format(b.value)}`));
     root.append(rect);
     if (i % every === 0) {
-      root.append(svg("text", { x: x + slot / 2, y: H - 8, "text-anchor": "middle", class: "tick" }, b.label));
+      const at = { x: x + slot / 2 + 4, y: H - bottom + 13 };
+      root.append(svg("text", tilt
+        ? { ...at, "text-anchor": "end", class: "tick", transform: `rotate(-30 ${at.x} ${at.y})` }
+        : { x: at.x, y: H - 8, "text-anchor": "middle", class: "tick" }, b.label));
     }
   });
   return root;

@@ -50,7 +50,7 @@ export class Receipts {
     return el("tr", { dataset: { id: r.id } },
       el("td", {}, fmt.at(r.issued_at)),
       el("td", {}, r.subject),
-      el("td", {}, r.cart === r.subject ? "" : `cart ${r.cart}`),
+      el("td", {}, r.cart === r.subject ? "own" : r.cart),
       el("td", { class: "num" }, total),
       el("td", {}, notes.join(", ")),
       el("td", {}, el("button", {
