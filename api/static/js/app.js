@@ -161,6 +161,7 @@ function tick(at) {
   if (state.now && at <= state.now) return;
   const newDay = state.now && state.fmt.dayStart(at).getTime() !== state.fmt.dayStart(state.now).getTime();
   state.now = at;
+  state.fmt.ref = at;
   $("store-clock").textContent = `store time ${state.fmt.day.format(at)} ${state.fmt.time.format(at)}`;
   if (newDay) refreshAll();
 }

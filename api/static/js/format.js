@@ -13,11 +13,17 @@ export class Formats {
       ...tz, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
       second: "2-digit", hourCycle: "h23",
     });
+    this.date = new Intl.DateTimeFormat("en-GB", { ...tz, day: "numeric", month: "short" });
+    this.ref = null; // the store's clock, set as it moves
     this.money = new Intl.NumberFormat("en-GB", { style: "currency", currency: this.currency });
   }
 
+  // A time of the store's day (``ref``, its clock) as hh:mm:ss; of another day, with its date.
   at(value) {
-    return value ? this.time.format(new Date(value)) : "—";
+    if (!value) return "—";
+    const d = new Date(value);
+    const sameDay = this.ref && this.dayStart(d).getTime() === this.dayStart(this.ref).getTime();
+    return sameDay || !this.ref ? this.time.format(d) : `${this.date.format(d)} ${this.time.format(d)}`;
   }
 
   cents(value) {
