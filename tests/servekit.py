@@ -73,6 +73,16 @@ class Served:
             f"(exit code {self.process.poll()}); it printed:\n" + "".join(self.lines)
         )
 
+    def ready(self, timeout_s: float = 120.0) -> None:
+        """Wait until it has printed its URL and token (and keep them)."""
+        try:
+            self.read_until(r"Ctrl-C stops it all", timeout_s)  # the last line it prints
+            m = self.read_until(r"the dashboard on (\S+)#token=(\S+)", 0)
+        except BaseException:
+            self.stop()
+            raise
+        self.url, self.token = m.group(1), m.group(2)
+
     def get(self, path: str, token: str | None = None) -> Any:
         req = urllib.request.Request(
             f"{self.base}/api/v1{path}",
@@ -157,7 +167,8 @@ class Served:
 
 
 def start_serve(tmp: Path, *args: str, ready_s: float = 120.0) -> Served:
-    """``aisle serve ARGS --port 0`` in ``tmp``; returns once it has printed its URL and token."""
+    """``aisle serve ARGS --port 0`` in ``tmp``; returns once it has printed its URL and
+    token (``ready_s`` 0: at once, and ``ready()`` waits)."""
     data_dir = tmp / ".aisle"
     db_url = f"sqlite:///{tmp / 'readmodels.db'}"
     env = {
@@ -184,11 +195,6 @@ def start_serve(tmp: Path, *args: str, ready_s: float = 120.0) -> Served:
         served._queue.put(None)
 
     threading.Thread(target=pump, daemon=True).start()
-    try:
-        served.read_until(r"Ctrl-C stops it all", ready_s)  # the last line it prints
-        m = served.read_until(r"the dashboard on (\S+)#token=(\S+)", 0)
-    except BaseException:
-        served.stop()
-        raise
-    served.url, served.token = m.group(1), m.group(2)
+    if ready_s:
+        served.ready(ready_s)
     return served

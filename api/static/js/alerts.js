@@ -6,7 +6,7 @@ import { api, ApiError, newKey } from "./client.js";
 import { el } from "./format.js";
 
 const OPEN = new Set(["raised", "acknowledged", "confirmed"]);
-const SETTLE_MS = 10000; // how long an action waits to show in the read models
+const SETTLE_MS = 30000; // how long an action waits to show in the read models
 
 export class AlertFeed {
   constructor(list, { store, fmt, onError, decide, onChange }) {

@@ -141,7 +141,7 @@ export class Receipts {
     });
     // Shown once projected: the list (a receipt's read is audited, the list's is not)
     // until it counts the correction, then the receipt once.
-    const deadline = Date.now() + 10000;
+    const deadline = Date.now() + 30000;
     while (Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 400));
       const page = await api(this.base, { query: { q: d.receipt.id, limit: 1 } });
