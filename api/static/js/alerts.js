@@ -7,6 +7,7 @@ import { el } from "./format.js";
 
 const OPEN = new Set(["raised", "acknowledged", "confirmed"]);
 const SETTLE_MS = 30000; // how long an action waits to show in the read models
+const UNPROJECTED_MS = 60000; // how long an alert from the stream waits for them
 
 export class AlertFeed {
   constructor(list, { store, fmt, onError, decide, onChange }) {
@@ -29,12 +30,18 @@ export class AlertFeed {
     });
     this.rows = new Map(page.items.map((a) => [a.id, a]));
     // An alert the stream brought that the read models do not hold yet stays shown.
+    // (Until the read models hold it, or a minute has passed: the projections are behind.)
     for (const [id, a] of this.unprojected) {
-      if (this.rows.has(id)) this.unprojected.delete(id);
+      if (this.rows.has(id) || Date.now() - a.seenAt > UNPROJECTED_MS) this.unprojected.delete(id);
       else this.rows.set(id, a);
     }
     this.render();
     return page.items.length;
+  }
+
+  // An action on an alert, from the live stream: the read models know the alert.
+  actedOn(event) {
+    this.unprojected.delete(event.data?.alert);
   }
 
   // An alert.raised event from the live stream.
@@ -51,7 +58,7 @@ export class AlertFeed {
       labels: event.data.labels || {},
       rule_id: event.rule?.id,
       rule_version: event.rule?.version,
-      unprojected: true,
+      seenAt: Date.now(),
     };
     this.unprojected.set(a.id, a);
     this.rows.set(a.id, a);
@@ -136,6 +143,7 @@ export class AlertFeed {
     while (Date.now() < deadline) {
       const detail = await api(path);
       if (detail.alert.state !== before || detail.alert.closed_at) {
+        this.unprojected.delete(detail.alert.id);
         this.rows.set(detail.alert.id, detail.alert);
         return detail;
       }

@@ -383,11 +383,13 @@ function onEvent(e) {
       soon("alerts", refreshAlerts, 1500);
       soon("live", refreshLive, 1000);
       break;
-    case "alert.resolved":
     case "alert.acknowledged":
     case "alert.confirmed":
     case "alert.dismissed":
     case "alert.closed":
+      state.alerts?.actedOn(e);
+    // falls through
+    case "alert.resolved":
       soon("alerts", refreshAlerts, 1000);
       soon("live", refreshLive, 1000);
       break;

@@ -98,8 +98,7 @@ export class Receipts {
     document.getElementById("receipt-detail").replaceChildren(
       el("p", {}, `Total ${total}`, r.age_check ? " · ID checked at the gate" : "",
         el("br"), el("span", { class: "muted" }, `receipt ${r.id} · cart ${r.cart} · rule ${r.rule_id}@${r.rule_version}`)),
-      lines,
-      corrections,
+      ...[lines, corrections].filter(Boolean),
     );
     const sku = document.getElementById("correction-sku");
     sku.replaceChildren(...d.lines.map(({ line }) => el("option", { value: line.sku }, `${line.name} (${line.corrected_qty} × ${fmt.cents(line.unit_cents)})`)));
@@ -114,7 +113,7 @@ export class Receipts {
       e.cause_type
         ? `${e.cause_type} seen by ${e.source} at shelf ${e.shelf}, ${fmt.at(e.cause_at)} (log seq ${e.cause_seq})`
         : `event ${e.cause_id} (no longer in the log)`,
-      e.subject ? ` · ${e.subject}` : "")));
+      e.subject && e.subject !== this.current?.receipt.subject ? ` · picked by ${e.subject}, of the group` : "")));
   }
 
   // The form's correction: one adjustment of the chosen line.
