@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import problems
 from api.context import Context
+from api.limits import BodyLimit
 from api.routes import admin, alerts, events, heatmap, metrics, receipts, rules, stores, stream
 from api.settings import ApiSettings
 from core.access import Role
@@ -63,6 +64,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     problems.install(app)
+    app.add_middleware(BodyLimit)
     api = APIRouter(prefix=PREFIX)
     for module in (stores, receipts, alerts, metrics, heatmap, events, rules, stream, admin):
         api.include_router(module.router)

@@ -475,3 +475,16 @@ def test_the_app_serves_a_dashboard_folder_when_there_is_one(
     monkeypatch.setattr(app_module, "STATIC", tmp_path / "none")
     with TestClient(create_app(settings)) as client:
         assert client.get("/", follow_redirects=False).status_code == 404
+
+
+def test_a_body_past_the_bound_is_refused_with_413_before_it_is_read(
+    c: TestClient, w: World
+) -> None:
+    from api.limits import MAX_BODY
+
+    big = {"files": {"a.yaml": "x" * (MAX_BODY + 1)}}
+    r = c.post(f"{V1}/rules/validate", headers=w.auth("admin"), json=big)
+    assert r.status_code == 413 and r.json()["field"] == "body"
+    chunks = (b"x" * 1024 * 1024 for _ in range(MAX_BODY // (1024 * 1024) + 2))
+    r = c.post(f"{V1}/rules/validate", headers=w.auth("admin"), content=chunks)
+    assert r.status_code == 413
