@@ -22,7 +22,18 @@ from fastapi.staticfiles import StaticFiles
 from api import problems
 from api.context import Context
 from api.limits import BodyLimit
-from api.routes import admin, alerts, events, heatmap, metrics, receipts, rules, stores, stream
+from api.routes import (
+    admin,
+    alerts,
+    events,
+    heatmap,
+    metrics,
+    receipts,
+    rules,
+    session,
+    stores,
+    stream,
+)
 from api.settings import ApiSettings
 from core.access import Role
 from core.jetstream import JetStreamLog
@@ -82,7 +93,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     problems.install(app)
     app.add_middleware(BodyLimit)
     api = APIRouter(prefix=PREFIX)
-    for module in (stores, receipts, alerts, metrics, heatmap, events, rules, stream, admin):
+    routers = (session, stores, receipts, alerts, metrics, heatmap, events, rules, stream, admin)
+    for module in routers:
         api.include_router(module.router)
     app.include_router(api)
     if STATIC.is_dir():

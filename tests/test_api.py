@@ -488,3 +488,19 @@ def test_a_body_past_the_bound_is_refused_with_413_before_it_is_read(
     chunks = (b"x" * 1024 * 1024 for _ in range(MAX_BODY // (1024 * 1024) + 2))
     r = c.post(f"{V1}/rules/validate", headers=w.auth("admin"), content=chunks)
     assert r.status_code == 413
+
+
+def test_a_browser_session_keeps_the_token_in_an_httponly_cookie(w: World) -> None:
+    with w.client() as browser:
+        assert browser.get(f"{V1}/me").status_code == 401
+        wrong = browser.post(f"{V1}/session", json={"token": "x.y"})
+        assert wrong.status_code == 401 and wrong.json()["field"] == "body.token"
+        opened = browser.post(f"{V1}/session", json={"token": w.tokens["viewer"]})
+        assert opened.status_code == 200 and opened.json()["role"] == "viewer"
+        cookie = opened.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        assert browser.get(f"{V1}/me").json()["name"] == "viewer-1"
+        assert browser.get(f"{V1}/stores/{STORE}/heatmap.png").status_code == 200
+        assert browser.get(f"{V1}/stores/{STORE}/receipts").status_code == 403
+        assert browser.delete(f"{V1}/session").status_code == 204
+        assert browser.get(f"{V1}/me").status_code == 401
