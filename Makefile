@@ -58,6 +58,7 @@ bench: bench-micro
 	$(BIN)/python bench/engine_throughput.py
 	$(BIN)/python bench/snapshots.py
 	$(BIN)/python bench/projections.py
+	$(BIN)/python bench/api_load.py
 	$(BIN)/python bench/engine_latency.py --quick --no-machine
 	$(BIN)/python bench/receipt_accuracy.py
 	$(BIN)/python bench/simulate_speed.py --stores 10 --publish-stores 3

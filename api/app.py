@@ -9,25 +9,55 @@ is served at ``/dashboard/``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import nats.errors
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import problems
 from api.context import Context
-from api.routes import admin, alerts, events, heatmap, metrics, receipts, rules, stores, stream
+from api.limits import BodyLimit
+from api.routes import (
+    admin,
+    alerts,
+    events,
+    heatmap,
+    metrics,
+    receipts,
+    rules,
+    session,
+    stores,
+    stream,
+)
 from api.settings import ApiSettings
 from core.access import Role
+from core.jetstream import JetStreamLog
 from core.layout import load_layout
 from core.runtime import open_log
 from readmodels.database import check_schema, make_engine
 
+logger = logging.getLogger(__name__)
 PREFIX = "/api/v1"
 STATIC = Path(__file__).parent / "static"
+
+
+@asynccontextmanager
+async def _log(settings: ApiSettings) -> AsyncIterator[JetStreamLog]:
+    """The log as the ``api`` role; a log gone by the time the app stops is only said."""
+    opened = open_log(settings.core, name="aisle-api", role=Role.API)
+    log = await opened.__aenter__()
+    try:
+        yield log
+    finally:
+        try:
+            await opened.__aexit__(None, None, None)
+        except (nats.errors.Error, OSError) as exc:
+            logger.warning("the log was gone when the API stopped: %s", exc)
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -44,9 +74,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         ctx = Context(settings=settings, db=db, layouts=layouts)
         async with AsyncExitStack() as stack:
             if settings.log:
-                ctx.log = await stack.enter_async_context(
-                    open_log(settings.core, name="aisle-api", role=Role.API)
-                )
+                ctx.log = await stack.enter_async_context(_log(settings))
             app.state.ctx = ctx
             try:
                 yield
@@ -63,8 +91,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     problems.install(app)
+    app.add_middleware(BodyLimit)
     api = APIRouter(prefix=PREFIX)
-    for module in (stores, receipts, alerts, metrics, heatmap, events, rules, stream, admin):
+    routers = (session, stores, receipts, alerts, metrics, heatmap, events, rules, stream, admin)
+    for module in routers:
         api.include_router(module.router)
     app.include_router(api)
     if STATIC.is_dir():

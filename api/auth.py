@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Annotated
 
 from fastapi import Depends
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -129,9 +129,22 @@ _bearer = HTTPBearer(auto_error=False, description="An API token: `aisle tokens 
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
+COOKIE = "aisle_token"
+_cookie = APIKeyCookie(
+    name=COOKIE,
+    auto_error=False,
+    description="The same token, as `POST /api/v1/session` sets it (for a browser's "
+    "EventSource and images, which send no Authorization header).",
+)
+
+
 def principal(
-    ctx: Ctx, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ctx: Ctx,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    cookie: Annotated[str | None, Depends(_cookie)] = None,
 ) -> Principal:
+    if creds is None and cookie:
+        creds = HTTPAuthorizationCredentials(scheme="Bearer", credentials=cookie)
     if creds is None:
         raise Problem(
             401,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from api.audit import entries
@@ -31,7 +32,7 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _db(create: bool = True):  # type: ignore[no-untyped-def]
+def _db(create: bool = True) -> Engine:
     try:
         settings = ApiSettings.from_env()
         db = make_engine(settings.url())
@@ -141,8 +142,6 @@ def audit_command(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Who read receipts, corrected them, deployed rules, made or revoked tokens: newest first."""
-    from datetime import UTC
-
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     rows = entries(_db(), store=store, action=action, token_id=token, since=since, limit=limit)

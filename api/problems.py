@@ -3,9 +3,11 @@ field at fault where there is one; a request never gets a bare 500."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
+import nats.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -13,6 +15,9 @@ from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.events import EventError
+from core.jetstream import ConnectError
+from core.log import PublishError
 from readmodels.database import SchemaMismatch
 
 log = logging.getLogger(__name__)
@@ -111,6 +116,17 @@ def _unavailable(_: Request, exc: Exception) -> JSONResponse:
     return response(503, "read models unavailable", str(exc).splitlines()[0][:500])
 
 
+def _log_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("the log is unavailable: %s", exc)
+    return response(503, "log unavailable", f"the log (NATS) did not take the request: {exc}"[:500])
+
+
+def _event_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EventError)
+    field = f"body.{exc.field.removeprefix('data.')}" if exc.field else None
+    return response(422, "invalid request", exc.reason, field=field)
+
+
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return response(500, "internal error", "the server failed; its log says why")
@@ -122,6 +138,9 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(OperationalError, _unavailable)
     app.add_exception_handler(SchemaMismatch, _unavailable)
+    app.add_exception_handler(EventError, _event_error)
+    for unavailable in (PublishError, ConnectError, nats.errors.Error, asyncio.TimeoutError):
+        app.add_exception_handler(unavailable, _log_unavailable)
     app.add_exception_handler(Exception, _unexpected)
 
 

@@ -99,8 +99,9 @@ def _scopes(db: Engine) -> set[str]:
 
 
 def reset(db: Engine, selected: Sequence[Projection]) -> None:
-    """Drop the read models of ``selected`` (all of them: the whole schema, recreated at
-    this code's revision), their positions and what they remembered."""
+    """Drop the read models of ``selected`` (all of them: every table but the API's tokens
+    and audit, which the log cannot give back; a schema not this code's is made again
+    whole), their positions and what they remembered."""
     every = {p.name for p in projections()}
     names = [p.name for p in selected]
     if set(names) == every and current(db) != head():

@@ -191,6 +191,15 @@ REFUSED: dict[str, dict[str, str]] = {
         "a stream's deletion": "$JS.API.STREAM.DELETE.ACL_EVENTS",
         "a message's deletion": "$JS.API.STREAM.MSG.DELETE.ACL_EVENTS",
     },
+    "api": {
+        "a raw type": f"{PREFIX}.{STORE}.item.picked",
+        "a derived type": f"{PREFIX}.{STORE}.receipt.issued",
+        "an alert": f"{PREFIX}.{STORE}.alert.raised",
+        "the dead letters": f"{PREFIX}.{STORE}.deadletter",
+        "the rules bucket": "$KV.ACL_RULES.packs",
+        "a new stream": "$JS.API.STREAM.CREATE.ACL_X",
+        "a message's deletion": "$JS.API.STREAM.MSG.DELETE.ACL_EVENTS",
+    },
 }
 # ...and what the same users may write (unstored subjects where a write would land in a
 # stream: the tests share the server).
@@ -199,6 +208,7 @@ ALLOWED: dict[str, list[str]] = {
     "adapter-corner-01": ["$JS.API.STREAM.INFO.ACL_EVENTS"],
     "engine": ["$JS.API.STREAM.INFO.ACL_EVENTS", "$JS.API.STREAM.INFO.KV_ACL_RULES"],
     "viewer": ["$JS.API.STREAM.INFO.ACL_EVENTS", "$JS.API.STREAM.INFO.KV_ACL_RULES"],
+    "api": ["$JS.API.STREAM.INFO.ACL_EVENTS", "$JS.API.STREAM.INFO.KV_ACL_RULES"],
     "admin": ["$JS.API.STREAM.INFO.ACL_EVENTS", "acl-anything.at.all"],
 }
 
@@ -253,6 +263,15 @@ def test_every_role_may_ask_who_it_is_and_only_the_admin_has_everything() -> Non
         assert (allow == [">"]) == (role is Role.ADMIN)
     scoped = permissions(Role.ADAPTER, config, [STORE])["publish"]["allow"]
     assert {s.split(".")[1] for s in scoped if s.startswith(f"{PREFIX}.")} == {STORE, "_unknown"}
+
+
+def test_the_api_role_publishes_operator_events_and_nothing_else_of_the_log() -> None:
+    config = LogConfig(prefix=PREFIX)
+    allow = permissions(Role.API, config)["publish"]["allow"]
+    events = {s for s in allow if s.startswith(f"{PREFIX}.")}
+    assert events == {f"{PREFIX}.*.{t}" for t in ev.OPERATOR_TYPES}
+    viewer = set(permissions(Role.VIEWER, config)["publish"]["allow"])
+    assert set(allow) - viewer == events, "otherwise it reads as a viewer does"
 
 
 def _receipt() -> ev.Event:

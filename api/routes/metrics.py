@@ -10,12 +10,13 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
+import msgspec
+import sqlalchemy as sa
 from fastapi import APIRouter, Query, Response
 from pydantic import AwareDatetime, BaseModel
-from sqlmodel import Session, col, select
 
 from api.auth import Viewer
 from api.context import Context, Ctx
@@ -27,6 +28,7 @@ router = APIRouter(tags=["metrics"], responses=documented(401, 403, 404, 422))
 
 Granularity = Literal["hour", "day"]
 MAX_RANGE = timedelta(days=366)
+CSV_COLUMNS = ("start", "name", "zone", "count", "sum", "min", "max", "last", "mean")
 # The metrics of the standard packs (rules/packs/traffic.yaml), and how each reads.
 KPIS: dict[str, tuple[str, str]] = {
     "footfall": ("footfall", "sum"),
@@ -93,11 +95,21 @@ def _bucket(hour: datetime, granularity: Granularity, tz: ZoneInfo) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
 
 
-def _fold(rows: list[MetricHour]) -> tuple[int, float, float, float, float]:
-    count = sum(r.count for r in rows)
-    total = sum(r.sum for r in rows)
-    last = max(rows, key=lambda r: (r.last_at, r.hour))
-    return count, total, min(r.min for r in rows), max(r.max for r in rows), last.last
+Row = tuple[str, str, datetime, int, float, float, float, float, datetime]  # as selected
+
+
+def _fold(rows: list[Row]) -> tuple[int, float, float, float, float]:
+    """count, sum, min, max and the last value of hour rows."""
+    _, _, hour, count, total, lo, hi, last, last_at = rows[0]
+    newest = (last_at, hour)
+    for r in rows[1:]:
+        count += r[3]
+        total += r[4]
+        lo = min(lo, r[5])
+        hi = max(hi, r[6])
+        if (r[8], r[2]) > newest:
+            newest, last = (r[8], r[2]), r[7]
+    return count, total, lo, hi, last
 
 
 def compute(
@@ -108,45 +120,52 @@ def compute(
     granularity: Granularity,
     names: list[str] | None,
     zone: str | None,
-) -> MetricsOut:
+) -> dict[str, Any]:
+    """``MetricsOut`` as plain data: a day of a store's hours is a thousand rows, and
+    models for each cost more than the query."""
     tz = _zone(ctx, store)
+    t = MetricHour.__table__  # type: ignore[attr-defined]
     # A local day may begin before ``start``'s UTC hour: the buckets are of whole hours.
-    q = select(MetricHour).where(
-        MetricHour.store == store,
-        col(MetricHour.hour) >= start.replace(minute=0, second=0, microsecond=0),
-        col(MetricHour.hour) < end,
+    q = sa.select(
+        t.c.name, t.c.zone, t.c.hour, t.c.count, t.c.sum, t.c.min, t.c.max, t.c.last, t.c.last_at
+    ).where(
+        t.c.store == store,
+        t.c.hour >= start.replace(minute=0, second=0, microsecond=0),
+        t.c.hour < end,
     )
     if names:
-        q = q.where(col(MetricHour.name).in_(names))
+        q = q.where(t.c.name.in_(names))
     if zone is not None:
-        q = q.where(MetricHour.zone == zone)
-    with Session(ctx.db) as s:
-        rows = list(s.exec(q).all())
-    groups: dict[tuple[str, str, datetime], list[MetricHour]] = {}
+        q = q.where(t.c.zone == zone)
+    with ctx.db.connect() as conn:
+        rows: list[Row] = [tuple(r) for r in conn.execute(q)]  # type: ignore[misc]
+    groups: dict[tuple[str, str, datetime], list[Row]] = {}
     for r in rows:
-        groups.setdefault((r.name, r.zone, _bucket(r.hour, granularity, tz)), []).append(r)
-    series = []
+        groups.setdefault((r[0], r[1], _bucket(r[2], granularity, tz)), []).append(r)
+    series: list[dict[str, Any]] = []
     for (name, z, at), group in sorted(groups.items()):
         count, total, lo, hi, last = _fold(group)
-        mean = total / count if count else 0.0
         series.append(
-            Point(
-                name=name,
-                zone=z,
-                start=at,
-                count=count,
-                sum=total,
-                min=lo,
-                max=hi,
-                last=last,
-                mean=mean,
-            )
+            {
+                "name": name,
+                "zone": z,
+                "start": at,
+                "count": count,
+                "sum": total,
+                "min": lo,
+                "max": hi,
+                "last": last,
+                "mean": total / count if count else 0.0,
+            }
         )
     kpis: dict[str, float | None] = {}
+    per_zone = {"zone_visit_s", "queue_wait_s", "queue_length", "zone_conversion"}
+    by_name: dict[str, list[Row]] = {}
+    for r in rows:
+        if r[1] == "" or r[0] in per_zone:
+            by_name.setdefault(r[0], []).append(r)
     for kpi, (name, how) in KPIS.items():
-        mine = [r for r in rows if r.name == name and (r.zone == "" or name == "zone_conversion")]
-        if name in ("zone_visit_s", "queue_wait_s", "queue_length"):
-            mine = [r for r in rows if r.name == name]
+        mine = by_name.get(name)
         if not mine:
             kpis[kpi] = None
             continue
@@ -157,15 +176,15 @@ def compute(
             "last": last,
             "mean": total / count if count else None,
         }[how]
-    return MetricsOut(
-        store=store,
-        start=start,
-        end=end,
-        granularity=granularity,
-        timezone=str(tz),
-        series=series,
-        kpis=kpis,
-    )
+    return {
+        "store": store,
+        "start": start,
+        "end": end,
+        "granularity": granularity,
+        "timezone": str(tz),
+        "series": series,
+        "kpis": kpis,
+    }
 
 
 Since = Annotated[AwareDatetime | None, Query(alias="from", description="default: a day before to")]
@@ -184,12 +203,13 @@ def get_metrics(
     granularity: Granularity = "hour",
     name: Names = None,
     zone: Zone = None,
-) -> MetricsOut:
+) -> Response:
     """Footfall, occupancy, capture rate (of passers-by, and of all traffic), conversion
     (store and zone), dwell and queue waits, by hour or day."""
     open_store(ctx, who, store)
     start, end = _range(since, until)
-    return compute(ctx, store, start, end, granularity, name, zone)
+    out = compute(ctx, store, start, end, granularity, name, zone)
+    return Response(msgspec.json.encode(out), media_type="application/json")
 
 
 @router.get(
@@ -213,11 +233,9 @@ def get_metrics_csv(
     out = compute(ctx, store, start, end, granularity, name, zone)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["start", "name", "zone", "count", "sum", "min", "max", "last", "mean"])
-    for p in out.series:
-        w.writerow(
-            [p.start.isoformat(), p.name, p.zone, p.count, p.sum, p.min, p.max, p.last, p.mean]
-        )
+    w.writerow(CSV_COLUMNS)
+    for p in out["series"]:
+        w.writerow([p["start"].isoformat(), *(p[k] for k in CSV_COLUMNS[1:])])
     filename = f"{store}-metrics-{start:%Y%m%dT%H%M}.csv"
     return Response(
         buf.getvalue(),
