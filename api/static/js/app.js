@@ -19,6 +19,7 @@ const state = {
   fmt: new Formats(),
   floor: null,
   now: null, // the store's clock: its newest event's time
+  me: null, // who the token is (GET /me)
   operator: false, // the token may see receipts, alerts and carts
   stream: null, // AbortController of the live stream
   alerts: null,
@@ -88,6 +89,9 @@ async function start() {
     askToken();
     return;
   }
+  state.me = await api("/me");
+  state.operator = state.me.role !== "viewer";
+  $("who").textContent = `${state.me.name || `token ${state.me.token_id}`} · ${state.me.role}`;
   state.stores = await api("/stores");
   const picker = $("store-picker");
   if (!state.stores.length) {
@@ -128,11 +132,8 @@ async function selectStore(id) {
     $("floor").replaceChildren(el("p", { class: "empty" }, "The API has no layout for this store: no floor plan."));
   }
   const live = await refreshLive();
-  state.operator = live.carts !== null && live.carts !== undefined;
   for (const p of ["alerts-panel", "carts-panel", "receipts-panel"]) $(p).hidden = !state.operator;
-  if (!state.operator) {
-    $("now-panel").append(el("p", { class: "note" }, "This token is a viewer's: receipts, alerts and carts need an operator's."));
-  }
+  $("viewer-note").hidden = state.operator;
   await findClock(live);
   state.alerts = state.operator ? new AlertFeed($("alert-feed"), {
     store: id, fmt: state.fmt, onError: showError, decide, onChange: () => soon("live", refreshLive, 300),
