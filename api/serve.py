@@ -36,11 +36,12 @@ from rich.markup import escape
 from ruamel.yaml import YAML
 
 from core import events as ev
+from core.access import Role
 from core.cli import run as run_command
 from core.config import Settings
 from core.layout import Layout, load_layout
 from core.logs import configure
-from core.runtime import embedded_or_configured, open_log
+from core.runtime import open_log
 from core.yamlsource import SourceError
 
 log = logging.getLogger("aisle.serve")
@@ -48,7 +49,13 @@ err = Console(stderr=True)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "stores" / "convenience.yaml"
 STOP_CHILD_S = 15.0  # a child that has not stopped this long after SIGTERM is killed
-AISLE = (sys.executable, "-c", "from core.cli import main; main()")
+
+
+def _command(module: str) -> list[str]:
+    """``aisle`` with only ``module``'s commands: loading every layer's (the adapters'
+    imports alone take seconds) would delay the engine's and the projections' start."""
+    code = f"import typer; from {module} import register; a = typer.Typer(); register(a); a()"
+    return [sys.executable, "-c", code]
 
 
 @dataclass(frozen=True)
@@ -164,12 +171,18 @@ class Child:
 def children(options: ServeOptions, layouts: Sequence[Path], logs: Path) -> list[Child]:
     """The projections and (unless ``--no-engine``) the engine, as their commands run them."""
     out = []
-    projections = [*AISLE, "projections", "run", "--log-format", "text"]
+    projections = [
+        *_command("readmodels.cli"),
+        *("projections", "run", "--log-format", "text"),
+    ]
     if len(options.stores) == 1:
         projections += ["--store", options.stores[0]]
     out.append(Child("projections", projections, logs / "projections.log"))
     if options.engine:
-        engine = [*AISLE, "engine", "run", "--log-format", "text"]
+        engine = [
+            *_command("rules.service.cli"),
+            *("engine", "run", "--log-format", "text"),
+        ]
         for path in layouts:
             engine += ["--layout", str(path)]
         for store in options.stores:
@@ -291,7 +304,11 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
     running = _Running(sock, children(options, layouts, logs))
     try:
         token = await asyncio.to_thread(operator_token, db_url, options.stores, options.token_name)
-        async with embedded_or_configured(settings) as nats_url:
+        # A connection of its own to the log: the embedded server, which stops when its
+        # last client leaves, outlives every part and stops when `serve` itself does.
+        async with open_log(settings, name="aisle-serve", role=Role.VIEWER, read_only=True) as keep:
+            at = keep.nc.connected_url
+            nats_url = settings.nats_url or (f"nats://{at.hostname}:{at.port}" if at else "?")
             try:
                 env = {**os.environ, **options.extra_env}
                 for child in running.parts:
@@ -376,8 +393,8 @@ class _Running:
                 log.info("the demo day is in the log")
 
     async def stop(self) -> None:
-        """The demo, the children, then the API: the embedded server stops when its last
-        client leaves, and the API's connection keeps it for ``serve`` to stop last."""
+        """The demo, the children, then the API; the embedded server stops after them,
+        when ``serve``'s own connection leaves."""
         if self.demo is not None and not self.demo.done():
             self.demo.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

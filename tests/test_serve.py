@@ -3,7 +3,10 @@ the log at an accelerated pace, and a clean stop on Ctrl-C."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
+import sys
 import time
 import urllib.request
 from datetime import datetime, timedelta
@@ -13,7 +16,16 @@ from zoneinfo import ZoneInfo
 import pytest
 from typer.testing import CliRunner
 
-from api.serve import EXAMPLE, DemoDay, ServeError, bind, chain_layouts, dashboard_url
+from api.serve import (
+    EXAMPLE,
+    Child,
+    DemoDay,
+    ServeError,
+    _Running,
+    bind,
+    chain_layouts,
+    dashboard_url,
+)
 from core.cli import _load_plugins, app
 from core.layout import load_layout
 from tests.servekit import start_serve
@@ -90,6 +102,22 @@ def test_a_port_in_use_ends_the_command_with_the_reason(
     assert result.exit_code == 1
     assert f"--port {port}: cannot listen there" in result.output
     assert not (tmp_path / ".aisle" / "server.json").exists()  # nothing was started
+
+
+def test_a_part_that_stops_ends_serve_with_the_end_of_its_log(tmp_path: Path) -> None:
+    code = "import sys; print('the read models refuse us: schema 0001, want 0002'); sys.exit(3)"
+    child = Child("projections", [sys.executable, "-c", code], tmp_path / "projections.log")
+    child.start(dict(os.environ))
+    running = _Running(bind("127.0.0.1", 0), [child])
+    try:
+        with pytest.raises(ServeError) as caught:
+            asyncio.run(asyncio.wait_for(running.watch(asyncio.Event()), 30))
+    finally:
+        child.stop()
+        running.sock.close()
+    message = str(caught.value)
+    assert "the projections stopped (exit code 3)" in message
+    assert "schema 0001, want 0002" in message  # what it said, not only that it ended
 
 
 @pytest.mark.integration
