@@ -149,6 +149,8 @@ def test_a_viewer_sees_counts_of_carts_and_alerts_but_not_them(c: TestClient, w:
     assert operator["open_carts"] == len(operator["carts"])  # type: ignore[index]
     assert operator["active_alerts"] == viewer["active_alerts"]  # type: ignore[index]
     assert viewer["occupancy"] is not None  # type: ignore[index]
+    listed = get(c, w, "operator", f"/stores/{STORE}/alerts", active=True, limit=500)
+    assert len(listed["items"]) == operator["active_alerts"] > 0  # type: ignore[index]
 
 
 # -- receipts ------------------------------------------------------------------------------
