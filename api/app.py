@@ -91,6 +91,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     problems.install(app)
+    problems.openapi_with_problems(app)
     app.add_middleware(BodyLimit)
     api = APIRouter(prefix=PREFIX)
     routers = (session, stores, receipts, alerts, metrics, heatmap, events, rules, stream, admin)

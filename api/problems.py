@@ -150,3 +150,24 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
         s: {"model": ProblemModel, "content": {MEDIA: {}}, "description": "a problem"}
         for s in statuses
     }
+
+
+def openapi_with_problems(app: FastAPI) -> None:
+    """Errors documented as ``application/problem+json`` (FastAPI files a response model
+    under ``application/json``): the schema moves to the media type the API sends."""
+    make = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = make()
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                for answer in operation.get("responses", {}).values():
+                    content = answer.get("content", {})
+                    if MEDIA in content and "application/json" in content:
+                        content[MEDIA] = content.pop("application/json")
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -25,6 +26,7 @@ import pytest
 
 from core import events as ev
 from core.access import (
+    USERS_FILE,
     Role,
     User,
     add_adapter,
@@ -272,6 +274,18 @@ def test_the_api_role_publishes_operator_events_and_nothing_else_of_the_log() ->
     assert events == {f"{PREFIX}.*.{t}" for t in ev.OPERATOR_TYPES}
     viewer = set(permissions(Role.VIEWER, config)["publish"]["allow"])
     assert set(allow) - viewer == events, "otherwise it reads as a viewer does"
+
+
+def test_a_users_file_from_before_a_role_existed_gets_that_roles_user_once(
+    tmp_path: Path,
+) -> None:
+    first = load_users(tmp_path)
+    older = [u for u in first if u.role is not Role.API]
+    (tmp_path / USERS_FILE).write_text(json.dumps([msgspec.to_builtins(u) for u in older]))
+    again = load_users(tmp_path)
+    assert [u for u in again if u.role is not Role.API] == older, "the others keep passwords"
+    (api,) = [u for u in again if u.role is Role.API]
+    assert api.user == "api" and load_users(tmp_path) == again
 
 
 def _receipt() -> ev.Event:

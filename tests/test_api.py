@@ -149,6 +149,8 @@ def test_a_viewer_sees_counts_of_carts_and_alerts_but_not_them(c: TestClient, w:
     assert operator["open_carts"] == len(operator["carts"])  # type: ignore[index]
     assert operator["active_alerts"] == viewer["active_alerts"]  # type: ignore[index]
     assert viewer["occupancy"] is not None  # type: ignore[index]
+    listed = get(c, w, "operator", f"/stores/{STORE}/alerts", active=True, limit=500)
+    assert len(listed["items"]) == operator["active_alerts"] > 0  # type: ignore[index]
 
 
 # -- receipts ------------------------------------------------------------------------------
@@ -164,6 +166,8 @@ def test_receipts_list_filter_and_search(c: TestClient, w: World) -> None:
     by_sku = get(c, w, "operator", f"/stores/{STORE}/receipts", q=one.data.lines[0].sku, limit=500)
     with_sku = {e.id for e in issued if any(x.sku == one.data.lines[0].sku for x in e.data.lines)}
     assert {r["id"] for r in by_sku["items"]} == with_sku  # type: ignore[index]
+    listed = get(c, w, "admin", "/audit", action="receipts.listed", limit=500)
+    assert any(f"subject={one.subject}" in a["detail"] for a in listed["items"])  # type: ignore[index]
     two = get(c, w, "operator", f"/stores/{STORE}/receipts", limit=2)
     assert len(two["items"]) == 2 and two["next_offset"] == 2  # type: ignore[index]
     late = max(e.at for e in issued)

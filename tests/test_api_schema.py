@@ -1,5 +1,6 @@
 """The API against its own OpenAPI schema (schemathesis): whatever the request, no answer
-is a 500 and none breaks the schema it documents. Bounded: a few examples an operation,
+is a 500, none breaks the schema it documents, and every status and content type is one
+the schema names (errors as application/problem+json). Bounded: a few examples an operation,
 with an admin's token, on a store that has a day of data (SQLite)."""
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.apikit import STORE, World, world
 
@@ -62,7 +67,13 @@ def test_no_request_gets_a_500_or_an_answer_that_breaks_the_schema(
             kwargs["headers"] = {**(kwargs.get("headers") or {}), **w.auth("admin")}
             response = client.request(**kwargs)
             case.validate_response(
-                response, checks=[not_a_server_error, response_schema_conformance]
+                response,
+                checks=[
+                    not_a_server_error,
+                    response_schema_conformance,
+                    status_code_conformance,
+                    content_type_conformance,
+                ],
             )
 
         check()

@@ -29,6 +29,7 @@ ACTIONS: dict[str, type[ev.OperatorEvent]] = {
     "resolve": ev.AlertClosed,
 }
 Action = Literal["acknowledge", "confirm", "dismiss", "resolve"]
+ACTIVE = ("raised", "acknowledged", "confirmed")  # as the live state counts them
 
 
 class AlertPage(BaseModel):
@@ -53,7 +54,10 @@ def list_alerts(
     state: Annotated[list[State] | None, Query()] = None,
     severity: Annotated[list[Literal["info", "warning", "critical"]] | None, Query()] = None,
     name: Annotated[str | None, Query(max_length=128)] = None,
-    active: Annotated[bool | None, Query(description="open: not closed nor dismissed")] = None,
+    active: Annotated[
+        bool | None,
+        Query(description="raised, acknowledged or confirmed, and not resolved by its rule"),
+    ] = None,
     since: Annotated[AwareDatetime | None, Query(alias="from")] = None,
     until: Annotated[AwareDatetime | None, Query(alias="to")] = None,
     limit: Limit = 50,
@@ -68,7 +72,7 @@ def list_alerts(
     if name:
         q = q.where(Alert.name == name)
     if active is not None:
-        open_ = col(Alert.state).in_(("raised", "acknowledged", "confirmed"))
+        open_ = col(Alert.state).in_(ACTIVE) & col(Alert.resolved_at).is_(None)
         q = q.where(open_ if active else ~open_)
     if since is not None:
         q = q.where(col(Alert.raised_at) >= since)

@@ -118,7 +118,11 @@ def list_receipts(
     query = query.order_by(col(Receipt.issued_at).desc(), col(Receipt.id))
     with Session(ctx.db) as s:
         rows = list(s.exec(query.offset(offset).limit(limit + 1)).all())
-    return ReceiptPage(items=rows[:limit], next_offset=next_offset(rows, limit, offset))
+    shown = rows[:limit]
+    asked = {"from": since, "to": until, "subject": subject, "q": q, "offset": offset}
+    detail = " ".join(f"{k}={v}" for k, v in asked.items() if v) + f" ({len(shown)} shown)"
+    audit.record(ctx.db, who, "receipts.listed", store=store, detail=detail.strip())
+    return ReceiptPage(items=shown, next_offset=next_offset(rows, limit, offset))
 
 
 def _receipt(ctx: Ctx, store: str, receipt_id: str) -> Receipt:
