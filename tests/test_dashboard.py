@@ -376,3 +376,30 @@ def test_a_viewer_sees_traffic_and_heatmap_but_nothing_tied_to_a_shopper(
         assert not tab.problems  # it asked for nothing it may not see
     finally:
         tab.close()
+
+
+def test_every_control_and_panel_has_a_name_a_screen_reader_can_read(tab: Page) -> None:
+    page = tab.live()
+    page.locator("#receipts-body tr button").first.wait_for()
+    unnamed = page.evaluate(
+        """() => {
+        const named = (el) =>
+          (el.labels && el.labels.length > 0) || el.getAttribute("aria-label") ||
+          el.getAttribute("aria-labelledby") ||
+          (el.tagName === "BUTTON" && el.textContent.trim() !== "");
+        const controls = [...document.querySelectorAll("button, input, select, textarea")];
+        const out = controls.filter((el) => !named(el)).map((el) => el.outerHTML.slice(0, 80));
+        for (const s of document.querySelectorAll("section, dialog, [aria-labelledby]")) {
+          const id = s.getAttribute("aria-labelledby");
+          if (!id || !document.getElementById(id)) out.push(`${s.tagName}#${s.id}: no heading`);
+        }
+        for (const g of document.querySelectorAll("svg[role=img]")) {
+          if (!g.getAttribute("aria-label")) out.push(`svg in ${g.parentElement.id}: no label`);
+        }
+        return out;
+    }"""
+    )
+    assert unnamed == []
+    assert page.locator("#alert-feed").get_attribute("aria-live") == "polite"
+    assert page.locator("#live-status").get_attribute("role") == "status"
+    assert page.locator("#error-banner").get_attribute("role") == "alert"
