@@ -7,8 +7,8 @@ in processes of their own (their logs under ``<data dir>/serve/``): the engine's
 is CPU work that would stall the API's requests in a shared event loop, and each keeps the
 behaviour its own command documents. This process holds the embedded nats-server (the
 others share it through its ``server.json``), serves the API with uvicorn and publishes
-the demo day. Ctrl-C or SIGTERM stops the API, the children and then the server, in that
-order.
+the demo day. Ctrl-C or SIGTERM stops the demo, the children, the API and last the
+server, in that order.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Annotated
@@ -40,6 +40,7 @@ from core.access import Role
 from core.cli import run as run_command
 from core.config import Settings
 from core.layout import Layout, load_layout
+from core.log import publish_in_order
 from core.logs import configure
 from core.runtime import open_log
 from core.yamlsource import SourceError
@@ -49,6 +50,7 @@ err = Console(stderr=True)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "stores" / "convenience.yaml"
 STOP_CHILD_S = 15.0  # a child that has not stopped this long after SIGTERM is killed
+TOKEN_NAME = "aisle serve"  # the holder of the token it makes, as the audit names it
 
 
 def _command(module: str) -> list[str]:
@@ -89,8 +91,6 @@ class ServeOptions:
     engine: bool = True
     demo: DemoDay | None = None
     chain: int = 1  # --demo: this many stores of the first layout
-    token_name: str = "aisle serve"
-    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 class ServeError(RuntimeError):
@@ -221,8 +221,7 @@ async def publish_demo(
         head = events[0].at + timedelta(hours=day.head_start_h)
         first = [e for e in events if e.at < head]
         rest = events[len(first) :]
-        for i in range(0, len(first), 1000):
-            await log_.publish_many(first[i : i + 1000])
+        await publish_in_order(log_, first)  # as a backfill: in order across the streams
         await _paced(log_, rest, speed=day.speed)
 
 
@@ -303,16 +302,15 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
     db_url = database_url(settings)
     running = _Running(sock, children(options, layouts, logs))
     try:
-        token = await asyncio.to_thread(operator_token, db_url, options.stores, options.token_name)
+        token = await asyncio.to_thread(operator_token, db_url, options.stores, TOKEN_NAME)
         # A connection of its own to the log: the embedded server, which stops when its
         # last client leaves, outlives every part and stops when `serve` itself does.
         async with open_log(settings, name="aisle-serve", role=Role.VIEWER, read_only=True) as keep:
             at = keep.nc.connected_url
             nats_url = settings.nats_url or (f"nats://{at.hostname}:{at.port}" if at else "?")
             try:
-                env = {**os.environ, **options.extra_env}
                 for child in running.parts:
-                    child.start(env)
+                    child.start(dict(os.environ))
                 api = ApiSettings(core=settings, database_url=db_url, layouts=layouts)
                 await running.start_api(create_app(api))
                 url = dashboard_url(options.host, port)
