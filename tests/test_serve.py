@@ -46,6 +46,19 @@ def test_the_demo_day_is_the_last_whole_opening_day_before_now() -> None:
         assert start + timedelta(hours=15) <= now < start + timedelta(days=1, hours=15)
 
 
+async def test_the_demo_pace_publishes_store_time_speed_times_faster(jslog) -> None:  # type: ignore[no-untyped-def]
+    from simulator.cli import _paced
+    from tests.test_log import visit
+
+    events = visit("s1", "v-1", n_items=3)
+    span = (events[-1].at - events[0].at).total_seconds()
+    began = time.monotonic()
+    await _paced(jslog, events, speed=40)  # a minute of the store in 1.5 s
+    took = time.monotonic() - began
+    assert span / 40 * 0.9 <= took <= span / 40 + 1.0
+    assert len([r async for r in jslog.replay()]) == len(events)
+
+
 def test_a_chain_gets_a_layout_file_per_store_with_its_own_id(tmp_path: Path) -> None:
     paths = chain_layouts(EXAMPLE, 3, tmp_path)
     layouts = [load_layout(p) for p in paths]
