@@ -138,11 +138,11 @@ export class Receipts {
     await api(`${this.base}/${encodeURIComponent(d.receipt.id)}/corrections`, {
       method: "POST", body, idempotencyKey: newKey(),
     });
-    // Shown once projected: the list (a receipt's read is audited, the list's is not)
-    // until it counts the correction, then the receipt once.
+    // Shown once projected: this receipt's row in the list (lighter than the whole
+    // receipt; both reads are audited) until it counts the correction, then the receipt.
     const deadline = Date.now() + 30000;
     while (Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 400));
+      await new Promise((r) => setTimeout(r, 700));
       const page = await api(this.base, { query: { q: d.receipt.id, limit: 1 } });
       if (page.items[0]?.corrections > before) {
         await this.open(d.receipt.id);
