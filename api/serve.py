@@ -202,12 +202,20 @@ async def publish_demo(
     from simulator.cli import _paced
     from simulator.day import simulate
 
-    runs = []
-    for k, layout in enumerate(layouts):
-        start = day.start(layout.store.timezone, now)
-        run = simulate(layout, start, hours=day.hours, shoppers=day.shoppers, seed=day.seed + k)
-        runs.append(run)
-    events = sorted((e for r in runs for e in r.events), key=lambda e: e.at)
+    def days() -> list[ev.Event]:
+        runs = [
+            simulate(
+                lay,
+                day.start(lay.store.timezone, now),
+                hours=day.hours,
+                shoppers=day.shoppers,
+                seed=day.seed + k,
+            )
+            for k, lay in enumerate(layouts)
+        ]
+        return sorted((e for r in runs for e in r.events), key=lambda e: e.at)
+
+    events = await asyncio.to_thread(days)  # seconds of work: the API answers meanwhile
     # As the admin, as `aisle demo`: reading what the log holds is not an adapter's right.
     async with open_log(settings, name="aisle-serve-demo") as log_:
         held: set[str] = set()
