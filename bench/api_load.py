@@ -52,7 +52,7 @@ TARGETS_MS = {"receipt": 100.0, "metrics (day)": 100.0}
 
 
 async def project_one_day(url: str, database: str, hours: float, shoppers: int) -> None:
-    lots = store_days(1, hours, shoppers)
+    lots, _ = store_days(1, hours, shoppers)
     log = await JetStreamLog.open(
         await connect(url), LogConfig(prefix="bench", publish_deadline_s=60)
     )
