@@ -645,7 +645,7 @@ async def test_a_rules_bucket_that_takes_messages_from_elsewhere_is_refused(
 
     async with _fresh(tmp_path, "forged") as server:
         async with as_user(server, "admin") as admin:
-            leases = await admin.key_value("engine_leases")
+            leases = await admin.key_value("engine_leases", ttl_s=1.5)  # the worker's below
             rules = admin.config.bucket("rules")
             await admin.js.add_stream(
                 name=f"KV_{rules}",
