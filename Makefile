@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-video test lint bench bench-micro bench-baseline clean
+.PHONY: demo demo-terminal demo-video test lint bench bench-micro bench-baseline clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,7 +14,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The store live in a browser (docs/dashboard.md): the embedded nats-server, a simulated
+# day published at 60 times its pace, the engine, the projections, the API and the
+# dashboard on 127.0.0.1; it prints the URL and an operator token. Ctrl-C stops it all.
+DEMO_PORT ?= 8000
+
 demo: $(STAMP)
+	$(BIN)/aisle serve --demo --host 127.0.0.1 --port $(DEMO_PORT)
+
+# The same store day in the terminal: published, derived, and summed up in tables.
+demo-terminal: $(STAMP)
 	$(BIN)/aisle demo
 
 # The vision adapters on rendered video (docs/adapters.md): two shoppers' visits to the
@@ -49,6 +58,7 @@ bench: bench-micro
 	$(BIN)/python bench/engine_throughput.py
 	$(BIN)/python bench/snapshots.py
 	$(BIN)/python bench/projections.py
+	$(BIN)/python bench/api_load.py
 	$(BIN)/python bench/engine_latency.py --quick --no-machine
 	$(BIN)/python bench/receipt_accuracy.py
 	$(BIN)/python bench/simulate_speed.py --stores 10 --publish-stores 3

@@ -19,13 +19,13 @@ import logging
 import re
 import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AsyncExitStack, contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -454,38 +454,52 @@ async def adapt(settings: Settings, the: Plan) -> tuple[AdaptProgress, dict[str,
             shown = now
 
     try:
-        async with AsyncExitStack() as stack:
-            try:  # the streams, made sure of (and the embedded server kept up meanwhile)
-                await stack.enter_async_context(
-                    open_log(settings, name="aisle-adapt", role=Role.ADAPTER)
-                )
-            except Unreachable as exc:
-                if not settings.nats_url:
-                    raise
-                # A camera does not wait for the log: the outbox keeps what it sees, and
-                # its connections make the streams once the server answers.
-                log.warning("the log is away: the events wait in the outbox (%s)", exc)
-            url = await stack.enter_async_context(embedded_or_configured(settings))
-            new_log = log_factory(settings, url, name="aisle-adapt", role=Role.ADAPTER)
+        async with outbox_to_log(settings, path, config) as outbox:
+            if err.is_terminal:
+                live.start()
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                outbox = Outbox.open(path, new_log, config)
-            except (OutboxError, OSError) as exc:
-                raise CommandError(f"the outbox: {exc}") from None
-            async with outbox:
-                if err.is_terminal:
-                    live.start()
-                try:
-                    with _stop_on_signals(adapter):
-                        return await run_adapter(adapter, outbox, progress), adapter.written
-                finally:
-                    live.stop()
+                with stop_on_signals(adapter):
+                    return await run_adapter(adapter, outbox, progress), adapter.written
+            finally:
+                live.stop()
     finally:
         adapter.release()
 
 
+@asynccontextmanager
+async def outbox_to_log(
+    settings: Settings, path: Path, config: OutboxConfig
+) -> AsyncIterator[Outbox]:
+    """An adapter's outbox, sending to the log as the adapter role; the log may be away
+    (a configured server): the outbox keeps the events until it answers."""
+    async with AsyncExitStack() as stack:
+        try:  # the streams, made sure of (and the embedded server kept up meanwhile)
+            await stack.enter_async_context(
+                open_log(settings, name="aisle-adapt", role=Role.ADAPTER)
+            )
+        except Unreachable as exc:
+            if not settings.nats_url:
+                raise
+            # A camera does not wait for the log: the outbox keeps what it sees, and
+            # its connections make the streams once the server answers.
+            log.warning("the log is away: the events wait in the outbox (%s)", exc)
+        url = await stack.enter_async_context(embedded_or_configured(settings))
+        new_log = log_factory(settings, url, name="aisle-adapt", role=Role.ADAPTER)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            outbox = Outbox.open(path, new_log, config)
+        except (OutboxError, OSError) as exc:
+            raise CommandError(f"the outbox: {exc}") from None
+        async with outbox:
+            yield outbox
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
 @contextmanager
-def _stop_on_signals(adapter: StoreAdapter) -> Iterator[None]:
+def stop_on_signals(adapter: Stoppable) -> Iterator[None]:
     """Ctrl-C (SIGINT) or SIGTERM stops reading: what was made is sent and the command
     ends; the handler then steps aside, so a second one interrupts the sending (what is
     not sent stays in the outbox)."""

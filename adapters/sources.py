@@ -554,16 +554,18 @@ def source_for_camera(
     start: datetime | None = None,
     timeout_s: float = 10.0,
     backoff: Backoff = Backoff(),
+    calibrated: bool = True,
 ) -> FrameSource:
-    """``open_source`` with the layout's camera: its processing rate, its frame size, and
-    its frame rate for a folder of images."""
+    """``open_source`` with the layout's camera: its processing rate, its frame size
+    (unless not ``calibrated``: a face camera needs no floor), and its frame rate for a
+    folder of images."""
     every_frame = camera.detect.fps is None and camera.detect.interval_s is None
     return open_source(
         spec,
         start=start,
         fps=camera.fps,
         interval_s=None if every_frame else camera.detect_interval_s,
-        size=(camera.image.width, camera.image.height),
+        size=(camera.image.width, camera.image.height) if calibrated else None,
         timeout_s=timeout_s,
         backoff=backoff,
     )

@@ -22,7 +22,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from core.config import LogConfig, inbox_for
-from core.events import DERIVED_TYPES, RAW_TYPES, STORE_PATTERN
+from core.events import DERIVED_TYPES, OPERATOR_TYPES, RAW_TYPES, STORE_PATTERN
 from core.natsd import write_private
 
 
@@ -31,6 +31,7 @@ class Role(StrEnum):
     ENGINE = "engine"  # consumes raw events, publishes derived ones, keeps its state
     ADAPTER = "adapter"  # publishes raw events (of some stores, or of all)
     VIEWER = "viewer"  # reads the log and the deployment, writes nothing
+    API = "api"  # a viewer that also publishes operator events (what people did, through the API)
 
 
 class User(msgspec.Struct, frozen=True, kw_only=True):
@@ -160,6 +161,9 @@ def permissions(
     allow = list(common)
     for name in s.values():
         allow += _read_stream(name, durable=False)
+    if role is Role.API:
+        allow += [f"{p}.*.{t}" for t in sorted(OPERATOR_TYPES)]
+        return {"publish": {"allow": allow, "deny": [kv_rules]}, "subscribe": inbox}
     return {"publish": {"allow": allow}, "subscribe": inbox}
 
 
@@ -202,6 +206,12 @@ def load_users(data_dir: Path) -> list[User]:
         users = msgspec.json.decode(path.read_bytes(), type=list[User])
         for u in users:
             _check_stores(u.stores, f"{path}: user {u.user!r}: ")
+        names = {u.user for u in users}
+        missing = [User(user=r.value, password=_password(), role=r) for r in Role]
+        missing = [u for u in missing if u.user not in names]
+        if missing:  # a role this version added (the API's): its user, once
+            users += missing
+            write_private(path, json.dumps(msgspec.to_builtins(users), indent=2))
         return users
     data_dir.mkdir(parents=True, exist_ok=True)
     users = [User(user=r.value, password=_password(), role=r) for r in Role]

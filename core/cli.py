@@ -331,16 +331,32 @@ def log_configure(
         bool,
         typer.Option("--apply", help="Set aisle's settings (lifts any limit an operator set)."),
     ] = False,
+    lease_ttl: Annotated[
+        float | None,
+        typer.Option(
+            "--lease-ttl",
+            min=1.0,
+            max=3600.0,
+            help="The engine workers' lease time in seconds (every worker's --lease-ttl).",
+        ),
+    ] = None,
 ) -> None:
     """How the streams' settings differ from aisle's; with --apply, set aisle's.
 
     Every other command keeps a stream's own settings (an operator's limits) and only adds
-    the subjects aisle needs.
+    the subjects aisle needs. The workers' lease time is the lease bucket's: stop every
+    worker before changing it, then start them with the new --lease-ttl.
     """
 
     async def go(settings: Settings) -> list[StreamDifference]:
         async with open_log(settings, name="aisle-log-configure", read_only=True) as log:
-            return await log.configure_streams(apply=apply)
+            found = await log.configure_streams(apply=apply)
+            if lease_ttl is not None:
+                was = await log.set_bucket_ttl("engine_leases", lease_ttl, apply=apply)
+                if was != f"{lease_ttl:g} s":
+                    bucket = f"KV_{log.config.bucket('engine_leases')}"
+                    found.append(StreamDifference(bucket, "lease time", was, f"{lease_ttl:g} s"))
+            return found
 
     found = run(go)
     if not found:

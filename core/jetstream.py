@@ -34,7 +34,7 @@ from nats.js.object_store import ObjectStore
 from core import events as ev
 from core import streamconfig
 from core.access import may_publish
-from core.config import LogConfig, NatsAuth
+from core.config import ConfigError, LogConfig, NatsAuth
 from core.log import (
     DeadLetter,
     Delivery,
@@ -235,6 +235,10 @@ async def _connection_error(exc: Exception) -> None:
         log.error("nats refused by permission: %s", text)
         return
     log.warning("nats: %s: %s", type(exc).__name__, exc)
+
+
+class BucketMismatch(ConfigError):
+    """A bucket exists with settings other than a command asks for."""
 
 
 class LogUnavailable(nats.js.errors.ServiceUnavailableError):
@@ -744,16 +748,49 @@ class JetStreamLog:
         return gone
 
     async def key_value(
-        self, name: str, *, ttl_s: float | None = None, history: int = 1
+        self, name: str, *, ttl_s: float | None = None, history: int | None = None
     ) -> KeyValue:
-        """A key-value bucket of this deployment, created on first use."""
+        """A key-value bucket of this deployment, created on first use with ``ttl_s`` and
+        ``history`` (1 if not given). An existing bucket that keeps its entries otherwise
+        than asked is refused (``BucketMismatch``): a worker's lease time that the bucket
+        does not enforce would leave a dead worker's stores taken for good."""
         bucket = self.config.bucket(name)
         try:
-            return await self.js.key_value(bucket)
+            kv = await self.js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
             return await self.js.create_key_value(
-                bucket=bucket, history=history, ttl=ttl_s, replicas=self.config.replicas
+                bucket=bucket, history=history or 1, ttl=ttl_s, replicas=self.config.replicas
             )
+        status = await kv.status()
+        have = status.ttl or None
+        if ttl_s is not None and (have is None or abs(have - ttl_s) > 1e-3):
+            kept = "for good" if have is None else f"for {have:g} s"
+            raise BucketMismatch(
+                f"bucket {bucket} keeps its entries {kept}, but {ttl_s:g} s is asked for: "
+                f"run with the bucket's time, or stop every process that uses it and set "
+                f"the new one with `aisle log configure --lease-ttl {ttl_s:g} --apply`"
+            )
+        if history is not None and status.history != history:
+            raise BucketMismatch(
+                f"bucket {bucket} keeps {status.history} values a key, but {history} are "
+                "asked for: it was made by another version or by hand"
+            )
+        return kv
+
+    async def set_bucket_ttl(self, name: str, ttl_s: float, *, apply: bool) -> str:
+        """What a bucket's entry time is ("for good", "12 s", or "no bucket yet"); with
+        ``apply``, make it ``ttl_s`` (the bucket made if there is none)."""
+        stream = f"KV_{self.config.bucket(name)}"
+        settings = await self._stream_settings(stream)
+        if settings is None:
+            if apply:
+                await self.key_value(name, ttl_s=ttl_s)
+            return "no bucket yet"
+        have = (settings.get("max_age") or 0) / 1e9
+        if apply and have != ttl_s:
+            settings["max_age"] = int(ttl_s * 1e9)
+            await self._update_stream(settings)
+        return f"{have:g} s" if have else "for good"
 
     async def object_store(self, name: str) -> ObjectStore:
         bucket = self.config.bucket(name)

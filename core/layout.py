@@ -139,6 +139,8 @@ class Zone(_Spec):
 class Slot(_Spec):
     sku: Sku
     facings: Annotated[int, Meta(ge=1, le=1000)] = 1
+    sensor: Id | None = None
+    """The load cell under the slot, as its readings name it (``docs/adapters.md``)."""
 
 
 class Shelf(_Spec):
@@ -225,11 +227,28 @@ class Camera(_Spec):
         return np.linalg.norm(mapped - np.array([p.floor for p in pts]), axis=1)
 
 
+Grams = Annotated[float, Meta(gt=0, le=100_000)]
+
+
 class CatalogItem(_Spec):
     sku: Sku
     name: Name
     price: Decimal
     age_restricted: bool = False
+    weight_g: Grams | None = None
+    """One unit's weight, for the weight shelves: a change of the slot's load is read as
+    a whole number of units of it."""
+    weight_tolerance_g: Grams | None = None
+    """How far one unit may be from ``weight_g`` (packaging varies); None: 3% of it, at
+    least 2 g."""
+
+    @property
+    def tolerance_g(self) -> float | None:
+        if self.weight_g is None:
+            return None
+        if self.weight_tolerance_g is not None:
+            return self.weight_tolerance_g
+        return max(2.0, 0.03 * self.weight_g)
 
     @property
     def price_cents(self) -> int:
@@ -405,6 +424,7 @@ class _Checker:
         self.broken: dict[str, set[str]] = {name: set() for name in _SECTIONS}
         self.floor_shape: Polygon | None = None
         self.zone_shapes: dict[str, Polygon] = {}  # only the zones whose polygon is valid
+        self.sensors: dict[str, str] = {}  # load cell -> the shelf and slot it is under
 
     def error(self, path: PathKey, message: str) -> None:
         self.errors.append(self.doc.error(path, message))
@@ -435,6 +455,7 @@ class _Checker:
             self.check_camera(i, cam, ids["zones"])
         for i, item in sections["catalog"]:
             self.check_price(i, item)
+            self.check_weight(i, item)
 
     def unique(self, section: str, items: Iterable[tuple[int, Any]]) -> dict[str, Any]:
         _, key, what = _SECTIONS[section]
@@ -555,6 +576,8 @@ class _Checker:
                     )
         seen: set[str] = set()
         for j, slot in enumerate(shelf.slots):
+            if slot.sensor is not None:
+                self.check_sensor((*path, "slots", j), shelf.id, slot, catalog)
             where = (*path, "slots", j, "sku")
             if slot.sku in seen:
                 self.error(where, f"sku {slot.sku!r} is listed twice on shelf {shelf.id!r}")
@@ -654,6 +677,38 @@ class _Checker:
             pixels += [(0, 0), (w, 0), (w, h), (0, h)]
         denom = np.hstack([np.array(pixels), np.ones((len(pixels), 1))]) @ cam.homography.matrix[2]
         return bool(np.all(denom > 0) or np.all(denom < 0))
+
+    def check_sensor(
+        self, path: PathKey, shelf: str, slot: Slot, catalog: dict[str, CatalogItem]
+    ) -> None:
+        """A weighed slot needs one sensor of its own and an item of known weight."""
+        assert slot.sensor is not None
+        where = self.sensors.setdefault(slot.sensor, f"{shelf} slot {path[-1] + 1}")
+        if where != f"{shelf} slot {path[-1] + 1}":
+            self.error((*path, "sensor"), f"sensor {slot.sensor!r} is under two slots ({where})")
+        item = catalog.get(slot.sku)
+        if item is not None and item.weight_g is None:
+            self.error(
+                (*path, "sensor"),
+                f"slot of {slot.sku!r} is weighed by {slot.sensor!r}, but the catalog gives "
+                f"no weight_g for {slot.sku!r}",
+            )
+
+    def check_weight(self, i: int, item: CatalogItem) -> None:
+        """Whole units must be told apart: a tolerance under half a unit."""
+        tolerance = item.tolerance_g
+        if item.weight_g is None:
+            if item.weight_tolerance_g is not None:
+                self.error(
+                    ("catalog", i, "weight_tolerance_g"),
+                    f"{item.sku!r} has a weight tolerance but no weight_g",
+                )
+        elif tolerance is not None and tolerance >= item.weight_g / 2:
+            self.error(
+                ("catalog", i, "weight_tolerance_g"),
+                f"tolerance {tolerance:g} g of {item.sku!r} is half its weight "
+                f"({item.weight_g:g} g) or more: one unit could not be told from two",
+            )
 
     def check_price(self, i: int, item: CatalogItem) -> None:
         price = item.price

@@ -15,7 +15,7 @@ from sqlmodel import Session, col, delete, func, select
 
 from core.access import may_publish
 from core.jetstream import JetStreamLog
-from readmodels.database import check_schema, drop_all, migrate
+from readmodels.database import check_schema, current, drop_all, head, migrate
 from readmodels.projection import Projection
 from readmodels.runner import (
     ALL_STORES,
@@ -26,7 +26,7 @@ from readmodels.runner import (
     consumer_name,
     projections,
 )
-from readmodels.tables import READ_MODELS, Applied, Position, Rejection
+from readmodels.tables import KEPT, READ_MODELS, Applied, Position, Rejection
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,16 +99,19 @@ def _scopes(db: Engine) -> set[str]:
 
 
 def reset(db: Engine, selected: Sequence[Projection]) -> None:
-    """Drop the read models of ``selected`` (all of them: the whole schema, recreated at
-    this code's revision), their positions and what they remembered."""
+    """Drop the read models of ``selected`` (all of them: every table but the API's tokens
+    and audit, which the log cannot give back; a schema not this code's is made again
+    whole), their positions and what they remembered."""
     every = {p.name for p in projections()}
     names = [p.name for p in selected]
-    if set(names) == every:
-        drop_all(db)
+    if set(names) == every and current(db) != head():
+        drop_all(db)  # a schema not this code's: start it again (the API's tokens too)
         migrate(db)
         return
     check_schema(db)
     tables = [t.__table__ for p in selected for t in p.tables]  # type: ignore[attr-defined]
+    if set(names) == every:  # everything but what the log cannot give back (API tokens, audit)
+        tables = [t for n, t in READ_MODELS.tables.items() if n not in KEPT]
     READ_MODELS.drop_all(db, tables=tables)
     READ_MODELS.create_all(db, tables=tables)
     with Session(db) as s, s.begin():

@@ -187,18 +187,15 @@ class ProjectionRunner:
                 elif (e.id, e.type) not in done and wants(e):  # else: stored twice, or not its
                     done.add((e.id, e.type))
                     todo.append((item, e))
-            if checks_first:  # no savepoints: it checks each event before it writes
-                refused = self.projection.apply_all(s, [(i.seq, e) for i, e in todo])
-            else:
-                refused = {}
-                for n, (item, e) in enumerate(todo):
-                    try:
-                        with s.begin_nested():
-                            self.projection.apply(s, item.seq, e)
-                    except Unexpected as exc:
-                        refused[n] = exc
-                    except (IntegrityError, DataError) as exc:  # a row the tables refuse
-                        refused[n] = Unexpected("$", f"the database refused it: {exc.orig}")
+            refused = None
+            if checks_first:  # it checks each event before it writes: one savepoint a batch
+                try:
+                    with s.begin_nested():
+                        refused = self.projection.apply_all(s, [(i.seq, e) for i, e in todo])
+                except (IntegrityError, DataError):  # a row the tables refuse: which one?
+                    refused = None
+            if refused is None:
+                refused = self._one_by_one(s, todo)
             for n, (item, e) in enumerate(todo):
                 if n in refused:
                     letters.append(self._reject(s, item, refused[n]))
@@ -208,6 +205,20 @@ class ProjectionRunner:
                 s.execute(insert(Applied), applied)
             self._move(s, expected, last, len(applied))
         return _Outcome(last, len(applied), len(letters), [r for r in letters if r.deadletter])
+
+    def _one_by_one(self, s: Session, todo: list[tuple[Item, ev.Event]]) -> dict[int, Unexpected]:
+        """Each event in a savepoint of its own: those the projection or the database
+        refuse (by their index in ``todo``) wrote nothing."""
+        refused: dict[int, Unexpected] = {}
+        for n, (item, e) in enumerate(todo):
+            try:
+                with s.begin_nested():
+                    self.projection.apply(s, item.seq, e)
+            except Unexpected as exc:
+                refused[n] = exc
+            except (IntegrityError, DataError) as exc:
+                refused[n] = Unexpected("$", f"the database refused it: {exc.orig}")
+        return refused
 
     def _move(self, s: Session, expected: int, seq: int, applied: int) -> None:
         """Move the position from ``expected`` to ``seq``, or raise ``PositionMoved``."""

@@ -390,4 +390,39 @@ class HeatmapHour(SQLModel, table=True):
     windows: int = 0
 
 
+# -- the API's own: tokens and the audit (not projected from the log) ----------------------
+
+
+class ApiToken(SQLModel, table=True):
+    """An API token: its public id and a keyed hash of its secret, never the secret. Not a
+    projection: a rebuild keeps it (``KEPT``)."""
+
+    __tablename__ = "api_token"
+    id: str = Field(primary_key=True, max_length=32)  # the token's public part
+    secret_hash: str = Field(max_length=128)  # blake2b of the secret, hex
+    role: str = Field(max_length=16)  # viewer, operator, admin
+    stores: list[str] = _json(default_factory=list)  # empty: every store
+    name: str = Field(default="", max_length=NAME)  # who holds it
+    created_at: datetime = _at()
+    revoked_at: datetime | None = _at(default=None)
+
+
+class AuditEntry(SQLModel, table=True):
+    """Who read or changed what through the API, and when: every receipt read, correction
+    and rule deployment. Not a projection: a rebuild keeps it (``KEPT``)."""
+
+    __tablename__ = "api_audit"
+    id: str = Field(primary_key=True, max_length=32)  # random: the audit is not of the log
+    at: datetime = _at(index=True)
+    token_id: str = Field(max_length=32, index=True)
+    role: str = Field(max_length=16)
+    who: str = Field(max_length=NAME)
+    action: str = Field(max_length=32)  # receipt.read, receipt.corrected, rules.deployed, ...
+    store: str = Field(default="", max_length=64)
+    target: str = Field(default="", max_length=256)  # the receipt id, the rules version
+    detail: str = ""
+
+
+KEPT = frozenset({"api_token", "api_audit"})  # what a rebuild of the projections keeps
+
 READ_MODELS = SQLModel.metadata

@@ -43,17 +43,18 @@ def _chain(layout: Layout, stores: int) -> list[Layout]:
     ]
 
 
-async def _paced(log: JetStreamLog, events: list[ev.Event]) -> None:
-    """Publish as the events happen: a second of store time takes a second of wall time."""
+async def _paced(log: JetStreamLog, events: list[ev.Event], speed: float = 1.0) -> None:
+    """Publish as the events happen: a second of store time takes a second of wall time,
+    or ``1 / speed`` of one (``aisle serve --demo`` shows a day in minutes)."""
     if not events:
         return
     began, first = time.monotonic(), events[0].at
     i = 0
     while i < len(events):
-        due = (events[i].at - first).total_seconds() - (time.monotonic() - began)
+        due = (events[i].at - first).total_seconds() / speed - (time.monotonic() - began)
         if due > 0:
             await asyncio.sleep(due)
-        now = time.monotonic() - began
+        now = (time.monotonic() - began) * speed
         j = i + 1
         while j < len(events) and (events[j].at - first).total_seconds() <= now:
             j += 1

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -25,6 +26,7 @@ import pytest
 
 from core import events as ev
 from core.access import (
+    USERS_FILE,
     Role,
     User,
     add_adapter,
@@ -191,6 +193,15 @@ REFUSED: dict[str, dict[str, str]] = {
         "a stream's deletion": "$JS.API.STREAM.DELETE.ACL_EVENTS",
         "a message's deletion": "$JS.API.STREAM.MSG.DELETE.ACL_EVENTS",
     },
+    "api": {
+        "a raw type": f"{PREFIX}.{STORE}.item.picked",
+        "a derived type": f"{PREFIX}.{STORE}.receipt.issued",
+        "an alert": f"{PREFIX}.{STORE}.alert.raised",
+        "the dead letters": f"{PREFIX}.{STORE}.deadletter",
+        "the rules bucket": "$KV.ACL_RULES.packs",
+        "a new stream": "$JS.API.STREAM.CREATE.ACL_X",
+        "a message's deletion": "$JS.API.STREAM.MSG.DELETE.ACL_EVENTS",
+    },
 }
 # ...and what the same users may write (unstored subjects where a write would land in a
 # stream: the tests share the server).
@@ -199,6 +210,7 @@ ALLOWED: dict[str, list[str]] = {
     "adapter-corner-01": ["$JS.API.STREAM.INFO.ACL_EVENTS"],
     "engine": ["$JS.API.STREAM.INFO.ACL_EVENTS", "$JS.API.STREAM.INFO.KV_ACL_RULES"],
     "viewer": ["$JS.API.STREAM.INFO.ACL_EVENTS", "$JS.API.STREAM.INFO.KV_ACL_RULES"],
+    "api": ["$JS.API.STREAM.INFO.ACL_EVENTS", "$JS.API.STREAM.INFO.KV_ACL_RULES"],
     "admin": ["$JS.API.STREAM.INFO.ACL_EVENTS", "acl-anything.at.all"],
 }
 
@@ -253,6 +265,27 @@ def test_every_role_may_ask_who_it_is_and_only_the_admin_has_everything() -> Non
         assert (allow == [">"]) == (role is Role.ADMIN)
     scoped = permissions(Role.ADAPTER, config, [STORE])["publish"]["allow"]
     assert {s.split(".")[1] for s in scoped if s.startswith(f"{PREFIX}.")} == {STORE, "_unknown"}
+
+
+def test_the_api_role_publishes_operator_events_and_nothing_else_of_the_log() -> None:
+    config = LogConfig(prefix=PREFIX)
+    allow = permissions(Role.API, config)["publish"]["allow"]
+    events = {s for s in allow if s.startswith(f"{PREFIX}.")}
+    assert events == {f"{PREFIX}.*.{t}" for t in ev.OPERATOR_TYPES}
+    viewer = set(permissions(Role.VIEWER, config)["publish"]["allow"])
+    assert set(allow) - viewer == events, "otherwise it reads as a viewer does"
+
+
+def test_a_users_file_from_before_a_role_existed_gets_that_roles_user_once(
+    tmp_path: Path,
+) -> None:
+    first = load_users(tmp_path)
+    older = [u for u in first if u.role is not Role.API]
+    (tmp_path / USERS_FILE).write_text(json.dumps([msgspec.to_builtins(u) for u in older]))
+    again = load_users(tmp_path)
+    assert [u for u in again if u.role is not Role.API] == older, "the others keep passwords"
+    (api,) = [u for u in again if u.role is Role.API]
+    assert api.user == "api" and load_users(tmp_path) == again
 
 
 def _receipt() -> ev.Event:
@@ -612,7 +645,7 @@ async def test_a_rules_bucket_that_takes_messages_from_elsewhere_is_refused(
 
     async with _fresh(tmp_path, "forged") as server:
         async with as_user(server, "admin") as admin:
-            leases = await admin.key_value("engine_leases")
+            leases = await admin.key_value("engine_leases", ttl_s=1.5)  # the worker's below
             rules = admin.config.bucket("rules")
             await admin.js.add_stream(
                 name=f"KV_{rules}",

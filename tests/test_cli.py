@@ -20,7 +20,7 @@ from core import events as ev
 from core.access import Role
 from core.cli import _load_plugins, app
 from core.config import LogConfig, NatsAuth
-from core.jetstream import JetStreamLog, connect
+from core.jetstream import BucketMismatch, JetStreamLog, connect
 from core.layout import load_layout
 from simulator.demo import _report
 from tests.conftest import server_url, unique_prefix
@@ -143,6 +143,45 @@ def test_log_info_keeps_an_operators_stream_limits_and_names_the_difference(
     assert applied.exit_code == 0, applied.output
     assert _stream_limits(env) == (-1, -1)
     assert "aisle's settings" in runner.invoke(app, ["log", "configure"], env=env).stdout
+
+
+def _leases(env: dict[str, str], ttl_s: float, *, exists: bool = False) -> str:
+    """The lease bucket asked for with ``ttl_s``, as a worker asks: "ok" or the refusal
+    (``exists``: whether it was there before)."""
+
+    async def go() -> str:
+        nc = await connect(env["AISLE_NATS_URL"])
+        log = await JetStreamLog.open(nc, LogConfig(prefix=env["AISLE_PREFIX"]))
+        try:
+            there = await log.set_bucket_ttl("engine_leases", ttl_s, apply=False)
+            assert (there != "no bucket yet") == exists, there
+            await log.key_value("engine_leases", ttl_s=ttl_s)
+            return "ok"
+        except BucketMismatch as exc:
+            return str(exc)
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def test_a_lease_time_other_than_the_buckets_is_refused_and_log_configure_changes_it(
+    env: dict[str, str],
+) -> None:
+    _publish(env, visit("s1", "v-1"))
+    status = runner.invoke(app, ["rules", "status"], env=env)  # the natural first check
+    assert status.exit_code == 0, status.output
+    assert _leases(env, 6) == "ok", "status made no bucket: the first worker makes it, with 6 s"
+    refused = _leases(env, 30, exists=True)
+    assert "keeps its entries for 6 s, but 30 s is asked for" in refused
+    assert "aisle log configure --lease-ttl 30 --apply" in refused
+    shown = runner.invoke(app, ["log", "configure", "--lease-ttl", "30"], env=env)
+    assert re.search(r"lease time +│ 6 s +│ 30 s", shown.stdout), shown.output
+    assert "keeps its entries for 6 s" in _leases(env, 30, exists=True), "shown, not changed"
+    applied = runner.invoke(app, ["log", "configure", "--lease-ttl", "30", "--apply"], env=env)
+    assert applied.exit_code == 0, applied.output
+    assert _leases(env, 30, exists=True) == "ok"
+    assert "for 30 s, but 6 s" in _leases(env, 6, exists=True)
 
 
 HOSTILE = "[/] [bold]loud[/bold] \x1b[31mred\x1b[0m \u202eevil"

@@ -588,6 +588,18 @@ BROKEN = {
         26,
         "puts the horizon inside the image",
     ),
+    "weighed slot of an item of no known weight": (
+        "      - {sku: apple}\n",
+        "      - {sku: apple, sensor: cell-1}\n",
+        15,
+        "weighed by 'cell-1', but the catalog gives no weight_g for 'apple'",
+    ),
+    "weight tolerance of half a unit": (
+        "price: 0.45}",
+        "price: 0.45, weight_g: 100, weight_tolerance_g: 50}",
+        LINE_AFTER_BEER - 2,
+        "one unit could not be told from two",
+    ),
     "calibration with three points": (
         "        - {image: [0, 800], floor: [0, 0]}\n"
         "        - {image: [500, 400], floor: [5, 4]}\n",
@@ -731,3 +743,18 @@ def test_a_yaml_merge_key_is_read_with_its_values_placed_where_the_map_starts(
     assert doc.data["other"] == {"x": 1, "y": 2}
     assert doc.positions[("other", "x")] == (3, 3)
     assert doc.positions[("other", "y")] == (4, 6)
+
+
+def test_a_load_cell_under_two_slots_is_refused_at_the_second() -> None:
+    text = BASE.replace("{sku: apple}", "{sku: apple, sensor: cell-1}")
+    text = text.replace("{sku: beer, facings: 2}", "{sku: beer, facings: 2, sensor: cell-1}")
+    text = text.replace("price: 0.45}", "price: 0.45, weight_g: 180}")
+    text = text.replace("age_restricted: true}", "age_restricted: true, weight_g: 350}")
+    errors = check_layout("store.yaml", text=text)
+    assert [(e.line, e.message.split(": ", 1)[-1]) for e in errors] == [
+        (16, "sensor 'cell-1' is under two slots (shelf-a slot 1)")
+    ], errors
+    apple = load_layout_text(
+        text.replace("sensor: cell-1}\n      - {sku: beer", "sensor: c2}\n      - {sku: beer")
+    ).catalog[0]
+    assert apple.tolerance_g == pytest.approx(5.4)  # 3% of 180 g

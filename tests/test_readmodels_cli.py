@@ -54,7 +54,7 @@ def test_rebuild_and_status_on_the_embedded_server(
 
     logging.getLogger().handlers.clear()  # rebuild's, on the stream of its own invocation
     again = runner.invoke(app, ["projections", "migrate"], env={**env, "COLUMNS": "200"})
-    assert again.exit_code == 0 and "at schema 0001: nothing to do" in again.output, again.output
+    assert again.exit_code == 0 and "at schema 0002: nothing to do" in again.output, again.output
 
 
 def test_an_unknown_projection_is_named_with_the_known_ones(tmp_path: Path) -> None:

@@ -89,11 +89,12 @@ def test_a_projection_refuses_a_schema_older_than_its_code_until_migrated(
 ) -> None:
     db = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
     migrate(db)
+    was = head()
     newer = tmp_path / "migrations"
     shutil.copytree(database.MIGRATIONS, newer)
-    (newer / "versions" / "0002_note.py").write_text(
+    (newer / "versions" / "0099_note.py").write_text(
         '"""a column more"""\n\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
-        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        f'revision = "0099"\ndown_revision = "{was}"\nbranch_labels = None\ndepends_on = None\n\n\n'
         "def upgrade() -> None:\n"
         '    op.add_column("receipt", sa.Column("note", sa.Text(), nullable=True))\n\n\n'
         "def downgrade() -> None:\n"
@@ -103,9 +104,9 @@ def test_a_projection_refuses_a_schema_older_than_its_code_until_migrated(
     with pytest.raises(SchemaMismatch) as info:
         check_schema(db)
     assert str(info.value).endswith(
-        "are at schema 0001, older than this aisle's 0002: run `aisle projections migrate` first"
+        f"are at schema {was}, older than this aisle's 0099: run `aisle projections migrate` first"
     )
-    assert migrate(db) == ("0001", "0002")
+    assert migrate(db) == (was, "0099")
     check_schema(db)
     assert "note" in {c["name"] for c in sa.inspect(db).get_columns("receipt")}
 

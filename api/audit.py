@@ -1,0 +1,56 @@
+"""The audit: who read a receipt, corrected one, deployed rules, made or revoked a token,
+and when. Written before the answer goes out: a read that cannot be audited fails."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from api.auth import Principal
+from readmodels.tables import AuditEntry
+
+
+def record(
+    db: Engine, who: Principal, action: str, *, store: str = "", target: str = "", detail: str = ""
+) -> AuditEntry:
+    entry = AuditEntry(
+        id=secrets.token_hex(16),
+        at=datetime.now(UTC),
+        token_id=who.token_id,
+        role=who.role.value,
+        who=who.who[:128],
+        action=action,
+        store=store,
+        target=target[:256],
+        detail=detail,
+    )
+    with Session(db) as s, s.begin():
+        s.add(entry)
+    return entry
+
+
+def entries(
+    db: Engine,
+    *,
+    store: str | None = None,
+    action: str | None = None,
+    token_id: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[AuditEntry]:
+    q = select(AuditEntry)
+    if store is not None:
+        q = q.where(AuditEntry.store == store)
+    if action is not None:
+        q = q.where(AuditEntry.action == action)
+    if token_id is not None:
+        q = q.where(AuditEntry.token_id == token_id)
+    if since is not None:
+        q = q.where(col(AuditEntry.at) >= since)
+    q = q.order_by(col(AuditEntry.at).desc(), col(AuditEntry.id)).offset(offset).limit(limit)
+    with Session(db) as s:
+        return list(s.exec(q).all())

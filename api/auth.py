@@ -1,0 +1,191 @@
+"""API tokens and roles.
+
+A token is ``<id>.<secret>``: the id is public (lists, the audit), the secret is shown
+once, at creation, and stored only as a keyed BLAKE2b hash, compared in constant time.
+Roles nest: a viewer reads metrics, heatmaps, the layout and live counts (nothing tied to
+a shopper); an operator also receipts, alerts, corrections and events; an admin also the
+rules and the tokens. A token limited to stores sees nothing of another store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from api.context import Ctx
+from api.problems import Problem
+from core.events import STORE_PATTERN
+from readmodels.tables import ApiToken
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
+_TOKEN = re.compile(r"^([0-9a-f]{16})\.([A-Za-z0-9_-]{20,100})$")
+_store = re.compile(STORE_PATTERN)
+
+
+def _hash(token_id: str, secret: str) -> str:
+    return hashlib.blake2b(secret.encode(), key=token_id.encode(), digest_size=32).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request is: its token's id, role, stores (empty: all) and holder's name."""
+
+    token_id: str
+    role: Role
+    stores: tuple[str, ...] = ()
+    name: str = ""
+
+    @property
+    def who(self) -> str:
+        """What operator events and the audit record as ``by``."""
+        return f"{self.name} (token {self.token_id})" if self.name else f"token {self.token_id}"
+
+    def may(self, role: Role) -> bool:
+        return RANK[self.role] >= RANK[role]
+
+    def sees(self, store: str) -> bool:
+        return not self.stores or store in self.stores
+
+
+def create_token(
+    db: Engine, role: Role, stores: Sequence[str] = (), name: str = ""
+) -> tuple[ApiToken, str]:
+    """A new token: its row, and the token itself (shown once; only its hash is kept)."""
+    bad = [s for s in stores if not _store.fullmatch(s)]
+    if bad:
+        raise ValueError(f"store ids {bad}: letters, digits, '-' or '_' only (1 to 64)")
+    if len(name) > 128:
+        raise ValueError("name: at most 128 characters")
+    token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+    row = ApiToken(
+        id=token_id,
+        secret_hash=_hash(token_id, secret),
+        role=role.value,
+        stores=sorted(set(stores)),
+        name=name,
+        created_at=datetime.now(UTC),
+    )
+    with Session(db) as s, s.begin():
+        s.add(row)
+    with Session(db) as s:
+        stored = s.get(ApiToken, token_id)
+        assert stored is not None
+    return stored, f"{token_id}.{secret}"
+
+
+def list_tokens(db: Engine) -> list[ApiToken]:
+    with Session(db) as s:
+        return list(s.exec(select(ApiToken).order_by(col(ApiToken.created_at))).all())
+
+
+def revoke_token(db: Engine, token_id: str) -> ApiToken | None:
+    """Revoke a token (kept, for the audit's sake); None if there is no such token."""
+    with Session(db) as s, s.begin():
+        row = s.get(ApiToken, token_id)
+        if row is None:
+            return None
+        if row.revoked_at is None:
+            row.revoked_at = datetime.now(UTC)
+            s.add(row)
+    with Session(db) as s:
+        return s.get(ApiToken, token_id)
+
+
+def authenticate(db: Engine, token: str) -> Principal | None:
+    """The principal ``token`` stands for, or None (unknown, wrong secret, revoked)."""
+    m = _TOKEN.fullmatch(token)
+    if m is None:
+        return None
+    token_id, secret = m.groups()
+    with Session(db) as s:
+        row = s.get(ApiToken, token_id)
+    want = row.secret_hash if row is not None else _hash("0" * 16, "")
+    ok = hmac.compare_digest(_hash(token_id, secret), want)
+    if row is None or not ok or row.revoked_at is not None:
+        return None
+    return Principal(token_id=row.id, role=Role(row.role), stores=tuple(row.stores), name=row.name)
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API token: `aisle tokens create`.")
+_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
+COOKIE = "aisle_token"
+_cookie = APIKeyCookie(
+    name=COOKIE,
+    auto_error=False,
+    description="The same token, as `POST /api/v1/session` sets it (for a browser's "
+    "EventSource and images, which send no Authorization header).",
+)
+
+
+def principal(
+    ctx: Ctx,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    cookie: Annotated[str | None, Depends(_cookie)] = None,
+) -> Principal:
+    if creds is None and cookie:
+        creds = HTTPAuthorizationCredentials(scheme="Bearer", credentials=cookie)
+    if creds is None:
+        raise Problem(
+            401,
+            "unauthorized",
+            "no token: send `Authorization: Bearer <token>`",
+            field="header.authorization",
+            headers=_UNAUTHORIZED,
+        )
+    who = authenticate(ctx.db, creds.credentials)
+    if who is None:
+        raise Problem(
+            401,
+            "unauthorized",
+            "the token is unknown, wrong or revoked",
+            field="header.authorization",
+            headers=_UNAUTHORIZED,
+        )
+    return who
+
+
+def require(role: Role) -> Callable[[Principal], Principal]:
+    """A dependency: the request's principal, if its role is ``role`` or above (403 if not)."""
+
+    def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if not who.may(role):
+            raise Problem(403, "forbidden", f"this needs the {role} role; the token is {who.role}")
+        return who
+
+    return check
+
+
+Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
+Operator = Annotated[Principal, Depends(require(Role.OPERATOR))]
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+
+
+def check_store(who: Principal, store: str) -> None:
+    if not who.sees(store):
+        raise Problem(
+            403,
+            "forbidden",
+            f"this token is limited to other stores than {store}",
+            field="path.store",
+        )

@@ -1,0 +1,35 @@
+"""What every request reads through: the database, the layouts and the log, made once
+when the app starts (``api.app``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.engine import Engine
+
+from api.problems import Problem
+from api.settings import ApiSettings
+from core.jetstream import JetStreamLog
+from core.layout import Layout
+
+
+@dataclass
+class Context:
+    settings: ApiSettings
+    db: Engine
+    layouts: dict[str, Layout] = field(default_factory=dict)
+    log: JetStreamLog | None = None
+
+    def need_log(self) -> JetStreamLog:
+        if self.log is None:
+            raise Problem(503, "log unavailable", "this API runs without the log (NATS)")
+        return self.log
+
+
+def context(request: Request) -> Context:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+Ctx = Annotated[Context, Depends(context)]

@@ -1,0 +1,66 @@
+"""Operator actions are events in the log, never edits: an alert acknowledged, a receipt
+corrected. With an ``Idempotency-Key`` the event's id is the key's (per token and
+target), so a retried click publishes one event: the log's duplicate window drops the
+copy, and the projections apply an id once whenever it comes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import msgspec
+from fastapi import Header
+from pydantic import BaseModel
+
+from api.auth import Principal
+from api.context import Context
+from api.problems import Problem
+from core import events as ev
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Any string unique to this action: a retry with the same key publishes once.",
+    ),
+]
+SOURCE = "api"
+
+
+class Accepted(BaseModel):
+    """The event that records the action: the read models show it once projected."""
+
+    event_id: str
+    type: str
+    seq: int
+    duplicate: bool  # the log already held it (a retry)
+
+
+async def publish(
+    ctx: Context,
+    who: Principal,
+    cls: type[ev.OperatorEvent],
+    *,
+    store: str,
+    subject: str,
+    data: msgspec.Struct,
+    target: str,
+    key: str | None,
+) -> Accepted:
+    log = ctx.need_log()
+    at = datetime.now(UTC)
+    event = ev.new(cls, store=store, at=at, source=SOURCE, subject=subject, data=data)
+    if key is not None:
+        eid = ev.event_id(SOURCE, who.token_id, key, cls.type, store, target)
+        event = msgspec.structs.replace(event, id=eid)
+    try:
+        ev.validate(event)
+    except ev.EventError as exc:
+        raise Problem(
+            422, "invalid request", exc.reason, field=f"body.{exc.field.removeprefix('data.')}"
+        ) from None
+    done = await log.publish(event)
+    return Accepted(event_id=event.id, type=cls.type, seq=done.seq, duplicate=done.duplicate)

@@ -1,0 +1,173 @@
+"""Errors as RFC 9457 problem details (``application/problem+json``), each naming the
+field at fault where there is one; a request never gets a bare 500."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import nats.errors
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.events import EventError
+from core.jetstream import ConnectError
+from core.log import PublishError
+from readmodels.database import SchemaMismatch
+
+log = logging.getLogger(__name__)
+MEDIA = "application/problem+json"
+
+
+class FieldError(BaseModel):
+    field: str
+    reason: str
+
+
+class ProblemModel(BaseModel):
+    """The body of every error."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str = ""
+    field: str | None = None
+    errors: list[FieldError] = []
+
+
+class Problem(Exception):
+    """An error the API answers with: ``field`` is the parameter or body field at fault
+    (``query.limit``, ``body.adjustments[0].qty``)."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.field = field
+        self.headers = headers
+
+
+def response(
+    status: int,
+    title: str,
+    detail: str = "",
+    *,
+    field: str | None = None,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ProblemModel(
+        title=title, status=status, detail=detail, field=field, errors=errors or []
+    ).model_dump(exclude_none=True)
+    return JSONResponse(body, status_code=status, media_type=MEDIA, headers=headers)
+
+
+def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    """``("body", "adjustments", 0, "qty")`` as ``body.adjustments[0].qty``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [FieldError(field=field_name(e["loc"]), reason=e["msg"]) for e in exc.errors()]
+    first = errors[0] if errors else FieldError(field="", reason="invalid request")
+    return response(
+        422,
+        "invalid request",
+        f"{first.field}: {first.reason}",
+        field=first.field or None,
+        errors=errors,
+    )
+
+
+def _problem(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return response(exc.status, exc.title, exc.detail, field=exc.field, headers=exc.headers)
+
+
+def _http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    title = {404: "not found", 405: "method not allowed"}.get(exc.status_code, "error")
+    return response(exc.status_code, title, str(exc.detail), headers=exc.headers)
+
+
+def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("read models unavailable: %s", exc)
+    return response(503, "read models unavailable", str(exc).splitlines()[0][:500])
+
+
+def _log_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("the log is unavailable: %s", exc)
+    return response(503, "log unavailable", f"the log (NATS) did not take the request: {exc}"[:500])
+
+
+def _event_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EventError)
+    field = f"body.{exc.field.removeprefix('data.')}" if exc.field else None
+    return response(422, "invalid request", exc.reason, field=field)
+
+
+def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return response(500, "internal error", "the server failed; its log says why")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(Problem, _problem)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(OperationalError, _unavailable)
+    app.add_exception_handler(SchemaMismatch, _unavailable)
+    app.add_exception_handler(EventError, _event_error)
+    for unavailable in (PublishError, ConnectError, nats.errors.Error, asyncio.TimeoutError):
+        app.add_exception_handler(unavailable, _log_unavailable)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, as problem details."""
+    return {
+        s: {"model": ProblemModel, "content": {MEDIA: {}}, "description": "a problem"}
+        for s in statuses
+    }
+
+
+def openapi_with_problems(app: FastAPI) -> None:
+    """Errors documented as ``application/problem+json`` (FastAPI files a response model
+    under ``application/json``): the schema moves to the media type the API sends."""
+    make = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = make()
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                for answer in operation.get("responses", {}).values():
+                    content = answer.get("content", {})
+                    if MEDIA in content and "application/json" in content:
+                        content[MEDIA] = content.pop("application/json")
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

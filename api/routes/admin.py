@@ -1,0 +1,94 @@
+"""Tokens and the audit, for admins."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime, BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from api import audit
+from api.auth import Admin, Role, create_token, list_tokens, revoke_token
+from api.context import Ctx
+from api.pages import Limit, Offset
+from api.problems import Problem, documented
+from readmodels.tables import AuditEntry
+
+router = APIRouter(tags=["admin"], responses=documented(401, 403, 422))
+
+
+class TokenOut(BaseModel):
+    id: str
+    role: str
+    stores: list[str]
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class TokenIn(BaseModel):
+    role: Role
+    stores: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]] = Field(
+        default_factory=list, max_length=1000
+    )
+    name: str = Field(default="", max_length=128)
+
+
+class NewToken(TokenOut):
+    token: str  # shown once: only its hash is kept
+
+
+@router.get("/tokens", response_model=list[TokenOut])
+def get_tokens(ctx: Ctx, who: Admin) -> list[TokenOut]:
+    return [TokenOut.model_validate(t, from_attributes=True) for t in list_tokens(ctx.db)]
+
+
+@router.post("/tokens", response_model=NewToken, status_code=201)
+def post_token(ctx: Ctx, who: Admin, body: TokenIn) -> NewToken:
+    row, token = create_token(ctx.db, body.role, body.stores, body.name)
+    audit.record(ctx.db, who, "token.created", target=row.id, detail=f"{row.role} {row.stores}")
+    return NewToken(**TokenOut.model_validate(row, from_attributes=True).model_dump(), token=token)
+
+
+@router.delete("/tokens/{token_id}", response_model=TokenOut, responses=documented(404))
+def delete_token(ctx: Ctx, who: Admin, token_id: str) -> TokenOut:
+    row = revoke_token(ctx.db, token_id)
+    if row is None:
+        raise Problem(404, "not found", f"no token {token_id!r}", field="path.token_id")
+    audit.record(ctx.db, who, "token.revoked", target=row.id)
+    return TokenOut.model_validate(row, from_attributes=True)
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntry]
+
+
+@router.get("/audit", response_model=AuditPage)
+async def get_audit(
+    ctx: Ctx,
+    who: Admin,
+    store: Annotated[str | None, Query(max_length=64)] = None,
+    action: Annotated[str | None, Query(max_length=32)] = None,
+    token_id: Annotated[str | None, Query(max_length=32)] = None,
+    since: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> AuditPage:
+    """Who read receipts, corrected them, deployed rules, made or revoked tokens: newest first."""
+    if since is not None and since.tzinfo is None:
+        raise Problem(
+            422, "invalid request", "a time needs its zone (Z or +hh:mm)", field="query.from"
+        )
+    rows = await run_in_threadpool(
+        audit.entries,
+        ctx.db,
+        store=store,
+        action=action,
+        token_id=token_id,
+        since=since,
+        limit=limit,
+        offset=offset,
+    )
+    return AuditPage(items=rows)

@@ -1,0 +1,150 @@
+"""Alerts: list and filter; acknowledge, confirm, dismiss, resolve (each an event)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime, BaseModel, Field
+from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
+
+from api import audit
+from api.auth import Operator
+from api.context import Ctx
+from api.operator import Accepted, IdempotencyKey, publish
+from api.pages import Limit, Offset, next_offset
+from api.problems import Problem, documented
+from api.stores import open_store
+from core import events as ev
+from readmodels.tables import Alert, AlertAction
+
+router = APIRouter(tags=["alerts"], responses=documented(401, 403, 404, 422))
+
+State = Literal["raised", "acknowledged", "confirmed", "dismissed", "closed"]
+ACTIONS: dict[str, type[ev.OperatorEvent]] = {
+    "acknowledge": ev.AlertAcknowledged,
+    "confirm": ev.AlertConfirmed,
+    "dismiss": ev.AlertDismissed,
+    "resolve": ev.AlertClosed,
+}
+Action = Literal["acknowledge", "confirm", "dismiss", "resolve"]
+ACTIVE = ("raised", "acknowledged", "confirmed")  # as the live state counts them
+
+
+class AlertPage(BaseModel):
+    items: list[Alert]
+    next_offset: int | None
+
+
+class AlertDetail(BaseModel):
+    alert: Alert
+    actions: list[AlertAction]
+
+
+class ActionIn(BaseModel):
+    reason: str = Field(default="", max_length=1000)
+
+
+@router.get("/stores/{store}/alerts", response_model=AlertPage)
+def list_alerts(
+    ctx: Ctx,
+    who: Operator,
+    store: str,
+    state: Annotated[list[State] | None, Query()] = None,
+    severity: Annotated[list[Literal["info", "warning", "critical"]] | None, Query()] = None,
+    name: Annotated[str | None, Query(max_length=128)] = None,
+    active: Annotated[
+        bool | None,
+        Query(description="raised, acknowledged or confirmed, and not resolved by its rule"),
+    ] = None,
+    since: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    until: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> AlertPage:
+    open_store(ctx, who, store)
+    q = select(Alert).where(Alert.store == store)
+    if state:
+        q = q.where(col(Alert.state).in_(state))
+    if severity:
+        q = q.where(col(Alert.severity).in_(severity))
+    if name:
+        q = q.where(Alert.name == name)
+    if active is not None:
+        open_ = col(Alert.state).in_(ACTIVE) & col(Alert.resolved_at).is_(None)
+        q = q.where(open_ if active else ~open_)
+    if since is not None:
+        q = q.where(col(Alert.raised_at) >= since)
+    if until is not None:
+        q = q.where(col(Alert.raised_at) < until)
+    q = q.order_by(col(Alert.raised_at).desc(), col(Alert.id)).offset(offset).limit(limit + 1)
+    with Session(ctx.db) as s:
+        rows = list(s.exec(q).all())
+    return AlertPage(items=rows[:limit], next_offset=next_offset(rows, limit, offset))
+
+
+def _alert(ctx: Ctx, store: str, alert_id: str) -> Alert:
+    with Session(ctx.db) as s:
+        alert = s.get(Alert, alert_id)
+    if alert is None or alert.store != store:
+        raise Problem(404, "not found", f"no alert {alert_id!r} in {store}", field="path.alert_id")
+    return alert
+
+
+@router.get("/stores/{store}/alerts/{alert_id}", response_model=AlertDetail)
+def get_alert(ctx: Ctx, who: Operator, store: str, alert_id: str) -> AlertDetail:
+    open_store(ctx, who, store)
+    alert = _alert(ctx, store, alert_id)
+    with Session(ctx.db) as s:
+        actions = s.exec(
+            select(AlertAction)
+            .where(AlertAction.alert_id == alert_id)
+            .order_by(col(AlertAction.seq), col(AlertAction.id))
+        ).all()
+    return AlertDetail(alert=alert, actions=list(actions))
+
+
+@router.post(
+    "/stores/{store}/alerts/{alert_id}/{action}",
+    response_model=Accepted,
+    status_code=202,
+    responses=documented(409, 503),
+)
+async def act_on_alert(
+    ctx: Ctx,
+    who: Operator,
+    store: str,
+    alert_id: str,
+    action: Action,
+    idempotency_key: IdempotencyKey = None,
+    body: ActionIn | None = None,
+) -> Accepted:
+    """Publish the action as an event (``alert.acknowledged``, ``alert.confirmed``,
+    ``alert.dismissed``, ``alert.closed``) with who did it; the alert shows it once the
+    projections have applied it."""
+    await run_in_threadpool(open_store, ctx, who, store)
+    alert = await run_in_threadpool(_alert, ctx, store, alert_id)
+    if alert.closed_at is not None:
+        raise Problem(
+            409,
+            "conflict",
+            f"the alert was closed at {alert.closed_at:%Y-%m-%d %H:%M:%S} by {alert.closed_by}",
+            field="path.alert_id",
+        )
+    reason = body.reason if body else ""
+    data = ev.AlertActionData(alert=alert.id, by=who.who[:128], reason=reason)
+    done = await publish(
+        ctx,
+        who,
+        ACTIONS[action],
+        store=store,
+        subject=alert.subject,
+        data=data,
+        target=alert.id,
+        key=idempotency_key,
+    )
+    await run_in_threadpool(
+        audit.record, ctx.db, who, done.type, store=store, target=alert.id, detail=reason
+    )
+    return done

@@ -1,0 +1,244 @@
+"""Metrics per store and zone over a time range, by hour or by day (the store's local
+day where its layout gives a time zone), from ``metric_hour``; and the same as CSV.
+
+Each row keeps what the hour rows hold (count, sum, min, max, last) so every metric
+reads as it should: footfall adds up (``sum``), occupancy is a level (``last``, ``max``),
+a rate or a wait is a mean (``mean`` = sum / count). ``kpis`` names the usual ones."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+import msgspec
+import sqlalchemy as sa
+from fastapi import APIRouter, Query, Response
+from pydantic import AwareDatetime, BaseModel
+
+from api.auth import Viewer
+from api.context import Context, Ctx
+from api.problems import Problem, documented
+from api.stores import open_store
+from readmodels.tables import MetricHour
+
+router = APIRouter(tags=["metrics"], responses=documented(401, 403, 404, 422))
+
+Granularity = Literal["hour", "day"]
+MAX_RANGE = timedelta(days=366)
+CSV_COLUMNS = ("start", "name", "zone", "count", "sum", "min", "max", "last", "mean")
+# The metrics of the standard packs (rules/packs/traffic.yaml), and how each reads.
+KPIS: dict[str, tuple[str, str]] = {
+    "footfall": ("footfall", "sum"),
+    "occupancy_max": ("occupancy", "max"),
+    "capture_rate": ("capture_rate", "mean"),  # entries / passers-by
+    "capture_rate_of_traffic": ("capture_rate_of_traffic", "mean"),  # entries / all traffic
+    "store_conversion": ("store_conversion", "last"),
+    "zone_conversion": ("zone_conversion", "mean"),
+    "dwell_s": ("zone_visit_s", "mean"),
+    "queue_wait_s": ("queue_wait_s", "mean"),
+    "queue_wait_max_s": ("queue_wait_s", "max"),
+    "queue_length_max": ("queue_length", "max"),
+}
+
+
+class Point(BaseModel):
+    name: str
+    zone: str  # "" for the whole store
+    start: datetime  # the bucket's start (UTC)
+    count: int
+    sum: float
+    min: float
+    max: float
+    last: float
+    mean: float
+
+
+class MetricsOut(BaseModel):
+    store: str
+    start: datetime
+    end: datetime
+    granularity: Granularity
+    timezone: str
+    series: list[Point]
+    kpis: dict[str, float | None]  # over the whole range, for the store (zone "")
+
+
+def _range(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
+    now = datetime.now(UTC)
+    end = until or now
+    start = since or end - timedelta(days=1)
+    for name, t in (("query.from", start), ("query.to", end)):
+        if t.tzinfo is None:
+            raise Problem(422, "invalid request", "a time needs its zone (Z or +hh:mm)", field=name)
+    if end <= start:
+        raise Problem(422, "invalid request", "to must be after from", field="query.to")
+    if end - start > MAX_RANGE:
+        raise Problem(422, "invalid request", "at most 366 days at once", field="query.to")
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def _zone(ctx: Context, store: str) -> ZoneInfo:
+    layout = ctx.layouts.get(store)
+    try:
+        return ZoneInfo(layout.store.timezone) if layout else ZoneInfo("UTC")
+    except (KeyError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _bucket(hour: datetime, granularity: Granularity, tz: ZoneInfo) -> datetime:
+    if granularity == "hour":
+        return hour
+    local = hour.astimezone(tz)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+Row = tuple[str, str, datetime, int, float, float, float, float, datetime]  # as selected
+
+
+def _fold(rows: list[Row]) -> tuple[int, float, float, float, float]:
+    """count, sum, min, max and the last value of hour rows."""
+    _, _, hour, count, total, lo, hi, last, last_at = rows[0]
+    newest = (last_at, hour)
+    for r in rows[1:]:
+        count += r[3]
+        total += r[4]
+        lo = min(lo, r[5])
+        hi = max(hi, r[6])
+        if (r[8], r[2]) > newest:
+            newest, last = (r[8], r[2]), r[7]
+    return count, total, lo, hi, last
+
+
+def compute(
+    ctx: Context,
+    store: str,
+    start: datetime,
+    end: datetime,
+    granularity: Granularity,
+    names: list[str] | None,
+    zone: str | None,
+) -> dict[str, Any]:
+    """``MetricsOut`` as plain data: a day of a store's hours is a thousand rows, and
+    models for each cost more than the query."""
+    tz = _zone(ctx, store)
+    t = MetricHour.__table__  # type: ignore[attr-defined]
+    # A local day may begin before ``start``'s UTC hour: the buckets are of whole hours.
+    q = sa.select(
+        t.c.name, t.c.zone, t.c.hour, t.c.count, t.c.sum, t.c.min, t.c.max, t.c.last, t.c.last_at
+    ).where(
+        t.c.store == store,
+        t.c.hour >= start.replace(minute=0, second=0, microsecond=0),
+        t.c.hour < end,
+    )
+    if names:
+        q = q.where(t.c.name.in_(names))
+    if zone is not None:
+        q = q.where(t.c.zone == zone)
+    with ctx.db.connect() as conn:
+        rows: list[Row] = [tuple(r) for r in conn.execute(q)]  # type: ignore[misc]
+    groups: dict[tuple[str, str, datetime], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r[0], r[1], _bucket(r[2], granularity, tz)), []).append(r)
+    series: list[dict[str, Any]] = []
+    for (name, z, at), group in sorted(groups.items()):
+        count, total, lo, hi, last = _fold(group)
+        series.append(
+            {
+                "name": name,
+                "zone": z,
+                "start": at,
+                "count": count,
+                "sum": total,
+                "min": lo,
+                "max": hi,
+                "last": last,
+                "mean": total / count if count else 0.0,
+            }
+        )
+    kpis: dict[str, float | None] = {}
+    per_zone = {"zone_visit_s", "queue_wait_s", "queue_length", "zone_conversion"}
+    by_name: dict[str, list[Row]] = {}
+    for r in rows:
+        if r[1] == "" or r[0] in per_zone:
+            by_name.setdefault(r[0], []).append(r)
+    for kpi, (name, how) in KPIS.items():
+        mine = by_name.get(name)
+        if not mine:
+            kpis[kpi] = None
+            continue
+        count, total, _, hi, last = _fold(mine)
+        kpis[kpi] = {
+            "sum": total,
+            "max": hi,
+            "last": last,
+            "mean": total / count if count else None,
+        }[how]
+    return {
+        "store": store,
+        "start": start,
+        "end": end,
+        "granularity": granularity,
+        "timezone": str(tz),
+        "series": series,
+        "kpis": kpis,
+    }
+
+
+Since = Annotated[AwareDatetime | None, Query(alias="from", description="default: a day before to")]
+Until = Annotated[AwareDatetime | None, Query(alias="to", description="default: now")]
+Names = Annotated[list[str] | None, Query(alias="name", description="only these metrics")]
+Zone = Annotated[str | None, Query(max_length=128, description='one zone ("" for the store)')]
+
+
+@router.get("/stores/{store}/metrics", response_model=MetricsOut)
+def get_metrics(
+    ctx: Ctx,
+    who: Viewer,
+    store: str,
+    since: Since = None,
+    until: Until = None,
+    granularity: Granularity = "hour",
+    name: Names = None,
+    zone: Zone = None,
+) -> Response:
+    """Footfall, occupancy, capture rate (of passers-by, and of all traffic), conversion
+    (store and zone), dwell and queue waits, by hour or day."""
+    open_store(ctx, who, store)
+    start, end = _range(since, until)
+    out = compute(ctx, store, start, end, granularity, name, zone)
+    return Response(msgspec.json.encode(out), media_type="application/json")
+
+
+@router.get(
+    "/stores/{store}/metrics.csv",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def get_metrics_csv(
+    ctx: Ctx,
+    who: Viewer,
+    store: str,
+    since: Since = None,
+    until: Until = None,
+    granularity: Granularity = "hour",
+    name: Names = None,
+    zone: Zone = None,
+) -> Response:
+    """The same series as CSV, one row per metric, zone and bucket."""
+    open_store(ctx, who, store)
+    start, end = _range(since, until)
+    out = compute(ctx, store, start, end, granularity, name, zone)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(CSV_COLUMNS)
+    for p in out["series"]:
+        w.writerow([p["start"].isoformat(), *(p[k] for k in CSV_COLUMNS[1:])])
+    filename = f"{store}-metrics-{start:%Y%m%dT%H%M}.csv"
+    return Response(
+        buf.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

@@ -1,0 +1,268 @@
+"""Receipts: list, filter, search; one receipt with its lines and each line's evidence
+(the answer to a shopper's dispute); corrections and refunds as events. Every read of a
+receipt and every correction is audited."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime, BaseModel, Field
+from sqlalchemy import or_
+from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
+
+from api import audit
+from api.auth import Operator
+from api.context import Ctx
+from api.operator import Accepted, IdempotencyKey, publish
+from api.pages import Limit, Offset, next_offset
+from api.problems import Problem, documented
+from api.stores import open_store
+from core import events as ev
+from readmodels.tables import (
+    Cart,
+    CorrectionAdjustment,
+    LineEvidence,
+    Receipt,
+    ReceiptCorrection,
+    ReceiptLine,
+)
+
+router = APIRouter(tags=["receipts"], responses=documented(401, 403, 404, 422))
+
+
+class ReceiptPage(BaseModel):
+    items: list[Receipt]
+    next_offset: int | None
+
+
+class LineOut(BaseModel):
+    """A line, and the evidence it rests on: each cart change of its SKU with the pick or
+    put-back it came from (camera or sensor, shelf, time) and the rule that derived it."""
+
+    line: ReceiptLine
+    evidence: list[LineEvidence]
+
+
+class CorrectionOut(BaseModel):
+    correction: ReceiptCorrection
+    adjustments: list[CorrectionAdjustment]
+
+
+class ReceiptDetail(BaseModel):
+    receipt: Receipt
+    lines: list[LineOut]
+    corrections: list[CorrectionOut]
+    cart: Cart | None
+
+
+class AdjustmentIn(BaseModel):
+    sku: str = Field(min_length=1, max_length=64)
+    qty: int = Field(default=0, ge=-1000, le=1000)
+    amount_cents: int = Field(default=0, ge=-(10**9), le=10**9)
+    name: str = Field(default="", max_length=128)
+
+
+class CorrectionIn(BaseModel):
+    """A correction or refund: what each line changes by (negative: taken off), and why."""
+
+    reason: str = Field(min_length=1, max_length=1000)
+    adjustments: list[AdjustmentIn] = Field(default_factory=list, max_length=200)
+    reviewed: bool = False
+
+
+@router.get("/stores/{store}/receipts", response_model=ReceiptPage)
+def list_receipts(
+    ctx: Ctx,
+    who: Operator,
+    store: str,
+    since: Annotated[
+        AwareDatetime | None, Query(alias="from", description="issued at or after")
+    ] = None,
+    until: Annotated[AwareDatetime | None, Query(alias="to", description="issued before")] = None,
+    subject: Annotated[str | None, Query(max_length=128)] = None,
+    q: Annotated[
+        str | None,
+        Query(min_length=1, max_length=64, description="an id's start, a cart, a SKU or item name"),
+    ] = None,
+    needs_review: bool | None = None,
+    corrected: bool | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> ReceiptPage:
+    open_store(ctx, who, store)
+    query = select(Receipt).where(Receipt.store == store)
+    if since is not None:
+        query = query.where(col(Receipt.issued_at) >= since)
+    if until is not None:
+        query = query.where(col(Receipt.issued_at) < until)
+    if subject is not None:
+        query = query.where(Receipt.subject == subject)
+    if needs_review is not None:
+        query = query.where(Receipt.needs_review == needs_review)
+    if corrected is not None:
+        query = query.where((col(Receipt.corrections) > 0) == corrected)
+    if q is not None:
+        lines = select(ReceiptLine.receipt_id).where(
+            or_(ReceiptLine.sku == q, col(ReceiptLine.name).contains(q, autoescape=True))
+        )
+        query = query.where(
+            or_(
+                col(Receipt.id).startswith(q, autoescape=True),
+                Receipt.subject == q,
+                Receipt.cart == q,
+                col(Receipt.id).in_(lines),
+            )
+        )
+    query = query.order_by(col(Receipt.issued_at).desc(), col(Receipt.id))
+    with Session(ctx.db) as s:
+        rows = list(s.exec(query.offset(offset).limit(limit + 1)).all())
+    shown = rows[:limit]
+    asked = {"from": since, "to": until, "subject": subject, "q": q, "offset": offset}
+    detail = " ".join(f"{k}={v}" for k, v in asked.items() if v) + f" ({len(shown)} shown)"
+    audit.record(ctx.db, who, "receipts.listed", store=store, detail=detail.strip())
+    return ReceiptPage(items=shown, next_offset=next_offset(rows, limit, offset))
+
+
+def _receipt(ctx: Ctx, store: str, receipt_id: str) -> Receipt:
+    with Session(ctx.db) as s:
+        receipt = s.get(Receipt, receipt_id)
+    if receipt is None or receipt.store != store:
+        raise Problem(
+            404, "not found", f"no receipt {receipt_id!r} in {store}", field="path.receipt_id"
+        )
+    return receipt
+
+
+@router.get("/stores/{store}/receipts/{receipt_id}", response_model=ReceiptDetail)
+def get_receipt(ctx: Ctx, who: Operator, store: str, receipt_id: str) -> ReceiptDetail:
+    """The receipt as issued and as corrected, each line with its evidence; the read is
+    audited."""
+    open_store(ctx, who, store)
+    receipt = _receipt(ctx, store, receipt_id)
+    with Session(ctx.db) as s:
+        lines = s.exec(
+            select(ReceiptLine)
+            .where(ReceiptLine.receipt_id == receipt_id)
+            .order_by(col(ReceiptLine.position))
+        ).all()
+        evidence = s.exec(
+            select(LineEvidence)
+            .where(LineEvidence.receipt_id == receipt_id)
+            .order_by(col(LineEvidence.position))
+        ).all()
+        corrections = s.exec(
+            select(ReceiptCorrection)
+            .where(ReceiptCorrection.receipt_id == receipt_id)
+            .order_by(col(ReceiptCorrection.seq))
+        ).all()
+        ids = [c.id for c in corrections]
+        adjustments = (
+            s.exec(
+                select(CorrectionAdjustment)
+                .where(col(CorrectionAdjustment.correction_id).in_(ids))
+                .order_by(col(CorrectionAdjustment.position))
+            ).all()
+            if ids
+            else []
+        )
+        cart = s.get(Cart, receipt.cart_id) if receipt.cart_id else None
+    by_sku: dict[str, list[LineEvidence]] = {}
+    for e in evidence:
+        by_sku.setdefault(e.sku, []).append(e)
+    by_correction: dict[str, list[CorrectionAdjustment]] = {}
+    for a in adjustments:
+        by_correction.setdefault(a.correction_id, []).append(a)
+    audit.record(ctx.db, who, "receipt.read", store=store, target=receipt_id)
+    return ReceiptDetail(
+        receipt=receipt,
+        lines=[LineOut(line=line, evidence=by_sku.get(line.sku, [])) for line in lines],
+        corrections=[
+            CorrectionOut(correction=c, adjustments=by_correction.get(c.id, []))
+            for c in corrections
+        ],
+        cart=cart,
+    )
+
+
+def _check_correction(ctx: Ctx, receipt: Receipt, body: CorrectionIn) -> None:
+    """Refuse what the projection would refuse (a line or the total below zero), naming
+    the adjustment, rather than publish an event that ends as a dead letter."""
+    with Session(ctx.db) as s:
+        lines = {
+            line.sku: [line.corrected_qty, line.corrected_amount_cents]
+            for line in s.exec(select(ReceiptLine).where(ReceiptLine.receipt_id == receipt.id))
+        }
+    total = receipt.corrected_total_cents
+    for i, adj in enumerate(body.adjustments):
+        line = lines.setdefault(adj.sku, [0, 0])
+        line[0] += adj.qty
+        line[1] += adj.amount_cents
+        if line[0] < 0 or line[1] < 0:
+            raise Problem(
+                422,
+                "invalid request",
+                f"would leave {line[0]} of {adj.sku} for {line[1]} cents on the receipt",
+                field=f"body.adjustments[{i}]",
+            )
+        total += adj.amount_cents
+    if total < 0:
+        raise Problem(
+            422,
+            "invalid request",
+            "would make the receipt's total negative",
+            field="body.adjustments",
+        )
+
+
+@router.post(
+    "/stores/{store}/receipts/{receipt_id}/corrections",
+    response_model=Accepted,
+    status_code=202,
+    responses=documented(503),
+)
+async def correct_receipt(
+    ctx: Ctx,
+    who: Operator,
+    store: str,
+    receipt_id: str,
+    body: CorrectionIn,
+    idempotency_key: IdempotencyKey = None,
+) -> Accepted:
+    """A correction or refund: a ``receipt.corrected`` event with who and why, never an
+    edit; the receipt shows it beside its lines as issued once projected. Audited."""
+    await run_in_threadpool(open_store, ctx, who, store)
+    receipt = await run_in_threadpool(_receipt, ctx, store, receipt_id)
+    await run_in_threadpool(_check_correction, ctx, receipt, body)
+    try:
+        data = ev.ReceiptCorrectionData(
+            receipt=receipt.id,
+            by=who.who[:128],
+            reason=body.reason,
+            reviewed=body.reviewed,
+            adjustments=tuple(ev.Adjustment(**a.model_dump()) for a in body.adjustments),
+        )
+    except (TypeError, ValueError) as exc:
+        raise Problem(422, "invalid request", str(exc), field="body") from None
+    done = await publish(
+        ctx,
+        who,
+        ev.ReceiptCorrected,
+        store=store,
+        subject=receipt.subject,
+        data=data,
+        target=receipt.id,
+        key=idempotency_key,
+    )
+    detail = f"{body.reason} ({sum(a.amount_cents for a in body.adjustments):+d} cents)"
+    await run_in_threadpool(
+        audit.record,
+        ctx.db,
+        who,
+        "receipt.corrected",
+        store=store,
+        target=receipt.id,
+        detail=detail,
+    )
+    return done

@@ -1,0 +1,483 @@
+"""``aisle serve``: the API and the dashboard, the projections and the engine, for a store
+or a chain, on the embedded defaults; with ``--demo``, a simulated store day published into
+the log at an accelerated pace.
+
+The engine and the projections run as ``aisle engine run`` and ``aisle projections run``
+in processes of their own (their logs under ``<data dir>/serve/``): the engine's catch-up
+is CPU work that would stall the API's requests in a shared event loop, and each keeps the
+behaviour its own command documents. This process holds the embedded nats-server (the
+others share it through its ``server.json``), serves the API with uvicorn and publishes
+the demo day. Ctrl-C or SIGTERM stops the demo, the children, the API and last the
+server, in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Annotated
+from zoneinfo import ZoneInfo
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.markup import escape
+from ruamel.yaml import YAML
+
+from core import events as ev
+from core.access import Role
+from core.cli import run as run_command
+from core.config import Settings
+from core.layout import Layout, load_layout
+from core.log import publish_in_order
+from core.logs import configure
+from core.runtime import open_log
+from core.yamlsource import SourceError
+
+log = logging.getLogger("aisle.serve")
+err = Console(stderr=True)
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "stores" / "convenience.yaml"
+STOP_CHILD_S = 15.0  # a child that has not stopped this long after SIGTERM is killed
+TOKEN_NAME = "aisle serve"  # the holder of the token it makes, as the audit names it
+
+
+def _command(module: str) -> list[str]:
+    """``aisle`` with only ``module``'s commands: loading every layer's (the adapters'
+    imports alone take seconds) would delay the engine's and the projections' start."""
+    code = f"import typer; from {module} import register; a = typer.Typer(); register(a); a()"
+    return [sys.executable, "-c", code]
+
+
+@dataclass(frozen=True)
+class DemoDay:
+    """The simulated day ``--demo`` publishes: the store's last full opening day (so no
+    event is dated ahead of the wall clock), ``head_start_h`` of it at once, the rest
+    ``speed`` times faster than it happened."""
+
+    shoppers: int = 200
+    hours: float = 15.0
+    opens: int = 7  # local hour
+    speed: float = 60.0
+    head_start_h: float = 2.0
+    seed: int = 1
+
+    def start(self, timezone: str, now: datetime) -> datetime:
+        """The opening of the last day whose close is before ``now``."""
+        local = now.astimezone(ZoneInfo(timezone))
+        day = local.replace(hour=self.opens, minute=0, second=0, microsecond=0)
+        while day + timedelta(hours=self.hours) > local:
+            day -= timedelta(days=1)
+        return day
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    layouts: tuple[Path, ...] = (EXAMPLE,)
+    stores: tuple[str, ...] = ()  # only these stores (default: every store in the log)
+    engine: bool = True
+    demo: DemoDay | None = None
+    chain: int = 1  # --demo: this many stores of the first layout
+
+
+class ServeError(RuntimeError):
+    """A part of ``aisle serve`` could not start or stopped: the message says which, and why."""
+
+
+# -- the chain's layouts --------------------------------------------------------------------
+
+
+def chain_layouts(path: Path, stores: int, folder: Path) -> tuple[Path, ...]:
+    """``stores`` copies of a layout file under their own store ids (``<id>-001``...),
+    written into ``folder`` with the comments kept, so that the API draws each store's
+    floor; one store: the file itself."""
+    if stores == 1:
+        return (path,)
+    yaml = YAML()  # round trip: the copy reads like the original
+    folder.mkdir(parents=True, exist_ok=True)
+    base = load_layout(path).store.id
+    out = []
+    for k in range(1, stores + 1):
+        doc = yaml.load(path.read_text())
+        doc["store"]["id"] = f"{base}-{k:03d}"
+        doc["store"]["name"] = f"{doc['store'].get('name', base)} #{k}"
+        copy = folder / f"{base}-{k:03d}.yaml"
+        with copy.open("w") as f:
+            yaml.dump(doc, f)
+        out.append(copy)
+    return tuple(out)
+
+
+# -- the children ---------------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    """A process ``aisle serve`` started, with its output in a file."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    _out: IO[bytes] | None = None
+
+    def start(self, env: dict[str, str]) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._out = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv, stdout=self._out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+        )
+
+    def exited(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def tail(self, lines: int = 12) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.rstrip().splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = STOP_CHILD_S) -> None:
+        """SIGTERM, then SIGKILL if it has not stopped in time; its exit is waited for."""
+        p = self.process
+        if p is not None and p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s: killed", self.name, timeout_s)
+                p.kill()
+                p.wait()
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+
+def children(options: ServeOptions, layouts: Sequence[Path], logs: Path) -> list[Child]:
+    """The projections and (unless ``--no-engine``) the engine, as their commands run them."""
+    out = []
+    projections = [
+        *_command("readmodels.cli"),
+        *("projections", "run", "--log-format", "text"),
+    ]
+    if len(options.stores) == 1:
+        projections += ["--store", options.stores[0]]
+    out.append(Child("projections", projections, logs / "projections.log"))
+    if options.engine:
+        engine = [
+            *_command("rules.service.cli"),
+            *("engine", "run", "--log-format", "text"),
+        ]
+        for path in layouts:
+            engine += ["--layout", str(path)]
+        for store in options.stores:
+            engine += ["--store", store]
+        out.append(Child("engine", engine, logs / "engine.log"))
+    return out
+
+
+# -- the demo day ---------------------------------------------------------------------------
+
+
+async def publish_demo(
+    settings: Settings, layouts: Sequence[Layout], day: DemoDay, now: datetime
+) -> None:
+    """Simulate each store's day, skip what the log already holds (a second run on the same
+    data adds nothing), publish the head start at once and the rest at ``day.speed``."""
+    from simulator.cli import _paced
+    from simulator.day import simulate
+
+    def days() -> list[ev.Event]:
+        runs = [
+            simulate(
+                lay,
+                day.start(lay.store.timezone, now),
+                hours=day.hours,
+                shoppers=day.shoppers,
+                seed=day.seed + k,
+            )
+            for k, lay in enumerate(layouts)
+        ]
+        return sorted((e for r in runs for e in r.events), key=lambda e: e.at)
+
+    events = await asyncio.to_thread(days)  # seconds of work: the API answers meanwhile
+    # As the admin, as `aisle demo`: reading what the log holds is not an adapter's right.
+    async with open_log(settings, name="aisle-serve-demo") as log_:
+        held: set[str] = set()
+        for layout in layouts:
+            for types in (None, ev.SAMPLE_TYPES):
+                held |= {r.event.id async for r in log_.replay(store=layout.store.id, types=types)}
+        events = [e for e in events if e.id not in held]
+        if not events:
+            log.info("the demo day is in the log already")
+            return
+        head = events[0].at + timedelta(hours=day.head_start_h)
+        first = [e for e in events if e.at < head]
+        rest = events[len(first) :]
+        await publish_in_order(log_, first)  # as a backfill: in order across the streams
+        await _paced(log_, rest, speed=day.speed)
+
+
+# -- the operator token ---------------------------------------------------------------------
+
+
+def operator_token(database_url: str, stores: Sequence[str], name: str) -> str:
+    """A new operator token (``api.auth``), stored hashed; shown once, here."""
+    from api.auth import Role as ApiRole
+    from api.auth import create_token
+    from readmodels.database import check_schema, make_engine
+
+    db = make_engine(database_url)
+    try:
+        check_schema(db)
+        _, token = create_token(db, ApiRole.OPERATOR, stores, name)
+    finally:
+        db.dispose()
+    return token
+
+
+# -- the server -----------------------------------------------------------------------------
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: ``serve`` owns Ctrl-C and stops everything
+    in order (uvicorn would re-raise the signal once it has stopped)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def]
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything starts: a port in use ends ``serve`` at
+    once, and port 0 gets a free port to print."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServeError(
+            f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc}); "
+            "choose a free port, or 0 for any"
+        ) from None
+    sock.listen(128)
+    sock.set_inheritable(False)
+    return sock
+
+
+def dashboard_url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    if host in ("0.0.0.0", "::"):
+        shown = "127.0.0.1"
+    return f"http://{shown}:{port}/dashboard/"
+
+
+async def serve(settings: Settings, options: ServeOptions) -> None:
+    """Run everything until Ctrl-C or SIGTERM, or until a part fails; then stop the parts
+    in order, while the embedded nats-server still runs, so that it stops last."""
+    from api.app import create_app
+    from api.settings import ApiSettings
+    from readmodels.database import database_url
+
+    sock = bind(options.host, options.port)
+    port = sock.getsockname()[1]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    logs = settings.data_dir / "serve"
+    layouts = options.layouts
+    if options.demo is not None and options.chain > 1:
+        layouts = chain_layouts(layouts[0], options.chain, settings.data_dir / "chain")
+    loaded = [load_layout(p) for p in layouts]
+    db_url = database_url(settings)
+    running = _Running(sock, children(options, layouts, logs))
+    try:
+        token = await asyncio.to_thread(operator_token, db_url, options.stores, TOKEN_NAME)
+        # A connection of its own to the log: the embedded server, which stops when its
+        # last client leaves, outlives every part and stops when `serve` itself does.
+        async with open_log(settings, name="aisle-serve", role=Role.VIEWER, read_only=True) as keep:
+            at = keep.nc.connected_url
+            nats_url = settings.nats_url or (f"nats://{at.hostname}:{at.port}" if at else "?")
+            try:
+                for child in running.parts:
+                    child.start(dict(os.environ))
+                api = ApiSettings(core=settings, database_url=db_url, layouts=layouts)
+                await running.start_api(create_app(api))
+                url = dashboard_url(options.host, port)
+                _say(f"aisle serve: the dashboard on {url}#token={token}")
+                _say(f"  the API on {url.removesuffix('/dashboard/')}/api/v1 (docs: /api/v1/docs)")
+                _say(f"  operator token (shown once): {token}")
+                where = "" if settings.nats_url else " (embedded)"
+                _say(
+                    f"  the log on {nats_url}{where}; the engine's and projections' logs in {logs}/"
+                )
+                if options.demo is not None:
+                    d = options.demo
+                    _say(
+                        f"  demo: {len(loaded)} store(s), {d.shoppers} visitors each over "
+                        f"{d.hours:g} h, {d.head_start_h:g} h at once, then {d.speed:g}x"
+                    )
+                    running.demo = asyncio.create_task(
+                        publish_demo(settings, loaded, d, datetime.now().astimezone())
+                    )
+                _say("  Ctrl-C stops it all")
+                await running.watch(stop)
+            finally:
+                await running.stop()
+    finally:
+        sock.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # at once, also into a pipe: a test or a wrapper reads it
+
+
+@dataclass
+class _Running:
+    """What ``serve`` started, to watch and to stop."""
+
+    sock: socket.socket
+    parts: list[Child]
+    server: _Server | None = None
+    serving: asyncio.Task[None] | None = None
+    demo: asyncio.Task[None] | None = None
+
+    async def start_api(self, app: object) -> None:
+        config = uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            log_level="warning",
+            timeout_graceful_shutdown=2,  # the live streams never end by themselves
+            lifespan="on",
+        )
+        self.server = _Server(config)
+        self.serving = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+        while not self.server.started:
+            if self.serving.done():
+                self.serving.result()  # its exception, if it has one
+                raise ServeError("the API stopped as it started")
+            await asyncio.sleep(0.05)
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Wait for ``stop``; a part that ends first ends ``serve`` with its reason."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            if self.serving is not None and self.serving.done():
+                self.serving.result()
+                raise ServeError("the API stopped")
+            for child in self.parts:
+                code = child.exited()
+                if code is not None:
+                    raise ServeError(
+                        f"the {child.name} stopped (exit code {code}); the end of "
+                        f"{child.log_path}:\n{child.tail()}"
+                    )
+            if self.demo is not None and self.demo.done():
+                demo, self.demo = self.demo, None
+                if not demo.cancelled() and (exc := demo.exception()) is not None:
+                    raise ServeError(f"the demo day could not be published: {exc}") from exc
+                log.info("the demo day is in the log")
+
+    async def stop(self) -> None:
+        """The demo, the children, then the API; the embedded server stops after them,
+        when ``serve``'s own connection leaves."""
+        if self.demo is not None and not self.demo.done():
+            self.demo.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.demo
+        await asyncio.gather(*(asyncio.to_thread(c.stop) for c in self.parts))
+        if self.server is not None and self.serving is not None:
+            self.server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.serving
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve_command(
+        layout: Annotated[
+            list[Path] | None,
+            typer.Option("--layout", help="Store layouts (one serves every store of a chain)."),
+        ] = None,
+        store: Annotated[
+            list[str] | None,
+            typer.Option("--store", "-s", help="Only these stores (default: every store)."),
+        ] = None,
+        host: Annotated[str, typer.Option(help="Where the API listens.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(min=0, max=65535, help="Its port (0: any).")] = 8000,
+        engine: Annotated[
+            bool, typer.Option(help="Run the rules engine too (--no-engine: another runs it).")
+        ] = True,
+        demo: Annotated[
+            bool, typer.Option(help="Publish a simulated store day into the log as it runs.")
+        ] = False,
+        stores: Annotated[
+            int, typer.Option(min=1, max=50, help="--demo: a chain of this many stores.")
+        ] = 1,
+        shoppers: Annotated[
+            int, typer.Option(min=1, max=5000, help="--demo: visitors per store.")
+        ] = 200,
+        speed: Annotated[
+            float,
+            typer.Option(min=1, max=10_000, help="--demo: store seconds per wall-clock second."),
+        ] = 60.0,
+        head_start: Annotated[
+            float,
+            typer.Option(min=0, max=24, help="--demo: hours of the day published at once."),
+        ] = 2.0,
+    ) -> None:
+        """The API and the live dashboard, the projections and the engine, until Ctrl-C."""
+        for s in store or ():
+            if not re.fullmatch(ev.STORE_PATTERN, s):
+                raise typer.BadParameter(
+                    f"{s!r}: letters, digits, '-' or '_' (max 64)", param_hint="--store"
+                )
+        if store and demo:
+            raise typer.BadParameter("--demo simulates its own stores", param_hint="--store")
+        if stores > 1 and not demo:
+            raise typer.BadParameter("a simulated chain needs --demo", param_hint="--stores")
+        layouts = tuple(layout or [EXAMPLE])
+        for path in layouts:
+            try:
+                load_layout(path)
+            except (OSError, SourceError, ValueError) as exc:
+                raise typer.BadParameter(f"{path}: {exc}", param_hint="--layout") from None
+        options = ServeOptions(
+            host=host,
+            port=port,
+            layouts=layouts,
+            stores=tuple(store or ()),
+            engine=engine,
+            demo=DemoDay(shoppers=shoppers, speed=speed, head_start_h=head_start) if demo else None,
+            chain=stores,
+        )
+        configure(json_lines=False)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        try:
+            run_command(lambda settings: serve(settings, options))
+        except ServeError as exc:
+            err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+            raise typer.Exit(1) from None

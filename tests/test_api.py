@@ -1,0 +1,510 @@
+"""The HTTP API over real read models projected from a real log, on SQLite and on
+PostgreSQL: what each role sees, receipts with their evidence, corrections and alert
+actions as events (once, however often retried), metrics, heatmaps, events, rules, the
+live stream, and errors as problem details naming the field."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from api.auth import authenticate
+from core import events as ev
+from readmodels.maintenance import reset
+from readmodels.runner import projections
+from tests.apikit import OTHER, STORE, World, world
+from tests.enginekit import OPEN
+from tests.readmodelkit import scalar
+
+pytestmark = pytest.mark.integration
+V1 = "/api/v1"
+DAY = {"from": OPEN.astimezone(UTC).isoformat(), "to": (OPEN + timedelta(days=1)).isoformat()}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def w(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with world(request, request.param, tmp_path_factory.mktemp("api")) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def c(w: World) -> Iterator[TestClient]:
+    with w.client() as client:
+        yield client
+
+
+def get(c: TestClient, w: World, who: str, path: str, **params: object) -> object:
+    r = c.get(V1 + path, headers=w.auth(who), params=params)  # type: ignore[arg-type]
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def first_receipt(w: World, store: str = STORE) -> ev.ReceiptIssued:
+    return next(e for e in w.derived[store] if isinstance(e, ev.ReceiptIssued))
+
+
+# -- roles ---------------------------------------------------------------------------------
+
+VIEWER_PATHS = [
+    "/stores",
+    f"/stores/{STORE}/layout",
+    f"/stores/{STORE}/layout.svg",
+    f"/stores/{STORE}/live",
+    f"/stores/{STORE}/metrics",
+    f"/stores/{STORE}/metrics.csv",
+    f"/stores/{STORE}/heatmap",
+    f"/stores/{STORE}/heatmap.png",
+]
+OPERATOR_PATHS = [
+    f"/stores/{STORE}/receipts",
+    f"/stores/{STORE}/alerts",
+    f"/stores/{STORE}/events?limit=5",
+]
+ADMIN_PATHS = ["/rules", "/tokens", "/audit"]
+
+
+def test_each_role_sees_what_it_may_and_gets_403_for_the_rest(c: TestClient, w: World) -> None:
+    allowed = {
+        "viewer": VIEWER_PATHS,
+        "operator": VIEWER_PATHS + OPERATOR_PATHS,
+        "admin": VIEWER_PATHS + OPERATOR_PATHS + ADMIN_PATHS,
+    }
+    for role, paths in allowed.items():
+        for path in VIEWER_PATHS + OPERATOR_PATHS + ADMIN_PATHS:
+            r = c.get(V1 + path, headers=w.auth(role))
+            want = 200 if path in paths else 403
+            assert r.status_code == want, (role, path, r.text)
+            if want == 403:
+                assert r.headers["content-type"] == "application/problem+json"
+    receipt = first_receipt(w)
+    r = c.get(f"{V1}/stores/{STORE}/receipts/{receipt.id}", headers=w.auth("viewer"))
+    assert r.status_code == 403, "a receipt is tied to a shopper: not a viewer's"
+    r = c.post(
+        f"{V1}/stores/{STORE}/receipts/{receipt.id}/corrections",
+        headers=w.auth("viewer"),
+        json={"reason": "no"},
+    )
+    assert r.status_code == 403
+
+
+def test_a_missing_wrong_or_revoked_token_gets_401(c: TestClient, w: World) -> None:
+    path = f"{V1}/stores/{STORE}/live"
+    assert c.get(path).status_code == 401
+    assert c.get(path, headers={"Authorization": "Bearer nonsense"}).status_code == 401
+    token_id, secret = w.tokens["viewer"].split(".")
+    wrong = {"Authorization": f"Bearer {token_id}.{secret[:-2]}xx"}
+    r = c.get(path, headers=wrong)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert r.json()["field"] == "header.authorization"
+    made = c.post(f"{V1}/tokens", headers=w.auth("admin"), json={"role": "viewer", "name": "tmp"})
+    assert made.status_code == 201
+    token = made.json()["token"]
+    assert c.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    gone = c.delete(f"{V1}/tokens/{made.json()['id']}", headers=w.auth("admin"))
+    assert gone.status_code == 200 and gone.json()["revoked_at"]
+    assert c.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_tokens_are_stored_hashed_never_as_themselves(w: World) -> None:
+    token = w.tokens["operator"]
+    token_id, secret = token.split(".")
+    stored = scalar(w.db, f"SELECT secret_hash FROM api_token WHERE id = '{token_id}'")
+    assert secret not in stored and len(stored) == 64
+    assert authenticate(w.db, token) is not None
+
+
+def test_a_token_limited_to_one_store_sees_nothing_of_another(c: TestClient, w: World) -> None:
+    stores = get(c, w, "limited", "/stores")
+    assert [s["id"] for s in stores] == [OTHER]  # type: ignore[union-attr]
+    everyone = {s["id"] for s in get(c, w, "operator", "/stores")}  # type: ignore[union-attr]
+    assert {STORE, OTHER} <= everyone
+    receipt = first_receipt(w)
+    for path in [
+        *VIEWER_PATHS[1:],
+        *OPERATOR_PATHS,
+        f"/stores/{STORE}/receipts/{receipt.id}",
+        f"/stores/{STORE}/stream",
+    ]:
+        r = c.get(V1 + path, headers=w.auth("limited"))
+        assert r.status_code == 403, (path, r.text)
+    # Its own store's receipt, asked for under the other store's path, is not found.
+    mine = first_receipt(w, OTHER)
+    r = c.get(f"{V1}/stores/{STORE}/receipts/{mine.id}", headers=w.auth("operator"))
+    assert r.status_code == 404
+    assert get(c, w, "limited", f"/stores/{OTHER}/receipts/{mine.id}")
+
+
+def test_a_viewer_sees_counts_of_carts_and_alerts_but_not_them(c: TestClient, w: World) -> None:
+    viewer = get(c, w, "viewer", f"/stores/{STORE}/live")
+    operator = get(c, w, "operator", f"/stores/{STORE}/live")
+    assert viewer["carts"] is None and viewer["alerts"] is None  # type: ignore[index]
+    assert operator["open_carts"] == len(operator["carts"])  # type: ignore[index]
+    assert operator["active_alerts"] == viewer["active_alerts"]  # type: ignore[index]
+    assert viewer["occupancy"] is not None  # type: ignore[index]
+    listed = get(c, w, "operator", f"/stores/{STORE}/alerts", active=True, limit=500)
+    assert len(listed["items"]) == operator["active_alerts"] > 0  # type: ignore[index]
+
+
+# -- receipts ------------------------------------------------------------------------------
+
+
+def test_receipts_list_filter_and_search(c: TestClient, w: World) -> None:
+    issued = [e for e in w.derived[STORE] if isinstance(e, ev.ReceiptIssued)]
+    page = get(c, w, "operator", f"/stores/{STORE}/receipts", limit=500)
+    assert {r["id"] for r in page["items"]} == {e.id for e in issued}  # type: ignore[index]
+    one = issued[0]
+    by_subject = get(c, w, "operator", f"/stores/{STORE}/receipts", subject=one.subject)
+    assert one.id in {r["id"] for r in by_subject["items"]}  # type: ignore[index]
+    by_sku = get(c, w, "operator", f"/stores/{STORE}/receipts", q=one.data.lines[0].sku, limit=500)
+    with_sku = {e.id for e in issued if any(x.sku == one.data.lines[0].sku for x in e.data.lines)}
+    assert {r["id"] for r in by_sku["items"]} == with_sku  # type: ignore[index]
+    listed = get(c, w, "admin", "/audit", action="receipts.listed", limit=500)
+    assert any(f"subject={one.subject}" in a["detail"] for a in listed["items"])  # type: ignore[index]
+    two = get(c, w, "operator", f"/stores/{STORE}/receipts", limit=2)
+    assert len(two["items"]) == 2 and two["next_offset"] == 2  # type: ignore[index]
+    late = max(e.at for e in issued)
+    after = get(c, w, "operator", f"/stores/{STORE}/receipts", **{"from": late.isoformat()})
+    assert {r["id"] for r in after["items"]} == {e.id for e in issued if e.at >= late}  # type: ignore[index]
+
+
+def test_a_receipt_shows_each_line_with_its_evidence_and_the_read_is_audited(
+    c: TestClient, w: World
+) -> None:
+    receipt = first_receipt(w)
+    body = get(c, w, "operator", f"/stores/{STORE}/receipts/{receipt.id}")
+    lines = body["lines"]  # type: ignore[index]
+    assert [x["line"]["sku"] for x in lines] == [x.sku for x in receipt.data.lines]
+    for x in lines:
+        assert sum(e["qty"] for e in x["evidence"]) == x["line"]["qty"]
+        for e in x["evidence"]:
+            assert e["rule_id"] and e["rule_version"] and e["cause_id"]
+            assert e["source"], "the camera or sensor that saw it"
+    audit = get(c, w, "admin", "/audit", action="receipt.read")
+    assert any(
+        a["target"] == receipt.id and a["who"].startswith("operator-1") for a in audit["items"]
+    )  # type: ignore[index]
+
+
+def test_a_correction_is_an_event_with_who_and_why_published_once_per_key(
+    c: TestClient, w: World
+) -> None:
+    receipt = [e for e in w.derived[STORE] if isinstance(e, ev.ReceiptIssued)][1]
+    path = f"{V1}/stores/{STORE}/receipts/{receipt.id}/corrections"
+    line = receipt.data.lines[0]
+    body = {
+        "reason": "the shopper put one back at the till",
+        "adjustments": [{"sku": line.sku, "qty": -1, "amount_cents": -line.unit_cents}],
+    }
+    key = {"Idempotency-Key": f"fix-{receipt.id}"}
+    first = c.post(path, headers={**w.auth("operator"), **key}, json=body)
+    again = c.post(path, headers={**w.auth("operator"), **key}, json=body)
+    assert first.status_code == 202 and again.status_code == 202, first.text
+    assert first.json()["event_id"] == again.json()["event_id"]
+    assert again.json()["duplicate"] is True
+    assert w.count(STORE, "receipt.corrected") == 1, "a retried click publishes once"
+    w.project()
+    shown = get(c, w, "operator", f"/stores/{STORE}/receipts/{receipt.id}")
+    r = shown["receipt"]  # type: ignore[index]
+    assert r["total_cents"] == receipt.data.total_cents, "the receipt as issued is kept"
+    assert r["corrected_total_cents"] == receipt.data.total_cents - line.unit_cents
+    (fix,) = shown["corrections"]  # type: ignore[index]
+    assert fix["correction"]["by"].startswith("operator-1")
+    assert fix["correction"]["reason"] == body["reason"]
+    assert fix["adjustments"][0]["qty"] == -1
+    audit = get(c, w, "admin", "/audit", action="receipt.corrected")
+    assert [a["target"] for a in audit["items"]].count(receipt.id) == 2  # type: ignore[index]
+
+
+def test_a_correction_that_would_leave_a_line_below_zero_is_refused_naming_it(
+    c: TestClient, w: World
+) -> None:
+    receipt = first_receipt(w)
+    path = f"{V1}/stores/{STORE}/receipts/{receipt.id}/corrections"
+    line = receipt.data.lines[0]
+    body = {"reason": "x", "adjustments": [{"sku": line.sku, "qty": -(line.qty + 1)}]}
+    r = c.post(path, headers=w.auth("operator"), json=body)
+    assert r.status_code == 422 and r.json()["field"] == "body.adjustments[0]"
+    r = c.post(path, headers=w.auth("operator"), json={"reason": ""})
+    assert r.status_code == 422 and r.json()["field"] == "body.reason"
+    assert r.headers["content-type"] == "application/problem+json"
+    r = c.post(path, headers=w.auth("operator"), json={"reason": "bell\x07"})
+    assert r.status_code == 422 and r.json()["field"] == "body.reason"
+
+
+# -- alerts --------------------------------------------------------------------------------
+
+
+def test_alert_actions_are_events_with_who_once_per_key_and_none_after_close(
+    c: TestClient, w: World
+) -> None:
+    page = get(c, w, "operator", f"/stores/{STORE}/alerts", limit=500, active=True)
+    alert = page["items"][0]  # type: ignore[index]
+    base = f"{V1}/stores/{STORE}/alerts/{alert['id']}"
+    key = {"Idempotency-Key": "ack-1"}
+    for _ in range(3):
+        r = c.post(f"{base}/acknowledge", headers={**w.auth("operator"), **key})
+        assert r.status_code == 202, r.text
+    assert w.count(STORE, "alert.acknowledged") == 1
+    r = c.post(f"{base}/dismiss", headers=w.auth("operator"), json={"reason": "a shadow"})
+    assert r.status_code == 202
+    r = c.post(f"{base}/resolve", headers=w.auth("operator"), json={"reason": "done"})
+    assert r.status_code == 202
+    w.project()
+    shown = get(c, w, "operator", f"/stores/{STORE}/alerts/{alert['id']}")
+    a = shown["alert"]  # type: ignore[index]
+    assert a["state"] == "closed" and a["decision"] == "dismissed"
+    assert a["acknowledged_by"].startswith("operator-1")
+    assert [x["action"] for x in shown["actions"]] == ["acknowledged", "dismissed", "closed"]  # type: ignore[index]
+    r = c.post(f"{base}/confirm", headers=w.auth("operator"))
+    assert r.status_code == 409 and r.json()["field"] == "path.alert_id"
+    r = c.post(f"{V1}/stores/{STORE}/alerts/nope/confirm", headers=w.auth("operator"))
+    assert r.status_code == 404
+    r = c.post(f"{base}/explode", headers=w.auth("operator"))
+    assert r.status_code == 422 and r.json()["field"] == "path.action"
+
+
+# -- metrics and heatmaps ------------------------------------------------------------------
+
+
+def test_metrics_of_a_day_by_hour_and_by_day_and_as_csv(c: TestClient, w: World) -> None:
+    hourly = get(c, w, "viewer", f"/stores/{STORE}/metrics", **DAY)
+    daily = get(c, w, "viewer", f"/stores/{STORE}/metrics", granularity="day", **DAY)
+    want = sum(
+        e.data.value
+        for e in w.derived[STORE]
+        if isinstance(e, ev.Metric) and e.data.name == "footfall"
+    )
+    assert want > 0
+    assert hourly["kpis"]["footfall"] == pytest.approx(want)  # type: ignore[index]
+    foot = [p for p in daily["series"] if p["name"] == "footfall"]  # type: ignore[index]
+    assert len(foot) == 1 and foot[0]["sum"] == pytest.approx(want)
+    for kpi in ("capture_rate", "capture_rate_of_traffic", "occupancy_max", "dwell_s"):
+        assert hourly["kpis"][kpi] is not None, kpi  # type: ignore[index]
+    r = c.get(f"{V1}/stores/{STORE}/metrics.csv", headers=w.auth("viewer"), params=DAY)
+    assert r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert len(rows) == len(hourly["series"])  # type: ignore[index]
+    assert sum(float(x["sum"]) for x in rows if x["name"] == "footfall") == pytest.approx(want)
+
+
+def test_the_heatmap_as_cells_and_as_a_png_over_the_floor_plan(c: TestClient, w: World) -> None:
+    heat = get(c, w, "viewer", f"/stores/{STORE}/heatmap", **DAY)
+    assert heat["size"] == 0.5 and heat["cells"]  # type: ignore[index]
+    dwell = sum(x["dwell_s"] for x in heat["cells"])  # type: ignore[index]
+    assert dwell == pytest.approx(
+        scalar(w.db, "SELECT sum(dwell_s) FROM heatmap_hour WHERE store = 'corner-01'")
+    )
+    r = c.get(f"{V1}/stores/{STORE}/heatmap.png", headers=w.auth("viewer"), params=DAY)
+    assert r.headers["content-type"] == "image/png" and r.content[:8] == b"\x89PNG\r\n\x1a\n"
+    empty = c.get(f"{V1}/stores/{STORE}/heatmap.png", headers=w.auth("viewer"))
+    assert empty.status_code == 200 and len(empty.content) < len(r.content)
+    svg = c.get(f"{V1}/stores/{STORE}/layout.svg", headers=w.auth("viewer"))
+    assert svg.text.startswith("<svg") and 'data-zone="checkout-queue"' in svg.text
+
+
+# -- events, rules, the live stream --------------------------------------------------------
+
+
+def test_events_page_by_sequence_and_filter_by_type_and_subject(c: TestClient, w: World) -> None:
+    seen: list[int] = []
+    after = None
+    for _ in range(50):
+        params: dict[str, object] = {"type": "receipt.issued", "limit": 7}
+        if after is not None:
+            params["after"] = after
+        page = get(c, w, "operator", f"/stores/{STORE}/events", **params)
+        seen += [x["seq"] for x in page["items"]]  # type: ignore[index]
+        assert all(x["event"]["type"] == "receipt.issued" for x in page["items"])  # type: ignore[index]
+        after = page["next_after"]  # type: ignore[index]
+        if after is None:
+            break
+    issued = [e for e in w.derived[STORE] if isinstance(e, ev.ReceiptIssued)]
+    assert len(seen) == len(issued) and seen == sorted(seen)
+    one = issued[0]
+    mine = get(c, w, "operator", f"/stores/{STORE}/events", subject=one.subject, limit=1000)
+    assert mine["items"] and all(x["event"]["subject"] == one.subject for x in mine["items"])  # type: ignore[index]
+    r = c.get(f"{V1}/stores/{STORE}/events", headers=w.auth("operator"), params={"type": "nope"})
+    assert r.status_code == 422 and r.json()["field"] == "query.type[0]"
+
+
+def test_rules_validate_and_deploy_for_an_admin_audited(c: TestClient, w: World) -> None:
+    from tests.enginekit import PACKS
+
+    files = {p.name: p.read_text() for p in PACKS}
+    good = c.post(f"{V1}/rules/validate", headers=w.auth("admin"), json={"files": files})
+    assert good.status_code == 200 and good.json()["valid"], good.text
+    bad = {"broken.yaml": "pack: broken\nrules:\n  - id: x\n    where: type ==\n"}
+    r = c.post(f"{V1}/rules/validate", headers=w.auth("admin"), json={"files": bad})
+    assert r.status_code == 200 and not r.json()["valid"]
+    assert r.json()["errors"][0]["file"] == "broken.yaml"
+    r = c.post(f"{V1}/rules/deploy", headers=w.auth("admin"), json={"files": bad})
+    assert r.status_code == 422 and r.json()["field"] == "body.files.broken.yaml"
+    r = c.post(f"{V1}/rules/deploy", headers=w.auth("operator"), json={"files": files})
+    assert r.status_code == 403
+    done = c.post(f"{V1}/rules/deploy", headers=w.auth("admin"), json={"files": files})
+    assert done.status_code == 200, done.text
+    now = get(c, w, "admin", "/rules")
+    assert now["version"] == done.json()["version"] and set(now["files"]) == set(files)  # type: ignore[index]
+    audit = get(c, w, "admin", "/audit", action="rules.deployed")
+    assert audit["items"][0]["target"] == now["version"]  # type: ignore[index]
+
+
+def _stream_until(c: TestClient, w: World, who: str, wanted: str, make: list[ev.Event]) -> dict:
+    """Open the stream, then publish ``make`` one by one until an event of type ``wanted``
+    arrives (the stream sees what comes after it opened)."""
+    with c.stream(
+        "GET",
+        f"{V1}/stores/{STORE}/stream",
+        headers=w.auth(who),
+        params={"heartbeat": 0.2},
+    ) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = r.iter_lines()
+        assert next(lines).startswith(": aisle")
+        pending = list(make)
+        event = None
+        for line in lines:
+            if line.startswith(": keep-alive") and pending:
+                w.publish([pending.pop(0)])
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            if line.startswith("data: ") and event == wanted:
+                return json.loads(line.removeprefix("data: "))  # type: ignore[no-any-return]
+        raise AssertionError("the stream ended")
+
+
+def _metrics(n: int) -> list[ev.Event]:
+    rule = ev.RuleRef("traffic.occupancy", "1")
+    return [
+        ev.derive(
+            ev.Metric,
+            rule=rule,
+            caused_by=[f"c{n}-{i}"],
+            store=STORE,
+            at=datetime.now(UTC),
+            subject="shopper-secret",
+            data=ev.MetricData(name="occupancy", value=i, labels={"zone": "", "cart": "c9"}),
+        )
+        for i in range(20)
+    ]
+
+
+def test_the_live_stream_sends_a_viewer_metrics_without_anything_of_a_shopper(
+    c: TestClient, w: World
+) -> None:
+    got = _stream_until(c, w, "viewer", "metric", _metrics(1))
+    assert got["event"]["type"] == "metric" and got["event"]["data"]["name"] == "occupancy"
+    text = json.dumps(got)
+    assert "shopper-secret" not in text and "c9" not in text and "caused_by" not in text
+
+
+def test_the_live_stream_sends_an_operator_alerts_as_they_are_raised(
+    c: TestClient, w: World
+) -> None:
+    rule = ev.RuleRef("security.test", "1")
+    alerts = [
+        ev.derive(
+            ev.AlertRaised,
+            rule=rule,
+            caused_by=[f"x{i}"],
+            store=STORE,
+            at=datetime.now(UTC),
+            subject=f"s{i}",
+            data=ev.AlertData(alert="test", key=f"k{i}", severity="warning", summary="look"),
+        )
+        for i in range(20)
+    ]
+    got = _stream_until(c, w, "operator", "alert.raised", alerts)
+    assert got["event"]["subject"].startswith("s") and got["seq"] > 0
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def test_errors_are_problem_details_naming_the_field(c: TestClient, w: World) -> None:
+    cases = [
+        (f"/stores/{STORE}/receipts?limit=0", 422, "query.limit"),
+        (f"/stores/{STORE}/receipts?from=2026-11-28T07:00:00", 422, "query.from"),
+        (f"/stores/{STORE}/metrics?granularity=week", 422, "query.granularity"),
+        (f"/stores/{STORE}/metrics?from=2026-11-29T00:00Z&to=2026-11-28T00:00Z", 422, "query.to"),
+        ("/stores/nope/live", 404, "path.store"),
+        (f"/stores/{STORE}/receipts/nope", 404, "path.receipt_id"),
+        (f"/stores/{STORE}/heatmap.png?scale=1e9", 422, "query.scale"),
+    ]
+    for path, status, field in cases:
+        r = c.get(V1 + path, headers=w.auth("admin"))
+        assert r.status_code == status, (path, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["field"] == field, (path, r.json())
+    r = c.get(f"{V1}/nothing-here", headers=w.auth("admin"))
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_a_rebuild_of_the_projections_keeps_the_tokens_and_the_audit(w: World) -> None:
+    before = scalar(w.db, "SELECT count(*) FROM api_audit")
+    reset(w.db, projections())
+    assert scalar(w.db, "SELECT count(*) FROM receipt") == 0
+    assert authenticate(w.db, w.tokens["viewer"]) is not None
+    assert scalar(w.db, "SELECT count(*) FROM api_audit") == before
+    w.project()
+    with w.db.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM receipt")).scalar_one() > 0
+
+
+def test_the_app_serves_a_dashboard_folder_when_there_is_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api import app as app_module
+    from api.app import create_app
+    from api.settings import ApiSettings
+
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "index.html").write_text("<h1>aisle</h1>")
+    monkeypatch.setattr(app_module, "STATIC", static)
+    settings = ApiSettings(database_url=f"sqlite:///{tmp_path / 'rm.db'}", log=False)
+    with TestClient(create_app(settings)) as client:
+        r = client.get("/", follow_redirects=False)
+        assert r.status_code in (302, 307) and r.headers["location"] == "/dashboard/"
+        assert client.get("/dashboard/").text == "<h1>aisle</h1>"
+    monkeypatch.setattr(app_module, "STATIC", tmp_path / "none")
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/", follow_redirects=False).status_code == 404
+
+
+def test_a_body_past_the_bound_is_refused_with_413_before_it_is_read(
+    c: TestClient, w: World
+) -> None:
+    from api.limits import MAX_BODY
+
+    big = {"files": {"a.yaml": "x" * (MAX_BODY + 1)}}
+    r = c.post(f"{V1}/rules/validate", headers=w.auth("admin"), json=big)
+    assert r.status_code == 413 and r.json()["field"] == "body"
+    chunks = (b"x" * 1024 * 1024 for _ in range(MAX_BODY // (1024 * 1024) + 2))
+    r = c.post(f"{V1}/rules/validate", headers=w.auth("admin"), content=chunks)
+    assert r.status_code == 413
+
+
+def test_a_browser_session_keeps_the_token_in_an_httponly_cookie(w: World) -> None:
+    with w.client() as browser:
+        assert browser.get(f"{V1}/me").status_code == 401
+        wrong = browser.post(f"{V1}/session", json={"token": "x.y"})
+        assert wrong.status_code == 401 and wrong.json()["field"] == "body.token"
+        opened = browser.post(f"{V1}/session", json={"token": w.tokens["viewer"]})
+        assert opened.status_code == 200 and opened.json()["role"] == "viewer"
+        cookie = opened.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        assert browser.get(f"{V1}/me").json()["name"] == "viewer-1"
+        assert browser.get(f"{V1}/stores/{STORE}/heatmap.png").status_code == 200
+        assert browser.get(f"{V1}/stores/{STORE}/receipts").status_code == 403
+        assert browser.delete(f"{V1}/session").status_code == 204
+        assert browser.get(f"{V1}/me").status_code == 401

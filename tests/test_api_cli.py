@@ -1,0 +1,102 @@
+"""``aisle tokens`` and ``aisle api run`` as a user runs them, on the embedded defaults:
+the demo's day in the log, the read models rebuilt, the API serving them and publishing an
+operator's action as the ``api`` NATS role."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from core.cli import _load_plugins, app
+
+runner = CliRunner()
+_load_plugins()
+ENV = {"AISLE_NATS_URL": "", "AISLE_DATABASE_URL": ""}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_tokens_are_made_listed_without_their_secret_and_revoked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    made = runner.invoke(
+        app,
+        ["tokens", "create", "--role", "viewer", "--store", "corner-01", "--name", "ann"],
+        env=ENV,
+    )
+    assert made.exit_code == 0, made.output
+    token = made.stdout.strip().splitlines()[-1]
+    token_id, secret = token.split(".")
+    listed = runner.invoke(app, ["tokens", "list", "--json"], env=ENV)
+    assert token_id in listed.stdout and secret not in listed.stdout
+    assert '"stores":["corner-01"]' in listed.stdout.replace(" ", "")
+    gone = runner.invoke(app, ["tokens", "revoke", token_id], env=ENV)
+    assert gone.exit_code == 0 and "revoked" in gone.stdout
+    unknown = runner.invoke(app, ["tokens", "revoke", "0" * 16], env=ENV)
+    assert unknown.exit_code == 2
+    bad = runner.invoke(app, ["tokens", "create", "--role", "viewer", "--store", "a.>"], env=ENV)
+    assert bad.exit_code == 2
+
+
+@pytest.mark.integration
+def test_api_run_serves_the_read_models_and_publishes_as_the_api_role(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AISLE_NATS_URL", raising=False)
+    monkeypatch.delenv("AISLE_DATABASE_URL", raising=False)
+    assert runner.invoke(app, ["demo", "--shoppers", "10"], env=ENV).exit_code == 0
+    built = runner.invoke(app, ["projections", "rebuild", "--log-format", "text"], env=ENV)
+    assert built.exit_code == 0, built.output
+    made = runner.invoke(app, ["tokens", "create", "--role", "operator"], env=ENV)
+    token = made.stdout.strip().splitlines()[-1]
+    port = _free_port()
+    aisle = Path(sys.executable).parent / "aisle"
+    env = {k: v for k, v in os.environ.items() if k not in ENV}
+    server = subprocess.Popen(
+        [str(aisle), "api", "run", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/api/v1"
+        headers = {"Authorization": f"Bearer {token}"}
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(f"{base}/stores", headers=headers, timeout=2)
+                break
+            except httpx.HTTPError:
+                assert server.poll() is None, server.stdout.read().decode()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "the API did not start"
+                time.sleep(0.3)
+        assert [s["id"] for s in r.json()] == ["corner-01"]
+        receipts = httpx.get(f"{base}/stores/corner-01/receipts", headers=headers).json()
+        assert receipts["items"]
+        alerts = httpx.get(f"{base}/stores/corner-01/alerts", headers=headers).json()["items"]
+        assert alerts, "the demo's day raises alerts"
+        acted = httpx.post(
+            f"{base}/stores/corner-01/alerts/{alerts[0]['id']}/acknowledge",
+            headers=headers,
+            timeout=30,
+        )
+        assert acted.status_code == 202, acted.text
+        assert acted.json()["seq"] > 0
+    finally:
+        server.terminate()
+        server.wait(20)

@@ -1,0 +1,63 @@
+"""The API while the log is down: an operator's action answers 503 with the reason, never
+500, and the read models still answer."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from api.app import create_app
+from api.auth import Role, create_token
+from api.settings import ApiSettings
+from core.config import LogConfig, Settings
+from core.natsd import EmbeddedNats
+from readmodels.tables import Alert
+from tests.conftest import unique_prefix
+from tests.enginekit import LAYOUT_FILE
+from tests.readmodelkit import sqlite_db
+
+pytestmark = pytest.mark.integration
+
+
+def test_an_action_while_the_log_is_down_answers_503_and_reads_still_work(
+    private_nats: EmbeddedNats, tmp_path: Path
+) -> None:
+    db = sqlite_db(tmp_path / "rm.db")
+    at = datetime(2026, 11, 28, 9, tzinfo=UTC)
+    with Session(db) as s, s.begin():
+        s.add(
+            Alert(
+                id="a1",
+                seq=1,
+                store="corner-01",
+                name="n",
+                key="k",
+                subject="s1",
+                severity="warning",
+                summary="look",
+                raised_at=at,
+                rule_id="r",
+                rule_version="1",
+            )
+        )
+    token = create_token(db, Role.OPERATOR)[1]
+    config = LogConfig(prefix=unique_prefix(), publish_deadline_s=2)
+    settings = ApiSettings(
+        core=Settings(nats_url=private_nats.url, log=config),
+        database_url=f"sqlite:///{tmp_path / 'rm.db'}",
+        layouts=(LAYOUT_FILE,),
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        private_nats.stop()
+        start = time.monotonic()
+        r = c.post("/api/v1/stores/corner-01/alerts/a1/acknowledge", headers=headers)
+        assert r.status_code == 503, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert time.monotonic() - start < 30
+        assert c.get("/api/v1/stores/corner-01/alerts", headers=headers).status_code == 200

@@ -1,0 +1,174 @@
+"""``aisle serve``: the API, the projections and the engine in one command, a demo day in
+the log at an accelerated pace, and a clean stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import time
+import urllib.request
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from typer.testing import CliRunner
+
+from api.serve import (
+    EXAMPLE,
+    Child,
+    DemoDay,
+    ServeError,
+    _Running,
+    bind,
+    chain_layouts,
+    dashboard_url,
+)
+from core.cli import _load_plugins, app
+from core.layout import load_layout
+from tests.servekit import start_serve
+
+AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+
+
+def test_the_demo_day_is_the_last_whole_opening_day_before_now() -> None:
+    day = DemoDay(hours=15, opens=7)
+    evening = datetime(2026, 12, 7, 23, 30, tzinfo=AMSTERDAM)  # today's day has closed
+    assert day.start("Europe/Amsterdam", evening) == datetime(2026, 12, 7, 7, tzinfo=AMSTERDAM)
+    afternoon = datetime(2026, 12, 7, 16, 5, tzinfo=AMSTERDAM)  # still open: yesterday's
+    assert day.start("Europe/Amsterdam", afternoon) == datetime(2026, 12, 6, 7, tzinfo=AMSTERDAM)
+    # Whatever the hour, no event of the day is dated after now.
+    for hour in range(24):
+        now = datetime(2026, 12, 7, hour, 0, tzinfo=AMSTERDAM)
+        start = day.start("Europe/Amsterdam", now)
+        assert start + timedelta(hours=15) <= now < start + timedelta(days=1, hours=15)
+
+
+async def test_the_demo_pace_publishes_store_time_speed_times_faster(jslog) -> None:  # type: ignore[no-untyped-def]
+    from simulator.cli import _paced
+    from tests.test_log import visit
+
+    events = visit("s1", "v-1", n_items=3)
+    span = (events[-1].at - events[0].at).total_seconds()
+    began = time.monotonic()
+    await _paced(jslog, events, speed=40)  # a minute of the store in 1.5 s
+    took = time.monotonic() - began
+    assert span / 40 * 0.9 <= took <= span / 40 + 1.0
+    assert len([r async for r in jslog.replay()]) == len(events)
+
+
+def test_a_chain_gets_a_layout_file_per_store_with_its_own_id(tmp_path: Path) -> None:
+    paths = chain_layouts(EXAMPLE, 3, tmp_path)
+    layouts = [load_layout(p) for p in paths]
+    assert [lay.store.id for lay in layouts] == ["corner-01-001", "corner-01-002", "corner-01-003"]
+    assert layouts[1].zones == load_layout(EXAMPLE).zones
+    assert "# The outline of the shop" in paths[0].read_text()  # the comments are kept
+    assert chain_layouts(EXAMPLE, 1, tmp_path) == (EXAMPLE,)
+
+
+def test_a_port_in_use_is_refused_at_once_with_the_port_named() -> None:
+    taken = bind("127.0.0.1", 0)
+    try:
+        port = taken.getsockname()[1]
+        with pytest.raises(ServeError, match=f"--port {port}: cannot listen there"):
+            bind("127.0.0.1", port)
+    finally:
+        taken.close()
+
+
+def test_the_printed_url_names_a_host_a_browser_can_reach() -> None:
+    assert dashboard_url("127.0.0.1", 8000) == "http://127.0.0.1:8000/dashboard/"
+    assert dashboard_url("0.0.0.0", 80) == "http://127.0.0.1:80/dashboard/"
+    assert dashboard_url("::1", 8000) == "http://[::1]:8000/dashboard/"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--stores", "3"], "a simulated chain needs --demo"),
+        (["--demo", "--store", "corner-01"], "--demo simulates its own stores"),
+        (["--store", "bad store"], "letters, digits"),
+        (["--layout", "no-such-layout.yaml"], "no-such-layout.yaml"),
+        (["--speed", "0"], "--speed"),
+    ],
+)
+def test_bad_options_end_serve_before_it_starts_anything(args: list[str], says: str) -> None:
+    _load_plugins()
+    result = CliRunner().invoke(app, ["serve", *args])
+    assert result.exit_code == 2, result.output
+    assert says in result.output
+
+
+def test_a_port_in_use_ends_the_command_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AISLE_DATA_DIR", str(tmp_path / ".aisle"))
+    monkeypatch.setenv("AISLE_DATABASE_URL", f"sqlite:///{tmp_path / 'rm.db'}")
+    _load_plugins()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", "--port", str(port), "--no-engine"])
+    assert result.exit_code == 1
+    assert f"--port {port}: cannot listen there" in result.output
+    assert not (tmp_path / ".aisle" / "server.json").exists()  # nothing was started
+
+
+def test_a_part_that_stops_ends_serve_with_the_end_of_its_log(tmp_path: Path) -> None:
+    code = "import sys; print('the read models refuse us: schema 0001, want 0002'); sys.exit(3)"
+    child = Child("projections", [sys.executable, "-c", code], tmp_path / "projections.log")
+    child.start(dict(os.environ))
+    running = _Running(bind("127.0.0.1", 0), [child])
+    try:
+        with pytest.raises(ServeError) as caught:
+            asyncio.run(asyncio.wait_for(running.watch(asyncio.Event()), 30))
+    finally:
+        child.stop()
+        running.sock.close()
+    message = str(caught.value)
+    assert "the projections stopped (exit code 3)" in message
+    assert "schema 0001, want 0002" in message  # what it said, not only that it ended
+
+
+@pytest.mark.integration
+def test_serve_demo_shows_a_store_day_through_the_api_and_ctrl_c_stops_everything(
+    tmp_path: Path,
+) -> None:
+    served = start_serve(
+        tmp_path, "--demo", "--shoppers", "40", "--head-start", "6", "--speed", "3000"
+    )
+    try:
+        assert "operator token (shown once)" in "".join(served.lines)
+        nats = served.nats_pid()
+        children = [pid for pid in served.children() if pid != nats]
+        assert nats is not None and len(children) == 2  # the engine and the projections
+        # The raw day in, the engine's receipts out, the projections' rows in SQL, the API.
+        took = served.wait_for(
+            "a receipt through the API",
+            lambda: bool(served.get("/stores/corner-01/receipts?limit=1")["items"]),
+            timeout_s=150,
+        )
+        live = served.get("/stores/corner-01/live")
+        assert live["store"] == "corner-01"
+        with urllib.request.urlopen(served.url, timeout=10) as resp:
+            assert "aisle" in resp.read().decode()
+        began = time.monotonic()
+        code = served.interrupt()
+        stopped_in = time.monotonic() - began
+    finally:
+        served.stop()
+    assert code == 0, served.logs()
+    for pid in [nats, *children]:
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"pid {pid} still runs"
+    assert not (served.data_dir / "server.json").exists()
+    print(f"first receipt through the API after {took:.1f} s; stopped in {stopped_in:.1f} s")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except OSError:
+        return True
