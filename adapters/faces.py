@@ -112,7 +112,7 @@ class FaceFinder:
         if max(h, w) > MAX_SIDE_PX:
             raise ValueError(f"an image of {w}x{h} is larger than {MAX_SIDE_PX} px a side")
         rgb = np.ascontiguousarray(image[:, :, ::-1])
-        boxes = [b for b in self._boxes(rgb) if b[2] - b[0] >= MIN_FACE_PX]
+        boxes = self._boxes(rgb)
         faces = []
         for x1, y1, x2, y2 in boxes[: self.max_faces]:
             rect = self._dlib.rectangle(x1, y1, x2, y2)
@@ -120,6 +120,10 @@ class FaceFinder:
             vector = self._descriptor.compute_face_descriptor(rgb, shape)
             faces.append(Face((x1, y1, x2, y2), np.asarray(vector, dtype=np.float32)))
         return faces
+
+    def boxes(self, image: npt.NDArray[np.uint8]) -> list[tuple[int, int, int, int]]:
+        """Where the faces of a BGR image are, the likeliest first, without describing them."""
+        return self._boxes(np.ascontiguousarray(image[:, :, ::-1]))
 
     def _boxes(self, rgb: npt.NDArray[np.uint8]) -> list[tuple[int, int, int, int]]:
         """The faces' boxes, the likeliest first (dlib's score; OpenCV's: the largest)."""
@@ -140,5 +144,5 @@ class FaceFinder:
         return [
             (max(0, x1), max(0, y1), min(w - 1, x2), min(h - 1, y2))
             for x1, y1, x2, y2 in found
-            if x2 > x1 and y2 > y1
+            if x2 - x1 >= MIN_FACE_PX and y2 > y1
         ]

@@ -2,7 +2,7 @@
 each, and a large store's cameras in real time, side by side in one run.
 
     nice .venv/bin/python bench/vision_fps.py [--weights yolo11n.pt] [--frames 150] \\
-        [--adapter-frames 150] [--capacity-s 60] [--parts detectors,adapter,capacity] \\
+        [--adapter-frames 150] [--capacity-s 60] [--parts detectors,adapter,capacity,faces] \\
         [--detector adapters.some_module:SomeDetector ...] [--only onnx]
 
 **Detectors.** The frames are a rendered walk through the example convenience store
@@ -37,6 +37,9 @@ store's tracking, floor and hand-off, the outbox, nats-server) takes what it can
 real time when it processes the frames the layout asks for as they come: the frames
 processed a second against those required, the frames dropped because the adapter was
 behind, and how late the detections came after their frames were due.
+
+**Faces.** The entrance camera's face match (``adapters/faces.py``) on real photos in
+640x480 frames: the faces found, the time to find them, and the time to describe each.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ STORES = ROOT / "examples" / "stores"
 LARGE = STORES / "supermarket.yaml"
 DOOR_CAMERA = "cam-A1"
 START = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-PARTS = ("detectors", "adapter", "capacity")
+PARTS = ("detectors", "adapter", "capacity", "faces")
 
 OPENCV_DETECTORS: list[tuple[str, str]] = [
     # (label, "module:Class"), each built with its defaults
@@ -661,6 +664,7 @@ def main() -> None:
     parser.add_argument(
         "--parts", default=",".join(PARTS), help=f"which parts to run, of {','.join(PARTS)}"
     )
+    parser.add_argument("--face-rounds", type=int, default=10, help="frames timed per face case")
     args = parser.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if not parts <= set(PARTS):
@@ -752,6 +756,48 @@ def main() -> None:
                     print(f"load average between: {load_average()}", flush=True)
                     headroom(clips, args.capacity_s, server.url, workdir)
                     print(f"load average after: {load_average()}")
+
+        if "faces" in parts:
+            faces(args.face_rounds)
+
+
+def faces(rounds: int) -> None:
+    """The entrance camera's face match at 640x480 on real photos (scikit-image's
+    astronaut, matplotlib's Grace Hopper): faces found a frame, the time to find them, and
+    the time to describe each (dlib's landmarks and ResNet descriptor), per face detector."""
+    import matplotlib
+    import skimage.data
+
+    from adapters.faces import FaceDetector, FaceFinder
+
+    astronaut = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+    hopper = cv2.imread(str(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"))
+    one = np.full((HEIGHT, WIDTH, 3), 90, np.uint8)
+    one[:, 64 : 64 + 512] = astronaut[16 : 16 + HEIGHT]
+    two = np.full((HEIGHT, WIDTH, 3), 90, np.uint8)
+    two[80:400, :320] = cv2.resize(astronaut, (320, 320))
+    two[80:400, 320:] = cv2.resize(hopper[:512], (320, 320))
+    print(f"\nfaces: {WIDTH}x{HEIGHT} frames, {rounds} rounds each")
+    print(f"load average before: {load_average()}", flush=True)
+    print(f"{'detector':<10} {'frame':<10} {'faces':>5} {'find ms':>8} {'describe ms/face':>17}")
+    for detector in FaceDetector:
+        finder = FaceFinder(detector)
+        for name, frame in (("one face", one), ("two faces", two)):
+            found = len(finder.find(frame))  # warm
+            t = time.perf_counter()
+            for _ in range(rounds):
+                finder.boxes(frame)
+            find = (time.perf_counter() - t) / rounds
+            t = time.perf_counter()
+            for _ in range(rounds):
+                finder.find(frame)
+            total = (time.perf_counter() - t) / rounds
+            per_face = (total - find) / found if found else float("nan")
+            print(
+                f"{detector.value:<10} {name:<10} {found:>5} {find * 1000:>8.0f} "
+                f"{per_face * 1000:>17.0f}"
+            )
+    print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":
