@@ -416,9 +416,12 @@ def write_junit(path: Path, rs: Sequence[Row], suite: str, seconds: float) -> No
     node = ET.SubElement(root, "testsuite", attrs)
     for r in rs:
         case = ET.SubElement(node, "testcase", classname=suite, name=r.metric, time="0")
-        said = f"truth {r.truth}; adapters {r.adapters}; difference {r.difference}"
-        if r.target:
-            said += f"; target {r.target}"
+        parts = zip(
+            ("truth", "adapters", "difference", "target"),
+            (r.truth, r.adapters, r.difference, r.target),
+            strict=True,
+        )
+        said = "; ".join(f"{name} {value}" for name, value in parts if value)
         if r.status == "fail":
             failure = ET.SubElement(case, "failure", message=r.why or said)
             failure.text = said
