@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.pipeline import AdaptProgress  # noqa: E402
+from bench import stamp  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.layout import load_layout  # noqa: E402
 from simulator.day import standard_packs  # noqa: E402
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="rendering processes")
     parser.add_argument("--junit", type=Path, default=None)
     args = parser.parse_args()
+    stamp.print_stamp()
 
     layout = at_fps(load_layout(args.store), args.fps)
     start = datetime.fromisoformat(args.opens).replace(tzinfo=ZoneInfo(layout.store.timezone))
@@ -105,13 +107,12 @@ def main() -> None:
         pickle.dump(checked, f)
     figures = report.figures_of(checked)
     rows = report.rows(checked, figures)
-    machine = f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end"
     print(
         f"{args.store.name}, {args.minutes:g} min from {start.isoformat()}, {args.shoppers} "
         f"shoppers, seed {args.seed}, {args.detector}, cameras at "
         f"{', '.join(sorted({f'{c.fps:g}' for c in layout.cameras}))} frames/s; "
         f"{the.crossings} true door crossings; film {filmed_s:.0f} s, adapters "
-        f"{checked.seconds:.0f} s ({total / checked.seconds:.1f} frames/s); {machine}"
+        f"{checked.seconds:.0f} s ({total / checked.seconds:.1f} frames/s)"
     )
     print("\n".join(accuracy.figures_lines(figures)))
     print()

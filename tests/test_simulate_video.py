@@ -197,6 +197,7 @@ def test_the_film_of_the_same_request_is_reused(ran: Ran) -> None:
         (["--video", "--detector", "yolo"], "not one of mog2"),
         (["--video", "--hours", "100"], "not in (0, 24]"),
         (["--video", "--fps", "0"], "not in (0, 240]"),
+        (["--video", "--shoppers", "0"], "not in [1, 100000]"),
         (["--junit", "x.xml"], "only with --video"),
     ],
 )
