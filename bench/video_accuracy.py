@@ -36,10 +36,17 @@ sys.path.insert(0, str(ROOT))
 from adapters.pipeline import AdaptProgress  # noqa: E402
 from bench import stamp  # noqa: E402
 from core.config import Settings  # noqa: E402
-from core.layout import load_layout  # noqa: E402
+from core.layout import Layout, load_layout  # noqa: E402
 from simulator.day import standard_packs  # noqa: E402
 from simulator.eyes import accuracy, report  # noqa: E402
-from simulator.eyes.video import DETECTORS, Request, at_fps, check_video, film  # noqa: E402
+from simulator.eyes.video import (  # noqa: E402
+    DETECTORS,
+    Checked,
+    Request,
+    at_fps,
+    check_video,
+    film,
+)
 
 STORE = ROOT / "examples" / "stores" / "convenience.yaml"
 
@@ -56,6 +63,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / ".aisle" / "video-accuracy")
     parser.add_argument("--workers", type=int, default=None, help="rendering processes")
     parser.add_argument("--junit", type=Path, default=None)
+    parser.add_argument("--again", action="store_true", help="report the last run again")
     args = parser.parse_args()
     stamp.print_stamp()
 
@@ -77,6 +85,12 @@ def main() -> None:
         took = time.perf_counter() - began
         print(f"rendered {camera}: {frames:,} frames ({took:.0f} s)", file=sys.stderr, flush=True)
 
+    saved = folder / "checked.pickle"
+    if args.again:  # the report of the last run of this request, by this code
+        with saved.open("rb") as f:
+            checked = pickle.load(f)
+        _report(args, layout, start, checked, 0.0)
+        return
     the = film(request, folder, args.workers, rendered)
     filmed_s = time.perf_counter() - began
     total = sum(the.frames.values())
@@ -103,8 +117,16 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AISLE_")}
         settings = Settings.from_env({**env, "AISLE_DATA_DIR": data})
         checked = asyncio.run(check_video(settings, the, progress))
-    with (folder / "checked.pickle").open("wb") as f:  # to report again without the hour
+    with saved.open("wb") as f:  # to report again (--again) without the hours
         pickle.dump(checked, f)
+    _report(args, layout, start, checked, filmed_s)
+
+
+def _report(
+    args: argparse.Namespace, layout: Layout, start: datetime, checked: Checked, filmed_s: float
+) -> None:
+    the = checked.film
+    total = sum(the.frames.values())
     figures = report.figures_of(checked)
     rows = report.rows(checked, figures)
     print(

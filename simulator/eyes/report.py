@@ -177,14 +177,20 @@ def _mean_within(metric: str, t: list[float], a: list[float], within: float) -> 
 
 
 def _share_row(
-    metric: str, truth: str, adapters: str, share: float, target: float, why: str
+    metric: str,
+    truth: str,
+    adapters: str,
+    share: float,
+    target: float,
+    why: str,
+    extra: str = "",
 ) -> Row:
     ok = share >= target - 1e-12
     return Row(
         metric,
         truth,
         adapters,
-        f"{100 * share:.1f}% right",
+        f"{100 * share:.1f}% right{extra}",
         f"≥ {100 * target:g}%",
         "pass" if ok else "fail",
         "" if ok else f"{why}: {100 * share:.1f}% (target ≥ {100 * target:g}%)",
@@ -232,6 +238,7 @@ def rows(checked: Checked, figures: Figures, targets: Targets | None = None) -> 
             f.entries_right,
             targets.crossings_right,
             "entries right",
+            f", {f.entries - f.entries_paired} unpaired",
         ),
         _share_row(
             "exits (paired within 2 s)",
@@ -240,6 +247,7 @@ def rows(checked: Checked, figures: Figures, targets: Targets | None = None) -> 
             f.exits_right,
             targets.crossings_right,
             "exits right",
+            f", {f.exits - f.exits_paired} unpaired",
         ),
     ]
     tp, vp = _count(truth, ev.PasserbySeen), _count(video, ev.PasserbySeen)
