@@ -8,7 +8,7 @@ the same request is reused. ``check_video`` then, against the log:
 1. publishes the simulator's true events under the store ``<store>-<key>-truth``;
 2. runs the ``aisle adapt --all`` pipeline in process (``adapters/pipeline.py``: sources,
    detector threads, tracking, the floor, the hand-off, the outbox) on the rendered videos,
-   publishing under ``<store>-<key>-video``;
+   publishing under ``<store>-<key>-video-<detector>``;
 3. reads each store back as the engine service applies it (``core.log.read_arrived``) and
    runs the rule packs on it, as a QA scenario does.
 
@@ -111,8 +111,10 @@ class Request:
         return h.hexdigest()[:10]
 
     def store(self, side: str) -> str:
-        """The store id of one side of the check (``truth`` or ``video``)."""
-        return f"{self.layout.store.id[: 64 - 18]}-{self.key}-{side}"
+        """The store id of one side of the check: ``truth``, or ``video`` (the adapters',
+        named after the detector too, so that two detectors' events never mix)."""
+        name = f"{side}-{self.detector}" if side == "video" else side
+        return f"{self.layout.store.id[:40]}-{self.key}-{name}"
 
 
 def at_fps(layout: Layout, fps: float | None) -> Layout:
