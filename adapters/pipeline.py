@@ -84,7 +84,8 @@ class StoreAdapter:
 
     ``origin`` is the event time of source time zero: every frame is placed at its
     ``at`` less the origin, so cameras started at different times share one clock.
-    ``depth``: frames each camera's queues hold (``adapters/feeds.py``).
+    ``depth``: frames each camera's queues hold (``adapters/feeds.py``). ``on_tracked``
+    sees each camera's tracker output as it comes (the accuracy checks score it).
     """
 
     def __init__(
@@ -94,8 +95,10 @@ class StoreAdapter:
         origin: datetime,
         settings: FloorSettings | None = None,
         depth: int = DEPTH,
+        on_tracked: Callable[[str, list[Tracked]], None] | None = None,
     ) -> None:
         self.layout = layout
+        self._also_tracked = on_tracked
         self.inputs = {i.camera.id: i for i in inputs}
         self.origin = origin
         self.progress = AdaptProgress()
@@ -122,6 +125,8 @@ class StoreAdapter:
 
     def _on_tracked(self, camera: str, tracked: list[Tracked]) -> None:
         self._tracked[camera] = tracked
+        if self._also_tracked is not None:
+            self._also_tracked(camera, tracked)
 
     def step(self) -> list[ev.Event] | None:
         """Work on the next frame of any camera; None once every source has ended or

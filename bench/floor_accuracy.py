@@ -7,7 +7,9 @@ A simulated store's visitors are filmed by every camera of the layout without ra
 a picture (``simulator.render.truth_boxes``: the boxes the rendered video's ground truth
 would hold). Those boxes, as perfect detections or with jitter (a share of the box's size,
 Gaussian per side) and dropped boxes, go through the adapters from per-camera tracking to
-events (``adapters.store_floor``), and the events are set beside the simulator's own:
+events (``adapters.store_floor``), and the events are set beside the simulator's own
+(``simulator/eyes/accuracy.py``, shared with ``bench/video_accuracy.py`` and ``aisle
+simulate --video``):
 
 - entries and exits: each adapter crossing paired with a true one of the same line within
   ``PAIR_S``; unpaired adapter crossings are double counts (or false ones);
@@ -25,11 +27,9 @@ events (``adapters.store_floor``), and the events are set beside the simulator's
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -41,58 +41,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.store_floor import FloorSettings, StoreFloor  # noqa: E402
-from adapters.track_scoring import FloorRow, MotScore, rows_of, score, score_floor  # noqa: E402
 from adapters.tracking import Tracked  # noqa: E402
 from core import events as ev  # noqa: E402
 from core.layout import Layout, load_layout  # noqa: E402
 from simulator.day import Run, simulate  # noqa: E402
+from simulator.eyes import accuracy  # noqa: E402
+from simulator.eyes.accuracy import Figures  # noqa: E402
 from simulator.render import RenderOptions, truth_boxes  # noqa: E402
 
 STORE = ROOT / "examples" / "stores" / "convenience.yaml"
-PAIR_S = 2.0
-MIN_VISIT_S = 10.0
-CELL_M = 0.5
-DWELL_CAP_S = 2.0
-FLOOR_MATCH_M = 0.75
-
-
-class Figures(msgspec.Struct, kw_only=True):
-    """What one run measured."""
-
-    minutes: float
-    visitors: int
-    true_entries: int
-    entries: int
-    entries_paired: int
-    true_exits: int
-    exits: int
-    exits_paired: int
-    true_visits: int
-    visits_found: int
-    visits_within_1s: int
-    heatmap_r: float
-    floor: MotScore
-    subjects: int
-    subjects_per_visitor: float
-    cameras: dict[str, MotScore]
-    seconds: float
-    """Wall-clock seconds, boxes to events (the boxes' making not included)."""
-
-    @property
-    def entries_right(self) -> float:
-        return _share(self.entries_paired, max(self.true_entries, self.entries))
-
-    @property
-    def exits_right(self) -> float:
-        return _share(self.exits_paired, max(self.true_exits, self.exits))
-
-    @property
-    def dwell_within_1s(self) -> float:
-        return _share(self.visits_within_1s, self.true_visits)
-
-
-def _share(part: int, whole: int) -> float:
-    return part / whole if whole else 1.0
 
 
 class Filmed(msgspec.Struct, kw_only=True):
@@ -174,120 +131,16 @@ def adapt(
     return Adapted(events=events, tracked=tracked, seconds=time.perf_counter() - began)
 
 
-# -- comparing ---------------------------------------------------------------------------------
+# -- comparing (simulator/eyes/accuracy.py) -----------------------------------------------
 
 
-def _seconds(filmed: Filmed, at: datetime) -> float:
-    return (at - filmed.origin).total_seconds()
-
-
-def _pairs(
-    truth: Sequence[tuple[float, str]], got: Sequence[tuple[float, str]], within: float
-) -> int:
-    """How many of ``got`` pair one-to-one with ``truth`` (same key, times within)."""
-    free = sorted(truth)
-    paired = 0
-    for at, key in sorted(got):
-        best = None
-        for i, (t, k) in enumerate(free):
-            if k == key and abs(t - at) <= within and (best is None or abs(t - at) < best[0]):
-                best = (abs(t - at), i)
-        if best is not None:
-            free.pop(best[1])
-            paired += 1
-    return paired
-
-
-def crossings(filmed: Filmed, events: Sequence[ev.Event], kind: type) -> list[tuple[float, str]]:
-    return [(_seconds(filmed, e.at), e.data.line) for e in events if isinstance(e, kind)]
-
-
-def visits(filmed: Filmed, events: Sequence[ev.Event]) -> list[tuple[str, str, float, float]]:
-    """(subject, zone, entered, exited) from zone.entered and zone.exited pairs."""
-    open_: dict[tuple[str, str], float] = {}
-    out = []
-    for e in sorted(events, key=lambda e: e.at):
-        if isinstance(e, ev.ZoneEntered):
-            open_[(e.subject, e.data.zone)] = _seconds(filmed, e.at)
-        elif isinstance(e, ev.ZoneExited):
-            began = open_.pop((e.subject, e.data.zone), None)
-            if began is not None:
-                out.append((e.subject, e.data.zone, began, _seconds(filmed, e.at)))
-    return out
-
-
-def samples(filmed: Filmed, events: Sequence[ev.Event]) -> list[FloorRow]:
-    """(frame, track, x, y) of every position sample on the store's floor."""
-    return [
-        (e.data.frame, s.track, s.x, s.y)
-        for e in events
-        if isinstance(e, ev.PositionSamples)
-        for s in e.data.samples
-        if filmed.layout.zone_at(s.x, s.y) is not None
-    ]
-
-
-def cell_dwell(rows: Sequence[FloorRow], frame_s: float) -> Counter[tuple[int, int]]:
-    """Dwell per cell as the heatmap pack counts it: the time since the person's previous
-    sample, if at most the cap, in the cell of the later sample."""
-    dwell: Counter[tuple[int, int]] = Counter()
-    last: dict[str, int] = {}
-    for frame, track, x, y in sorted(rows):
-        before = last.get(track)
-        gap = (frame - before) * frame_s if before is not None else math.inf
-        if gap <= DWELL_CAP_S:
-            dwell[(math.floor(x / CELL_M), math.floor(y / CELL_M))] += gap
-        last[track] = frame
-    return dwell
-
-
-def who(truth: Sequence[FloorRow], got: Sequence[FloorRow]) -> dict[str, str]:
-    """Each adapter subject's person: the true track nearest most of its samples."""
-    by_frame: dict[int, list[FloorRow]] = {}
-    for row in truth:
-        by_frame.setdefault(row[0], []).append(row)
-    votes: dict[str, Counter[str]] = {}
-    for frame, subject, x, y in got:
-        near = [
-            (math.hypot(x - tx, y - ty), track)
-            for _, track, tx, ty in by_frame.get(frame, [])
-            if math.hypot(x - tx, y - ty) <= FLOOR_MATCH_M
-        ]
-        if near:
-            votes.setdefault(subject, Counter())[min(near)[1]] += 1
-    return {subject: c.most_common(1)[0][0] for subject, c in votes.items()}
-
-
-def compare(filmed: Filmed, adapted: Adapted) -> Figures:
-    truth_events, events = filmed.run.events, adapted.events
-    te = crossings(filmed, truth_events, ev.ShopperEntered)
-    ge = crossings(filmed, events, ev.ShopperEntered)
-    tx = crossings(filmed, truth_events, ev.ShopperExited)
-    gx = crossings(filmed, events, ev.ShopperExited)
-    true_rows, got_rows = samples(filmed, truth_events), samples(filmed, events)
-    person = who(true_rows, got_rows)
-    mine: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for subject, zone, a, b in visits(filmed, events):
-        if subject in person:
-            mine.setdefault((person[subject], zone), []).append((a, b))
-    long_visits = [v for v in visits(filmed, truth_events) if v[3] - v[2] >= MIN_VISIT_S]
-    found = within = 0
-    for visitor, zone, a, b in long_visits:
-        overlaps = [(min(b, d) - max(a, c), c, d) for c, d in mine.get((visitor, zone), [])]
-        overlaps = [o for o in overlaps if o[0] > 0]
-        if overlaps:
-            found += 1
-            _, c, d = max(overlaps)
-            within += abs((d - c) - (b - a)) <= 1.0
-    frame_s = 0.5
-    truth_cells, got_cells = cell_dwell(true_rows, frame_s), cell_dwell(got_rows, frame_s)
-    cells = sorted(set(truth_cells) | set(got_cells))
-    r = float(np.corrcoef([truth_cells[c] for c in cells], [got_cells[c] for c in cells])[0, 1])
-    per_visitor = Counter(person.values())
-    cameras = {}
+def truth_rows(filmed: Filmed) -> dict[str, np.ndarray]:
+    """Each camera's boxes as MOTChallenge ground-truth rows, frames counted from 0 as the
+    adapters are fed them here."""
+    out = {}
     for camera, boxes in filmed.boxes.items():
         ids: dict[str, int] = {}
-        gt = np.array(
+        out[camera] = np.array(
             [
                 (k, ids.setdefault(track, len(ids) + 1), x, y, w, h, 1.0)
                 for k, rows in enumerate(boxes)
@@ -295,49 +148,24 @@ def compare(filmed: Filmed, adapted: Adapted) -> Figures:
             ],
             dtype=float,
         ).reshape(-1, 7)
-        cameras[camera] = score(gt, rows_of(adapted.tracked[camera]))
-    return Figures(
-        minutes=(max(max(t) for t in filmed.times.values())) / 60,
+    return out
+
+
+def compare(filmed: Filmed, adapted: Adapted) -> Figures:
+    gt = truth_rows(filmed)
+    return accuracy.compare(
+        filmed.layout,
+        filmed.origin,
+        filmed.run.events,
+        adapted.events,
+        {camera: (gt[camera], adapted.tracked[camera]) for camera in gt},
         visitors=len(filmed.run.visitors),
-        true_entries=len(te),
-        entries=len(ge),
-        entries_paired=_pairs(te, ge, PAIR_S),
-        true_exits=len(tx),
-        exits=len(gx),
-        exits_paired=_pairs(tx, gx, PAIR_S),
-        true_visits=len(long_visits),
-        visits_found=found,
-        visits_within_1s=within,
-        heatmap_r=r,
-        floor=score_floor(true_rows, got_rows, FLOOR_MATCH_M),
-        subjects=len({row[1] for row in got_rows}),
-        subjects_per_visitor=(sum(per_visitor.values()) / len(per_visitor)) if person else 0.0,
-        cameras=cameras,
         seconds=adapted.seconds,
     )
 
 
 def report(f: Figures) -> str:
-    lines = [
-        f"{f.minutes:.1f} simulated minutes, {f.visitors} visitors, "
-        f"boxes to events in {f.seconds:.1f} s",
-        f"entries  {f.entries:4d} of {f.true_entries:4d} true, {f.entries_paired} paired "
-        f"within {PAIR_S:g} s: {100 * f.entries_right:.1f} % right",
-        f"exits    {f.exits:4d} of {f.true_exits:4d} true, {f.exits_paired} paired "
-        f"within {PAIR_S:g} s: {100 * f.exits_right:.1f} % right",
-        f"zone visits of {MIN_VISIT_S:g} s or more: {f.visits_found} of {f.true_visits} found, "
-        f"{100 * f.dwell_within_1s:.1f} % with the dwell within 1 s",
-        f"heatmap cell dwell: r = {f.heatmap_r:.3f}",
-        f"floor (all cameras fused): MOTA {f.floor.mota:.3f}, IDF1 {f.floor.idf1:.3f}, "
-        f"{f.floor.switches} id switches; {f.subjects} subjects, "
-        f"{f.subjects_per_visitor:.2f} per visitor seen",
-        "per camera: "
-        + "; ".join(
-            f"{camera} MOTA {s.mota:.3f} IDF1 {s.idf1:.3f} ({s.switches} sw)"
-            for camera, s in f.cameras.items()
-        ),
-    ]
-    return "\n".join(lines)
+    return "\n".join(accuracy.figures_lines(f))
 
 
 def main() -> None:

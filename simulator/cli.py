@@ -25,6 +25,9 @@ from core.log import publish_in_order
 from core.runtime import open_log
 from simulator.day import PACKS, alert_thresholds, simulate, standard_packs
 from simulator.demo import demo
+from simulator.eyes import report
+from simulator.eyes.report import TargetError, parse_targets
+from simulator.eyes.video import DETECTORS, Request, VideoError, at_fps, check_video, film
 from simulator.render import RenderOptions, render_camera
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "stores" / "convenience.yaml"
@@ -116,6 +119,59 @@ async def simulate_chain(
     )
 
 
+VIDEO_HOURS, VIDEO_SHOPPERS = 0.25, 10
+"""``--video``'s span and visitors when not given: every frame of it is rendered and
+watched, so a quarter of an hour rather than a day."""
+
+
+async def simulate_video(
+    settings: Settings, request: Request, folder: Path, targets: report.Targets, junit: Path | None
+) -> bool:
+    """Film the span, run the adapters on it and the packs on both sides; print the report
+    (and write JUnit). True if every target was met."""
+    began = time.perf_counter()
+    cameras = len(request.layout.cameras)
+    with Progress(console=out, transient=True) as progress:
+        task = progress.add_task(f"filming {cameras} cameras", total=cameras)
+        the = film(request, folder, on_camera=lambda camera, frames: progress.advance(task))
+    total = sum(the.frames.values())
+    how = "reused" if the.reused else "rendered"
+    out.print(
+        f"film {how}: {cameras} cameras, {total:,} frames, {the.crossings} door crossings, "
+        f"{len(the.run.visitors)} visitors, in {folder}"
+    )
+    with Progress(console=out, transient=True) as progress:
+        task = progress.add_task("adapters on the film", total=total)
+        checked = await check_video(
+            settings, the, lambda p: progress.update(task, completed=p.total_frames)
+        )
+    figures = report.figures_of(checked)
+    rows = report.rows(checked, figures, targets)
+    took = time.perf_counter() - began
+    title = (
+        f"the eyes against the truth: store {checked.truth.store} (truth) and "
+        f"{checked.video.store} (adapters, {request.detector}), {request.hours:g} h from "
+        f"{request.start.isoformat()}"
+    )
+    wide = Console(width=max(out.width, 120))  # a narrow pipe would fold every row
+    wide.print(report.table(rows, title))
+    failed = [r for r in rows if r.status == "fail"]
+    skipped = [r for r in rows if r.status == "skip"]
+    checks = [r for r in rows if r.status != "info"]
+    for r in skipped:
+        out.print(f"[yellow]skipped[/] {r.metric}: {r.why}")
+    line = (
+        f"{len(checks)} metrics: {len(checks) - len(failed) - len(skipped)} passed, "
+        f"{len(failed)} failed, {len(skipped)} skipped; adapters {checked.seconds:.1f} s "
+        f"({total / max(checked.seconds, 1e-9):.1f} frames/s), {took:.1f} s in all"
+    )
+    out.print(f"[red]{line}[/]" if failed else f"[green]{line}[/]")
+    if junit is not None:
+        report.write_junit(junit, rows, checked.video.store, took)
+        out.print(f"JUnit: {junit}")
+    return not failed
+
+
 def register(app: typer.Typer) -> None:
     @app.command("render")
     def render_command(
@@ -161,8 +217,12 @@ def register(app: typer.Typer) -> None:
     @app.command("simulate")
     def simulate_command(
         store: Annotated[Path, typer.Option("--store", help="Store layout file.")] = EXAMPLE,
-        hours: Annotated[float, typer.Option(help="Opening hours to simulate.")] = 15.0,
-        shoppers: Annotated[int, typer.Option(help="Visitors per store.")] = 300,
+        hours: Annotated[
+            float | None, typer.Option(help="Opening hours to simulate (default 15).")
+        ] = None,
+        shoppers: Annotated[
+            int | None, typer.Option(help="Visitors per store (default 300).")
+        ] = None,
         seed: Annotated[int, typer.Option(help="Same seed, same events.")] = 1,
         stores: Annotated[int, typer.Option(help="A chain: this many stores of this layout.")] = 1,
         opens: Annotated[
@@ -183,6 +243,36 @@ def register(app: typer.Typer) -> None:
                 file_okay=False,
             ),
         ] = PACKS,
+        video: Annotated[
+            bool,
+            typer.Option(
+                "--video",
+                help="Film every camera, run the adapters on the film, and compare what the "
+                "packs make of it with the truth (report, exit code 1 if a target is missed). "
+                f"Default span {VIDEO_HOURS:g} h, {VIDEO_SHOPPERS} shoppers.",
+            ),
+        ] = False,
+        video_dir: Annotated[
+            Path | None,
+            typer.Option(
+                help="--video: where the film goes (default: the data folder's video/KEY); "
+                "a film of the same request there is reused."
+            ),
+        ] = None,
+        junit: Annotated[
+            Path | None, typer.Option(help="--video: write JUnit XML here (a case per metric).")
+        ] = None,
+        target: Annotated[
+            list[str] | None,
+            typer.Option(help="--video: a target NAME=VALUE over the defaults (repeatable)."),
+        ] = None,
+        fps: Annotated[
+            float | None,
+            typer.Option(help="--video: film every camera at this rate (default: the layout's)."),
+        ] = None,
+        detector: Annotated[
+            str, typer.Option(help=f"--video: the detector ({', '.join(DETECTORS)}).")
+        ] = "mog2",
     ) -> None:
         """Simulate shoppers in a store (or a chain) and publish their events into the log."""
         layout = load_layout(store)
@@ -199,9 +289,86 @@ def register(app: typer.Typer) -> None:
             alert_thresholds(files)  # read once (cached): a bad pack stops here, in one line
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--packs") from None
+        if video:
+            _video(
+                layout,
+                start,
+                hours,
+                shoppers,
+                seed,
+                files,
+                detector,
+                fps,
+                target,
+                video_dir,
+                junit,
+                stores=stores,
+                realtime=realtime,
+                publish=publish,
+                truth=truth,
+            )
+            return
+        for name, given in (
+            ("--video-dir", video_dir),
+            ("--junit", junit),
+            ("--target", target),
+            ("--fps", fps),
+            ("--detector", detector != "mog2" or None),
+        ):
+            if given:
+                raise typer.BadParameter("only with --video", param_hint=name)
+        hours = 15.0 if hours is None else hours
+        shoppers = 300 if shoppers is None else shoppers
         args = (start, hours, shoppers, seed, truth, publish, realtime, files)
         chain = _chain(layout, stores)
         run(lambda settings: simulate_chain(settings, chain, *args))
+
+    def _video(
+        layout: Layout,
+        start: datetime,
+        hours: float | None,
+        shoppers: int | None,
+        seed: int,
+        packs: list[Path],
+        detector: str,
+        fps: float | None,
+        targets: list[str] | None,
+        folder: Path | None,
+        junit: Path | None,
+        *,
+        stores: int,
+        realtime: bool,
+        publish: bool,
+        truth: Path | None,
+    ) -> None:
+        for name, bad in (
+            ("--stores", stores != 1),
+            ("--realtime", realtime),
+            ("--no-publish", not publish),
+            ("--truth", truth is not None),
+        ):
+            if bad:
+                why = "the film folder holds the truth" if name == "--truth" else "one store"
+                raise typer.BadParameter(f"not with --video ({why})", param_hint=name)
+        try:
+            wanted = parse_targets(targets or [])
+            request = Request(
+                layout=at_fps(layout, fps),
+                start=start,
+                hours=VIDEO_HOURS if hours is None else hours,
+                shoppers=VIDEO_SHOPPERS if shoppers is None else shoppers,
+                seed=seed,
+                packs=tuple(packs),
+                detector=detector,
+            )
+        except (TargetError, VideoError) as exc:
+            raise typer.BadParameter(str(exc)) from None
+        where = folder or Settings.from_env().data_dir / "video" / request.key
+        try:
+            ok = run(lambda settings: simulate_video(settings, request, where, wanted, junit))
+        except VideoError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        raise typer.Exit(0 if ok else 1)
 
     @app.command("demo")
     def demo_command(
