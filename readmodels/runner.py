@@ -20,14 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import nats.js.errors
 from sqlalchemy import delete, insert, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlmodel import Session, col, select
 
 from core import events as ev
@@ -138,6 +138,14 @@ class ProjectionRunner:
     def _position(self) -> int:
         with Session(self.db) as s, s.begin():
             name = self.projection.name
+            # A write first: SQLite then takes its write lock now, waiting for it, where a
+            # read that turns into a write fails at once if another process wrote between.
+            s.execute(
+                update(Position)
+                .where(col(Position.projection) == name, col(Position.scope) == self.scope)
+                .values(stream=Position.stream)
+                .execution_options(synchronize_session=False)
+            )
             others = s.exec(
                 select(Position.scope).where(
                     Position.projection == name, Position.scope != self.scope
@@ -446,7 +454,7 @@ class ProjectionService:
         projection has applied what the log held when it last looked."""
         stop = stop or asyncio.Event()
         for r in self.runners:
-            await r.open()
+            await _retrying(r.open, r, stop)
         tasks = [asyncio.create_task(self._follow(r, stop, until_caught_up)) for r in self.runners]
         try:
             while not all(t.done() for t in tasks):
@@ -487,10 +495,46 @@ class ProjectionService:
                     },
                 )
                 await r.close()
-                await r.open()
+                await _retrying(r.open, r, stop)
+                continue
+            except OperationalError as exc:  # locked by another process, a disk error
+                _database_away(r, exc)
+                await r.close()
+                await _retrying(r.open, r, stop, first_s=1.0)
                 continue
             if until_caught_up and not n and r.progress.caught_up:
                 return
+
+
+def _database_away(r: ProjectionRunner, exc: OperationalError) -> None:
+    log.warning(
+        "the read models' database refused the batch; reading again from the position",
+        extra={"projection": r.projection.name, "seq": r.progress.seq, "error": str(exc.orig)},
+    )
+
+
+async def _retrying(
+    open_: Callable[[], Awaitable[None]],
+    r: ProjectionRunner,
+    stop: asyncio.Event,
+    first_s: float = 0.0,
+    most_s: float = 30.0,
+) -> None:
+    """``open_`` until the database lets it (a lock another process holds, a disk that
+    came back): a projection waits for its database rather than end, and says so."""
+    wait = first_s
+    while True:
+        if wait:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+            if stop.is_set():
+                return
+        try:
+            await open_()
+            return
+        except OperationalError as exc:
+            _database_away(r, exc)
+            wait = min(most_s, max(1.0, wait * 2))
 
 
 def delete_positions(db: Engine, names: Iterable[str]) -> None:

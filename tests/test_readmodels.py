@@ -467,3 +467,33 @@ async def test_a_batch_at_a_time_writes_what_an_event_at_a_time_writes_refusals_
         refused = set(conn.exec_driver_sql("SELECT event_id, field FROM projection_rejection"))
     assert (too_many.id, "data.qty") in refused and (pick.id, "$") in refused, refused
     assert count(many, "receipt_correction") == 1
+
+
+async def test_a_projection_waits_for_a_database_that_refuses_it_instead_of_ending(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from types import SimpleNamespace
+
+    from sqlalchemy.exc import OperationalError
+
+    from readmodels.runner import _retrying
+
+    tries = []
+
+    async def open_() -> None:
+        tries.append(1)
+        if len(tries) < 3:
+            raise OperationalError("BEGIN", {}, Exception("database is locked"))
+
+    r = SimpleNamespace(
+        projection=SimpleNamespace(name="receipts"), progress=SimpleNamespace(seq=7)
+    )
+    await _retrying(open_, r, asyncio.Event())  # type: ignore[arg-type]
+    assert len(tries) == 3
+    said = [x for x in caplog.records if "refused the batch" in x.getMessage()]
+    assert len(said) == 2 and said[0].error == "database is locked"  # type: ignore[attr-defined]
+    stop = asyncio.Event()
+    stop.set()
+    tries.clear()
+    await _retrying(open_, r, stop, first_s=1.0)  # type: ignore[arg-type]
+    assert tries == [], "a stop ends the wait"
