@@ -60,7 +60,9 @@ class Floor:
         ]
         if not staff:
             blocked += [z.shape for z in layout.zones if z.kind == "staff_only"]
-        blocked += [z.shape for z in layout.zones if z.kind in avoid]  # (a thief: the gate)
+        # (a thief: the gate), a cell wider, so no path slips past its corner and out
+        # through the end of its door line
+        blocked += [z.shape.buffer(cell_m) for z in layout.zones if z.kind in avoid]
         self.blocked = [prepared.prep(b) for b in blocked]
         xs = [p[0] for p in layout.floor]
         ys = [p[1] for p in layout.floor]
