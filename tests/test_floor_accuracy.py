@@ -28,6 +28,10 @@ from rules.loader import load_rules, pack_files
 from rules.reference import Reference
 from tests.benchkit import load_bench
 
+# Four cameras' boxes for minutes of a store through the whole chain: a minute or two on
+# a quiet machine, longer on a shared one.
+pytestmark = pytest.mark.timeout(900)
+
 ROOT = Path(__file__).resolve().parent.parent
 LAYOUT = load_layout(ROOT / "examples" / "stores" / "convenience.yaml")
 PACKS = pack_files([STANDARD_PACKS])
