@@ -75,7 +75,7 @@ class EventSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """A ``store.heartbeat`` this often."""
     hold_s: float = 3.0
     """Events are held this long to leave in time order (above ``door_s`` of the hand-off)."""
-    door_m: float = 1.0
+    door_m: float = 1.2
     """A track born or ended this near a door line came in or went out through it."""
     walk_m_s: float = 1.2
     """The pace assumed between a door and where a track was first or last seen."""

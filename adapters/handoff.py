@@ -66,7 +66,7 @@ class HandoffSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     """How fast an unseen person may have walked: the gate grows by this while unseen."""
     live_s: float = 0.3
     """A link's foot point counts for the fused position for this long after it was seen."""
-    door_m: float = 1.0
+    door_m: float = 1.2
     """Near a door: within this of a door line's segment."""
     door_s: float = 2.0
     """A fused track lost near a door is over (the person left) after this long unseen."""
