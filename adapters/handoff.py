@@ -314,10 +314,7 @@ class Handoff:
                 x, y = fused.guess or (fused.x, fused.y)
                 distance = math.hypot(s.x - x, s.y - y)
                 reach = st.gate_m + st.walk_m_s * max(0.0, gap - st.live_s)
-                # Cut by the border, a foot point may be off by more than birth_m: near a
-                # door it may still join someone seen this instant.
-                seen_now = s.weight < 1.0 and gap <= st.live_s
-                if distance > reach or (at_door and distance > st.birth_m and not seen_now):
+                if distance > reach or (at_door and distance > st.birth_m):
                     continue
                 pairs.append((distance + 0.05 * gap, i, fused.order, s, fused))
         for fused in self._fused.values():
