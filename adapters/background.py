@@ -51,7 +51,7 @@ class BlobLimits:
     """What a person's blob may look like, in pixels of this camera's image.
 
     ``aspect`` is width over height. The defaults are loose enough for the example stores'
-    overhead cameras (640x480 from 4.5 m, 1280x720 from 2.8 m); a camera that sees people
+    overhead cameras (640x480 from 4.5 m, 1280x720 from 3.2 m); a camera that sees people
     much smaller or larger needs its own.
     """
 

@@ -28,9 +28,9 @@ simulator's, so the standard rule packs read them unchanged:
 - **Positions.** Every ``sample_s`` of source time, one ``position.samples`` (subject
   ``floor``) holds every fused track once, however many cameras see it: where it was last
   seen, smoothed (``adapters.smoothing``). A track lost in the store away from the doors
-  is carried on along its heading for ``coast_s`` and then held there until it is found or
-  over, since a person out of view is mostly one who walked on to a shelf and stands
-  there; it keeps its zones the same way.
+  is carried on along its heading for ``coast_s`` and then held there, since a person out
+  of view is mostly one who walked on to a shelf and stands there; it keeps its zones
+  that way until it is found or over, and its samples for ``stand_s``.
 - **Heartbeats.** A ``store.heartbeat`` every ``heartbeat_s`` of source time moves the
   store's event time on when nobody is about.
 
@@ -75,7 +75,7 @@ class EventSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """A ``store.heartbeat`` this often."""
     hold_s: float = 3.0
     """Events are held this long to leave in time order (above ``door_s`` of the hand-off)."""
-    door_m: float = 1.0
+    door_m: float = 1.2
     """A track born or ended this near a door line came in or went out through it."""
     walk_m_s: float = 1.2
     """The pace assumed between a door and where a track was first or last seen."""
@@ -88,6 +88,10 @@ class EventSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     zone_margin_m: float = 0.2
     coast_s: float = 1.0
     """Out of sight, a track walks on along its last heading this long, then stands."""
+    stand_s: float = 3.0
+    """...and is in the position samples for this long after it was last seen: where the
+    cameras see all of the floor, one lost for longer is mostly a ghost (a duplicate the
+    hand-off has not yet given up), whose standing would heat a cell nobody is in."""
     smoothing: SmoothingSettings = SmoothingSettings()
 
     def __post_init__(self) -> None:
@@ -105,6 +109,7 @@ class EventSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             "zone_exit_s",
             "zone_margin_m",
             "coast_s",
+            "stand_s",
         ):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 86_400):
@@ -401,6 +406,8 @@ class FloorEvents:
         """Seen lately, or lost away from the doors (held where it was last seen)."""
         if at - visit.at <= self.settings.sample_s:
             return True
+        if at - visit.at > self.settings.stand_s:
+            return False
         if visit.held is None:
             assert visit.point is not None
             visit.held = not near_door(self.doors, *visit.point, self.settings.door_m)

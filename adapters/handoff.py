@@ -66,7 +66,7 @@ class HandoffSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     """How fast an unseen person may have walked: the gate grows by this while unseen."""
     live_s: float = 0.3
     """A link's foot point counts for the fused position for this long after it was seen."""
-    door_m: float = 1.0
+    door_m: float = 1.2
     """Near a door: within this of a door line's segment."""
     door_s: float = 2.0
     """A fused track lost near a door is over (the person left) after this long unseen."""
@@ -83,6 +83,10 @@ class HandoffSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     afresh (a camera's tracker swapped two people's ids, or a join was wrong)."""
     link_s: float = 10.0
     """A camera track unseen for this long is forgotten (its tracker dropped it long ago)."""
+    clipped_birth_s: float = 2.0
+    """A camera track seen only cut by the image border (a sighting's weight below 1) joins
+    a fused track, but starts one only after this long: its foot point may be far off, and
+    a camera that sees the person whole starts the track where they are."""
 
     def __post_init__(self) -> None:
         for name in msgspec.structs.fields(self):
@@ -181,6 +185,7 @@ class Handoff:
         self._links: dict[tuple[str, int], _Link] = {}
         self._born = 0
         self._now = -math.inf
+        self._held: dict[tuple[str, int], float] = {}  # clipped camera tracks not yet born
         self.splits = 0
         """How many times a fused track's links were joined afresh."""
 
@@ -206,6 +211,11 @@ class Handoff:
         for s, fused in self._join(at, unknown):
             if fused is None:
                 fused = self._twin(s, [self._fused[k] for k in born])
+            if fused is None and s.weight < 1.0:
+                first = self._held.setdefault((s.camera, s.track), at)
+                if at - first < self.settings.clipped_birth_s:
+                    continue  # not yet: a camera that sees them whole may start them
+            self._held.pop((s.camera, s.track), None)
             if fused is None:
                 key = (s.camera, s.frame, s.track)
                 fused = _Fused(
@@ -219,6 +229,14 @@ class Handoff:
             self._links[(s.camera, s.track)] = link
             touched[fused.key] = fused
         points = [self._place(at, f) for f in sorted(touched.values(), key=lambda f: f.order)]
+        if len(self._held) > MAX_FUSED or any(
+            at - t > self.settings.link_s + self.settings.clipped_birth_s
+            for t in self._held.values()
+        ):
+            stale = at - self.settings.link_s - self.settings.clipped_birth_s
+            self._held = {k: t for k, t in self._held.items() if t >= stale}
+            while len(self._held) > MAX_FUSED:
+                del self._held[min(self._held, key=lambda k: (self._held[k], k))]
         return Step(points=points, born=born, ended=self._expire(at))
 
     def close(self) -> list[Ended]:

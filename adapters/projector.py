@@ -42,6 +42,7 @@ _RING = np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], axis=1)
 # Coarse to fine: (half-width of the search square in metres, step in metres).
 _STAGES = ((0.6, 0.1), (0.1, 0.02), (0.02, 0.005))
 _BORDER_PX = 0.5
+_BORDER_SHARE = 0.05
 
 
 class Projector:
@@ -76,14 +77,13 @@ class Projector:
         self._nadir = nadir[:2] / nadir[2] if abs(nadir[2]) > 1e-12 else None
 
     def clipped(self, box: Box) -> bool:
-        """Whether a box touches the image border (the person may be cut by it)."""
+        """Whether a box touches the image border (the person may be cut by it): comes
+        within ``_BORDER_SHARE`` of its own size of it (a detector's box of someone cut
+        by the border need not end on the last pixel)."""
         w, h = self._size
-        return (
-            box[0] <= _BORDER_PX
-            or box[1] <= _BORDER_PX
-            or box[2] >= w - _BORDER_PX
-            or box[3] >= h - _BORDER_PX
-        )
+        mx = max(_BORDER_PX, _BORDER_SHARE * (box[2] - box[0]))
+        my = max(_BORDER_PX, _BORDER_SHARE * (box[3] - box[1]))
+        return box[0] <= mx or box[1] <= my or box[2] >= w - mx or box[3] >= h - my
 
     def foot(self, box: Box) -> tuple[float, float]:
         """Where the person in ``box`` (x1, y1, x2, y2 pixels) stands, in floor metres."""

@@ -37,7 +37,7 @@ class FloorSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     events: EventSettings = EventSettings()
     height_m: float = DEFAULT_HEIGHT_M
     """The height of the standing person the projector fits."""
-    clipped_weight: float = 0.3
+    clipped_weight: float = 0.02
     """How much a foot point from a box cut by the image border counts (a whole one: 1)."""
     reorder_s: float | None = None
     """How long sightings wait to be put in time order; None: what each camera's tracker

@@ -29,6 +29,7 @@ from simulator.shoppers import (
     SOURCE,
     AlertThresholds,
     Persona,
+    Spots,
     Store,
     Truth,
     Visitor,
@@ -236,7 +237,8 @@ def simulate(
         visitors.append(
             Visitor(f"{sid}-{seed}-{i}", persona, at, member=member, speed=speed, acts=acts)
         )
-    played = [(v, *play(store, v, thresholds)) for v in visitors]
+    spots = Spots(store)  # in order of arrival: the earlier visitor has the spot
+    played = [(v, *play(store, v, thresholds, spots)) for v in visitors]
     events = [e for _, es, _ in played for e in es]
     events += position_events(store, [(v, t) for v, _, t in played])
     passers = _passers_by(store, rng, start, hours, int(shoppers * mix.passers_by_per_visitor))

@@ -46,7 +46,16 @@ class Floor:
         self.any_door = any_door
         self.inside = prepared.prep(Polygon(layout.floor))
         doors = [ln for ln in layout.lines if ln.kind in ("entrance", "exit", "entrance_exit")]
-        self.doors = doors
+        # A door along an avoided zone (a thief: the gate's exit) is no way out either.
+        avoided = [z.shape.buffer(0.01) for z in layout.zones if z.kind in avoid]
+        self.doors = [
+            d
+            for d in doors
+            if not any(
+                LineString(d.points).intersection(a).length > 0.5 * LineString(d.points).length
+                for a in avoided
+            )
+        ]
         self.pavement = (
             prepared.prep(LineString([p for ln in doors for p in ln.points]).buffer(OUTSIDE_M))
             if doors
@@ -163,7 +172,10 @@ class Floor:
         return toward
 
     def clear(self, a: Pt, b: Pt) -> bool:
-        """Whether a person can walk straight from ``a`` to ``b``."""
+        """Whether a person can walk straight from ``a`` to ``b``: over walkable cells, and
+        not across a corner of anything blocked (steps between cells can cut one)."""
+        if a != b and any(k.intersects(LineString([a, b])) for k in self.blocked):
+            return False
         n = max(1, int(math.dist(a, b) / (self.cell_m / 2)))
         prev, prev_in = a, self._walkable.get(self.cell(a))
         for k in range(1, n + 1):

@@ -22,11 +22,12 @@ How the picture is made, and why:
   carries one depth, that of its centre), and each pixel keeps its owner. Occlusion between
   people, and by shelves, is therefore settled pixel by pixel, and the visibility column
   counts exactly the pixels that show.
-- A consequence the adapters must live with, as with a real lens: a camera 2.8 m up sees a
-  1.7 m person's head 2.5 times further from the image centre than the feet, so an overhead
+- A consequence the adapters must live with, as with a real lens: a camera 3.2 m up sees a
+  1.7 m person's head twice as far from the image centre as the feet, so an overhead
   box's centre is not the feet; the feet (the floor point ``to_floor`` is for) sit at the
-  inner end of the figure. In the example convenience store, people more than about 1 m
-  from the point under a camera are cut by the image border.
+  inner end of the figure. In the example convenience store (wide lenses), people more
+  than about 1.8 m north or south of the point under a camera, or 3.2 m east or west, are
+  cut by the image border.
 - Shelf heights are not in the layout: a footprint polygon is a gondola of ``GONDOLA_M``;
   a two-point footprint (a fridge door, a wall rack) is a unit ``WALL_UNIT_M`` high and
   ``WALL_UNIT_DEPTH_M`` deep behind its front edge, on the side away from its zone.

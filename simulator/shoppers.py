@@ -2,10 +2,15 @@
 
 A visitor gets a plan from its persona (which shelves, what to take, what to put back,
 how long to queue, which door to leave by), then walks it over the walkable floor at a
-human pace, frame by frame. Playing a plan gives two things: the events a perfect set of
-sensors would report (entries, zone changes, picks, positions, face matches, staff
-sessions), and the ground truth QA checks the pipeline against (the true path, the true
-cart and receipt, the dwell per zone, the alerts that should fire).
+human pace, frame by frame. Where people stand still (a shelf front, the checkout queue,
+the exit gate) they stand on spots a shoulder's width and more apart, and a day
+(``simulator.day``) gives each visitor a spot no one else holds at that time
+(``Spots``): two people on one point would be one figure to any camera.
+
+Playing a plan gives two things: the events a perfect set of sensors would report
+(entries, zone changes, picks, positions, face matches, staff sessions), and the ground
+truth QA checks the pipeline against (the true path, the true cart and receipt, the dwell
+per zone, the alerts that should fire).
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import itertools
 import math
 import random
 from collections import Counter
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+
+from shapely.geometry import Point, Polygon
 
 from core import events as ev
 from core.layout import Layout, Shelf
@@ -24,6 +31,12 @@ from simulator.floor import Floor, Pt
 
 FRAME_S = 0.5
 SOURCE = "sim"
+SPOT_M = 0.6  # spots along a shelf front are at least this far apart...
+QUEUE_SPOT_M = 0.5  # ...those of the queue's line this far, its rows too
+SPOT_EDGE_M = 0.25  # spots keep this far inside their zone
+QUEUE = "queue"  # the place name of the checkout queue's line (shelf fronts: their zone id)
+GATE = "gate"
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # spots' clock: seconds from here
 
 
 class Persona(StrEnum):
@@ -47,6 +60,7 @@ class Act:
 
     to: Pt | None = None
     wait_s: float = 0.0
+    place: str | None = None  # ``to`` is a spot of this place (``Store.spots``): any free one
     take: tuple[str, str] | None = None  # (shelf id, sku)
     back: tuple[str, str] | None = None
 
@@ -111,6 +125,16 @@ class Store:
         self.outside_out = self._beside(exit_.points, out=True)
         self.stocked = [s for s in layout.shelves if s.slots]
         self.passby = next((ln for ln in layout.lines if ln.kind == "passby"), None)
+        # Where people stand still: a row along each shelf front; the queue's line, head
+        # first, snaking over its zone from the end nearest the gate; a row across the gate.
+        self.spots: dict[str, tuple[Pt, ...]] = {
+            s.zone: tuple(_rows(self.layout.zone(s.zone).polygon, rows=1)[0]) for s in self.stocked
+        }
+        self.spots[QUEUE] = _queue_line(by_kind["checkout_queue"].polygon, self.gate)
+        (a, b) = exit_.points
+        self.spots[GATE] = tuple(
+            _rows(by_kind["exit_gate"].polygon, rows=1, axis=(b[0] - a[0], b[1] - a[1]))[0]
+        )
 
     def _beside(self, points: tuple[tuple[float, float], tuple[float, float]], out: bool) -> Pt:
         """A metre from the middle of a door line, outside the store or inside it."""
@@ -126,6 +150,114 @@ class Store:
     def front(self, shelf: Shelf) -> Pt:
         return _centre(self.layout.zone(shelf.zone).polygon)
 
+    def spot(self, place: str, rng: random.Random | None = None) -> Act:
+        """Going to stand at ``place`` (a shelf front's zone id, ``QUEUE`` or ``GATE``): the
+        spot ``rng`` picks (the queue: its head), any free one when the visit is played."""
+        spots = self.spots[place]
+        k = rng.randrange(len(spots)) if rng is not None and place != QUEUE else 0
+        return Act(to=spots[k], place=place)
+
+
+def _rows(
+    polygon: tuple[tuple[float, float], ...],
+    rows: int | None,
+    axis: Pt | None = None,
+    gap: float = SPOT_M,
+) -> list[list[Pt]]:
+    """Spots over a zone: rows along ``axis`` (default: the zone's long side), ``gap``
+    apart or more, along a row and between rows (``rows``: at most that many), and
+    ``SPOT_EDGE_M`` inside its edges; a side too short for two gets one, in its middle."""
+    shape = Polygon(polygon)
+    corners = list(shape.minimum_rotated_rectangle.exterior.coords)[:4]
+    if axis is None:
+        sides = [(corners[1][0] - corners[0][0], corners[1][1] - corners[0][1])]
+        sides.append((corners[2][0] - corners[1][0], corners[2][1] - corners[1][1]))
+        axis = max(sides, key=lambda v: math.hypot(*v))
+    norm = math.hypot(*axis)
+    u = (axis[0] / norm, axis[1] / norm)
+    n = (-u[1], u[0])
+    c = shape.centroid.x, shape.centroid.y
+    along = [(p[0] - c[0]) * u[0] + (p[1] - c[1]) * u[1] for p in corners]
+    across = [(p[0] - c[0]) * n[0] + (p[1] - c[1]) * n[1] for p in corners]
+
+    def places(lo: float, hi: float, gap: float, most: int | None) -> list[float]:
+        room = hi - lo - 2 * SPOT_EDGE_M
+        k = max(1, math.floor(room / gap + 1e-9) + 1) if room > 0 else 1
+        k = min(k, most) if most else k
+        if k == 1:
+            return [(lo + hi) / 2]
+        return [lo + SPOT_EDGE_M + room * i / (k - 1) for i in range(k)]
+
+    out = []
+    for b in places(min(across), max(across), gap, rows):
+        row = [
+            (round(c[0] + a * u[0] + b * n[0], 3), round(c[1] + a * u[1] + b * n[1], 3))
+            for a in places(min(along), max(along), gap, None)
+        ]
+        out.append([p for p in row if shape.contains(Point(p))] or row[:1])
+    return out
+
+
+def _queue_line(polygon: tuple[tuple[float, float], ...], gate: Pt) -> tuple[Pt, ...]:
+    """The checkout queue's spots in line order: the head is the end of the row nearest
+    the gate that is nearer the gate, and the line snakes back along the next rows."""
+    rows = sorted(
+        _rows(polygon, rows=None, gap=QUEUE_SPOT_M),
+        key=lambda r: math.dist(((r[0][0] + r[-1][0]) / 2, (r[0][1] + r[-1][1]) / 2), gate),
+    )
+    if math.dist(rows[0][-1], gate) < math.dist(rows[0][0], gate):
+        rows = [r[::-1] for r in rows]
+    return tuple(p for i, r in enumerate(rows) for p in (r if i % 2 == 0 else r[::-1]))
+
+
+class Spots:
+    """Who stands on which spot when, over a day. A visitor going to stand somewhere takes
+    the spot its plan picked if it is free for the whole stay, else the free one nearest
+    to it (the queue: the free one nearest its head). With none free, one standing on a
+    spot already (in the queue, at a shelf) stays there until one is free, as people do;
+    else, or after ``MAX_WAIT_S``, it shares the one held least over its stay."""
+
+    PAD_S = 1.5  # a spot is held this long before the arrival and after leaving
+    MAX_WAIT_S = 60.0
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.held: dict[Pt, list[list[float]]] = {}
+        self._last: dict[str, list[float]] = {}  # each visitor's latest hold
+
+    def take(
+        self, visitor: str, place: str, wanted: Pt, begin: float, end: float, standing: bool
+    ) -> tuple[Pt, float]:
+        """A spot of ``place`` for [begin, end] (seconds, any one clock), now held, and how
+        long to wait where the visitor stands (``standing``: on the spot it took last)
+        before walking there."""
+        spots = self.store.spots[place]
+        order = list(spots) if place == QUEUE else sorted(spots, key=lambda p: math.dist(p, wanted))
+        last = self._last.get(visitor)
+        waits = int(self.MAX_WAIT_S / FRAME_S) if standing and last is not None else 0
+        for k in range(waits + 1):
+            d = k * FRAME_S
+            span = [begin + d - self.PAD_S, end + d + self.PAD_S]
+            free = [
+                p for p in order if not any(self._overlap(h, span) for h in self.held.get(p, []))
+            ]
+            if free:
+                if last is not None:
+                    last[1] += d  # still standing on the last spot meanwhile
+                return self._hold(visitor, free[0], span), d
+        span = [begin - self.PAD_S, end + self.PAD_S]
+        least = min(order, key=lambda p: sum(self._overlap(h, span) for h in self.held.get(p, [])))
+        return self._hold(visitor, least, span), 0.0
+
+    def _hold(self, visitor: str, spot: Pt, span: list[float]) -> Pt:
+        self.held.setdefault(spot, []).append(span)
+        self._last[visitor] = span
+        return spot
+
+    @staticmethod
+    def _overlap(a: list[float], b: list[float]) -> float:
+        return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+
 
 # -- plans: one function per persona --------------------------------------------------------
 
@@ -133,7 +265,7 @@ class Store:
 def _shopping(store: Store, rng: random.Random, n: int, linger: tuple[float, float]) -> list[Act]:
     acts = []
     for shelf in rng.sample(store.stocked, k=min(n, len(store.stocked))):
-        acts.append(Act(to=store.front(shelf), wait_s=rng.uniform(*linger)))
+        acts.append(replace(store.spot(shelf.zone, rng), wait_s=rng.uniform(*linger)))
         acts.append(Act(take=(shelf.id, rng.choice(shelf.skus))))
     return acts
 
@@ -141,8 +273,8 @@ def _shopping(store: Store, rng: random.Random, n: int, linger: tuple[float, flo
 def _checkout(store: Store, rng: random.Random, queue_s: float | None = None) -> list[Act]:
     wait = rng.uniform(3, 25) if queue_s is None else queue_s
     return [
-        Act(to=store.queue, wait_s=wait),
-        Act(to=store.gate, wait_s=rng.uniform(1, 3)),
+        replace(store.spot(QUEUE), wait_s=wait),
+        replace(store.spot(GATE, rng), wait_s=rng.uniform(1, 3)),
         Act(to=store.outside_out),
     ]
 
@@ -164,7 +296,7 @@ def plan(store: Store, persona: Persona, rng: random.Random) -> tuple[Act, ...]:
         keep = rng.random() < 0.5
         return (
             *enter,
-            Act(to=store.front(shelf), wait_s=5),
+            replace(store.spot(shelf.zone, rng), wait_s=5),
             *dither,
             *([Act(take=item)] if keep else []),
             *_checkout(store, rng),
@@ -174,10 +306,10 @@ def plan(store: Store, persona: Persona, rng: random.Random) -> tuple[Act, ...]:
         item = (first.id, rng.choice(first.skus))
         return (
             *enter,
-            Act(to=store.front(first), wait_s=4),
+            replace(store.spot(first.zone, rng), wait_s=4),
             Act(take=item),
             *_shopping(store, rng, 1, (3, 6)),
-            Act(to=store.front(other), wait_s=3),
+            replace(store.spot(other.zone, rng), wait_s=3),
             Act(back=(other.id, item[1])),  # back on another shelf: still off the cart
             *_checkout(store, rng),
         )
@@ -198,7 +330,7 @@ def plan(store: Store, persona: Persona, rng: random.Random) -> tuple[Act, ...]:
         return (
             *enter,
             Act(to=stock, wait_s=rng.uniform(20, 60)),
-            Act(to=store.front(rng.choice(store.stocked)), wait_s=30),
+            replace(store.spot(rng.choice(store.stocked).zone, rng), wait_s=30),
             Act(to=store.outside_out),
         )
     # MEMBER and GROUP shop like mission shoppers; PASSERBY is not planned on the floor.
@@ -222,10 +354,14 @@ def _walk(floor: Floor, a: Pt, b: Pt, speed: float) -> list[Pt]:
 
 
 def play(
-    store: Store, visitor: Visitor, thresholds: AlertThresholds | None
+    store: Store,
+    visitor: Visitor,
+    thresholds: AlertThresholds | None,
+    spots: Spots | None = None,
 ) -> tuple[list[ev.Event], Truth]:
     """The events perfect sensors would report for this visit, and what really happened;
-    ``thresholds``: when the frustration alerts are due (None: no pack raises them)."""
+    ``thresholds``: when the frustration alerts are due (None: no pack raises them);
+    ``spots``: who stands where over the day (None: every visitor on its plan's spots)."""
     layout = store.layout
     base = {"store": layout.store.id, "source": SOURCE, "subject": visitor.id}
     floor = {Persona.STAFF: store.staff_floor, Persona.NO_RECEIPT: store.thief_floor}.get(
@@ -281,10 +417,26 @@ def play(
         data = ev.StaffData(badge=f"badge-{visitor.id[-4:]}")
         out.append(ev.new(ev.StaffSessionStarted, at=at(0), data=data, **base))
     truth.path.append((0.0, round(pos[0], 3), round(pos[1], 3)))
-    for act in visitor.acts:
-        if act.to is not None and act.to != pos:
-            for p in _walk(floor, pos, act.to, visitor.speed):
+    on_spot = False  # standing on the spot taken last
+    for i, act in enumerate(visitor.acts):
+        to = act.to
+        if to is not None and act.place is not None and spots is not None:
+            # Held from the arrival to the next walk: put-backs and dithering stay put.
+            walk = len(_walk(floor, pos, to, visitor.speed)) * FRAME_S if to != pos else 0.0
+            stay = 0.0
+            for k, later in enumerate(visitor.acts[i:]):
+                if k and later.to is not None:
+                    break
+                stay += int(later.wait_s / FRAME_S) * FRAME_S
+            begin = (visitor.start - EPOCH).total_seconds() + t + walk
+            to, delay = spots.take(visitor.id, act.place, to, begin, begin + stay, on_spot)
+            for _ in range(round(delay / FRAME_S)):
+                frame(pos)
+        if to is not None and to != pos:
+            for p in _walk(floor, pos, to, visitor.speed):
                 frame(p)
+        if to is not None:
+            on_spot = act.place is not None
         for _ in range(int(act.wait_s / FRAME_S)):
             frame(pos)
         if act.take is not None:

@@ -248,10 +248,10 @@ def test_all_cameras_in_one_process_hand_shoppers_over_under_one_source(
 def test_check_draws_the_floor_over_a_frame_and_reports_the_calibration_error(
     video: Path, tmp_path: Path
 ) -> None:
-    """A calibration pixel moved by 6 px (within the loader's tolerance) shows in the
+    """A calibration pixel moved by 3 px (within the loader's tolerance) shows in the
     reprojection errors; nothing is published (no server is reachable)."""
     text = LAYOUT.read_text(encoding="utf-8")
-    moved = text.replace("{image: [241.7, 106.1]", "{image: [247.7, 106.1]")
+    moved = text.replace("{image: [457.2, 495.9]", "{image: [460.2, 495.9]")
     assert moved != text
     layout = tmp_path / "moved.yaml"
     layout.write_text(moved, encoding="utf-8")

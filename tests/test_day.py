@@ -3,9 +3,11 @@ receipts are exactly the true ones."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from datetime import datetime
 from functools import cache
+from itertools import combinations, pairwise
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -15,7 +17,7 @@ from rules.engine import Engine
 from rules.loader import load_rules
 from rules.reference import Reference
 from simulator.day import Run, simulate
-from simulator.shoppers import Persona, Store
+from simulator.shoppers import QUEUE, Persona, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKS = sorted(
@@ -99,3 +101,47 @@ def test_people_on_the_floor_follow_the_true_paths() -> None:
             assert there[visitor.id] == (x, y)
     busiest = max(len(people) for people in frames.values())
     assert busiest >= 2
+
+
+def test_no_two_shoppers_stand_still_on_one_spot_at_once() -> None:
+    """Two people standing on one point are one figure to every camera: at a shelf, in
+    the queue and at the gate each stands on a spot of their own, spots 0.45 m apart or
+    more, and the busy hour still brings people to the same places at the same time."""
+    run = simulate(store(), OPEN.replace(hour=18), hours=0.5, shoppers=60, seed=5)
+    standing: dict[float, list[tuple[str, float, float]]] = {}
+    places: Counter[tuple[float, float]] = Counter()
+    for visitor, truth in zip(run.visitors, run.truth, strict=True):
+        offset = (visitor.start - OPEN).total_seconds()
+        for (_, x0, y0), (t, x, y) in pairwise(truth.path):
+            if (x0, y0) == (x, y) and store().layout.zone_at(x, y) is not None:
+                standing.setdefault(offset + t, []).append((visitor.id, x, y))
+                places[(x, y)] += 1
+    shared = 0
+    for people in standing.values():
+        for (_a, xa, ya), (_b, xb, yb) in combinations(people, 2):
+            if math.dist((xa, ya), (xb, yb)) < 0.45:
+                shared += 1
+    assert shared == 0
+    assert max(len(p) for p in standing.values()) >= 6  # a busy half hour
+    spots = {p for kind in store().spots.values() for p in kind}
+    assert {p for p, n in places.items() if n >= 20} <= spots  # long stays are on spots
+    assert len({p for p in places if p in spots}) >= 20
+
+
+def test_the_queue_is_a_line_from_the_gate_and_shelf_spots_spread_along_the_front() -> None:
+    s = store()
+    layout = s.layout
+    line = s.spots[QUEUE]
+    assert len(line) >= 4
+    assert all(layout.zone(layout.zone_at(*p) or "").kind == "checkout_queue" for p in line)
+    assert all(math.dist(a, b) >= 0.45 for a, b in pairwise(line))
+    assert all(math.dist(a, b) < 1.2 for a, b in pairwise(line))  # a line, no jumps
+    gate = s.gate
+    head = math.dist(line[0], gate)  # the head: one of the spots nearest the gate
+    assert head <= min(math.dist(p, gate) for p in line) + 0.1 < math.dist(line[-1], gate)
+    for shelf in s.stocked:
+        front = s.spots[shelf.zone]
+        assert len(front) >= 3, shelf.id
+        assert all(layout.zone_at(*p) == shelf.zone for p in front)
+        assert all(math.dist(a, b) >= 0.45 for a, b in combinations(front, 2))
+        assert max(math.dist(a, b) for a, b in combinations(front, 2)) >= 1.0  # spread out

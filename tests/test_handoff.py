@@ -207,3 +207,39 @@ def test_bad_input_is_refused_with_what_was_wrong() -> None:
         h.update(3.0, [s])
     with pytest.raises(ValueError, match="gate_m"):
         HandoffSettings(gate_m=-1.0)
+
+
+def test_a_person_seen_only_cut_by_the_image_border_joins_the_one_seen_whole_not_a_new_one() -> (
+    None
+):
+    """Cut by the border, a foot point may be far off: near the door, B's clipped view of
+    the person A sees whole is not someone coming in, and alone it starts a track only
+    after ``clipped_birth_s``."""
+    walk = line((1.2, 0.3), (1.2, 2.5), 30)  # in through the entrance
+    handoff = Handoff(LAYOUT.lines)
+    born: list[TrackKey] = []
+    fused: dict[str, set[TrackKey]] = {"A": set(), "B": set()}
+    for k, (x, y) in enumerate(p for p in walk if p is not None):
+        at = (k + 1) * DT
+        step = handoff.update(
+            at,
+            [
+                Sighting(camera="A", track=1, frame=k, at=at, x=x, y=y),
+                Sighting(camera="B", track=4, frame=k, at=at, x=x + 0.75, y=y, weight=0.02),
+            ],
+        )
+        born += step.born
+        for p in step.points:
+            for camera, _ in p.tracks:
+                fused[camera].add(p.key)
+    assert len(born) == 1 and fused["A"] == fused["B"] == set(born)
+    alone = Handoff(LAYOUT.lines)
+    births = []
+    for k in range(30):
+        at = (k + 1) * DT
+        step = alone.update(
+            at, [Sighting(camera="B", track=4, frame=k, at=at, x=1.2, y=0.5, weight=0.02)]
+        )
+        births += [(at, key) for key in step.born]
+    wait = HandoffSettings().clipped_birth_s
+    assert len(births) == 1 and births[0][0] == pytest.approx(DT + wait)

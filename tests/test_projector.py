@@ -1,7 +1,7 @@
 """Foot points: a person's box through the calibration to where they stand, checked against
 the renderer, whose boxes are the drawn pixels of people at known floor points.
 
-The overhead camera is the convenience store's cam-front-west (2.8 m up over (2, 1.625));
+The overhead camera is the convenience store's cam-front-west (3.2 m up over (2, 1.5));
 the angled one is the test shop of ``test_render`` (3 m up, tipped 30° down).
 """
 
@@ -61,13 +61,13 @@ def errors(layout: Layout, camera: str, people: list[Person], clipped: bool | No
     return out
 
 
-def test_overhead_a_person_seen_whole_is_placed_within_5_cm_where_the_box_bottom_is_far_off(
+def test_overhead_a_person_seen_whole_is_placed_within_6_cm_where_the_box_bottom_is_far_off(
     corner: Layout,
 ) -> None:
     people = grid(np.linspace(1.2, 2.8, 5), np.linspace(1.0, 2.3, 4))
     found = errors(corner, "cam-front-west", people, clipped=False)
     assert len(found) >= 15
-    assert max(found) < 0.05
+    assert max(found) < 0.06  # a wide lens: a pixel is a centimetre on the floor
     camera = corner.camera("cam-front-west")
     naive = [
         math.dist(camera.to_floor(*bottom_centre(box)), (p.x, p.y))
@@ -77,11 +77,11 @@ def test_overhead_a_person_seen_whole_is_placed_within_5_cm_where_the_box_bottom
     assert np.median(naive) > 0.3  # the box's bottom middle is not the feet from above
 
 
-def test_overhead_a_person_cut_by_the_image_border_is_placed_within_30_cm(corner: Layout) -> None:
-    people = grid(np.linspace(0.2, 4.2, 9), np.array([0.45, 2.6, 3.0]))
+def test_overhead_a_person_cut_by_the_image_border_is_placed_within_40_cm(corner: Layout) -> None:
+    people = grid(np.linspace(0.2, 4.2, 9), np.array([3.5, 3.8, 4.1]))  # beyond its view
     found = errors(corner, "cam-front-west", people, clipped=True)
     assert len(found) >= 15
-    assert max(found) < 0.3
+    assert max(found) < 0.4
     assert float(np.median(found)) < 0.12
 
 
@@ -114,7 +114,7 @@ def test_the_same_box_gives_the_same_point_and_a_box_on_the_border_is_flagged(
 
 
 def test_a_camera_below_the_heads_it_should_see_is_refused() -> None:
-    text = (STORES / "convenience.yaml").read_text().replace("[2, 1.625, 2.8]", "[2, 1.625, 1.7]")
+    text = (STORES / "convenience.yaml").read_text().replace("[2, 1.5, 3.2]", "[2, 1.5, 1.7]")
     layout = load_layout_text(text, "low.yaml")
     with pytest.raises(ValueError, match=r"cam-front-west: mounted 1\.7 m up"):
         Projector(layout.camera("cam-front-west"))

@@ -134,6 +134,7 @@ def test_receipts_and_alerts_match_the_truth() -> None:
                 Persona.BROWSER,
                 Persona.MEMBER,
                 Persona.HESITANT,
+                Persona.WRONG_SHELF,  # (which ones: the seed's draws, spots drawn too)
             },
         ),
     ],
