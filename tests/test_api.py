@@ -508,3 +508,56 @@ def test_a_browser_session_keeps_the_token_in_an_httponly_cookie(w: World) -> No
         assert browser.get(f"{V1}/stores/{STORE}/receipts").status_code == 403
         assert browser.delete(f"{V1}/session").status_code == 204
         assert browser.get(f"{V1}/me").status_code == 401
+
+
+def test_an_admin_limited_to_a_store_reaches_no_further_with_the_tokens_it_makes(
+    c: TestClient, w: World
+) -> None:
+    from api.auth import Role, create_token
+
+    _, limited = create_token(w.db, Role.ADMIN, [STORE], "store admin")
+    hdr = {"Authorization": f"Bearer {limited}"}
+    wider = c.post(V1 + "/tokens", headers=hdr, json={"role": "admin", "stores": []})
+    assert wider.status_code == 403 and wider.json()["field"] == "body.stores", wider.text
+    other = c.post(V1 + "/tokens", headers=hdr, json={"role": "viewer", "stores": [OTHER]})
+    assert other.status_code == 403, other.text
+    mine = c.post(V1 + "/tokens", headers=hdr, json={"role": "viewer", "stores": [STORE]})
+    assert mine.status_code == 201, mine.text
+    listed = c.get(V1 + "/tokens", headers=hdr).json()
+    assert listed and all(t["stores"] and set(t["stores"]) <= {STORE} for t in listed)
+    everyone = c.get(V1 + "/tokens", headers=w.auth("admin")).json()
+    unlimited = next(t for t in everyone if not t["stores"])
+    assert c.delete(V1 + f"/tokens/{unlimited['id']}", headers=hdr).status_code == 404
+    assert c.get(V1 + "/audit", headers=hdr).status_code == 403
+    assert c.get(V1 + "/audit", headers=hdr, params={"store": OTHER}).status_code == 403
+    assert c.get(V1 + "/audit", headers=hdr, params={"store": STORE}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/stores/{s}/metrics", {"to": "0001-01-01T10:00:00Z"}),
+        (
+            "/stores/{s}/metrics",
+            {"from": "9999-12-31T00:00:00Z", "to": "9999-12-31T23:59:59-14:00"},
+        ),
+        ("/stores/{s}/heatmap", {"from": "0001-01-01T00:00:00+14:00"}),
+        ("/stores/{s}/events", {"from": "9999-12-31T23:59:59-14:00"}),
+        ("/stores/{s}/receipts", {"from": "0001-01-01T00:00:00+14:00"}),
+        ("/stores/{s}/alerts", {"to": "0001-01-01T00:00:00+14:00"}),
+        ("/audit", {"from": "0001-01-01T00:00:00+14:00"}),
+    ],
+)
+def test_times_at_the_ends_of_the_calendar_are_refused_naming_the_parameter(
+    c: TestClient, w: World, path: str, params: dict[str, str]
+) -> None:
+    r = c.get(V1 + path.format(s=STORE), headers=w.auth("admin"), params=params)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"].startswith("query."), r.text
+    assert "between the years 2000 and 2200" in r.text
+
+
+def test_a_token_name_with_control_characters_is_refused(c: TestClient, w: World) -> None:
+    for name in ("evil\u001b[2J", "a\u202eb", "x\u0000y"):
+        r = c.post(V1 + "/tokens", headers=w.auth("admin"), json={"role": "viewer", "name": name})
+        assert r.status_code == 422 and r.json()["field"] == "body.name", r.text

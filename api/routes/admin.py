@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api import audit
-from api.auth import Admin, Role, create_token, list_tokens, revoke_token
+from api.auth import Admin, Principal, Role, create_token, list_tokens, revoke_token
 from api.context import Ctx
-from api.pages import Limit, Offset
+from api.pages import Limit, Moment, Offset
 from api.problems import Problem, documented
 from readmodels.tables import AuditEntry
 
 router = APIRouter(tags=["admin"], responses=documented(401, 403, 422))
+NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]*$"  # no controls
 
 
 class TokenOut(BaseModel):
@@ -33,20 +35,37 @@ class TokenIn(BaseModel):
     stores: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]] = Field(
         default_factory=list, max_length=1000
     )
-    name: str = Field(default="", max_length=128)
+    name: str = Field(default="", max_length=128, pattern=NAME_PATTERN)
 
 
 class NewToken(TokenOut):
     token: str  # shown once: only its hash is kept
 
 
+def _within(who: Principal, stores: Sequence[str]) -> bool:
+    """Whether a token of ``stores`` (empty: all) reaches no further than ``who``'s."""
+    return not who.stores or (bool(stores) and set(stores) <= set(who.stores))
+
+
 @router.get("/tokens", response_model=list[TokenOut])
 def get_tokens(ctx: Ctx, who: Admin) -> list[TokenOut]:
-    return [TokenOut.model_validate(t, from_attributes=True) for t in list_tokens(ctx.db)]
+    """The tokens; an admin limited to stores sees those limited to its stores."""
+    return [
+        TokenOut.model_validate(t, from_attributes=True)
+        for t in list_tokens(ctx.db)
+        if _within(who, t.stores)
+    ]
 
 
 @router.post("/tokens", response_model=NewToken, status_code=201)
 def post_token(ctx: Ctx, who: Admin, body: TokenIn) -> NewToken:
+    if not _within(who, body.stores):
+        raise Problem(
+            403,
+            "forbidden",
+            f"a token limited to {', '.join(who.stores)} makes tokens for those stores only",
+            field="body.stores",
+        )
     row, token = create_token(ctx.db, body.role, body.stores, body.name)
     audit.record(ctx.db, who, "token.created", target=row.id, detail=f"{row.role} {row.stores}")
     return NewToken(**TokenOut.model_validate(row, from_attributes=True).model_dump(), token=token)
@@ -54,7 +73,10 @@ def post_token(ctx: Ctx, who: Admin, body: TokenIn) -> NewToken:
 
 @router.delete("/tokens/{token_id}", response_model=TokenOut, responses=documented(404))
 def delete_token(ctx: Ctx, who: Admin, token_id: str) -> TokenOut:
-    row = revoke_token(ctx.db, token_id)
+    known = {t.id: t for t in list_tokens(ctx.db)}
+    row = None
+    if token_id in known and _within(who, known[token_id].stores):
+        row = revoke_token(ctx.db, token_id)
     if row is None:
         raise Problem(404, "not found", f"no token {token_id!r}", field="path.token_id")
     audit.record(ctx.db, who, "token.revoked", target=row.id)
@@ -72,14 +94,23 @@ async def get_audit(
     store: Annotated[str | None, Query(max_length=64)] = None,
     action: Annotated[str | None, Query(max_length=32)] = None,
     token_id: Annotated[str | None, Query(max_length=32)] = None,
-    since: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    since: Annotated[Moment | None, Query(alias="from")] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> AuditPage:
-    """Who read receipts, corrected them, deployed rules, made or revoked tokens: newest first."""
+    """Who read receipts, corrected them, deployed rules, made or revoked tokens: newest
+    first. An admin limited to stores reads their entries only."""
     if since is not None and since.tzinfo is None:
         raise Problem(
             422, "invalid request", "a time needs its zone (Z or +hh:mm)", field="query.from"
+        )
+    if who.stores and (store is None or store not in who.stores):
+        raise Problem(
+            403,
+            "forbidden",
+            f"a token limited to {', '.join(who.stores)} reads those stores' entries: "
+            "give one of them as store",
+            field="query.store",
         )
     rows = await run_in_threadpool(
         audit.entries,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
@@ -13,7 +13,7 @@ from api import audit
 from api.auth import Operator
 from api.context import Ctx
 from api.operator import Accepted, IdempotencyKey, publish
-from api.pages import Limit, Offset, next_offset
+from api.pages import Limit, Moment, Offset, next_offset
 from api.problems import Problem, documented
 from api.stores import open_store
 from core import events as ev
@@ -58,8 +58,8 @@ def list_alerts(
         bool | None,
         Query(description="raised, acknowledged or confirmed, and not resolved by its rule"),
     ] = None,
-    since: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    until: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    since: Annotated[Moment | None, Query(alias="from")] = None,
+    until: Annotated[Moment | None, Query(alias="to")] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> AlertPage:

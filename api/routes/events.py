@@ -10,12 +10,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Operator
 from api.context import Ctx
 from api.feed import shown
+from api.pages import Moment
 from api.problems import Problem, documented
 from api.stores import open_store
 from core import events as ev
@@ -43,9 +44,9 @@ async def list_events(
     type: Annotated[list[str] | None, Query(description="only these event types")] = None,
     subject: Annotated[str | None, Query(max_length=128)] = None,
     since: Annotated[
-        AwareDatetime | None, Query(alias="from", description="stored in the log at or after")
+        Moment | None, Query(alias="from", description="stored in the log at or after")
     ] = None,
-    until: Annotated[AwareDatetime | None, Query(alias="to", description="stored before")] = None,
+    until: Annotated[Moment | None, Query(alias="to", description="stored before")] = None,
     after: Annotated[int | None, Query(ge=0, le=2**63 - 2, description="after this seq")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:

@@ -10,13 +10,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from api.auth import Viewer
 from api.context import Context, Ctx
 from api.drawing import heatmap_png
+from api.pages import Moment
 from api.problems import Problem, documented
 from api.stores import open_store
 from readmodels.tables import HeatmapHour
@@ -83,8 +84,8 @@ def cells(ctx: Context, store: str, start: datetime, end: datetime) -> HeatmapOu
     )
 
 
-Since = Annotated[AwareDatetime | None, Query(alias="from", description="default: a day before to")]
-Until = Annotated[AwareDatetime | None, Query(alias="to", description="default: now")]
+Since = Annotated[Moment | None, Query(alias="from", description="default: a day before to")]
+Until = Annotated[Moment | None, Query(alias="to", description="default: now")]
 
 
 @router.get("/stores/{store}/heatmap", response_model=HeatmapOut)

@@ -16,10 +16,11 @@ from zoneinfo import ZoneInfo
 import msgspec
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Response
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from api.auth import Viewer
 from api.context import Context, Ctx
+from api.pages import Moment
 from api.problems import Problem, documented
 from api.stores import open_store
 from readmodels.tables import MetricHour
@@ -187,8 +188,8 @@ def compute(
     }
 
 
-Since = Annotated[AwareDatetime | None, Query(alias="from", description="default: a day before to")]
-Until = Annotated[AwareDatetime | None, Query(alias="to", description="default: now")]
+Since = Annotated[Moment | None, Query(alias="from", description="default: a day before to")]
+Until = Annotated[Moment | None, Query(alias="to", description="default: now")]
 Names = Annotated[list[str] | None, Query(alias="name", description="only these metrics")]
 Zone = Annotated[str | None, Query(max_length=128, description='one zone ("" for the store)')]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
@@ -16,7 +16,7 @@ from api import audit
 from api.auth import Operator
 from api.context import Ctx
 from api.operator import Accepted, IdempotencyKey, publish
-from api.pages import Limit, Offset, next_offset
+from api.pages import Limit, Moment, Offset, next_offset
 from api.problems import Problem, documented
 from api.stores import open_store
 from core import events as ev
@@ -77,10 +77,8 @@ def list_receipts(
     ctx: Ctx,
     who: Operator,
     store: str,
-    since: Annotated[
-        AwareDatetime | None, Query(alias="from", description="issued at or after")
-    ] = None,
-    until: Annotated[AwareDatetime | None, Query(alias="to", description="issued before")] = None,
+    since: Annotated[Moment | None, Query(alias="from", description="issued at or after")] = None,
+    until: Annotated[Moment | None, Query(alias="to", description="issued before")] = None,
     subject: Annotated[str | None, Query(max_length=128)] = None,
     q: Annotated[
         str | None,
