@@ -220,7 +220,16 @@ def test_a_correction_is_an_event_with_who_and_why_published_once_per_key(
     assert fix["correction"]["reason"] == body["reason"]
     assert fix["adjustments"][0]["qty"] == -1
     audit = get(c, w, "admin", "/audit", action="receipt.corrected")
-    assert [a["target"] for a in audit["items"]].count(receipt.id) == 2  # type: ignore[index]
+    assert [a["target"] for a in audit["items"]].count(receipt.id) == 1, "the retry is not"  # type: ignore[index]
+    # Retried once applied, the whole line now gone: the same answer, not a refusal.
+    late = c.post(path, headers={**w.auth("operator"), **key}, json=body)
+    assert late.status_code == 202 and late.json()["duplicate"] is True, late.text
+    assert late.json()["event_id"] == first.json()["event_id"]
+    other = {**body, "reason": "something else"}
+    reused = c.post(path, headers={**w.auth("operator"), **key}, json=other)
+    assert reused.status_code == 422, reused.text
+    assert reused.json()["field"] == "header.Idempotency-Key"
+    assert w.count(STORE, "receipt.corrected") == 1
 
 
 def test_a_correction_that_would_leave_a_line_below_zero_is_refused_naming_it(
@@ -253,6 +262,8 @@ def test_alert_actions_are_events_with_who_once_per_key_and_none_after_close(
         r = c.post(f"{base}/acknowledge", headers={**w.auth("operator"), **key})
         assert r.status_code == 202, r.text
     assert w.count(STORE, "alert.acknowledged") == 1
+    r = c.post(f"{base}/acknowledge", headers={**w.auth("operator"), **key}, json={"reason": "x"})
+    assert r.status_code == 422 and r.json()["field"] == "header.Idempotency-Key", r.text
     r = c.post(f"{base}/dismiss", headers=w.auth("operator"), json={"reason": "a shadow"})
     assert r.status_code == 202
     r = c.post(f"{base}/resolve", headers=w.auth("operator"), json={"reason": "done"})

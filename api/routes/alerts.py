@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from api import audit
 from api.auth import Operator
 from api.context import Ctx
-from api.operator import Accepted, IdempotencyKey, publish
+from api.operator import Accepted, IdempotencyKey, applied_seq, key_id, publish, same_action
 from api.pages import Limit, Moment, Offset, next_offset
 from api.problems import Problem, documented
 from api.stores import open_store
@@ -125,6 +125,14 @@ async def act_on_alert(
     projections have applied it."""
     await run_in_threadpool(open_store, ctx, who, store)
     alert = await run_in_threadpool(_alert, ctx, store, alert_id)
+    reason = body.reason if body else ""
+    data = ev.AlertActionData(alert=alert.id, by=who.who[:128], reason=reason)
+    if idempotency_key is not None:  # a retry of what is applied already: the same answer
+        eid = key_id(who, ACTIONS[action], store, alert.id, idempotency_key)
+        seq = await run_in_threadpool(applied_seq, ctx, AlertAction, eid)
+        if seq is not None:
+            await same_action(ctx, seq, eid, data)
+            return Accepted(event_id=eid, type=ACTIONS[action].type, seq=seq, duplicate=True)
     if alert.closed_at is not None:
         raise Problem(
             409,
@@ -132,8 +140,6 @@ async def act_on_alert(
             f"the alert was closed at {alert.closed_at:%Y-%m-%d %H:%M:%S} by {alert.closed_by}",
             field="path.alert_id",
         )
-    reason = body.reason if body else ""
-    data = ev.AlertActionData(alert=alert.id, by=who.who[:128], reason=reason)
     done = await publish(
         ctx,
         who,
@@ -144,7 +150,8 @@ async def act_on_alert(
         target=alert.id,
         key=idempotency_key,
     )
-    await run_in_threadpool(
-        audit.record, ctx.db, who, done.type, store=store, target=alert.id, detail=reason
-    )
+    if not done.duplicate:  # the first request was audited
+        await run_in_threadpool(
+            audit.record, ctx.db, who, done.type, store=store, target=alert.id, detail=reason
+        )
     return done

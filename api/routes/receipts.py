@@ -15,7 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from api import audit
 from api.auth import Operator
 from api.context import Ctx
-from api.operator import Accepted, IdempotencyKey, publish
+from api.operator import Accepted, IdempotencyKey, key_id, publish, same_action
+from api.operator import applied_seq as _applied_seq
 from api.pages import Limit, Moment, Offset, next_offset
 from api.problems import Problem, documented
 from api.stores import open_store
@@ -232,7 +233,6 @@ async def correct_receipt(
     edit; the receipt shows it beside its lines as issued once projected. Audited."""
     await run_in_threadpool(open_store, ctx, who, store)
     receipt = await run_in_threadpool(_receipt, ctx, store, receipt_id)
-    await run_in_threadpool(_check_correction, ctx, receipt, body)
     try:
         data = ev.ReceiptCorrectionData(
             receipt=receipt.id,
@@ -243,6 +243,13 @@ async def correct_receipt(
         )
     except (TypeError, ValueError) as exc:
         raise Problem(422, "invalid request", str(exc), field="body") from None
+    if idempotency_key is not None:  # a retry of what is applied already: the same answer
+        eid = key_id(who, ev.ReceiptCorrected, store, receipt.id, idempotency_key)
+        seq = await run_in_threadpool(_applied_seq, ctx, ReceiptCorrection, eid)
+        if seq is not None:
+            await same_action(ctx, seq, eid, data)
+            return Accepted(event_id=eid, type=ev.ReceiptCorrected.type, seq=seq, duplicate=True)
+    await run_in_threadpool(_check_correction, ctx, receipt, body)
     done = await publish(
         ctx,
         who,
@@ -253,6 +260,8 @@ async def correct_receipt(
         target=receipt.id,
         key=idempotency_key,
     )
+    if done.duplicate:
+        return done  # the first request was audited
     detail = f"{body.reason} ({sum(a.amount_cents for a in body.adjustments):+d} cents)"
     await run_in_threadpool(
         audit.record,
