@@ -26,8 +26,8 @@ from core.outbox import OutboxError
 STORE_HELP = "The enrolment store (default: AISLE_DATA_DIR/members.db; its key beside it)."
 
 
-def _store(path: Path | None) -> MemberStore:
-    return MemberStore(path or Settings.from_env().data_dir / "members.db")
+def _store(path: Path | None, create: bool = False) -> MemberStore:
+    return MemberStore(path or Settings.from_env().data_dir / "members.db", create=create)
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -40,7 +40,10 @@ def _photo_face(finder: FaceFinder, photo: Path) -> object:
         raise MembersError(f"--photo {photo}: no such file")
     if photo.stat().st_size > MAX_IMAGE_BYTES:
         raise MembersError(f"--photo {photo}: larger than {MAX_IMAGE_BYTES:,} bytes")
-    image = cv2.imread(str(photo))
+    try:
+        image = cv2.imread(str(photo))
+    except cv2.error as exc:  # a header that claims more pixels than OpenCV reads
+        raise MembersError(f"--photo {photo}: not an image OpenCV reads ({exc.err})") from None
     if image is None:
         raise MembersError(f"--photo {photo}: not an image OpenCV can read")
     faces = finder.find(image)
@@ -88,7 +91,7 @@ def register(app: typer.Typer) -> None:
                 )
             finder = FaceFinder()
             descriptors = [_photo_face(finder, p) for p in photo]
-            member = _store(store_path).enrol(
+            member = _store(store_path, create=True).enrol(
                 descriptors,  # type: ignore[arg-type]
                 consent=reason if watchlist else consent,  # type: ignore[arg-type]
                 purposes=tuple(purpose or (ENTRY,)),

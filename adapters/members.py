@@ -129,13 +129,45 @@ def _text(name: str, value: str) -> str:
 class MemberStore:
     """The enrolment store in ``path``, its key in ``key_file`` (or the environment)."""
 
-    def __init__(self, path: Path, key_file: Path | None = None) -> None:
+    def __init__(self, path: Path, key_file: Path | None = None, *, create: bool = True) -> None:
+        """``create``: make the store (and its key) if there is none; otherwise a store
+        that is not there is an error (a mistyped path must not start an empty one)."""
         self.path = path
-        self._aead = AESGCM(_key(key_file or path.with_suffix(".key")))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(_SCHEMA)
+        if path.exists() and not path.is_file():
+            raise MembersError(f"{path}: not a file")
+        if not path.exists() and not create:
+            raise MembersError(f"{path}: no enrolment store there (aisle members enrol makes one)")
+        key_path = key_file or path.with_suffix(".key")
+        if path.exists() and KEY_ENV not in os.environ and not key_path.exists():
+            raise MembersError(f"{path}: its key {key_path} is missing (or set {KEY_ENV})")
+        key = _key(key_path)
+        self._aead = AESGCM(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._db() as db:
+                db.executescript(_SCHEMA)
+                db.execute("CREATE TABLE IF NOT EXISTS key_check (sealed BLOB NOT NULL)")
+                row = db.execute("SELECT sealed FROM key_check").fetchone()
+                if row is None:
+                    db.execute("INSERT INTO key_check VALUES (?)", (self._seal_text(b"aisle"),))
+                elif self._open_text(row[0]) != b"aisle":
+                    raise MembersError(
+                        f"{path}: its templates were sealed with another key than this one "
+                        f"({KEY_ENV} or {path.with_suffix('.key')})"
+                    )
+        except sqlite3.DatabaseError as exc:
+            raise MembersError(f"{path}: not an enrolment store ({exc})") from None
         os.chmod(path, 0o600)
+
+    def _seal_text(self, plain: bytes) -> bytes:
+        nonce = secrets.token_bytes(NONCE)
+        return nonce + self._aead.encrypt(nonce, plain, b"key-check")
+
+    def _open_text(self, sealed: bytes) -> bytes | None:
+        try:
+            return self._aead.decrypt(sealed[:NONCE], sealed[NONCE:], b"key-check")
+        except InvalidTag:
+            return None
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:

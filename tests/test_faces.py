@@ -166,8 +166,8 @@ def test_a_wrong_or_unreadable_key_is_refused_with_the_reason(
     with pytest.raises(MembersError, match=f"{KEY_ENV}: not a 256-bit key"):
         MemberStore(tmp_path / "members.db")
     monkeypatch.setenv(KEY_ENV, "A" * 43 + "=")
-    with pytest.raises(MembersError, match="does not open with this key"):
-        MemberStore(tmp_path / "members.db").templates(ENTRY)
+    with pytest.raises(MembersError, match="sealed with another key than this one"):
+        MemberStore(tmp_path / "members.db")
     monkeypatch.delenv(KEY_ENV)
     os.chmod(tmp_path / "members.key", 0o644)
     with pytest.raises(MembersError, match="others may read the key"):
@@ -208,3 +208,27 @@ def test_nothing_of_a_face_reaches_an_event_or_a_log_line(
     text = wire.decode() + caplog.text
     assert not any(n in text for n in numbers), "a descriptor's numbers in the output"
     assert "hopper" not in caplog.text.lower() and len(wire) < 400
+
+
+def test_a_store_that_is_not_one_or_not_there_is_refused_and_nothing_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(MembersError, match="no enrolment store there"):
+        MemberStore(tmp_path / "nx" / "m.db", create=False)
+    assert not (tmp_path / "nx").exists()
+    with pytest.raises(MembersError, match="not a file"):
+        MemberStore(tmp_path)
+    text = tmp_path / "notes.db"
+    text.write_text("not a database at all, " * 100)
+    with pytest.raises(MembersError, match="its key"):
+        MemberStore(text)
+    monkeypatch.setenv(KEY_ENV, "A" * 43 + "=")
+    with pytest.raises(MembersError, match="not an enrolment store"):
+        MemberStore(text)
+    monkeypatch.delenv(KEY_ENV)
+    store = tmp_path / "m.db"
+    MemberStore(store)
+    (tmp_path / "m.key").unlink()
+    with pytest.raises(MembersError, match=r"its key .* is missing"):
+        MemberStore(store)
+    assert not (tmp_path / "m.key").exists(), "no new key beside an old store"

@@ -93,7 +93,7 @@ def test_mistakes_are_refused_with_the_reason(env: dict[str, str], tmp_path: Pat
         (["members", "enrol", "--photo", str(tmp_path / "no.jpg"), "--consent", "x"], "no such"),
         (["members", "enrol", "--photo", str(group)], "a member needs --consent"),
         (["members", "enrol", "--photo", str(group), "--watchlist"], "--watchlist --reason"),
-        (["members", "revoke", "m-0000"], "no member 'm-0000'"),
+        (["members", "revoke", "m-0000"], "no enrolment store there"),
         (
             ["faces", "--layout", str(LAYOUT), "--camera", "cam-x", "--source", str(tmp_path)],
             "cam-x",
