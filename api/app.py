@@ -87,7 +87,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         summary="Receipts, alerts, metrics and heatmaps of checkout-free stores",
         lifespan=lifespan,
         openapi_url=f"{PREFIX}/openapi.json",
-        docs_url=f"{PREFIX}/docs",
+        docs_url=None,  # Swagger UI loads from a CDN: a store's machine may have no internet
         redoc_url=None,
     )
     problems.install(app)

@@ -73,7 +73,8 @@ def run_api(
     err.print(f"read models in {escape(shown_url(db))}", highlight=False)
     if not no_log and not settings.core.nats_url:
         reload_embedded(settings.core)  # a running embedded server learns the api user
-    err.print(f"the API on http://{host}:{port}/api/v1 (schema: /api/v1/docs)", highlight=False)
+    api = f"http://{host}:{port}/api/v1"
+    err.print(f"the API on {api} (schema: {api}/openapi.json)", highlight=False)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 

@@ -136,7 +136,10 @@ class Child:
 
     def start(self, env: dict[str, str]) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._out = self.log_path.open("ab")
+        # Owner only: the children's logs name shoppers' visits and carts.
+        self._out = os.fdopen(
+            os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab"
+        )
         self.process = subprocess.Popen(
             self.argv, stdout=self._out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
         )
@@ -323,7 +326,8 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
                 await running.start_api(create_app(api))
                 url = dashboard_url(options.host, port)
                 _say(f"aisle serve: the dashboard on {url}#token={token}")
-                _say(f"  the API on {url.removesuffix('/dashboard/')}/api/v1 (docs: /api/v1/docs)")
+                api = f"{url.removesuffix('/dashboard/')}/api/v1"
+                _say(f"  the API on {api} (schema: {api}/openapi.json)")
                 _say(f"  operator token (shown once): {token}")
                 where = "" if settings.nats_url else " (embedded)"
                 _say(

@@ -157,3 +157,14 @@ def test_times_come_back_in_utc_on_sqlite(tmp_path: Path) -> None:
     with Session(db) as s:
         assert s.get(Occupancy, ("s", "", at)).at == at  # type: ignore[union-attr]
     assert count(db, "occupancy") == 1
+
+
+def test_a_new_sqlite_file_of_the_read_models_is_its_owners_alone(tmp_path: Path) -> None:
+    from readmodels.database import make_engine
+
+    path = tmp_path / "deep" / "readmodels.db"
+    engine = make_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    engine.dispose()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
