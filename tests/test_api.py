@@ -418,6 +418,27 @@ def test_the_live_stream_sends_a_viewer_metrics_without_anything_of_a_shopper(
     assert "shopper-secret" not in text and "c9" not in text and "caused_by" not in text
 
 
+def test_the_viewers_live_stream_leaves_out_what_one_visit_makes(c: TestClient, w: World) -> None:
+    """A zone visit's seconds, dated at that shopper's exit, are one person's; so are ten
+    seconds of one heatmap cell. The viewer's stream goes on to the next count instead."""
+    rule = ev.RuleRef("traffic.zone_visit", "1")
+    now = datetime.now(UTC)
+    visit = ev.derive(
+        ev.Metric, rule=rule, caused_by=["v-visit"], store=STORE, at=now, subject="v-1/sf-dairy",
+        data=ev.MetricData(name="zone_visit_s", value=41.5, labels={"zone": "sf-dairy"}),
+    )  # fmt: skip
+    tile = ev.derive(
+        ev.HeatmapTiles, rule=ev.RuleRef("heatmap.cells", "1"), caused_by=["t-1"], store=STORE,
+        at=now, subject=STORE,
+        data=ev.HeatmapTilesData(
+            size=0.5, window_start=now - timedelta(seconds=10), window_end=now,
+            cells=(ev.HeatmapCell(cell_x=3, cell_y=4, visits=1, dwell_s=9.5),),
+        ),
+    )  # fmt: skip
+    got = _stream_until(c, w, "viewer", "metric", [visit, tile, *_metrics(2)])
+    assert got["event"]["data"]["name"] == "occupancy", got
+
+
 def test_the_live_stream_sends_an_operator_alerts_as_they_are_raised(
     c: TestClient, w: World
 ) -> None:

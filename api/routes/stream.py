@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import Role, Viewer
 from api.context import Ctx
-from api.feed import OPERATOR_STREAM_TYPES, VIEWER_TYPES, shown
+from api.feed import OPERATOR_STREAM_TYPES, VIEWER_TYPES, for_viewer, shown
 from api.problems import documented
 from api.stores import open_store
 from core.log import Record
@@ -58,7 +58,8 @@ async def stream(
         async with contextlib.aclosing(reader):
             started.set()
             async for record in reader:
-                await queue.put(record)
+                if whole or for_viewer(record.event):
+                    await queue.put(record)
 
     async def events() -> AsyncIterator[str]:
         task = asyncio.create_task(pump())
