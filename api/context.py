@@ -4,7 +4,7 @@ when the app starts (``api.app``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.engine import Engine
@@ -21,6 +21,7 @@ class Context:
     db: Engine
     layouts: dict[str, Layout] = field(default_factory=dict)
     log: JetStreamLog | None = None
+    corrections: Any = None  # api.routes.receipts' corrections on their way, made there
 
     def need_log(self) -> JetStreamLog:
         if self.log is None:

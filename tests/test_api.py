@@ -593,3 +593,23 @@ def test_a_token_name_with_control_characters_is_refused(c: TestClient, w: World
     for name in ("evil\u001b[2J", "a\u202eb", "x\u0000y"):
         r = c.post(V1 + "/tokens", headers=w.auth("admin"), json={"role": "viewer", "name": name})
         assert r.status_code == 422 and r.json()["field"] == "body.name", r.text
+
+
+def test_a_refund_sent_before_the_last_one_is_projected_is_checked_against_both(
+    c: TestClient, w: World
+) -> None:
+    receipt = [e for e in w.derived[STORE] if isinstance(e, ev.ReceiptIssued)][3]
+    path = f"{V1}/stores/{STORE}/receipts/{receipt.id}/corrections"
+    line = receipt.data.lines[0]
+    whole = {
+        "reason": "all of it back",
+        "adjustments": [{"sku": line.sku, "qty": -line.qty, "amount_cents": -line.amount_cents}],
+    }
+    first = c.post(path, headers=w.auth("operator"), json=whole)
+    assert first.status_code == 202, first.text
+    again = c.post(path, headers=w.auth("operator"), json={**whole, "reason": "and again"})
+    assert again.status_code == 422 and again.json()["field"] == "body.adjustments[0]", again.text
+    assert w.count(STORE, "receipt.corrected") >= 1
+    w.project()
+    shown = get(c, w, "operator", f"/stores/{STORE}/receipts/{receipt.id}")
+    assert shown["receipt"]["corrected_total_cents"] == receipt.data.total_cents - line.amount_cents  # type: ignore[index]

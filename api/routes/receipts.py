@@ -4,6 +4,7 @@ receipt and every correction is audited."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -185,15 +186,64 @@ def get_receipt(ctx: Ctx, who: Operator, store: str, receipt_id: str) -> Receipt
     )
 
 
-def _check_correction(ctx: Ctx, receipt: Receipt, body: CorrectionIn) -> None:
+class _InFlight:
+    """Corrections this process published that the read models may not show yet, per
+    receipt, and a lock per receipt: two refunds sent at once are checked one after the
+    other, each against the receipt as the other leaves it. (Two API processes on one
+    log do not see each other's: the projection then refuses the second, a dead letter.)"""
+
+    def __init__(self) -> None:
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.sent: dict[str, dict[str, list[AdjustmentIn]]] = {}  # receipt -> event -> adjustments
+
+    def lock(self, receipt: str) -> asyncio.Lock:
+        if len(self.locks) > 10_000:  # bounded: idle locks go
+            for key in [k for k, v in self.locks.items() if not v.locked()]:
+                del self.locks[key]
+        return self.locks.setdefault(receipt, asyncio.Lock())
+
+    def pending(self, ctx: Ctx, receipt: str, retry: str | None) -> list[AdjustmentIn]:
+        """The adjustments sent for ``receipt`` that the read models do not hold yet, but
+        ``retry``'s (the event a retried Idempotency-Key names: it is not sent twice)."""
+        sent = self.sent.get(receipt)
+        if not sent:
+            return []
+        with Session(ctx.db) as s:
+            applied = set(
+                s.exec(
+                    select(ReceiptCorrection.id).where(col(ReceiptCorrection.id).in_(list(sent)))
+                ).all()
+            )
+        for eid in applied:
+            del sent[eid]
+        if not sent:
+            del self.sent[receipt]
+        return [a for eid, adjustments in sent.items() if eid != retry for a in adjustments]
+
+
+def _in_flight(ctx: Ctx) -> _InFlight:
+    if ctx.corrections is None:
+        ctx.corrections = _InFlight()
+    return ctx.corrections  # type: ignore[no-any-return]
+
+
+def _check_correction(
+    ctx: Ctx, receipt: Receipt, body: CorrectionIn, pending: list[AdjustmentIn]
+) -> None:
     """Refuse what the projection would refuse (a line or the total below zero), naming
-    the adjustment, rather than publish an event that ends as a dead letter."""
+    the adjustment, rather than publish an event that ends as a dead letter: against the
+    receipt as the read models hold it and the corrections still on their way."""
     with Session(ctx.db) as s:
         lines = {
             line.sku: [line.corrected_qty, line.corrected_amount_cents]
             for line in s.exec(select(ReceiptLine).where(ReceiptLine.receipt_id == receipt.id))
         }
     total = receipt.corrected_total_cents
+    for adj in pending:
+        line = lines.setdefault(adj.sku, [0, 0])
+        line[0] += adj.qty
+        line[1] += adj.amount_cents
+        total += adj.amount_cents
     for i, adj in enumerate(body.adjustments):
         line = lines.setdefault(adj.sku, [0, 0])
         line[0] += adj.qty
@@ -249,17 +299,26 @@ async def correct_receipt(
         if seq is not None:
             await same_action(ctx, seq, eid, data)
             return Accepted(event_id=eid, type=ev.ReceiptCorrected.type, seq=seq, duplicate=True)
-    await run_in_threadpool(_check_correction, ctx, receipt, body)
-    done = await publish(
-        ctx,
-        who,
-        ev.ReceiptCorrected,
-        store=store,
-        subject=receipt.subject,
-        data=data,
-        target=receipt.id,
-        key=idempotency_key,
-    )
+    async with _in_flight(ctx).lock(receipt.id):
+        retry = (
+            None
+            if idempotency_key is None
+            else key_id(who, ev.ReceiptCorrected, store, receipt.id, idempotency_key)
+        )
+        pending = await run_in_threadpool(_in_flight(ctx).pending, ctx, receipt.id, retry)
+        await run_in_threadpool(_check_correction, ctx, receipt, body, pending)
+        done = await publish(
+            ctx,
+            who,
+            ev.ReceiptCorrected,
+            store=store,
+            subject=receipt.subject,
+            data=data,
+            target=receipt.id,
+            key=idempotency_key,
+        )
+        if not done.duplicate:
+            _in_flight(ctx).sent.setdefault(receipt.id, {})[done.event_id] = body.adjustments
     if done.duplicate:
         return done  # the first request was audited
     detail = f"{body.reason} ({sum(a.amount_cents for a in body.adjustments):+d} cents)"
