@@ -613,3 +613,20 @@ def test_a_refund_sent_before_the_last_one_is_projected_is_checked_against_both(
     w.project()
     shown = get(c, w, "operator", f"/stores/{STORE}/receipts/{receipt.id}")
     assert shown["receipt"]["corrected_total_cents"] == receipt.data.total_cents - line.amount_cents  # type: ignore[index]
+
+
+def test_an_open_cart_that_holds_nothing_is_not_shown_as_shopping(c: TestClient, w: World) -> None:
+    before = get(c, w, "operator", f"/stores/{STORE}/live")
+    with w.db.begin() as conn:  # all put back, then gone out without passing the gate
+        conn.execute(
+            sa.text(
+                "INSERT INTO cart (id, store, cart, opened_at, updated_at, status, items) "
+                "VALUES ('e' || :n, :s, 'v-empty', :t, :t, 'open', 0)"
+            ),
+            {"n": "0" * 31, "s": STORE, "t": datetime(2026, 11, 28, 9, tzinfo=UTC)},
+        )
+    after = get(c, w, "operator", f"/stores/{STORE}/live")
+    assert after["open_carts"] == before["open_carts"]  # type: ignore[index]
+    assert "v-empty" not in [x["cart"] for x in after["carts"]]  # type: ignore[index]
+    with w.db.begin() as conn:
+        conn.execute(sa.text("DELETE FROM cart WHERE cart = 'v-empty'"))

@@ -138,9 +138,9 @@ def live(ctx: Ctx, who: Viewer, store: str) -> LiveOut:
             .where(Occupancy.store == store)
             .order_by(col(Occupancy.zone))
         ).all()
-        open_carts = s.exec(
-            select(func.count()).select_from(Cart).where(Cart.store == store, Cart.status == "open")
-        ).one()
+        # An open cart holding nothing is no one's shopping (all put back): not shown.
+        holding = (Cart.store == store, Cart.status == "open", col(Cart.items) > 0)
+        open_carts = s.exec(select(func.count()).select_from(Cart).where(*holding)).one()
         active = (
             Alert.store == store,
             col(Alert.state).in_(ACTIVE),
@@ -157,10 +157,7 @@ def live(ctx: Ctx, who: Viewer, store: str) -> LiveOut:
         )
         if who.may(Role.OPERATOR):
             carts = s.exec(
-                select(Cart)
-                .where(Cart.store == store, Cart.status == "open")
-                .order_by(col(Cart.opened_at).desc())
-                .limit(100)
+                select(Cart).where(*holding).order_by(col(Cart.opened_at).desc()).limit(100)
             ).all()
             alerts = s.exec(
                 select(Alert).where(*active).order_by(col(Alert.raised_at).desc()).limit(100)
