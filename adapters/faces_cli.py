@@ -166,8 +166,15 @@ def register(app: typer.Typer) -> None:
             settings = MatchSettings(threshold=threshold)
             enrolled = _store(store_path).templates(ENTRY, watchlist=watchlist)
             finder = FaceFinder(detector)
-            at, _ = start_of(source, start, layout.store.timezone)
+            at, why = start_of(source, start, layout.store.timezone)
             frames = source_for_camera(cam, source, start=at, calibrated=False)
+            if not frames.live and why != "--start":
+                err.print(
+                    f"note: the first frame is taken at {at.isoformat()} ({why}); give "
+                    "--start, or the events land at that time",
+                    soft_wrap=True,
+                    highlight=False,
+                )
         except (LayoutError, KeyError, ValueError, MembersError, FacesUnavailable) as exc:
             raise _fail(exc) from None
         except (SourceError, CommandError) as exc:

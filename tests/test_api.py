@@ -630,3 +630,17 @@ def test_an_open_cart_that_holds_nothing_is_not_shown_as_shopping(c: TestClient,
     assert "v-empty" not in [x["cart"] for x in after["carts"]]  # type: ignore[index]
     with w.db.begin() as conn:
         conn.execute(sa.text("DELETE FROM cart WHERE cart = 'v-empty'"))
+
+
+def test_a_correction_names_an_item_of_the_receipt_or_of_the_catalog(
+    c: TestClient, w: World
+) -> None:
+    receipt = first_receipt(w)
+    path = f"{V1}/stores/{STORE}/receipts/{receipt.id}/corrections"
+    made_up = {
+        "reason": "r",
+        "adjustments": [{"sku": "totally-made-up", "qty": 5, "amount_cents": 10**8}],
+    }
+    r = c.post(path, headers=w.auth("operator"), json=made_up)
+    assert r.status_code == 422 and r.json()["field"] == "body.adjustments[0].sku", r.text
+    assert "neither on the receipt nor in the store's catalog" in r.text

@@ -238,6 +238,16 @@ def _check_correction(
             line.sku: [line.corrected_qty, line.corrected_amount_cents]
             for line in s.exec(select(ReceiptLine).where(ReceiptLine.receipt_id == receipt.id))
         }
+    layout = ctx.layouts.get(receipt.store)
+    catalog = {c.sku for c in layout.catalog} if layout is not None else None
+    for i, adj in enumerate(body.adjustments):
+        if adj.sku not in lines and catalog is not None and adj.sku not in catalog:
+            raise Problem(
+                422,
+                "invalid request",
+                f"{adj.sku!r} is neither on the receipt nor in the store's catalog",
+                field=f"body.adjustments[{i}].sku",
+            )
     total = receipt.corrected_total_cents
     for adj in pending:
         line = lines.setdefault(adj.sku, [0, 0])
