@@ -58,7 +58,7 @@ def test_api_run_serves_the_read_models_and_publishes_as_the_api_role(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("AISLE_NATS_URL", raising=False)
     monkeypatch.delenv("AISLE_DATABASE_URL", raising=False)
-    assert runner.invoke(app, ["demo", "--shoppers", "10"], env=ENV).exit_code == 0
+    assert runner.invoke(app, ["demo", "--shoppers", "20"], env=ENV).exit_code == 0  # an alert
     built = runner.invoke(app, ["projections", "rebuild", "--log-format", "text"], env=ENV)
     assert built.exit_code == 0, built.output
     made = runner.invoke(app, ["tokens", "create", "--role", "operator"], env=ENV)
