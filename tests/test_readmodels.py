@@ -42,7 +42,7 @@ STORE = "corner-01"
 
 @pytest.fixture(scope="module")
 def lots() -> list[list[ev.Event]]:
-    return day_with_derived(STORE, hours=1, shoppers=30)
+    return day_with_derived(STORE, hours=1, shoppers=35)  # a day with a member of staff
 
 
 async def test_the_read_models_of_a_day_hold_what_the_engine_derived(
