@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import os
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -189,7 +190,7 @@ def _metadata(raw: dict[str, Any], path: Path) -> Metadata:
     )
 
 
-class ExportedModel:
+class ExportedModel(ABC):
     """One exported model loaded into a session; ``infer`` takes an NCHW input and gives
     the raw output of the first image. Safe to call from several threads at once."""
 
@@ -197,8 +198,8 @@ class ExportedModel:
     metadata: Metadata
     settings: str  # how the session was made, for a log line or a benchmark's table
 
-    def infer(self, blob: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    @abstractmethod
+    def infer(self, blob: np.ndarray) -> np.ndarray: ...
 
 
 class OnnxRuntimeModel(ExportedModel):
