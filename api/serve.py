@@ -220,7 +220,7 @@ async def publish_demo(
 
     events = await asyncio.to_thread(days)  # seconds of work: the API answers meanwhile
     # As the admin, as `aisle demo`: reading what the log holds is not an adapter's right.
-    async with open_log(settings, name="aisle-serve-demo") as log_:
+    async with open_log(settings, name="aisle-serve-demo", create=True) as log_:
         held: set[str] = set()
         for layout in layouts:
             for types in (None, ev.SAMPLE_TYPES):

@@ -349,7 +349,9 @@ def log_configure(
     """
 
     async def go(settings: Settings) -> list[StreamDifference]:
-        async with open_log(settings, name="aisle-log-configure", read_only=True) as log:
+        async with open_log(
+            settings, name="aisle-log-configure", read_only=True, create=True
+        ) as log:
             found = await log.configure_streams(apply=apply)
             if lease_ttl is not None:
                 was = await log.set_bucket_ttl("engine_leases", lease_ttl, apply=apply)

@@ -55,6 +55,31 @@ log = logging.getLogger(__name__)
 
 # What a message's headers (its ``Nats-Msg-Id``) may take of the server's payload limit.
 HEADERS_ROOM = 256
+# How a deployment's business stream describes itself: how deployments are found.
+EVENTS_DESCRIPTION = "aisle business events (raw and derived)"
+
+
+async def deployments(nc: Client, timeout_s: float = 5.0) -> list[str]:
+    """The prefixes of the aisle deployments on this server (those whose business stream
+    exists), sorted."""
+    found: set[str] = set()
+    offset = 0
+    while True:
+        msg = await nc.request(
+            "$JS.API.STREAM.LIST", json.dumps({"offset": offset}).encode(), timeout=timeout_s
+        )
+        page = json.loads(msg.data)
+        if "error" in page:
+            nats.js.errors.APIError.from_error(page["error"])  # raises
+        streams = page.get("streams") or []
+        for info in streams:
+            config = info.get("config", {})
+            subjects = config.get("subjects") or []
+            if config.get("description") == EVENTS_DESCRIPTION and subjects:
+                found.add(subjects[0].split(".", 1)[0])
+        offset += len(streams)
+        if not streams or offset >= page.get("total", 0):
+            return sorted(found)
 
 
 class ConnectError(ConnectionError):
@@ -241,6 +266,10 @@ class BucketMismatch(ConfigError):
     """A bucket exists with settings other than a command asks for."""
 
 
+class DeploymentMissing(ConfigError):
+    """A command that may not set a deployment up found none under its prefix."""
+
+
 class LogUnavailable(nats.js.errors.ServiceUnavailableError):
     """The NATS server answers, but its log cannot be used; the message says why and what
     to do. A ``ServiceUnavailableError`` still, for callers that wait for a cluster to
@@ -291,13 +320,40 @@ class JetStreamLog:
 
     @classmethod
     async def open(
-        cls, nc: Client, config: LogConfig | None = None, *, read_only: bool = False
+        cls,
+        nc: Client,
+        config: LogConfig | None = None,
+        *,
+        read_only: bool = False,
+        create: bool = True,
     ) -> JetStreamLog:
         """The log on ``nc``, its streams created if missing. ``read_only`` (a command that
-        only reads): an existing stream is left exactly as it is."""
+        only reads): an existing stream is left exactly as it is. Without ``create``, a
+        prefix that names no deployment is refused (``DeploymentMissing``) rather than
+        made: a mistyped ``AISLE_PREFIX`` must not start an empty deployment that workers
+        and adapters then quietly use."""
         self = cls(nc, config or LogConfig())
+        if not create and await self._stream_settings(self.config.events_stream) is None:
+            raise DeploymentMissing(await self._missing_message())
         await self.ensure_streams(read_only=read_only)
         return self
+
+    async def _missing_message(self) -> str:
+        prefix = self.config.prefix
+        try:
+            others = await deployments(self.nc, self.config.publish_timeout_s)
+        except (nats.js.errors.APIError, nats.errors.TimeoutError):  # may not list streams
+            others = []
+        here = (
+            f"the deployments on this server are: {', '.join(others)}"
+            if others
+            else "this server has no aisle deployment yet"
+        )
+        return (
+            f"no aisle deployment with prefix {prefix!r} (stream {self.config.events_stream}); "
+            f"{here}. Check AISLE_PREFIX, or set the deployment up with "
+            "`aisle log configure --apply` (aisle simulate and the demos set theirs up)"
+        )
 
     # -- streams ----------------------------------------------------------------------------
 
@@ -317,7 +373,7 @@ class JetStreamLog:
                 name=c.events_stream,
                 subjects=[f"{p}.*.{t}" for t in business],
                 max_age=c.events_max_age_s or None,
-                description="aisle business events (raw and derived)",
+                description=EVENTS_DESCRIPTION,
                 **common,
             ),
             api.StreamConfig(
@@ -347,6 +403,8 @@ class JetStreamLog:
         for cfg in self.stream_configs():
             ours = streamconfig.wire(cfg.as_dict())
             theirs = await self._stream_settings(cfg.name)
+            if theirs is None and read_only:
+                continue  # a read-only command makes nothing; configure_streams reports it
             if theirs is None:
                 try:
                     await self._add_stream(cfg)

@@ -27,7 +27,7 @@ from nats.aio.client import Client
 
 from core.access import RULES_HISTORY, Role, authorization, load_users, user_for
 from core.config import NatsAuth, Settings
-from core.jetstream import JetStreamLog, connect
+from core.jetstream import DeploymentMissing, JetStreamLog, connect, deployments
 from core.natsd import EmbeddedNats, NatsServerError, reload_users, write_private
 
 log = logging.getLogger(__name__)
@@ -91,11 +91,16 @@ def _running_embedded(data_dir: Path) -> str | None:
     return url
 
 
-async def _open_as_configured(nc: Client, settings: Settings, read_only: bool) -> JetStreamLog:
+async def _open_as_configured(
+    nc: Client, settings: Settings, read_only: bool, create: bool
+) -> JetStreamLog:
     """The log on a server of one's own, whose user may not be allowed to create or
     change streams: then it uses them as the admin made them, and says so."""
     try:
-        return await JetStreamLog.open(nc, settings.log, read_only=read_only)
+        return await JetStreamLog.open(nc, settings.log, read_only=read_only, create=create)
+    except DeploymentMissing:
+        await nc.close()
+        raise
     except nats.errors.TimeoutError:
         refused = str(nc.last_error or "")
         if "permissions violation" not in refused.lower():
@@ -107,6 +112,12 @@ async def _open_as_configured(nc: Client, settings: Settings, read_only: bool) -
         refused,
     )
     return JetStreamLog(nc, settings.log)
+
+
+async def _first(nc: Client, create: bool, read_only: bool = False) -> bool:
+    """Whether a command may make its deployment on the embedded server: if it sets one
+    up, or if it writes and the server has none yet."""
+    return create or (not read_only and not await deployments(nc))
 
 
 def _embedded_auth(data_dir: Path, role: Role) -> NatsAuth:
@@ -259,11 +270,20 @@ def _stop(pid: int, timeout_s: float = 10.0) -> None:
 
 @asynccontextmanager
 async def open_log(
-    settings: Settings, *, name: str = "aisle", role: Role = Role.ADMIN, read_only: bool = False
+    settings: Settings,
+    *,
+    name: str = "aisle",
+    role: Role = Role.ADMIN,
+    read_only: bool = False,
+    create: bool = False,
 ) -> AsyncIterator[JetStreamLog]:
     """The log, connected as ``role`` on the embedded server (as the configured
     credentials on a server of one's own, whatever the role); ``read_only`` for a command
-    that only reads: no existing stream is changed.
+    that only reads: no existing stream is changed. Only a command that sets a deployment
+    up (``create``: the simulator, the demos, ``log configure``) makes one where its
+    prefix names none; any other refuses and names the deployments there are, except on
+    an embedded server that has none yet (a first run on one's own machine, where no
+    prefix can be mistyped for another).
 
     Only an admin may create or change streams: on the embedded server an admin
     connection makes sure of them first, the rules bucket included (an engine that could
@@ -273,20 +293,38 @@ async def open_log(
     async with embedded_or_configured(settings) as url:
         if settings.nats_url:
             log_ = await _open_as_configured(
-                await connect(url, name=name, auth=settings.auth), settings, read_only
+                await connect(url, name=name, auth=settings.auth), settings, read_only, create
             )
         else:
             if role is not Role.ADMIN:
                 admin = await connect(
                     url, name=f"{name}-setup", auth=_embedded_auth(settings.data_dir, Role.ADMIN)
                 )
-                setup = await JetStreamLog.open(admin, settings.log, read_only=read_only)
+                try:
+                    setup = await JetStreamLog.open(
+                        admin,
+                        settings.log,
+                        read_only=read_only,
+                        create=await _first(admin, create, read_only),
+                    )
+                except BaseException:
+                    await admin.close()
+                    raise
                 if not read_only:
                     await setup.key_value("rules", history=RULES_HISTORY)
                 await setup.close()
             nc = await connect(url, name=name, auth=_embedded_auth(settings.data_dir, role))
             if role is Role.ADMIN:
-                log_ = await JetStreamLog.open(nc, settings.log, read_only=read_only)
+                try:
+                    log_ = await JetStreamLog.open(
+                        nc,
+                        settings.log,
+                        read_only=read_only,
+                        create=await _first(nc, create, read_only),
+                    )
+                except BaseException:
+                    await nc.close()
+                    raise
                 if not read_only:
                     await log_.key_value("rules", history=RULES_HISTORY)
             else:
@@ -308,11 +346,11 @@ def log_factory(
     async def new_log() -> JetStreamLog:
         if settings.nats_url:
             nc = await connect(url, name=name, auth=settings.auth, reconnect=False)
-            return await _open_as_configured(nc, settings, read_only=False)
+            return await _open_as_configured(nc, settings, read_only=False, create=False)
         auth = _embedded_auth(settings.data_dir, role)
         nc = await connect(url, name=name, auth=auth, reconnect=False)
         if role is Role.ADMIN:
-            return await JetStreamLog.open(nc, settings.log)
+            return await JetStreamLog.open(nc, settings.log, create=await _first(nc, False))
         return JetStreamLog(nc, settings.log)
 
     return new_log

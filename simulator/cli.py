@@ -106,7 +106,7 @@ async def simulate_chain(
                 progress.advance(task)
 
     if publish:
-        async with open_log(settings, name="aisle-simulate", role=Role.ADAPTER) as log:
+        async with open_log(settings, name="aisle-simulate", role=Role.ADAPTER, create=True) as log:
             await each(log)
     else:
         await each(None)

@@ -55,7 +55,7 @@ async def demo(settings: Settings, layout: Layout, shoppers: int, day: datetime)
     reference = Reference.of(layout, members=run.members)
     # What `aisle engine run` would derive at its defaults: its lateness and idle bound.
     engine = ServiceConfig("demo").engine(load_rules(packs, reference))
-    async with open_log(settings, name="aisle-demo") as log:
+    async with open_log(settings, name="aisle-demo", create=True) as log:
         where = settings.nats_url or f"embedded nats-server in {settings.data_dir}/"
         out.print(f"[bold]aisle demo[/]: {layout.store.name} ({store}), log on {where}")
         held = {r.event.id async for r in log.replay(store=store)}

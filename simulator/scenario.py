@@ -697,7 +697,7 @@ async def run_files(
     settings: Settings, scenarios: Sequence[Scenario], packs: Sequence[Path]
 ) -> list[Result]:
     results = []
-    async with open_log(settings, name="aisle-scenario") as log:
+    async with open_log(settings, name="aisle-scenario", create=True) as log:
         for sc in scenarios:
             outcome = await run_scenario(log, sc, packs)
             checks = [check(x, outcome) for x in sc.expectations]

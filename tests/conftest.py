@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from core.config import LogConfig
+from core.config import LogConfig, Settings
 from core.jetstream import JetStreamLog, connect
 from core.natsd import EmbeddedNats
+from core.runtime import open_log
 
 SYSTEM_NATS = os.environ.get("AISLE_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
@@ -49,6 +51,18 @@ def server_url(which: str, request: pytest.FixtureRequest) -> str:
 
 def unique_prefix() -> str:
     return "t" + uuid.uuid4().hex[:10]
+
+
+def set_up(env: dict[str, str]) -> dict[str, str]:
+    """The deployment ``env`` names, set up as `aisle log configure --apply` does: other
+    commands refuse a prefix that names none. ``env`` itself, for chaining."""
+
+    async def go() -> None:
+        async with open_log(Settings.from_env(env), name="aisle-tests-setup", create=True):
+            pass
+
+    asyncio.run(go())
+    return env
 
 
 @asynccontextmanager

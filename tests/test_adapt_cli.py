@@ -31,7 +31,7 @@ from core.layout import Layout, load_layout
 from core.runtime import open_log
 from simulator.day import simulate
 from simulator.render import RenderOptions, render_camera
-from tests.conftest import server_url, unique_prefix
+from tests.conftest import server_url, set_up, unique_prefix
 from tests.streamkit import LiveCamera, jpegs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,11 +66,13 @@ def video(corner: Layout, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
-    return {
-        "AISLE_NATS_URL": server_url("embedded", request),
-        "AISLE_PREFIX": unique_prefix(),
-        "AISLE_DATA_DIR": str(tmp_path / "data"),
-    }
+    return set_up(
+        {
+            "AISLE_NATS_URL": server_url("embedded", request),
+            "AISLE_PREFIX": unique_prefix(),
+            "AISLE_DATA_DIR": str(tmp_path / "data"),
+        }
+    )
 
 
 def adapt(env: dict[str, str], *args: str) -> tuple[int, str]:
@@ -513,8 +515,10 @@ def short(corner: Layout, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def fresh(env: dict[str, str], tmp_path: Path, name: str, **more: str) -> dict[str, str]:
-    """Another run's streams and data folder, on the same server."""
-    return {**env, "AISLE_PREFIX": unique_prefix(), "AISLE_DATA_DIR": str(tmp_path / name), **more}
+    """Another run's streams (set up) and data folder, on the same server."""
+    return set_up(
+        {**env, "AISLE_PREFIX": unique_prefix(), "AISLE_DATA_DIR": str(tmp_path / name), **more}
+    )
 
 
 @pytest.mark.integration

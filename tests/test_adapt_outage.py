@@ -20,7 +20,7 @@ from core.config import LogConfig
 from core.jetstream import JetStreamLog, connect
 from core.layout import Layout, load_layout
 from core.natsd import EmbeddedNats
-from tests.conftest import unique_prefix
+from tests.conftest import set_up, unique_prefix
 from tests.test_adapt_cli import CAMERA, LAYOUT, render
 
 pytestmark = pytest.mark.integration
@@ -62,6 +62,13 @@ class Run:
         return self.proc.returncode, out, self.stderr.read_text()
 
 
+def deployment(url: str) -> str:
+    """A new prefix with its deployment set up (an adapter makes none)."""
+    prefix = unique_prefix()
+    set_up({"AISLE_NATS_URL": url, "AISLE_PREFIX": prefix})
+    return prefix
+
+
 async def held(url: str, prefix: str) -> dict[tuple[str, str], list[str]]:
     """Each subject's event ids in the log, in the log's order."""
     log = await JetStreamLog.open(await connect(url), LogConfig(prefix=prefix), read_only=True)
@@ -94,7 +101,7 @@ def until_stored(url: str, prefix: str, run: Run, at_least: int) -> int:
 @pytest.fixture
 def baseline(private_nats: EmbeddedNats, video: Path, tmp_path: Path) -> dict:
     """What a run with no outage and no crash stores."""
-    prefix = unique_prefix()
+    prefix = deployment(private_nats.url)
     code, out, err = Run(private_nats.url, prefix, tmp_path / "base", video, seed=1).wait()
     assert code == 0, out + err
     return asyncio.run(held(private_nats.url, prefix))
@@ -105,7 +112,7 @@ def test_nats_stopped_mid_run_and_restarted_loses_nothing_and_stores_nothing_twi
 ) -> None:
     total = sum(len(ids) for ids in baseline.values())
     assert total > 40 and (STORE, "shopper.entered") in baseline, baseline.keys()
-    prefix = unique_prefix()
+    prefix = deployment(private_nats.url)
     run = Run(private_nats.url, prefix, tmp_path / "outage", video, seed=2)
     before = until_stored(private_nats.url, prefix, run, 5)
     private_nats.stop()  # publishes in flight; the adapter carries on into its outbox
@@ -126,7 +133,7 @@ def test_an_adapter_killed_mid_run_and_run_again_publishes_each_event_once_in_or
     private_nats: EmbeddedNats, video: Path, tmp_path: Path, baseline: dict
 ) -> None:
     total = sum(len(ids) for ids in baseline.values())
-    prefix = unique_prefix()
+    prefix = deployment(private_nats.url)
     data = tmp_path / "killed"
     run = Run(private_nats.url, prefix, data, video, seed=3)
     until_stored(private_nats.url, prefix, run, 20)
@@ -147,8 +154,8 @@ def test_an_adapter_started_while_nats_is_down_sends_everything_when_it_comes_up
 ) -> None:
     """A camera does not wait for the log: the whole video goes into the outbox while no
     server answers, and into the log, in order, once one does."""
+    prefix = deployment(private_nats.url)
     private_nats.stop()
-    prefix = unique_prefix()
     run = Run(private_nats.url, prefix, tmp_path / "late", video, seed=5)
     deadline = time.monotonic() + 240
     while "source ended" not in (said := run.stderr.read_text()):

@@ -28,6 +28,7 @@ from tests.test_log import visit
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
+AISLE = str(Path(sys.executable).parent / "aisle")
 _load_plugins()
 
 
@@ -182,6 +183,55 @@ def test_a_lease_time_other_than_the_buckets_is_refused_and_log_configure_change
     assert applied.exit_code == 0, applied.output
     assert _leases(env, 30, exists=True) == "ok"
     assert "for 30 s, but 6 s" in _leases(env, 6, exists=True)
+
+
+def _streams_of(env: dict[str, str], prefix: str) -> list[str]:
+    async def go() -> list[str]:
+        nc = await connect(env["AISLE_NATS_URL"])
+        try:
+            names = await nc.jetstream().streams_info()
+            return sorted(i.config.name for i in names if i.config.name.startswith(prefix.upper()))
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def test_a_mistyped_prefix_is_refused_naming_the_deployments_and_makes_nothing(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    _publish(env, visit("s1", "v-1"))  # the real deployment
+    typo = {**env, "AISLE_PREFIX": env["AISLE_PREFIX"] + "x", "AISLE_DATA_DIR": str(tmp_path)}
+    pack = Path(__file__).resolve().parent.parent / "rules" / "packs" / "carts.yaml"
+    for command in (
+        ["log", "info"],
+        ["log", "tail"],
+        ["rules", "status"],
+        ["rules", "deploy", str(pack)],
+        ["engine", "run"],
+        ["projections", "run"],
+    ):  # a process each: a command that did not refuse would follow the log for good
+        result = subprocess.run(
+            [AISLE, *command],
+            env={**os.environ, **typo},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        said = " ".join(result.stderr.split())
+        assert f"no aisle deployment with prefix '{typo['AISLE_PREFIX']}'" in said, command
+        assert env["AISLE_PREFIX"] in said.split("deployments on this server are:")[1], command
+        assert "Traceback" not in result.stderr
+        assert _streams_of(env, typo["AISLE_PREFIX"]) == [], f"{command} made a deployment"
+
+    shown = runner.invoke(app, ["log", "configure"], env=typo)
+    assert shown.exit_code == 0 and "missing" in shown.stdout, shown.output
+    assert _streams_of(env, typo["AISLE_PREFIX"]) == [], "configure without --apply only shows"
+    made = runner.invoke(app, ["log", "configure", "--apply"], env=typo)
+    assert made.exit_code == 0, made.output
+    assert len(_streams_of(env, typo["AISLE_PREFIX"])) == 3
+    assert runner.invoke(app, ["log", "info"], env=typo).exit_code == 0
 
 
 HOSTILE = "[/] [bold]loud[/bold] \x1b[31mred\x1b[0m \u202eevil"

@@ -16,7 +16,7 @@ from core import events as ev
 from core.cli import _load_plugins, app
 from core.config import Settings
 from core.runtime import open_log
-from tests.conftest import server_url, unique_prefix
+from tests.conftest import server_url, set_up, unique_prefix
 from tests.test_faces import astronaut, hopper
 
 pytest.importorskip("dlib", reason="face matching needs the faces extra (dlib-bin)")
@@ -30,11 +30,13 @@ _load_plugins()
 
 @pytest.fixture
 def env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
-    return {
-        "AISLE_NATS_URL": server_url("embedded", request),
-        "AISLE_PREFIX": unique_prefix(),
-        "AISLE_DATA_DIR": str(tmp_path / "data"),
-    }
+    return set_up(
+        {
+            "AISLE_NATS_URL": server_url("embedded", request),
+            "AISLE_PREFIX": unique_prefix(),
+            "AISLE_DATA_DIR": str(tmp_path / "data"),
+        }
+    )
 
 
 def at_the_door(face: np.ndarray) -> np.ndarray:

@@ -133,7 +133,10 @@ async def test_wrong_credentials_fail_within_seconds_naming_authorization(
         assert result.exit_code == 2 and "authorization violation" in result.output
         right = next(u for u in users if u.user == "admin").password
         ok = await asyncio.to_thread(
-            CliRunner().invoke, cli.app, ["log", "info"], env={**env, "AISLE_NATS_PASSWORD": right}
+            CliRunner().invoke,
+            cli.app,
+            ["log", "configure"],
+            env={**env, "AISLE_NATS_PASSWORD": right},
         )
         assert ok.exit_code == 0, ok.output
 
@@ -379,6 +382,7 @@ def test_the_embedded_server_outlives_its_starter_while_another_command_uses_it(
     shared it; now the last one out stops it."""
     data = tmp_path / ".aisle"
     marker = data / "server.json"
+    assert _command(data, "log", "configure", "--apply", out=tmp_path / "setup.out").wait(60) == 0
     first = _command(data, "log", "tail", out=tmp_path / "first.out")
     second = None
     try:
@@ -408,6 +412,7 @@ def test_a_command_whose_embedded_server_dies_ends_with_the_reason(tmp_path: Pat
     """It reconnected to the dead server every 250 ms forever."""
     data = tmp_path / ".aisle"
     marker = data / "server.json"
+    assert _command(data, "log", "configure", "--apply", out=tmp_path / "setup.out").wait(60) == 0
     tail = _command(data, "log", "tail", out=tmp_path / "tail.out")
     try:
         _until(lambda: marker.exists() and _clients(marker) >= 1)

@@ -336,7 +336,9 @@ async def check_video(
 ) -> Checked:
     """Publish the truth, run the adapters over the film, and the packs over both."""
     request = the.request
-    async with open_log(settings, name="aisle-simulate-video", role=Role.ADAPTER) as log:
+    async with open_log(
+        settings, name="aisle-simulate-video", role=Role.ADAPTER, create=True
+    ) as log:
         await publish_in_order(log, the.run.events)
     tracked: dict[str, list[Tracked]] = {c.id: [] for c in request.layout.cameras}
     began = time.perf_counter()
