@@ -31,7 +31,6 @@ from zoneinfo import ZoneInfo
 
 import cv2
 import typer
-from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
@@ -47,6 +46,7 @@ from adapters.yolo import YoloError
 from core.access import Role
 from core.cli import run
 from core.config import OutboxConfig, Settings
+from core.console import Console
 from core.jetstream import Unreachable
 from core.layout import Camera, Layout, LayoutError, load_layout
 from core.logs import TextFormatter

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.engine import Engine
@@ -18,6 +17,7 @@ from api.audit import entries
 from api.auth import Role, create_token, list_tokens, revoke_token
 from api.settings import EXAMPLE_LAYOUT, ApiSettings
 from core.config import ConfigError
+from core.console import Console
 from core.runtime import reload_embedded
 from readmodels.database import SchemaMismatch, check_schema, make_engine, shown_url
 

@@ -31,7 +31,6 @@ from zoneinfo import ZoneInfo
 
 import typer
 import uvicorn
-from rich.console import Console
 from rich.markup import escape
 from ruamel.yaml import YAML
 
@@ -39,6 +38,7 @@ from core import events as ev
 from core.access import Role
 from core.cli import run as run_command
 from core.config import Settings
+from core.console import Console
 from core.layout import Layout, load_layout
 from core.log import publish_in_order
 from core.logs import configure

@@ -23,7 +23,6 @@ import msgspec
 import nats.errors
 import nats.js.errors
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -31,6 +30,7 @@ from rich.text import Text
 from core import events as ev
 from core.access import Role, add_adapter, permissions
 from core.config import ConfigError, Settings
+from core.console import Console
 from core.jetstream import ConnectError, LogUnavailable
 from core.log import PublishError, Record, stores_of
 from core.natsd import NatsServerError

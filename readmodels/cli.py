@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
@@ -17,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from core.access import Role
 from core.cli import run as run_command
 from core.config import Settings
+from core.console import Console
 from core.logs import configure
 from core.runtime import open_log
 from readmodels.database import (

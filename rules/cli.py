@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from core.access import Role
 from core.cli import run, shown
 from core.config import Settings
+from core.console import Console
 from core.layout import LayoutError, load_layout
 from core.runtime import open_log
 from core.yamlsource import SourceError

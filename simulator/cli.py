@@ -12,13 +12,13 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 import typer
-from rich.console import Console
 from rich.progress import Progress
 
 from core import events as ev
 from core.access import Role
 from core.cli import run
 from core.config import Settings
+from core.console import Console
 from core.jetstream import JetStreamLog
 from core.layout import Layout, load_layout
 from core.log import publish_in_order

@@ -13,12 +13,12 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from core import events as ev
 from core.config import Settings
+from core.console import Console
 from core.jetstream import JetStreamLog
 from core.layout import Layout
 from core.log import Rejected, publish_in_order, read_arrived

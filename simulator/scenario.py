@@ -30,11 +30,11 @@ from zoneinfo import ZoneInfo
 import msgspec
 import typer
 from msgspec import Meta, Struct
-from rich.console import Console
 from rich.markup import escape
 
 from core import events as ev
 from core.config import Settings
+from core.console import Console
 from core.jetstream import JetStreamLog
 from core.layout import Layout, LayoutError, load_layout
 from core.log import publish_in_order, read_arrived

@@ -16,7 +16,6 @@ import nats.errors
 import nats.js.errors
 import typer
 from nats.js.kv import KeyValue
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -24,6 +23,7 @@ from core import events as ev
 from core.access import Role, authenticated_user
 from core.cli import run as run_command
 from core.config import Settings
+from core.console import Console
 from core.jetstream import JetStreamLog
 from core.layout import load_layout
 from core.logs import configure
