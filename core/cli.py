@@ -31,6 +31,7 @@ from core import events as ev
 from core.access import Role, add_adapter, permissions
 from core.config import ConfigError, Settings
 from core.console import Console
+from core.durations import duration_flag
 from core.jetstream import ConnectError, LogUnavailable
 from core.log import PublishError, Record, stores_of
 from core.natsd import NatsServerError
@@ -333,12 +334,7 @@ def log_configure(
     ] = False,
     lease_ttl: Annotated[
         float | None,
-        typer.Option(
-            "--lease-ttl",
-            min=1.0,
-            max=3600.0,
-            help="The engine workers' lease time in seconds (every worker's --lease-ttl).",
-        ),
+        duration_flag("The engine workers' lease time, 1s to 1h (every worker's --lease-ttl)."),
     ] = None,
 ) -> None:
     """How the streams' settings differ from aisle's; with --apply, set aisle's.
@@ -347,6 +343,11 @@ def log_configure(
     the subjects aisle needs. The workers' lease time is the lease bucket's: stop every
     worker before changing it, then start them with the new --lease-ttl.
     """
+
+    if lease_ttl is not None and not 1 <= lease_ttl <= 3600:
+        raise typer.BadParameter(
+            f"{lease_ttl:g} s is not within 1s to 1h", param_hint="--lease-ttl"
+        )
 
     async def go(settings: Settings) -> list[StreamDifference]:
         async with open_log(

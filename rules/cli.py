@@ -14,11 +14,11 @@ from core.access import Role
 from core.cli import run, shown
 from core.config import Settings
 from core.console import Console
+from core.durations import duration_flag
 from core.layout import LayoutError, load_layout
 from core.runtime import open_log
 from core.yamlsource import SourceError
 from rules import whatif
-from rules.durations import parse_duration
 from rules.explain import explain_chain, render_chain
 from rules.loader import PACKS, PackError, check_rules, pack_files
 from rules.pack import json_schema
@@ -136,13 +136,15 @@ def replay(
     layout: Annotated[Path, typer.Option(help="The store layout (reference data).")] = EXAMPLE,
     members: Annotated[Path | None, typer.Option(help="Enrolled members file.")] = None,
     watchlist: Annotated[Path | None, typer.Option(help="Watch list file.")] = None,
-    warmup: Annotated[str, typer.Option(help="Events run before --from, to build state.")] = "6h",
+    warmup: Annotated[
+        float, duration_flag("Events run before --from, to build state.", 6 * 3600.0)
+    ] = 6 * 3600.0,
     lateness: Annotated[
-        str, typer.Option(help="The live engine's allowed lateness (aisle engine run's).")
-    ] = "2s",
+        float, duration_flag("The live engine's allowed lateness (aisle engine run's).", 2.0)
+    ] = 2.0,
     source_idle: Annotated[
-        str, typer.Option(help="The live engine's source idle bound (aisle engine run's).")
-    ] = "10s",
+        float, duration_flag("The live engine's source idle bound (aisle engine run's).", 10.0)
+    ] = 10.0,
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Write the shadow's derived events (JSON lines).")
     ] = None,
@@ -165,8 +167,7 @@ def replay(
         ]
         if window[0] and window[1] and window[0] >= window[1]:
             raise whatif.WhatIfError(f"--from {start} is not before --to {end}")
-        warmup_s, lateness_s = parse_duration(warmup), parse_duration(lateness)
-        source_idle_s = parse_duration(source_idle)
+        warmup_s, lateness_s, source_idle_s = warmup, lateness, source_idle
     except (PackError, LayoutError) as exc:
         for e in exc.errors:
             err.print(str(e), highlight=False, markup=False, soft_wrap=True)

@@ -21,11 +21,11 @@ from typing import Any, get_args, get_origin
 import msgspec
 
 from core import events as ev
+from core.durations import parse_duration
 from core.yamlsource import SourceError, YamlDocument, convert, load_yaml, parse_path
 from rules import operators as op
 from rules import pack as spec
 from rules.builders import ENVELOPE, OperatorBuilders, entry_conditions
-from rules.durations import parse_duration
 from rules.engine import Context, RuleSet, SetRule
 from rules.expressions import (
     Expr,

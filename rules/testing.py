@@ -20,9 +20,9 @@ import msgspec
 from ruamel.yaml import YAML
 
 from core import events as ev
+from core.durations import parse_duration
 from core.layout import load_layout
 from core.yamlsource import SourceError, YamlDocument, convert, load_yaml
-from rules.durations import parse_duration
 from rules.engine import Engine
 from rules.loader import PackError, load_rules
 from rules.reference import Reference, load_reference_list

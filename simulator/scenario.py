@@ -35,6 +35,7 @@ from rich.markup import escape
 from core import events as ev
 from core.config import Settings
 from core.console import Console
+from core.durations import parse_duration
 from core.jetstream import JetStreamLog
 from core.layout import Layout, LayoutError, load_layout
 from core.log import publish_in_order, read_arrived
@@ -50,7 +51,6 @@ from core.yamlsource import (
     load_yaml,
     pruned,
 )
-from rules.durations import parse_duration
 from rules.loader import PACKS, PackError, load_rules, pack_files
 from rules.reference import Reference
 from rules.service.partition import ServiceConfig

@@ -24,6 +24,7 @@ from core.access import Role, authenticated_user
 from core.cli import run as run_command
 from core.config import Settings
 from core.console import Console
+from core.durations import duration_flag
 from core.jetstream import JetStreamLog
 from core.layout import load_layout
 from core.logs import configure
@@ -89,29 +90,29 @@ def run(
     store: Annotated[
         list[str] | None, typer.Option("--store", "-s", help="Only these stores (default: all).")
     ] = None,
-    lateness: Annotated[float, typer.Option(help="Allowed lateness, seconds of event time.")] = 2.0,
+    lateness: Annotated[float, duration_flag("Allowed lateness in event time.", 2.0)] = 2.0,
     max_future: Annotated[
         float,
-        typer.Option(
-            help="Refuse events dated more than this many seconds after the log stored them "
-            "(with --lateness, below --source-idle)."
+        duration_flag(
+            "Refuse events dated more than this after the log stored them "
+            "(with --lateness, below --source-idle).",
+            MAX_FUTURE_S,
         ),
     ] = MAX_FUTURE_S,
     source_idle: Annotated[
         float,
-        typer.Option(
-            help="Seconds of event time a source may fall behind the store's newest event "
-            "and still hold the store's watermark back (0: one clock per store)."
+        duration_flag(
+            "How far in event time a source may fall behind the store's newest event "
+            "and still hold the store's watermark back (0: one clock per store).",
+            SOURCE_IDLE_S,
         ),
     ] = SOURCE_IDLE_S,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N events...")] = 20_000,
-    checkpoint_seconds: Annotated[float, typer.Option(help="...or every T seconds.")] = 5.0,
+    checkpoint_seconds: Annotated[float, duration_flag("...or every T.", 5.0)] = 5.0,
     checkpoint_budget: Annotated[
         float, typer.Option(help="...but at most this share of the time, all stores together.")
     ] = 0.05,
-    lease_ttl: Annotated[
-        float, typer.Option(help="Seconds before a dead worker's stores move.")
-    ] = 6.0,
+    lease_ttl: Annotated[float, duration_flag("How long a dead worker's stores wait.", 6.0)] = 6.0,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics on this loopback port.")
     ] = None,

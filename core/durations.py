@@ -1,13 +1,17 @@
-"""Durations as rule authors write them: ``90s``, ``2m``, ``1h30m``, ``500ms``, ``1d``."""
+"""Durations as rule authors and command lines write them: ``90s``, ``2m``, ``1h30m``,
+``500ms``, ``1d``."""
 
 from __future__ import annotations
 
 import math
 import re
 
+import typer
+
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 def parse_duration(text: str | int | float) -> float:
@@ -40,3 +44,19 @@ def format_duration(seconds: float) -> str:
     if seconds and seconds % 60 == 0:
         return f"{seconds / 60:g}m"
     return f"{seconds:g}s"
+
+
+def duration_option(text: str) -> float:
+    """A command-line duration: ``2s``, ``500ms``, ``1m``, or a bare number of seconds, the
+    same form for every option (``--lateness`` was seconds in one command and a duration
+    in another)."""
+    try:
+        return float(text) if _NUMBER.fullmatch(text.strip()) else parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def duration_flag(help: str, default: float | None = None) -> typer.models.OptionInfo:
+    """A typer option that takes a duration (``duration_option``), shown as one."""
+    shown = format_duration(default) if default is not None else False
+    return typer.Option(parser=duration_option, metavar="DURATION", show_default=shown, help=help)
