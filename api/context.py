@@ -22,6 +22,7 @@ class Context:
     layouts: dict[str, Layout] = field(default_factory=dict)
     log: JetStreamLog | None = None
     corrections: Any = None  # api.routes.receipts' corrections on their way, made there
+    alert_actions: Any = None  # api.routes.alerts' actions on their way, made there
 
     def need_log(self) -> JetStreamLog:
         if self.log is None:
