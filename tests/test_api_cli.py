@@ -54,8 +54,9 @@ def test_tokens_are_made_listed_without_their_secret_and_revoked(
 def test_tokens_list_never_cuts_an_id_on_an_80_column_terminal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import api.cli
     from rich.console import Console
+
+    import api.cli
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(api.cli, "out", Console(width=80))  # a pipe's width, or a terminal's
