@@ -51,6 +51,7 @@ err = Console(stderr=True)
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "stores" / "convenience.yaml"
 STOP_CHILD_S = 15.0  # a child that has not stopped this long after SIGTERM is killed
 TOKEN_NAME = "aisle serve"  # the holder of the token it makes, as the audit names it
+TOKEN_FILE = "operator.token"  # under <data dir>/serve/: serve's token, owner only
 
 
 def _command(module: str) -> list[str]:
@@ -239,19 +240,44 @@ async def publish_demo(
 # -- the operator token ---------------------------------------------------------------------
 
 
-def operator_token(database_url: str, stores: Sequence[str], name: str) -> str:
-    """A new operator token (``api.auth``), stored hashed; shown once, here."""
+def serve_token(
+    database_url: str, stores: Sequence[str], name: str, path: Path
+) -> tuple[str, bool]:
+    """The operator token of ``serve``'s own session, and whether it was kept from an
+    earlier start: one token for every start (kept in ``path``, owner only), not a new
+    one each time that nobody revokes. A kept token that no longer fits (revoked, of
+    another database, another role or other stores) is revoked where it exists, and a new
+    one is made and kept."""
     from api.auth import Role as ApiRole
-    from api.auth import create_token
+    from api.auth import authenticate, create_token, revoke_token
+    from core.natsd import write_private
     from readmodels.database import check_schema, make_engine
 
     db = make_engine(database_url)
     try:
         check_schema(db)
+        try:
+            kept = path.read_text().strip()
+        except FileNotFoundError:
+            kept = ""
+        if kept:
+            who = authenticate(db, kept)
+            fits = (
+                who is not None
+                and who.role is ApiRole.OPERATOR
+                and who.stores == tuple(sorted(set(stores)))
+                and who.name == name
+            )
+            if fits:
+                return kept, True
+            if who is not None:  # valid but for other stores: not left behind
+                revoke_token(db, who.token_id)
         _, token = create_token(db, ApiRole.OPERATOR, stores, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_private(path, token + "\n")
     finally:
         db.dispose()
-    return token
+    return token, False
 
 
 # -- the server -----------------------------------------------------------------------------
@@ -313,7 +339,9 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
     db_url = database_url(settings)
     running = _Running(sock, children(options, layouts, logs))
     try:
-        token = await asyncio.to_thread(operator_token, db_url, options.stores, TOKEN_NAME)
+        token, kept = await asyncio.to_thread(
+            serve_token, db_url, options.stores, TOKEN_NAME, logs / TOKEN_FILE
+        )
         # A connection of its own to the log: the embedded server, which stops when its
         # last client leaves, outlives every part and stops when `serve` itself does.
         async with open_log(settings, name="aisle-serve", role=Role.VIEWER, read_only=True) as keep:
@@ -328,7 +356,8 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
                 _say(f"aisle serve: the dashboard on {url}#token={token}")
                 api = f"{url.removesuffix('/dashboard/')}/api/v1"
                 _say(f"  the API on {api} (schema: {api}/openapi.json)")
-                _say(f"  operator token (shown once): {token}")
+                how = "kept from the last start" if kept else "new"
+                _say(f"  operator token ({how}, in {logs / TOKEN_FILE}): {token}")
                 where = "" if settings.nats_url else " (embedded)"
                 _say(
                     f"  the log on {nats_url}{where}; the engine's and projections' logs in {logs}/"

@@ -141,7 +141,7 @@ def test_serve_demo_shows_a_store_day_through_the_api_and_ctrl_c_stops_everythin
         tmp_path, "--demo", "--shoppers", "40", "--head-start", "6", "--speed", "3000"
     )
     try:
-        assert "operator token (shown once)" in "".join(served.lines)
+        assert "operator token (new, in " in "".join(served.lines)
         nats = served.nats_pid()
         children = [pid for pid in served.children() if pid != nats]
         assert nats is not None and len(children) == 2  # the engine and the projections
@@ -172,3 +172,29 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
     except OSError:
         return True
+
+
+def test_serve_keeps_one_operator_token_across_starts_owner_only(tmp_path: Path) -> None:
+    from api.auth import list_tokens, revoke_token
+    from api.serve import serve_token
+    from tests.readmodelkit import sqlite_db
+
+    db = sqlite_db(tmp_path / "rm.db")
+    url, kept = f"sqlite:///{tmp_path / 'rm.db'}", tmp_path / "serve" / "operator.token"
+    first, reused = serve_token(url, (), "aisle serve", kept)
+    assert not reused and kept.read_text().strip() == first
+    assert kept.stat().st_mode & 0o777 == 0o600
+    for _ in range(3):  # each start of serve
+        assert serve_token(url, (), "aisle serve", kept) == (first, True)
+    assert [t.id for t in list_tokens(db)] == [first.split(".")[0]]
+    # Other stores: the old token is revoked, not left behind.
+    other, reused = serve_token(url, ("corner-01",), "aisle serve", kept)
+    assert not reused and other != first
+    rows = {t.id: t for t in list_tokens(db)}
+    assert rows[first.split(".")[0]].revoked_at is not None
+    assert rows[other.split(".")[0]].revoked_at is None
+    # Revoked by a user: the next start makes a new one.
+    revoke_token(db, other.split(".")[0])
+    third, reused = serve_token(url, ("corner-01",), "aisle serve", kept)
+    assert not reused and third not in (first, other)
+    assert len(list_tokens(db)) == 3
