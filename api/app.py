@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import problems
 from api.context import Context
+from api.headers import DashboardHeaders
 from api.limits import BodyLimit
 from api.routes import (
     admin,
@@ -93,6 +94,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     problems.install(app)
     problems.openapi_with_problems(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(DashboardHeaders)
     api = APIRouter(prefix=PREFIX)
     routers = (session, stores, receipts, alerts, metrics, heatmap, events, rules, stream, admin)
     for module in routers:

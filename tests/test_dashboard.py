@@ -98,6 +98,14 @@ class Page:
             "response",
             lambda r: self.problems.append(f"{r.status} {r.url}") if r.status >= 400 else None,
         )
+        self.page.on(
+            "console",
+            lambda m: (
+                self.problems.append(f"console: {m.text}")
+                if "Content Security Policy" in m.text
+                else None
+            ),
+        )
         self.page.goto(f"{served.url}#token={token or served.token}")
 
     def live(self) -> Any:
@@ -348,6 +356,7 @@ def test_a_refused_token_asks_for_another_and_says_why(browser: Any, served: Ser
         dialog = tab.page.locator("#token-dialog")
         dialog.wait_for()
         assert "refused this token (401)" in tab.page.locator("#token-error").inner_text()
+        assert tab.page.evaluate("sessionStorage.getItem('aisle.token')") is None  # not kept
         tab.page.fill("#token-input", served.token)
         tab.page.click("#token-save")
         tab.live()
@@ -355,6 +364,22 @@ def test_a_refused_token_asks_for_another_and_says_why(browser: Any, served: Ser
         assert "#token" not in tab.page.url  # taken off the address bar
     finally:
         tab.close()
+
+
+def test_forgetting_the_token_leaves_none_in_the_tab_under_a_strict_script_policy(
+    tab: Page, served: Served
+) -> None:
+    page = tab.live()
+    policy = page.request.get(served.url).headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert page.evaluate("sessionStorage.getItem('aisle.token')") == served.token
+    page.click("#token-button")
+    page.click("#token-forget")
+    assert page.evaluate("sessionStorage.getItem('aisle.token')") is None
+    page.reload()  # nothing left to start with: the page asks
+    tab.until(page.locator("#token-dialog"))
+    assert page.locator("#live-status").get_attribute("data-state") != "live"
+    assert not [p for p in tab.problems if p.startswith("console:")], tab.problems
 
 
 def test_a_viewer_sees_traffic_and_heatmap_but_nothing_tied_to_a_shopper(
