@@ -41,6 +41,7 @@ from core.jetstream import JetStreamLog
 from core.layout import load_layout
 from core.runtime import open_log
 from readmodels.database import check_schema, make_engine
+from readmodels.dbfile import DatabaseFile
 
 logger = logging.getLogger(__name__)
 PREFIX = "/api/v1"
@@ -72,7 +73,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         for path in settings.layouts:
             layout = load_layout(path)
             layouts[layout.store.id] = layout
-        ctx = Context(settings=settings, db=db, layouts=layouts)
+        ctx = Context(settings=settings, db=db, layouts=layouts, db_file=DatabaseFile.of(db))
         async with AsyncExitStack() as stack:
             if settings.log:
                 ctx.log = await stack.enter_async_context(_log(settings))

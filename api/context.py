@@ -13,6 +13,7 @@ from api.problems import Problem
 from api.settings import ApiSettings
 from core.jetstream import JetStreamLog
 from core.layout import Layout
+from readmodels.dbfile import DatabaseFile
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Context:
     db: Engine
     layouts: dict[str, Layout] = field(default_factory=dict)
     log: JetStreamLog | None = None
+    db_file: DatabaseFile = field(default_factory=lambda: DatabaseFile(None, None))
     corrections: Any = None  # api.routes.receipts' corrections on their way, made there
     alert_actions: Any = None  # api.routes.alerts' actions on their way, made there
 
@@ -31,7 +33,11 @@ class Context:
 
 
 def context(request: Request) -> Context:
-    return request.app.state.ctx  # type: ignore[no-any-return]
+    """The app's context, once its SQLite file is known to be the one it opened (a file
+    deleted under the API answers 503 with the reason: ``readmodels.dbfile``)."""
+    ctx: Context = request.app.state.ctx
+    ctx.db_file.check()
+    return ctx
 
 
 Ctx = Annotated[Context, Depends(context)]

@@ -19,6 +19,7 @@ from core.events import EventError
 from core.jetstream import ConnectError
 from core.log import PublishError
 from readmodels.database import SchemaMismatch
+from readmodels.dbfile import DatabaseGone
 
 log = logging.getLogger(__name__)
 MEDIA = "application/problem+json"
@@ -154,6 +155,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(OperationalError, _unavailable)
     app.add_exception_handler(SchemaMismatch, _unavailable)
+    app.add_exception_handler(DatabaseGone, _unavailable)
     app.add_exception_handler(EventError, _event_error)
     for unavailable in (PublishError, ConnectError, nats.errors.Error, asyncio.TimeoutError):
         app.add_exception_handler(unavailable, _log_unavailable)
