@@ -74,13 +74,24 @@ class DemoDay:
     head_start_h: float = 2.0
     seed: int = 1
 
+    close_margin_s: float = 10.0  # the closing heartbeat, past the lateness of the engine
+
     def start(self, timezone: str, now: datetime) -> datetime:
-        """The opening of the last day whose close is before ``now``."""
+        """The opening of the last day whose closing heartbeat (``closes``) is not after
+        ``now``: its windows can be closed (the log refuses an event dated ahead of now)."""
         local = now.astimezone(ZoneInfo(timezone))
         day = local.replace(hour=self.opens, minute=0, second=0, microsecond=0)
-        while day + timedelta(hours=self.hours) > local:
+        while self.closes(day) > local:
             day -= timedelta(days=1)
         return day
+
+    def closes(self, start: datetime) -> datetime:
+        """When the heartbeat that ends the day is dated: just after the local midnight
+        that ends ``start``'s day, so the engine closes its last hour's and the store
+        day's windows (store conversion and the other day KPIs) as a live store's would
+        when its clock passes midnight."""
+        midnight = (start + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        return midnight + timedelta(seconds=self.close_margin_s)
 
 
 @dataclass(frozen=True)
@@ -229,12 +240,30 @@ async def publish_demo(
         events = [e for e in events if e.id not in held]
         if not events:
             log.info("the demo day is in the log already")
-            return
-        head = events[0].at + timedelta(hours=day.head_start_h)
-        first = [e for e in events if e.at < head]
-        rest = events[len(first) :]
-        await publish_in_order(log_, first)  # as a backfill: in order across the streams
-        await _paced(log_, rest, speed=day.speed)
+        else:
+            head = events[0].at + timedelta(hours=day.head_start_h)
+            first = [e for e in events if e.at < head]
+            rest = events[len(first) :]
+            await publish_in_order(log_, first)  # as a backfill: in order across the streams
+            await _paced(log_, rest, speed=day.speed)
+        # The day is over: its clock passes midnight, so the engine closes the last hour's
+        # and the day's windows (a store that goes quiet would send the same heartbeat).
+        # Its id is its content's: a second run publishes none.
+        await log_.publish_many(closing_heartbeats(layouts, day, now))
+
+
+def closing_heartbeats(layouts: Sequence[Layout], day: DemoDay, now: datetime) -> list[ev.Event]:
+    """One ``store.heartbeat`` per store, dated when its demo day ``closes``."""
+    return [
+        ev.new(
+            ev.StoreHeartbeat,
+            store=lay.store.id,
+            at=day.closes(day.start(lay.store.timezone, now)),
+            source="aisle-serve-demo",
+            subject="demo-day-end",
+        )
+        for lay in layouts
+    ]
 
 
 # -- the operator token ---------------------------------------------------------------------

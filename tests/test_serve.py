@@ -9,7 +9,7 @@ import socket
 import sys
 import time
 import urllib.request
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -26,6 +26,7 @@ from api.serve import (
     chain_layouts,
     dashboard_url,
 )
+from core import events as ev
 from core.cli import _load_plugins, app
 from core.layout import load_layout
 from tests.servekit import start_serve
@@ -33,17 +34,64 @@ from tests.servekit import start_serve
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 
 
-def test_the_demo_day_is_the_last_whole_opening_day_before_now() -> None:
+def test_the_demo_day_is_the_last_whole_day_before_now_its_closing_heartbeat_included() -> None:
     day = DemoDay(hours=15, opens=7)
-    evening = datetime(2026, 12, 7, 23, 30, tzinfo=AMSTERDAM)  # today's day has closed
-    assert day.start("Europe/Amsterdam", evening) == datetime(2026, 12, 7, 7, tzinfo=AMSTERDAM)
-    afternoon = datetime(2026, 12, 7, 16, 5, tzinfo=AMSTERDAM)  # still open: yesterday's
-    assert day.start("Europe/Amsterdam", afternoon) == datetime(2026, 12, 6, 7, tzinfo=AMSTERDAM)
-    # Whatever the hour, no event of the day is dated after now.
+    evening = datetime(2026, 12, 7, 23, 30, tzinfo=AMSTERDAM)  # closed, but not yet midnight
+    assert day.start("Europe/Amsterdam", evening) == datetime(2026, 12, 6, 7, tzinfo=AMSTERDAM)
+    after = datetime(2026, 12, 8, 0, 0, 10, tzinfo=AMSTERDAM)  # the heartbeat may be dated now
+    assert day.start("Europe/Amsterdam", after) == datetime(2026, 12, 7, 7, tzinfo=AMSTERDAM)
+    assert day.closes(datetime(2026, 12, 7, 7, tzinfo=AMSTERDAM)) == after
+    # Whatever the hour, no event of the day, its closing heartbeat included, is after now.
     for hour in range(24):
         now = datetime(2026, 12, 7, hour, 0, tzinfo=AMSTERDAM)
         start = day.start("Europe/Amsterdam", now)
-        assert start + timedelta(hours=15) <= now < start + timedelta(days=1, hours=15)
+        assert start + timedelta(hours=15) < day.closes(start) <= now
+        assert now < day.closes(start) + timedelta(days=1)
+
+
+def test_the_demo_days_closing_heartbeat_closes_its_last_hour_and_its_day() -> None:
+    """What the engine derives from a demo day, without and then with the heartbeat that
+    ``aisle serve --demo`` publishes when the day has been published."""
+    from api.serve import closing_heartbeats
+    from rules.loader import load_rules
+    from rules.reference import Reference
+    from rules.service.partition import ServiceConfig
+    from simulator.day import simulate
+    from tests.enginekit import PACKS
+
+    layout = load_layout(EXAMPLE)
+    day = DemoDay(shoppers=12, hours=15)
+    now = datetime(2026, 12, 7, 9, 0, tzinfo=AMSTERDAM)
+    start = day.start(layout.store.timezone, now)
+    run = simulate(layout, start, hours=day.hours, shoppers=day.shoppers, seed=day.seed)
+    engine = ServiceConfig("demo").engine(
+        load_rules(PACKS, Reference.of(layout, members=run.members))
+    )
+    before = engine.process(sorted(run.events, key=lambda e: e.at)).derived
+    midnight = (start + timedelta(days=1)).replace(hour=0).astimezone(UTC)
+    day_start = start.replace(hour=0).astimezone(UTC)
+
+    def kpis(derived: list[ev.Event]) -> dict[str, ev.Metric]:
+        return {
+            e.data.name: e
+            for e in derived
+            if isinstance(e, ev.Metric) and e.data.window_start == day_start
+            and e.data.window_end == midnight
+        }  # fmt: skip
+
+    assert "store_conversion" not in kpis(before)  # the day never closed
+    heartbeats = closing_heartbeats([layout], day, now)
+    assert [h.at for h in heartbeats] == [day.closes(start).astimezone(UTC)]
+    after = engine.process(heartbeats).derived
+    assert "store_conversion" in kpis(after), sorted(kpis(after))
+    last_hour = start.replace(hour=21).astimezone(UTC)
+    footfall = [
+        e for e in before + after
+        if isinstance(e, ev.Metric) and e.data.name == "footfall"
+        and e.data.window_start == last_hour
+    ]  # fmt: skip
+    assert footfall or not [e for e in run.events if e.type == "shopper.entered"
+                            and e.at >= last_hour]  # fmt: skip
 
 
 async def test_the_demo_pace_publishes_store_time_speed_times_faster(jslog) -> None:  # type: ignore[no-untyped-def]
