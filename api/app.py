@@ -51,7 +51,9 @@ STATIC = Path(__file__).parent / "static"
 @asynccontextmanager
 async def _log(settings: ApiSettings) -> AsyncIterator[JetStreamLog]:
     """The log as the ``api`` role; a log gone by the time the app stops is only said."""
-    opened = open_log(settings.core, name="aisle-api", role=Role.API)
+    opened = open_log(
+        settings.core, name="aisle-api", role=Role.API, keep_going=settings.supervised
+    )
     log = await opened.__aenter__()
     try:
         yield log

@@ -27,8 +27,17 @@ class Context:
     alert_actions: Any = None  # api.routes.alerts' actions on their way, made there
 
     def need_log(self) -> JetStreamLog:
+        """The log, or 503 at once: an API without it, or a connection that is down (the
+        client reconnects by itself; a request would only wait for its deadline)."""
         if self.log is None:
             raise Problem(503, "log unavailable", "this API runs without the log (NATS)")
+        if not self.log.nc.is_connected:
+            raise Problem(
+                503,
+                "log unavailable",
+                "the log (NATS) is unreachable: the API is reconnecting; try again shortly",
+                headers={"Retry-After": "2"},
+            )
         return self.log
 
 

@@ -22,11 +22,11 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.markup import escape
 from ruamel.yaml import YAML
 
+from api.keeper import Keeper
 from core import events as ev
 from core.access import Role
 from core.cli import run as run_command
@@ -49,6 +50,7 @@ log = logging.getLogger("aisle.serve")
 err = Console(stderr=True)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "stores" / "convenience.yaml"
+MAX_RESTARTS = 10  # a part stopped by outages of the log is started again this often
 STOP_CHILD_S = 15.0  # a child that has not stopped this long after SIGTERM is killed
 TOKEN_NAME = "aisle serve"  # the holder of the token it makes, as the audit names it
 TOKEN_FILE = "operator.token"  # under <data dir>/serve/: serve's token, owner only
@@ -232,7 +234,7 @@ async def publish_demo(
 
     events = await asyncio.to_thread(days)  # seconds of work: the API answers meanwhile
     # As the admin, as `aisle demo`: reading what the log holds is not an adapter's right.
-    async with open_log(settings, name="aisle-serve-demo") as log_:
+    async with open_log(settings, name="aisle-serve-demo", keep_going=True) as log_:
         held: set[str] = set()
         for layout in layouts:
             for types in (None, ev.SAMPLE_TYPES):
@@ -373,13 +375,19 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
         )
         # A connection of its own to the log: the embedded server, which stops when its
         # last client leaves, outlives every part and stops when `serve` itself does.
-        async with open_log(settings, name="aisle-serve", role=Role.VIEWER, read_only=True) as keep:
+        async with open_log(
+            settings, name="aisle-serve", role=Role.VIEWER, read_only=True, keep_going=True
+        ) as keep:
             at = keep.nc.connected_url
             nats_url = settings.nats_url or (f"nats://{at.hostname}:{at.port}" if at else "?")
             try:
+                running.keeper = Keeper(settings)
+                running.keeping = asyncio.create_task(running.keeper.run(running.kept))
                 for child in running.parts:
                     child.start(dict(os.environ))
-                api = ApiSettings(core=settings, database_url=db_url, layouts=layouts)
+                api = ApiSettings(
+                    core=settings, database_url=db_url, layouts=layouts, supervised=True
+                )
                 await running.start_api(create_app(api))
                 url = dashboard_url(options.host, port)
                 _say(f"aisle serve: the dashboard on {url}#token={token}")
@@ -397,9 +405,10 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
                         f"  demo: {len(loaded)} store(s), {d.shoppers} visitors each over "
                         f"{d.hours:g} h, {d.head_start_h:g} h at once, then {d.speed:g}x"
                     )
-                    running.demo = asyncio.create_task(
-                        publish_demo(settings, loaded, d, datetime.now().astimezone())
+                    running.publish_demo = lambda: publish_demo(
+                        settings, loaded, d, datetime.now().astimezone()
                     )
+                    running.demo = asyncio.create_task(running.publish_demo())
                 _say("  Ctrl-C stops it all")
                 await running.watch(stop)
             finally:
@@ -423,6 +432,16 @@ class _Running:
     server: _Server | None = None
     serving: asyncio.Task[None] | None = None
     demo: asyncio.Task[None] | None = None
+    publish_demo: Callable[[], Coroutine[Any, Any, None]] | None = None
+    keeper: Keeper | None = None  # restarts the embedded nats-server when it dies
+    keeping: asyncio.Task[None] | None = None
+    kept: asyncio.Event = field(default_factory=asyncio.Event)  # set: the keeper stops
+    restarted: dict[str, int] = field(default_factory=dict)  # parts started again, by name
+
+    def _outage(self) -> bool:
+        """Whether the embedded server is down or just came back (what a part stopped
+        for meanwhile is the outage's, not the part's)."""
+        return self.keeper is not None and self.keeper.troubled()
 
     async def start_api(self, app: object) -> None:
         config = uvicorn.Config(
@@ -449,14 +468,29 @@ class _Running:
                 raise ServeError("the API stopped")
             for child in self.parts:
                 code = child.exited()
-                if code is not None:
-                    raise ServeError(
-                        f"the {child.name} stopped (exit code {code}); the end of "
-                        f"{child.log_path}:\n{child.tail()}"
+                if code is None:
+                    continue
+                if self._outage() and self.restarted.get(child.name, 0) < MAX_RESTARTS:
+                    self.restarted[child.name] = self.restarted.get(child.name, 0) + 1
+                    log.warning(
+                        "the %s stopped (exit code %d) while the log was down: started again",
+                        child.name,
+                        code,
                     )
+                    child.stop()
+                    child.start(dict(os.environ))
+                    continue
+                raise ServeError(
+                    f"the {child.name} stopped (exit code {code}); the end of "
+                    f"{child.log_path}:\n{child.tail()}"
+                )
             if self.demo is not None and self.demo.done():
                 demo, self.demo = self.demo, None
                 if not demo.cancelled() and (exc := demo.exception()) is not None:
+                    if self._outage() and self.publish_demo is not None:
+                        log.warning("the demo publisher stopped while the log was down: again")
+                        self.demo = asyncio.create_task(self.publish_demo())
+                        continue
                     raise ServeError(f"the demo day could not be published: {exc}") from exc
                 log.info("the demo day is in the log")
 
@@ -467,6 +501,10 @@ class _Running:
             self.demo.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.demo
+        self.kept.set()  # no restart of the server while everything stops
+        if self.keeping is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.keeping
         await asyncio.gather(*(asyncio.to_thread(c.stop) for c in self.parts))
         if self.server is not None and self.serving is not None:
             self.server.should_exit = True

@@ -4,6 +4,7 @@ the log at an accelerated pace, and a clean stop on Ctrl-C."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import sys
@@ -201,6 +202,20 @@ def test_serve_demo_shows_a_store_day_through_the_api_and_ctrl_c_stops_everythin
         )
         live = served.get("/stores/corner-01/live")
         assert live["store"] == "corner-01"
+        # At the end of the day its windows close: the day's store conversion appears.
+        start = DemoDay().start("Europe/Amsterdam", datetime.now().astimezone())
+        day = start.replace(hour=0).astimezone(UTC)
+        span = f"from={day:%Y-%m-%dT%H:%M:%SZ}&to={day + timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}"
+        closed = served.wait_for(
+            "the day's store conversion",
+            lambda: (
+                served.get(f"/stores/corner-01/metrics?{span}&name=store_conversion")["kpis"][
+                    "store_conversion"
+                ]
+                is not None
+            ),
+            timeout_s=150,
+        )
         with urllib.request.urlopen(served.url, timeout=10) as resp:
             assert "aisle" in resp.read().decode()
         began = time.monotonic()
@@ -212,7 +227,10 @@ def test_serve_demo_shows_a_store_day_through_the_api_and_ctrl_c_stops_everythin
     for pid in [nats, *children]:
         assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"pid {pid} still runs"
     assert not (served.data_dir / "server.json").exists()
-    print(f"first receipt through the API after {took:.1f} s; stopped in {stopped_in:.1f} s")
+    print(
+        f"first receipt through the API after {took:.1f} s, the day closed {closed:.1f} s "
+        f"later; stopped in {stopped_in:.1f} s"
+    )
 
 
 def _zombie(pid: int) -> bool:
@@ -246,3 +264,59 @@ def test_serve_keeps_one_operator_token_across_starts_owner_only(tmp_path: Path)
     third, reused = serve_token(url, ("corner-01",), "aisle serve", kept)
     assert not reused and third not in (first, other)
     assert len(list_tokens(db)) == 3
+
+
+@pytest.mark.integration
+def test_a_killed_embedded_nats_server_is_restarted_and_serve_goes_on(tmp_path: Path) -> None:
+    import signal
+    import urllib.error
+
+    served = start_serve(tmp_path, "--no-engine")
+    try:
+        nats = served.nats_pid()
+        children = served.children()
+        assert nats is not None and len([p for p in children if p != nats]) == 1
+        url = json.loads((served.data_dir / "server.json").read_text())["url"]
+        assert served.get("/stores/corner-01/events?limit=1")["items"] == []
+        os.kill(nats, signal.SIGKILL)
+        answers: set[int] = set()
+
+        def back() -> bool:
+            try:
+                served.get("/stores/corner-01/events?limit=1")
+            except urllib.error.HTTPError as exc:
+                answers.add(exc.code)  # while it is down: 503, never a 500
+                raise
+            now = served.nats_pid()
+            return now is not None and now != nats
+
+        took = served.wait_for("the log back through the API", back, timeout_s=60)
+        assert answers <= {503}, answers
+        assert served.process.poll() is None, served.logs()  # serve did not end
+        assert json.loads((served.data_dir / "server.json").read_text())["url"] == url
+        served.read_until(r"nats-server \(pid \d+, \S+\) stopped \(killed by signal 9\)", 10)
+        served.read_until(r"nats-server is back on \S+ \(pid \d+\)", 10)
+        # The projections reconnected (or were started again): a new event reaches the API.
+        alert = ev.derive(
+            ev.AlertRaised,
+            rule=ev.RuleRef("frustration.queue_wait", "1.0.0"),
+            caused_by=["0" * 32],
+            store="corner-01",
+            at=datetime.now(UTC) - timedelta(minutes=1),
+            subject="s-after",
+            data=ev.AlertData(alert="queue_wait_long", key="s-after", severity="warning"),
+        )
+        served.publish([alert])
+        served.wait_for(
+            "an alert published after the restart, projected",
+            lambda: bool(served.get(f"/stores/corner-01/alerts/{alert.id}")),
+            timeout_s=60,
+        )
+        new_nats = served.nats_pid()
+        code = served.interrupt()
+    finally:
+        served.stop()
+    assert code == 0, served.logs()
+    assert new_nats is not None
+    assert not Path(f"/proc/{new_nats}").exists() or _zombie(new_nats)
+    print(f"the log was back through the API {took:.1f} s after the kill")
