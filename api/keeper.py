@@ -26,7 +26,7 @@ from pathlib import Path
 from core.access import authorization, load_users
 from core.config import Settings
 from core.natsd import EmbeddedNats, NatsServerError, write_private
-from core.runtime import _alive
+from core.runtime import server_alive as _alive
 
 log = logging.getLogger("aisle.serve")
 

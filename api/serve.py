@@ -8,7 +8,8 @@ is CPU work that would stall the API's requests in a shared event loop, and each
 behaviour its own command documents. This process holds the embedded nats-server (the
 others share it through its ``server.json``), serves the API with uvicorn and publishes
 the demo day. Ctrl-C or SIGTERM stops the demo, the children, the API and last the
-server, in that order.
+server, in that order. An embedded server that dies meanwhile is restarted on its port
+(``api.keeper``), and a part that stopped for that outage is started again.
 """
 
 from __future__ import annotations

@@ -196,6 +196,11 @@ async def embedded_or_configured(
             await asyncio.to_thread(_leave, marker, held.pid, held.http_port, owner)
 
 
+def server_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs nats-server (a zombie no longer does)."""
+    return _alive(pid)
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` still runs nats-server (a zombie no longer does)."""
     try:

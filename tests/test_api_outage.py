@@ -66,6 +66,25 @@ def test_an_action_while_the_log_is_down_answers_503_and_reads_still_work(
         assert r.headers["content-type"] == "application/problem+json"
         assert time.monotonic() - start < 30
         assert c.get("/api/v1/stores/corner-01/alerts", headers=headers).status_code == 200
+        # Once the client knows it is cut off (it reconnects by itself), at once, with when
+        # to try again.
+        deadline = time.monotonic() + 15
+        while True:
+            began = time.monotonic()
+            r = c.get("/api/v1/stores/corner-01/events?limit=1", headers=headers)
+            assert r.status_code == 503, r.text
+            if r.headers.get("retry-after") == "2":
+                break
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.2)
+        assert time.monotonic() - began < 1.0
+        assert "reconnecting" in r.json()["detail"]
+        # Back: the same app's connection answers again.
+        private_nats.start()
+        deadline = time.monotonic() + 30
+        while c.get("/api/v1/stores/corner-01/events?limit=1", headers=headers).status_code != 200:
+            assert time.monotonic() < deadline, "the API did not reconnect to the log"
+            time.sleep(0.3)
 
 
 def test_a_database_file_deleted_under_the_api_answers_503_saying_so(tmp_path: Path) -> None:
