@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import problems
 from api.context import Context
+from api.headers import DashboardHeaders
 from api.limits import BodyLimit
 from api.routes import (
     admin,
@@ -40,6 +41,7 @@ from core.jetstream import JetStreamLog
 from core.layout import load_layout
 from core.runtime import open_log
 from readmodels.database import check_schema, make_engine
+from readmodels.dbfile import DatabaseFile
 
 logger = logging.getLogger(__name__)
 PREFIX = "/api/v1"
@@ -49,7 +51,9 @@ STATIC = Path(__file__).parent / "static"
 @asynccontextmanager
 async def _log(settings: ApiSettings) -> AsyncIterator[JetStreamLog]:
     """The log as the ``api`` role; a log gone by the time the app stops is only said."""
-    opened = open_log(settings.core, name="aisle-api", role=Role.API)
+    opened = open_log(
+        settings.core, name="aisle-api", role=Role.API, keep_going=settings.supervised
+    )
     log = await opened.__aenter__()
     try:
         yield log
@@ -71,7 +75,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         for path in settings.layouts:
             layout = load_layout(path)
             layouts[layout.store.id] = layout
-        ctx = Context(settings=settings, db=db, layouts=layouts)
+        ctx = Context(settings=settings, db=db, layouts=layouts, db_file=DatabaseFile.of(db))
         async with AsyncExitStack() as stack:
             if settings.log:
                 ctx.log = await stack.enter_async_context(_log(settings))
@@ -93,6 +97,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     problems.install(app)
     problems.openapi_with_problems(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(DashboardHeaders)
     api = APIRouter(prefix=PREFIX)
     routers = (session, stores, receipts, alerts, metrics, heatmap, events, rules, stream, admin)
     for module in routers:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
@@ -107,7 +107,16 @@ def tokens_list(
         for r in rows:
             out.print(r.model_dump_json(exclude={"secret_hash"}), highlight=False, soft_wrap=True)
         return
-    table = Table("id", "role", "stores", "name", "created", "revoked")
+    # An id is what a user pastes into ``revoke``: never cut, whatever the terminal's
+    # width (a pipe's is 80); the other columns fold onto more lines instead.
+    table = Table(
+        Column("id", no_wrap=True, min_width=max((len(r.id) for r in rows), default=2)),
+        Column("role", no_wrap=True),
+        Column("stores", overflow="fold"),
+        Column("name", overflow="fold"),
+        Column("created", overflow="fold"),
+        Column("revoked", overflow="fold"),
+    )
     for r in rows:
         table.add_row(
             r.id,

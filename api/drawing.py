@@ -88,8 +88,8 @@ def heatmap_png(
     size: float,
     scale: float = 60.0,
 ) -> bytes:
-    """``cells`` (x, y, value) coloured by value over the floor plan (or over the cells'
-    extent where the store has no layout), as a PNG."""
+    """``cells`` (x, y, value) coloured by value over the floor plan, clipped to the floor
+    polygon (or over the cells' extent where the store has no layout), as a PNG."""
     if layout is not None:
         x0, y0, x1, y1 = _bounds(layout)
     elif cells:
@@ -122,6 +122,10 @@ def heatmap_png(
             b = px((cx + 1) * size, cy * size)
             heat[max(a[1], 0) : max(b[1], 0), max(a[0], 0) : max(b[0], 0)] = value / top
             mask[max(a[1], 0) : max(b[1], 0), max(a[0], 0) : max(b[0], 0)] = 1
+        if layout is not None:  # people seen outside (the pavement) are no floor's heat
+            floor = np.zeros((h, w), np.uint8)
+            cv2.fillPoly(floor, [np.array([px(*p) for p in layout.floor], np.int32)], 1)
+            mask &= floor
         colours = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
         blend = cv2.addWeighted(img, 0.4, colours, 0.6, 0)
         img = np.where(mask[..., None] == 1, blend, img)

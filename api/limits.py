@@ -23,7 +23,7 @@ class BodyLimit:
                 "status": 413,
                 "detail": f"a request body may hold at most {self.max_bytes} bytes",
                 "field": "body",
-                "errors": [],
+                "errors": [{"field": "body", "reason": f"more than {self.max_bytes} bytes"}],
             }
         ).encode()
         await send(

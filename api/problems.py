@@ -19,6 +19,7 @@ from core.events import EventError
 from core.jetstream import ConnectError
 from core.log import PublishError
 from readmodels.database import SchemaMismatch
+from readmodels.dbfile import DatabaseGone
 
 log = logging.getLogger(__name__)
 MEDIA = "application/problem+json"
@@ -70,8 +71,10 @@ def response(
     errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
+    if errors is None:  # one field at fault: ``errors`` names it too, as a 422 always does
+        errors = [FieldError(field=field, reason=detail or title)] if field else []
     body = ProblemModel(
-        title=title, status=status, detail=detail, field=field, errors=errors or []
+        title=title, status=status, detail=detail, field=field, errors=errors
     ).model_dump(exclude_none=True)
     return JSONResponse(body, status_code=status, media_type=MEDIA, headers=headers)
 
@@ -87,15 +90,29 @@ def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
     return out
 
 
+def _field_error(e: dict[str, Any]) -> FieldError:
+    """One of pydantic's errors as the field it names; a body that is not JSON names the
+    body and where the parser stopped (FastAPI files the position as a list index)."""
+    if e.get("type") == "json_invalid":
+        loc = list(e.get("loc") or ())
+        at = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+        why = (e.get("ctx") or {}).get("error") or e.get("msg", "")
+        where = f" at character {at}" if at is not None else ""
+        return FieldError(field="body", reason=f"malformed JSON{where}: {why}")
+    return FieldError(field=field_name(e["loc"]) or "request", reason=e["msg"])
+
+
 def _validation(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [FieldError(field=field_name(e["loc"]), reason=e["msg"]) for e in exc.errors()]
-    first = errors[0] if errors else FieldError(field="", reason="invalid request")
+    errors = [_field_error(e) for e in exc.errors()]
+    if not errors:
+        errors = [FieldError(field="request", reason="invalid request")]
+    first = errors[0]
     return response(
         422,
         "invalid request",
         f"{first.field}: {first.reason}",
-        field=first.field or None,
+        field=first.field,
         errors=errors,
     )
 
@@ -138,6 +155,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(OperationalError, _unavailable)
     app.add_exception_handler(SchemaMismatch, _unavailable)
+    app.add_exception_handler(DatabaseGone, _unavailable)
     app.add_exception_handler(EventError, _event_error)
     for unavailable in (PublishError, ConnectError, nats.errors.Error, asyncio.TimeoutError):
         app.add_exception_handler(unavailable, _log_unavailable)

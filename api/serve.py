@@ -8,7 +8,8 @@ is CPU work that would stall the API's requests in a shared event loop, and each
 behaviour its own command documents. This process holds the embedded nats-server (the
 others share it through its ``server.json``), serves the API with uvicorn and publishes
 the demo day. Ctrl-C or SIGTERM stops the demo, the children, the API and last the
-server, in that order.
+server, in that order. An embedded server that dies meanwhile is restarted on its port
+(``api.keeper``), and a part that stopped for that outage is started again.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
@@ -34,6 +35,7 @@ import uvicorn
 from rich.markup import escape
 from ruamel.yaml import YAML
 
+from api.keeper import Keeper
 from core import events as ev
 from core.access import Role
 from core.cli import run as run_command
@@ -49,8 +51,10 @@ log = logging.getLogger("aisle.serve")
 err = Console(stderr=True)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "stores" / "convenience.yaml"
+MAX_RESTARTS = 10  # a part stopped by outages of the log is started again this often
 STOP_CHILD_S = 15.0  # a child that has not stopped this long after SIGTERM is killed
 TOKEN_NAME = "aisle serve"  # the holder of the token it makes, as the audit names it
+TOKEN_FILE = "operator.token"  # under <data dir>/serve/: serve's token, owner only
 
 
 def _command(module: str) -> list[str]:
@@ -73,13 +77,24 @@ class DemoDay:
     head_start_h: float = 2.0
     seed: int = 1
 
+    close_margin_s: float = 10.0  # the closing heartbeat, past the lateness of the engine
+
     def start(self, timezone: str, now: datetime) -> datetime:
-        """The opening of the last day whose close is before ``now``."""
+        """The opening of the last day whose closing heartbeat (``closes``) is not after
+        ``now``: its windows can be closed (the log refuses an event dated ahead of now)."""
         local = now.astimezone(ZoneInfo(timezone))
         day = local.replace(hour=self.opens, minute=0, second=0, microsecond=0)
-        while day + timedelta(hours=self.hours) > local:
+        while self.closes(day) > local:
             day -= timedelta(days=1)
         return day
+
+    def closes(self, start: datetime) -> datetime:
+        """When the heartbeat that ends the day is dated: just after the local midnight
+        that ends ``start``'s day, so the engine closes its last hour's and the store
+        day's windows (store conversion and the other day KPIs) as a live store's would
+        when its clock passes midnight."""
+        midnight = (start + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        return midnight + timedelta(seconds=self.close_margin_s)
 
 
 @dataclass(frozen=True)
@@ -220,7 +235,7 @@ async def publish_demo(
 
     events = await asyncio.to_thread(days)  # seconds of work: the API answers meanwhile
     # As the admin, as `aisle demo`: reading what the log holds is not an adapter's right.
-    async with open_log(settings, name="aisle-serve-demo", create=True) as log_:
+    async with open_log(settings, name="aisle-serve-demo", create=True, keep_going=True) as log_:
         held: set[str] = set()
         for layout in layouts:
             for types in (None, ev.SAMPLE_TYPES):
@@ -228,30 +243,73 @@ async def publish_demo(
         events = [e for e in events if e.id not in held]
         if not events:
             log.info("the demo day is in the log already")
-            return
-        head = events[0].at + timedelta(hours=day.head_start_h)
-        first = [e for e in events if e.at < head]
-        rest = events[len(first) :]
-        await publish_in_order(log_, first)  # as a backfill: in order across the streams
-        await _paced(log_, rest, speed=day.speed)
+        else:
+            head = events[0].at + timedelta(hours=day.head_start_h)
+            first = [e for e in events if e.at < head]
+            rest = events[len(first) :]
+            await publish_in_order(log_, first)  # as a backfill: in order across the streams
+            await _paced(log_, rest, speed=day.speed)
+        # The day is over: its clock passes midnight, so the engine closes the last hour's
+        # and the day's windows (a store that goes quiet would send the same heartbeat).
+        # Its id is its content's: a second run publishes none.
+        await log_.publish_many(closing_heartbeats(layouts, day, now))
+
+
+def closing_heartbeats(layouts: Sequence[Layout], day: DemoDay, now: datetime) -> list[ev.Event]:
+    """One ``store.heartbeat`` per store, dated when its demo day ``closes``."""
+    return [
+        ev.new(
+            ev.StoreHeartbeat,
+            store=lay.store.id,
+            at=day.closes(day.start(lay.store.timezone, now)),
+            source="aisle-serve-demo",
+            subject="demo-day-end",
+        )
+        for lay in layouts
+    ]
 
 
 # -- the operator token ---------------------------------------------------------------------
 
 
-def operator_token(database_url: str, stores: Sequence[str], name: str) -> str:
-    """A new operator token (``api.auth``), stored hashed; shown once, here."""
+def serve_token(
+    database_url: str, stores: Sequence[str], name: str, path: Path
+) -> tuple[str, bool]:
+    """The operator token of ``serve``'s own session, and whether it was kept from an
+    earlier start: one token for every start (kept in ``path``, owner only), not a new
+    one each time that nobody revokes. A kept token that no longer fits (revoked, of
+    another database, another role or other stores) is revoked where it exists, and a new
+    one is made and kept."""
     from api.auth import Role as ApiRole
-    from api.auth import create_token
+    from api.auth import authenticate, create_token, revoke_token
+    from core.natsd import write_private
     from readmodels.database import check_schema, make_engine
 
     db = make_engine(database_url)
     try:
         check_schema(db)
+        try:
+            kept = path.read_text().strip()
+        except FileNotFoundError:
+            kept = ""
+        if kept:
+            who = authenticate(db, kept)
+            fits = (
+                who is not None
+                and who.role is ApiRole.OPERATOR
+                and who.stores == tuple(sorted(set(stores)))
+                and who.name == name
+            )
+            if fits:
+                return kept, True
+            if who is not None:  # valid but for other stores: not left behind
+                revoke_token(db, who.token_id)
         _, token = create_token(db, ApiRole.OPERATOR, stores, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_private(path, token + "\n")
     finally:
         db.dispose()
-    return token
+    return token, False
 
 
 # -- the server -----------------------------------------------------------------------------
@@ -313,22 +371,37 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
     db_url = database_url(settings)
     running = _Running(sock, children(options, layouts, logs))
     try:
-        token = await asyncio.to_thread(operator_token, db_url, options.stores, TOKEN_NAME)
+        token, kept = await asyncio.to_thread(
+            serve_token, db_url, options.stores, TOKEN_NAME, logs / TOKEN_FILE
+        )
         # A connection of its own to the log: the embedded server, which stops when its
-        # last client leaves, outlives every part and stops when `serve` itself does.
-        async with open_log(settings, name="aisle-serve", role=Role.VIEWER, read_only=True) as keep:
+        # last client leaves, outlives every part and stops when `serve` itself does. It
+        # sets the deployment up for the demo, and for a first run on the embedded server
+        # (the parts it starts make none).
+        async with open_log(
+            settings,
+            name="aisle-serve",
+            role=Role.VIEWER,
+            create=options.demo is not None,
+            keep_going=True,
+        ) as keep:
             at = keep.nc.connected_url
             nats_url = settings.nats_url or (f"nats://{at.hostname}:{at.port}" if at else "?")
             try:
+                running.keeper = Keeper(settings)
+                running.keeping = asyncio.create_task(running.keeper.run(running.kept))
                 for child in running.parts:
                     child.start(dict(os.environ))
-                api = ApiSettings(core=settings, database_url=db_url, layouts=layouts)
+                api = ApiSettings(
+                    core=settings, database_url=db_url, layouts=layouts, supervised=True
+                )
                 await running.start_api(create_app(api))
                 url = dashboard_url(options.host, port)
                 _say(f"aisle serve: the dashboard on {url}#token={token}")
                 api = f"{url.removesuffix('/dashboard/')}/api/v1"
                 _say(f"  the API on {api} (schema: {api}/openapi.json)")
-                _say(f"  operator token (shown once): {token}")
+                how = "kept from the last start" if kept else "new"
+                _say(f"  operator token ({how}, in {logs / TOKEN_FILE}): {token}")
                 where = "" if settings.nats_url else " (embedded)"
                 _say(
                     f"  the log on {nats_url}{where}; the engine's and projections' logs in {logs}/"
@@ -339,9 +412,10 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
                         f"  demo: {len(loaded)} store(s), {d.shoppers} visitors each over "
                         f"{d.hours:g} h, {d.head_start_h:g} h at once, then {d.speed:g}x"
                     )
-                    running.demo = asyncio.create_task(
-                        publish_demo(settings, loaded, d, datetime.now().astimezone())
+                    running.publish_demo = lambda: publish_demo(
+                        settings, loaded, d, datetime.now().astimezone()
                     )
+                    running.demo = asyncio.create_task(running.publish_demo())
                 _say("  Ctrl-C stops it all")
                 await running.watch(stop)
             finally:
@@ -365,6 +439,16 @@ class _Running:
     server: _Server | None = None
     serving: asyncio.Task[None] | None = None
     demo: asyncio.Task[None] | None = None
+    publish_demo: Callable[[], Coroutine[Any, Any, None]] | None = None
+    keeper: Keeper | None = None  # restarts the embedded nats-server when it dies
+    keeping: asyncio.Task[None] | None = None
+    kept: asyncio.Event = field(default_factory=asyncio.Event)  # set: the keeper stops
+    restarted: dict[str, int] = field(default_factory=dict)  # parts started again, by name
+
+    def _outage(self) -> bool:
+        """Whether the embedded server is down or just came back (what a part stopped
+        for meanwhile is the outage's, not the part's)."""
+        return self.keeper is not None and self.keeper.troubled()
 
     async def start_api(self, app: object) -> None:
         config = uvicorn.Config(
@@ -391,14 +475,29 @@ class _Running:
                 raise ServeError("the API stopped")
             for child in self.parts:
                 code = child.exited()
-                if code is not None:
-                    raise ServeError(
-                        f"the {child.name} stopped (exit code {code}); the end of "
-                        f"{child.log_path}:\n{child.tail()}"
+                if code is None:
+                    continue
+                if self._outage() and self.restarted.get(child.name, 0) < MAX_RESTARTS:
+                    self.restarted[child.name] = self.restarted.get(child.name, 0) + 1
+                    log.warning(
+                        "the %s stopped (exit code %d) while the log was down: started again",
+                        child.name,
+                        code,
                     )
+                    child.stop()
+                    child.start(dict(os.environ))
+                    continue
+                raise ServeError(
+                    f"the {child.name} stopped (exit code {code}); the end of "
+                    f"{child.log_path}:\n{child.tail()}"
+                )
             if self.demo is not None and self.demo.done():
                 demo, self.demo = self.demo, None
                 if not demo.cancelled() and (exc := demo.exception()) is not None:
+                    if self._outage() and self.publish_demo is not None:
+                        log.warning("the demo publisher stopped while the log was down: again")
+                        self.demo = asyncio.create_task(self.publish_demo())
+                        continue
                     raise ServeError(f"the demo day could not be published: {exc}") from exc
                 log.info("the demo day is in the log")
 
@@ -409,6 +508,10 @@ class _Running:
             self.demo.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.demo
+        self.kept.set()  # no restart of the server while everything stops
+        if self.keeping is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.keeping
         await asyncio.gather(*(asyncio.to_thread(c.stop) for c in self.parts))
         if self.server is not None and self.serving is not None:
             self.server.should_exit = True

@@ -23,6 +23,9 @@ class ApiSettings:
     log: bool = True
     max_page: int = 500  # rows one page may hold
     max_scan: int = 20_000  # log messages one events query reads at most
+    # Who runs the app restarts an embedded server that dies (``aisle serve``): its end
+    # does not end the app, whose connection reconnects to the new one.
+    supervised: bool = False
 
     @classmethod
     def from_env(

@@ -20,6 +20,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import nats.errors
@@ -143,8 +144,20 @@ def reload_embedded(settings: Settings) -> str | None:
 GONE_AFTER_S = 5.0  # an embedded server dead this long ends the commands that used it
 
 
+@dataclass
+class _Held:
+    """The embedded server a command uses: a successor at the same URL (``aisle serve``
+    restarts a server that died, on the same port) takes the place of the one that died."""
+
+    pid: int
+    url: str
+    http_port: int | None
+
+
 @asynccontextmanager
-async def embedded_or_configured(settings: Settings) -> AsyncIterator[str]:
+async def embedded_or_configured(
+    settings: Settings, *, keep_going: bool = False
+) -> AsyncIterator[str]:
     """Yield a NATS URL; start the embedded server when none is set, or share the one
     another command runs on the same data folder.
 
@@ -152,7 +165,10 @@ async def embedded_or_configured(settings: Settings) -> AsyncIterator[str]:
     it: on the way out a command (the one that started it or not) stops it only if no
     other client is connected (its monitoring port says), so the last one out stops it.
     A server that dies under a command ends that command with the reason, once it has
-    been gone ``GONE_AFTER_S``, instead of a client that reconnects to it forever.
+    been gone ``GONE_AFTER_S`` with no successor at its URL, instead of a client that
+    reconnects to it forever; a successor (``server.json`` naming a live server at the
+    same URL) is followed, and the clients reconnect to it. ``keep_going``: the command
+    itself restarts the server (``aisle serve``), so its end is only said.
     """
     if settings.nats_url:
         yield settings.nats_url
@@ -171,22 +187,29 @@ async def embedded_or_configured(settings: Settings) -> AsyncIterator[str]:
         url, pid, http_port = server.url, server.process.pid, server.http_port  # type: ignore[union-attr]
         write_private(marker, json.dumps({"pid": pid, "url": url, "http_port": http_port}))
     gone = asyncio.Event()
-    watch = asyncio.create_task(_watch(pid, gone, asyncio.current_task()))
+    held = _Held(pid, url, http_port)
+    user = None if keep_going else asyncio.current_task()
+    watch = asyncio.create_task(_watch(held, marker, gone, user))
     try:
         yield url
     except BaseException:
-        if gone.is_set() or not _alive(pid):  # whatever failed, the server's end is why
+        if gone.is_set() or not _alive(held.pid):  # whatever failed, the server's end is why
             raise NatsServerError(
-                f"the embedded nats-server (pid {pid}, {url}) went away while this command "
-                "used it: run the command again (a new server starts)"
+                f"the embedded nats-server (pid {held.pid}, {url}) went away while this "
+                "command used it: run the command again (a new server starts)"
             ) from None
         raise
     finally:
         watch.cancel()
         with suppress(asyncio.CancelledError):
             await watch
-        if _alive(pid):
-            await asyncio.to_thread(_leave, marker, pid, http_port, owner)
+        if _alive(held.pid):
+            await asyncio.to_thread(_leave, marker, held.pid, held.http_port, owner)
+
+
+def server_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs nats-server (a zombie no longer does)."""
+    return _alive(pid)
 
 
 def _alive(pid: int) -> bool:
@@ -200,21 +223,51 @@ def _alive(pid: int) -> bool:
     return _is_nats_server(pid)
 
 
-async def _watch(pid: int, gone: asyncio.Event, user: asyncio.Task[object] | None) -> None:
-    """End ``user`` (the command) once the server has been dead ``GONE_AFTER_S``."""
+def successor(marker: Path, held: _Held) -> tuple[int, int | None] | None:
+    """The pid and monitoring port of a live server ``marker`` names at ``held``'s URL
+    in place of ``held``'s (None: there is none)."""
+    try:
+        info = json.loads(marker.read_text())
+        pid, url = int(info["pid"]), str(info["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if pid == held.pid or url != held.url or not _alive(pid):
+        return None
+    return pid, info.get("http_port")
+
+
+async def _watch(
+    held: _Held, marker: Path, gone: asyncio.Event, user: asyncio.Task[object] | None
+) -> None:
+    """End ``user`` (the command) once the server has been dead ``GONE_AFTER_S`` with no
+    successor at its URL; without ``user``, only say it (once)."""
     dead_since: float | None = None
+    said = False
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(1.0)
-        if _alive(pid):
-            dead_since = None
+        if _alive(held.pid):
+            dead_since, said = None, False
+            continue
+        if (found := successor(marker, held)) is not None:
+            log.warning(
+                "the embedded nats-server (pid %d) was replaced by pid %d on %s: going on",
+                held.pid,
+                found[0],
+                held.url,
+            )
+            held.pid, held.http_port = found
+            dead_since, said = None, False
             continue
         dead_since = dead_since or loop.time()
-        if loop.time() - dead_since >= GONE_AFTER_S:
-            log.error("the embedded nats-server (pid %d) is gone: this command ends", pid)
+        if loop.time() - dead_since >= GONE_AFTER_S and not said:
+            if user is None:
+                log.error("the embedded nats-server (pid %d) is gone", held.pid)
+                said = True
+                continue
+            log.error("the embedded nats-server (pid %d) is gone: this command ends", held.pid)
             gone.set()
-            if user is not None:
-                user.cancel()
+            user.cancel()
             return
 
 
@@ -276,6 +329,7 @@ async def open_log(
     role: Role = Role.ADMIN,
     read_only: bool = False,
     create: bool = False,
+    keep_going: bool = False,
 ) -> AsyncIterator[JetStreamLog]:
     """The log, connected as ``role`` on the embedded server (as the configured
     credentials on a server of one's own, whatever the role); ``read_only`` for a command
@@ -288,9 +342,10 @@ async def open_log(
     Only an admin may create or change streams: on the embedded server an admin
     connection makes sure of them first, the rules bucket included (an engine that could
     create it could make it take messages from a bucket it writes), and the role's
-    connection then only uses them.
+    connection then only uses them. ``keep_going``: an embedded server's end does not end
+    the caller, which restarts it (``embedded_or_configured``).
     """
-    async with embedded_or_configured(settings) as url:
+    async with embedded_or_configured(settings, keep_going=keep_going) as url:
         if settings.nats_url:
             log_ = await _open_as_configured(
                 await connect(url, name=name, auth=settings.auth), settings, read_only, create

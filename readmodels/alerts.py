@@ -1,5 +1,12 @@
 """Alerts and their life cycle: raised and resolved by the rules; acknowledged, confirmed
-or dismissed, and closed by people (each an event in the log with who and why)."""
+or dismissed, and closed by people (each an event in the log with who and why).
+
+The people's part is a state machine (``NEXT``): a decision (confirmed or dismissed) is
+final, so an alert dismissed is never confirmed later; only a close follows it. The API
+refuses an action ``NEXT`` does not allow (409), and this projection refuses one that
+reaches the log anyway (two API processes acting at once) into the dead letters, so the
+first decision stands whatever order the clicks came in. The rule's own ``resolved_at``
+(its condition ended) is apart from this: it does not change the state."""
 
 from __future__ import annotations
 
@@ -15,6 +22,27 @@ ACTIONS = {
     "alert.dismissed": "dismissed",
     "alert.closed": "closed",
 }
+# The states an alert's state may move to: raised → acknowledged → confirmed | dismissed →
+# closed. A decision implies the alert was seen (raised may be decided at once); a close
+# needs someone to have looked (acknowledged) or decided; closed is the end.
+NEXT: dict[str, frozenset[str]] = {
+    "raised": frozenset({"acknowledged", "confirmed", "dismissed"}),
+    "acknowledged": frozenset({"confirmed", "dismissed", "closed"}),
+    "confirmed": frozenset({"closed"}),
+    "dismissed": frozenset({"closed"}),
+    "closed": frozenset(),
+}
+
+
+def refusal(state: str, to: str) -> str | None:
+    """Why an alert in ``state`` may not move to ``to`` (None: it may)."""
+    if to in NEXT.get(state, frozenset()):
+        return None
+    allowed = [s for s, nexts in NEXT.items() if to in nexts]  # in the life cycle's order
+    return (
+        f"the alert is {state}: it may become {to} only when "
+        f"{' or '.join(allowed) if allowed else 'never'}"
+    )
 
 
 class Alerts(Projection):
@@ -85,12 +113,9 @@ class Alerts(Projection):
             raise Unexpected(
                 "subject", f"{e.subject!r} is not the alert's subject {alert.subject!r}"
             )
-        if alert.closed_at is not None:
-            raise Unexpected(
-                "data.alert",
-                f"the alert was closed at {alert.closed_at:%Y-%m-%d %H:%M:%S} by {alert.closed_by}",
-            )
         action = ACTIONS[e.type]
+        if (why := refusal(alert.state, action)) is not None:
+            raise Unexpected("type", why)
         if alert.acknowledged_at is None:  # a decision or a close says it was seen
             alert.acknowledged_at, alert.acknowledged_by = e.at, d.by
         if action in ("confirmed", "dismissed"):
@@ -98,7 +123,7 @@ class Alerts(Projection):
             alert.decision_reason = d.reason
         elif action == "closed":
             alert.closed_at, alert.closed_by, alert.close_reason = e.at, d.by, d.reason
-        alert.state = action if action != "acknowledged" or alert.state == "raised" else alert.state
+        alert.state = action
         session.add(
             AlertAction(
                 id=e.id,

@@ -28,6 +28,7 @@ from readmodels.database import (
     migrate,
     shown_url,
 )
+from readmodels.dbfile import DatabaseGone
 from readmodels.maintenance import rebuild, standings
 from readmodels.projection import Projection
 from readmodels.runner import (
@@ -204,7 +205,7 @@ def migrate_command() -> None:
 def _run(go: Callable[[Settings], Awaitable[None]]) -> None:
     try:
         run_command(go)
-    except (SchemaMismatch, PositionMoved, ScopeConflict) as exc:
+    except (SchemaMismatch, PositionMoved, ScopeConflict, DatabaseGone) as exc:
         raise _fail(str(exc)) from None
     except OperationalError as exc:  # the database is not there, or refuses us
         raise _fail(f"the read models' database: {str(exc.orig).strip()}") from None

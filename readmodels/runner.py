@@ -35,6 +35,7 @@ from core.jetstream import JetStreamLog, SubjectFilter
 from core.log import DeadLetter, Stream
 from core.puller import ConsumerGone, Delivered, DeliveryGap, Puller
 from readmodels.alerts import Alerts
+from readmodels.dbfile import DatabaseFile
 from readmodels.measures import Heatmaps, Metrics
 from readmodels.projection import Projection, Unexpected
 from readmodels.receipts import Receipts
@@ -433,6 +434,7 @@ class ProjectionService:
         batch: int = 500,
     ) -> None:
         lock = asyncio.Lock()
+        self.file = DatabaseFile.of(db)  # a SQLite file deleted under us ends the run
         self.runners = [
             ProjectionRunner(p, log, db, scope=scope, batch=batch, lock=lock)
             for p in (selected or projections())
@@ -459,6 +461,7 @@ class ProjectionService:
         try:
             while not all(t.done() for t in tasks):
                 await asyncio.wait(tasks, timeout=every_s, return_when=asyncio.FIRST_EXCEPTION)
+                self.file.check()
                 for t in tasks:
                     if t.done() and t.exception() is not None:
                         raise t.exception()  # type: ignore[misc]

@@ -274,8 +274,9 @@ def test_alert_actions_are_events_with_who_once_per_key_and_none_after_close(
     assert a["state"] == "closed" and a["decision"] == "dismissed"
     assert a["acknowledged_by"].startswith("operator-1")
     assert [x["action"] for x in shown["actions"]] == ["acknowledged", "dismissed", "closed"]  # type: ignore[index]
-    r = c.post(f"{base}/confirm", headers=w.auth("operator"))
+    r = c.post(f"{base}/confirm", headers=w.auth("operator"), json={"reason": "it was"})
     assert r.status_code == 409 and r.json()["field"] == "path.alert_id"
+    assert "the alert is closed" in r.json()["detail"]
     r = c.post(f"{V1}/stores/{STORE}/alerts/nope/confirm", headers=w.auth("operator"))
     assert r.status_code == 404
     r = c.post(f"{base}/explode", headers=w.auth("operator"))

@@ -51,6 +51,31 @@ def test_tokens_are_made_listed_without_their_secret_and_revoked(
     assert bad.exit_code == 2
 
 
+def test_tokens_list_never_cuts_an_id_on_an_80_column_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    import api.cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(api.cli, "out", Console(width=80))  # a pipe's width, or a terminal's
+    stores = [f"--store={s}" for s in ("corner-01", "corner-02", "station-hall-west-0001")]
+    ids = []
+    for name in ("a holder with a long name, from the night shift", "ann"):
+        made = runner.invoke(
+            app, ["tokens", "create", "--role", "operator", *stores, "--name", name], env=ENV
+        )
+        assert made.exit_code == 0, made.output
+        ids.append(made.stdout.strip().splitlines()[-1].split(".")[0])
+    listed = runner.invoke(app, ["tokens", "list"], env=ENV)
+    assert listed.exit_code == 0, listed.output
+    assert max(len(line) for line in listed.stdout.splitlines()) <= 80
+    for token_id in ids:
+        assert token_id in listed.stdout, listed.stdout
+    assert "…" not in listed.stdout
+
+
 @pytest.mark.integration
 def test_api_run_serves_the_read_models_and_publishes_as_the_api_role(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

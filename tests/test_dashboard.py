@@ -14,7 +14,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,14 @@ class Page:
             "response",
             lambda r: self.problems.append(f"{r.status} {r.url}") if r.status >= 400 else None,
         )
+        self.page.on(
+            "console",
+            lambda m: (
+                self.problems.append(f"console: {m.text}")
+                if "Content Security Policy" in m.text
+                else None
+            ),
+        )
         self.page.goto(f"{served.url}#token={token or served.token}")
 
     def live(self) -> Any:
@@ -115,6 +123,15 @@ class Page:
             raise AssertionError(
                 f"{locator} not {state} in {timeout_s:.0f} s; the page: {shown}; {self.problems}"
             ) from None
+
+    def poll(self, what: str, check: Callable[[], bool], timeout_s: float) -> None:
+        """Wait until ``check()`` holds, asked from here: the page's policy lets no
+        predicate string be evaluated in it (Playwright's ``wait_for_function``)."""
+        deadline = time.monotonic() + timeout_s
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: not within {timeout_s:.0f} s; {self.problems}")
+            self.page.wait_for_timeout(100)
 
     def close(self) -> None:
         self.context.close()
@@ -186,7 +203,7 @@ def test_the_heatmap_and_the_charts_draw_with_data(tab: Page) -> None:
     page = tab.live()
     floor = page.locator(f'#floor svg[data-store="{STORES[0]}"]')
     floor.wait_for()
-    page.wait_for_function("document.querySelectorAll('#floor rect.cell').length > 20")
+    page.locator("#floor rect.cell").nth(20).wait_for(state="attached")
     cells = page.locator("#floor rect.cell").count()
     assert int(floor.get_attribute("data-cells") or 0) >= cells > 20
     assert "cells of 0.5 m" in page.locator("#heatmap-summary").inner_text()
@@ -201,9 +218,7 @@ def test_the_heatmap_and_the_charts_draw_with_data(tab: Page) -> None:
     page.screenshot(path=str(_shots() / "dashboard.png"), full_page=True)
     # The last hour only: fewer cells than the whole day.
     page.select_option("#heatmap-span", "hour")
-    page.wait_for_function(
-        f"document.querySelectorAll('#floor rect.cell').length < {cells}", timeout=10_000
-    )
+    tab.poll("fewer cells", lambda: page.locator("#floor rect.cell").count() < cells, 10)
     assert not tab.problems
 
 
@@ -326,7 +341,7 @@ def test_a_bad_correction_is_refused_with_the_reason_beside_the_form(tab: Page) 
     page.fill("#correction-reason", "too much")
     page.click("#correction-submit")
     error = page.locator("#correction-error")
-    page.wait_for_function("document.getElementById('correction-error').textContent !== ''")
+    tab.poll("the correction's error", lambda: error.inner_text() != "", 30)
     assert "would leave" in error.inner_text() and "body.adjustments[0]" in error.inner_text()
 
 
@@ -335,8 +350,7 @@ def test_the_store_picker_switches_to_another_store_of_the_chain(tab: Page) -> N
     page.select_option("#store-picker", STORES[1])
     page.locator(f'#floor svg[data-store="{STORES[1]}"]').wait_for()
     tab.live()
-    cells = "[...document.querySelectorAll('#receipts-body td')]"
-    page.wait_for_function(f"{cells}.some(td => td.textContent.startsWith('{STORES[1]}'))")
+    page.locator("#receipts-body td", has_text=STORES[1]).first.wait_for()
     assert page.title() == "aisle · Corner Shop Oostpoort #2"
     assert f"store={STORES[1]}" in page.url
     assert not tab.problems
@@ -348,6 +362,7 @@ def test_a_refused_token_asks_for_another_and_says_why(browser: Any, served: Ser
         dialog = tab.page.locator("#token-dialog")
         dialog.wait_for()
         assert "refused this token (401)" in tab.page.locator("#token-error").inner_text()
+        assert tab.page.evaluate("sessionStorage.getItem('aisle.token')") is None  # not kept
         tab.page.fill("#token-input", served.token)
         tab.page.click("#token-save")
         tab.live()
@@ -355,6 +370,22 @@ def test_a_refused_token_asks_for_another_and_says_why(browser: Any, served: Ser
         assert "#token" not in tab.page.url  # taken off the address bar
     finally:
         tab.close()
+
+
+def test_forgetting_the_token_leaves_none_in_the_tab_under_a_strict_script_policy(
+    tab: Page, served: Served
+) -> None:
+    page = tab.live()
+    policy = page.request.get(served.url).headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert page.evaluate("sessionStorage.getItem('aisle.token')") == served.token
+    page.click("#token-button")
+    page.click("#token-forget")
+    assert page.evaluate("sessionStorage.getItem('aisle.token')") is None
+    page.reload()  # nothing left to start with: the page asks
+    tab.until(page.locator("#token-dialog"))
+    assert page.locator("#live-status").get_attribute("data-state") != "live"
+    assert not [p for p in tab.problems if p.startswith("console:")], tab.problems
 
 
 def test_a_viewer_sees_traffic_and_heatmap_but_nothing_tied_to_a_shopper(
@@ -368,7 +399,7 @@ def test_a_viewer_sees_traffic_and_heatmap_but_nothing_tied_to_a_shopper(
     tab = Page(browser, served, token=viewer)
     try:
         page = tab.live()
-        page.wait_for_function("document.querySelectorAll('#floor rect.cell').length > 0")
+        page.locator("#floor rect.cell").first.wait_for(state="attached")
         for panel in ("alerts-panel", "carts-panel", "receipts-panel"):
             assert page.locator(f"#{panel}").is_hidden(), panel
         assert "viewer's" in page.locator("#now-panel").inner_text()

@@ -187,6 +187,35 @@ async def test_a_dead_embedded_server_is_replaced_not_waited_for(tmp_path: Path)
         assert not marker.exists()
 
 
+async def test_a_command_follows_a_successor_at_the_same_url_instead_of_ending(
+    tmp_path: Path,
+) -> None:
+    """``aisle serve`` restarts a server that died on its port (``api.keeper``): the other
+    commands' watch takes the new one for the old, and their client reconnects to it."""
+    from api.keeper import Keeper
+    from core.runtime import GONE_AFTER_S
+    from tests.test_log import visit
+
+    settings = Settings(nats_url=None, data_dir=tmp_path / ".aisle")
+    marker = settings.data_dir / "server.json"
+    async with asyncio.timeout(60):
+        async with open_log(settings) as log:
+            url = json.loads(marker.read_text())["url"]
+            dead = json.loads(marker.read_text())["pid"]
+            os.kill(dead, signal.SIGKILL)
+            keeper = Keeper(settings)
+            assert keeper.adopt()
+            new = await asyncio.to_thread(keeper._restart)
+            assert json.loads(marker.read_text()) | {"http_port": 0} == {
+                "pid": new, "url": url, "http_port": 0
+            }  # fmt: skip
+            await asyncio.sleep(GONE_AFTER_S + 2)  # a command without a successor ends by now
+            await log.publish_many(visit("s1", "v-1"))  # reconnected to the successor
+            assert len([r async for r in log.replay()]) == len(visit("s1", "v-1"))
+        assert not marker.exists()  # the last one out stopped the successor
+        assert not Path(f"/proc/{new}").exists() or "Z" in Path(f"/proc/{new}/stat").read_text()
+
+
 @pytest.mark.timeout(60)
 async def test_a_pid_reused_by_another_program_is_not_taken_for_the_server(
     tmp_path: Path,

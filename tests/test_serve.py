@@ -4,12 +4,13 @@ the log at an accelerated pace, and a clean stop on Ctrl-C."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import sys
 import time
 import urllib.request
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -26,6 +27,7 @@ from api.serve import (
     chain_layouts,
     dashboard_url,
 )
+from core import events as ev
 from core.cli import _load_plugins, app
 from core.layout import load_layout
 from tests.servekit import start_serve
@@ -33,17 +35,64 @@ from tests.servekit import start_serve
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 
 
-def test_the_demo_day_is_the_last_whole_opening_day_before_now() -> None:
+def test_the_demo_day_is_the_last_whole_day_before_now_its_closing_heartbeat_included() -> None:
     day = DemoDay(hours=15, opens=7)
-    evening = datetime(2026, 12, 7, 23, 30, tzinfo=AMSTERDAM)  # today's day has closed
-    assert day.start("Europe/Amsterdam", evening) == datetime(2026, 12, 7, 7, tzinfo=AMSTERDAM)
-    afternoon = datetime(2026, 12, 7, 16, 5, tzinfo=AMSTERDAM)  # still open: yesterday's
-    assert day.start("Europe/Amsterdam", afternoon) == datetime(2026, 12, 6, 7, tzinfo=AMSTERDAM)
-    # Whatever the hour, no event of the day is dated after now.
+    evening = datetime(2026, 12, 7, 23, 30, tzinfo=AMSTERDAM)  # closed, but not yet midnight
+    assert day.start("Europe/Amsterdam", evening) == datetime(2026, 12, 6, 7, tzinfo=AMSTERDAM)
+    after = datetime(2026, 12, 8, 0, 0, 10, tzinfo=AMSTERDAM)  # the heartbeat may be dated now
+    assert day.start("Europe/Amsterdam", after) == datetime(2026, 12, 7, 7, tzinfo=AMSTERDAM)
+    assert day.closes(datetime(2026, 12, 7, 7, tzinfo=AMSTERDAM)) == after
+    # Whatever the hour, no event of the day, its closing heartbeat included, is after now.
     for hour in range(24):
         now = datetime(2026, 12, 7, hour, 0, tzinfo=AMSTERDAM)
         start = day.start("Europe/Amsterdam", now)
-        assert start + timedelta(hours=15) <= now < start + timedelta(days=1, hours=15)
+        assert start + timedelta(hours=15) < day.closes(start) <= now
+        assert now < day.closes(start) + timedelta(days=1)
+
+
+def test_the_demo_days_closing_heartbeat_closes_its_last_hour_and_its_day() -> None:
+    """What the engine derives from a demo day, without and then with the heartbeat that
+    ``aisle serve --demo`` publishes when the day has been published."""
+    from api.serve import closing_heartbeats
+    from rules.loader import load_rules
+    from rules.reference import Reference
+    from rules.service.partition import ServiceConfig
+    from simulator.day import simulate
+    from tests.enginekit import PACKS
+
+    layout = load_layout(EXAMPLE)
+    day = DemoDay(shoppers=12, hours=15)
+    now = datetime(2026, 12, 7, 9, 0, tzinfo=AMSTERDAM)
+    start = day.start(layout.store.timezone, now)
+    run = simulate(layout, start, hours=day.hours, shoppers=day.shoppers, seed=day.seed)
+    engine = ServiceConfig("demo").engine(
+        load_rules(PACKS, Reference.of(layout, members=run.members))
+    )
+    before = engine.process(sorted(run.events, key=lambda e: e.at)).derived
+    midnight = (start + timedelta(days=1)).replace(hour=0).astimezone(UTC)
+    day_start = start.replace(hour=0).astimezone(UTC)
+
+    def kpis(derived: list[ev.Event]) -> dict[str, ev.Metric]:
+        return {
+            e.data.name: e
+            for e in derived
+            if isinstance(e, ev.Metric) and e.data.window_start == day_start
+            and e.data.window_end == midnight
+        }  # fmt: skip
+
+    assert "store_conversion" not in kpis(before)  # the day never closed
+    heartbeats = closing_heartbeats([layout], day, now)
+    assert [h.at for h in heartbeats] == [day.closes(start).astimezone(UTC)]
+    after = engine.process(heartbeats).derived
+    assert "store_conversion" in kpis(after), sorted(kpis(after))
+    last_hour = start.replace(hour=21).astimezone(UTC)
+    footfall = [
+        e for e in before + after
+        if isinstance(e, ev.Metric) and e.data.name == "footfall"
+        and e.data.window_start == last_hour
+    ]  # fmt: skip
+    assert footfall or not [e for e in run.events if e.type == "shopper.entered"
+                            and e.at >= last_hour]  # fmt: skip
 
 
 async def test_the_demo_pace_publishes_store_time_speed_times_faster(jslog) -> None:  # type: ignore[no-untyped-def]
@@ -141,7 +190,7 @@ def test_serve_demo_shows_a_store_day_through_the_api_and_ctrl_c_stops_everythin
         tmp_path, "--demo", "--shoppers", "40", "--head-start", "6", "--speed", "3000"
     )
     try:
-        assert "operator token (shown once)" in "".join(served.lines)
+        assert "operator token (new, in " in "".join(served.lines)
         nats = served.nats_pid()
         children = [pid for pid in served.children() if pid != nats]
         assert nats is not None and len(children) == 2  # the engine and the projections
@@ -153,6 +202,20 @@ def test_serve_demo_shows_a_store_day_through_the_api_and_ctrl_c_stops_everythin
         )
         live = served.get("/stores/corner-01/live")
         assert live["store"] == "corner-01"
+        # At the end of the day its windows close: the day's store conversion appears.
+        start = DemoDay().start("Europe/Amsterdam", datetime.now().astimezone())
+        day = start.replace(hour=0).astimezone(UTC)
+        span = f"from={day:%Y-%m-%dT%H:%M:%SZ}&to={day + timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}"
+        closed = served.wait_for(
+            "the day's store conversion",
+            lambda: (
+                served.get(f"/stores/corner-01/metrics?{span}&name=store_conversion")["kpis"][
+                    "store_conversion"
+                ]
+                is not None
+            ),
+            timeout_s=150,
+        )
         with urllib.request.urlopen(served.url, timeout=10) as resp:
             assert "aisle" in resp.read().decode()
         began = time.monotonic()
@@ -164,7 +227,10 @@ def test_serve_demo_shows_a_store_day_through_the_api_and_ctrl_c_stops_everythin
     for pid in [nats, *children]:
         assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"pid {pid} still runs"
     assert not (served.data_dir / "server.json").exists()
-    print(f"first receipt through the API after {took:.1f} s; stopped in {stopped_in:.1f} s")
+    print(
+        f"first receipt through the API after {took:.1f} s, the day closed {closed:.1f} s "
+        f"later; stopped in {stopped_in:.1f} s"
+    )
 
 
 def _zombie(pid: int) -> bool:
@@ -172,3 +238,85 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
     except OSError:
         return True
+
+
+def test_serve_keeps_one_operator_token_across_starts_owner_only(tmp_path: Path) -> None:
+    from api.auth import list_tokens, revoke_token
+    from api.serve import serve_token
+    from tests.readmodelkit import sqlite_db
+
+    db = sqlite_db(tmp_path / "rm.db")
+    url, kept = f"sqlite:///{tmp_path / 'rm.db'}", tmp_path / "serve" / "operator.token"
+    first, reused = serve_token(url, (), "aisle serve", kept)
+    assert not reused and kept.read_text().strip() == first
+    assert kept.stat().st_mode & 0o777 == 0o600
+    for _ in range(3):  # each start of serve
+        assert serve_token(url, (), "aisle serve", kept) == (first, True)
+    assert [t.id for t in list_tokens(db)] == [first.split(".")[0]]
+    # Other stores: the old token is revoked, not left behind.
+    other, reused = serve_token(url, ("corner-01",), "aisle serve", kept)
+    assert not reused and other != first
+    rows = {t.id: t for t in list_tokens(db)}
+    assert rows[first.split(".")[0]].revoked_at is not None
+    assert rows[other.split(".")[0]].revoked_at is None
+    # Revoked by a user: the next start makes a new one.
+    revoke_token(db, other.split(".")[0])
+    third, reused = serve_token(url, ("corner-01",), "aisle serve", kept)
+    assert not reused and third not in (first, other)
+    assert len(list_tokens(db)) == 3
+
+
+@pytest.mark.integration
+def test_a_killed_embedded_nats_server_is_restarted_and_serve_goes_on(tmp_path: Path) -> None:
+    import signal
+    import urllib.error
+
+    served = start_serve(tmp_path, "--no-engine")
+    try:
+        nats = served.nats_pid()
+        children = served.children()
+        assert nats is not None and len([p for p in children if p != nats]) == 1
+        url = json.loads((served.data_dir / "server.json").read_text())["url"]
+        assert served.get("/stores/corner-01/events?limit=1")["items"] == []
+        os.kill(nats, signal.SIGKILL)
+        answers: set[int] = set()
+
+        def back() -> bool:
+            try:
+                served.get("/stores/corner-01/events?limit=1")
+            except urllib.error.HTTPError as exc:
+                answers.add(exc.code)  # while it is down: 503, never a 500
+                raise
+            now = served.nats_pid()
+            return now is not None and now != nats
+
+        took = served.wait_for("the log back through the API", back, timeout_s=60)
+        assert answers <= {503}, answers
+        assert served.process.poll() is None, served.logs()  # serve did not end
+        assert json.loads((served.data_dir / "server.json").read_text())["url"] == url
+        served.read_until(r"nats-server \(pid \d+, \S+\) stopped \(killed by signal 9\)", 10)
+        served.read_until(r"nats-server is back on \S+ \(pid \d+\)", 10)
+        # The projections reconnected (or were started again): a new event reaches the API.
+        alert = ev.derive(
+            ev.AlertRaised,
+            rule=ev.RuleRef("frustration.queue_wait", "1.0.0"),
+            caused_by=["0" * 32],
+            store="corner-01",
+            at=datetime.now(UTC) - timedelta(minutes=1),
+            subject="s-after",
+            data=ev.AlertData(alert="queue_wait_long", key="s-after", severity="warning"),
+        )
+        served.publish([alert])
+        served.wait_for(
+            "an alert published after the restart, projected",
+            lambda: bool(served.get(f"/stores/corner-01/alerts/{alert.id}")),
+            timeout_s=60,
+        )
+        new_nats = served.nats_pid()
+        code = served.interrupt()
+    finally:
+        served.stop()
+    assert code == 0, served.logs()
+    assert new_nats is not None
+    assert not Path(f"/proc/{new_nats}").exists() or _zombie(new_nats)
+    print(f"the log was back through the API {took:.1f} s after the kill")

@@ -1,7 +1,15 @@
-"""Alerts: list and filter; acknowledge, confirm, dismiss, resolve (each an event)."""
+"""Alerts: list and filter; acknowledge, confirm, dismiss, resolve (each an event).
+
+An action moves the alert along its life cycle (``readmodels.alerts.NEXT``); one the
+alert's state does not allow is refused with 409 naming the state. The state is the read
+models', and the actions this API process published that they do not show yet (a dismiss
+clicked just before a close), as the receipts' corrections in flight are counted."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -11,12 +19,14 @@ from starlette.concurrency import run_in_threadpool
 
 from api import audit
 from api.auth import Operator
-from api.context import Ctx
+from api.context import Context, Ctx
 from api.operator import Accepted, IdempotencyKey, applied_seq, key_id, publish, same_action
 from api.pages import Limit, Moment, Offset, next_offset
 from api.problems import Problem, documented
 from api.stores import open_store
 from core import events as ev
+from readmodels.alerts import ACTIONS as STATES
+from readmodels.alerts import refusal
 from readmodels.tables import Alert, AlertAction
 
 router = APIRouter(tags=["alerts"], responses=documented(401, 403, 404, 422))
@@ -44,6 +54,39 @@ class AlertDetail(BaseModel):
 
 class ActionIn(BaseModel):
     reason: str = Field(default="", max_length=1000)
+
+
+DECISIONS = ("confirm", "dismiss")  # final: they need a reason, kept with the decision
+IN_FLIGHT_MAX = 10_000  # alerts whose last action this process remembers
+
+
+@dataclass
+class _InFlight:
+    """The last action this process published on each alert (its event id and the state
+    it moves to), until the read models show it; one action at a time, so two clicks
+    cannot both pass the check."""
+
+    last: OrderedDict[str, tuple[str, str]] = field(default_factory=OrderedDict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def note(self, alert_id: str, event_id: str, state: str) -> None:
+        self.last[alert_id] = (event_id, state)
+        self.last.move_to_end(alert_id)
+        while len(self.last) > IN_FLIGHT_MAX:
+            self.last.popitem(last=False)
+
+
+def _in_flight(ctx: Context) -> _InFlight:
+    if ctx.alert_actions is None:
+        ctx.alert_actions = _InFlight()
+    return ctx.alert_actions  # type: ignore[no-any-return]
+
+
+def _state(ctx: Context, alert: Alert, pending: tuple[str, str] | None) -> str:
+    """The alert's state counting an action in flight (not yet in the read models)."""
+    if pending is not None and applied_seq(ctx, AlertAction, pending[0]) is None:
+        return pending[1]
+    return alert.state
 
 
 @router.get("/stores/{store}/alerts", response_model=AlertPage)
@@ -125,7 +168,14 @@ async def act_on_alert(
     projections have applied it."""
     await run_in_threadpool(open_store, ctx, who, store)
     alert = await run_in_threadpool(_alert, ctx, store, alert_id)
-    reason = body.reason if body else ""
+    reason = body.reason.strip() if body else ""
+    if action in DECISIONS and not reason:
+        raise Problem(
+            422,
+            "invalid request",
+            f"a reason is required to {action} an alert (it is kept with the decision)",
+            field="body.reason",
+        )
     data = ev.AlertActionData(alert=alert.id, by=who.who[:128], reason=reason)
     if idempotency_key is not None:  # a retry of what is applied already: the same answer
         eid = key_id(who, ACTIONS[action], store, alert.id, idempotency_key)
@@ -133,23 +183,31 @@ async def act_on_alert(
         if seq is not None:
             await same_action(ctx, seq, eid, data)
             return Accepted(event_id=eid, type=ACTIONS[action].type, seq=seq, duplicate=True)
-    if alert.closed_at is not None:
-        raise Problem(
-            409,
-            "conflict",
-            f"the alert was closed at {alert.closed_at:%Y-%m-%d %H:%M:%S} by {alert.closed_by}",
-            field="path.alert_id",
+    flight = _in_flight(ctx)
+    to = STATES[ACTIONS[action].type]
+    async with flight.lock:
+        pending = flight.last.get(alert.id)
+        retry = (
+            idempotency_key is not None
+            and pending is not None
+            and pending[0] == key_id(who, ACTIONS[action], store, alert.id, idempotency_key)
         )
-    done = await publish(
-        ctx,
-        who,
-        ACTIONS[action],
-        store=store,
-        subject=alert.subject,
-        data=data,
-        target=alert.id,
-        key=idempotency_key,
-    )
+        state = await run_in_threadpool(_state, ctx, alert, pending)
+        if not retry and (why := refusal(state, to)) is not None:
+            if state == "closed" and alert.closed_at is not None:
+                why += f" (closed at {alert.closed_at:%Y-%m-%d %H:%M:%S} by {alert.closed_by})"
+            raise Problem(409, "conflict", why, field="path.alert_id")
+        done = await publish(
+            ctx,
+            who,
+            ACTIONS[action],
+            store=store,
+            subject=alert.subject,
+            data=data,
+            target=alert.id,
+            key=idempotency_key,
+        )
+        flight.note(alert.id, done.event_id, to)
     if not done.duplicate:  # the first request was audited
         await run_in_threadpool(
             audit.record, ctx.db, who, done.type, store=store, target=alert.id, detail=reason

@@ -34,8 +34,9 @@ CSV_COLUMNS = ("start", "name", "zone", "count", "sum", "min", "max", "last", "m
 KPIS: dict[str, tuple[str, str]] = {
     "footfall": ("footfall", "sum"),
     "occupancy_max": ("occupancy", "max"),
-    "capture_rate": ("capture_rate", "mean"),  # entries / passers-by
-    "capture_rate_of_traffic": ("capture_rate_of_traffic", "mean"),  # entries / all traffic
+    # entries / passers-by and entries / all traffic: from the range's sums (``_capture``)
+    "capture_rate": ("capture_rate", "mean"),
+    "capture_rate_of_traffic": ("capture_rate_of_traffic", "mean"),
     "store_conversion": ("store_conversion", "last"),
     "zone_conversion": ("zone_conversion", "mean"),
     "dwell_s": ("zone_visit_s", "mean"),
@@ -177,6 +178,7 @@ def compute(
             "last": last,
             "mean": total / count if count else None,
         }[how]
+    kpis.update(_capture(by_name))
     return {
         "store": store,
         "start": start,
@@ -185,6 +187,27 @@ def compute(
         "timezone": str(tz),
         "series": series,
         "kpis": kpis,
+    }
+
+
+def _capture(by_name: dict[str, list[Row]]) -> dict[str, float | None]:
+    """The capture rates over the range from its sums: entries over passers-by, and
+    entries over entries plus passers-by, of the hours whose passers-by were counted (an
+    hour without is no part of either, as the rules leave its rate undefined). A mean of
+    the hours' rates would weigh a quiet hour as much as a busy one. Read models of a
+    traffic pack before 1.4.0 hold no passers-by counts: their KPIs stay the mean of the
+    hours' rates, the only figure those rows allow."""
+    passersby: dict[datetime, float] = {}
+    for r in by_name.get("passersby", ()):
+        passersby[r[2]] = passersby.get(r[2], 0.0) + r[4]
+    counted = {hour for hour, n in passersby.items() if n > 0}
+    if not counted:
+        return {}
+    entries = sum(r[4] for r in by_name.get("footfall", ()) if r[2] in counted)
+    seen = sum(passersby[h] for h in counted)
+    return {
+        "capture_rate": entries / seen,
+        "capture_rate_of_traffic": entries / (entries + seen),
     }
 
 

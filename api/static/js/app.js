@@ -31,6 +31,7 @@ const state = {
 
 function showError(error) {
   if (error instanceof ApiError && error.unauthorized) {
+    token.clear(); // a revoked or wrong token is not kept for the next load
     setStatus("refused", "token refused");
     askToken("The API refused this token (401): give another.");
     return;

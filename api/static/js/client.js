@@ -7,7 +7,12 @@ const KEY = "aisle.token";
 export const token = {
   get: () => sessionStorage.getItem(KEY) || "",
   set: (value) => sessionStorage.setItem(KEY, value.trim()),
-  clear: () => sessionStorage.removeItem(KEY),
+  // Forgetting (the "Forget it" button, a refused token) leaves nothing behind: the
+  // tab's copy, and a cookie session (POST /session) if one was ever opened.
+  clear() {
+    sessionStorage.removeItem(KEY);
+    fetch(`${BASE}/session`, { method: "DELETE", cache: "no-store" }).catch(() => {});
+  },
   // `aisle serve` prints the dashboard's URL with #token=...: kept, then taken off the
   // address bar (a fragment never reaches a server, and now not the history either).
   fromLocation() {

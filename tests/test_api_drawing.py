@@ -1,0 +1,37 @@
+"""The heatmap PNG: heat on the floor only, never outside the floor polygon."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from api.drawing import _bounds, heatmap_png
+from core.layout import load_layout
+from tests.enginekit import LAYOUT_FILE
+
+SCALE = 60.0
+PAD = 0.5
+
+
+def _pixel(img: np.ndarray, x: float, y: float, top: float) -> tuple[int, ...]:
+    """The colour at floor point (x, y) metres, as ``heatmap_png`` places it."""
+    x0 = _bounds(load_layout(LAYOUT_FILE))[0]
+    col, row = round((x - x0 + PAD) * SCALE), round((top - y + PAD) * SCALE)
+    return tuple(int(v) for v in img[row, col])
+
+
+def test_the_heatmap_png_draws_no_cell_outside_the_floor() -> None:
+    layout = load_layout(LAYOUT_FILE)
+    _, y0, _, y1 = _bounds(layout)
+    assert y0 < 0  # the pavement's counting line lies outside the floor: inside the picture
+    size = 0.5
+    # One cell on the pavement (x 5-5.5 m, y -2 to -1.5 m), one inside the store.
+    cells = [(10, -4, 100.0), (4, 4, 100.0)]
+    img = cv2.imdecode(
+        np.frombuffer(heatmap_png(layout, cells, size, scale=SCALE), np.uint8), cv2.IMREAD_COLOR
+    )
+    assert _pixel(img, 5.25, -1.75, y1) == (255, 255, 255)  # outside the floor: untouched
+    assert _pixel(img, 2.25, 2.25, y1) != (255, 255, 255)  # inside: heat
+    # Without a layout (nothing to clip to) every cell is drawn.
+    bare = cv2.imdecode(np.frombuffer(heatmap_png(None, cells, size), np.uint8), cv2.IMREAD_COLOR)
+    assert (bare != 255).any(axis=2).sum() > 2 * (size * SCALE) ** 2 * 0.9
