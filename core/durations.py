@@ -46,12 +46,14 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def duration_option(text: str) -> float:
+def duration_option(text: str | float) -> float:
     """A command-line duration: ``2s``, ``500ms``, ``1m``, or a bare number of seconds, the
     same form for every option (``--lateness`` was seconds in one command and a duration
     in another)."""
     try:
-        return float(text) if _NUMBER.fullmatch(text.strip()) else parse_duration(text)
+        if isinstance(text, str) and _NUMBER.fullmatch(text.strip()):
+            return float(text)
+        return parse_duration(text)  # a text, or an option's default (a number)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 

@@ -22,7 +22,7 @@ from core.natsd import EmbeddedNats
 from readmodels.dbfile import DatabaseGone
 from readmodels.runner import ProjectionService
 from readmodels.tables import Alert
-from tests.conftest import unique_prefix
+from tests.conftest import set_up, unique_prefix
 from tests.enginekit import LAYOUT_FILE
 from tests.readmodelkit import sqlite_db
 
@@ -52,6 +52,7 @@ def test_an_action_while_the_log_is_down_answers_503_and_reads_still_work(
         )
     token = create_token(db, Role.OPERATOR)[1]
     config = LogConfig(prefix=unique_prefix(), publish_deadline_s=2)
+    set_up({"AISLE_NATS_URL": private_nats.url, "AISLE_PREFIX": config.prefix})
     settings = ApiSettings(
         core=Settings(nats_url=private_nats.url, log=config),
         database_url=f"sqlite:///{tmp_path / 'rm.db'}",

@@ -28,6 +28,7 @@ def test_the_forms_and_a_bad_one() -> None:
     assert [duration_option(t) for t in ("2s", "500ms", "1m30s", "5", "0.5", "1h")] == [
         2.0, 0.5, 90.0, 5.0, 0.5, 3600.0,
     ]  # fmt: skip
+    assert duration_option(2.0) == 2.0, "typer hands an option's default to its parser"
     for bad in ("2x", "-1", "1e400", "", "inf"):
         with pytest.raises(typer.BadParameter, match="is not a duration"):
             duration_option(bad)
