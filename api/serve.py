@@ -41,7 +41,7 @@ from core.access import Role
 from core.cli import run as run_command
 from core.config import Settings
 from core.console import Console
-from core.layout import Layout, load_layout
+from core.layout import Layout, chain_store_ids, load_layout
 from core.log import publish_in_order
 from core.logs import configure
 from core.runtime import open_log
@@ -116,7 +116,7 @@ class ServeError(RuntimeError):
 
 
 def chain_layouts(path: Path, stores: int, folder: Path) -> tuple[Path, ...]:
-    """``stores`` copies of a layout file under their own store ids (``<id>-001``...),
+    """``stores`` copies of a layout file under the chain's store ids (``chain_store_ids``),
     written into ``folder`` with the comments kept, so that the API draws each store's
     floor; one store: the file itself."""
     if stores == 1:
@@ -125,11 +125,11 @@ def chain_layouts(path: Path, stores: int, folder: Path) -> tuple[Path, ...]:
     folder.mkdir(parents=True, exist_ok=True)
     base = load_layout(path).store.id
     out = []
-    for k in range(1, stores + 1):
+    for k, store in enumerate(chain_store_ids(base, stores), start=1):
         doc = yaml.load(path.read_text())
-        doc["store"]["id"] = f"{base}-{k:03d}"
+        doc["store"]["id"] = store
         doc["store"]["name"] = f"{doc['store'].get('name', base)} #{k}"
-        copy = folder / f"{base}-{k:03d}.yaml"
+        copy = folder / f"{store}.yaml"
         with copy.open("w") as f:
             yaml.dump(doc, f)
         out.append(copy)

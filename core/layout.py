@@ -332,6 +332,22 @@ class Layout(_Spec):
             raise KeyError(f"store {self.store.id!r} has no {kind} {key!r}") from None
 
 
+def chain_store_ids(first: str, stores: int) -> list[str]:
+    """The ids of a chain of ``stores`` stores of one design, the first being ``first``: a
+    store keeps its id whether one or six are simulated. A trailing number counts on in
+    its own width (``corner-01``, ``corner-02``...), other ids take ``-2``, ``-3``..."""
+    stem = first.rstrip("0123456789")
+    digits = first[len(stem) :]
+    if digits:
+        ids = [f"{stem}{int(digits) + k:0{len(digits)}d}" for k in range(stores)]
+    else:
+        ids = [first] + [f"{first}-{k}" for k in range(2, stores + 1)]
+    for store in ids:
+        if len(store) > 64:
+            raise ValueError(f"store id {store!r} of a chain of {stores} is over 64 characters")
+    return ids
+
+
 class LayoutError(ValueError):
     """A layout with problems; ``errors`` holds every one, each with its place in the file."""
 

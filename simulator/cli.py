@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from collections import Counter
 from datetime import datetime
@@ -20,7 +21,7 @@ from core.cli import run
 from core.config import Settings
 from core.console import Console
 from core.jetstream import JetStreamLog
-from core.layout import Layout, load_layout
+from core.layout import Layout, chain_store_ids, load_layout
 from core.log import publish_in_order
 from core.runtime import open_log
 from simulator.day import PACKS, alert_thresholds, simulate, standard_packs
@@ -36,13 +37,9 @@ out = Console()
 
 def _chain(layout: Layout, stores: int) -> list[Layout]:
     """``stores`` copies of a layout under their own store ids (a chain of one design)."""
-    if stores == 1:
-        return [layout]
     return [
-        msgspec.structs.replace(
-            layout, store=msgspec.structs.replace(layout.store, id=f"{layout.store.id}-{k:03d}")
-        )
-        for k in range(1, stores + 1)
+        msgspec.structs.replace(layout, store=msgspec.structs.replace(layout.store, id=store))
+        for store in chain_store_ids(layout.store.id, stores)
     ]
 
 
@@ -76,12 +73,17 @@ async def simulate_chain(
     publish: bool,
     realtime: bool = False,
     packs: list[Path] | None = None,
+    *,
+    speed: float = 1.0,
 ) -> None:
-    """``packs``: the rule packs whose alerts the truth predicts (default: the standard ones)."""
+    """``packs``: the rule packs whose alerts the truth predicts (default: the standard ones);
+    ``realtime``: every store's events published together as they happen, ``speed`` times
+    faster than the clock."""
     totals = Counter[str]()
     began = time.perf_counter()
 
     async def each(log: JetStreamLog | None) -> None:
+        together: list[list[ev.Event]] = []  # real time: every store at once, as a chain runs
         with Progress(console=out) as progress:
             task = progress.add_task("simulating", total=len(layouts))
             for k, layout in enumerate(layouts):
@@ -100,10 +102,12 @@ async def simulate_chain(
                     receipts = truth_dir / f"{layout.store.id}.receipts.json"
                     receipts.write_bytes(msgspec.json.encode(run.receipts()))
                 if log is not None and realtime:
-                    await _paced(log, run.events)
+                    together.append(run.events)
                 elif log is not None:  # as the store's adapters would: the service
                     await publish_in_order(log, run.events)  # merges its streams by arrival
                 progress.advance(task)
+        if log is not None and together:
+            await _paced(log, list(heapq.merge(*together, key=lambda e: e.at)), speed)
 
     if publish:
         async with open_log(settings, name="aisle-simulate", role=Role.ADAPTER, create=True) as log:
@@ -235,6 +239,15 @@ def register(app: typer.Typer) -> None:
         realtime: Annotated[
             bool, typer.Option(help="Publish as it happens (for demos and latency tests).")
         ] = False,
+        speed: Annotated[
+            float,
+            typer.Option(
+                min=0.001,
+                max=1e6,
+                help="--realtime: this many seconds of store time a second (60: a day in "
+                "15 minutes).",
+            ),
+        ] = 1.0,
         packs: Annotated[
             Path,
             typer.Option(
@@ -317,11 +330,13 @@ def register(app: typer.Typer) -> None:
         ):
             if given:
                 raise typer.BadParameter("only with --video", param_hint=name)
+        if speed != 1.0 and not realtime:
+            raise typer.BadParameter("only with --realtime", param_hint="--speed")
         hours = 15.0 if hours is None else hours
         shoppers = 300 if shoppers is None else shoppers
         args = (start, hours, shoppers, seed, truth, publish, realtime, files)
         chain = _chain(layout, stores)
-        run(lambda settings: simulate_chain(settings, chain, *args))
+        run(lambda settings: simulate_chain(settings, chain, *args, speed=speed))
 
     def _video(
         layout: Layout,

@@ -428,8 +428,8 @@ def test_simulate_publishes_a_chain_and_writes_the_truth(
         re.search(r"published ([\d,]+) events", result.output).group(1).replace(",", "")
     )
     truth = sorted(p.name for p in tmp_path.glob("*.truth.jsonl"))
-    assert truth == ["corner-01-001.truth.jsonl", "corner-01-002.truth.jsonl"]
-    receipts = json.loads((tmp_path / "corner-01-001.receipts.json").read_text())
+    assert truth == ["corner-01.truth.jsonl", "corner-02.truth.jsonl"], "the first keeps its id"
+    receipts = json.loads((tmp_path / "corner-01.receipts.json").read_text())
     assert receipts and all(isinstance(lines, dict) for lines in receipts.values())
     records = [json.loads(x) for x in (tmp_path / truth[0]).read_text().splitlines()]
     assert records and {"visitor", "persona", "items", "paid", "path"} <= set(records[0])
@@ -442,6 +442,26 @@ def test_simulate_publishes_a_chain_and_writes_the_truth(
     info = runner.invoke(app, ["log", "info", "--json"], env=env)
     after = {s["name"]: s["messages"] for s in json.loads(info.stdout)}
     assert after == stats, "the same seed publishes the same events: nothing new"
+
+
+def test_simulate_a_chain_in_real_time_publishes_its_stores_together(env: dict[str, str]) -> None:
+    """It published one store's day, then the next's."""
+    args = ["simulate", "--shoppers", "10", "--hours", "0.1", "--stores", "2", "--realtime"]
+    result = runner.invoke(app, [*args, "--speed", "400"], env=env)
+    assert result.exit_code == 0, result.output
+
+    async def stores_in_order() -> list[str]:
+        nc = await connect(env["AISLE_NATS_URL"])
+        log = await JetStreamLog.open(nc, LogConfig(prefix=env["AISLE_PREFIX"]))
+        try:
+            return [r.event.store async for r in log.replay()]
+        finally:
+            await nc.close()
+
+    order = asyncio.run(stores_in_order())
+    first_02, last_01 = order.index("corner-02"), len(order) - 1 - order[::-1].index("corner-01")
+    assert first_02 < last_01, "the second store began before the first had ended"
+    assert runner.invoke(app, ["simulate", "--speed", "2"], env=env).exit_code == 2
 
 
 def test_simulate_writes_the_truth_of_the_packs_it_is_given(tmp_path: Path) -> None:

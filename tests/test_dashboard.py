@@ -32,7 +32,7 @@ from tests.servekit import Served, start_serve
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev extra")
 
 CHROMIUM = Path(os.environ.get("AISLE_CHROMIUM", "/usr/bin/chromium"))
-STORES = ("corner-01-001", "corner-01-002")
+STORES = ("corner-01", "corner-02")
 LIVE_S = 10.0  # a live alert shows within this many seconds of its event in the log
 
 pytestmark = pytest.mark.integration

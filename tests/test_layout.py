@@ -758,3 +758,18 @@ def test_a_load_cell_under_two_slots_is_refused_at_the_second() -> None:
         text.replace("sensor: cell-1}\n      - {sku: beer", "sensor: c2}\n      - {sku: beer")
     ).catalog[0]
     assert apple.tolerance_g == pytest.approx(5.4)  # 3% of 180 g
+
+
+def test_a_chain_numbers_its_stores_from_the_layouts_own_id() -> None:
+    from core.layout import chain_store_ids
+
+    assert chain_store_ids("corner-01", 1) == ["corner-01"]
+    assert chain_store_ids("corner-01", 3) == ["corner-01", "corner-02", "corner-03"]
+    assert chain_store_ids("amsterdam-oost", 3) == [
+        "amsterdam-oost",
+        "amsterdam-oost-2",
+        "amsterdam-oost-3",
+    ]
+    assert chain_store_ids("s9", 3) == ["s9", "s10", "s11"]
+    with pytest.raises(ValueError, match="over 64 characters"):
+        chain_store_ids("a" * 64, 2)
