@@ -14,6 +14,7 @@ lookup tables) is computed once at load and cached on the instance.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import zoneinfo
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
@@ -81,11 +82,21 @@ class _Spec(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, dict=
     """Frozen and strict; ``dict=True`` only so ``cached_property`` can hold derived geometry."""
 
 
+# A pattern of store ids a layout serves: store-id characters, with * and ? as in a glob.
+ServesPattern = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_*?-]{1,64}$")]
+
+
 class Store(_Spec):
     id: StoreId
     name: Name
     timezone: str
     currency: Currency = "EUR"
+    # The stores of a chain this layout also serves (``corner-*``): one design, many ids.
+    serves: Annotated[tuple[ServesPattern, ...], Meta(max_length=256)] = ()
+
+    def serves_store(self, store: str) -> bool:
+        """Whether this is ``store``'s layout: its own id, or one its patterns match."""
+        return store == self.id or any(fnmatch.fnmatchcase(store, p) for p in self.serves)
 
 
 class Line(_Spec):

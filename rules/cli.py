@@ -175,8 +175,14 @@ def replay(
     except (SourceError, ValueError) as exc:  # WhatIfError, a bad duration
         err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    if lay.store.id != store:
-        err.print(f"warning: layout {layout} is store {lay.store.id}'s, not {store}'s")
+    if lay.store.serves and not lay.store.serves_store(store):  # it names its stores
+        err.print(
+            f"warning: layout {layout} serves {', '.join((lay.store.id, *lay.store.serves))}, "
+            f"not {store}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
     async def go(settings: Settings) -> whatif.Report:
         async with open_log(

@@ -50,6 +50,7 @@ class Reference:
         for layout in self.layouts.values():
             layout.prepare()
         self._zones: dict[str, tzinfo] = {}
+        self._served: dict[str, Layout] = {}  # stores found through a layout's patterns
         self.members = dict(members or {})
         self.watchlist = dict(watchlist or {})
 
@@ -63,12 +64,21 @@ class Reference:
         return cls({lay.store.id: lay for lay in layouts}, members=members, watchlist=watchlist)
 
     def layout(self, store: str) -> Layout:
-        found = self.layouts.get(store)
+        """The store's own layout; else the first whose ``serves`` patterns match it (a
+        chain of one design); else the only one there is."""
+        found = self.layouts.get(store) or self._served.get(store)
         if found is not None:
             return found
+        for layout in self.layouts.values():
+            if layout.store.serves_store(store):
+                self._served[store] = layout
+                return layout
         if len(self.layouts) == 1:
             return next(iter(self.layouts.values()))
-        raise KeyError(f"no store layout for store {store!r}")
+        raise KeyError(
+            f"no store layout for store {store!r}: give its layout, or list the store in a "
+            "layout's store.serves"
+        )
 
     def price(self, store: str, sku: str) -> tuple[str, int, bool]:
         """(name, unit price in cents, age restricted); an unknown SKU is an error."""

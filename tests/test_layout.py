@@ -702,8 +702,8 @@ def test_a_layout_check_reports_every_field_of_a_section_in_one_run(tmp_path: Pa
     assert [(e.line, e.message) for e in errors] == [
         (31, "store.currency: expected str, got int"),
         (32, "store.timezone: expected str, got int"),
-        (43, "lines.0.kind: Invalid enum value 'entrancee'"),
-        (45, "lines.0.in_side: Invalid enum value 'up'"),
+        (44, "lines.0.kind: Invalid enum value 'entrancee'"),
+        (46, "lines.0.in_side: Invalid enum value 'up'"),
     ]
 
 
@@ -773,3 +773,28 @@ def test_a_chain_numbers_its_stores_from_the_layouts_own_id() -> None:
     assert chain_store_ids("s9", 3) == ["s9", "s10", "s11"]
     with pytest.raises(ValueError, match="over 64 characters"):
         chain_store_ids("a" * 64, 2)
+
+
+def test_a_layout_serves_the_stores_its_patterns_name_and_only_those() -> None:
+    from rules.reference import Reference
+
+    root = Path(__file__).resolve().parent.parent / "examples" / "stores"
+    corner, market = load_layout(root / "convenience.yaml"), load_layout(root / "supermarket.yaml")
+    assert corner.store.serves == ("corner-*",)
+    both = Reference.of(market, corner)
+    assert both.layout("corner-05") is corner and both.layout("corner-01") is corner
+    assert both.layout(market.store.id) is market
+    with pytest.raises(KeyError, match=r"no store layout for store .kiosk-7.*store\.serves"):
+        both.layout("kiosk-7")
+    assert Reference.of(corner).layout("kiosk-7") is corner, "one layout serves every store"
+
+
+def test_a_serves_pattern_that_is_no_store_id_glob_is_refused_where_it_is(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent / "examples" / "stores"
+    text = (root / "convenience.yaml").read_text().replace('["corner-*"]', '["corner.*"]')
+    bad = tmp_path / "store.yaml"
+    bad.write_text(text)
+    (problem,) = check_layout(bad)
+    line = next(i for i, x in enumerate(text.splitlines(), 1) if "serves:" in x)
+    assert str(problem).startswith(f"{bad}:{line}:"), problem
+    assert "serves" in str(problem)
