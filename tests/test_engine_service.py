@@ -257,6 +257,66 @@ async def test_deploy_and_status_from_the_command_line(jslog: JetStreamLog, tmp_
     assert "status-w" in status.output and "behind" not in status.output
 
 
+async def test_a_pack_changed_under_its_version_is_refused_and_rollback_restores_the_last(
+    jslog: JetStreamLog, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from core.cli import _load_plugins, app
+
+    _load_plugins()
+    env = {
+        "AISLE_NATS_URL": jslog.nc.connected_url.geturl(),  # type: ignore[union-attr]
+        "AISLE_PREFIX": jslog.config.prefix,
+    }
+
+    def cli(*args: str) -> Any:
+        return CliRunner().invoke(app, list(args), env=env)
+
+    packs = tmp_path / "packs"
+    packs.mkdir()
+    carts = (ROOT / "rules" / "packs" / "carts.yaml").read_text()
+    (packs / "carts.yaml").write_text(carts)
+    first = await asyncio.to_thread(cli, "rules", "deploy", str(packs))
+    assert first.exit_code == 0, first.output
+    v1 = first.output.split("version ")[1].split()[0]
+    # A comment is no change of the rules: it deploys under the same pack version.
+    (packs / "carts.yaml").write_text("# reviewed\n" + carts)
+    commented = await asyncio.to_thread(cli, "rules", "deploy", str(packs))
+    assert commented.exit_code == 0, commented.output
+    v2 = commented.output.split("version ")[1].split()[0]
+    version = next(x for x in carts.splitlines() if x.startswith("version:"))
+    changed = carts.replace("description:", "description: changed,", 1)
+    (packs / "carts.yaml").write_text(changed)
+    refused = await asyncio.to_thread(cli, "rules", "deploy", str(packs))
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 1, refused.output
+    assert "pack carts differs from the deployed one but keeps its version" in said
+    assert "nothing was deployed" in said
+    (packs / "carts.yaml").write_text(changed.replace(version, 'version: "99.0.0"', 1))
+    bumped = await asyncio.to_thread(cli, "rules", "deploy", str(packs))
+    assert bumped.exit_code == 0, bumped.output
+    v3 = bumped.output.split("version ")[1].split()[0]
+
+    listed = await asyncio.to_thread(cli, "rules", "history")
+    assert listed.exit_code == 0, listed.output
+    rows = [line for line in listed.output.splitlines() if any(v in line for v in (v1, v2, v3))]
+    assert [next(v for v in (v1, v2, v3) if v in r) for r in rows] == [v1, v2, v3]
+    assert "(deployed)" in rows[-1]
+
+    back = await asyncio.to_thread(cli, "rules", "rollback")
+    assert back.exit_code == 0, back.output
+    assert f"deployed rules version {v2}" in back.output
+    status = await asyncio.to_thread(cli, "rules", "status")
+    assert f"deployed: {v2}" in status.output, status.output
+    to_first = await asyncio.to_thread(cli, "rules", "rollback", "--to", v1[:6])
+    assert to_first.exit_code == 0 and f"version {v1}" in to_first.output, to_first.output
+    nowhere = await asyncio.to_thread(cli, "rules", "rollback", "--to", "ffffffff")
+    assert nowhere.exit_code == 1 and "no deployment 'ffffffff' in the history" in nowhere.output
+    same = await asyncio.to_thread(cli, "rules", "rollback", "--to", v1)
+    assert same.exit_code == 1 and "is what is deployed" in " ".join(same.output.split())
+
+
 async def test_garbage_in_the_deployment_key_is_reported_and_nothing_stops(
     jslog: JetStreamLog, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -16,11 +16,11 @@ from api import audit
 from api.auth import Admin
 from api.context import Context, Ctx
 from api.problems import Problem, documented
-from core.access import Role
+from core.access import RULES_HISTORY, Role
 from core.runtime import open_log
 from rules.loader import check_rules
 from rules.reference import Reference
-from rules.service.deploy import UnreadableDeployment, deploy, deployed, rules_bucket
+from rules.service.deploy import DeployError, UnreadableDeployment, deploy, deployed, rules_bucket
 
 router = APIRouter(tags=["rules"], responses=documented(401, 403, 422, 503))
 
@@ -101,8 +101,10 @@ async def deploy_rules(ctx: Ctx, who: Admin, body: PacksIn) -> DeploymentOut:
         )
     try:
         async with open_log(ctx.settings.core, name="aisle-api-deploy", role=Role.ADMIN) as log:
-            kv = await log.key_value("rules")
+            kv = await log.key_value("rules", history=RULES_HISTORY)
             deployment, new = await deploy(kv, dict(body.files), by=who.who)
+    except DeployError as exc:  # a pack changed under its deployed version
+        raise Problem(409, "pack version unchanged", exc.errors[0], field="body.files") from None
     except (nats.errors.Error, nats.js.errors.Error) as exc:
         raise Problem(503, "deploy failed", f"the log refused the deployment: {exc}") from None
     await run_in_threadpool(

@@ -9,8 +9,10 @@ import re
 import signal
 import socket
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import nats.errors
 import nats.js.errors
@@ -20,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from core import events as ev
-from core.access import Role, authenticated_user
+from core.access import RULES_HISTORY, Role, authenticated_user
 from core.cli import run as run_command
 from core.config import Settings
 from core.console import Console
@@ -34,9 +36,14 @@ from rules.loader import PACKS, PackError, pack_files
 from rules.reference import Reference, load_reference_list
 from rules.service.deploy import (
     DeployError,
+    Deployment,
+    Past,
     UnreadableDeployment,
     deploy,
     deployed,
+    history,
+    packs_of,
+    rollback,
     rules_bucket,
     validated,
 )
@@ -200,30 +207,105 @@ def deploy_command(
     try:
         files = validated(pack_files(paths), _reference(layout, None, None))
     except DeployError as exc:
-        for line in exc.errors:
-            err.print(line, markup=False, highlight=False, soft_wrap=True)
-        err.print("[red]refused[/]: nothing was deployed; the running rules stay as they are")
-        raise typer.Exit(1) from None
+        _refused(exc)
 
     async def go(settings: Settings) -> None:
-        async with open_log(settings, name="aisle-rules-deploy") as log:
-            by = await authenticated_user(log.nc) or _unconfirmed_user(settings)
-            try:
-                kv = await log.key_value("rules", history=20)
-                deployment, new = await deploy(kv, files, by=by)
-            except nats.errors.TimeoutError:
-                refused = log.nc.last_error
-                if refused is None or "permissions violation" not in str(refused).lower():
-                    raise
-                err.print(
-                    f"[red]refused[/]: the server does not let {by} write the rules: "
-                    f"{escape(str(refused))}; deploy as an admin (docs/security.md)"
-                )
-                raise typer.Exit(1) from None
+        async with _rules_bucket(settings, "aisle-rules-deploy") as (kv, by):
+            deployment, new = await deploy(kv, files, by=by)
         verb = "deployed" if new else "already deployed"
         out.print(f"{verb} rules version {deployment.version} ({len(deployment.files)} packs)")
 
-    run_command(go)
+    _deploying(go)
+
+
+@asynccontextmanager
+async def _rules_bucket(settings: Settings, name: str) -> AsyncIterator[tuple[KeyValue, str]]:
+    """The rules bucket to write, as an admin, and who the server says is writing."""
+    async with open_log(settings, name=name) as log:
+        by = await authenticated_user(log.nc) or _unconfirmed_user(settings)
+        try:
+            yield await log.key_value("rules", history=RULES_HISTORY), by
+        except nats.errors.TimeoutError:
+            refused = log.nc.last_error
+            if refused is None or "permissions violation" not in str(refused).lower():
+                raise
+            err.print(
+                f"[red]refused[/]: the server does not let {by} write the rules: "
+                f"{escape(str(refused))}; deploy as an admin (docs/security.md)"
+            )
+            raise typer.Exit(1) from None
+
+
+def _deploying(go: Callable[[Settings], Awaitable[None]]) -> None:
+    """Run a command that deploys; a refusal says why and that nothing changed."""
+    try:
+        run_command(go)
+    except DeployError as exc:
+        _refused(exc)
+
+
+def _refused(exc: DeployError) -> NoReturn:
+    for line in exc.errors:
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+    err.print("[red]refused[/]: nothing was deployed; the running rules stay as they are")
+    raise typer.Exit(1) from None
+
+
+def _packs_line(deployment: Deployment) -> str:
+    return ", ".join(
+        f"{pack} {v}" for pack, (_, v, _) in sorted(packs_of(deployment.files).items())
+    )
+
+
+@rules_app.command("history")
+def history_command() -> None:
+    """The deployments the rules bucket keeps, oldest first: revision, version, when, who."""
+
+    async def go(settings: Settings) -> list[Past]:
+        async with open_log(
+            settings, name="aisle-rules-history", role=Role.VIEWER, read_only=True
+        ) as log:
+            rules = await rules_bucket(log.js, log.config.bucket("rules"))
+            return await history(rules) if rules else []
+
+    past = run_command(go)
+    if not past:
+        out.print("no deployment yet (engines run the packs they were started with)")
+        return
+    table = Table("revision", "version", "deployed (UTC)", "by", "packs", "note")
+    for i, p in enumerate(past):
+        d = p.deployment
+        if d is None:
+            table.add_row(str(p.revision), "unreadable", "", "", "", "")
+            continue
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d.deployed_at))
+        now = " (deployed)" if i == len(past) - 1 else ""
+        table.add_row(str(p.revision), d.version + now, when, d.by, _packs_line(d), d.note)
+    out.print(table)
+
+
+@rules_app.command("rollback")
+def rollback_command(
+    to: Annotated[
+        str | None,
+        typer.Option(
+            help="A revision or version from `aisle rules history` (default: the one before)."
+        ),
+    ] = None,
+    layout: LayoutOpt = None,
+) -> None:
+    """Deploy an earlier deployment's packs again (checked against the layouts first)."""
+    reference = _reference(layout, None, None)
+
+    async def go(settings: Settings) -> None:
+        async with _rules_bucket(settings, "aisle-rules-rollback") as (kv, by):
+            deployment, target = await rollback(kv, reference, to=to, by=by)
+        out.print(
+            f"rolled back to revision {target.revision}: deployed rules version "
+            f"{deployment.version} ({_packs_line(deployment)})"
+        )
+
+    _deploying(go)
 
 
 def _unconfirmed_user(settings: Settings) -> str:
