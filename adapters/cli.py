@@ -452,6 +452,9 @@ async def adapt(settings: Settings, the: Plan) -> tuple[AdaptProgress, dict[str,
         if err.is_terminal and now - shown >= 0.25:
             live.update(_line(p), refresh=True)
             shown = now
+        elif not err.is_terminal and now - shown >= 10:  # a log: a line now and then
+            err.print(_line(p), soft_wrap=True)
+            shown = now
 
     try:
         async with outbox_to_log(settings, path, config) as outbox:

@@ -13,7 +13,6 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 import typer
-from rich.progress import Progress
 
 from core import events as ev
 from core.access import Role
@@ -23,6 +22,7 @@ from core.console import Console
 from core.jetstream import JetStreamLog
 from core.layout import Layout, chain_store_ids, load_layout
 from core.log import publish_in_order
+from core.progress import Steps
 from core.runtime import open_log
 from simulator.day import PACKS, alert_thresholds, simulate, standard_packs
 from simulator.demo import demo
@@ -84,8 +84,7 @@ async def simulate_chain(
 
     async def each(log: JetStreamLog | None) -> None:
         together: list[list[ev.Event]] = []  # real time: every store at once, as a chain runs
-        with Progress(console=out) as progress:
-            task = progress.add_task("simulating", total=len(layouts))
+        with Steps("simulating stores", len(layouts)) as progress:
             for k, layout in enumerate(layouts):
                 run = simulate(
                     layout, start, hours=hours, shoppers=shoppers, seed=seed + k, packs=packs
@@ -105,7 +104,7 @@ async def simulate_chain(
                     together.append(run.events)
                 elif log is not None:  # as the store's adapters would: the service
                     await publish_in_order(log, run.events)  # merges its streams by arrival
-                progress.advance(task)
+                progress.advance()
         if log is not None and together:
             await _paced(log, list(heapq.merge(*together, key=lambda e: e.at)), speed)
 
@@ -135,20 +134,16 @@ async def simulate_video(
     (and write JUnit). True if every target was met."""
     began = time.perf_counter()
     cameras = len(request.layout.cameras)
-    with Progress(console=out, transient=True) as progress:
-        task = progress.add_task(f"filming {cameras} cameras", total=cameras)
-        the = film(request, folder, on_camera=lambda camera, frames: progress.advance(task))
+    with Steps(f"filming {cameras} cameras", cameras) as progress:
+        the = film(request, folder, on_camera=lambda camera, frames: progress.advance())
     total = sum(the.frames.values())
     how = "reused" if the.reused else "rendered"
     out.print(
         f"film {how}: {cameras} cameras, {total:,} frames, {the.crossings} door crossings, "
         f"{len(the.run.visitors)} visitors, in {folder}"
     )
-    with Progress(console=out, transient=True) as progress:
-        task = progress.add_task("adapters on the film", total=total)
-        checked = await check_video(
-            settings, the, lambda p: progress.update(task, completed=p.total_frames)
-        )
+    with Steps("adapters on the film: frames", total) as progress:
+        checked = await check_video(settings, the, lambda p: progress.update(p.total_frames))
     figures = report.figures_of(checked)
     rows = report.rows(checked, figures, targets)
     took = time.perf_counter() - began

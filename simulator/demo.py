@@ -13,7 +13,6 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from rich.progress import Progress
 from rich.table import Table
 
 from core import events as ev
@@ -22,6 +21,7 @@ from core.console import Console
 from core.jetstream import JetStreamLog
 from core.layout import Layout
 from core.log import Rejected, publish_in_order, read_arrived
+from core.progress import Steps
 from core.runtime import open_log
 from rules.loader import PACKS, load_rules, pack_files
 from rules.reference import Reference
@@ -37,12 +37,11 @@ async def _publish(log: JetStreamLog, events: list[ev.Event], label: str, held: 
     progress bar; returns how many were new. Checking the log, not only the server's
     duplicate window, makes a rerun add nothing however much later it comes."""
     new = [e for e in events if e.id not in held]
-    with Progress(console=out, transient=True) as progress:
-        task = progress.add_task(label, total=len(new))
+    with Steps(label, len(new)) as progress:
         for i in range(0, len(new), 1000):
             batch = new[i : i + 1000]
             await publish_in_order(log, batch)  # the service merges its streams by arrival
-            progress.advance(task, len(batch))
+            progress.advance(len(batch))
     held.update(e.id for e in new)
     return len(new)
 

@@ -57,3 +57,37 @@ def test_a_command_piped_prints_whole_rows(tmp_path: Path) -> None:
     )
     assert ran.returncode == 0, ran.stderr
     assert f"ok {layout}" in ran.stdout.splitlines(), ran.stdout
+
+
+def test_progress_into_a_log_is_a_line_now_and_then_and_one_at_the_end() -> None:
+    from core.progress import Steps
+
+    sink = io.StringIO()
+    with Steps("publishing", 3000, console=Console(file=sink), every_s=3600) as steps:
+        for _ in range(3):
+            steps.advance(1000)
+    assert sink.getvalue() == "publishing: 3,000 of 3,000 (100%)\n"
+    sink = io.StringIO()
+    with Steps("frames", 2, console=Console(file=sink), every_s=0) as steps:
+        steps.update(1)
+        steps.update(2)
+    assert sink.getvalue().splitlines() == [
+        "frames: 1 of 2 (50%)",
+        "frames: 2 of 2 (100%)",
+    ], "the last line once"
+
+
+def test_a_piped_simulation_says_its_progress_on_stderr_and_its_result_on_stdout(
+    tmp_path: Path,
+) -> None:
+    aisle = Path(sys.executable).parent / "aisle"
+    ran = subprocess.run(
+        [aisle, "simulate", "--no-publish", "--stores", "3", "--hours", "1", "--shoppers", "5"],
+        env={**os.environ, "AISLE_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "simulating stores: 3 of 3 (100%)" in ran.stderr.splitlines()
+    assert ran.stdout.startswith("generated ") and "simulating" not in ran.stdout
