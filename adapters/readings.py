@@ -76,6 +76,8 @@ class LineReader:
     bad: Counter[str] = field(default_factory=Counter)  # reason -> lines
     _buf: bytearray = field(default_factory=bytearray)
     _skipping: bool = False  # inside a line that was too long: up to its end
+    numbers: list[int] = field(default_factory=list)
+    """The line number of each reading the last ``feed`` or ``end`` returned."""
 
     @property
     def malformed(self) -> int:
@@ -84,6 +86,7 @@ class LineReader:
     def feed(self, chunk: bytes) -> list[Reading]:
         """The readings completed by ``chunk``."""
         out: list[Reading] = []
+        self.numbers = []
         start = 0
         while True:
             end = chunk.find(b"\n", start)
@@ -108,6 +111,7 @@ class LineReader:
     def end(self) -> list[Reading]:
         """The source ended: its last line, if it had no newline."""
         out: list[Reading] = []
+        self.numbers = []
         if self._buf and not self._skipping:
             self._line(bytes(self._buf), out)
         self._buf.clear()
@@ -124,6 +128,7 @@ class LineReader:
             return
         try:
             out.append(_decoder.decode(line))
+            self.numbers.append(self.lines)
         except msgspec.ValidationError as exc:
             self._reject(str(exc).replace("`$.", "`"))
         except msgspec.DecodeError as exc:

@@ -114,6 +114,12 @@ class ShelfAdapter:
         if self.positions_at is None or event.at > self.positions_at:
             self.positions_at = event.at
 
+    def floor_known(self, until: datetime) -> None:
+        """No position frame comes before ``until`` (the next one is later: the floor
+        was empty meanwhile), so changes up to then can be attributed."""
+        if self.positions_at is None or until > self.positions_at:
+            self.positions_at = until
+
     def due(self, at: datetime) -> bool:
         """Whether positions up to ``at`` are known."""
         return self.positions_at is not None and self.positions_at >= at

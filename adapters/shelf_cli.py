@@ -123,9 +123,7 @@ async def shelf(settings: Settings, the: ShelfPlan, stop: asyncio.Event) -> Shel
             viewer = await stack.enter_async_context(
                 open_log(settings, name="aisle-shelf-floor", role=Role.VIEWER, read_only=True)
             )
-            since = the.positions_from or datetime.now(UTC) - timedelta(
-                seconds=the.settings.keep_s
-            )
+            since = the.positions_from or datetime.now(UTC) - timedelta(seconds=the.settings.keep_s)
             positions = _positions(viewer, store, since)
         sources: list[tuple[LineReader, ReadingSource]] = [
             (LineReader(name, the.max_line), opener) for name, opener in the.files
@@ -135,12 +133,8 @@ async def shelf(settings: Settings, the: ShelfPlan, stop: asyncio.Event) -> Shel
             nc = await connect(url, name="aisle-shelf", auth=role_auth(settings, Role.ADAPTER))
             stack.push_async_callback(nc.close)
             for subject in the.subjects:
-                sources.append(
-                    (LineReader(f"nats:{subject}", the.max_line), _opener(nc, subject))
-                )
-        return await run_shelf(
-            adapter, sources, positions, outbox, stall_s=the.stall_s, stop=stop
-        )
+                sources.append((LineReader(f"nats:{subject}", the.max_line), _opener(nc, subject)))
+        return await run_shelf(adapter, sources, positions, outbox, stall_s=the.stall_s, stop=stop)
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from adapters.readings import LineReader, ReadingSource
+from adapters.readings import LineReader, Reading, ReadingSource
 from adapters.shelf import ShelfAdapter, UnknownSensor
 from core import events as ev
 from core.outbox import Outbox, OutboxFull, OutboxStatus
@@ -118,18 +118,17 @@ async def run_shelf(
                 await take(reader, reader.feed(chunk))
         await take(reader, reader.end())
 
-    async def take(reader: LineReader, got: list) -> None:  # type: ignore[type-arg]
+    async def take(reader: LineReader, got: list[Reading]) -> None:
         out: list[ev.Event] = []
-        for r in got:
+        for r, line in zip(got, reader.numbers, strict=True):
             try:
                 out += adapter.reading(r.sensor, r.at, r.grams)
             except UnknownSensor:
-                reader.reject(
-                    f"sensor {r.sensor!r} is under no slot of store {adapter.layout.store.id!r}"
-                )
+                store = adapter.layout.store.id
+                reader.reject(f"sensor {r.sensor!r} is under no slot of store {store!r}", line)
                 continue
             except ValueError as exc:
-                reader.reject(f"sensor {r.sensor!r}: {exc}")
+                reader.reject(f"sensor {r.sensor!r}: {exc}", line)
                 continue
             progress.readings += 1
             readings.advance(r.at)
@@ -145,6 +144,11 @@ async def run_shelf(
             async for e in positions:
                 if not isinstance(e, ev.PositionSamples):
                     continue
+                # Nothing came between the last frame and this one: the floor is known up
+                # to it (an empty store has no frames), whatever waits for it can go.
+                adapter.floor_known(e.at - timedelta(microseconds=1))
+                floor.advance(e.at - timedelta(microseconds=1))
+                await put(adapter.release())
                 await readings.reach(e.at - ahead, stall_s)  # do not run ahead of the shelves
                 adapter.samples(e)
                 progress.positions += 1
@@ -169,11 +173,12 @@ async def run_shelf(
             await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
-            if not reading.done():  # stopped: the sources are closed where they are
+            stopped = not reading.done()
+            if stopped:  # the sources are closed where they are
                 reading.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reading
-        if not reading.cancelled():
+        if not stopped:
             reading.result()  # a source that failed
         readings.end()
         last = adapter.waiting_until()

@@ -81,7 +81,9 @@ def test_a_quiet_slice_of_a_day_gives_back_every_true_pick_on_the_weighed_slots(
     assert moves(out) == moves(truth)
     assert [e for e in out if isinstance(e, ev.ShelfUnresolved)] == []
     for e in out:  # dated at the reach, named after the sensor
-        (near,) = [t for t in truth if moves([t]) == moves([e]) and abs(t.at - e.at) < timedelta(seconds=1)]
+        (near,) = [
+            t for t in truth if moves([t]) == moves([e]) and abs(t.at - e.at) < timedelta(seconds=1)
+        ]
         assert e.source.startswith("fd-") and e.store == STORE and near is not None
 
 
