@@ -87,9 +87,15 @@ class Attributor:
         positions: Positions,
         catalog: Mapping[str, CatalogItem],
         held: Mapping[str, Mapping[str, int]] | None = None,
+        groups: Mapping[str, str] | None = None,
     ) -> Attribution:
-        """The change's shopper, SKU and quantity (``held``: what each shopper has
-        taken so far, SKU -> units, to read a put-back into another slot)."""
+        """The change's shopper, SKU and quantity (``held``: what each cart holds so
+        far, SKU -> units, to read a put-back into another slot; ``groups``: the group
+        of each shopper who came in with others, whose cart is the group's).
+
+        Members of one group share one cart: which of them reached changes nothing on
+        the receipt, so only shoppers of other carts make it unsure."""
+        groups = groups or {}
         start = change.change.started - timedelta(seconds=self.before_s)
         near = sorted(
             positions.near(shelf, start, change.change.settled).items(), key=lambda p: p[1]
@@ -101,13 +107,16 @@ class Attributor:
             why = _join(review, f"nobody at the shelf ({where})")
             return Attribution(None, 0.0, sku, qty, change.picked, why)
         subject, d1 = near[0]
-        d2 = next((d for _, d in near[1:] if d <= self.reach_m), math.inf)
+        cart = groups.get(subject, subject)
+        d2 = next(
+            (d for s, d in near[1:] if d <= self.reach_m and groups.get(s, s) != cart), math.inf
+        )
         confidence = (
             1.0 if not math.isfinite(d2) else min(1.0, 0.5 + (d2 - d1) / (2 * self.margin_m))
         )
         items: tuple[tuple[str, int], ...] = ()
         if review is not None and not change.picked and held:
-            fits = _whole_units(change.change.delta_g, held.get(subject, {}), catalog)
+            fits = _whole_units(change.change.delta_g, held.get(cart, {}), catalog)
             if len(fits) == 1:
                 (sku, qty), review = fits[0], None
             elif fits:
@@ -115,7 +124,11 @@ class Attributor:
                 named = " or ".join(f"{k} x {s}" for s, k in fits)
                 review = f"{review}; {subject} held what weighs the same: {named}"
         if confidence < self.min_confidence:
-            others = ", ".join(f"{s} at {d:.2f} m" for s, d in near[1:3] if d <= self.reach_m)
+            others = ", ".join(
+                f"{s} at {d:.2f} m"
+                for s, d in near[1:]
+                if d <= self.reach_m and groups.get(s, s) != cart
+            )
             review = _join(
                 review, f"{subject} at {d1:.2f} m, but also {others}: who took it is not sure"
             )

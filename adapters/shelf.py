@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -42,6 +41,8 @@ class ShelfSettings:
     """Positions this long after a change settled are awaited before it is attributed."""
     keep_s: float = 60.0
     """Position samples kept: longer than a hand stays on a shelf."""
+    max_groups: int = 100_000
+    """Shoppers whose group is kept (a day of a busy store is a few thousand)."""
     max_waiting: int = 10_000
     """Changes waiting for positions, at most; beyond it the oldest goes with what is known."""
 
@@ -76,7 +77,8 @@ class ShelfAdapter:
         self.positions = Positions(keep_s=s.keep_s)
         self.positions_at: datetime | None = None  # the newest position sample's time
         self.readings_at: datetime | None = None  # the newest reading's time
-        self.held: dict[str, Counter[str]] = defaultdict(Counter)  # what each took here
+        self.held: dict[str, Counter[str]] = defaultdict(Counter)  # each cart's, from here
+        self.groups: dict[str, str] = {}  # shopper -> group, for those who came in with others
         self.stats = ShelfStats()
         self._waiting: deque[SlotChange] = deque()
 
@@ -120,6 +122,13 @@ class ShelfAdapter:
         if self.positions_at is None or until > self.positions_at:
             self.positions_at = until
 
+    def entered(self, event: ev.ShopperEntered) -> None:
+        """A shopper came in; one in a group shares the group's cart."""
+        if event.data.group is not None:
+            self.groups[event.subject] = event.data.group
+            while len(self.groups) > self.settings.max_groups:  # the oldest visits first
+                del self.groups[next(iter(self.groups))]
+
     def due(self, at: datetime) -> bool:
         """Whether positions up to ``at`` are known."""
         return self.positions_at is not None and self.positions_at >= at
@@ -136,7 +145,7 @@ class ShelfAdapter:
     def _attribute(self, change: SlotChange) -> list[ev.Event]:
         shelf = self.layout.shelf(change.shelf)
         a = self.settings.attributor.attribute(
-            change, shelf, self.positions, self.catalog, self.held
+            change, shelf, self.positions, self.catalog, self.held, self.groups
         )
         if a.review is None and a.subject is not None and a.qty > 0:
             e = self._pick(change, a)
@@ -148,7 +157,7 @@ class ShelfAdapter:
     def _pick(self, change: SlotChange, a: Attribution) -> ev.Event:
         assert a.subject is not None
         cls = ev.ItemPicked if a.picked else ev.ItemPutBack
-        held = self.held[a.subject]
+        held = self.held[self.groups.get(a.subject, a.subject)]
         held[a.sku] = max(0, held[a.sku] + (a.qty if a.picked else -a.qty))
         return ev.new(
             cls,
@@ -202,10 +211,3 @@ def _kind(reason: str) -> str:
     if "not sure" in reason:
         return "who took it is not sure"
     return "other"
-
-
-def feed_samples(adapter: ShelfAdapter, events: Iterable[ev.Event]) -> None:
-    """The position samples among ``events`` into ``adapter`` (tests, replays)."""
-    for e in events:
-        if isinstance(e, ev.PositionSamples):
-            adapter.samples(e)

@@ -103,10 +103,9 @@ def plan(
     return the
 
 
-async def _positions(log: object, store: str, since: datetime) -> AsyncIterator[ev.Event]:
-    async for record in log.tail(  # type: ignore[attr-defined]
-        store=store, types=["position.samples"], since=since
-    ):
+async def _tail(log: object, store: str, kind: str, since: datetime) -> AsyncIterator[ev.Event]:
+    """The store's events of ``kind`` stored from ``since`` on, and those to come."""
+    async for record in log.tail(store=store, types=[kind], since=since):  # type: ignore[attr-defined]
         yield record.event
 
 
@@ -118,13 +117,14 @@ async def shelf(settings: Settings, the: ShelfPlan, stop: asyncio.Event) -> Shel
     config = replace(settings.outbox, duplicate_window_s=settings.log.duplicate_window_s)
     async with AsyncExitStack() as stack:
         outbox = await stack.enter_async_context(outbox_to_log(settings, path, config))
-        positions = None
+        positions = entries = None
         if not the.no_positions:
             viewer = await stack.enter_async_context(
                 open_log(settings, name="aisle-shelf-floor", role=Role.VIEWER, read_only=True)
             )
             since = the.positions_from or datetime.now(UTC) - timedelta(seconds=the.settings.keep_s)
-            positions = _positions(viewer, store, since)
+            positions = _tail(viewer, store, "position.samples", since)
+            entries = _tail(viewer, store, "shopper.entered", since)
         sources: list[tuple[LineReader, ReadingSource]] = [
             (LineReader(name, the.max_line), opener) for name, opener in the.files
         ]
@@ -134,7 +134,9 @@ async def shelf(settings: Settings, the: ShelfPlan, stop: asyncio.Event) -> Shel
             stack.push_async_callback(nc.close)
             for subject in the.subjects:
                 sources.append((LineReader(f"nats:{subject}", the.max_line), _opener(nc, subject)))
-        return await run_shelf(adapter, sources, positions, outbox, stall_s=the.stall_s, stop=stop)
+        return await run_shelf(
+            adapter, sources, positions, outbox, entries=entries, stall_s=the.stall_s, stop=stop
+        )
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -79,6 +79,7 @@ async def run_shelf(
     positions: AsyncIterator[ev.Event] | None,
     outbox: Outbox,
     *,
+    entries: AsyncIterator[ev.Event] | None = None,
     stall_s: float = 5.0,
     ahead_s: float = 10.0,
     stop: asyncio.Event | None = None,
@@ -86,7 +87,8 @@ async def run_shelf(
 ) -> ShelfProgress:
     """Read every source to its end (or until ``stop``), attribute, publish; then flush
     the outbox. ``positions``: the store's ``position.samples`` as the log has them
-    (None: there are none; every change goes with nobody near, to review)."""
+    (None: there are none; every change goes with nobody near, to review); ``entries``:
+    its ``shopper.entered``, for the groups that share a cart."""
     progress = ShelfProgress()
     readings, floor = Clock(), Clock()
     if positions is None:
@@ -157,6 +159,12 @@ async def run_shelf(
         finally:
             floor.end()
 
+    async def groups() -> None:
+        assert entries is not None
+        async for e in entries:
+            if isinstance(e, ev.ShopperEntered):
+                adapter.entered(e)
+
     async def tick() -> None:
         """Changes whose positions are not coming go after ``stall_s``."""
         while True:
@@ -166,6 +174,7 @@ async def run_shelf(
 
     following = asyncio.create_task(follow()) if positions is not None else None
     ticking = asyncio.create_task(tick())
+    grouping = asyncio.create_task(groups()) if entries is not None else None
     try:
         reading = asyncio.gather(*(read(r, s) for r, s in sources))
         stopping = asyncio.ensure_future(stop.wait() if stop is not None else asyncio.Future())
@@ -186,10 +195,10 @@ async def run_shelf(
             await floor.reach(last + timedelta(seconds=adapter.settings.after_s), stall_s)
         await put(adapter.flush())
     finally:
-        ticking.cancel()
-        if following is not None:
-            following.cancel()
-        for task in (ticking, following):
+        for task in (ticking, following, grouping):
+            if task is not None:
+                task.cancel()
+        for task in (ticking, following, grouping):
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
