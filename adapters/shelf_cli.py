@@ -135,8 +135,9 @@ async def shelf(settings: Settings, the: ShelfPlan, stop: asyncio.Event) -> Shel
             for subject in the.subjects:
                 sources.append((LineReader(f"nats:{subject}", the.max_line), _opener(nc, subject)))
         progress = await run_shelf(
-            adapter, sources, positions, outbox, entries=entries, stall_s=the.stall_s, stop=stop
-        )
+            adapter, sources, positions, outbox, entries=entries, stall_s=the.stall_s, stop=stop,
+            max_future_s=settings.log.max_future_s,
+        )  # fmt: skip
     return progress
 
 

@@ -82,13 +82,17 @@ async def run_shelf(
     entries: AsyncIterator[ev.Event] | None = None,
     stall_s: float = 5.0,
     ahead_s: float = 10.0,
+    max_future_s: float = 5.0,
     stop: asyncio.Event | None = None,
     on_progress: Callable[[ShelfProgress], None] = lambda p: None,
 ) -> ShelfProgress:
     """Read every source to its end (or until ``stop``), attribute, publish; then flush
     the outbox. ``positions``: the store's ``position.samples`` as the log has them
     (None: there are none; every change goes with nobody near, to review); ``entries``:
-    its ``shopper.entered``, for the groups that share a cart."""
+    its ``shopper.entered``, for the groups that share a cart. A reading dated more
+    than ``max_future_s`` after now is skipped: one from a gateway whose clock ran away
+    would put its cell there, and every true reading after it out of order (the log
+    refuses such events alike)."""
     progress = ShelfProgress()
     readings, floor = Clock(), Clock()
     if positions is None:
@@ -122,7 +126,12 @@ async def run_shelf(
 
     async def take(reader: LineReader, got: list[Reading]) -> None:
         out: list[ev.Event] = []
+        now = time.time()
         for r, line in zip(got, reader.numbers, strict=True):
+            ahead_of_now = r.at.timestamp() - now
+            if ahead_of_now > max_future_s:
+                reader.reject(f"sensor {r.sensor!r}: {ahead_of_now:.0f} s in the future", line)
+                continue
             try:
                 out += adapter.reading(r.sensor, r.at, r.grams)
             except UnknownSensor:

@@ -154,6 +154,7 @@ def test_readings_on_nats_subjects_with_nobody_near_become_a_review_alert(
         lines.append(msgspec.json.encode({"sensor": "fd-3", "at": at, "grams": grams}))
     lines.insert(40, b"x" * 5000)  # hostile: one huge message
     lines.insert(41, b'{"sensor": "fd-3", "at": "2026-11-28T10:00:00Z", "grams": 1}')  # older
+    lines.insert(42, b'{"sensor": "fd-3", "at": "2999-01-01T00:00:00Z", "grams": 1}')  # a clock
 
     def gateway() -> None:  # once the command listens, then it is stopped
         async def send() -> None:
@@ -179,7 +180,8 @@ def test_readings_on_nats_subjects_with_nobody_near_become_a_review_alert(
     assert review.subject == "fd-3" and review.source == "fd-3"
     assert review.data.picked and -545 < review.data.grams < -535
     assert "nobody at the shelf" in review.data.reason
-    assert "2 skipped" in " ".join(output.split())
+    assert "3 skipped" in " ".join(output.split())
+    assert "in the future" in " ".join(output.split())
     engine = ServiceConfig("t").engine(load_rules(standard_packs(), Reference.of(corner)))
     out = engine.process([review])
     out.extend(engine.advance(STORE, review.at.timestamp() + 3600))
