@@ -53,13 +53,21 @@ class Clock:
     def stalled(self, stall_s: float) -> bool:
         return self.ended or time.monotonic() - self.moved > stall_s
 
-    async def reach(self, at: datetime, stall_s: float) -> None:
-        """Until this input has reached ``at``, ended, or stalled."""
+    async def reach(self, at: datetime, stall_s: float) -> bool:
+        """Until this input has reached ``at``, ended, or stalled, for ``stall_s`` at most
+        (an input that moves but stays behind, as a clock set wrong does, holds nothing
+        for longer); whether it did."""
+        began = time.monotonic()
         while not (self.at is not None and self.at >= at) and not self.stalled(stall_s):
             self._changed.clear()
-            left = stall_s - (time.monotonic() - self.moved)
+            left = stall_s - (time.monotonic() - max(self.moved, began))
+            if time.monotonic() - began >= stall_s:
+                return False
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=max(0.01, left))
+                async with asyncio.timeout(max(0.01, left)):
+                    await self._changed.wait()
+        return True
 
 
 @dataclass
@@ -99,6 +107,21 @@ async def run_shelf(
         floor.end()
     ahead = timedelta(seconds=ahead_s)
     lock = asyncio.Lock()  # one put at a time keeps the events in the order made
+
+    warned: set[str] = set()
+
+    def behind(slow: Clock, fast: Clock, slow_name: str, fast_name: str) -> None:
+        """Said once: one input moves, but stays far behind the other."""
+        if slow_name in warned or slow.at is None or fast.at is None:
+            return
+        warned.add(slow_name)
+        log.warning(
+            "%s are %.0f s behind %s and not catching up: a clock set wrong? (the "
+            "changes are attributed with the positions of their own time, if any)",
+            slow_name,
+            (fast.at - slow.at).total_seconds(),
+            fast_name,
+        )
 
     async def put(events: list[ev.Event]) -> None:
         if not events:
@@ -146,8 +169,10 @@ async def run_shelf(
         progress.malformed = sum((s.bad for s, _ in sources), Counter())
         out += adapter.release(force=floor.stalled(stall_s))
         await put(out)
-        if got and readings.at is not None:  # do not run ahead of the floor
-            await floor.reach(readings.at - ahead, stall_s)
+        if (  # do not run ahead of the floor
+            got and readings.at is not None and not await floor.reach(readings.at - ahead, stall_s)
+        ):
+            behind(floor, readings, "the floor's positions", "the readings")
 
     async def follow() -> None:
         assert positions is not None
@@ -160,7 +185,8 @@ async def run_shelf(
                 adapter.floor_known(e.at - timedelta(microseconds=1))
                 floor.advance(e.at - timedelta(microseconds=1))
                 await put(adapter.release())
-                await readings.reach(e.at - ahead, stall_s)  # do not run ahead of the shelves
+                if not await readings.reach(e.at - ahead, stall_s):  # nor ahead of the shelves
+                    behind(readings, floor, "the readings", "the floor's positions")
                 adapter.samples(e)
                 progress.positions += 1
                 floor.advance(e.at)
@@ -204,13 +230,10 @@ async def run_shelf(
             await floor.reach(last + timedelta(seconds=adapter.settings.after_s), stall_s)
         await put(adapter.flush())
     finally:
-        for task in (ticking, following, grouping):
-            if task is not None:
-                task.cancel()
-        for task in (ticking, following, grouping):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        helpers = [t for t in (ticking, following, grouping) if t is not None]
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
     await outbox.flush()
     progress.outbox = outbox.status()
     on_progress(progress)
