@@ -185,16 +185,9 @@ def test_two_of_one_group_shoulder_to_shoulder_is_their_cart_not_a_review(
 ) -> None:
     s = Shelf(corner)
     for who in ("v-mum", "v-kid"):
-        s.adapter.entered(
-            ev.new(
-                ev.ShopperEntered,
-                store=STORE,
-                at=T,
-                source="floor",
-                subject=who,
-                data=ev.EntryData(line="entrance", group="family-7"),
-            )  # fmt: skip
-        )
+        data = ev.EntryData(line="entrance", group="family-7")
+        came = ev.new(ev.ShopperEntered, store=STORE, at=T, source="f", subject=who, data=data)
+        s.adapter.entered(came)
     s.where = {"v-mum": (0.8, 2.6), "v-kid": (0.9, 3.1)}
     s.step(540)
     s.where = {"v-mum": (0.8, 2.6), "v-kid": (0.9, 3.1), "v-bob": (0.85, 3.6)}

@@ -33,7 +33,7 @@ from rules.reference import Reference
 from rules.service.partition import ServiceConfig
 from simulator.day import Run, simulate, standard_packs
 from simulator.loadcells import CellNoise, readings
-from tests.conftest import server_url, unique_prefix
+from tests.conftest import server_url, set_up, unique_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYOUT = ROOT / "examples" / "stores" / "convenience.yaml"
@@ -52,11 +52,13 @@ def corner() -> Layout:
 
 @pytest.fixture
 def env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
-    return {
-        "AISLE_NATS_URL": server_url("embedded", request),
-        "AISLE_PREFIX": unique_prefix(),
-        "AISLE_DATA_DIR": str(tmp_path / "data"),
-    }
+    return set_up(
+        {
+            "AISLE_NATS_URL": server_url("embedded", request),
+            "AISLE_PREFIX": unique_prefix(),
+            "AISLE_DATA_DIR": str(tmp_path / "data"),
+        }
+    )
 
 
 def weighed(layout: Layout, e: ev.Event) -> bool:
