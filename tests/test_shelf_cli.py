@@ -191,6 +191,47 @@ def test_readings_on_nats_subjects_with_nobody_near_become_a_review_alert(
     assert alert.data.alert == "shelf_review" and alert.data.labels["sensor"] == "fd-3"
 
 
+def test_a_tcp_gateway_read_once_to_its_close(env: dict[str, str]) -> None:
+    t0 = datetime(2026, 11, 28, 11, 0, tzinfo=UTC)
+    lines = b"".join(
+        msgspec.json.encode(
+            {"sensor": "fd-4", "at": (t0 + timedelta(seconds=k / 10)).isoformat(),
+             "grams": 5000.0 if k < 30 else 2840.0}  # two juices (1080 g each) taken
+        ) + b"\r\n"
+        for k in range(60)
+    )  # fmt: skip
+    ready, port = threading.Event(), [0]
+
+    def gateway() -> None:
+        async def serve(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            w.write(lines)
+            await w.drain()
+            w.close()
+
+        async def main() -> None:
+            server = await asyncio.start_server(serve, "127.0.0.1", 0)
+            port[0] = server.sockets[0].getsockname()[1]
+            ready.set()
+            async with server:
+                await asyncio.sleep(2)
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=gateway)
+    thread.start()
+    ready.wait(5)
+    try:
+        code, output = shelf(env, "--source", f"tcp://127.0.0.1:{port[0]}", "--once",
+                             "--no-positions", "--positions-wait", "0.5")  # fmt: skip
+    finally:
+        thread.join()
+    assert code == 0, output
+    (review,) = [e for e in business(env) if isinstance(e, ev.ShelfUnresolved)]
+    assert review.source == "fd-4" and review.data.items == (
+        ev.ShelfItem(sku="orange-juice-1l", qty=2),
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
