@@ -604,6 +604,10 @@ def check(the: Plan, image_path: Path) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from adapters import shelf_cli  # aisle shelf: the weight shelves, beside the cameras
+
+    shelf_cli.register(app)
+
     @app.command("adapt")
     def adapt_command(
         layout_file: Annotated[Path, typer.Option("--layout", help="Store layout file.")],

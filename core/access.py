@@ -106,6 +106,12 @@ def _own_bucket(stream: str, subjects: str) -> list[str]:
     ]
 
 
+def readings_subject(prefix: str, store: str) -> str:
+    """The NATS core subjects of a store's load-cell readings: ``<prefix>.<store>.readings.>``
+    (one token more for the sensor, or the gateway, as the sender likes)."""
+    return f"{prefix}.{store}.readings.>"
+
+
 def permissions(
     role: Role, log: LogConfig, stores: Sequence[str] = (), *, user: str | None = None
 ) -> dict[str, Any]:
@@ -133,13 +139,17 @@ def permissions(
         allow = [f"{p}.{w}.{t}" for w in where for t in sorted(RAW_TYPES)]
         # Refused payloads are set aside; one naming no valid store goes under "_unknown".
         allow += [f"{p}.{w}.deadletter" for w in where]
+        # Load-cell readings on NATS core subjects (never stored): a shelf gateway sends
+        # them and the shelf adapter reads them (``adapters/readings.py``).
+        readings = [readings_subject(p, w) for w in where]
+        allow += readings
         if stores:
             allow.append(f"{p}._unknown.deadletter")
         allow += common + [f"$JS.API.STREAM.INFO.{s[k]}" for k in ("events", "samples")]
         allow.append(f"$JS.API.STREAM.INFO.{s['deadletter']}")
         return {
             "publish": {"allow": allow, "deny": [kv_rules]},
-            "subscribe": inbox,
+            "subscribe": {"allow": inbox["allow"] + readings},
         }
     if role is Role.ENGINE:
         allow = [f"{p}.*.{t}" for t in sorted(DERIVED_TYPES)]

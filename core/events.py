@@ -194,6 +194,46 @@ class ItemPutBack(RawEvent, frozen=True, kw_only=True, tag="item.put_back"):
     data: ItemData
 
 
+class ShelfCandidate(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A shopper who was at the shelf when its load changed, and how near they came."""
+
+    subject: Name
+    distance_m: Annotated[float, Meta(ge=0, le=1e5)]
+
+
+class ShelfItem(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What a change could be: ``qty`` units of ``sku``."""
+
+    sku: Sku
+    qty: Annotated[int, Meta(ge=0, le=1000)]
+
+
+# Candidates an unresolved change names: the few nearest are what a person checks.
+MAX_CANDIDATES = 8
+
+
+class ShelfUnresolvedData(Data, frozen=True, kw_only=True):
+    """A weighed slot's change the shelf adapter will not turn into a pick or a put-back
+    by itself (``adapters/shelf.py``): it is no whole number of units, two SKUs fit it,
+    or who made it is not sure. Nothing is charged for it; a person decides."""
+
+    sensor: Name
+    shelf: Name
+    sku: Sku  # the slot's own SKU
+    grams: Annotated[float, Meta(ge=-1e6, le=1e6)]  # new load less old: a pick is negative
+    picked: bool  # the load fell (something left the shelf)
+    reason: SomeText
+    confidence: Confidence = 0.0  # of the nearest candidate being the one
+    candidates: Annotated[tuple[ShelfCandidate, ...], Meta(max_length=MAX_CANDIDATES)] = ()
+    items: Annotated[tuple[ShelfItem, ...], Meta(max_length=MAX_CANDIDATES)] = ()
+
+
+class ShelfUnresolved(RawEvent, frozen=True, kw_only=True, tag="shelf.unresolved"):
+    """``subject``: the nearest candidate, else the sensor."""
+
+    data: ShelfUnresolvedData
+
+
 class PositionSample(Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
     """One tracked person on the floor, in metres; encoded as ``[track, x, y]``."""
 
@@ -422,6 +462,7 @@ AnyEvent: TypeAlias = Union[  # noqa: UP007 - msgspec needs a Union object here
     ZoneExited,
     ItemPicked,
     ItemPutBack,
+    ShelfUnresolved,
     PositionSamples,
     FaceMatched,
     StaffSessionStarted,

@@ -636,7 +636,7 @@ class JetStreamLog:
             cfg.filter_subject = filters[0]
         elif filters:
             cfg.filter_subjects = filters
-        if new_only:
+        if new_only and not from_seq and not from_time:
             cfg.deliver_policy = api.DeliverPolicy.NEW
         elif from_seq:
             cfg.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
@@ -710,10 +710,15 @@ class JetStreamLog:
                     yield record
 
     async def tail(
-        self, *, store: str | None = None, types: Iterable[str] | None = None
+        self,
+        *,
+        store: str | None = None,
+        types: Iterable[str] | None = None,
+        since: datetime | None = None,
     ) -> AsyncIterator[Record]:
         stream = stream_for_types(types)
-        reader = self._read(stream, self._filters(store, types, stream), follow=True)
+        filters = self._filters(store, types, stream)
+        reader = self._read(stream, filters, from_time=since, follow=True)
         async with contextlib.aclosing(reader):
             async for msgs in reader:
                 for record in _records(msgs, self.config.max_future_s):

@@ -184,9 +184,14 @@ class EventLog(Protocol):
         ...
 
     def tail(
-        self, *, store: str | None = None, types: Iterable[str] | None = None
+        self,
+        *,
+        store: str | None = None,
+        types: Iterable[str] | None = None,
+        since: datetime | None = None,
     ) -> AsyncIterator[Record]:
-        """New records as they arrive, until cancelled."""
+        """New records as they arrive, until cancelled; with ``since`` (the log's arrival
+        time), those stored from then first."""
         ...
 
     def deadletters(

@@ -95,9 +95,17 @@ class MemoryLog:
                 yield r
 
     async def tail(
-        self, *, store: str | None = None, types: Iterable[str] | None = None
+        self,
+        *,
+        store: str | None = None,
+        types: Iterable[str] | None = None,
+        since: datetime | None = None,
     ) -> AsyncIterator[Record]:
         seen = len(self.records[stream_for_types(types)])
+        if since is not None:
+            for r in self._select(store, types, 1):
+                if r.stored_at >= since:
+                    yield r
         while True:
             async with self._new:
                 await self._new.wait()

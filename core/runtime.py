@@ -121,6 +121,14 @@ async def _first(nc: Client, create: bool, read_only: bool = False) -> bool:
     return create or (not read_only and not await deployments(nc))
 
 
+def role_auth(settings: Settings, role: Role) -> NatsAuth:
+    """The credentials a command connects with as ``role``: the embedded server's user
+    of that role, or the configured ones on a server of one's own."""
+    if settings.nats_url:
+        return settings.auth
+    return _embedded_auth(settings.data_dir, role)
+
+
 def _embedded_auth(data_dir: Path, role: Role) -> NatsAuth:
     user = user_for(load_users(data_dir), role)
     return NatsAuth(user=user.user, password=user.password)

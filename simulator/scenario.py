@@ -85,7 +85,7 @@ SAMPLE_TYPES = sorted(ev.SAMPLE_TYPES)
 Name = Annotated[str, Meta(min_length=1, max_length=128)]
 Duration = str | int | float
 WORDS = ("enter", "pay", "leave", "leave_by_entrance")
-KEYS = ("go", "wait", "queue", "take", "put_back")
+KEYS = ("go", "wait", "queue", "take", "put_back", "take_unsure")
 
 
 # -- the file format ---------------------------------------------------------------------
@@ -287,6 +287,14 @@ def _act(places: _Places, here: PathKey, step: Any, staff: bool) -> list[Act]:
         return [Act(to=store.queue, wait_s=_seconds(doc, at, value))]
     if key == "take":
         return [Act(wait_s=HANDLE_S, take=places.item(at, value, "from"))]
+    if key == "take_unsure":
+        shelf, sku = places.item(at, value, "from")
+        weighed = {sl.sku for sl in places.shelves[shelf].slots if sl.sensor}
+        if sku not in weighed:
+            raise places.doc.error(
+                at, f"{sku} on {shelf} is on no weighed slot (a slot with a sensor)"
+            )
+        return [Act(wait_s=HANDLE_S, take=(shelf, sku), unsure=True)]
     return [Act(wait_s=HANDLE_S, back=places.item(at, value, "on"))]
 
 

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from shapely.geometry import Point, Polygon
 
@@ -63,6 +64,9 @@ class Act:
     place: str | None = None  # ``to`` is a spot of this place (``Store.spots``): any free one
     take: tuple[str, str] | None = None  # (shelf id, sku)
     back: tuple[str, str] | None = None
+    unsure: bool = False
+    """The take is from a weighed slot, and the shelf adapter cannot tell who took it (as
+    with another cart's shopper as near): a ``shelf.unresolved``, not a pick."""
 
 
 @dataclass
@@ -439,14 +443,17 @@ def play(
             on_spot = act.place is not None
         for _ in range(int(act.wait_s / FRAME_S)):
             frame(pos)
-        if act.take is not None:
+        if act.take is not None and act.unsure:
+            shelf, sku = act.take
+            out.append(_unsure(layout, visitor.id, shelf, sku, at(t), base))
+        elif act.take is not None:
             shelf, sku = act.take
             out.append(
                 ev.new(ev.ItemPicked, at=at(t), data=ev.ItemData(sku=sku, shelf=shelf), **base)
             )
-            if visitor.persona is not Persona.STAFF:
-                truth.cart[sku] += 1
-                truth.moves.append((at(t), sku, 1))
+        if act.take is not None and visitor.persona is not Persona.STAFF:
+            truth.cart[sku] += 1
+            truth.moves.append((at(t), sku, 1))
         if act.back is not None:
             shelf, sku = act.back
             out.append(
@@ -461,6 +468,28 @@ def play(
     out.sort(key=lambda e: e.at)  # stable: what happened at one instant keeps its order
     _expected_alerts(layout, visitor, truth, out, thresholds)
     return out, truth
+
+
+def _unsure(
+    layout: Layout, subject: str, shelf: str, sku: str, at: datetime, base: dict[str, Any]
+) -> ev.Event:
+    """The shelf adapter's report of a unit taken from a weighed slot by a shopper it
+    cannot tell from another as near (``adapters/shelf.py``)."""
+    slot = next(sl for sl in layout.shelf(shelf).slots if sl.sku == sku)
+    item = next(c for c in layout.catalog if c.sku == sku)
+    assert slot.sensor is not None and item.weight_g is not None
+    data = ev.ShelfUnresolvedData(
+        sensor=slot.sensor,
+        shelf=shelf,
+        sku=sku,
+        grams=-item.weight_g,
+        picked=True,
+        reason=f"{subject} at 0.30 m, but also another shopper at 0.35 m: who took it is not sure",
+        confidence=0.525,
+        candidates=(ev.ShelfCandidate(subject=subject, distance_m=0.3),),
+        items=(ev.ShelfItem(sku=sku, qty=1),),
+    )
+    return ev.new(ev.ShelfUnresolved, at=at, data=data, **{**base, "source": slot.sensor})
 
 
 def _expected_alerts(

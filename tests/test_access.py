@@ -478,6 +478,12 @@ async def test_no_role_may_read_the_replies_and_pulled_messages_of_another(
         assert await _subscribe_violations(secured, name, others) == others, name
         mine = [f"_INBOX_{name}.>"]
         assert await _subscribe_violations(secured, name, mine, wait_s=0.5) == [], name
+    # The shelf adapter reads its store's load-cell readings; a store's adapter no other's.
+    readings = [f"{PREFIX}.{STORE}.readings.>"]
+    assert await _subscribe_violations(secured, "adapter-corner-01", readings, 0.5) == []
+    elsewhere = [f"{PREFIX}.other-02.readings.>", f"{PREFIX}.*.readings.>"]
+    assert await _subscribe_violations(secured, "adapter-corner-01", elsewhere) == elsewhere
+    assert await _subscribe_violations(secured, "viewer", readings) == readings
     assert await _subscribe_violations(secured, "engine", ["_INBOX.>", "_INBOX_viewer.>"]) == [
         "_INBOX.>",
         "_INBOX_viewer.>",
@@ -688,7 +694,9 @@ def test_log_permissions_prints_the_users_own_inbox() -> None:
     )
     assert printed.exit_code == 0, printed.output
     block = json.loads(printed.output)["permissions"]
-    assert block["subscribe"] == {"allow": ["_INBOX_cams-01.>"]}
+    # Its own inbox, and its store's load-cell readings (NATS core, never stored).
+    assert block["subscribe"] == {"allow": ["_INBOX_cams-01.>", f"aisle.{STORE}.readings.>"]}
+    assert f"aisle.{STORE}.readings.>" in block["publish"]["allow"]
     viewer = permissions(Role.VIEWER, LogConfig(prefix=PREFIX))
     assert viewer["subscribe"] == {"allow": ["_INBOX_viewer.>"]}
     assert not [s for s in viewer["publish"]["allow"] if "DELETE" in s or "DURABLE" in s]

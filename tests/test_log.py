@@ -194,6 +194,30 @@ async def test_tail_sees_new_events(anylog: EventLog) -> None:
     assert await asyncio.wait_for(task, 10) == events[1:3]
 
 
+async def test_tail_since_a_time_gives_what_was_stored_from_then_and_then_what_comes(
+    anylog: EventLog,
+) -> None:
+    before, stored, later = visit("s1", "v-1")[:1], visit("s1", "v-2")[:2], visit("s1", "v-3")
+    await anylog.publish_many(before)
+    await asyncio.sleep(0.05)
+    cut = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    await anylog.publish_many(stored)
+
+    async def first_four() -> list[ev.Event]:
+        out = []
+        async for r in anylog.tail(store="s1", since=cut):
+            out.append(r.event)
+            if len(out) == 4:
+                return out
+        return out
+
+    task = asyncio.create_task(first_four())
+    await asyncio.sleep(0.3)
+    await anylog.publish_many(later[:2])
+    assert await asyncio.wait_for(task, 10) == stored + later[:2]
+
+
 async def test_publishing_in_order_stores_the_two_streams_in_that_order(
     jslog: JetStreamLog,
 ) -> None:

@@ -1,0 +1,213 @@
+"""A store's weight shelves to events: readings in, picks, put-backs and review items out.
+
+Each reading goes to its slot's scale (``adapters/weights.py``), which turns settled
+load changes into whole units of the slot's SKU. A change then waits until the floor's
+position samples have passed it by ``after_s`` (the shopper who reached is known only
+once the floor has seen the reach), and goes to the shopper at the shelf
+(``adapters/attribution.py``) as ``item.picked`` or ``item.put_back`` with its quantity;
+``source`` is the sensor, ``at`` the moment the load left its level, so a re-run over
+the same readings makes the same event ids.
+
+What cannot be settled from the weight and the floor alone is never guessed: a change
+that is no whole number of units, one that two SKUs fit, one nobody was near, or one
+two shoppers were equally near, becomes a ``shelf.unresolved`` event with the slot, the
+grams, the candidates and the reason. It charges nobody; the ``shelves`` rule pack
+raises it as an alert a person looks at, and the receipt is corrected if need be.
+
+Positions that never come (no camera, an empty store) do not hold changes forever: the
+caller says when to give up waiting (``release(force=True)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from adapters.attribution import Attribution, Attributor, Positions
+from adapters.weights import LevelSettings, SlotChange, SlotScale, scales_of
+from core import events as ev
+from core.layout import Layout
+
+__all__ = ["ShelfAdapter", "ShelfSettings", "ShelfStats", "UnknownSensor"]
+
+
+@dataclass(frozen=True, slots=True)
+class ShelfSettings:
+    levels: LevelSettings = field(default_factory=LevelSettings)
+    attributor: Attributor = field(default_factory=Attributor)
+    after_s: float = 1.0
+    """Positions this long after a change settled are awaited before it is attributed."""
+    keep_s: float = 60.0
+    """Position samples kept: longer than a hand stays on a shelf."""
+    max_groups: int = 100_000
+    """Shoppers whose group is kept (a day of a busy store is a few thousand)."""
+    max_waiting: int = 10_000
+    """Changes waiting for positions, at most; beyond it the oldest goes with what is known."""
+
+    def __post_init__(self) -> None:
+        for name in ("after_s", "keep_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value <= 3600):
+                raise ValueError(f"shelf setting {name}: {value!r} is not in [0, 3600]")
+
+
+class UnknownSensor(KeyError):
+    """A reading from a sensor the layout puts under no slot."""
+
+
+@dataclass
+class ShelfStats:
+    readings: int = 0
+    changes: int = 0
+    events: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)  # why changes went to review
+
+
+class ShelfAdapter:
+    """The synchronous part: feed it readings and position samples in any interleaving
+    (each in its own time order), take the events it releases."""
+
+    def __init__(self, layout: Layout, settings: ShelfSettings | None = None) -> None:
+        self.layout = layout
+        self.settings = s = settings or ShelfSettings()
+        self.scales: dict[str, SlotScale] = scales_of(layout, s.levels)
+        self.catalog = {c.sku: c for c in layout.catalog}
+        self.positions = Positions(keep_s=s.keep_s)
+        self.positions_at: datetime | None = None  # the newest position sample's time
+        self.readings_at: datetime | None = None  # the newest reading's time
+        self.held: dict[str, Counter[str]] = defaultdict(Counter)  # each cart's, from here
+        self.groups: dict[str, str] = {}  # shopper -> group, for those who came in with others
+        self.stats = ShelfStats()
+        self._waiting: deque[SlotChange] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def waiting_until(self) -> datetime | None:
+        """When the last change waiting for positions settled (None: none waits)."""
+        return max((c.change.settled for c in self._waiting), default=None)
+
+    def reading(self, sensor: str, at: datetime, grams: float) -> list[ev.Event]:
+        """One reading; raises ``UnknownSensor`` for a sensor under no slot and
+        ``ValueError`` for one out of its sensor's time order. The events it lets go
+        (only when the waiting changes overflow)."""
+        scale = self.scales.get(sensor)
+        if scale is None:
+            raise UnknownSensor(sensor)
+        change = scale.read(at, grams)
+        self.stats.readings += 1
+        if self.readings_at is None or at > self.readings_at:
+            self.readings_at = at
+        if change is None:
+            return []
+        self.stats.changes += 1
+        self._waiting.append(change)
+        out = []
+        while len(self._waiting) > self.settings.max_waiting:
+            out += self._attribute(self._waiting.popleft())
+        return out
+
+    def samples(self, event: ev.PositionSamples) -> None:
+        """A frame of the floor's position samples (its ``track`` is the shopper)."""
+        self.positions.add(event.at, ((s.track, s.x, s.y) for s in event.data.samples))
+        if self.positions_at is None or event.at > self.positions_at:
+            self.positions_at = event.at
+
+    def floor_known(self, until: datetime) -> None:
+        """No position frame comes before ``until`` (the next one is later: the floor
+        was empty meanwhile), so changes up to then can be attributed."""
+        if self.positions_at is None or until > self.positions_at:
+            self.positions_at = until
+
+    def entered(self, event: ev.ShopperEntered) -> None:
+        """A shopper came in; one in a group shares the group's cart."""
+        if event.data.group is not None:
+            self.groups[event.subject] = event.data.group
+            while len(self.groups) > self.settings.max_groups:  # the oldest visits first
+                del self.groups[next(iter(self.groups))]
+
+    def due(self, at: datetime) -> bool:
+        """Whether positions up to ``at`` are known."""
+        return self.positions_at is not None and self.positions_at >= at
+
+    def release(self, *, force: bool = False) -> list[ev.Event]:
+        """The events of the changes whose positions are known (``force``: all of them,
+        with what is known: the positions are not coming)."""
+        out: list[ev.Event] = []
+        after = timedelta(seconds=self.settings.after_s)
+        while self._waiting and (force or self.due(self._waiting[0].change.settled + after)):
+            out += self._attribute(self._waiting.popleft())
+        return out
+
+    def _attribute(self, change: SlotChange) -> list[ev.Event]:
+        shelf = self.layout.shelf(change.shelf)
+        a = self.settings.attributor.attribute(
+            change, shelf, self.positions, self.catalog, self.held, self.groups
+        )
+        if a.review is None and a.subject is not None and a.qty > 0:
+            e = self._pick(change, a)
+        else:
+            e = self._unresolved(change, a)
+        self.stats.events[e.type] += 1
+        return [e]
+
+    def _pick(self, change: SlotChange, a: Attribution) -> ev.Event:
+        assert a.subject is not None
+        cls = ev.ItemPicked if a.picked else ev.ItemPutBack
+        held = self.held[self.groups.get(a.subject, a.subject)]
+        held[a.sku] = max(0, held[a.sku] + (a.qty if a.picked else -a.qty))
+        return ev.new(
+            cls,
+            store=self.layout.store.id,
+            at=change.change.started,
+            source=change.sensor,
+            subject=a.subject,
+            data=ev.ItemData(sku=a.sku, shelf=change.shelf, qty=a.qty),
+        )
+
+    def _unresolved(self, change: SlotChange, a: Attribution) -> ev.Event:
+        reason = a.review or "no whole unit"
+        self.stats.reasons[_kind(reason)] += 1
+        items = a.items or (((a.sku, a.qty),) if a.qty > 0 else ())
+        data = ev.ShelfUnresolvedData(
+            sensor=change.sensor,
+            shelf=change.shelf,
+            sku=change.sku,
+            grams=round(change.change.delta_g, 1),
+            picked=change.picked,
+            reason=reason[:1000],
+            confidence=a.confidence,
+            candidates=tuple(
+                ev.ShelfCandidate(subject=s, distance_m=d)
+                for s, d in a.candidates[: ev.MAX_CANDIDATES]
+            ),
+            items=tuple(ev.ShelfItem(sku=s, qty=q) for s, q in items[: ev.MAX_CANDIDATES]),
+        )
+        return ev.new(
+            ev.ShelfUnresolved,
+            store=self.layout.store.id,
+            at=change.change.started,
+            source=change.sensor,
+            subject=a.subject or change.sensor,
+            data=data,
+        )
+
+    def flush(self) -> list[ev.Event]:
+        """The end of the readings: every change still waiting, with what is known."""
+        return self.release(force=True)
+
+
+def _kind(reason: str) -> str:
+    """A review reason's kind, for the counts: its words before the first number."""
+    if "not a whole number" in reason:
+        return "no whole number of units"
+    if "weighs the same" in reason:
+        return "two SKUs fit"
+    if "nobody at the shelf" in reason:
+        return "nobody at the shelf"
+    if "not sure" in reason:
+        return "who took it is not sure"
+    return "other"
