@@ -169,15 +169,22 @@ def log_info(as_json: JsonOpt = False) -> None:
         if as_json:
             sys.stdout.write(json.dumps([asdict(s) for s in stats]) + "\n")
             return
-        table = Table("stream", "messages", "bytes", "first seq", "last seq", "consumers")
+        table = Table(
+            "stream", "messages", "bytes", "first seq", "last seq", "replicas", "consumers"
+        )
         for s in stats:
+            replicas = str(s.replicas) + (f", leader {s.leader}" if s.leader else "")
+            if s.lagging:
+                replicas += f", behind: {', '.join(s.lagging)}"
+            behind = max(s.lag.values(), default=0)
             table.add_row(
                 s.name,
                 f"{s.messages:,}",
                 f"{s.bytes:,}",
                 str(s.first_seq),
                 str(s.last_seq),
-                str(s.consumers),
+                Text(shown(replicas)),
+                f"{s.consumers}" + (f" (furthest {behind:,} behind)" if behind else ""),
             )
         out.print(table)
         by_subject = Table("store", "type", "messages")

@@ -865,8 +865,16 @@ class JetStreamLog:
     async def stats(self) -> list[StreamStats]:
         out = []
         for name in self._streams.values():
-            info = await self.js.stream_info(name, subjects_filter=">")
-            st = info.state
+            try:
+                info = await self.js.stream_info(name, subjects_filter=">")
+            except nats.js.errors.NotFoundError:
+                continue  # a read-only command makes no stream; the others still count
+            st, cluster = info.state, info.cluster
+            lag = {
+                c.name: c.num_pending or 0
+                for c in await self.js.consumers_info(name)
+                if c.name is not None
+            }
             out.append(
                 StreamStats(
                     name=name,
@@ -876,6 +884,14 @@ class JetStreamLog:
                     last_seq=st.last_seq,
                     consumers=st.consumer_count,
                     subjects=dict(st.subjects or {}),
+                    replicas=info.config.num_replicas or 1,
+                    leader=(cluster.leader or "") if cluster else "",
+                    lagging=sorted(
+                        r.name
+                        for r in (cluster.replicas or [] if cluster else [])
+                        if r.offline or not r.current
+                    ),
+                    lag=lag,
                 )
             )
         return out

@@ -128,6 +128,10 @@ class StreamStats:
     last_seq: int
     consumers: int
     subjects: dict[str, int] = field(default_factory=dict)
+    replicas: int = 1
+    leader: str = ""  # the server that leads the stream, on a cluster
+    lagging: list[str] = field(default_factory=list)  # replicas behind the leader or offline
+    lag: dict[str, int] = field(default_factory=dict)  # consumer -> messages it has yet to get
 
 
 def stores_of(stats: Iterable[StreamStats]) -> list[str]:

@@ -4,6 +4,7 @@ input, rule deployment, metrics."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import urllib.request
 from datetime import timedelta
@@ -255,6 +256,12 @@ async def test_deploy_and_status_from_the_command_line(jslog: JetStreamLog, tmp_
     assert status.exit_code == 0, status.output
     assert f"deployed: {version}" in status.output
     assert "status-w" in status.output and "behind" not in status.output
+    as_json = json.loads((await asyncio.to_thread(cli, "rules", "status", "--json")).stdout)
+    assert as_json["deployed"]["version"] == version
+    assert all(not w["behind"] for w in as_json["workers"])
+    info = json.loads((await asyncio.to_thread(cli, "log", "info", "--json")).stdout)
+    events = next(s for s in info if s["name"].endswith("_EVENTS"))
+    assert events["replicas"] == 1 and "leader" in events and events["lagging"] == []
 
 
 async def test_a_pack_changed_under_its_version_is_refused_and_rollback_restores_the_last(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import re
 import signal
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -47,7 +49,7 @@ from rules.service.deploy import (
     rules_bucket,
     validated,
 )
-from rules.service.leases import Leases
+from rules.service.leases import Leases, WorkerStatus
 from rules.service.metrics import EngineMetrics
 from rules.service.partition import MAX_FUTURE_S, SOURCE_IDLE_S, ServiceConfig
 from rules.service.worker import Worker
@@ -324,7 +326,9 @@ async def _existing(log: JetStreamLog, name: str) -> KeyValue | None:
 
 
 @rules_app.command("status")
-def status_command() -> None:
+def status_command(
+    as_json: Annotated[bool, typer.Option("--json", help="As one JSON object.")] = False,
+) -> None:
     """Which rules version is deployed, and which each running engine worker runs."""
 
     async def go(settings: Settings) -> None:
@@ -338,6 +342,38 @@ def status_command() -> None:
             except UnreadableDeployment as exc:
                 current, unreadable = None, str(exc)
             workers = (await Leases(leases, "status").view())[0] if leases else []
+
+        def behind(w: WorkerStatus) -> bool:
+            return current is not None and w.rules_version != current.version
+
+        if as_json:
+            sys.stdout.write(
+                json.dumps(
+                    {
+                        "deployed": None
+                        if current is None
+                        else {
+                            "version": current.version,
+                            "deployed_at": current.deployed_at,
+                            "by": current.by,
+                            "note": current.note,
+                        },
+                        "unreadable": unreadable or None,
+                        "workers": [
+                            {
+                                "worker": w.worker,
+                                "rules_version": w.rules_version,
+                                "behind": behind(w),
+                                "stores": list(w.stores),
+                                "packs": dict(w.packs),
+                            }
+                            for w in workers
+                        ],
+                    }
+                )
+                + "\n"
+            )
+            return
         if unreadable:
             out.print(f"deployed: [red]unreadable[/]: {escape(unreadable)}")
             out.print("engines run the packs they were started with, or the last good deployment")
@@ -348,9 +384,7 @@ def status_command() -> None:
             out.print(f"deployed: {current.version} at {when} UTC by {current.by}")
         table = Table("worker", "rules", "stores", "packs", title=f"engines ({len(workers)})")
         for w in workers:
-            mark = (
-                "" if current is None or w.rules_version == current.version else " [red](behind)[/]"
-            )
+            mark = " [red](behind)[/]" if behind(w) else ""
             packs = ", ".join(f"{k} {v}" for k, v in sorted(w.packs.items()))
             table.add_row(w.worker, w.rules_version + mark, ", ".join(w.stores) or "-", packs)
         out.print(table)
