@@ -49,6 +49,7 @@ from rules.service.deploy import (
     rules_bucket,
     validated,
 )
+from rules.service.health import Health
 from rules.service.leases import Leases, WorkerStatus
 from rules.service.metrics import EngineMetrics
 from rules.service.partition import MAX_FUTURE_S, SOURCE_IDLE_S, ServiceConfig
@@ -123,8 +124,13 @@ def run(
     ] = 0.05,
     lease_ttl: Annotated[float, duration_flag("How long a dead worker's stores wait.", 6.0)] = 6.0,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Serve Prometheus metrics on this loopback port.")
+        int | None,
+        typer.Option(help="Serve Prometheus metrics, /healthz and /readyz on this port."),
     ] = None,
+    metrics_address: Annotated[
+        str,
+        typer.Option(help="The address they listen on (the default: this machine only)."),
+    ] = "127.0.0.1",
     log_format: Annotated[str, typer.Option(help="json or text.")] = "json",
 ) -> None:
     """Consume raw events, apply the deployed rules, publish derived events, checkpoint."""
@@ -163,18 +169,20 @@ def run(
     if conflict := config.clock_conflict():
         err.print(f"[red]error:[/] {escape(conflict)}", soft_wrap=True)
         raise typer.Exit(2)
-    metrics = EngineMetrics()
+    metrics, health = EngineMetrics(), Health(config.lease_ttl_s)
     if metrics_port is not None:
         try:
-            port = metrics.serve(metrics_port)
+            port = metrics.serve(metrics_port, metrics_address, health)
         except OSError as exc:
             err.print(
-                f"[red]error:[/] --metrics-port {metrics_port}: cannot serve metrics there "
-                f"({escape(exc.strerror or str(exc))}); choose a free port, or 0 for any",
+                f"[red]error:[/] --metrics-port {metrics_port} on {escape(metrics_address)}: "
+                f"cannot serve metrics there ({escape(exc.strerror or str(exc))}); choose a "
+                "free port (0 for any) and an address of this machine",
                 soft_wrap=True,
             )
             raise typer.Exit(2) from None
-        err.print(f"metrics on http://127.0.0.1:{port}/metrics")
+        at = f"http://{metrics_address}:{port}"
+        err.print(f"metrics on {at}/metrics, health on {at}/healthz and {at}/readyz")
 
     async def go(settings: Settings) -> None:
         stop = asyncio.Event()
@@ -184,9 +192,11 @@ def run(
         async with open_log(
             settings, name=f"aisle-engine-{config.worker}", role=Role.ENGINE
         ) as log:
-            await Worker(
+            worker = Worker(
                 log, reference, config, packs=pack_files(packs or [PACKS]), metrics=metrics
-            ).run(stop)
+            )
+            health.worker = worker
+            await worker.run(stop)
 
     # A worker makes many short-lived objects (events, messages, acks), nearly all freed by
     # reference counting, beside a large long-lived state. At Python's default thresholds

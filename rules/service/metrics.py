@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, make_wsgi_app
+
+from rules.service.health import Health
 
 SOURCE_LABELS = 32  # sources per store with a series of their own; the rest are "other"
 
@@ -81,7 +86,21 @@ class EngineMetrics:
             with contextlib.suppress(KeyError):
                 gauge.remove(store)
 
-    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
-        """Serve ``/metrics`` over HTTP; returns the port (useful with ``port=0``)."""
-        server, _ = start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str = "127.0.0.1", health: Health | None = None) -> int:
+        """Serve ``/metrics`` (and ``health``'s ``/healthz`` and ``/readyz``) over HTTP, in
+        a thread; returns the port (useful with ``port=0``)."""
+        app = make_wsgi_app(self.registry)
+        if health is not None:
+            app = health.app(app)
+        server = make_server(addr, port, app, _Threading, handler_class=_Quiet)
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
         return int(server.server_port)
+
+
+class _Threading(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """A scrape every few seconds is not news."""

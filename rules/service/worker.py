@@ -61,6 +61,8 @@ class Worker:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.rules_version = "local"
         self.started_at = time.time()
+        # For /healthz and /readyz: when the loop last went round, and last rebalanced.
+        self.ticked_at = self.rebalanced_at = 0.0
         self._renewed = 0.0
         self.engine: Engine | None = None
         self.pacer = Pacer(config.checkpoint_budget)  # shared by the worker's stores
@@ -93,8 +95,10 @@ class Worker:
             )
         try:
             while not stop.is_set():
+                self.ticked_at = time.monotonic()
                 try:
                     await self._rebalance()
+                    self.rebalanced_at = time.monotonic()
                 except Exception as exc:  # an election, a reconnect: leases expire, not workers
                     log.warning("rebalance failed; next round", extra={"error": repr(exc)})
                 with contextlib.suppress(TimeoutError):
