@@ -896,6 +896,11 @@ class JetStreamLog:
             )
         return out
 
+    @property
+    def open_consumers(self) -> int:
+        """The durable consumers this log reads through now (its metrics show them)."""
+        return len(self._consumers)
+
     async def close(self) -> None:
         """Close consumers, then drain: a pull subscription left open stalls the drain."""
         for consumer in list(self._consumers):

@@ -10,13 +10,19 @@ another joins. That is the whole protocol: there is no leader.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import logging
 import math
+import time
 from collections.abc import Iterable
 
 import msgspec
 import nats.js.errors
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+log = logging.getLogger(__name__)
 
 
 class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -30,11 +36,74 @@ class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True):
     seen_at: float
 
 
+class Board:
+    """The lease bucket's live entries, kept up to date by one long-lived watcher.
+
+    A worker looks at the bucket every third of a lease time; a watcher made for each look
+    is a new consumer each time (30 a minute, each lingering on the server for minutes, and
+    on a cluster each a request to the metadata leader). One watcher follows the bucket
+    instead. An entry the bucket's TTL removes sends no message, so the board forgets an
+    entry ``ttl_s`` after it last changed; and it starts a new watcher every ``resync_s``
+    (or after an error), in case one missed something during a reconnect.
+    """
+
+    def __init__(self, kv: KeyValue, ttl_s: float, resync_s: float = 60.0) -> None:
+        self.kv, self.ttl_s, self.resync_s = kv, ttl_s, resync_s
+        self._seen: dict[str, tuple[bytes, float]] = {}  # key -> (value, when it came)
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._since = 0.0
+        self.watchers = 0  # watchers started: what the metrics show
+
+    async def entries(self, timeout_s: float = 5.0) -> dict[str, bytes]:
+        stale = time.monotonic() - self._since > self.resync_s
+        if self._task is None or self._task.done() or stale:
+            await self._restart()
+        await asyncio.wait_for(self._ready.wait(), timeout_s)
+        now = time.monotonic()
+        return {k: v for k, (v, at) in self._seen.items() if now - at < self.ttl_s}
+
+    async def _restart(self) -> None:
+        await self.close()
+        self._seen, self._ready = {}, asyncio.Event()
+        watcher = await self.kv.watchall()
+        self.watchers += 1
+        self._since = time.monotonic()
+        self._task = asyncio.create_task(self._follow(watcher))
+
+    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
+        try:
+            async for entry in watcher:
+                if entry is None:  # "that was all there is"; updates follow
+                    self._ready.set()
+                elif entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+                    self._seen.pop(entry.key, None)
+                else:
+                    self._seen[entry.key] = (entry.value, time.monotonic())
+        except Exception as exc:  # a reconnect, an election: the next look starts another
+            log.warning("lease watcher stopped; a new one follows", extra={"error": repr(exc)})
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+    @property
+    def watching(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+
+
 class Leases:
-    def __init__(self, kv: KeyValue, worker: str) -> None:
+    def __init__(self, kv: KeyValue, worker: str, board: Board | None = None) -> None:
         self.kv = kv
         self.worker = worker
         self.held: dict[str, int] = {}  # store -> lease revision
+        self.board = board  # None: each look reads the bucket once (a one-off command)
 
     async def take(self, store: str) -> bool:
         """Take a free store, or one this worker id held before it restarted."""
@@ -82,7 +151,7 @@ class Leases:
     async def view(self) -> tuple[list[WorkerStatus], dict[str, str]]:
         """The workers alive now (their announcements have not expired), and which
         worker holds each store."""
-        entries = await _entries(self.kv)
+        entries = await (self.board.entries() if self.board else _entries(self.kv))
         workers = [
             msgspec.json.decode(v, type=WorkerStatus)
             for k, v in entries.items()

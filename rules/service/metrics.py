@@ -62,6 +62,16 @@ class EngineMetrics:
             "aisle_engine_checkpoints", "Checkpoints committed", by, registry=r
         )
         self.stores = Gauge("aisle_engine_stores", "Stores this worker runs", registry=r)
+        self.consumers = Gauge(
+            "aisle_engine_consumers",
+            "NATS consumers this worker reads through: its stores' and its watchers'",
+            registry=r,
+        )
+        self.watchers_started = Gauge(
+            "aisle_engine_lease_watchers_started",
+            "Watchers of the lease bucket started since the worker began (one a minute)",
+            registry=r,
+        )
         self.invalid_stores = Gauge(
             "aisle_engine_invalid_store_ids",
             "Store tokens in the log's subjects that are not store ids (not read)",

@@ -34,7 +34,7 @@ from rules.loader import PackError, load_rules
 from rules.reference import Reference
 from rules.service import deploy
 from rules.service.checkpoints import Checkpoints, Pacer
-from rules.service.leases import Leases, WorkerStatus
+from rules.service.leases import Board, Leases, WorkerStatus
 from rules.service.metrics import EngineMetrics
 from rules.service.partition import ServiceConfig, StoreRunner, Strikes
 
@@ -73,9 +73,8 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         c = self.config
-        self.leases = Leases(
-            await self.log.key_value("engine_leases", ttl_s=c.lease_ttl_s), c.worker
-        )
+        kv = await self.log.key_value("engine_leases", ttl_s=c.lease_ttl_s)
+        self.leases = Leases(kv, c.worker, Board(kv, c.lease_ttl_s))
         self.checkpoints = Checkpoints(
             await self.log.key_value("engine_checkpoints"),
             await self.log.object_store("engine_snapshots"),
@@ -107,6 +106,8 @@ class Worker:
             self._watching.cancel()
             with contextlib.suppress(BaseException):
                 await self._watching
+            if self.leases.board:
+                await self.leases.board.close()
             for store in list(self.runners):
                 await self._hand_over(store)
             log.info("worker stopped", extra={"worker": c.worker})
@@ -133,6 +134,11 @@ class Worker:
             if time.monotonic() - self._renewed > self.config.lease_ttl_s / 3:
                 await self._renew()  # opening many stores can take longer than a lease lives
         self.metrics.stores.set(len(self.runners))
+        board = self.leases.board
+        watchers = (not self._watching.done()) + bool(board and board.watching)
+        self.metrics.consumers.set(self.log.open_consumers + watchers)
+        if self.leases.board:
+            self.metrics.watchers_started.set(self.leases.board.watchers)
         await self.leases.announce(self.status())
 
     async def _renew(self) -> None:
