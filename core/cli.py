@@ -12,6 +12,7 @@ import contextlib
 import json
 import re
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import datetime
@@ -66,10 +67,48 @@ NO_ANSWER = (
 )
 
 
+# How long a command retries what a cluster electing a leader answers (a stream without
+# one, a request nobody answers yet), quietly, before it says so; nats-server's elections
+# take a few seconds.
+ELECTION_S = 15.0
+NO_LEADER = (
+    f"the NATS cluster answered no JetStream request for {ELECTION_S:g} s: it has no "
+    "leader for the streams (too few of its servers are up, or they cannot reach each "
+    "other); `aisle log info` shows the streams' leaders and replicas once it has"
+)
+_ELECTING = (
+    nats.errors.TimeoutError,
+    TimeoutError,  # asyncio's: a watcher or a request waited for a leader
+    nats.js.errors.NoStreamResponseError,
+    nats.errors.NoRespondersError,
+)
+
+
+def _electing(exc: BaseException) -> bool:
+    if isinstance(exc, LogUnavailable):  # a lasting refusal that says what to do
+        return False
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+        return True
+    return isinstance(exc, _ELECTING) and "permissions violation" not in str(exc).lower()
+
+
+def _retrying(coro: Callable[[Settings], Awaitable[T]], settings: Settings) -> T:
+    """The command, run again while the failures are those of an election in progress,
+    within ``ELECTION_S`` of its start (a later failure is no election of the start)."""
+    began = time.monotonic()
+    while True:
+        try:
+            return asyncio.run(coro(settings))
+        except Exception as exc:
+            if not _electing(exc) or time.monotonic() - began > ELECTION_S:
+                raise
+        time.sleep(1.0)
+
+
 def run(coro: Callable[[Settings], Awaitable[T]]) -> T:
     """Run one async command against the configured log, with friendly failures."""
     try:
-        return asyncio.run(coro(Settings.from_env()))
+        return _retrying(coro, Settings.from_env())
     except (NatsServerError, ConnectError, ConfigError, LogUnavailable, PublishError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
@@ -78,8 +117,11 @@ def run(coro: Callable[[Settings], Awaitable[T]]) -> T:
         line = f"[red]error:[/] {escape(str(exc))}" + (f": {escape(what)}" if what else "")
         err.print(line, soft_wrap=True)
         raise typer.Exit(2) from None
-    except nats.errors.TimeoutError:  # a request the server never answered
+    except (nats.errors.TimeoutError, TimeoutError):  # a request the server never answered
         err.print(f"[red]error:[/] {escape(NO_ANSWER)}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError):
+        err.print(f"[red]error:[/] {escape(NO_LEADER)}", soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -111,11 +112,15 @@ async def connect(
     credentials' own inbox prefix (``NatsAuth.inbox``).
     """
     servers = [u.strip() for u in url.split(",") if u.strip()]
+    random.shuffle(servers)  # clients spread over a cluster's servers
     auth = auth or NatsAuth()
     options = _auth_options(auth)
-    await _first_contact(servers, options, timeout_s)
+    first = await _first_contact(servers, options, timeout_s)
+    # The server that answered first, then the others in order: nats-py's own random pick
+    # could try a dead one first and print its refusal though another server answers.
     return await nats.connect(
-        servers=servers,
+        servers=[first, *(s for s in servers if s != first)],
+        dont_randomize=True,
         name=name,
         allow_reconnect=reconnect,
         max_reconnect_attempts=-1,
@@ -160,8 +165,8 @@ def _auth_options(auth: NatsAuth) -> dict[str, Any]:
     return options
 
 
-async def _first_contact(servers: list[str], options: dict[str, Any], timeout_s: float) -> None:
-    """Connect once to each server in turn, without retrying, until one accepts.
+async def _first_contact(servers: list[str], options: dict[str, Any], timeout_s: float) -> str:
+    """Connect once to each server in turn, without retrying, until one accepts; that one.
 
     A refused credential or a failed TLS handshake ends it at once: every server of a
     deployment shares them. Only an unreachable server is passed over for the next one.
@@ -226,7 +231,7 @@ async def _first_contact(servers: list[str], options: dict[str, Any], timeout_s:
             reasons.append(f"{server}: {type(exc).__name__}: {text}")
             continue
         await nc.close()
-        return
+        return server
     raise Unreachable(
         "cannot connect to NATS (" + "; ".join(reasons) + "): is the server up, and is "
         "AISLE_NATS_URL right? Unset it to run the embedded server."

@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -266,3 +269,42 @@ async def _caught_up(log: JetStreamLog, cluster: Cluster, timeout_s: float = 60.
             if time.monotonic() > deadline:
                 pytest.fail(f"{stream} did not heal: {info.cluster}\n{cluster.logs()}")
             await asyncio.sleep(0.5)
+
+
+def _aisle(env: dict[str, str], *args: str, timeout_s: float = 120) -> tuple[int, str]:
+    ran = subprocess.run(
+        [str(Path(sys.executable).parent / "aisle"), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    return ran.returncode, ran.stdout + ran.stderr
+
+
+async def test_commands_through_a_cluster_that_lost_a_node_say_nothing_of_it(
+    cluster: Cluster,
+) -> None:
+    """They printed the dead node's ConnectionRefusedError while working through another,
+    and `rules status` a TimeoutError traceback during the election; with no quorum left,
+    they end with a sentence."""
+    prefix = unique_prefix()
+    async with cluster_log(cluster, prefix) as log:
+        await log.key_value("rules", history=20)
+        await log.key_value("engine_leases", ttl_s=6)
+        leader = (await log.js.stream_info(log.config.events_stream)).cluster.leader
+        dead = cluster.node(leader)
+        dead.kill()  # the business stream's leader: an election follows
+        url = ",".join([dead.url, *(n.url for n in cluster.nodes if n is not dead)])
+        env = {"AISLE_NATS_URL": url, "AISLE_PREFIX": prefix, "AISLE_REPLICAS": "3"}
+        for command in (["rules", "status"], ["log", "info"], ["rules", "history"]):
+            code, said = await asyncio.to_thread(_aisle, env, *command)
+            assert code == 0, (command, said)
+            assert "Traceback" not in said and "Refused" not in said, (command, said)
+        second = next(n for n in cluster.nodes if n is not dead)
+        second.kill()  # no quorum: the cluster cannot elect anyone
+        began = time.monotonic()
+        code, said = await asyncio.to_thread(_aisle, env, "rules", "status")
+        assert code == 2 and "Traceback" not in said, said
+        assert said.startswith("error: "), said
+        assert time.monotonic() - began < 90
