@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, SQLModel
 
 from core import events as ev
+from readmodels import bulk
 from readmodels.projection import Projection, Unexpected, hour_of
 from readmodels.tables import HeatmapCell, HeatmapHour, MetricHour, MetricPoint, Occupancy
 from readmodels.upsert import fold_into
@@ -72,8 +73,7 @@ class Metrics(Projection):
                 at = d.window_end or event.at
                 where = (event.store, zone if OCCUPANCY[d.name] else "", at)
                 occupancy.setdefault(where, []).append({"value": d.value})
-        if points:
-            session.execute(sa.insert(_table(MetricPoint)), points)
+        bulk.insert(session, _table(MetricPoint), points)
         fold_into(session, _table(MetricHour), hours, _fold_hour)
         fold_into(session, _table(Occupancy), occupancy, _fold_latest)
         return refused
@@ -139,8 +139,7 @@ class Heatmaps(Projection):
                 if span < DAY_S:  # the day's own window keeps its distinct visitors as is
                     key = (event.store, size, hour_of(start), c.cell_x, c.cell_y)
                     hours.setdefault(key, []).append({"visits": c.visits, "dwell_s": c.dwell_s})
-        if rows:
-            session.execute(sa.insert(_table(HeatmapCell)), rows)
+        bulk.insert(session, _table(HeatmapCell), rows)
         fold_into(session, _table(HeatmapHour), hours, _fold_cell)
         return refused
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import nats.js.errors
-from sqlalchemy import delete, insert, update
+import sqlalchemy as sa
+from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlmodel import Session, col, select
@@ -34,6 +35,7 @@ from core import events as ev
 from core.jetstream import JetStreamLog, SubjectFilter
 from core.log import DeadLetter, Stream
 from core.puller import ConsumerGone, Delivered, DeliveryGap, Puller
+from readmodels import bulk
 from readmodels.alerts import Alerts
 from readmodels.measures import Heatmaps, Metrics
 from readmodels.projection import Projection, Unexpected
@@ -123,7 +125,7 @@ class ProjectionRunner:
         self.db = db
         self.scope = scope
         self.batch = batch
-        self.lock = lock or asyncio.Lock()  # SQLite has one writer: the runners take turns
+        self.lock = lock or asyncio.Lock()  # shared where the database has one writer
         self.stream = log.config.events_stream
         self.progress = Progress(projection.name)
         self.consumer = consumer_name(projection.name, scope)
@@ -209,8 +211,7 @@ class ProjectionRunner:
                     letters.append(self._reject(s, item, refused[n]))
                 else:
                     applied.append({"projection": name, "event_id": e.id, "type": e.type})
-            if applied:
-                s.execute(insert(Applied), applied)
+            bulk.insert(s, _APPLIED, applied)
             self._move(s, expected, last, len(applied))
         return _Outcome(last, len(applied), len(letters), [r for r in letters if r.deadletter])
 
@@ -411,13 +412,16 @@ class ProjectionRunner:
 def _applied(s: Session, projection: str, events: list[ev.Event]) -> set[tuple[str, str]]:
     if not events:
         return set()
-    rows = s.exec(
-        select(Applied.event_id, Applied.type).where(
-            Applied.projection == projection,
-            col(Applied.event_id).in_({e.id for e in events}),
+    rows = s.execute(
+        sa.select(_APPLIED.c.event_id, _APPLIED.c.type).where(
+            _APPLIED.c.projection == projection,
+            bulk.among(s, _APPLIED.c.event_id, {e.id for e in events}),
         )
     )
     return {(i, t) for i, t in rows}
+
+
+_APPLIED: sa.Table = Applied.__table__  # type: ignore[attr-defined]
 
 
 class ProjectionService:
@@ -432,9 +436,12 @@ class ProjectionService:
         selected: Sequence[Projection] | None = None,
         batch: int = 500,
     ) -> None:
-        lock = asyncio.Lock()
+        # SQLite has one writer: the runners take turns. PostgreSQL takes their
+        # transactions side by side (each writes its own tables and position row), so
+        # one runner's round trips and the server's work overlap another's Python.
+        shared = asyncio.Lock() if db.dialect.name == "sqlite" else None
         self.runners = [
-            ProjectionRunner(p, log, db, scope=scope, batch=batch, lock=lock)
+            ProjectionRunner(p, log, db, scope=scope, batch=batch, lock=shared)
             for p in (selected or projections())
         ]
 
