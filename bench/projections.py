@@ -19,9 +19,13 @@ projection reads picks and metrics too, so an event may count for two). The rati
 
 ``keep-up`` is the time the engine service took to derive the days over the time the
 projections took to apply what it published: above 1, the projections keep up with the
-engine's catch-up. ``keep-up (rules)`` sets them against the rules alone deriving the
-same days in this process (``Engine.process`` in lots of 500, without reading or writing
-the log), a bound the service does not reach. ``--profile`` runs the projections under
+engine's catch-up. ``keep-up (CPU)`` sets the CPU seconds of the two processes against
+each other (the worker's, read from /proc, and this one's, threads included; neither
+counts nats-server's, nor PostgreSQL's server): on a machine shared with other work,
+wall times move with the load, CPU seconds much less. ``keep-up (rules)`` sets the
+projections against the rules alone deriving the same days in this process
+(``Engine.process`` in lots of 500, without reading or writing the log), a bound the
+service does not reach. ``--profile`` runs the projections under
 cProfile, their database work in the event loop's thread rather than in worker threads
 (cProfile sees one thread), and writes its statistics to the file.
 """
@@ -93,18 +97,23 @@ def store_days(stores: int, hours: float, shoppers: int) -> tuple[list[list[ev.E
     return lots, rules_s
 
 
-async def engine_service(log: JetStreamLog, url: str, stores: int, logs: Path) -> float:
+async def engine_service(
+    log: JetStreamLog, url: str, stores: int, logs: Path
+) -> tuple[float, float]:
     """Seconds ``aisle engine run`` took to catch up with the log's raw events, from its
-    consumers' creation until they have nothing pending or unacknowledged."""
+    consumers' creation until they have nothing pending or unacknowledged; and the CPU
+    seconds its process spent meanwhile."""
     worker = EngineProcess(
         url, log.config.prefix, [f"bench-{n:02d}" for n in range(stores)], LATENESS_S, logs
     )
     try:
         opened = await wait_until(lambda: ready(log, stores, worker), 120, 0.02)
+        cpu = worker.cpu_s()
         done = await wait_until(lambda: drained(log, stores, worker), 1200, 0.05)
+        cpu = worker.cpu_s() - cpu
     finally:
         worker.stop()
-    return done - opened
+    return done - opened, cpu
 
 
 async def measure(
@@ -122,7 +131,7 @@ async def measure(
     try:
         for lot in lots:  # the raw events: the engine service derives the rest
             await publish_in_order(log, [e for e in lot if not e.derived])
-        engine_s = await engine_service(log, url, args.stores, folder / "engine.log")
+        engine_s, engine_cpu = await engine_service(log, url, args.stores, folder / "engine.log")
         stream = await log.js.stream_info(log.config.events_stream)
         messages = stream.state.messages
         derived = sum(
@@ -141,11 +150,11 @@ async def measure(
         profiler = cProfile.Profile() if args.profile else None
         if profiler is not None:
             runner.asyncio = _Inline()  # type: ignore[assignment]
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         if profiler is not None:
             profiler.enable()
         await service.run(until_caught_up=True)
-        took = time.perf_counter() - start
+        took, cpu = time.perf_counter() - start, time.process_time() - cpu
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
@@ -153,13 +162,16 @@ async def measure(
         project = messages / took
         print(f"{'stream messages':<16} {messages:>10,}  ({derived:,} derived by the engine "
               f"service, {rules_derived:,} by the rules in process)")  # fmt: skip
-        print(f"{'engine':<16} {engine_s:>10.1f} s  (the engine service's catch-up)")
+        print(f"{'engine':<16} {engine_s:>10.1f} s  (the engine service's catch-up; "
+              f"{engine_cpu:.1f} s CPU in its process)")  # fmt: skip
         print(f"{'replay':<16} {replay:>10,.0f} messages/s")
         print(f"{'project':<16} {project:>10,.0f} messages/s  ({applied:,} events applied, "
-              f"{applied / took:,.0f}/s, {took:.1f} s)")  # fmt: skip
+              f"{applied / took:,.0f}/s, {took:.1f} s; {cpu:.1f} s CPU here)")  # fmt: skip
         print(f"{'ratio':<16} {replay / project:>10.1f}x  (replay / project)")
         print(f"{'keep-up':<16} {engine_s / took:>10.2f}x  (the engine service's catch-up over "
               "the projections': above 1, the projections keep up)")  # fmt: skip
+        print(f"{'keep-up (CPU)':<16} {engine_cpu / cpu:>10.2f}x  (the same, in CPU seconds of "
+              "the two processes: less moved by the machine's load)")  # fmt: skip
         print(f"{'keep-up (rules)':<16} {rules_s / took:>10.2f}x  (the rules derived the same "
               f"days in {rules_s:.1f} s in process, without the log)")  # fmt: skip
         for p in service.progress:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,8 +45,8 @@ CHUNK = 200  # keys to a SQLite look-up's IN (...)
 @dataclass(frozen=True, slots=True)
 class _Plan:
     sql: str
-    columns: tuple[str, ...]
-    converts: tuple[Convert | None, ...]
+    getter: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # a row's values, in order
+    converts: tuple[tuple[int, Convert, bool], ...]  # column, conversion, once a value
     postgres: bool
 
 
@@ -65,19 +66,19 @@ def insert(
     conn = session.connection()
     dialect = conn.dialect
     plan = _plan(dialect.name, table, conflict, _json_dumps(dialect))
-    conv = list(zip(plan.columns, plan.converts, strict=True))
+    # A column at a time: the values taken out by ``itemgetter`` and ``zip`` (C loops),
+    # each distinct time converted once (a window's cells share theirs).
+    columns: list[Sequence[Any]] = list(zip(*map(plan.getter, rows), strict=True))
+    for i, convert, distinct in plan.converts:
+        if distinct:
+            done = {v: convert(v) for v in set(columns[i])}
+            columns[i] = list(map(done.__getitem__, columns[i]))
+        else:
+            columns[i] = list(map(convert, columns[i]))
     if plan.postgres:
-        arrays = tuple(
-            [r[name] for r in rows] if convert is None else [convert(r[name]) for r in rows]
-            for name, convert in conv
-        )
-        conn.exec_driver_sql(plan.sql, arrays)
+        conn.exec_driver_sql(plan.sql, tuple(map(list, columns)))
     else:
-        values = [
-            tuple(r[name] if convert is None else convert(r[name]) for name, convert in conv)
-            for r in rows
-        ]
-        conn.exec_driver_sql(plan.sql, values)
+        conn.exec_driver_sql(plan.sql, list(zip(*columns, strict=True)))
 
 
 def by_keys(
@@ -142,7 +143,11 @@ def _plan(dialect: str, table: sa.Table, conflict: Conflict, dumps: Callable[[An
         tail = f" ON CONFLICT ({keys}) DO UPDATE SET {sets}"
     else:
         tail = ""
-    converts = tuple(_convert(c.type, postgres, dumps) for c in cols)
+    converts = tuple(
+        (i, convert, isinstance(c.type, UTCDateTime))
+        for i, c in enumerate(cols)
+        if (convert := _convert(c.type, postgres, dumps)) is not None
+    )
     if postgres:
         arrays = ", ".join(f"%b::{_array_type(c.type, d)}" for c in cols)
         alias = ", ".join(f"c{i}" for i in range(len(cols)))
@@ -153,7 +158,11 @@ def _plan(dialect: str, table: sa.Table, conflict: Conflict, dumps: Callable[[An
     else:
         marks = ", ".join("?" for _ in cols)
         sql = f"INSERT INTO {target} ({names}) VALUES ({marks})"
-    return _Plan(sql + tail, tuple(c.name for c in cols), converts, postgres)
+    getter = operator.itemgetter(*(c.name for c in cols))
+    if len(cols) == 1:  # itemgetter of one name gives the value, not a tuple
+        name = cols[0].name
+        getter = lambda row: (row[name],)  # noqa: E731
+    return _Plan(sql + tail, getter, converts, postgres)
 
 
 @functools.cache
@@ -196,6 +205,8 @@ def _naive_utc(value: datetime | None) -> datetime | None:
     """As ``UTCDateTime`` binds it."""
     if value is None:
         return None
+    if value.tzinfo is UTC:
+        return value.replace(tzinfo=None)
     if value.tzinfo is None:
         raise ValueError("a time without a time zone: the read models keep UTC")
     return value.astimezone(UTC).replace(tzinfo=None)

@@ -148,13 +148,16 @@ def _check_cells(
     start: datetime, end: datetime, cells: Sequence[ev.HeatmapCell | ev.HeatmapTileData]
 ) -> None:
     _check_window(start, end, strict=True)
-    seen: set[tuple[int, int]] = set()
-    for i, c in enumerate(cells):
-        if (c.cell_x, c.cell_y) in seen:
-            raise Unexpected(f"data.cells[{i}]", f"cell ({c.cell_x}, {c.cell_y}) twice")
-        seen.add((c.cell_x, c.cell_y))
-        if not math.isfinite(c.dwell_s):
-            raise Unexpected(f"data.cells[{i}].dwell_s", "not a finite number")
+    if len({(c.cell_x, c.cell_y) for c in cells}) != len(cells) or not all(
+        math.isfinite(c.dwell_s) for c in cells
+    ):  # rare: find the first cell at fault, to name it
+        seen: set[tuple[int, int]] = set()
+        for i, c in enumerate(cells):
+            if (c.cell_x, c.cell_y) in seen:
+                raise Unexpected(f"data.cells[{i}]", f"cell ({c.cell_x}, {c.cell_y}) twice")
+            seen.add((c.cell_x, c.cell_y))
+            if not math.isfinite(c.dwell_s):
+                raise Unexpected(f"data.cells[{i}].dwell_s", "not a finite number")
 
 
 def _fold_cell(row: dict[str, Any] | None, step: Mapping[str, Any]) -> dict[str, Any]:

@@ -96,7 +96,13 @@ def _bucket(hour: datetime, granularity: Granularity, tz: ZoneInfo) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
 
 
-Row = tuple[str, str, datetime, int, float, float, float, float, datetime]  # as selected
+Row = tuple[str, str, Any, int, float, float, float, float, Any]  # the times as held
+
+
+def _utc(held: datetime | str) -> datetime:
+    """A time as ``UTCDateTime`` reads it: SQLite holds its text, PostgreSQL naive UTC."""
+    at = datetime.fromisoformat(held) if isinstance(held, str) else held
+    return at.replace(tzinfo=UTC)
 
 
 def _fold(rows: list[Row]) -> tuple[int, float, float, float, float]:
@@ -126,10 +132,21 @@ def compute(
     models for each cost more than the query."""
     tz = _zone(ctx, store)
     t = MetricHour.__table__  # type: ignore[attr-defined]
-    # A local day may begin before ``start``'s UTC hour: the buckets are of whole hours.
+    # The times as the database holds them (no per-row type processing: a day is a
+    # thousand rows): ``hour`` converted once a distinct value, for its bucket; both only
+    # compared with their like (the same text format, or naive UTC times, on one database).
+    raw = sa.types.NullType()
     q = sa.select(
-        t.c.name, t.c.zone, t.c.hour, t.c.count, t.c.sum, t.c.min, t.c.max, t.c.last, t.c.last_at
-    ).where(
+        t.c.name,
+        t.c.zone,
+        sa.type_coerce(t.c.hour, raw),
+        t.c.count,
+        t.c.sum,
+        t.c.min,
+        t.c.max,
+        t.c.last,
+        sa.type_coerce(t.c.last_at, raw),
+    ).where(  # A local day may begin before ``start``'s UTC hour: buckets are whole hours.
         t.c.store == store,
         t.c.hour >= start.replace(minute=0, second=0, microsecond=0),
         t.c.hour < end,
@@ -139,10 +156,12 @@ def compute(
     if zone is not None:
         q = q.where(t.c.zone == zone)
     with ctx.db.connect() as conn:
-        rows: list[Row] = [tuple(r) for r in conn.execute(q)]  # type: ignore[misc]
+        fetched = conn.execute(q).all()
+    rows: list[Row] = fetched  # type: ignore[assignment]
+    buckets = {h: _bucket(_utc(h), granularity, tz) for h in {r[2] for r in rows}}
     groups: dict[tuple[str, str, datetime], list[Row]] = {}
     for r in rows:
-        groups.setdefault((r[0], r[1], _bucket(r[2], granularity, tz)), []).append(r)
+        groups.setdefault((r[0], r[1], buckets[r[2]]), []).append(r)
     series: list[dict[str, Any]] = []
     for (name, z, at), group in sorted(groups.items()):
         count, total, lo, hi, last = _fold(group)
