@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -23,7 +24,8 @@ from api.context import Context, Ctx
 from api.pages import Moment
 from api.problems import Problem, documented
 from api.stores import open_store
-from readmodels.tables import MetricHour
+from readmodels.measures import Metrics
+from readmodels.tables import MetricHour, Position
 
 router = APIRouter(tags=["metrics"], responses=documented(401, 403, 404, 422))
 
@@ -97,6 +99,18 @@ def _bucket(hour: datetime, granularity: Granularity, tz: ZoneInfo) -> datetime:
 
 
 Row = tuple[str, str, Any, int, float, float, float, float, Any]  # the times as held
+CACHED = 256  # answers kept, the oldest dropped first
+_POSITION: sa.Table = Position.__table__  # type: ignore[attr-defined]
+_METRICS_POSITION = sa.select(_POSITION.c.scope, _POSITION.c.stream, _POSITION.c.seq).where(
+    _POSITION.c.projection == Metrics.name
+)
+
+
+def _cache(ctx: Context) -> dict[tuple[Any, ...], tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Answers by question, each with the metrics projection's position it was read at:
+    a dashboard asks for the same day again and again, and the hour rows change only
+    when that position moves (a rebuild removes it). Kept per app, in insertion order."""
+    return ctx.__dict__.setdefault("_metrics_cache", {})  # type: ignore[no-any-return]
 
 
 def _utc(held: datetime | str) -> datetime:
@@ -155,8 +169,31 @@ def compute(
         q = q.where(t.c.name.in_(names))
     if zone is not None:
         q = q.where(t.c.zone == zone)
-    with ctx.db.connect() as conn:
+    key = (store, start, end, granularity, tuple(names or ()), zone)
+    cache = _cache(ctx)
+    with ctx.db.connect() as conn:  # one transaction: one snapshot on SQLite
+        # Where the metrics projection stands, read first: it commits the hour rows and
+        # its position together, so the rows are at least as new as the position read.
+        version = tuple(conn.execute(_METRICS_POSITION).all())
+        hit = cache.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
         fetched = conn.execute(q).all()
+    out = _computed(fetched, store, start, end, granularity, tz)
+    cache[key] = (version, out)
+    while len(cache) > CACHED:
+        cache.pop(next(iter(cache)))
+    return out
+
+
+def _computed(
+    fetched: Sequence[Any],
+    store: str,
+    start: datetime,
+    end: datetime,
+    granularity: Granularity,
+    tz: ZoneInfo,
+) -> dict[str, Any]:
     rows: list[Row] = fetched  # type: ignore[assignment]
     buckets = {h: _bucket(_utc(h), granularity, tz) for h in {r[2] for r in rows}}
     groups: dict[tuple[str, str, datetime], list[Row]] = {}
