@@ -328,8 +328,8 @@ class ProjectionRunner:
         await self._send(await asyncio.to_thread(self._unpublished))
 
     async def step(self, timeout_s: float = 1.0) -> int:
-        """Apply what the consumer has now (waiting up to ``timeout_s`` for something);
-        returns how many messages it considered."""
+        """Apply what the consumer has now (waiting up to ``timeout_s`` for something, once
+        it has nothing: 0 for no wait); returns how many messages it considered."""
         assert self._puller is not None
         done = await self._puller.poll(self.batch)
         msgs = self._puller.take()
@@ -338,7 +338,7 @@ class ProjectionRunner:
             msgs = self._puller.take()
         if not msgs:
             self.progress.pending, self.progress.caught_up = 0, done
-            if done:
+            if done and timeout_s > 0:
                 await self._puller.wait(timeout_s)
                 msgs = self._puller.take()
             if not msgs:
@@ -486,7 +486,8 @@ class ProjectionService:
     ) -> None:
         while not stop.is_set():
             try:
-                n = await r.step(timeout_s=0.5 if until_caught_up else 1.0)
+                # Caught up means the server had nothing more when asked: no wait then.
+                n = await r.step(timeout_s=0.0 if until_caught_up else 1.0)
             except ConsumerGone:
                 raise PositionMoved(
                     f"projection {r.projection.name} ({r.scope}): another process took its "
