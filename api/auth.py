@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
+import sqlalchemy as sa
 from fastapi import Depends
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
@@ -116,13 +117,24 @@ def authenticate(db: Engine, token: str) -> Principal | None:
     if m is None:
         return None
     token_id, secret = m.groups()
-    with Session(db) as s:
-        row = s.get(ApiToken, token_id)
+    with db.connect() as conn:  # every request: a prepared Core select, not the ORM
+        row = conn.execute(_TOKEN_ROW, {"id": token_id}).first()
     want = row.secret_hash if row is not None else _hash("0" * 16, "")
     ok = hmac.compare_digest(_hash(token_id, secret), want)
     if row is None or not ok or row.revoked_at is not None:
         return None
     return Principal(token_id=row.id, role=Role(row.role), stores=tuple(row.stores), name=row.name)
+
+
+_TOKENS: sa.Table = ApiToken.__table__  # type: ignore[attr-defined]
+_TOKEN_ROW = sa.select(
+    _TOKENS.c.id,
+    _TOKENS.c.secret_hash,
+    _TOKENS.c.role,
+    _TOKENS.c.stores,
+    _TOKENS.c.name,
+    _TOKENS.c.revoked_at,
+).where(_TOKENS.c.id == sa.bindparam("id"))
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `aisle tokens create`.")

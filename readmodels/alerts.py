@@ -49,6 +49,10 @@ class Alerts(Projection):
     name = "alerts"
     types = frozenset({"alert.raised", "alert.resolved", *ACTIONS})
     tables = (Alert, AlertAction)
+    # Each event is checked before it changes anything (a resolve finds its alert, an
+    # action its alert, subject and state, first): a refused one leaves no trace, and a
+    # batch needs no savepoint an event.
+    checks_first = True
 
     def apply(self, session: Session, seq: int, event: ev.Event) -> None:
         match event:

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, SQLModel
 
 from core import events as ev
+from readmodels import bulk
 from readmodels.projection import Projection, Unexpected, hour_of
 from readmodels.tables import HeatmapCell, HeatmapHour, MetricHour, MetricPoint, Occupancy
 from readmodels.upsert import fold_into
@@ -72,8 +73,7 @@ class Metrics(Projection):
                 at = d.window_end or event.at
                 where = (event.store, zone if OCCUPANCY[d.name] else "", at)
                 occupancy.setdefault(where, []).append({"value": d.value})
-        if points:
-            session.execute(sa.insert(_table(MetricPoint)), points)
+        bulk.insert(session, _table(MetricPoint), points)
         fold_into(session, _table(MetricHour), hours, _fold_hour)
         fold_into(session, _table(Occupancy), occupancy, _fold_latest)
         return refused
@@ -139,8 +139,7 @@ class Heatmaps(Projection):
                 if span < DAY_S:  # the day's own window keeps its distinct visitors as is
                     key = (event.store, size, hour_of(start), c.cell_x, c.cell_y)
                     hours.setdefault(key, []).append({"visits": c.visits, "dwell_s": c.dwell_s})
-        if rows:
-            session.execute(sa.insert(_table(HeatmapCell)), rows)
+        bulk.insert(session, _table(HeatmapCell), rows)
         fold_into(session, _table(HeatmapHour), hours, _fold_cell)
         return refused
 
@@ -149,13 +148,16 @@ def _check_cells(
     start: datetime, end: datetime, cells: Sequence[ev.HeatmapCell | ev.HeatmapTileData]
 ) -> None:
     _check_window(start, end, strict=True)
-    seen: set[tuple[int, int]] = set()
-    for i, c in enumerate(cells):
-        if (c.cell_x, c.cell_y) in seen:
-            raise Unexpected(f"data.cells[{i}]", f"cell ({c.cell_x}, {c.cell_y}) twice")
-        seen.add((c.cell_x, c.cell_y))
-        if not math.isfinite(c.dwell_s):
-            raise Unexpected(f"data.cells[{i}].dwell_s", "not a finite number")
+    if len({(c.cell_x, c.cell_y) for c in cells}) != len(cells) or not all(
+        math.isfinite(c.dwell_s) for c in cells
+    ):  # rare: find the first cell at fault, to name it
+        seen: set[tuple[int, int]] = set()
+        for i, c in enumerate(cells):
+            if (c.cell_x, c.cell_y) in seen:
+                raise Unexpected(f"data.cells[{i}]", f"cell ({c.cell_x}, {c.cell_y}) twice")
+            seen.add((c.cell_x, c.cell_y))
+            if not math.isfinite(c.dwell_s):
+                raise Unexpected(f"data.cells[{i}].dwell_s", "not a finite number")
 
 
 def _fold_cell(row: dict[str, Any] | None, step: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from sqlalchemy import func
 from sqlmodel import Session, SQLModel, select
 
 from core import events as ev
+from readmodels import bulk
 from readmodels.projection import Projection, Unexpected
 from readmodels.tables import (
     Cart,
@@ -172,11 +173,6 @@ def _table(model: type[SQLModel]) -> sa.Table:
 
 _CART, _CHANGE, _SHELF = _table(Cart), _table(CartChange), _table(ShelfEvent)
 _CHANGES = (ev.CartItemAdded, ev.CartItemRemoved)
-_UPDATE_CART = (
-    sa.update(_CART)
-    .where(_CART.c.id == sa.bindparam("new_id"))
-    .values({c.name: sa.bindparam(f"new_{c.name}") for c in _CART.columns if c.name != "id"})
-)
 
 
 def _check_receipt(d: ev.ReceiptData) -> None:
@@ -438,22 +434,15 @@ class _Work:
     def write(self) -> None:
         """Everything so far, a statement a table; the carts stay known (no longer new)."""
         s = self.session
-        if self._picks:
-            s.execute(sa.insert(_SHELF), self._picks)
+        bulk.insert(s, _SHELF, self._picks)
         carts = list(self._carts.values())
-        if added := [c.row() for c in carts if c.new]:
-            s.execute(sa.insert(_CART), added)
-        if changed := [c.row() for c in carts if not c.new]:
-            s.execute(_UPDATE_CART, [{f"new_{k}": v for k, v in r.items()} for r in changed])
-        if self._changes:
-            s.execute(sa.insert(_CHANGE), self._changes)
-        for table, rows in (
-            (_table(Receipt), self._receipts),
-            (_table(ReceiptLine), self._lines),
-            (_table(LineEvidence), self._evidence),
-        ):
-            if rows:
-                s.execute(sa.insert(table), rows)
+        bulk.insert(s, _CART, [c.row() for c in carts if c.new])
+        # Carts the tables hold: every column but the key takes the batch's value.
+        bulk.insert(s, _CART, [c.row() for c in carts if not c.new], conflict="overwrite")
+        bulk.insert(s, _CHANGE, self._changes)
+        bulk.insert(s, _table(Receipt), self._receipts)
+        bulk.insert(s, _table(ReceiptLine), self._lines)
+        bulk.insert(s, _table(LineEvidence), self._evidence)
         for c in carts:
             c.new = False
         self._picks, self._changes, self._carts = [], [], {}

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import nats.js.errors
-from sqlalchemy import delete, insert, update
+import sqlalchemy as sa
+from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlmodel import Session, col, select
@@ -34,6 +35,7 @@ from core import events as ev
 from core.jetstream import JetStreamLog, SubjectFilter
 from core.log import DeadLetter, Stream
 from core.puller import ConsumerGone, Delivered, DeliveryGap, Puller
+from readmodels import bulk
 from readmodels.alerts import Alerts
 from readmodels.dbfile import DatabaseFile
 from readmodels.measures import Heatmaps, Metrics
@@ -124,7 +126,7 @@ class ProjectionRunner:
         self.db = db
         self.scope = scope
         self.batch = batch
-        self.lock = lock or asyncio.Lock()  # SQLite has one writer: the runners take turns
+        self.lock = lock or asyncio.Lock()  # shared where the database has one writer
         self.stream = log.config.events_stream
         self.progress = Progress(projection.name)
         self.consumer = consumer_name(projection.name, scope)
@@ -210,8 +212,7 @@ class ProjectionRunner:
                     letters.append(self._reject(s, item, refused[n]))
                 else:
                     applied.append({"projection": name, "event_id": e.id, "type": e.type})
-            if applied:
-                s.execute(insert(Applied), applied)
+            bulk.insert(s, _APPLIED, applied)
             self._move(s, expected, last, len(applied))
         return _Outcome(last, len(applied), len(letters), [r for r in letters if r.deadletter])
 
@@ -328,8 +329,8 @@ class ProjectionRunner:
         await self._send(await asyncio.to_thread(self._unpublished))
 
     async def step(self, timeout_s: float = 1.0) -> int:
-        """Apply what the consumer has now (waiting up to ``timeout_s`` for something);
-        returns how many messages it considered."""
+        """Apply what the consumer has now (waiting up to ``timeout_s`` for something, once
+        it has nothing: 0 for no wait); returns how many messages it considered."""
         assert self._puller is not None
         done = await self._puller.poll(self.batch)
         msgs = self._puller.take()
@@ -338,7 +339,7 @@ class ProjectionRunner:
             msgs = self._puller.take()
         if not msgs:
             self.progress.pending, self.progress.caught_up = 0, done
-            if done:
+            if done and timeout_s > 0:
                 await self._puller.wait(timeout_s)
                 msgs = self._puller.take()
             if not msgs:
@@ -412,13 +413,16 @@ class ProjectionRunner:
 def _applied(s: Session, projection: str, events: list[ev.Event]) -> set[tuple[str, str]]:
     if not events:
         return set()
-    rows = s.exec(
-        select(Applied.event_id, Applied.type).where(
-            Applied.projection == projection,
-            col(Applied.event_id).in_({e.id for e in events}),
+    rows = s.execute(
+        sa.select(_APPLIED.c.event_id, _APPLIED.c.type).where(
+            _APPLIED.c.projection == projection,
+            bulk.among(s, _APPLIED.c.event_id, {e.id for e in events}),
         )
     )
     return {(i, t) for i, t in rows}
+
+
+_APPLIED: sa.Table = Applied.__table__  # type: ignore[attr-defined]
 
 
 class ProjectionService:
@@ -433,10 +437,13 @@ class ProjectionService:
         selected: Sequence[Projection] | None = None,
         batch: int = 500,
     ) -> None:
-        lock = asyncio.Lock()
         self.file = DatabaseFile.of(db)  # a SQLite file deleted under us ends the run
+        # SQLite has one writer: the runners take turns. PostgreSQL takes their
+        # transactions side by side (each writes its own tables and position row), so
+        # one runner's round trips and the server's work overlap another's Python.
+        shared = asyncio.Lock() if db.dialect.name == "sqlite" else None
         self.runners = [
-            ProjectionRunner(p, log, db, scope=scope, batch=batch, lock=lock)
+            ProjectionRunner(p, log, db, scope=scope, batch=batch, lock=shared)
             for p in (selected or projections())
         ]
 
@@ -482,7 +489,8 @@ class ProjectionService:
     ) -> None:
         while not stop.is_set():
             try:
-                n = await r.step(timeout_s=0.5 if until_caught_up else 1.0)
+                # Caught up means the server had nothing more when asked: no wait then.
+                n = await r.step(timeout_s=0.0 if until_caught_up else 1.0)
             except ConsumerGone:
                 raise PositionMoved(
                     f"projection {r.projection.name} ({r.scope}): another process took its "

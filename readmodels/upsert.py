@@ -1,43 +1,17 @@
-"""Insert-or-update in one statement, on SQLite and PostgreSQL alike (both have
-``INSERT ... ON CONFLICT``): the projections of high-volume events (metrics, heatmap
-cells) write through it rather than through the ORM's per-object flushes."""
+"""Running totals a batch at a time: the projections of high-volume events (metrics,
+heatmap cells, visits) fold each key's changes into the row the table holds and write
+the rows back in one statement (``readmodels.bulk``), rather than through the ORM's
+per-object flushes."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-
-def upsert(
-    session: Session,
-    table: sa.Table,
-    rows: Sequence[Mapping[str, Any]],
-    *,
-    update: Callable[[sa.Table, Any], dict[str, Any]] | None = None,
-) -> None:
-    """Insert ``rows``; a row whose key is there already takes ``update(table, excluded)``
-    (None: it is left as it is). ``update`` is a module-level function: the statement is
-    kept per function."""
-    if rows:
-        session.execute(_statement(session.get_bind().dialect.name, table, update), list(rows))
-
-
-@functools.cache
-def _statement(
-    dialect: str, table: sa.Table, update: Callable[[sa.Table, Any], dict[str, Any]] | None
-) -> Any:
-    """Built once per table and update (building one is most of the cost of a small write)."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(table)
-    keys = [c.name for c in table.primary_key.columns]
-    if update is None:
-        return stmt.on_conflict_do_nothing(index_elements=keys)
-    return stmt.on_conflict_do_update(index_elements=keys, set_=update(table, stmt.excluded))
+from readmodels import bulk
 
 
 def fold_into(
@@ -51,23 +25,13 @@ def fold_into(
     the last bit, the one an event at a time gives (floating-point sums keep their order)."""
     if not changes:
         return
-    cols = list(table.primary_key.columns)
-    held: dict[tuple[Any, ...], dict[str, Any]] = {}
-    keys = list(changes)
-    for i in range(0, len(keys), 200):
-        query = sa.select(table).where(sa.tuple_(*cols).in_(keys[i : i + 200]))
-        for row in session.execute(query).mappings():
-            held[tuple(row[c.name] for c in cols)] = dict(row)
+    cols = [c.name for c in table.primary_key.columns]
+    held = {tuple(row[c] for c in cols): row for row in bulk.by_keys(session, table, changes)}
     rows = []
     for key, steps in changes.items():
         row = held.get(key)
         for step in steps:
             row = fold(row, step)
         assert row is not None
-        rows.append({**row, **{c.name: k for c, k in zip(cols, key, strict=True)}})
-    upsert(session, table, rows, update=overwrite)
-
-
-def overwrite(t: sa.Table, new: Any) -> dict[str, Any]:
-    """Every column but the key takes the row written."""
-    return {c.name: new[c.name] for c in t.columns if not c.primary_key}
+        rows.append({**row, **dict(zip(cols, key, strict=True))})
+    bulk.insert(session, table, rows, conflict="overwrite")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -23,7 +24,8 @@ from api.context import Context, Ctx
 from api.pages import Moment
 from api.problems import Problem, documented
 from api.stores import open_store
-from readmodels.tables import MetricHour
+from readmodels.measures import Metrics
+from readmodels.tables import MetricHour, Position
 
 router = APIRouter(tags=["metrics"], responses=documented(401, 403, 404, 422))
 
@@ -97,7 +99,25 @@ def _bucket(hour: datetime, granularity: Granularity, tz: ZoneInfo) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
 
 
-Row = tuple[str, str, datetime, int, float, float, float, float, datetime]  # as selected
+Row = tuple[str, str, Any, int, float, float, float, float, Any]  # the times as held
+CACHED = 256  # answers kept, the oldest dropped first
+_POSITION: sa.Table = Position.__table__  # type: ignore[attr-defined]
+_METRICS_POSITION = sa.select(_POSITION.c.scope, _POSITION.c.stream, _POSITION.c.seq).where(
+    _POSITION.c.projection == Metrics.name
+)
+
+
+def _cache(ctx: Context) -> dict[tuple[Any, ...], tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Answers by question, each with the metrics projection's position it was read at:
+    a dashboard asks for the same day again and again, and the hour rows change only
+    when that position moves (a rebuild removes it). Kept per app, in insertion order."""
+    return ctx.__dict__.setdefault("_metrics_cache", {})  # type: ignore[no-any-return]
+
+
+def _utc(held: datetime | str) -> datetime:
+    """A time as ``UTCDateTime`` reads it: SQLite holds its text, PostgreSQL naive UTC."""
+    at = datetime.fromisoformat(held) if isinstance(held, str) else held
+    return at.replace(tzinfo=UTC)
 
 
 def _fold(rows: list[Row]) -> tuple[int, float, float, float, float]:
@@ -127,10 +147,21 @@ def compute(
     models for each cost more than the query."""
     tz = _zone(ctx, store)
     t = MetricHour.__table__  # type: ignore[attr-defined]
-    # A local day may begin before ``start``'s UTC hour: the buckets are of whole hours.
+    # The times as the database holds them (no per-row type processing: a day is a
+    # thousand rows): ``hour`` converted once a distinct value, for its bucket; both only
+    # compared with their like (the same text format, or naive UTC times, on one database).
+    raw = sa.types.NullType()
     q = sa.select(
-        t.c.name, t.c.zone, t.c.hour, t.c.count, t.c.sum, t.c.min, t.c.max, t.c.last, t.c.last_at
-    ).where(
+        t.c.name,
+        t.c.zone,
+        sa.type_coerce(t.c.hour, raw),
+        t.c.count,
+        t.c.sum,
+        t.c.min,
+        t.c.max,
+        t.c.last,
+        sa.type_coerce(t.c.last_at, raw),
+    ).where(  # A local day may begin before ``start``'s UTC hour: buckets are whole hours.
         t.c.store == store,
         t.c.hour >= start.replace(minute=0, second=0, microsecond=0),
         t.c.hour < end,
@@ -139,11 +170,36 @@ def compute(
         q = q.where(t.c.name.in_(names))
     if zone is not None:
         q = q.where(t.c.zone == zone)
-    with ctx.db.connect() as conn:
-        rows: list[Row] = [tuple(r) for r in conn.execute(q)]  # type: ignore[misc]
+    key = (store, start, end, granularity, tuple(names or ()), zone)
+    cache = _cache(ctx)
+    with ctx.db.connect() as conn:  # one transaction: one snapshot on SQLite
+        # Where the metrics projection stands, read first: it commits the hour rows and
+        # its position together, so the rows are at least as new as the position read.
+        version = tuple(conn.execute(_METRICS_POSITION).all())
+        hit = cache.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        fetched = conn.execute(q).all()
+    out = _computed(fetched, store, start, end, granularity, tz)
+    cache[key] = (version, out)
+    while len(cache) > CACHED:
+        cache.pop(next(iter(cache)))
+    return out
+
+
+def _computed(
+    fetched: Sequence[Any],
+    store: str,
+    start: datetime,
+    end: datetime,
+    granularity: Granularity,
+    tz: ZoneInfo,
+) -> dict[str, Any]:
+    rows: list[Row] = fetched  # type: ignore[assignment]
+    buckets = {h: _bucket(_utc(h), granularity, tz) for h in {r[2] for r in rows}}
     groups: dict[tuple[str, str, datetime], list[Row]] = {}
     for r in rows:
-        groups.setdefault((r[0], r[1], _bucket(r[2], granularity, tz)), []).append(r)
+        groups.setdefault((r[0], r[1], buckets[r[2]]), []).append(r)
     series: list[dict[str, Any]] = []
     for (name, z, at), group in sorted(groups.items()):
         count, total, lo, hi, last = _fold(group)

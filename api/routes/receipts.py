@@ -5,12 +5,14 @@ receipt and every correction is audited."""
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+import msgspec
+import sqlalchemy as sa
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import or_
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 from starlette.concurrency import run_in_threadpool
 
 from api import audit
@@ -136,54 +138,78 @@ def _receipt(ctx: Ctx, store: str, receipt_id: str) -> Receipt:
 
 
 @router.get("/stores/{store}/receipts/{receipt_id}", response_model=ReceiptDetail)
-def get_receipt(ctx: Ctx, who: Operator, store: str, receipt_id: str) -> ReceiptDetail:
+def get_receipt(ctx: Ctx, who: Operator, store: str, receipt_id: str) -> Response:
     """The receipt as issued and as corrected, each line with its evidence; the read is
     audited."""
     open_store(ctx, who, store)
-    receipt = _receipt(ctx, store, receipt_id)
-    with Session(ctx.db) as s:
-        lines = s.exec(
-            select(ReceiptLine)
-            .where(ReceiptLine.receipt_id == receipt_id)
-            .order_by(col(ReceiptLine.position))
-        ).all()
-        evidence = s.exec(
-            select(LineEvidence)
-            .where(LineEvidence.receipt_id == receipt_id)
-            .order_by(col(LineEvidence.position))
-        ).all()
-        corrections = s.exec(
-            select(ReceiptCorrection)
-            .where(ReceiptCorrection.receipt_id == receipt_id)
-            .order_by(col(ReceiptCorrection.seq))
-        ).all()
-        ids = [c.id for c in corrections]
-        adjustments = (
-            s.exec(
-                select(CorrectionAdjustment)
-                .where(col(CorrectionAdjustment.correction_id).in_(ids))
-                .order_by(col(CorrectionAdjustment.position))
-            ).all()
-            if ids
-            else []
-        )
-        cart = s.get(Cart, receipt.cart_id) if receipt.cart_id else None
-    by_sku: dict[str, list[LineEvidence]] = {}
+    # ``ReceiptDetail`` as plain data, read on one connection with Core selects and
+    # encoded by msgspec (the same JSON): ORM objects and two rounds of pydantic
+    # validation cost more than the queries.
+    with ctx.db.connect() as conn:
+        receipt = _first(conn, _BY_ID, receipt_id)
+        if receipt is None or receipt["store"] != store:
+            raise Problem(
+                404, "not found", f"no receipt {receipt_id!r} in {store}", field="path.receipt_id"
+            )
+        lines = _all(conn, _LINES, receipt_id)
+        evidence = _all(conn, _EVIDENCE_OF, receipt_id)
+        corrections = _all(conn, _CORRECTIONS, receipt_id)
+        adjustments = []
+        for c in corrections:
+            adjustments += _all(conn, _ADJUSTMENTS, c["id"])
+        cart = _first(conn, _CART_OF, receipt["cart_id"]) if receipt["cart_id"] else None
+    by_sku: dict[str, list[dict[str, Any]]] = {}
     for e in evidence:
-        by_sku.setdefault(e.sku, []).append(e)
-    by_correction: dict[str, list[CorrectionAdjustment]] = {}
+        by_sku.setdefault(e["sku"], []).append(e)
+    by_correction: dict[str, list[dict[str, Any]]] = {}
     for a in adjustments:
-        by_correction.setdefault(a.correction_id, []).append(a)
+        by_correction.setdefault(a["correction_id"], []).append(a)
     audit.record(ctx.db, who, "receipt.read", store=store, target=receipt_id)
-    return ReceiptDetail(
-        receipt=receipt,
-        lines=[LineOut(line=line, evidence=by_sku.get(line.sku, [])) for line in lines],
-        corrections=[
-            CorrectionOut(correction=c, adjustments=by_correction.get(c.id, []))
-            for c in corrections
+    out = {
+        "receipt": receipt,
+        "lines": [{"line": line, "evidence": by_sku.get(line["sku"], [])} for line in lines],
+        "corrections": [
+            {"correction": c, "adjustments": by_correction.get(c["id"], [])} for c in corrections
         ],
-        cart=cart,
-    )
+        "cart": cart,
+    }
+    return Response(msgspec.json.encode(out), media_type="application/json")
+
+
+def _table(model: type[SQLModel]) -> sa.Table:
+    return model.__table__  # type: ignore[attr-defined, no-any-return]
+
+
+_RECEIPT, _LINE, _EVIDENCE = _table(Receipt), _table(ReceiptLine), _table(LineEvidence)
+_CORRECTION, _ADJUSTMENT = _table(ReceiptCorrection), _table(CorrectionAdjustment)
+_CART = _table(Cart)
+
+
+_KEY = sa.bindparam("key")
+# Built once: building a statement per request cost more than running it.
+_BY_ID = sa.select(_RECEIPT).where(_RECEIPT.c.id == _KEY)
+_LINES = sa.select(_LINE).where(_LINE.c.receipt_id == _KEY).order_by(_LINE.c.position)
+_EVIDENCE_OF = (
+    sa.select(_EVIDENCE).where(_EVIDENCE.c.receipt_id == _KEY).order_by(_EVIDENCE.c.position)
+)
+_CORRECTIONS = (
+    sa.select(_CORRECTION).where(_CORRECTION.c.receipt_id == _KEY).order_by(_CORRECTION.c.seq)
+)
+_ADJUSTMENTS = (
+    sa.select(_ADJUSTMENT)
+    .where(_ADJUSTMENT.c.correction_id == _KEY)
+    .order_by(_ADJUSTMENT.c.position)
+)
+_CART_OF = sa.select(_CART).where(_CART.c.id == _KEY)
+
+
+def _all(conn: sa.Connection, query: sa.Select[Any], key: str) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(query, {"key": key}).mappings().all()]
+
+
+def _first(conn: sa.Connection, query: sa.Select[Any], key: str) -> dict[str, Any] | None:
+    row = conn.execute(query, {"key": key}).mappings().first()
+    return None if row is None else dict(row)
 
 
 class _InFlight:
