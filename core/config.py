@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.durations import parse_duration
+
 
 @dataclass(frozen=True)
 class LogConfig:
@@ -207,6 +209,19 @@ def _whole(env: Mapping[str, str], name: str, default: int) -> int:
     return number
 
 
+def _retention(env: Mapping[str, str], name: str, default: float) -> float:
+    """A stream's retention from ``name``: a duration (``90d``, ``24h``) or seconds; 0
+    keeps messages until an operator removes them."""
+    value = env.get(name)
+    if not value:
+        return default
+    try:
+        text = value.strip()
+        return float(text) if re.fullmatch(r"\d+(\.\d+)?", text) else parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={value!r}: {exc}") from None
+
+
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     value = env.get(name)
     if not value:
@@ -243,7 +258,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         window = _seconds(env, "AISLE_DUPLICATE_WINDOW_S", 120.0)
-        box = OutboxConfig()
+        box, log = OutboxConfig(), LogConfig()
         return cls(
             nats_url=env.get("AISLE_NATS_URL") or None,
             data_dir=Path(env.get("AISLE_DATA_DIR", ".aisle")),
@@ -251,6 +266,11 @@ class Settings:
                 prefix=env.get("AISLE_PREFIX", "aisle"),
                 duplicate_window_s=window,
                 replicas=_whole(env, "AISLE_REPLICAS", 1),
+                events_max_age_s=_retention(env, "AISLE_RETENTION_EVENTS", log.events_max_age_s),
+                samples_max_age_s=_retention(env, "AISLE_RETENTION_SAMPLES", log.samples_max_age_s),
+                deadletter_max_age_s=_retention(
+                    env, "AISLE_RETENTION_DEADLETTER", log.deadletter_max_age_s
+                ),
             ),
             auth=NatsAuth.from_env(env),
             outbox=OutboxConfig(

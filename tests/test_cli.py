@@ -146,6 +146,40 @@ def test_log_info_keeps_an_operators_stream_limits_and_names_the_difference(
     assert "aisle's settings" in runner.invoke(app, ["log", "configure"], env=env).stdout
 
 
+def test_retention_comes_from_the_environment_and_log_configure_applies_a_change(
+    env: dict[str, str],
+) -> None:
+    from core.config import ConfigError, Settings
+
+    short = {**env, "AISLE_RETENTION_SAMPLES": "2h", "AISLE_RETENTION_EVENTS": "400d"}
+    made = runner.invoke(app, ["log", "configure", "--apply"], env=short)
+    assert made.exit_code == 0, made.output
+
+    async def ages() -> dict[str, float]:
+        nc = await connect(env["AISLE_NATS_URL"])
+        try:
+            infos = await nc.jetstream().streams_info()
+            stem = env["AISLE_PREFIX"].upper()
+            return {
+                i.config.name.removeprefix(stem + "_"): i.config.max_age or 0.0
+                for i in infos
+                if i.config.name.startswith(stem + "_")
+            }
+        finally:
+            await nc.close()
+
+    assert asyncio.run(ages()) == {
+        "EVENTS": 400 * 86400.0, "SAMPLES": 7200.0, "DEADLETTER": 30 * 86400.0,
+    }  # fmt: skip
+    longer = {**short, "AISLE_RETENTION_SAMPLES": "3d"}
+    shown = runner.invoke(app, ["log", "configure"], env=longer)
+    assert re.search(r"max_age +│ 2 h +│ 3 d", shown.stdout), shown.output
+    assert runner.invoke(app, ["log", "configure", "--apply"], env=longer).exit_code == 0
+    assert asyncio.run(ages())["SAMPLES"] == 3 * 86400.0
+    with pytest.raises(ConfigError, match="AISLE_RETENTION_EVENTS='a year'"):
+        Settings.from_env({"AISLE_RETENTION_EVENTS": "a year"})
+
+
 def _leases(env: dict[str, str], ttl_s: float, *, exists: bool = False) -> str:
     """The lease bucket asked for with ``ttl_s``, as a worker asks: "ok" or the refusal
     (``exists``: whether it was there before)."""
