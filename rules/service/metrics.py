@@ -56,7 +56,10 @@ class EngineMetrics:
             registry=r,
         )
         self.snapshot_age = Gauge(
-            "aisle_engine_snapshot_age_seconds", "Time since the last checkpoint", by, registry=r
+            "aisle_engine_snapshot_age_seconds",
+            "How long the oldest applied event no snapshot holds has waited (0: none waits)",
+            by,
+            registry=r,
         )
         self.checkpoints = Counter(
             "aisle_engine_checkpoints", "Checkpoints committed", by, registry=r

@@ -200,6 +200,7 @@ class StoreRunner:
         self.checkpoint: Checkpoint | None = None
         self.since_checkpoint = 0
         self.checkpointed_at = time.monotonic()
+        self.uncovered_since = 0.0  # when the first event no snapshot holds was applied
         self.pacer = pacer
         self.strikes = strikes if strikes is not None else Strikes(config.max_strikes)
         self._errors_logged = _Budget(config.rule_errors_per_minute)
@@ -329,6 +330,8 @@ class StoreRunner:
         if unsent:  # the log would refuse them: their rules' errors, kept as dead letters
             await self._unsendable(unsent, out)
         self._count(len(events) + len(refused), len(derived) - len(unsent), out, refused, last)
+        if batch and not self.since_checkpoint:
+            self.uncovered_since = time.monotonic()
         self.since_checkpoint += len(batch)
         await self.maybe_checkpoint()
         return len(batch)
@@ -462,8 +465,11 @@ class StoreRunner:
         )
         if self.since_checkpoint and due and self.pacer.may(self.store, self.checkpointed_at):
             await self.commit()
+        # How long applied events have waited for a snapshot: what a restart would replay.
+        # A quiet store whose snapshot holds everything has nothing waiting (0), however
+        # long ago the snapshot was taken, so an alert on it does not fire for quiet.
         self.metrics.snapshot_age.labels(self.store).set(
-            time.time() - self.checkpoint.taken_at if self.checkpoint else 0.0
+            time.monotonic() - self.uncovered_since if self.since_checkpoint else 0.0
         )
 
     async def commit(self) -> None:
