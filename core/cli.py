@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import re
+import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from core import cluster
 from core import events as ev
 from core.access import Role, add_adapter, permissions
 from core.config import ConfigError, Settings
@@ -48,8 +50,13 @@ app = typer.Typer(
 )
 log_app = typer.Typer(help="The event log: what it holds, live and replayed.", no_args_is_help=True)
 layout_app = typer.Typer(help="Store layout files.", no_args_is_help=True)
+cluster_app = typer.Typer(
+    help="A local JetStream cluster of nats-server processes (docs/operations.md).",
+    no_args_is_help=True,
+)
 app.add_typer(log_app, name="log")
 app.add_typer(layout_app, name="layout")
+app.add_typer(cluster_app, name="cluster")
 out = Console()
 err = Console(stderr=True)
 
@@ -444,6 +451,80 @@ def layout_check(
         for e in errors:
             err.print(str(e), highlight=False, markup=False)
     raise typer.Exit(1 if errors else 0)
+
+
+ClusterDir = Annotated[
+    Path, typer.Option("--dir", help="The cluster's folder (configuration, data, logs).")
+]
+
+
+def _cluster(folder: Path) -> cluster.Cluster:
+    try:
+        found = cluster.Cluster.load(folder)
+    except NatsServerError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    if found is None:
+        err.print(f"[red]error:[/] no cluster in {folder}: `aisle cluster up --dir {folder}`")
+        raise typer.Exit(2)
+    return found
+
+
+@cluster_app.command("up")
+def cluster_up(
+    nodes: Annotated[int, typer.Option(min=1, max=9, help="Servers (3 or 5 for a quorum).")] = 3,
+    folder: ClusterDir = Path(".aisle/cluster"),
+    name: Annotated[str, typer.Option(help="The cluster's name.")] = "aisle",
+) -> None:
+    """Start the cluster's servers on loopback ports (again, those that are down)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name):
+        raise typer.BadParameter("letters, digits, '-' or '_'", param_hint="--name")
+    existing = cluster.Cluster.load(folder) if (folder / cluster.STATE).exists() else None
+    if existing is not None and len(existing.nodes) != nodes:
+        err.print(
+            f"[red]error:[/] the cluster in {folder} has {len(existing.nodes)} nodes, not "
+            f"{nodes}: `aisle cluster down --dir {folder} --purge` first for another size"
+        )
+        raise typer.Exit(2)
+    the = existing or cluster.plan(folder, nodes, name)
+    try:
+        started = cluster.up(the)
+    except NatsServerError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    err.print(f"{len(started)} of {len(the.nodes)} servers started; the cluster is healthy")
+    out.print(f"export AISLE_NATS_URL={the.url}", highlight=False)
+    out.print(f"export AISLE_REPLICAS={min(3, len(the.nodes))}", highlight=False)
+
+
+@cluster_app.command("status")
+def cluster_status(folder: ClusterDir = Path(".aisle/cluster"), as_json: JsonOpt = False) -> None:
+    """Each server: its URL, process and health (exit code 1 if one is not healthy)."""
+    the = _cluster(folder)
+    rows = [(n.name, n.url, n.pid if n.alive() else 0, n.health()) for n in the.nodes]
+    if as_json:
+        keys = ("name", "url", "pid", "health")
+        sys.stdout.write(json.dumps([dict(zip(keys, r, strict=True)) for r in rows]) + "\n")
+    else:
+        table = Table("server", "url", "pid", "health")
+        for name, url, pid, health in rows:
+            table.add_row(name, url, str(pid or "-"), Text(shown(health)))
+        out.print(table)
+    raise typer.Exit(0 if all(r[3] == "ok" for r in rows) else 1)
+
+
+@cluster_app.command("down")
+def cluster_down(
+    folder: ClusterDir = Path(".aisle/cluster"),
+    purge: Annotated[bool, typer.Option(help="Remove the folder too (every event in it).")] = False,
+) -> None:
+    """Stop the cluster's servers; their data stays unless --purge."""
+    the = _cluster(folder)
+    stopped = cluster.down(the)
+    err.print(f"{len(stopped)} servers stopped")
+    if purge:
+        shutil.rmtree(folder)
+        err.print(f"removed {folder}")
 
 
 def _load_plugins() -> None:
