@@ -232,6 +232,25 @@ def test_a_correction_is_an_event_with_who_and_why_published_once_per_key(
     assert w.count(STORE, "receipt.corrected") == 1
 
 
+def test_a_refund_without_an_amount_is_the_quantity_at_the_receipts_unit_price(
+    c: TestClient, w: World
+) -> None:
+    """It answered 202 and refunded nothing; the dashboard's form priced it itself."""
+    receipt = [e for e in w.derived[STORE] if isinstance(e, ev.ReceiptIssued)][2]
+    line = receipt.data.lines[0]
+    path = f"{V1}/stores/{STORE}/receipts/{receipt.id}/corrections"
+    body = {"reason": "one was broken", "adjustments": [{"sku": line.sku, "qty": -1}]}
+    done = c.post(path, headers=w.auth("operator"), json=body)
+    assert done.status_code == 202, done.text
+    w.project()
+    shown = get(c, w, "operator", f"/stores/{STORE}/receipts/{receipt.id}")
+    r = shown["receipt"]  # type: ignore[index]
+    assert r["corrected_total_cents"] == receipt.data.total_cents - line.unit_cents
+    nowhere = {"reason": "x", "adjustments": [{"sku": "no-such-sku", "qty": 1}]}
+    refused = c.post(path, headers=w.auth("operator"), json=nowhere)
+    assert refused.status_code == 422 and refused.json()["field"] == "body.adjustments[0].sku"
+
+
 def test_a_correction_that_would_leave_a_line_below_zero_is_refused_naming_it(
     c: TestClient, w: World
 ) -> None:

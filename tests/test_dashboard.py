@@ -250,8 +250,11 @@ def test_acknowledging_an_alert_shows_who_did_it_and_is_audited(tab: Page, serve
         timeout_s=20,
     )
     item = page.locator(f'#alert-feed li[data-id="{alert.id}"]')
+    clock = page.locator("#store-clock").inner_text()
     item.get_by_role("button", name=re.compile("^Acknowledge")).click()
     tab.until(page.locator(f'#alert-feed li[data-id="{alert.id}"][data-state="acknowledged"]'))
+    page.wait_for_timeout(1500)  # the acknowledgement's own event comes by the stream
+    assert page.locator("#store-clock").inner_text() == clock, "an operator's act is no store time"
     me = _token_id(served.token)
     assert f"acknowledged by aisle serve (token {me})" in item.inner_text()
     # Through the API: the alert's life cycle, and the audit (an admin's to read).
@@ -434,3 +437,10 @@ def test_every_control_and_panel_has_a_name_a_screen_reader_can_read(tab: Page) 
     assert page.locator("#alert-feed").get_attribute("aria-live") == "polite"
     assert page.locator("#live-status").get_attribute("role") == "status"
     assert page.locator("#error-banner").get_attribute("role") == "alert"
+
+
+def test_the_dashboard_knows_the_operator_event_types_the_log_has() -> None:
+    script = (Path(__file__).resolve().parent.parent / "api/static/js/app.js").read_text()
+    listed = re.search(r"const OPERATOR_TYPES = new Set\(\[([^\]]*)\]\)", script)
+    assert listed is not None
+    assert set(re.findall(r'"([a-z._]+)"', listed.group(1))) == set(ev.OPERATOR_TYPES)

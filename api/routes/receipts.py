@@ -64,7 +64,9 @@ class ReceiptDetail(BaseModel):
 class AdjustmentIn(BaseModel):
     sku: str = Field(min_length=1, max_length=64)
     qty: int = Field(default=0, ge=-1000, le=1000)
-    amount_cents: int = Field(default=0, ge=-(10**9), le=10**9)
+    # Left out: qty times the line's unit price (the receipt's, else the catalog's), as
+    # the dashboard's form computes it; a refund with no amount refunded nothing.
+    amount_cents: int | None = Field(default=None, ge=-(10**9), le=10**9)
     name: str = Field(default="", max_length=128)
 
 
@@ -253,6 +255,34 @@ def _in_flight(ctx: Ctx) -> _InFlight:
     return ctx.corrections  # type: ignore[no-any-return]
 
 
+def _priced(ctx: Ctx, receipt: Receipt, body: CorrectionIn) -> CorrectionIn:
+    """The correction with every amount given: one left out is the quantity at the line's
+    unit price on the receipt, or the catalog's for an item the receipt does not hold."""
+    if all(a.amount_cents is not None for a in body.adjustments):
+        return body
+    with Session(ctx.db) as s:
+        units = {
+            line.sku: line.unit_cents
+            for line in s.exec(select(ReceiptLine).where(ReceiptLine.receipt_id == receipt.id))
+        }
+    layout = ctx.layouts.get(receipt.store)
+    catalog = {c.sku: c.price_cents for c in layout.catalog} if layout is not None else {}
+    adjustments = []
+    for i, adj in enumerate(body.adjustments):
+        if adj.amount_cents is None:
+            unit = units.get(adj.sku, catalog.get(adj.sku))
+            if unit is None:
+                raise Problem(
+                    422,
+                    "invalid request",
+                    f"{adj.sku!r} is neither on the receipt nor in the store's catalog",
+                    field=f"body.adjustments[{i}].sku",
+                )
+            adj = adj.model_copy(update={"amount_cents": adj.qty * unit})
+        adjustments.append(adj)
+    return body.model_copy(update={"adjustments": adjustments})
+
+
 def _check_correction(
     ctx: Ctx, receipt: Receipt, body: CorrectionIn, pending: list[AdjustmentIn]
 ) -> None:
@@ -319,6 +349,7 @@ async def correct_receipt(
     edit; the receipt shows it beside its lines as issued once projected. Audited."""
     await run_in_threadpool(open_store, ctx, who, store)
     receipt = await run_in_threadpool(_receipt, ctx, store, receipt_id)
+    body = await run_in_threadpool(_priced, ctx, receipt, body)
     try:
         data = ev.ReceiptCorrectionData(
             receipt=receipt.id,
