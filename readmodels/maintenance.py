@@ -132,6 +132,22 @@ async def drop_consumers(log: JetStreamLog, selected: Sequence[Projection]) -> N
                 await log.js.delete_consumer(log.config.events_stream, name)
 
 
+async def _in_use(log: JetStreamLog, selected: Sequence[Projection], looks: int = 4) -> list[str]:
+    """The selected projections' consumers that a process reads through now: a running
+    projection always has a pull request waiting but for a moment between two, so a few
+    looks a third of a second apart see it."""
+    prefixes = {consumer_name(p.name, "x")[:-1] for p in selected}
+    busy: set[str] = set()
+    for look in range(looks):
+        for info in await log.js.consumers_info(log.config.events_stream):
+            name = info.name or ""
+            if any(name.startswith(x) for x in prefixes) and (info.num_waiting or 0) > 0:
+                busy.add(name)
+        if look + 1 < looks:
+            await asyncio.sleep(0.35)
+    return sorted(busy)
+
+
 async def rebuild(
     log: JetStreamLog,
     db: Engine,
@@ -151,6 +167,12 @@ async def rebuild(
                 f"rebuild of store {scope} alone would drop theirs; rebuild every store "
                 "(without --store), or give each store a database of its own"
             )
+    if running := await _in_use(log, chosen):
+        raise ScopeConflict(
+            f"the projections are running ({', '.join(running)} reading the log): a rebuild "
+            "would take their consumers and stop them; stop `aisle serve` or `aisle "
+            "projections run` first, then rebuild"
+        )
     await asyncio.to_thread(reset, db, chosen)
     await drop_consumers(log, chosen)
     service = ProjectionService(log, db, scope=scope, selected=chosen)

@@ -380,6 +380,32 @@ async def test_a_database_of_another_deployment_or_store_is_refused_with_the_rea
             await rebuild(one, db, scope=STORE)
 
 
+async def test_a_rebuild_while_the_projections_run_is_refused_and_stops_nothing(
+    jslog: JetStreamLog, lots: list[list[ev.Event]], tmp_path: Path
+) -> None:
+    """It took their consumers over, and `aisle serve` ended with "another process took
+    its consumer over"."""
+    await publish_lots(jslog, lots[:1])
+    db = sqlite_db(tmp_path / "rm.db")
+    service, stop = ProjectionService(jslog, db), asyncio.Event()
+    running = asyncio.create_task(service.run(stop))
+    try:
+        for _ in range(200):
+            if service.progress and all(p.caught_up for p in service.progress):
+                break
+            await asyncio.sleep(0.1)
+        with pytest.raises(ScopeConflict, match="the projections are running"):
+            await rebuild(jslog, db)
+        assert not running.done(), "the running projections carry on"
+        receipts = count(db, "receipt")
+        assert receipts > 0
+    finally:
+        stop.set()
+        await running
+    await rebuild(jslog, db)  # stopped: now it may
+    assert count(db, "receipt") == receipts
+
+
 async def test_an_event_the_log_holds_twice_is_applied_once(
     jslog: JetStreamLog, lots: list[list[ev.Event]], tmp_path: Path
 ) -> None:
