@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -151,6 +151,7 @@ _cookie = APIKeyCookie(
 
 
 def principal(
+    request: Request,
     ctx: Ctx,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     cookie: Annotated[str | None, Depends(_cookie)] = None,
@@ -158,10 +159,13 @@ def principal(
     if creds is None and cookie:
         creds = HTTPAuthorizationCredentials(scheme="Bearer", credentials=cookie)
     if creds is None:
+        given = request.headers.get("authorization")
         raise Problem(
             401,
             "unauthorized",
-            "no token: send `Authorization: Bearer <token>`",
+            "the Authorization header is not `Bearer <token>`: put `Bearer ` before the token"
+            if given
+            else "no token: send `Authorization: Bearer <token>`",
             field="header.authorization",
             headers=_UNAUTHORIZED,
         )

@@ -99,6 +99,8 @@ def test_a_missing_wrong_or_revoked_token_gets_401(c: TestClient, w: World) -> N
     path = f"{V1}/stores/{STORE}/live"
     assert c.get(path).status_code == 401
     assert c.get(path, headers={"Authorization": "Bearer nonsense"}).status_code == 401
+    bare = c.get(path, headers={"Authorization": w.tokens["viewer"]})  # "Bearer " left out
+    assert bare.status_code == 401 and "put `Bearer ` before the token" in bare.json()["detail"]
     token_id, secret = w.tokens["viewer"].split(".")
     wrong = {"Authorization": f"Bearer {token_id}.{secret[:-2]}xx"}
     r = c.get(path, headers=wrong)
