@@ -1,0 +1,128 @@
+"""The shelf-camera adapter on rendered shelf-camera video: MediaPipe hands on the
+drawn arms, the slot's look before and after, the floor positions for whose hand."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import cv2
+import pytest
+
+pytest.importorskip("mediapipe")
+
+from adapters.attribution import Positions
+from adapters.shelfcam import ShelfReading, ShelfWatch, item_event, watch_video
+from core import events as ev
+from core.layout import Layout, load_layout
+from simulator.shelfcam import Reach, ReachTruth, render_shelf_camera
+
+STORE = Path(__file__).parent.parent / "examples" / "stores" / "convenience.yaml"
+CAM = "shelfcam-g1-east"
+T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def layout() -> Layout:
+    return load_layout(STORE)
+
+
+def _run(
+    layout: Layout,
+    tmp_path: Path,
+    reaches: list[Reach],
+    stand: dict[str, tuple[float, float]],
+    stock: dict[str, int] | None = None,
+) -> tuple[list[ShelfReading], list[ReachTruth]]:
+    """Render the reaches, let the shoppers stand where ``stand`` says for the whole
+    video, and run the adapter over the video as decoded from disk."""
+    video = tmp_path / "shelf.avi"
+    truth = render_shelf_camera(layout, CAM, reaches, video, stock=stock, seed=3)
+    cam = layout.shelf_camera(CAM)
+    positions = Positions(keep_s=120)
+    n = truth[-1].last + 40
+    for f in range(0, n, 3):
+        positions.add(
+            T0 + timedelta(seconds=f / cam.fps), [(s, x, y) for s, (x, y) in stand.items()]
+        )
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return watch_video(ShelfWatch(layout, CAM), frames, T0, positions), truth
+
+
+def test_a_pick_is_found_and_attributed(layout: Layout, tmp_path: Path) -> None:
+    readings, truth = _run(
+        layout,
+        tmp_path,
+        [Reach("v-a", "milk-chocolate-100g", 0.6, "picked", (3.1, 4.05))],
+        {"v-a": (3.1, 4.05), "v-far": (3.2, 2.9)},
+    )
+    assert [(r.sku, r.action, r.qty, r.subject, r.review) for r in readings] == [
+        ("milk-chocolate-100g", "picked", 1, "v-a", None)
+    ]
+    r = readings[0]
+    assert r.confidence >= 0.9
+    fps = layout.shelf_camera(CAM).fps
+    assert abs((r.started - T0).total_seconds() - truth[0].first / fps) < 0.5
+    event = item_event(r, "corner-01")
+    assert isinstance(event, ev.ItemPicked)
+    assert event.subject == "v-a" and event.source == CAM
+    assert (event.data.sku, event.data.shelf, event.data.qty) == (
+        "milk-chocolate-100g",
+        "g1-east",
+        1,
+    )
+    assert ev.decode(ev.encode(event)) == event
+
+
+def test_a_put_back_is_found(layout: Layout, tmp_path: Path) -> None:
+    readings, _ = _run(
+        layout,
+        tmp_path,
+        [Reach("v-b", "chewing-gum-mint", 0.6, "put_back", (3.1, 5.3))],
+        {"v-b": (3.1, 5.3)},
+        stock={"chewing-gum-mint": 1},
+    )
+    assert [(r.sku, r.action, r.qty, r.subject, r.review) for r in readings] == [
+        ("chewing-gum-mint", "put_back", 1, "v-b", None)
+    ]
+    assert isinstance(item_event(readings[0], "corner-01"), ev.ItemPutBack)
+
+
+def test_two_shoppers_at_one_shelf_each_get_their_own(layout: Layout, tmp_path: Path) -> None:
+    """Both stand 0.3 m from the shelf, 0.7 m apart along it, and reach at once: by the
+    shelf alone they cannot be told apart; by where each arm comes in they can."""
+    stand = {"v-a": (3.1, 4.05), "v-b": (3.1, 4.75)}
+    readings, _ = _run(
+        layout,
+        tmp_path,
+        [
+            Reach("v-a", "milk-chocolate-100g", 0.6, "picked", stand["v-a"]),
+            Reach("v-b", "salted-peanuts-200g", 0.8, "picked", stand["v-b"]),
+        ],
+        stand,
+    )
+    got = sorted((r.sku, r.action, r.subject, r.review) for r in readings)
+    assert got == [
+        ("milk-chocolate-100g", "picked", "v-a", None),
+        ("salted-peanuts-200g", "picked", "v-b", None),
+    ]
+
+
+def test_a_reach_that_takes_nothing_gives_no_event(layout: Layout, tmp_path: Path) -> None:
+    readings, _ = _run(
+        layout,
+        tmp_path,
+        [Reach("v-a", "crisps-sea-salt-150g", 0.6, "none", (3.1, 3.0))],
+        {"v-a": (3.1, 3.0)},
+    )
+    assert [(r.sku, r.action, r.subject) for r in readings] == [
+        ("crisps-sea-salt-150g", "none", "v-a")
+    ]
+    assert item_event(readings[0], "corner-01") is None
