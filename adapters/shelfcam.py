@@ -15,8 +15,11 @@ hand it was.
   flat and dark, so the fill (grey standard deviation plus mean saturation) falls when
   one is taken and rises when one is put back. The frames of the reach never enter the
   comparison, so the arm itself is no change.
+- A look that changed with no hand found in the slot (MediaPipe missed it, or a sleeve
+  hid it) is not adopted silently: once it has stayed changed for ``unseen_frames`` it is a
+  reading of its own, attributed to the shopper nearest the slot, always for review.
 - Whose hand: the arm's column where it leaves the image's bottom edge (the line from the
-  middle knuckle through the wrist, extended) is a point of the shelf front
+  knuckles' middle through the wrist, extended) is a point of the shelf front
   (``ShelfCamera.floor_at``); ``adapters.attribution`` gives the shopper nearest that
   point, with its confidence, from the floor positions. Two shoppers at one shelf are
   thus told apart by where each arm comes from, not only by who is nearest the shelf.
@@ -77,9 +80,10 @@ class Hand:
     score: float
 
     def bottom_column(self, height: int) -> float:
-        """Where the arm leaves the image: the middle knuckle → wrist line at the bottom."""
+        """Where the arm leaves the image: the line from the knuckles' middle (the four
+        finger bases, steadier than any one of them) through the wrist, at the bottom."""
         wx, wy = self.points[0]
-        kx, ky = self.points[9]
+        kx, ky = self.points[[5, 9, 13, 17]].mean(axis=0)
         dy = wy - ky
         if dy <= 1e-6:  # the hand points down or sideways: the wrist is the best guess
             return float(wx)
@@ -130,6 +134,7 @@ class WatchSettings:
     still_grey: float = 6.0  # frame-to-frame mean change under this: the slot is still
     change_grey: float = 18.0  # a facing whose look moved more than this has changed
     blur: int = 5
+    unseen_frames: int = 15  # a changed look, still this long with no hand seen: review
 
 
 @dataclass
@@ -144,6 +149,7 @@ class Reach:
     before: np.ndarray
     columns: list[float] = field(default_factory=list)
     quiet: int = 0
+    seen: bool = True  # False: the look changed, but no hand was found in the slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +196,8 @@ class ShelfWatch:
         self._ref: list[np.ndarray | None] = [None] * len(self._boxes)
         self._prev: list[np.ndarray | None] = [None] * len(self._boxes)
         self._open: dict[int, Reach] = {}
+        self._quiet_at: list[tuple[int, datetime] | None] = [None] * len(self._boxes)
+        self._unseen: list[int] = [0] * len(self._boxes)
         self.frames = 0
 
     def _crop(self, grey: np.ndarray, i: int) -> np.ndarray:
@@ -247,13 +255,35 @@ class ShelfWatch:
                 reach.quiet = reach.quiet + 1 if (still and not over) else 0
                 if reach.quiet >= s.settle_frames:
                     del self._open[i]
-                    self._ref[i] = crop
+                    self._ref[i], self._quiet_at[i] = crop, (f, at)
                     done.append((reach, crop))
                 continue
-            if still and not over:
-                ref = self._ref[i]
-                self._ref[i] = crop if ref is None else 0.8 * ref + 0.2 * crop
+            if not (still and not over):
+                self._unseen[i] = 0
+                continue
+            ref = self._ref[i]
+            since = self._quiet_at[i]
+            if ref is not None and since is not None and self._changed(ref, crop, i):
+                # a hand MediaPipe missed, or a hand resting in the slot: only a look
+                # that stays changed for unseen_frames is reported, and for review
+                self._unseen[i] += 1
+                if self._unseen[i] >= s.unseen_frames:
+                    x0, _, x1, _ = self._boxes[i]
+                    done.append(
+                        (
+                            Reach(i, since[0], f, since[1], at, ref, [(x0 + x1) / 2], seen=False),
+                            crop,
+                        )
+                    )
+                    self._ref[i], self._unseen[i], self._quiet_at[i] = crop, 0, (f, at)
+                continue
+            self._unseen[i] = 0
+            self._quiet_at[i] = (f, at)
+            self._ref[i] = crop if ref is None else 0.8 * ref + 0.2 * crop
         return done
+
+    def _changed(self, before: np.ndarray, after: np.ndarray, i: int) -> bool:
+        return bool(facing_change(before, after, self.facings[i], self.settings).changed)
 
     def change(self, reach: Reach, after: np.ndarray) -> FacingChange:
         """Which facings of the slot changed between the look before and after a reach."""
@@ -326,8 +356,10 @@ def decide(
         change=Change(started=reach.first_at, settled=reach.last_at, delta_g=0.0),
     )
     who = attributor.attribute(slot_change, spot, positions, {})
+    if not reach.seen and action != "none":
+        review = _join(review, f"the look of {sku} changed, but no hand was seen in the slot")
     if who.review is not None:
-        review = who.review if review is None else f"{review}; {who.review}"
+        review = _join(review, who.review)
     confidence = round(who.confidence * change.confidence, 3)
     if review is None and action != "none" and confidence < attributor.min_confidence:
         review = f"the change of {sku} is faint (confidence {change.confidence})"
@@ -344,6 +376,10 @@ def decide(
         column=column,
         review=review,
     )
+
+
+def _join(a: str | None, b: str) -> str:
+    return b if a is None else f"{a}; {b}"
 
 
 def item_event(reading: ShelfReading, store: str) -> ev.Event | None:

@@ -19,7 +19,9 @@ adapter's change test has to tell a facing's change from noise, as with a real c
 
 Ground truth (``<video>.truth.json``): one entry per reach, ``subject``, ``sku``,
 ``slot`` (index into the camera's slots), ``action`` (``picked``, ``put_back`` or
-``none``), ``qty``, ``first``/``deepest``/``last`` frame (0-based), and ``column``.
+``none``), ``qty``, ``first``/``deepest``/``last`` frame (0-based), ``column``, and
+``seen`` (False: the arm was left out of the picture, a hand the camera could not see,
+while the facings changed).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Reach:
     action: Action
     at_floor: tuple[float, float]
     qty: int = 1
+    seen: bool = True  # False: the arm is not drawn (a hand the camera cannot see)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,7 @@ class ReachTruth:
     deepest: int
     last: int
     column: float
+    seen: bool = True
 
 
 def _color(sku: str) -> tuple[int, int, int]:
@@ -134,6 +138,7 @@ def draw_hand(
         cv2.line(img, start, p(0, 0), skin, int(scale * 0.85), cv2.LINE_AA)
     palm = np.array([p(-0.45, 0), p(0.45, 0), p(0.55, 0.9), p(-0.55, 0.9)], np.int32)
     cv2.fillConvexPoly(img, palm, skin, cv2.LINE_AA)
+    cv2.polylines(img, [palm], True, dark, 2, cv2.LINE_AA)
     fingers = (
         (-0.42, 0.9, -8.0, (0.45, 0.3, 0.25)),
         (-0.14, 0.95, -2.0, (0.5, 0.33, 0.27)),
@@ -217,6 +222,7 @@ def render_shelf_camera(
                 deepest=first + round(REACH_S * fps / 2),
                 last=first + round(REACH_S * fps),
                 column=cam.column_of(*r.at_floor),
+                seen=r.seen,
             )
         )
     rng = np.random.default_rng(seed)
@@ -243,7 +249,7 @@ def render_shelf_camera(
                     if k < full[view.sku]:
                         _draw_facing(img, fb, view.sku)
             for t in truth:
-                if t.first <= f <= t.last:
+                if t.seen and t.first <= f <= t.last:
                     _draw_reach(img, cam, t, f)
             light = 1.0 + 0.04 * math.sin(2 * math.pi * f / (fps * 7.0))
             row = int(rng.integers(0, cam.image.height))

@@ -14,7 +14,7 @@ pytest.importorskip("mediapipe")
 from adapters.attribution import Positions
 from adapters.shelfcam import ShelfReading, ShelfWatch, item_event, watch_video
 from core import events as ev
-from core.layout import Layout, load_layout
+from core.layout import Layout, check_layout, load_layout
 from simulator.shelfcam import Reach, ReachTruth, render_shelf_camera
 
 STORE = Path(__file__).parent.parent / "examples" / "stores" / "convenience.yaml"
@@ -126,3 +126,28 @@ def test_a_reach_that_takes_nothing_gives_no_event(layout: Layout, tmp_path: Pat
         ("crisps-sea-salt-150g", "none", "v-a")
     ]
     assert item_event(readings[0], "corner-01") is None
+
+
+def test_a_change_with_no_hand_seen_goes_to_review(layout: Layout, tmp_path: Path) -> None:
+    """The facing goes, but no arm is in the picture: not adopted silently, not charged."""
+    readings, _ = _run(
+        layout,
+        tmp_path,
+        [Reach("v-a", "salted-peanuts-200g", 0.6, "picked", (3.1, 4.75), seen=False)],
+        {"v-a": (3.1, 4.75)},
+    )
+    assert [(r.sku, r.action, r.qty, r.subject) for r in readings] == [
+        ("salted-peanuts-200g", "picked", 1, "v-a")
+    ]
+    assert "no hand was seen" in (readings[0].review or "")
+    assert item_event(readings[0], "corner-01") is None
+
+
+def test_the_shelf_camera_section_is_checked(tmp_path: Path) -> None:
+    text = STORE.read_text().replace(
+        "{sku: chewing-gum-mint, box: [515, 110, 620, 250]}",
+        "{sku: chewing-gun-mint, box: [515, 110, 700, 250]}",
+    )
+    errors = [e.message for e in check_layout(tmp_path / "s.yaml", text=text)]
+    assert any("'chewing-gun-mint'" in m and "chewing-gum-mint" in m for m in errors), errors
+    assert any("[515.0, 110.0, 700.0, 250.0]" in m and "640x480" in m for m in errors), errors
