@@ -29,14 +29,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
 
+from core import events as ev
 from core.layout import Layout, ShelfCamera
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "Reach",
     "ReachTruth",
     "draw_hand",
+    "reaches_from_events",
     "render_shelf_camera",
 ]
 
@@ -209,15 +212,21 @@ def render_shelf_camera(
     end_s = max((r.start_s + REACH_S for r in reaches), default=0.0) + 1.5
     n_frames = math.ceil((seconds if seconds is not None else end_s) * fps)
     truth = []
+    level = dict(full)
     for r in sorted(reaches, key=lambda r: r.start_s):
         first = round(r.start_s * fps)
+        # what the facings can show: a pick from an empty slot, or a put-back into a
+        # full one, changes nothing, and the truth says so
+        step = {"picked": -r.qty, "put_back": r.qty, "none": 0}[r.action]
+        moved = min(facings[r.sku], max(0, level[r.sku] + step)) - level[r.sku]
+        level[r.sku] += moved
         truth.append(
             ReachTruth(
                 subject=r.subject,
                 sku=r.sku,
                 slot=slot_of[r.sku],
-                action=r.action,
-                qty=r.qty,
+                action=r.action if moved else "none",
+                qty=abs(moved) if moved else r.qty,
                 first=first,
                 deepest=first + round(REACH_S * fps / 2),
                 last=first + round(REACH_S * fps),
@@ -261,6 +270,38 @@ def render_shelf_camera(
         json.dumps({"camera": camera_id, "reaches": [asdict(t) for t in truth]}, indent=1)
     )
     return truth
+
+
+def reaches_from_events(
+    layout: Layout, camera_id: str, events: Iterable[ev.Event], start: datetime
+) -> list[Reach]:
+    """The simulator's picks and put-backs at the camera's shelf as reaches, the hand
+    deepest in the slot at the event's time, each from where its shopper stood then (the
+    latest position sample at or before it). A reach into a slot another hand is still in
+    waits until that one is out. ``start``: the video's first frame."""
+    cam = layout.shelf_camera(camera_id)
+    shown = {v.sku for v in cam.slots}
+    where: dict[str, tuple[float, float]] = {}
+    busy: dict[str, float] = {}
+    out = []
+    for e in sorted(events, key=lambda e: e.at):
+        if isinstance(e, ev.PositionSamples):
+            for sample in e.data.samples:
+                where[sample.track] = (sample.x, sample.y)
+            continue
+        if not isinstance(e, ev.ItemPicked | ev.ItemPutBack):
+            continue
+        if e.data.shelf != cam.shelf or e.data.sku not in shown:
+            continue
+        if e.subject not in where:
+            raise ValueError(
+                f"{e.type} {e.id} at {e.at.isoformat()}: no position of {e.subject!r} before it"
+            )
+        at_s = max((e.at - start).total_seconds() - REACH_S / 2, busy.get(e.data.sku, 0.0))
+        busy[e.data.sku] = at_s + REACH_S + 0.2
+        action: Action = "picked" if isinstance(e, ev.ItemPicked) else "put_back"
+        out.append(Reach(e.subject, e.data.sku, at_s, action, where[e.subject], e.data.qty))
+    return out
 
 
 def _draw_reach(img: np.ndarray, cam: ShelfCamera, t: ReachTruth, f: int) -> None:

@@ -15,7 +15,7 @@ from adapters.attribution import Positions
 from adapters.shelfcam import ShelfReading, ShelfWatch, item_event, watch_video
 from core import events as ev
 from core.layout import Layout, check_layout, load_layout
-from simulator.shelfcam import Reach, ReachTruth, render_shelf_camera
+from simulator.shelfcam import Reach, ReachTruth, reaches_from_events, render_shelf_camera
 
 STORE = Path(__file__).parent.parent / "examples" / "stores" / "convenience.yaml"
 CAM = "shelfcam-g1-east"
@@ -151,3 +151,54 @@ def test_the_shelf_camera_section_is_checked(tmp_path: Path) -> None:
     errors = [e.message for e in check_layout(tmp_path / "s.yaml", text=text)]
     assert any("'chewing-gun-mint'" in m and "chewing-gum-mint" in m for m in errors), errors
     assert any("[515.0, 110.0, 700.0, 250.0]" in m and "640x480" in m for m in errors), errors
+
+
+def test_the_simulators_picks_come_back_as_the_same_events(layout: Layout, tmp_path: Path) -> None:
+    """Simulated events in, rendered video, events out: the adapter's picks and
+    put-backs are the simulator's (type, subject, sku, shelf, qty), from the video alone
+    and the position samples."""
+    store, src = "corner-01", "sim"
+    stand = {"v-a": (3.1, 3.3), "v-b": (3.1, 5.2)}
+    samples = [
+        ev.new(
+            ev.PositionSamples,
+            store=store,
+            at=T0 + timedelta(seconds=k / 5),
+            source=src,
+            subject="floor",
+            data=ev.PositionData(
+                frame=k, samples=tuple(ev.PositionSample(s, x, y) for s, (x, y) in stand.items())
+            ),
+        )
+        for k in range(60)
+    ]
+
+    def item(cls: type, subject: str, sku: str, s: float) -> ev.Event:
+        data = ev.ItemData(sku=sku, shelf="g1-east")
+        return ev.new(
+            cls, store=store, at=T0 + timedelta(seconds=s), source=src, subject=subject, data=data
+        )
+
+    told = [
+        item(ev.ItemPicked, "v-a", "crisps-sea-salt-150g", 1.5),
+        item(ev.ItemPicked, "v-b", "chewing-gum-mint", 2.0),
+        item(ev.ItemPutBack, "v-a", "crisps-sea-salt-150g", 5.0),
+        item(ev.ItemPicked, "v-a", "porridge-oats-1kg", 6.0),  # another shelf: not seen
+    ]
+    reaches = reaches_from_events(layout, CAM, [*samples, *told], T0)
+    assert [(r.subject, r.sku, r.action) for r in reaches] == [
+        ("v-a", "crisps-sea-salt-150g", "picked"),
+        ("v-b", "chewing-gum-mint", "picked"),
+        ("v-a", "crisps-sea-salt-150g", "put_back"),
+    ]
+    readings, _ = _run(layout, tmp_path, reaches, stand)
+    got = [item_event(r, store) for r in readings]
+    assert all(e is not None for e in got), readings
+
+    def key(e: ev.Event) -> tuple:
+        return (e.type, e.subject, e.data.sku, e.data.shelf, e.data.qty)
+
+    assert sorted(map(key, got)) == sorted(map(key, told[:3]))
+    for e in got:
+        same = [t for t in told[:3] if key(t) == key(e)]
+        assert min(abs((e.at - t.at).total_seconds()) for t in same) < 0.5
