@@ -34,7 +34,7 @@ one protobuf serves both mediapipe and onnx (docs/adapters.md, "Shelf cameras").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -325,9 +325,13 @@ def decide(
     after: np.ndarray,
     positions: Positions,
     attributor: Attributor | None = None,
+    held: Mapping[str, Mapping[str, int]] | None = None,
 ) -> ShelfReading:
     """What a finished reach did and who did it, with a confidence; ``review`` says why
-    it should go to a person instead of a cart."""
+    it should go to a person instead of a cart. ``held``: what each shopper has taken so
+    far (SKU -> units); given, a put-back by a shopper who holds none of the slot's SKU
+    is for review: the camera sees a facing filled, not which product filled it, and it
+    may be another product put into the wrong slot."""
     attributor = attributor or Attributor(margin_m=0.5)
     cam, shelf = watch.cam, watch.shelf
     sku = cam.slots[reach.slot].sku
@@ -360,6 +364,17 @@ def decide(
         review = _join(review, f"the look of {sku} changed, but no hand was seen in the slot")
     if who.review is not None:
         review = _join(review, who.review)
+    if (
+        action == "put_back"
+        and held is not None
+        and who.subject is not None
+        and held.get(who.subject, {}).get(sku, 0) < qty
+    ):
+        review = _join(
+            review,
+            f"{who.subject} puts {qty} back into the slot of {sku} but holds "
+            f"{held.get(who.subject, {}).get(sku, 0)}: maybe another product, wrong slot",
+        )
     confidence = round(who.confidence * change.confidence, 3)
     if review is None and action != "none" and confidence < attributor.min_confidence:
         review = f"the change of {sku} is faint (confidence {change.confidence})"
@@ -404,11 +419,12 @@ def watch_video(
     start: datetime,
     positions: Positions,
     attributor: Attributor | None = None,
+    held: Mapping[str, Mapping[str, int]] | None = None,
 ) -> list[ShelfReading]:
     """Every reach in a run of frames (a list or an iterator), decided."""
     step = timedelta(seconds=1 / watch.cam.fps)
     out = []
     for n, frame in enumerate(frames):
         for reach, after in watch.feed(frame, start + n * step):
-            out.append(decide(watch, reach, after, positions, attributor))
+            out.append(decide(watch, reach, after, positions, attributor, held))
     return out

@@ -33,6 +33,7 @@ def _run(
     reaches: list[Reach],
     stand: dict[str, tuple[float, float]],
     stock: dict[str, int] | None = None,
+    held: dict[str, dict[str, int]] | None = None,
 ) -> tuple[list[ShelfReading], list[ReachTruth]]:
     """Render the reaches, let the shoppers stand where ``stand`` says for the whole
     video, and run the adapter over the video as decoded from disk."""
@@ -53,7 +54,7 @@ def _run(
             break
         frames.append(frame)
     cap.release()
-    return watch_video(ShelfWatch(layout, CAM), frames, T0, positions), truth
+    return watch_video(ShelfWatch(layout, CAM), frames, T0, positions, held=held), truth
 
 
 def test_a_pick_is_found_and_attributed(layout: Layout, tmp_path: Path) -> None:
@@ -88,6 +89,7 @@ def test_a_put_back_is_found(layout: Layout, tmp_path: Path) -> None:
         [Reach("v-b", "chewing-gum-mint", 0.6, "put_back", (3.1, 5.3))],
         {"v-b": (3.1, 5.3)},
         stock={"chewing-gum-mint": 1},
+        held={"v-b": {"chewing-gum-mint": 1}},
     )
     assert [(r.sku, r.action, r.qty, r.subject, r.review) for r in readings] == [
         ("chewing-gum-mint", "put_back", 1, "v-b", None)
@@ -202,3 +204,42 @@ def test_the_simulators_picks_come_back_as_the_same_events(layout: Layout, tmp_p
     for e in got:
         same = [t for t in told[:3] if key(t) == key(e)]
         assert min(abs((e.at - t.at).total_seconds()) for t in same) < 0.5
+
+
+def test_a_put_back_by_a_shopper_who_took_none_is_for_review(
+    layout: Layout, tmp_path: Path
+) -> None:
+    """A facing filled by someone who holds none of that SKU: likely another product in
+    the wrong slot, which the camera cannot name."""
+    readings, _ = _run(
+        layout,
+        tmp_path,
+        [Reach("v-b", "chewing-gum-mint", 0.6, "put_back", (3.1, 5.3))],
+        {"v-b": (3.1, 5.3)},
+        stock={"chewing-gum-mint": 1},
+        held={"v-b": {"cornflakes-500g": 1}},
+    )
+    assert [(r.action, r.subject) for r in readings] == [("put_back", "v-b")]
+    assert "wrong slot" in (readings[0].review or "")
+    assert item_event(readings[0], "corner-01") is None
+
+
+def test_a_reach_past_another_shopper_goes_to_the_one_whose_arm_it_is(
+    layout: Layout, tmp_path: Path
+) -> None:
+    """v-a, by the chocolate, reaches across to the gum where v-b stands: nearest the
+    slot is v-b, but the arm comes in at v-a's place. (Attributed from the shoppers'
+    places alone, the nearest to the gum would be v-b.)"""
+    stand = {"v-a": (3.1, 4.0), "v-b": (3.1, 5.3)}
+    readings, _ = _run(
+        layout,
+        tmp_path,
+        [Reach("v-a", "chewing-gum-mint", 0.6, "picked", stand["v-a"])],
+        stand,
+    )
+    changed = [r for r in readings if r.action != "none"]
+    assert [(r.sku, r.action, r.subject, r.review) for r in changed] == [
+        ("chewing-gum-mint", "picked", "v-a", None)
+    ]
+    # the arm crosses the peanuts on its way: a fingertip there, nothing taken, no event
+    assert all(item_event(r, "corner-01") is None for r in readings if r.action == "none")
