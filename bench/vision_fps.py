@@ -813,6 +813,8 @@ def hands(workdir: Path) -> None:
     against the arms drawn, per model complexity; then the whole shelf watch a frame."""
     from datetime import UTC, datetime
 
+    import mediapipe
+
     from adapters.shelfcam import HandFinder, ShelfWatch
     from core.layout import load_layout
     from simulator.shelfcam import Reach, render_shelf_camera
@@ -839,7 +841,10 @@ def hands(workdir: Path) -> None:
         frames.append(frame)
     cap.release()
     drawn = sum(sum(t.first <= f <= t.last for t in truth) for f in range(len(frames)))
-    print(f"\nhands: {cam_id}, {len(frames)} frames 640x480, {drawn} arm-frames drawn")
+    print(
+        f"\nhands: mediapipe {mediapipe.__version__}, {cam_id}, {len(frames)} frames 640x480, "
+        f"{drawn} arm-frames drawn"
+    )
     print(f"load average before: {load_average()}", flush=True)
     print(f"{'model':<14} {'ms/frame':>9} {'hands found':>12} {'of drawn':>9}")
     for complexity in (0, 1):
