@@ -378,6 +378,8 @@ def decide(
     confidence = round(who.confidence * change.confidence, 3)
     if review is None and action != "none" and confidence < attributor.min_confidence:
         review = f"the change of {sku} is faint (confidence {change.confidence})"
+    if action == "none":
+        review = None  # nothing moved: nothing for a person to look at
     return ShelfReading(
         camera=cam.id,
         shelf=shelf.id,

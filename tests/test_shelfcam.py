@@ -3,6 +3,7 @@ drawn arms, the slot's look before and after, the floor positions for whose hand
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -243,3 +244,24 @@ def test_a_reach_past_another_shopper_goes_to_the_one_whose_arm_it_is(
     ]
     # the arm crosses the peanuts on its way: a fingertip there, nothing taken, no event
     assert all(item_event(r, "corner-01") is None for r in readings if r.action == "none")
+
+
+def test_aisle_render_films_a_shelf_camera_with_its_reach_truth(tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from simulator.cli import register
+
+    app = typer.Typer()
+    register(app)  # the simulator's commands alone, as `aisle` loads them
+    args = ["render", "--camera", CAM, "--minutes", "3", "--shoppers", "10", "--seed", "2"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    truth = json.loads((tmp_path / f"{CAM}.avi.truth.json").read_text())
+    reaches = truth["reaches"]
+    assert reaches and all(r["action"] in ("picked", "put_back", "none") for r in reaches)
+    skus = {v.sku for v in load_layout(STORE).shelf_camera(CAM).slots}
+    assert {r["sku"] for r in reaches} <= skus
+    cap = cv2.VideoCapture(str(tmp_path / f"{CAM}.avi"))
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) > max(r["last"] for r in reaches)
+    cap.release()
