@@ -265,3 +265,18 @@ def test_aisle_render_films_a_shelf_camera_with_its_reach_truth(tmp_path: Path) 
     cap = cv2.VideoCapture(str(tmp_path / f"{CAM}.avi"))
     assert cap.get(cv2.CAP_PROP_FRAME_COUNT) > max(r["last"] for r in reaches)
     cap.release()
+
+
+def test_mediapipe_brings_no_second_opencv() -> None:
+    """mediapipe asks for opencv-contrib-python; installed --no-deps, cv2 stays the
+    project's opencv-python below 5, with the HOG people detector."""
+    from importlib import metadata
+
+    import mediapipe
+
+    assert mediapipe.__version__ == "0.10.14"
+    names = {d.metadata["Name"].lower() for d in metadata.distributions()}
+    assert {n for n in names if n.startswith("opencv")} == {"opencv-python"}
+    assert cv2.__version__.split(".")[0] == "4"
+    assert metadata.version("opencv-python").startswith(cv2.__version__)
+    cv2.HOGDescriptor().setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
