@@ -27,9 +27,10 @@ hand it was.
   reason (``review``); ``item_event`` turns a sure reading into the ``item.picked`` /
   ``item.put_back`` the simulator publishes. A reach that changes nothing gives no event.
 
-mediapipe 0.10.14 was built against protobuf 4; ``_protobuf_compat`` gives protobuf 5 and
-6 back the one method it calls that they dropped (``SymbolDatabase.GetPrototype``), so
-one protobuf serves both mediapipe and onnx (docs/adapters.md, "Shelf cameras").
+mediapipe 0.10.14 was built against protobuf 4; ``protobuf_compat`` (call it before
+importing mediapipe) gives protobuf 5 and 6 back the method they dropped that it calls
+(``GetPrototype``), so one protobuf serves both mediapipe and onnx (docs/adapters.md,
+"Shelf cameras").
 """
 
 from __future__ import annotations
@@ -56,22 +57,25 @@ __all__ = [
     "WatchSettings",
     "decide",
     "item_event",
+    "protobuf_compat",
 ]
 
 _TIPS = (4, 8, 12, 16, 20)
 
 
-def _protobuf_compat() -> None:
-    """protobuf 5 dropped ``SymbolDatabase.GetPrototype``, which mediapipe 0.10.14 calls
-    to read its landmark lists; ``message_factory.GetMessageClass`` is its successor."""
+def protobuf_compat() -> None:
+    """protobuf 5 dropped ``GetPrototype`` from ``SymbolDatabase`` and ``MessageFactory``;
+    mediapipe 0.10.14 calls the first to read its landmark lists, and its C++ bindings the
+    second on import (printing an AttributeError when it is missing).
+    ``message_factory.GetMessageClass`` is their successor. Call before importing it."""
     from google.protobuf import message_factory, symbol_database
 
-    if not hasattr(symbol_database.SymbolDatabase, "GetPrototype"):
+    def get_prototype(self: Any, descriptor: Any) -> Any:
+        return message_factory.GetMessageClass(descriptor)
 
-        def get_prototype(self: Any, descriptor: Any) -> Any:
-            return message_factory.GetMessageClass(descriptor)
-
-        symbol_database.SymbolDatabase.GetPrototype = get_prototype  # type: ignore[attr-defined]
+    for cls in (symbol_database.SymbolDatabase, message_factory.MessageFactory):
+        if not hasattr(cls, "GetPrototype"):
+            cls.GetPrototype = get_prototype  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +100,7 @@ class HandFinder:
     def __init__(
         self, max_hands: int = 4, model_complexity: int = 1, min_confidence: float = 0.5
     ) -> None:
-        _protobuf_compat()
+        protobuf_compat()
         import mediapipe as mp
 
         self._hands = mp.solutions.hands.Hands(

@@ -813,9 +813,11 @@ def hands(workdir: Path) -> None:
     against the arms drawn, per model complexity; then the whole shelf watch a frame."""
     from datetime import UTC, datetime
 
+    from adapters.shelfcam import HandFinder, ShelfWatch, protobuf_compat
+
+    protobuf_compat()
     import mediapipe
 
-    from adapters.shelfcam import HandFinder, ShelfWatch
     from core.layout import load_layout
     from simulator.shelfcam import Reach, render_shelf_camera
 

@@ -10,13 +10,20 @@ from pathlib import Path
 import cv2
 import pytest
 
-pytest.importorskip("mediapipe")
-
 from adapters.attribution import Positions
-from adapters.shelfcam import ShelfReading, ShelfWatch, item_event, watch_video
+from adapters.shelfcam import (
+    ShelfReading,
+    ShelfWatch,
+    item_event,
+    protobuf_compat,
+    watch_video,
+)
 from core import events as ev
 from core.layout import Layout, check_layout, load_layout
 from simulator.shelfcam import Reach, ReachTruth, reaches_from_events, render_shelf_camera
+
+protobuf_compat()  # before mediapipe is imported: its bindings call what protobuf 5 dropped
+pytest.importorskip("mediapipe")
 
 STORE = Path(__file__).parent.parent / "examples" / "stores" / "convenience.yaml"
 CAM = "shelfcam-g1-east"
