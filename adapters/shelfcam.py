@@ -5,10 +5,10 @@ hand it was.
 - Hands: MediaPipe's ``solutions.hands`` (the models in the mediapipe 0.10.14 wheel, on
   the CPU, in tracking mode). A hand is in a slot when a fingertip is in the slot's box
   (``ShelfCamera.slots``). One reach is the run of frames with a hand in the slot, gaps
-  of up to ``gap_frames`` missed detections bridged.
+  of up to ``gap_s`` of missed detections bridged.
 - Change: each slot keeps a reference look, updated only while no hand is over the slot
   and the picture is still. After a reach, once the slot has been quiet for
-  ``settle_frames``, each facing (the slot box split evenly by the slot's ``facings``) is
+  ``settle_s``, each facing (the slot box split evenly by the slot's ``facings``) is
   compared with its reference: a mean absolute difference of the blurred grey crop above
   ``change_grey`` is a changed facing. Whether it was taken or put back is read from the
   facing's fill: goods are textured and coloured, the back panel an empty facing shows is
@@ -16,7 +16,7 @@ hand it was.
   one is taken and rises when one is put back. The frames of the reach never enter the
   comparison, so the arm itself is no change.
 - A look that changed with no hand found in the slot (MediaPipe missed it, or a sleeve
-  hid it) is not adopted silently: once it has stayed changed for ``unseen_frames`` it is a
+  hid it) is not adopted silently: once it has stayed changed for ``unseen_s`` it is a
   reading of its own, attributed to the shopper nearest the slot, always for review.
 - Whose hand: the arm's column where it leaves the image's bottom edge (the line from the
   knuckles' middle through the wrist, extended) is a point of the shelf front
@@ -133,12 +133,16 @@ class HandFinder:
 @dataclass(frozen=True, slots=True)
 class WatchSettings:
     pad_px: float = 8.0  # a fingertip this near a slot box is in it
-    gap_frames: int = 6  # missed detections bridged within one reach
-    settle_frames: int = 5  # quiet frames after a reach before the after look is taken
+    gap_s: float = 0.4  # missed detections bridged within one reach
+    settle_s: float = 0.33  # quiet after a reach before the after look is taken
     still_grey: float = 6.0  # frame-to-frame mean change under this: the slot is still
     change_grey: float = 18.0  # a facing whose look moved more than this has changed
     blur: int = 5
-    unseen_frames: int = 15  # a changed look, still this long with no hand seen: review
+    unseen_s: float = 1.0  # a changed look, still this long with no hand seen: review
+
+    def frames(self, seconds: float, fps: float) -> int:
+        """A duration in frames of a camera at ``fps``, at least one."""
+        return max(1, round(seconds * fps))
 
 
 @dataclass
@@ -194,6 +198,10 @@ class ShelfWatch:
         self.shelf: Shelf = layout.shelf(self.cam.shelf)
         self.settings = settings or WatchSettings()
         self.finder = finder or HandFinder()
+        fps = self.cam.fps
+        self._gap = self.settings.frames(self.settings.gap_s, fps)
+        self._settle = self.settings.frames(self.settings.settle_s, fps)
+        self._unseen_n = self.settings.frames(self.settings.unseen_s, fps)
         facings = {s.sku: s.facings for s in self.shelf.slots}
         self.facings = [facings[v.sku] for v in self.cam.slots]
         self._boxes = [tuple(round(c) for c in v.box) for v in self.cam.slots]
@@ -254,10 +262,10 @@ class ShelfWatch:
                 reach.columns += [h.bottom_column(frame.shape[0]) for h in inside]
                 continue
             if reach is not None:
-                if f - reach.last <= s.gap_frames and (over or not still):
+                if f - reach.last <= self._gap and (over or not still):
                     continue
                 reach.quiet = reach.quiet + 1 if (still and not over) else 0
-                if reach.quiet >= s.settle_frames:
+                if reach.quiet >= self._settle:
                     del self._open[i]
                     self._ref[i], self._quiet_at[i] = crop, (f, at)
                     done.append((reach, crop))
@@ -269,9 +277,9 @@ class ShelfWatch:
             since = self._quiet_at[i]
             if ref is not None and since is not None and self._changed(ref, crop, i):
                 # a hand MediaPipe missed, or a hand resting in the slot: only a look
-                # that stays changed for unseen_frames is reported, and for review
+                # that stays changed for unseen_s is reported, and for review
                 self._unseen[i] += 1
-                if self._unseen[i] >= s.unseen_frames:
+                if self._unseen[i] >= self._unseen_n:
                     x0, _, x1, _ = self._boxes[i]
                     done.append(
                         (
