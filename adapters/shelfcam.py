@@ -35,6 +35,7 @@ importing mediapipe) gives protobuf 5 and 6 back the method they dropped that it
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -103,13 +104,17 @@ class HandFinder:
         protobuf_compat()
         import mediapipe as mp
 
-        self._hands = mp.solutions.hands.Hands(
-            static_image_mode=False,
-            max_num_hands=max_hands,
-            model_complexity=model_complexity,
-            min_detection_confidence=min_confidence,
-            min_tracking_confidence=min_confidence,
-        )
+        with warnings.catch_warnings():
+            # protobuf 6 deprecates what mediapipe reads to build its graph (7 removes it,
+            # hence protobuf<7): known, pinned, and no news to the user
+            warnings.filterwarnings("ignore", r"label\(\) is deprecated", DeprecationWarning)
+            self._hands = mp.solutions.hands.Hands(
+                static_image_mode=False,
+                max_num_hands=max_hands,
+                model_complexity=model_complexity,
+                min_detection_confidence=min_confidence,
+                min_tracking_confidence=min_confidence,
+            )
 
     def find(self, frame: np.ndarray) -> list[Hand]:
         h, w = frame.shape[:2]
