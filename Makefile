@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps 'mediapipe==0.10.14'  # pyproject.toml, hands
 	touch $(STAMP)
 
 # The store live in a browser (docs/dashboard.md): the embedded nats-server, a simulated

@@ -38,6 +38,12 @@ real time when it processes the frames the layout asks for as they come: the fra
 processed a second against those required, the frames dropped because the adapter was
 behind, and how late the detections came after their frames were due.
 
+**Hands.** A shelf camera of the example store (``shelfcam-g1-east``, 640x480, 15
+frames/s): a rendered clip of eight reaches, two of them at once, read back from the file;
+MediaPipe hands (``adapters/shelfcam.py``) at model complexity 0 and 1: the time a frame,
+the hands found against the arms drawn, and the whole shelf watch (hands, the slots' looks,
+the reaches) a frame.
+
 **Faces.** The entrance camera's face match (``adapters/faces.py``) on real photos in
 640x480 frames: the faces found, the time to find them, and the time to describe each.
 """
@@ -78,7 +84,7 @@ STORES = ROOT / "examples" / "stores"
 LARGE = STORES / "supermarket.yaml"
 DOOR_CAMERA = "cam-A1"
 START = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-PARTS = ("detectors", "adapter", "capacity", "faces")
+PARTS = ("detectors", "adapter", "capacity", "faces", "hands")
 
 OPENCV_DETECTORS: list[tuple[str, str]] = [
     # (label, "module:Class"), each built with its defaults
@@ -759,6 +765,8 @@ def main() -> None:
 
         if "faces" in parts:
             faces(args.face_rounds)
+        if "hands" in parts:
+            hands(workdir)
 
 
 def faces(rounds: int) -> None:
@@ -797,6 +805,64 @@ def faces(rounds: int) -> None:
                 f"{detector.value:<10} {name:<10} {found:>5} {find * 1000:>8.0f} "
                 f"{per_face * 1000:>17.0f}"
             )
+    print(f"load average after: {load_average()}")
+
+
+def hands(workdir: Path) -> None:
+    """MediaPipe hands on a rendered shelf-camera clip: ms a frame, hands found a frame
+    against the arms drawn, per model complexity; then the whole shelf watch a frame."""
+    from datetime import UTC, datetime
+
+    from adapters.shelfcam import HandFinder, ShelfWatch, protobuf_compat
+
+    protobuf_compat()
+    import mediapipe
+
+    from core.layout import load_layout
+    from simulator.shelfcam import Reach, render_shelf_camera
+
+    layout = load_layout(STORES / "convenience.yaml")
+    cam_id = "shelfcam-g1-east"
+    skus = [v.sku for v in layout.shelf_camera(cam_id).slots]
+    spots = [(3.1, 3.2), (3.1, 4.05), (3.1, 4.8), (3.1, 5.3)]
+    reaches = [
+        Reach(f"v-{k}", skus[k % 4], 0.5 + 1.1 * k, "picked" if k % 2 else "none", spots[k % 4])
+        for k in range(6)
+    ] + [
+        Reach("v-6", skus[0], 8.0, "none", spots[0]),
+        Reach("v-7", skus[2], 8.2, "none", spots[2]),
+    ]
+    video = workdir / "shelf.avi"
+    truth = render_shelf_camera(layout, cam_id, reaches, video, seed=1)
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    drawn = sum(sum(t.first <= f <= t.last for t in truth) for f in range(len(frames)))
+    print(
+        f"\nhands: mediapipe {mediapipe.__version__}, {cam_id}, {len(frames)} frames 640x480, "
+        f"{drawn} arm-frames drawn"
+    )
+    print(f"load average before: {load_average()}", flush=True)
+    print(f"{'model':<14} {'ms/frame':>9} {'hands found':>12} {'of drawn':>9}")
+    for complexity in (0, 1):
+        finder = HandFinder(model_complexity=complexity)
+        finder.find(frames[0])  # warm
+        t = time.perf_counter()
+        found = sum(len(finder.find(f)) for f in frames)
+        ms = (time.perf_counter() - t) / len(frames) * 1000
+        finder.close()
+        print(f"{'complexity ' + str(complexity):<14} {ms:>9.1f} {found:>12} {found / drawn:>9.2f}")
+    watch = ShelfWatch(layout, cam_id)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    t = time.perf_counter()
+    ended = sum(len(watch.feed(f, t0)) for f in frames)
+    ms = (time.perf_counter() - t) / len(frames) * 1000
+    print(f"shelf watch (complexity 1): {ms:.1f} ms/frame, {ended} reaches of {len(truth)}")
     print(f"load average after: {load_average()}")
 
 

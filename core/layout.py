@@ -26,6 +26,7 @@ import numpy as np
 import shapely
 from msgspec import Meta, Struct
 from shapely.geometry import LineString, Polygon
+from shapely.geometry import Point as ShapelyPoint
 from shapely.validation import explain_validity
 
 from core.events import SKU_PATTERN, STORE_PATTERN
@@ -47,7 +48,9 @@ __all__ = [
     "LayoutError",
     "Line",
     "Shelf",
+    "ShelfCamera",
     "Slot",
+    "SlotView",
     "Store",
     "Zone",
     "check_layout",
@@ -238,6 +241,42 @@ class Camera(_Spec):
         return np.linalg.norm(mapped - np.array([p.floor for p in pts]), axis=1)
 
 
+class SlotView(_Spec):
+    """Where one slot of a shelf shows in a shelf camera's image: a pixel box, left, top,
+    right, bottom. The adapter reads a hand in it and a change of its look; the renderer
+    draws the slot's facings in it, side by side, so the two agree as a calibration."""
+
+    sku: Sku
+    box: tuple[Pixel, Pixel, Pixel, Pixel]
+
+
+class ShelfCamera(_Spec):
+    """A camera facing one shelf's front (mounted on the shelf across the aisle, or
+    above it), looking for hands in the slots. It maps no floor: ``span`` is where the
+    shelf front is on the floor at the image's left and right edges, so an arm that comes
+    in at some image column comes from a shopper standing by that point of the front."""
+
+    id: Id
+    shelf: Id
+    image: ImageSize
+    fps: Annotated[float, Meta(gt=0, le=240)]
+    span: tuple[Point, Point]
+    slots: tuple[SlotView, ...]
+
+    def floor_at(self, u: float) -> tuple[float, float]:
+        """The point of the shelf front seen at image column ``u`` (clamped to the image)."""
+        t = min(1.0, max(0.0, u / self.image.width))
+        (x0, y0), (x1, y1) = self.span
+        return x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+
+    def column_of(self, x: float, y: float) -> float:
+        """The image column that shows floor point (x, y) projected onto the front."""
+        (x0, y0), (x1, y1) = self.span
+        dx, dy = x1 - x0, y1 - y0
+        t = ((x - x0) * dx + (y - y0) * dy) / (dx * dx + dy * dy)
+        return min(1.0, max(0.0, t)) * self.image.width
+
+
 Grams = Annotated[float, Meta(gt=0, le=100_000)]
 
 
@@ -275,6 +314,7 @@ class Layout(_Spec):
     shelves: tuple[Shelf, ...] = ()
     cameras: tuple[Camera, ...] = ()
     catalog: tuple[CatalogItem, ...] = ()
+    shelf_cameras: tuple[ShelfCamera, ...] = ()
 
     @cached_property
     def _index(self) -> ZoneIndex:
@@ -290,6 +330,7 @@ class Layout(_Spec):
             "line": {ln.id: ln for ln in self.lines},
             "shelf": {s.id: s for s in self.shelves},
             "camera": {c.id: c for c in self.cameras},
+            "shelf camera": {c.id: c for c in self.shelf_cameras},
             "sku": {c.sku: c for c in self.catalog},
             "shelves_in": {k: tuple(v) for k, v in shelves_in.items()},
         }
@@ -328,6 +369,9 @@ class Layout(_Spec):
 
     def camera(self, camera_id: str) -> Camera:
         return self._get("camera", camera_id)
+
+    def shelf_camera(self, camera_id: str) -> ShelfCamera:
+        return self._get("shelf camera", camera_id)
 
     def sku(self, sku: str) -> CatalogItem:
         return self._get("sku", sku)
@@ -397,6 +441,7 @@ class _File(_Spec):
     shelves: tuple[Any, ...] = ()
     cameras: tuple[Any, ...] = ()
     catalog: tuple[Any, ...] = ()
+    shelf_cameras: tuple[Any, ...] = ()
 
 
 _SECTIONS: dict[str, tuple[type[_Spec], str, str]] = {  # item type, key field, what it is
@@ -405,6 +450,7 @@ _SECTIONS: dict[str, tuple[type[_Spec], str, str]] = {  # item type, key field, 
     "shelves": (Shelf, "id", "shelf id"),
     "cameras": (Camera, "id", "camera id"),
     "catalog": (CatalogItem, "sku", "sku"),
+    "shelf_cameras": (ShelfCamera, "id", "shelf camera id"),
 }
 
 
@@ -483,6 +529,8 @@ class _Checker:
         for i, item in sections["catalog"]:
             self.check_price(i, item)
             self.check_weight(i, item)
+        for i, shelf_cam in sections["shelf_cameras"]:
+            self.check_shelf_camera(i, shelf_cam, ids["shelves"], ids["cameras"])
 
     def unique(self, section: str, items: Iterable[tuple[int, Any]]) -> dict[str, Any]:
         _, key, what = _SECTIONS[section]
@@ -667,6 +715,59 @@ class _Checker:
                 f"reprojects {errors[worst]:.3f} m from its floor position (tolerance "
                 f"{CALIBRATION_TOLERANCE_M} m): a pair is probably mistyped",
             )
+
+    def check_shelf_camera(
+        self, i: int, cam: ShelfCamera, shelves: dict[str, Shelf], cameras: dict[str, Camera]
+    ) -> None:
+        """The shelf is known, each box is inside the image and shows one of its slots,
+        no two boxes overlap, and the span is along the shelf front."""
+        path: PathKey = ("shelf_cameras", i)
+        if cam.id in cameras:
+            self.error((*path, "id"), f"shelf camera {cam.id!r} has the id of a floor camera")
+        shelf = shelves.get(cam.shelf)
+        if shelf is None:
+            if cam.shelf not in self.broken["shelves"]:
+                self.error(
+                    (*path, "shelf"),
+                    f"shelf camera {cam.id!r} sees unknown shelf "
+                    f"{cam.shelf!r}{_suggest(cam.shelf, shelves)}",
+                )
+        else:
+            for k, end in enumerate(cam.span):
+                gap = shelf.shape.distance(ShapelyPoint(end))
+                if gap > SHELF_REACH_M:
+                    self.error(
+                        (*path, "span", k),
+                        f"shelf camera {cam.id!r} span end {list(end)} is {gap:.2f} m from "
+                        f"shelf {shelf.id!r}; the span runs along the shelf's front",
+                    )
+        if cam.span[0] == cam.span[1]:
+            self.error((*path, "span"), f"shelf camera {cam.id!r} span has zero length")
+        boxes: list[tuple[int, tuple[float, float, float, float]]] = []
+        for j, view in enumerate(cam.slots):
+            where = (*path, "slots", j)
+            if shelf is not None and view.sku not in shelf.skus:
+                self.error(
+                    (*where, "sku"),
+                    f"shelf camera {cam.id!r} shows {view.sku!r}, which no slot of shelf "
+                    f"{shelf.id!r} holds{_suggest(view.sku, dict.fromkeys(shelf.skus))}",
+                )
+            x0, y0, x1, y1 = view.box
+            if not (0 <= x0 < x1 <= cam.image.width and 0 <= y0 < y1 <= cam.image.height):
+                self.error(
+                    (*where, "box"),
+                    f"shelf camera {cam.id!r} box {list(view.box)} is not left < right and "
+                    f"top < bottom inside the {cam.image.width}x{cam.image.height} image",
+                )
+                continue
+            for k, (bx0, by0, bx1, by1) in boxes:
+                if x0 < bx1 and bx0 < x1 and y0 < by1 and by0 < y1:
+                    self.error(
+                        (*where, "box"),
+                        f"shelf camera {cam.id!r} box of {view.sku!r} overlaps the box of "
+                        f"{cam.slots[k].sku!r}: a hand in both could not be told apart",
+                    )
+            boxes.append((j, view.box))
 
     def check_detect(self, path: PathKey, cam: Camera) -> None:
         rate, interval = cam.detect.fps, cam.detect.interval_s

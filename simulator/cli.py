@@ -6,7 +6,7 @@ import asyncio
 import heapq
 import time
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -30,6 +30,7 @@ from simulator.eyes import report
 from simulator.eyes.report import TargetError, parse_targets
 from simulator.eyes.video import DETECTORS, Request, VideoError, at_fps, check_video, film
 from simulator.render import RenderOptions, render_camera
+from simulator.shelfcam import reaches_from_events, render_shelf_camera
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "stores" / "convenience.yaml"
 out = Console()
@@ -188,9 +189,10 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option(help="Write the videos; --no-video writes the ground truth only.")
         ] = True,
     ) -> None:
-        """Film simulated shoppers: a video per camera, with MOTChallenge ground truth."""
+        """Film simulated shoppers: a video per camera, with MOTChallenge ground truth;
+        and a video per shelf camera, with the truth of who reached into which slot."""
         layout = load_layout(store)
-        known = [c.id for c in layout.cameras]
+        known = [c.id for c in layout.cameras] + [c.id for c in layout.shelf_cameras]
         if camera is not None and camera not in known:
             raise typer.BadParameter(
                 f"{camera!r}; cameras: {', '.join(known)}", param_hint="--camera"
@@ -212,6 +214,30 @@ def register(app: typer.Typer) -> None:
                 f"{cam.id}: {stats.frames:,} frames, {stats.boxes:,} boxes "
                 f"-> {made}{out_dir / cam.id}.gt.txt"
             )
+        shelf_cams = [c for c in layout.shelf_cameras if camera in (None, c.id)]
+        if shelf_cams and video:
+            origin = min(v.start for v in run.visitors)
+            floor = [
+                ev.new(
+                    ev.PositionSamples,
+                    store=layout.store.id,
+                    at=v.start + timedelta(seconds=t),
+                    source="simulator",
+                    subject="floor",
+                    data=ev.PositionData(frame=0, samples=(ev.PositionSample(v.id, x, y),)),
+                )
+                for v, truth in zip(run.visitors, run.truth, strict=True)
+                for t, x, y in truth.path
+            ]
+            for sc in shelf_cams:
+                reaches = reaches_from_events(layout, sc.id, [*floor, *run.events], origin)
+                path = out_dir / f"{sc.id}.avi"
+                truth_of = render_shelf_camera(layout, sc.id, reaches, path, seed=seed)
+                moved = sum(t.action != "none" for t in truth_of)
+                out.print(
+                    f"{sc.id}: {len(truth_of)} reaches, {moved} picks and put-backs "
+                    f"-> {path} and {path}.truth.json"
+                )
 
     @app.command("simulate")
     def simulate_command(
