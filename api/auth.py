@@ -67,6 +67,10 @@ class Principal:
         return not self.stores or store in self.stores
 
 
+# A token holder's name: no control or bidirectional-override characters.
+NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]*$"
+
+
 def create_token(
     db: Engine, role: Role, stores: Sequence[str] = (), name: str = ""
 ) -> tuple[ApiToken, str]:
@@ -76,6 +80,8 @@ def create_token(
         raise ValueError(f"store ids {bad}: letters, digits, '-' or '_' only (1 to 64)")
     if len(name) > 128:
         raise ValueError("name: at most 128 characters")
+    if not re.fullmatch(NAME_PATTERN, name):  # it shows in every event's `by` and the audit
+        raise ValueError("name: no control or direction characters (it is shown as text)")
     token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
     row = ApiToken(
         id=token_id,
@@ -150,6 +156,28 @@ _cookie = APIKeyCookie(
 )
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _same_origin(request: Request) -> None:
+    """A change sent with the session cookie must come from the dashboard itself: a page
+    elsewhere (another port of 127.0.0.1 is the same "site" to SameSite) can make a browser
+    send the cookie, but not an Origin header of this server's own."""
+    if request.method in SAFE_METHODS:
+        return
+    origin = request.headers.get("origin") or request.headers.get("referer", "")
+    own = f"{request.url.scheme}://{request.url.netloc}"
+    if origin.rstrip("/") != own and not origin.startswith(own + "/"):
+        raise Problem(
+            403,
+            "forbidden",
+            f"a change with the session cookie must come from this server's own pages "
+            f"({own}), not {origin or 'a page that sent no Origin'}; other clients send "
+            "`Authorization: Bearer <token>`",
+            field="header.origin",
+        )
+
+
 def principal(
     request: Request,
     ctx: Ctx,
@@ -157,6 +185,7 @@ def principal(
     cookie: Annotated[str | None, Depends(_cookie)] = None,
 ) -> Principal:
     if creds is None and cookie:
+        _same_origin(request)
         creds = HTTPAuthorizationCredentials(scheme="Bearer", credentials=cookie)
     if creds is None:
         given = request.headers.get("authorization")

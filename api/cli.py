@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,8 +14,9 @@ from rich.table import Column, Table
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
+from api import audit
 from api.audit import entries
-from api.auth import Role, create_token, list_tokens, revoke_token
+from api.auth import Principal, Role, create_token, list_tokens, revoke_token
 from api.settings import EXAMPLE_LAYOUT, ApiSettings
 from core.config import ConfigError
 from core.console import Console
@@ -78,6 +80,10 @@ def run_api(
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
+# Who the command line is, in the audit: whoever may open the database file.
+CLI = Principal(token_id="cli", role=Role.ADMIN, name=f"command line ({getpass.getuser()})")
+
+
 @tokens_app.command("create")
 def tokens_create(
     role: Annotated[Role, typer.Option("--role", "-r", help="viewer, operator or admin")],
@@ -92,6 +98,7 @@ def tokens_create(
         row, token = create_token(db, role, store or (), name)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    audit.record(db, CLI, "token.created", target=row.id, detail=f"{row.role} {row.name}")
     scope = ", ".join(row.stores) or "every store"
     err.print(f"token {row.id}: {row.role} of {scope}; keep it now, it is not shown again")
     out.print(token, highlight=False, soft_wrap=True)
@@ -132,9 +139,11 @@ def tokens_list(
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: Annotated[str, typer.Argument(help="The token's id.")]) -> None:
     """Revoke a token: it answers 401 from now on (kept in the list, for the audit)."""
-    row = revoke_token(_db(), token_id)
+    db = _db()
+    row = revoke_token(db, token_id)
     if row is None:
         raise _fail(f"no token {token_id!r} (aisle tokens list)")
+    audit.record(db, CLI, "token.revoked", target=row.id)
     out.print(f"token {row.id} revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
 
 

@@ -253,6 +253,15 @@ def test_a_refund_without_an_amount_is_the_quantity_at_the_receipts_unit_price(
     assert refused.status_code == 422 and refused.json()["field"] == "body.adjustments[0].sku"
 
 
+def test_a_reason_of_spaces_and_a_search_for_a_nul_are_refused(c: TestClient, w: World) -> None:
+    receipt = [e for e in w.derived[STORE] if isinstance(e, ev.ReceiptIssued)][3]
+    path = f"{V1}/stores/{STORE}/receipts/{receipt.id}/corrections"
+    blank = c.post(path, headers=w.auth("operator"), json={"reason": "   ", "adjustments": []})
+    assert blank.status_code == 422 and "reason" in blank.json()["field"], blank.text
+    nul = c.get(f"{V1}/stores/{STORE}/receipts", headers=w.auth("operator"), params={"q": "\0zz"})
+    assert nul.status_code == 422 and nul.json()["field"] == "query.q", nul.text
+
+
 def test_a_correction_that_would_leave_a_line_below_zero_is_refused_naming_it(
     c: TestClient, w: World
 ) -> None:
@@ -562,6 +571,16 @@ def test_a_browser_session_keeps_the_token_in_an_httponly_cookie(w: World) -> No
         assert browser.get(f"{V1}/stores/{STORE}/receipts").status_code == 403
         assert browser.delete(f"{V1}/session").status_code == 204
         assert browser.get(f"{V1}/me").status_code == 401
+    # A change with the cookie alone must come from the server's own pages: another port of
+    # 127.0.0.1 is the same site to SameSite=Strict, and its page could post.
+    with w.client() as browser:
+        browser.post(f"{V1}/session", json={"token": w.tokens["operator"]})
+        path = f"{V1}/stores/{STORE}/alerts/no-such-alert/acknowledge"
+        forged = browser.post(path, headers={"Origin": "http://127.0.0.1:9999"})
+        assert forged.status_code == 403 and forged.json()["field"] == "header.origin"
+        assert browser.post(path).status_code == 403, "no Origin at all"
+        own = browser.post(path, headers={"Origin": "http://testserver"})
+        assert own.status_code == 404, own.text  # past the check: no such alert
 
 
 def test_an_admin_limited_to_a_store_reaches_no_further_with_the_tokens_it_makes(
@@ -585,6 +604,12 @@ def test_an_admin_limited_to_a_store_reaches_no_further_with_the_tokens_it_makes
     assert c.get(V1 + "/audit", headers=hdr).status_code == 403
     assert c.get(V1 + "/audit", headers=hdr, params={"store": OTHER}).status_code == 403
     assert c.get(V1 + "/audit", headers=hdr, params={"store": STORE}).status_code == 200
+    # A deployment is every store's rules: the store's admin may not make one.
+    from tests.enginekit import PACKS
+
+    files = {PACKS[0].name: PACKS[0].read_text()}
+    deploy = c.post(V1 + "/rules/deploy", headers=hdr, json={"files": files})
+    assert deploy.status_code == 403 and "every store" in deploy.json()["detail"], deploy.text
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ operator's action as the ``api`` NATS role."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -49,6 +50,16 @@ def test_tokens_are_made_listed_without_their_secret_and_revoked(
     assert unknown.exit_code == 2
     bad = runner.invoke(app, ["tokens", "create", "--role", "viewer", "--store", "a.>"], env=ENV)
     assert bad.exit_code == 2
+    evil = runner.invoke(
+        app, ["tokens", "create", "--role", "viewer", "--name", "a\nb\u202e"], env=ENV
+    )
+    assert evil.exit_code == 2 and "control or direction" in " ".join(evil.output.split())
+    # The command line's changes are audited as the API's are.
+    audited = runner.invoke(app, ["api", "audit", "--json"], env=ENV)
+    actions = [json.loads(x) for x in audited.stdout.splitlines() if x.strip()]
+    mine = [(a["action"], a["target"]) for a in actions if a["target"] == token_id]
+    assert sorted(mine) == [("token.created", token_id), ("token.revoked", token_id)], actions
+    assert all(a["who"].startswith("command line (") for a in actions if a["target"] == token_id)
 
 
 def test_tokens_list_never_cuts_an_id_on_an_80_column_terminal(

@@ -11,14 +11,21 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api import audit
-from api.auth import Admin, Principal, Role, create_token, list_tokens, revoke_token
+from api.auth import (
+    NAME_PATTERN,
+    Admin,
+    Principal,
+    Role,
+    create_token,
+    list_tokens,
+    revoke_token,
+)
 from api.context import Ctx
 from api.pages import Limit, Moment, Offset
 from api.problems import Problem, documented
 from readmodels.tables import AuditEntry
 
 router = APIRouter(tags=["admin"], responses=documented(401, 403, 422))
-NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]*$"  # no controls
 
 
 class TokenOut(BaseModel):

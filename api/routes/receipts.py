@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import msgspec
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import or_
 from sqlmodel import Session, SQLModel, col, select
 from starlette.concurrency import run_in_threadpool
@@ -74,6 +74,15 @@ class CorrectionIn(BaseModel):
     """A correction or refund: what each line changes by (negative: taken off), and why."""
 
     reason: str = Field(min_length=1, max_length=1000)
+
+    @field_validator("reason")
+    @classmethod
+    def _said(cls, reason: str) -> str:
+        """A reason of spaces was taken as one."""
+        if not reason.strip():
+            raise ValueError("a reason is required: what was wrong with the receipt")
+        return reason.strip()
+
     adjustments: list[AdjustmentIn] = Field(default_factory=list, max_length=200)
     reviewed: bool = False
 
@@ -88,7 +97,12 @@ def list_receipts(
     subject: Annotated[str | None, Query(max_length=128)] = None,
     q: Annotated[
         str | None,
-        Query(min_length=1, max_length=64, description="an id's start, a cart, a SKU or item name"),
+        Query(
+            min_length=1,
+            max_length=64,
+            pattern=r"^[^\x00-\x1f\x7f]+$",  # a NUL matched every receipt
+            description="an id's start, a cart, a SKU or item name",
+        ),
     ] = None,
     needs_review: bool | None = None,
     corrected: bool | None = None,

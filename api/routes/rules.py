@@ -89,6 +89,14 @@ async def validate_rules(ctx: Ctx, who: Admin, body: PacksIn) -> Validation:
 @router.post("/rules/deploy", response_model=DeploymentOut, responses=documented(409))
 async def deploy_rules(ctx: Ctx, who: Admin, body: PacksIn) -> DeploymentOut:
     """Validate the packs and deploy them to every running engine; audited."""
+    if who.stores:  # a deployment is every store's rules: no token of some stores may
+        raise Problem(
+            403,
+            "forbidden",
+            "a deployment changes the rules of every store; this token is limited to "
+            f"{', '.join(who.stores)}: deploy with an admin token of every store",
+            field="header.authorization",
+        )
     ctx.need_log()
     checked = await run_in_threadpool(_check, ctx, body.files)
     if not checked.valid:
