@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 import nats.errors
@@ -12,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.events import EventError
@@ -129,8 +130,21 @@ def _http(_: Request, exc: Exception) -> JSONResponse:
 
 
 def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """The database's trouble in the server's log, whole; to the client a sentence with
+    file names but not their folders (a request without a token gets this answer too)."""
     log.warning("read models unavailable: %s", exc)
-    return response(503, "read models unavailable", str(exc).splitlines()[0][:500])
+    if isinstance(exc, OperationalError | DatabaseError):
+        first = str(getattr(exc, "orig", exc)).splitlines()[0]  # the driver's own words
+        said = f"the read models' database failed: {first}"
+        if "malformed" in first or "not a database" in first:
+            said += "; `aisle projections rebuild` recreates them from the log"
+    else:
+        said = str(exc).splitlines()[0]
+    return response(
+        503,
+        "read models unavailable",
+        re.sub(r"(?:/[^\s/:'\"]+)*/([^\s/:'\"]+)", r"\1", said)[:500],
+    )
 
 
 def _log_unavailable(_: Request, exc: Exception) -> JSONResponse:
@@ -154,6 +168,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _problem)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(OperationalError, _unavailable)
+    app.add_exception_handler(DatabaseError, _unavailable)  # a corrupt file
     app.add_exception_handler(SchemaMismatch, _unavailable)
     app.add_exception_handler(DatabaseGone, _unavailable)
     app.add_exception_handler(EventError, _event_error)

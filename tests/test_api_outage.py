@@ -121,3 +121,29 @@ async def test_a_database_file_deleted_under_the_projections_stops_them_with_the
     (tmp_path / "rm.db").unlink()
     with pytest.raises(DatabaseGone, match=r"rm\.db was deleted while this process used it"):
         await asyncio.wait_for(running, 10)
+
+
+def test_a_corrupt_database_answers_503_naming_the_rebuild_not_500(tmp_path: Path) -> None:
+    """Junk in its pages made metrics and some receipts answer 500."""
+    from api import audit
+    from api.auth import Principal
+
+    path = tmp_path / "rm.db"
+    db = sqlite_db(path)
+    token = create_token(db, Role.ADMIN)[1]
+    who = Principal(token_id="t", role=Role.ADMIN, name="filler")
+    for i in range(400):  # rows enough for pages of their own, past the schema's
+        audit.record(db, who, "receipt.read", store="corner-01", target=f"r{i}", detail="x" * 200)
+    db.dispose()
+    data = bytearray(path.read_bytes())
+    pages = len(data) // 4096
+    for page in range(pages // 2, pages):  # the later half: the audit's rows
+        data[page * 4096 + 8 : page * 4096 + 4000] = b"\xa5" * 3992
+    path.write_bytes(bytes(data))
+    settings = ApiSettings(database_url=f"sqlite:///{path}", layouts=(LAYOUT_FILE,), log=False)
+    headers = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        r = c.get("/api/v1/audit?limit=500", headers=headers)
+        assert r.status_code == 503, r.text
+        detail = r.json()["detail"]
+        assert "projections rebuild" in detail and str(tmp_path) not in detail, detail
