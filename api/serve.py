@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -23,7 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -281,15 +282,15 @@ def serve_token(
     another database, another role or other stores) is revoked where it exists, and a new
     one is made and kept."""
     from api.auth import Role as ApiRole
-    from api.auth import authenticate, create_token, revoke_token
+    from api.auth import authenticate, create_token, list_tokens, revoke_token
     from core.natsd import write_private
     from readmodels.database import check_schema, make_engine
 
     db = make_engine(database_url)
     try:
         check_schema(db)
-        try:
-            kept = path.read_text().strip()
+        try:  # bytes that are no text (a damaged file) are no token either
+            kept = path.read_bytes().decode(errors="replace").strip()
         except FileNotFoundError:
             kept = ""
         if kept:
@@ -302,8 +303,11 @@ def serve_token(
             )
             if fits:
                 return kept, True
-            if who is not None:  # valid but for other stores: not left behind
-                revoke_token(db, who.token_id)
+        # Every earlier token of serve's own is revoked, found by its name: the file may
+        # no longer say which it was, and none is left behind valid.
+        for row in list_tokens(db):
+            if row.name == name and row.revoked_at is None:
+                revoke_token(db, row.id)
         _, token = create_token(db, ApiRole.OPERATOR, stores, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_private(path, token + "\n")
@@ -350,9 +354,39 @@ def dashboard_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/dashboard/"
 
 
+@contextlib.contextmanager
+def data_dir_lock(folder: Path) -> Iterator[None]:
+    """One ``aisle serve`` a data folder: a second took the first's projections over (and
+    it stopped), and their engines and demos ran side by side. The lock is the kernel's,
+    so it goes with the process however it ends."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "serve.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        held = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ServeError(
+            f"another aisle serve (pid {held}) uses the data folder {folder.parent}: stop it, "
+            "or give this one another folder (AISLE_DATA_DIR)"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)  # and the lock with it
+
+
 async def serve(settings: Settings, options: ServeOptions) -> None:
     """Run everything until Ctrl-C or SIGTERM, or until a part fails; then stop the parts
     in order, while the embedded nats-server still runs, so that it stops last."""
+    with data_dir_lock(settings.data_dir / "serve"):
+        await _serve(settings, options)
+
+
+async def _serve(settings: Settings, options: ServeOptions) -> None:
     from api.app import create_app
     from api.settings import ApiSettings
     from readmodels.database import database_url

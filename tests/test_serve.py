@@ -264,6 +264,28 @@ def test_serve_keeps_one_operator_token_across_starts_owner_only(tmp_path: Path)
     third, reused = serve_token(url, ("corner-01",), "aisle serve", kept)
     assert not reused and third not in (first, other)
     assert len(list_tokens(db)) == 3
+    # A damaged file (no text, or another text): a new token, and the last one revoked.
+    for junk in (b"\xff\xfe\x00garbage", b"nothing.like.a.token"):
+        kept.write_bytes(junk)
+        fresh, reused = serve_token(url, ("corner-01",), "aisle serve", kept)
+        assert not reused
+        live = [t for t in list_tokens(db) if t.revoked_at is None]
+        assert [t.id for t in live] == [fresh.split(".")[0]], "the one before is revoked"
+
+
+def test_a_second_serve_on_one_data_folder_is_refused_naming_the_first(tmp_path: Path) -> None:
+    """It took the first's projections over, and the first ended."""
+    from api.serve import ServeError, data_dir_lock
+
+    held = rf"another aisle serve \(pid {os.getpid()}\)"
+    with (
+        data_dir_lock(tmp_path / "serve"),
+        pytest.raises(ServeError, match=held),
+        data_dir_lock(tmp_path / "serve"),
+    ):
+        pass
+    with data_dir_lock(tmp_path / "serve"):  # the first gone, the lock with it
+        pass
 
 
 @pytest.mark.integration
