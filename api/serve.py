@@ -140,6 +140,23 @@ def chain_layouts(path: Path, stores: int, folder: Path) -> tuple[Path, ...]:
 # -- the children ---------------------------------------------------------------------------
 
 
+# A child ends with serve, however serve ends (a SIGKILL leaves no time to stop it): Linux's
+# "parent death signal", set by a few lines of Python that then become the child (it stays
+# set across exec). Orphaned engines had run on beside the next serve's.
+ORPHAN_GUARD = (
+    [
+        sys.executable,
+        "-c",
+        "import ctypes, os, signal, sys; "
+        "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM); "  # PR_SET_PDEATHSIG
+        "os.getppid() == 1 and sys.exit(1); "  # serve died before the line above
+        "os.execv(sys.argv[1], sys.argv[1:])",
+    ]
+    if sys.platform == "linux"
+    else []
+)
+
+
 @dataclass
 class Child:
     """A process ``aisle serve`` started, with its output in a file."""
@@ -157,7 +174,11 @@ class Child:
             os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab"
         )
         self.process = subprocess.Popen(
-            self.argv, stdout=self._out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+            [*ORPHAN_GUARD, *self.argv],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
         )
 
     def exited(self) -> int | None:

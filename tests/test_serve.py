@@ -342,3 +342,39 @@ def test_a_killed_embedded_nats_server_is_restarted_and_serve_goes_on(tmp_path: 
     assert new_nats is not None
     assert not Path(f"/proc/{new_nats}").exists() or _zombie(new_nats)
     print(f"the log was back through the API {took:.1f} s after the kill")
+
+
+def test_a_part_ends_with_serve_even_when_serve_is_killed(tmp_path: Path) -> None:
+    """Killed with SIGKILL, serve left its engine and projections running beside the next."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from api.serve import ORPHAN_GUARD
+
+    argv = [*ORPHAN_GUARD, sys.executable, "-c", "import time; time.sleep(120)"]
+    parent = (
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen({argv!r})\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    child = int(proc.stdout.readline())
+    time.sleep(0.5)
+    os.kill(child, 0)  # running
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and b"Z" not in _state(child):
+        assert time.monotonic() < deadline, "the part outlived serve"
+        time.sleep(0.1)
+
+
+def _state(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().split(b")")[-1][:3]
+    except OSError:
+        return b"Z"
