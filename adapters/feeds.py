@@ -68,7 +68,11 @@ class Feed:
         self.live = bool(getattr(source, "live", False))
         self.depth = depth
         self._feeds = feeds
-        self._cond = feeds.cond
+        self._lock = feeds.lock
+        # This feed's two threads wait on a condition of their own (on the feeds' one
+        # lock): with a single condition for all, every frame of every camera woke every
+        # thread of the store (two a camera) to find it had nothing to do.
+        self.wake = threading.Condition(feeds.lock)
         self.raw: deque[Frame] = deque()
         self.ready: deque[Detected] = deque()
         self.read = 0  # frames the source gave
@@ -93,7 +97,7 @@ class Feed:
         frames = iter(self.source)
         try:
             for frame in frames:
-                with self._cond:
+                with self._lock:
                     if self._feeds.stopping:
                         break
                     self.read += 1
@@ -104,22 +108,22 @@ class Feed:
                             self._report_drops()
                     else:
                         while len(self.raw) >= self.depth and not self._feeds.stopping:
-                            self._cond.wait()
+                            self.wake.wait()
                         if self._feeds.stopping:
                             break
                     self.raw.append(frame)
-                    self._cond.notify_all()
+                    self.wake.notify_all()
         except BaseException as exc:  # raised in the adapter's thread by Feeds.next
-            with self._cond:
+            with self._lock:
                 self.error = exc
         finally:
             close = getattr(frames, "close", None)
             if close is not None:
                 close()  # a generator's cleanup runs now, in this thread
             self.source.close()
-            with self._cond:
+            with self._lock:
                 self.reading = False
-                self._cond.notify_all()
+                self.wake.notify_all()
             if not self._feeds.stopping and self.error is None:
                 log.info(
                     "source ended",
@@ -148,28 +152,28 @@ class Feed:
         (a live source's frames are dropped before detection, in ``raw``)."""
         try:
             while True:
-                with self._cond:
+                with self._lock:
                     while not self.raw and self.reading and not self._feeds.stopping:
-                        self._cond.wait()
+                        self.wake.wait()
                     if self._feeds.stopping or not self.raw:
                         return
                     frame = self.raw.popleft()
-                    self._cond.notify_all()
+                    self.wake.notify_all()  # room for the reader
                 people = self.detector.detect(frame)
-                with self._cond:
+                with self._lock:
                     while len(self.ready) >= self.depth and not self._feeds.stopping:
-                        self._cond.wait()
+                        self.wake.wait()
                     if self._feeds.stopping:
                         return
                     self.ready.append(Detected(self.camera, frame, people))
-                    self._cond.notify_all()
+                    self._feeds.cond.notify_all()
         except BaseException as exc:  # raised in the adapter's thread by Feeds.next
-            with self._cond:
+            with self._lock:
                 self.error = exc  # about an earlier frame than a reader's error: it wins
         finally:
-            with self._cond:
+            with self._lock:
                 self.done = True
-                self._cond.notify_all()
+                self._feeds.cond.notify_all()
 
 
 class Feeds:
@@ -195,7 +199,8 @@ class Feeds:
             # timeout. The FFmpeg OpenCV ships opens concurrently; OpenCV reads this
             # at each open (and warns, once an open, that its lock is off).
             os.environ.setdefault("OPENCV_FFMPEG_IS_THREAD_SAFE", "1")
-        self.cond = threading.Condition()
+        self.lock = threading.RLock()  # every feed's state, and the queues
+        self.cond = threading.Condition(self.lock)  # the adapter's thread waits on it
         self.stopping = False
         self.started = False
         self.feeds = [
@@ -229,7 +234,7 @@ class Feeds:
                 if heads:
                     first = min(heads, key=lambda f: (f.ready[0].frame.at, f.camera))
                     item = first.ready.popleft()
-                    self.cond.notify_all()  # room in its queue
+                    first.wake.notify_all()  # room in its queue
                     return item
                 if all(f.done for f in self.feeds):
                     return None
@@ -239,9 +244,11 @@ class Feeds:
         """End the threads; with ``wait``, return once they have ended or ``_JOIN_S`` has
         passed (a stream may be in the middle of a read: its reader ends, and closes it,
         when the read returns). Without it (a signal handler's), return at once."""
-        with self.cond:
+        with self.lock:
             self.stopping = True
             self.cond.notify_all()
+            for f in self.feeds:
+                f.wake.notify_all()
         for f in self.feeds:
             f.source.interrupt()  # a live source stops reconnecting
         if not wait:

@@ -38,6 +38,9 @@ __all__ = ["AdaptProgress", "CameraInput", "StoreAdapter", "run_adapter"]
 
 log = logging.getLogger(__name__)
 
+_BATCH_FRAMES = 32  # frames stepped in one trip to the worker thread, at most
+_BATCH_S = 0.1  # and seconds: the progress shown is this recent
+
 
 @dataclass
 class CameraInput:
@@ -200,10 +203,12 @@ async def run_adapter(
         on_progress(progress)
 
     try:
-        while (events := await asyncio.to_thread(adapter.step)) is not None:
-            if events:
-                await _put(outbox, events, progress, show)
+        while True:
+            events, ended = await asyncio.to_thread(_steps, adapter)
+            await _put(outbox, events, progress, show)
             show()
+            if ended:
+                break
         await _put(outbox, adapter.close(), progress, show)
     finally:
         adapter.release()
@@ -214,6 +219,23 @@ async def run_adapter(
     await flushing
     show()
     return progress
+
+
+def _steps(adapter: StoreAdapter) -> tuple[list[ev.Event], bool]:
+    """Frames through ``adapter`` in the worker thread until one makes events, or for
+    ``_BATCH_FRAMES`` frames or ``_BATCH_S`` seconds; and whether the sources ended.
+
+    One trip to the worker thread and back a frame cost a store of many cameras more than
+    its tracking (the event loop woken through its pipe each time, with every camera's
+    threads after the GIL); events still go out as soon as a frame makes them."""
+    deadline = time.monotonic() + _BATCH_S
+    for _ in range(_BATCH_FRAMES):
+        events = adapter.step()
+        if events is None:
+            return [], True
+        if events or time.monotonic() >= deadline:
+            return events, False
+    return [], False
 
 
 async def _put(

@@ -99,6 +99,10 @@ class ZonePresence:
         self._outer = shape.buffer(margin) if margin > 0 else shape
         shapely.prepare(self._inner)
         shapely.prepare(self._outer)
+        # A store has many zones and most points are far from any one: their bounds
+        # answer for those without a call into GEOS.
+        self._inner_box = shape.bounds
+        self._outer_box = self._outer.bounds
         self._tracks: dict[TrackId, _State] = {}
         self._now = -math.inf
 
@@ -150,10 +154,10 @@ class ZonePresence:
                     f"last sample at {state.last_at} s"
                 )
             state.last_at = at
-            if shapely.intersects_xy(self._inner, x, y):
+            if _within(self._inner_box, x, y) and shapely.intersects_xy(self._inner, x, y):
                 state.last_in_at = at
                 change = self._evidence(track, state, at, inside=True)
-            elif not shapely.intersects_xy(self._outer, x, y):
+            elif not (_within(self._outer_box, x, y) and shapely.intersects_xy(self._outer, x, y)):
                 change = self._evidence(track, state, at, inside=False)
             else:
                 change = None
@@ -226,3 +230,9 @@ class ZonePresence:
     def _lost_at(state: _State) -> float:
         """A departure under way is dated at its first out sample; else at the last in."""
         return state.run_start if state.run_start is not None else state.last_in_at
+
+
+def _within(bounds: tuple[float, float, float, float], x: float, y: float) -> bool:
+    """Whether the point is in the box (edges included, as ``intersects`` counts a
+    polygon's edge): a point outside it is outside the polygon."""
+    return bounds[0] <= x <= bounds[2] and bounds[1] <= y <= bounds[3]

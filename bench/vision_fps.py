@@ -668,6 +668,11 @@ def main() -> None:
         "--people", type=int, default=4, help="people walking under each camera in the clips"
     )
     parser.add_argument(
+        "--clips", type=Path,
+        help="keep the capacity's rendered clips in this folder and use those found there "
+        "(the same clips for runs to compare; rendering them takes minutes)",
+    )  # fmt: skip
+    parser.add_argument(
         "--parts", default=",".join(PARTS), help=f"which parts to run, of {','.join(PARTS)}"
     )
     parser.add_argument("--face-rounds", type=int, default=10, help="frames timed per face case")
@@ -747,15 +752,17 @@ def main() -> None:
                     print(f"load average after: {load_average()}")
                 if "capacity" in parts:
                     t = time.perf_counter()
-                    clips = {
-                        c.id: render_clip(
-                            layout, c.id, args.people, 100, workdir / f"{c.id}.mp4", seed=k
-                        )
-                        for k, c in enumerate(layout.cameras)
-                    }
+                    folder = args.clips or workdir
+                    folder.mkdir(parents=True, exist_ok=True)
+                    clips = {}
+                    for k, c in enumerate(layout.cameras):
+                        clip = folder / f"{c.id}.mp4"
+                        clips[c.id] = clip if clip.exists() else render_clip(
+                            layout, c.id, args.people, 100, clip, seed=k
+                        )  # fmt: skip
                     print(
-                        f"\nrendered {len(clips)} clips of 10 s ({args.people} people walking "
-                        f"under each camera) in {time.perf_counter() - t:.0f} s"
+                        f"\n{len(clips)} clips of 10 s ({args.people} people walking under each "
+                        f"camera) in {folder}, rendered or found in {time.perf_counter() - t:.0f} s"
                     )
                     print(f"load average before: {load_average()}", flush=True)
                     capacity(clips, args.capacity_s, server.url, workdir)

@@ -33,6 +33,7 @@ from scipy.optimize import linear_sum_assignment
 from adapters import (
     PERSON,
     BackgroundSubtraction,
+    BlobLimits,
     Detector,
     DetFile,
     DetFileError,
@@ -269,6 +270,32 @@ def test_a_hog_score_floor_below_the_svms_boundary_is_refused() -> None:
     boxes before suppression (it ran a test machine out of memory)."""
     with pytest.raises(ValueError, match=r"min_score must be in \[0.5, 1\)"):
         HogPeople(min_score=0.1)
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.5, 1.5])
+def test_a_scale_outside_0_to_1_is_refused(scale: float) -> None:
+    with pytest.raises(ValueError, match=rf"scale must be in \(0, 1\], got {scale}"):
+        BackgroundSubtraction(scale=scale)
+
+
+def test_half_size_boxes_come_back_in_the_frames_pixels(corner: Layout, tmp_path: Path) -> None:
+    """A person-sized bright patch on the empty store, found at half size and at full
+    size: the same box in the frame's pixels (within the 2 px a half-size pixel is), and
+    the limits applied in full-frame pixels (a patch smaller than ``min_area`` is not
+    found at either size)."""
+    images = empty_store(corner, tmp_path, 30)
+    found = {}
+    for scale in (1.0, 0.5):
+        detector = BackgroundSubtraction(scale=scale, limits=BlobLimits(min_area=2000))
+        for n, image in enumerate(images[:-1], start=1):
+            detector.detect(frame_of(image, n, (n - 1) / 15))
+        person = images[-1].copy()
+        cv2.rectangle(person, (600, 300), (659, 419), (250, 250, 250), -1)  # 60 x 120 px
+        cv2.rectangle(person, (200, 200), (229, 229), (250, 250, 250), -1)  # 30 x 30: too small
+        found[scale] = detector.detect(frame_of(person, len(images), (len(images) - 1) / 15))
+    assert len(found[1.0]) == len(found[0.5]) == 1
+    assert np.abs(found[0.5].xyxy - found[1.0].xyxy).max() <= 2
+    assert np.abs(found[1.0].xyxy[0] - [600, 300, 660, 420]).max() <= 2
 
 
 def test_an_unknown_subtraction_method_is_refused() -> None:
