@@ -375,6 +375,10 @@ def test_events_page_by_sequence_and_filter_by_type_and_subject(c: TestClient, w
     assert mine["items"] and all(x["event"]["subject"] == one.subject for x in mine["items"])  # type: ignore[index]
     r = c.get(f"{V1}/stores/{STORE}/events", headers=w.auth("operator"), params={"type": "nope"})
     assert r.status_code == 422 and r.json()["field"] == "query.type[0]"
+    # A receipt read through the log is audited as one read through /receipts is.
+    audit = get(c, w, "admin", "/audit", action="receipt.read", limit=500)
+    through = [a for a in audit["items"] if a["detail"].startswith("through /events")]  # type: ignore[index]
+    assert through and one.id in " ".join(a["detail"] for a in through)
 
 
 def test_rules_validate_and_deploy_for_an_admin_audited(c: TestClient, w: World) -> None:
@@ -488,6 +492,8 @@ def test_the_live_stream_sends_an_operator_alerts_as_they_are_raised(
     ]
     got = _stream_until(c, w, "operator", "alert.raised", alerts)
     assert got["event"]["subject"].startswith("s") and got["seq"] > 0
+    opened = get(c, w, "admin", "/audit", action="stream.opened")
+    assert opened["items"] and opened["items"][0]["store"] == STORE  # type: ignore[index]
 
 
 # -- errors --------------------------------------------------------------------------------

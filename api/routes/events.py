@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from api import audit
 from api.auth import Operator
 from api.context import Ctx
 from api.feed import shown
@@ -82,4 +83,15 @@ async def list_events(
             if len(items) >= limit or scanned >= ctx.settings.max_scan:
                 ended = False
                 break
+    receipts = [e.event["id"] for e in items if e.event.get("type") == "receipt.issued"]
+    if receipts:  # a receipt read through the log is a receipt read
+        await run_in_threadpool(
+            audit.record,
+            ctx.db,
+            who,
+            "receipt.read",
+            store=store,
+            target=receipts[0] if len(receipts) == 1 else f"{len(receipts)} receipts",
+            detail=f"through /events: {', '.join(receipts)}"[:2000],
+        )
     return EventPage(items=items, next_after=None if ended else last)

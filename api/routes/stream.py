@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from api import audit
 from api.auth import Role, Viewer
 from api.context import Ctx
 from api.feed import OPERATOR_STREAM_TYPES, VIEWER_TYPES, for_viewer, shown
@@ -50,6 +51,10 @@ async def stream(
     log = ctx.need_log()
     whole = who.may(Role.OPERATOR)
     types = OPERATOR_STREAM_TYPES if whole else VIEWER_TYPES
+    if whole:  # the stream carries receipts as they are issued: audited when it opens
+        await run_in_threadpool(
+            audit.record, ctx.db, who, "stream.opened", store=store, detail="receipts, alerts"
+        )
     queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=1000)
     started = asyncio.Event()
 
