@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -52,7 +53,8 @@ log = logging.getLogger("aisle.serve")
 err = Console(stderr=True)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "stores" / "convenience.yaml"
-MAX_RESTARTS = 10  # a part stopped by outages of the log is started again this often
+MAX_RESTARTS = 10  # a part that stopped (an outage of the log, a kill) is started again this often
+SETTLED_S = 30.0  # a part that stops sooner after its start stopped for a reason of its own
 STOP_CHILD_S = 15.0  # a child that has not stopped this long after SIGTERM is killed
 TOKEN_NAME = "aisle serve"  # the holder of the token it makes, as the audit names it
 TOKEN_FILE = "operator.token"  # under <data dir>/serve/: serve's token, owner only
@@ -166,8 +168,10 @@ class Child:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     _out: IO[bytes] | None = None
+    started_at: float = 0.0
 
     def start(self, env: dict[str, str]) -> None:
+        self.started_at = time.monotonic()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # Owner only: the children's logs name shoppers' visits and carts.
         self._out = os.fdopen(
@@ -183,6 +187,10 @@ class Child:
 
     def exited(self) -> int | None:
         return None if self.process is None else self.process.poll()
+
+    def ran_s(self) -> float:
+        """How long it has run (or ran) since it was last started."""
+        return time.monotonic() - self.started_at
 
     def tail(self, lines: int = 12) -> str:
         try:
@@ -532,12 +540,19 @@ class _Running:
                 code = child.exited()
                 if code is None:
                     continue
-                if self._outage() and self.restarted.get(child.name, 0) < MAX_RESTARTS:
+                # Started again: a part that stopped while the log was down, or that had run
+                # a while (killed, out of memory); one that stops as it starts has a reason
+                # a restart will not change, and ends serve with it.
+                ran = child.ran_s() >= SETTLED_S
+                if (self._outage() or ran) and self.restarted.get(child.name, 0) < MAX_RESTARTS:
                     self.restarted[child.name] = self.restarted.get(child.name, 0) + 1
                     log.warning(
-                        "the %s stopped (exit code %d) while the log was down: started again",
+                        "the %s stopped (exit code %d%s): started again (%d of %d)",
                         child.name,
                         code,
+                        " while the log was down" if self._outage() else "",
+                        self.restarted[child.name],
+                        MAX_RESTARTS,
                     )
                     child.stop()
                     child.start(dict(os.environ))

@@ -182,6 +182,43 @@ def test_a_part_that_stops_ends_serve_with_the_end_of_its_log(tmp_path: Path) ->
     assert "schema 0001, want 0002" in message  # what it said, not only that it ended
 
 
+def test_a_part_killed_after_it_settled_is_started_again_not_the_end_of_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill -9 of the engine ended all of serve, the API and the dashboard with it."""
+    import signal
+
+    import api.serve
+
+    monkeypatch.setattr(api.serve, "SETTLED_S", 0.5)
+    child = Child(
+        "engine", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "e.log"
+    )
+    child.start(dict(os.environ))
+    running = _Running(bind("127.0.0.1", 0), [child])
+    first = child.process.pid  # type: ignore[union-attr]
+
+    async def kill_then_stop() -> None:
+        stop = asyncio.Event()
+        watching = asyncio.create_task(running.watch(stop))
+        await asyncio.sleep(1.0)
+        os.kill(first, signal.SIGKILL)
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if child.process is not None and child.process.pid != first:
+                break
+        stop.set()
+        await watching
+
+    try:
+        asyncio.run(asyncio.wait_for(kill_then_stop(), 30))
+        assert child.process is not None and child.process.pid != first
+        assert child.exited() is None and running.restarted == {"engine": 1}
+    finally:
+        child.stop()
+        running.sock.close()
+
+
 @pytest.mark.integration
 def test_serve_demo_shows_a_store_day_through_the_api_and_ctrl_c_stops_everything(
     tmp_path: Path,
