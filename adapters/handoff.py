@@ -264,10 +264,13 @@ class Handoff:
         """The sightings of a fused track whose links disagree, taken off it to be joined
         afresh; the fused track stays one candidate among the others."""
         live = [(ck, link) for ck, link in fused.links.items() if link.at == at]
+        # A foot point from a box cut by the image border may lie a metre off: it counts
+        # for little in the position and never parts the links of people seen whole.
+        whole = [link for _, link in live if link.weight >= 1.0] or [link for _, link in live]
         far = any(
             math.hypot(a.x - b.x, a.y - b.y) > self.settings.split_m
-            for i, (_, a) in enumerate(live)
-            for _, b in live[i + 1 :]
+            for i, a in enumerate(whole)
+            for b in whole[i + 1 :]
         )
         if not far:
             return []
