@@ -20,7 +20,7 @@ before is joined, on the floor, to the nearest fused track within reach:
 - **Splits and duplicates.** Links of one fused track that come apart (further than
   ``split_m``, between foot points of people seen whole) are joined afresh. Two fused
   tracks that follow one person, each through cameras the other has none of, within
-  ``merge_m`` for ``merge_s``, are merged into the older one.
+  ``merge_m`` for ``merge_s``, are merged into the one seen without a gap for longer.
 
 The order of joins and births is fixed (by cost, then camera and track), so the same
 sightings give the same fused tracks. A fused track is named by its first sighting
@@ -93,11 +93,11 @@ class HandoffSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     a camera that sees the person whole starts the track where they are."""
     merge_m: float = 0.4
     """Two fused tracks within this of each other for ``merge_s``, with no camera in common
-    (no camera sees them as two people), follow one person: the younger is merged into the
-    older. A duplicate (after two people crossed, a camera track joined the wrong fused
-    track and the other was left to start afresh) otherwise lasts until the person
-    leaves, and leaves twice; two people this close are seen as two by any camera that
-    sees both."""
+    (no camera sees them as two people), follow one person: one is merged into the other,
+    the one seen without a gap for longer. A duplicate (after two people crossed, a camera
+    track joined the wrong fused track and the other was left to start afresh) otherwise
+    lasts until the person leaves, and leaves twice; two people this close are seen as two
+    by any camera that sees both."""
     merge_s: float = 0.5
     """How long two fused tracks must duplicate each other before they are merged."""
 
@@ -173,6 +173,7 @@ class _Fused(msgspec.Struct):
     y: float
     links: dict[tuple[str, int], _Link]
     trail: deque[tuple[float, float, float]]  # (at, x, y) over the last TRAIL_S
+    seen_from: float = -math.inf  # since when it has been seen without a gap
     over: bool = False
     guess: tuple[float, float] | None = None  # where a split track is looked for, this instant
 
@@ -380,6 +381,8 @@ class Handoff:
             x = sum(link.x for _, link in live) / len(live)
             y = sum(link.y for _, link in live) / len(live)
         camera = max(live, key=lambda cl: (cl[1].weight, cl[1].at, cl[0]))[0]
+        if at - fused.at > self.settings.live_s or not math.isfinite(fused.seen_from):
+            fused.seen_from = at
         fused.at, fused.x, fused.y = at, x, y
         fused.trail.append((at, x, y))
         while fused.trail[0][0] < at - TRAIL_S:
@@ -388,9 +391,9 @@ class Handoff:
         return FloorPoint(key=fused.key, at=at, x=x, y=y, camera=camera, tracks=tracks)
 
     def _merge(self, at: float, seen: list[_Fused]) -> list[Ended]:
-        """The fused tracks seen now that have duplicated an older one for ``merge_s``
-        (within ``merge_m``, no camera in common among their live links), merged into it:
-        their links join the older track, and they are over."""
+        """The fused tracks seen now that have duplicated another for ``merge_s`` (within
+        ``merge_m``, no camera seeing both whole among their live links), merged into it:
+        the one seen without a gap for longer keeps both's links, the other is over."""
         st = self.settings
         cameras = {}  # the cameras that see each whole (a box cut by the border may be off)
         for f in seen:
@@ -400,8 +403,7 @@ class Handoff:
         due: list[tuple[float, int, int, _Fused, _Fused]] = []
         for i, a in enumerate(seen):
             for b in seen[i + 1 :]:
-                old, young = (a, b) if a.order < b.order else (b, a)
-                pair = (old.key, young.key)
+                pair = (a.key, b.key) if a.order < b.order else (b.key, a.key)
                 d = math.hypot(a.x - b.x, a.y - b.y)
                 if d > st.merge_m or cameras[a.key] & cameras[b.key]:
                     self._close.pop(pair, None)
@@ -410,6 +412,9 @@ class Handoff:
                 since = held[0] if held is not None and at - held[1] <= st.live_s else at
                 self._close[pair] = (since, at)
                 if at - since >= st.merge_s:
+                    # The one seen without a gap for longer has followed this person longer:
+                    # the other was lost, and picked them up when found (a wrong join).
+                    old, young = sorted((a, b), key=lambda f: (f.seen_from, f.order))
                     due.append((d, old.order, young.order, old, young))
         out: list[Ended] = []
         gone: set[TrackKey] = set()
