@@ -311,7 +311,8 @@ class FloorEvents:
             departure = zone.end(visit.index)
             if departure is not None:
                 self._zoned([departure], visit)
-        if visit.passby_at is not None and not visit.entered and not visit.passer:
+        merged = ended.merged_into is not None  # a duplicate: the person is still about
+        if visit.passby_at is not None and not visit.entered and not visit.passer and not merged:
             self._passer(visit, now)
         self._smoother.end(ended.key)
         del self._by_index[visit.index]

@@ -17,6 +17,10 @@ before is joined, on the floor, to the nearest fused track within reach:
   a shelf, in a blind spot between two cameras' views, hidden by others in a queue. And
   near a door, a camera track joins only a fused track lost within ``birth_m`` of it: one
   further away is a new person coming in, not one found again.
+- **Splits and duplicates.** Links of one fused track that come apart (further than
+  ``split_m``, between foot points of people seen whole) are joined afresh. Two fused
+  tracks that follow one person, each through cameras the other has none of, within
+  ``merge_m`` for ``merge_s``, are merged into the one seen without a gap for longer.
 
 The order of joins and births is fixed (by cost, then camera and track), so the same
 sightings give the same fused tracks. A fused track is named by its first sighting
@@ -87,6 +91,15 @@ class HandoffSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     """A camera track seen only cut by the image border (a sighting's weight below 1) joins
     a fused track, but starts one only after this long: its foot point may be far off, and
     a camera that sees the person whole starts the track where they are."""
+    merge_m: float = 0.4
+    """Two fused tracks within this of each other for ``merge_s``, with no camera in common
+    (no camera sees them as two people), follow one person: one is merged into the other,
+    the one seen without a gap for longer. A duplicate (after two people crossed, a camera
+    track joined the wrong fused track and the other was left to start afresh) otherwise
+    lasts until the person leaves, and leaves twice; two people this close are seen as two
+    by any camera that sees both."""
+    merge_s: float = 0.5
+    """How long two fused tracks must duplicate each other before they are merged."""
 
     def __post_init__(self) -> None:
         for name in msgspec.structs.fields(self):
@@ -130,6 +143,9 @@ class Ended(msgspec.Struct, frozen=True, kw_only=True):
     y: float
     door: bool
     """Whether it was lost near a door (the person most likely left)."""
+    merged_into: TrackKey | None = None
+    """The fused track it was found to duplicate and was merged into (``door`` is then
+    False: the person is still there, under the other track)."""
 
 
 class Step(msgspec.Struct, kw_only=True):
@@ -157,6 +173,7 @@ class _Fused(msgspec.Struct):
     y: float
     links: dict[tuple[str, int], _Link]
     trail: deque[tuple[float, float, float]]  # (at, x, y) over the last TRAIL_S
+    seen_from: float = -math.inf  # since when it has been seen without a gap
     over: bool = False
     guess: tuple[float, float] | None = None  # where a split track is looked for, this instant
 
@@ -188,6 +205,10 @@ class Handoff:
         self._held: dict[tuple[str, int], float] = {}  # clipped camera tracks not yet born
         self.splits = 0
         """How many times a fused track's links were joined afresh."""
+        self.merges = 0
+        """How many fused tracks were found to duplicate another and merged into it."""
+        self._close: dict[tuple[TrackKey, TrackKey], tuple[float, float]] = {}
+        # pairs of fused tracks close with cameras apart: since when, last checked
 
     def update(self, at: float, sightings: Iterable[Sighting]) -> Step:
         """Every camera's sightings at one instant; the fused tracks they make."""
@@ -229,6 +250,8 @@ class Handoff:
             self._links[(s.camera, s.track)] = link
             touched[fused.key] = fused
         points = [self._place(at, f) for f in sorted(touched.values(), key=lambda f: f.order)]
+        merged = self._merge(at, [self._fused[p.key] for p in points])
+        points = [p for p in points if p.key not in {e.key for e in merged}]
         if len(self._held) > MAX_FUSED or any(
             at - t > self.settings.link_s + self.settings.clipped_birth_s
             for t in self._held.values()
@@ -237,7 +260,7 @@ class Handoff:
             self._held = {k: t for k, t in self._held.items() if t >= stale}
             while len(self._held) > MAX_FUSED:
                 del self._held[min(self._held, key=lambda k: (self._held[k], k))]
-        return Step(points=points, born=born, ended=self._expire(at))
+        return Step(points=points, born=born, ended=merged + self._expire(at))
 
     def close(self) -> list[Ended]:
         """The end of the input: every fused track is over."""
@@ -264,10 +287,13 @@ class Handoff:
         """The sightings of a fused track whose links disagree, taken off it to be joined
         afresh; the fused track stays one candidate among the others."""
         live = [(ck, link) for ck, link in fused.links.items() if link.at == at]
+        # A foot point from a box cut by the image border may lie a metre off: it counts
+        # for little in the position and never parts the links of people seen whole.
+        whole = [link for _, link in live if link.weight >= 1.0] or [link for _, link in live]
         far = any(
             math.hypot(a.x - b.x, a.y - b.y) > self.settings.split_m
-            for i, (_, a) in enumerate(live)
-            for _, b in live[i + 1 :]
+            for i, a in enumerate(whole)
+            for b in whole[i + 1 :]
         )
         if not far:
             return []
@@ -355,12 +381,60 @@ class Handoff:
             x = sum(link.x for _, link in live) / len(live)
             y = sum(link.y for _, link in live) / len(live)
         camera = max(live, key=lambda cl: (cl[1].weight, cl[1].at, cl[0]))[0]
+        if at - fused.at > self.settings.live_s or not math.isfinite(fused.seen_from):
+            fused.seen_from = at
         fused.at, fused.x, fused.y = at, x, y
         fused.trail.append((at, x, y))
         while fused.trail[0][0] < at - TRAIL_S:
             fused.trail.popleft()
         tracks = tuple((c, t) for (c, t), link in sorted(fused.links.items()) if link.at == at)
         return FloorPoint(key=fused.key, at=at, x=x, y=y, camera=camera, tracks=tracks)
+
+    def _merge(self, at: float, seen: list[_Fused]) -> list[Ended]:
+        """The fused tracks seen now that have duplicated another for ``merge_s`` (within
+        ``merge_m``, no camera seeing both whole among their live links), merged into it:
+        the one seen without a gap for longer keeps both's links, the other is over."""
+        st = self.settings
+        cameras = {}  # the cameras that see each whole (a box cut by the border may be off)
+        for f in seen:
+            live = [(c, link) for (c, _), link in f.links.items() if at - link.at <= st.live_s]
+            whole = {c for c, link in live if link.weight >= 1.0}
+            cameras[f.key] = whole or {c for c, _ in live}
+        due: list[tuple[float, int, int, _Fused, _Fused]] = []
+        for i, a in enumerate(seen):
+            for b in seen[i + 1 :]:
+                pair = (a.key, b.key) if a.order < b.order else (b.key, a.key)
+                d = math.hypot(a.x - b.x, a.y - b.y)
+                if d > st.merge_m or cameras[a.key] & cameras[b.key]:
+                    self._close.pop(pair, None)
+                    continue
+                held = self._close.get(pair)
+                since = held[0] if held is not None and at - held[1] <= st.live_s else at
+                self._close[pair] = (since, at)
+                if at - since >= st.merge_s:
+                    # The one seen without a gap for longer has followed this person longer:
+                    # the other was lost, and picked them up when found (a wrong join).
+                    old, young = sorted((a, b), key=lambda f: (f.seen_from, f.order))
+                    due.append((d, old.order, young.order, old, young))
+        out: list[Ended] = []
+        gone: set[TrackKey] = set()
+        for _, _, _, old, young in sorted(due, key=lambda p: p[:3]):
+            if old.key in gone or young.key in gone:
+                continue
+            for ck, link in young.links.items():
+                link.fused = old
+                old.links[ck] = link
+            young.links = {}
+            gone.add(young.key)
+            self.merges += 1
+            out.append(msgspec.structs.replace(self._end(young.key, False), merged_into=old.key))
+        if self._close:
+            self._close = {
+                pair: (since, last)
+                for pair, (since, last) in self._close.items()
+                if at - last <= st.live_s and pair[0] in self._fused and pair[1] in self._fused
+            }
+        return out
 
     def _expire(self, now: float) -> list[Ended]:
         st = self.settings

@@ -94,6 +94,26 @@ def test_a_shopper_seen_from_just_inside_the_door_comes_in_and_goes_out_through_
     assert came.source == went.source == "fusion"
 
 
+def test_a_shopper_followed_twice_for_a_while_still_comes_in_once_and_goes_out_once() -> None:
+    """B first puts the shopper 1.5 m off, a fused track of its own, then where A does:
+    the duplicate is merged, and the one shopper leaves through the exit once."""
+    walk = via((1.2, 0.4), (1.2, 2.0), (4.0, 2.0), (4.0, 3.5), (2.4, 2.0), (2.4, 0.4))
+    first = 20  # B sees the shopper from here on, 1.5 m north of where they are at first
+    off = [1.5] * 10 + [1.5 * (1 - k / 6) for k in range(6)]
+    b: list[Point | None] = [None] * first
+    for k, p in enumerate(walk[first:]):
+        assert p is not None
+        b.append((p[0], p[1] + (off[k] if k < len(off) else 0.03)))
+    events = run({("A", 1): walk, ("B", 2): b})
+    (came,) = of(events, ev.ShopperEntered)
+    (went,) = of(events, ev.ShopperExited)
+    assert came.subject == went.subject
+    assert not of(events, ev.PasserbySeen)
+    sampled = [{x.track for x in e.data.samples} for e in of(events, ev.PositionSamples)]
+    assert max(len(s) for s in sampled) == 2 and len(sampled[-1]) <= 1  # two for a while
+    assert len(set().union(*sampled)) == 2  # the shopper and, a while, the duplicate
+
+
 def test_a_door_the_cameras_see_is_counted_where_the_path_crosses_it() -> None:
     events = run({("A", 1): via((1.2, -1.0), (1.2, 2.0))})
     (came,) = of(events, ev.ShopperEntered)

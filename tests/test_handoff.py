@@ -243,3 +243,74 @@ def test_a_person_seen_only_cut_by_the_image_border_joins_the_one_seen_whole_not
         births += [(at, key) for key in step.born]
     wait = HandoffSettings().clipped_birth_s
     assert len(births) == 1 and births[0][0] == pytest.approx(DT + wait)
+
+
+Weighed = tuple[float, float, float] | None
+
+
+def weighed(
+    paths: dict[tuple[str, int], Sequence[Weighed]],
+) -> tuple[Handoff, list[TrackKey], list[Ended], dict[tuple[str, int], set[TrackKey]]]:
+    """The hand-off fed paths of (x, y, weight): its births, ends and each track's joins."""
+    handoff = Handoff(LAYOUT.lines)
+    born: list[TrackKey] = []
+    ended: list[Ended] = []
+    fused: dict[tuple[str, int], set[TrackKey]] = {ck: set() for ck in paths}
+    for k in range(max(len(p) for p in paths.values()) + 50):
+        at = (k + 1) * DT
+        sightings = [
+            Sighting(camera=c, track=t, frame=k, at=at, x=p[k][0], y=p[k][1], weight=p[k][2])
+            for (c, t), p in paths.items()
+            if k < len(p) and p[k] is not None
+        ]
+        step = handoff.update(at, sightings)
+        born += step.born
+        ended += step.ended
+        for p in step.points:
+            for ck in p.tracks:
+                fused[ck].add(p.key)
+    return handoff, born, ended + handoff.close(), fused
+
+
+def seen(path: Path_, weight: float = 1.0, dx: float = 0.0, dy: float = 0.0) -> list[Weighed]:
+    """A path as one camera sees it: every point, shifted, with a weight."""
+    return [None if p is None else (p[0] + dx, p[1] + dy, weight) for p in path]
+
+
+def test_a_view_cut_by_the_border_a_metre_off_never_parts_the_person_seen_whole() -> None:
+    """At the gate, a camera that sees a shopper cut by its border puts their feet a metre
+    off: that link must not part them from the camera that sees them whole, or the
+    whole view, left over by the door, starts a track that came in through the exit."""
+    out = line((2.4, 2.0), (2.4, 0.3), 18)
+    handoff, born, ended, fused = weighed(
+        {("A", 1): seen(out), ("B", 5): seen(out, 0.02, dx=0.1, dy=0.9)}
+    )
+    assert handoff.splits == 0
+    assert len(born) == 1 and fused[("A", 1)] == fused[("B", 5)] == set(born)
+    assert len(ended) == 1 and ended[0].door
+
+
+def test_two_fused_tracks_following_one_person_are_merged_into_the_older() -> None:
+    """B first puts the person 1.5 m off (a fused track of its own), then where A does:
+    two tracks of one person, no camera in common, are one after ``merge_s``."""
+    walk = line((4.0, 2.6), (4.0, 5.0), 40)
+    off = [1.5] * 10 + [1.5 * (1 - k / 6) for k in range(6)] + [0.05] * 24
+    b: list[Weighed] = [None] * 4 + [
+        None if p is None else (p[0] + d, p[1], 1.0) for p, d in zip(walk[4:], off[4:], strict=True)
+    ]
+    handoff, born, ended, fused = weighed({("A", 1): seen(walk), ("B", 2): b})
+    assert len(born) == 2 and handoff.merges == 1
+    older, younger = born
+    merged = [e for e in ended if e.key == younger]
+    assert len(merged) == 1 and merged[0].merged_into == older and not merged[0].door
+    assert fused[("A", 1)] == {older} and fused[("B", 2)] == {older, younger}
+    assert [e.key for e in ended if e.merged_into is None] == [older]
+
+
+def test_two_people_side_by_side_seen_by_both_cameras_are_never_merged() -> None:
+    left, right = line((3.8, 2.6), (3.8, 5.0), 40), line((4.1, 2.6), (4.1, 5.0), 40)
+    paths = {("A", 1): left, ("A", 2): right, ("B", 1): left, ("B", 2): right}
+    handoff, born, ended, fused = weighed({ck: seen(p) for ck, p in paths.items()})
+    assert handoff.merges == 0 and len(born) == 2
+    assert not any(e.merged_into for e in ended)
+    assert fused[("A", 1)] == fused[("B", 1)] != fused[("A", 2)] == fused[("B", 2)]
