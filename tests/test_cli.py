@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -11,8 +12,10 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import nats.js.errors
 import pytest
 from typer.testing import CliRunner
 
@@ -155,27 +158,19 @@ def test_retention_comes_from_the_environment_and_log_configure_applies_a_change
     made = runner.invoke(app, ["log", "configure", "--apply"], env=short)
     assert made.exit_code == 0, made.output
 
-    async def ages() -> dict[str, float]:
-        nc = await connect(env["AISLE_NATS_URL"])
-        try:
-            infos = await nc.jetstream().streams_info()
-            stem = env["AISLE_PREFIX"].upper()
-            return {
-                i.config.name.removeprefix(stem + "_"): i.config.max_age or 0.0
-                for i in infos
-                if i.config.name.startswith(stem + "_")
-            }
-        finally:
-            await nc.close()
+    def ages() -> dict[str, float]:
+        stem = env["AISLE_PREFIX"].upper()
+        found = _stream_configs(env, env["AISLE_PREFIX"])
+        return {name.removeprefix(stem + "_"): c.max_age or 0.0 for name, c in found.items()}
 
-    assert asyncio.run(ages()) == {
+    assert ages() == {
         "EVENTS": 400 * 86400.0, "SAMPLES": 7200.0, "DEADLETTER": 30 * 86400.0,
     }  # fmt: skip
     longer = {**short, "AISLE_RETENTION_SAMPLES": "3d"}
     shown = runner.invoke(app, ["log", "configure"], env=longer)
     assert re.search(r"max_age +│ 2 h +│ 3 d", shown.stdout), shown.output
     assert runner.invoke(app, ["log", "configure", "--apply"], env=longer).exit_code == 0
-    assert asyncio.run(ages())["SAMPLES"] == 3 * 86400.0
+    assert ages()["SAMPLES"] == 3 * 86400.0
     with pytest.raises(ConfigError, match="AISLE_RETENTION_EVENTS='a year'"):
         Settings.from_env({"AISLE_RETENTION_EVENTS": "a year"})
 
@@ -219,16 +214,26 @@ def test_a_lease_time_other_than_the_buckets_is_refused_and_log_configure_change
     assert "for 30 s, but 6 s" in _leases(env, 6, exists=True)
 
 
-def _streams_of(env: dict[str, str], prefix: str) -> list[str]:
-    async def go() -> list[str]:
+def _stream_configs(env: dict[str, str], prefix: str) -> dict[str, Any]:
+    """The deployment's streams that exist, by name (asked by name: a server with many
+    streams lists them a page at a time)."""
+
+    async def go() -> dict[str, Any]:
         nc = await connect(env["AISLE_NATS_URL"])
+        config, found = LogConfig(prefix=prefix), {}
         try:
-            names = await nc.jetstream().streams_info()
-            return sorted(i.config.name for i in names if i.config.name.startswith(prefix.upper()))
+            for name in (config.events_stream, config.samples_stream, config.deadletter_stream):
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    found[name] = (await nc.jetstream().stream_info(name)).config
+            return found
         finally:
             await nc.close()
 
     return asyncio.run(go())
+
+
+def _streams_of(env: dict[str, str], prefix: str) -> list[str]:
+    return sorted(_stream_configs(env, prefix))
 
 
 def test_a_mistyped_prefix_is_refused_naming_the_deployments_and_makes_nothing(

@@ -409,7 +409,7 @@ def test_bad_input_is_refused_before_the_log_is_read(tmp_path: Path) -> None:
     assert f"{bad}:5:" in result.output
 
     result = runner.invoke(app, ["replay", "-s", "corner-01", "--warmup", "6 hours"], env=env)
-    assert result.exit_code == 1 and "is not a duration" in result.output
+    assert result.exit_code == 2 and "is not a duration" in result.output  # as any bad option
 
     empty = tmp_path / "empty"
     empty.mkdir()
