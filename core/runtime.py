@@ -115,6 +115,21 @@ async def _open_as_configured(
     return JetStreamLog(nc, settings.log)
 
 
+async def _as_admin(nc: Client, settings: Settings, read_only: bool, create: bool) -> JetStreamLog:
+    """The log on the embedded server as its admin, which makes sure of the streams and
+    the rules bucket (not a read-only command); ``nc`` closed if it cannot."""
+    try:
+        log_ = await JetStreamLog.open(
+            nc, settings.log, read_only=read_only, create=await _first(nc, create, read_only)
+        )
+    except BaseException:
+        await nc.close()
+        raise
+    if not read_only:
+        await log_.key_value("rules", history=RULES_HISTORY)
+    return log_
+
+
 async def _first(nc: Client, create: bool, read_only: bool = False) -> bool:
     """Whether a command may make its deployment on the embedded server: if it sets one
     up, or if it writes and the server has none yet."""
@@ -363,33 +378,10 @@ async def open_log(
                 admin = await connect(
                     url, name=f"{name}-setup", auth=_embedded_auth(settings.data_dir, Role.ADMIN)
                 )
-                try:
-                    setup = await JetStreamLog.open(
-                        admin,
-                        settings.log,
-                        read_only=read_only,
-                        create=await _first(admin, create, read_only),
-                    )
-                except BaseException:
-                    await admin.close()
-                    raise
-                if not read_only:
-                    await setup.key_value("rules", history=RULES_HISTORY)
-                await setup.close()
+                await (await _as_admin(admin, settings, read_only, create)).close()
             nc = await connect(url, name=name, auth=_embedded_auth(settings.data_dir, role))
             if role is Role.ADMIN:
-                try:
-                    log_ = await JetStreamLog.open(
-                        nc,
-                        settings.log,
-                        read_only=read_only,
-                        create=await _first(nc, create, read_only),
-                    )
-                except BaseException:
-                    await nc.close()
-                    raise
-                if not read_only:
-                    await log_.key_value("rules", history=RULES_HISTORY)
+                log_ = await _as_admin(nc, settings, read_only, create)
             else:
                 log_ = JetStreamLog(nc, settings.log)
         try:
