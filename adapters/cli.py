@@ -95,6 +95,16 @@ class CommandError(Exception):
     """A mistake on the command line or in its inputs: exit code 2, with this message."""
 
 
+def layout_of(path: Path) -> Layout:
+    """The ``--layout`` file's layout, or a ``CommandError`` that says why not."""
+    try:
+        return load_layout(path)
+    except LayoutError as exc:
+        raise CommandError(f"the layout does not load:\n{exc}") from None
+    except OSError as exc:
+        raise CommandError(f"--layout: {exc}") from None
+
+
 def _suggest(key: str, known: list[str]) -> str:
     close = difflib.get_close_matches(key, known, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -259,12 +269,7 @@ def plan(
     start: str | None,
     detections: list[str] | None = None,
 ) -> Plan:
-    try:
-        layout = load_layout(layout_file)
-    except LayoutError as exc:
-        raise CommandError(f"the layout does not load:\n{exc}") from None
-    except OSError as exc:
-        raise CommandError(f"--layout: {exc}") from None
+    layout = layout_of(layout_file)
     if every == (camera is not None):
         raise CommandError("give either --camera ID or --all")
     if not sources:

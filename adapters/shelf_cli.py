@@ -24,7 +24,15 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from adapters.cli import CommandError, _logging, err, out, outbox_to_log, stop_on_signals
+from adapters.cli import (
+    CommandError,
+    _logging,
+    err,
+    layout_of,
+    out,
+    outbox_to_log,
+    stop_on_signals,
+)
 from adapters.readings import LineReader, ReadingSource, SourceSpecError, nats_source, source_from
 from adapters.shelf import ShelfAdapter, ShelfSettings
 from adapters.shelf_run import ShelfProgress, run_shelf
@@ -33,7 +41,7 @@ from core.access import Role, readings_subject
 from core.cli import run
 from core.config import Settings
 from core.jetstream import connect
-from core.layout import Layout, LayoutError, load_layout
+from core.layout import Layout
 from core.outbox import OutboxError
 from core.runtime import embedded_or_configured, open_log, role_auth
 
@@ -67,12 +75,7 @@ def plan(
     max_line: int,
     prefix: str,
 ) -> ShelfPlan:
-    try:
-        layout = load_layout(layout_file)
-    except LayoutError as exc:
-        raise CommandError(f"the layout does not load:\n{exc}") from None
-    except OSError as exc:
-        raise CommandError(f"--layout: {exc}") from None
+    layout = layout_of(layout_file)
     if not any(sl.sensor for sh in layout.shelves for sl in sh.slots):
         raise CommandError(
             f"--layout: store {layout.store.id!r} has no weighed slot (a slot's sensor)"
