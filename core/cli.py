@@ -112,10 +112,13 @@ def _retrying(coro: Callable[[Settings], Awaitable[T]], settings: Settings) -> T
         time.sleep(1.0)
 
 
-def run(coro: Callable[[Settings], Awaitable[T]]) -> T:
-    """Run one async command against the configured log, with friendly failures."""
+def run(coro: Callable[[Settings], Awaitable[T]], *, retry: bool = True) -> T:
+    """Run one async command against the configured log, with friendly failures. Without
+    ``retry``, a command that may not run twice (its first run may have done its work
+    before the answer timed out) is not run again through an election."""
     try:
-        return _retrying(coro, Settings.from_env())
+        settings = Settings.from_env()
+        return _retrying(coro, settings) if retry else asyncio.run(coro(settings))
     except (NatsServerError, ConnectError, ConfigError, LogUnavailable, PublishError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None

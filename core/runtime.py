@@ -119,9 +119,7 @@ async def _as_admin(nc: Client, settings: Settings, read_only: bool, create: boo
     """The log on the embedded server as its admin, which makes sure of the streams and
     the rules bucket (not a read-only command); ``nc`` closed if it cannot."""
     try:
-        log_ = await JetStreamLog.open(
-            nc, settings.log, read_only=read_only, create=await _first(nc, create, read_only)
-        )
+        log_ = await _embedded_log(nc, settings, read_only, create)
     except BaseException:
         await nc.close()
         raise
@@ -130,10 +128,18 @@ async def _as_admin(nc: Client, settings: Settings, read_only: bool, create: boo
     return log_
 
 
-async def _first(nc: Client, create: bool, read_only: bool = False) -> bool:
-    """Whether a command may make its deployment on the embedded server: if it sets one
-    up, or if it writes and the server has none yet."""
-    return create or (not read_only and not await deployments(nc))
+async def _embedded_log(
+    nc: Client, settings: Settings, read_only: bool = False, create: bool = False
+) -> JetStreamLog:
+    """The log on the embedded server. A command that writes may make the first deployment
+    there even if it sets none up (there is no other to mistype): the server's deployments
+    are listed only when this one is missing, not at every start."""
+    try:
+        return await JetStreamLog.open(nc, settings.log, read_only=read_only, create=create)
+    except DeploymentMissing:
+        if read_only or await deployments(nc):
+            raise
+    return await JetStreamLog.open(nc, settings.log, create=True)
 
 
 def role_auth(settings: Settings, role: Role) -> NatsAuth:
@@ -405,7 +411,7 @@ def log_factory(
         auth = _embedded_auth(settings.data_dir, role)
         nc = await connect(url, name=name, auth=auth, reconnect=False)
         if role is Role.ADMIN:
-            return await JetStreamLog.open(nc, settings.log, create=await _first(nc, False))
+            return await _embedded_log(nc, settings)
         return JetStreamLog(nc, settings.log)
 
     return new_log

@@ -248,10 +248,12 @@ async def _rules_bucket(settings: Settings, name: str) -> AsyncIterator[tuple[Ke
             raise typer.Exit(1) from None
 
 
-def _deploying(go: Callable[[Settings], Awaitable[None]]) -> None:
-    """Run a command that deploys; a refusal says why and that nothing changed."""
+def _deploying(go: Callable[[Settings], Awaitable[None]], *, retry: bool = True) -> None:
+    """Run a command that deploys; a refusal says why and that nothing changed. A deploy
+    may run again (the same packs deploy once); a rollback may not (its second run would
+    roll back the rollback)."""
     try:
-        run_command(go)
+        run_command(go, retry=retry)
     except DeployError as exc:
         _refused(exc)
 
@@ -317,7 +319,7 @@ def rollback_command(
             f"{deployment.version} ({_packs_line(deployment)})"
         )
 
-    _deploying(go)
+    _deploying(go, retry=False)
 
 
 def _unconfirmed_user(settings: Settings) -> str:
