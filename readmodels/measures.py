@@ -68,7 +68,9 @@ class Metrics(Projection):
                 }
             )
             key = (event.store, d.name, zone, hour)
-            hours.setdefault(key, []).append({"value": d.value, "at": event.at})
+            hours.setdefault(key, []).append(
+                {"value": d.value, "at": event.at, "per_visit": d.window_start is None}
+            )
             if d.name in OCCUPANCY:
                 at = d.window_end or event.at
                 where = (event.store, zone if OCCUPANCY[d.name] else "", at)
@@ -80,10 +82,18 @@ class Metrics(Projection):
 
 
 def _fold_hour(row: dict[str, Any] | None, step: Mapping[str, Any]) -> dict[str, Any]:
-    v, at = step["value"], step["at"]
+    v, at, per_visit = step["value"], step["at"], step["per_visit"]
     if row is None:
-        return {"count": 1, "sum": v, "min": v, "max": v, "last": v, "last_at": at}
-    row = {**row, "count": row["count"] + 1, "sum": row["sum"] + v}
+        return {
+            "count": 1, "sum": v, "min": v, "max": v, "last": v, "last_at": at,
+            "per_visit": per_visit,
+        }  # fmt: skip
+    row = {
+        **row,
+        "count": row["count"] + 1,
+        "sum": row["sum"] + v,
+        "per_visit": bool(row["per_visit"]) or per_visit,
+    }
     row["min"], row["max"] = min(row["min"], v), max(row["max"], v)
     if at >= row["last_at"]:
         row["last"], row["last_at"] = v, at

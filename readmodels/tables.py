@@ -329,7 +329,9 @@ class MetricPoint(SQLModel, table=True):
 
 class MetricHour(SQLModel, table=True):
     """A metric per store, zone and UTC hour: count, sum, min, max and the last value
-    (a cumulative metric such as occupancy reads its last; a rate its sum over count)."""
+    (a cumulative metric such as occupancy reads its last; a rate its sum over count).
+    ``per_visit``: its values are single visits' (a dwell, a wait: points without a
+    window), which a viewer may see only summed over enough visits."""
 
     __tablename__ = "metric_hour"
     store: str = Field(primary_key=True, max_length=64)
@@ -342,6 +344,7 @@ class MetricHour(SQLModel, table=True):
     max: float = 0.0
     last: float = 0.0
     last_at: datetime = _at()
+    per_visit: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class Occupancy(SQLModel, table=True):

@@ -330,6 +330,16 @@ def test_metrics_of_a_day_by_hour_and_by_day_and_as_csv(c: TestClient, w: World)
     assert len(foot) == 1 and foot[0]["sum"] == pytest.approx(want)
     for kpi in ("capture_rate", "capture_rate_of_traffic", "occupancy_max", "dwell_s"):
         assert hourly["kpis"][kpi] is not None, kpi  # type: ignore[index]
+    flagged = {  # as projected: a dwell is one visit's, footfall a window's count
+        name: {p["per_visit"] for p in hourly["series"] if p["name"] == name}  # type: ignore[index]
+        for name in ("zone_visit_s", "footfall")
+    }
+    assert flagged == {"zone_visit_s": {True}, "footfall": {False}}
+    assert all(
+        p["last"] is None and (p["count"] >= 5 or p["mean"] is None)
+        for p in hourly["series"]  # type: ignore[index]
+        if p["per_visit"]
+    )
     r = c.get(f"{V1}/stores/{STORE}/metrics.csv", headers=w.auth("viewer"), params=DAY)
     assert r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))

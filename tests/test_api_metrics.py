@@ -1,12 +1,16 @@
-"""The metrics' KPIs over a range from the range's sums, not means of hourly rates."""
+"""The metrics' KPIs over a range from the range's sums, not means of hourly rates; and
+what a viewer may read of single visits' values."""
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from httpx import Response
 from sqlmodel import Session
 
 from api.app import create_app
@@ -20,30 +24,36 @@ STORE = "corner-01"
 NINE = datetime(2026, 11, 28, 9, tzinfo=UTC)
 
 
-def _hour(name: str, hour: int, value: float) -> MetricHour:
+def _hour(
+    name: str, hour: int, value: float, *, count: int = 1, zone: str = "", per_visit: bool = False
+) -> MetricHour:
     at = NINE + timedelta(hours=hour)
     return MetricHour(
-        store=STORE, name=name, zone="", hour=at, count=1, sum=value, min=value,
-        max=value, last=value, last_at=at + timedelta(hours=1),
+        store=STORE, name=name, zone=zone, hour=at, count=count, sum=value * count, min=value,
+        max=value, last=value, last_at=at + timedelta(hours=1), per_visit=per_visit,
     )  # fmt: skip
 
 
-def _kpis(tmp_path: Path, rows: list[MetricHour]) -> dict[str, float | None]:
-    db = sqlite_db(tmp_path / "rm.db")
+def _get(
+    tmp_path: Path, rows: list[MetricHour], role: Role = Role.VIEWER, path: str = "metrics"
+) -> Response:
+    db = sqlite_db(tmp_path / f"rm-{len(list(tmp_path.iterdir()))}.db")
     with Session(db) as s, s.begin():
         s.add_all(rows)
-    token = create_token(db, Role.VIEWER)[1]
-    settings = ApiSettings(
-        database_url=f"sqlite:///{tmp_path / 'rm.db'}", layouts=(LAYOUT_FILE,), log=False
-    )
+    token = create_token(db, role)[1]
+    settings = ApiSettings(database_url=str(db.url), layouts=(LAYOUT_FILE,), log=False)
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         r = c.get(
-            f"/api/v1/stores/{STORE}/metrics",
+            f"/api/v1/stores/{STORE}/{path}",
             headers={"Authorization": f"Bearer {token}"},
             params={"from": NINE.isoformat(), "to": (NINE + timedelta(hours=4)).isoformat()},
         )
     assert r.status_code == 200, r.text
-    return r.json()["kpis"]  # type: ignore[no-any-return]
+    return r
+
+
+def _kpis(tmp_path: Path, rows: list[MetricHour]) -> dict[str, float | None]:
+    return _get(tmp_path, rows).json()["kpis"]  # type: ignore[no-any-return]
 
 
 def test_capture_rates_over_a_range_divide_its_sums_in_both_definitions(tmp_path: Path) -> None:
@@ -69,3 +79,46 @@ def test_capture_rates_without_passer_by_counts_are_the_hours_mean(tmp_path: Pat
     kpis = _kpis(tmp_path, [_hour("capture_rate", 0, 1.0), _hour("capture_rate", 1, 0.1)])
     assert kpis["capture_rate"] == pytest.approx(0.55)
     assert kpis["capture_rate_of_traffic"] is None
+
+
+# -- single visits' values -------------------------------------------------------------------
+
+
+# The snack shelf's dwell: one visit in the first hour (its own dwell, 42 s), six in the
+# second; the footfall beside it is a count over a window, no one's own.
+def _dwell() -> list[MetricHour]:
+    return [
+        _hour("zone_visit_s", 0, 42.0, zone="sf-snacks", per_visit=True),
+        _hour("zone_visit_s", 1, 30.0, count=6, zone="sf-snacks", per_visit=True),
+        _hour("footfall", 0, 1),
+    ]
+
+
+def _series(r: Response) -> dict[tuple[str, int], dict[str, object]]:
+    return {(p["name"], int(p["start"][11:13])): p for p in r.json()["series"]}
+
+
+def test_a_viewer_sees_single_visits_values_only_over_enough_visits(tmp_path: Path) -> None:
+    r = _get(tmp_path, _dwell())
+    s = _series(r)
+    one, six = s[("zone_visit_s", 9)], s[("zone_visit_s", 10)]
+    assert one["count"] == 1 and one["per_visit"] is True
+    assert [one[k] for k in ("sum", "min", "max", "last", "mean")] == [None] * 5
+    assert six["count"] == 6 and six["mean"] == pytest.approx(30.0) and six["max"] == 30.0
+    assert six["last"] is None  # the latest visit's own dwell
+    assert s[("footfall", 9)]["last"] == 1 and s[("footfall", 9)]["per_visit"] is False
+    assert r.json()["kpis"]["dwell_s"] == pytest.approx((42 + 180) / 7)  # over 7 visits
+    only_one = _get(tmp_path, [x for x in _dwell() if x.count == 1]).json()["kpis"]
+    assert only_one["dwell_s"] is None and only_one["footfall"] == 1
+
+
+def test_an_operator_sees_every_value(tmp_path: Path) -> None:
+    s = _series(_get(tmp_path, _dwell(), Role.OPERATOR))
+    assert s[("zone_visit_s", 9)]["sum"] == 42.0 and s[("zone_visit_s", 9)]["last"] == 42.0
+
+
+def test_the_csv_withholds_from_a_viewer_what_the_json_does(tmp_path: Path) -> None:
+    rows = list(csv.DictReader(io.StringIO(_get(tmp_path, _dwell(), path="metrics.csv").text)))
+    one = next(x for x in rows if x["name"] == "zone_visit_s" and x["count"] == "1")
+    assert [one[k] for k in ("sum", "min", "max", "last", "mean")] == [""] * 5
+    assert "42" not in _get(tmp_path, _dwell(), path="metrics.csv").text

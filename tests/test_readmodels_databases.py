@@ -3,6 +3,7 @@ Alembic's, and a projection refuses a schema that is not its code's, with what t
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -168,3 +169,44 @@ def test_a_new_sqlite_file_of_the_read_models_is_its_owners_alone(tmp_path: Path
         conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
     engine.dispose()
     assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_migrating_flags_the_hours_of_single_visits_values_from_their_points(
+    kind: str, tmp_path: Path
+) -> None:
+    """0003 adds metric_hour.per_visit: the hours a database already holds learn it from
+    their points (a point without a window is one visit's), so that a viewer is not shown
+    a dwell of one visit after an upgrade."""
+    from alembic import command
+
+    with contextlib.ExitStack() as stack:
+        db = (
+            sqlite_db(tmp_path / "rm.db")
+            if kind == "sqlite"
+            else stack.enter_context(postgres_db())
+        )
+        command.downgrade(database.alembic_config(db), "0002")
+        hour = datetime(2026, 11, 28, 9, tzinfo=UTC).replace(tzinfo=None)
+        point = (
+            "INSERT INTO metric_point (id, seq, store, name, zone, value, labels, subject, at,"
+            " window_start, window_end, hour, rule_id, rule_version) VALUES (:id, 1, 's',"
+            " :name, '', 1, '{}', 'x', :at, :ws, :ws, :at, 'r', '1')"
+        )
+        with db.begin() as conn:
+            for name, windowed in (("zone_visit_s", False), ("footfall", True)):
+                conn.execute(
+                    sa.text(point),
+                    {"id": name, "name": name, "at": hour, "ws": hour if windowed else None},
+                )
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO metric_hour (store, name, zone, hour, count, sum, min, max,"
+                        " last, last_at) VALUES ('s', :name, '', :at, 1, 1, 1, 1, 1, :at)"
+                    ),
+                    {"name": name, "at": hour},
+                )
+        assert migrate(db) == ("0002", head())
+        with db.connect() as conn:
+            flags = dict(conn.execute(sa.text("SELECT name, per_visit FROM metric_hour")).all())
+        assert flags == {"zone_visit_s": True, "footfall": False}

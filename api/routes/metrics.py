@@ -3,7 +3,11 @@ day where its layout gives a time zone), from ``metric_hour``; and the same as C
 
 Each row keeps what the hour rows hold (count, sum, min, max, last) so every metric
 reads as it should: footfall adds up (``sum``), occupancy is a level (``last``, ``max``),
-a rate or a wait is a mean (``mean`` = sum / count). ``kpis`` names the usual ones."""
+a rate or a wait is a mean (``mean`` = sum / count). ``kpis`` names the usual ones.
+
+A viewer sees no one's own figures: the values of metrics that are single visits' (a
+dwell, a wait, flagged ``per_visit``) only summed over at least ``MIN_VISITS`` visits,
+and never their ``last`` (one visit's value)."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
-from api.auth import Viewer
+from api.auth import Principal, Role, Viewer
 from api.context import Context, Ctx
 from api.pages import Moment
 from api.problems import Problem, documented
@@ -31,7 +35,8 @@ router = APIRouter(tags=["metrics"], responses=documented(401, 403, 404, 422))
 
 Granularity = Literal["hour", "day"]
 MAX_RANGE = timedelta(days=366)
-CSV_COLUMNS = ("start", "name", "zone", "count", "sum", "min", "max", "last", "mean")
+MIN_VISITS = 5  # visits a viewer sees a per-visit metric's values summed over, at least
+CSV_COLUMNS = ("start", "name", "zone", "count", "sum", "min", "max", "last", "mean", "per_visit")
 # The metrics of the standard packs (rules/packs/traffic.yaml), and how each reads.
 KPIS: dict[str, tuple[str, str]] = {
     "footfall": ("footfall", "sum"),
@@ -53,11 +58,14 @@ class Point(BaseModel):
     zone: str  # "" for the whole store
     start: datetime  # the bucket's start (UTC)
     count: int
-    sum: float
-    min: float
-    max: float
-    last: float
-    mean: float
+    # null for a viewer where the values are single visits' (``per_visit``) and fewer
+    # than MIN_VISITS; ``last`` of those always
+    sum: float | None
+    min: float | None
+    max: float | None
+    last: float | None
+    mean: float | None
+    per_visit: bool
 
 
 class MetricsOut(BaseModel):
@@ -99,7 +107,7 @@ def _bucket(hour: datetime, granularity: Granularity, tz: ZoneInfo) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
 
 
-Row = tuple[str, str, Any, int, float, float, float, float, Any]  # the times as held
+Row = tuple[str, str, Any, int, float, float, float, float, Any, bool]  # times as held
 CACHED = 256  # answers kept, the oldest dropped first
 _POSITION: sa.Table = Position.__table__  # type: ignore[attr-defined]
 _METRICS_POSITION = sa.select(_POSITION.c.scope, _POSITION.c.stream, _POSITION.c.seq).where(
@@ -122,7 +130,7 @@ def _utc(held: datetime | str) -> datetime:
 
 def _fold(rows: list[Row]) -> tuple[int, float, float, float, float]:
     """count, sum, min, max and the last value of hour rows."""
-    _, _, hour, count, total, lo, hi, last, last_at = rows[0]
+    _, _, hour, count, total, lo, hi, last, last_at, _ = rows[0]
     newest = (last_at, hour)
     for r in rows[1:]:
         count += r[3]
@@ -161,6 +169,7 @@ def compute(
         t.c.max,
         t.c.last,
         sa.type_coerce(t.c.last_at, raw),
+        t.c.per_visit,
     ).where(  # A local day may begin before ``start``'s UTC hour: buckets are whole hours.
         t.c.store == store,
         t.c.hour >= start.replace(minute=0, second=0, microsecond=0),
@@ -214,9 +223,11 @@ def _computed(
                 "max": hi,
                 "last": last,
                 "mean": total / count if count else 0.0,
+                "per_visit": any(r[9] for r in group),
             }
         )
     kpis: dict[str, float | None] = {}
+    visits: dict[str, int] = {}  # the KPIs of single visits' values: how many visits
     per_zone = {"zone_visit_s", "queue_wait_s", "queue_length", "zone_conversion"}
     by_name: dict[str, list[Row]] = {}
     for r in rows:
@@ -228,6 +239,8 @@ def _computed(
             kpis[kpi] = None
             continue
         count, total, _, hi, last = _fold(mine)
+        if any(r[9] for r in mine):
+            visits[kpi] = count
         kpis[kpi] = {
             "sum": total,
             "max": hi,
@@ -243,7 +256,26 @@ def _computed(
         "timezone": str(tz),
         "series": series,
         "kpis": kpis,
+        "kpi_visits": visits,
     }
+
+
+def as_seen_by(out: dict[str, Any], who: Principal) -> dict[str, Any]:
+    """The answer a principal may read (``compute``'s is cached for all): a viewer's
+    without single visits' values (the module's docstring)."""
+    visits: dict[str, int] = out["kpi_visits"]
+    out = {k: v for k, v in out.items() if k != "kpi_visits"}
+    if who.role is not Role.VIEWER:
+        return out
+    few = dict.fromkeys(("sum", "min", "max", "mean"))
+    out["series"] = [
+        {**p, "last": None, **(few if p["count"] < MIN_VISITS else {})} if p["per_visit"] else p
+        for p in out["series"]
+    ]
+    out["kpis"] = {
+        k: None if visits.get(k, MIN_VISITS) < MIN_VISITS else v for k, v in out["kpis"].items()
+    }
+    return out
 
 
 def _capture(by_name: dict[str, list[Row]]) -> dict[str, float | None]:
@@ -288,7 +320,7 @@ def get_metrics(
     (store and zone), dwell and queue waits, by hour or day."""
     open_store(ctx, who, store)
     start, end = _range(since, until)
-    out = compute(ctx, store, start, end, granularity, name, zone)
+    out = as_seen_by(compute(ctx, store, start, end, granularity, name, zone), who)
     return Response(msgspec.json.encode(out), media_type="application/json")
 
 
@@ -310,7 +342,7 @@ def get_metrics_csv(
     """The same series as CSV, one row per metric, zone and bucket."""
     open_store(ctx, who, store)
     start, end = _range(since, until)
-    out = compute(ctx, store, start, end, granularity, name, zone)
+    out = as_seen_by(compute(ctx, store, start, end, granularity, name, zone), who)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(CSV_COLUMNS)
