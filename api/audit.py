@@ -3,6 +3,7 @@ and when. Written before the answer goes out: a read that cannot be audited fail
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import UTC, datetime
 
@@ -11,14 +12,26 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from api.auth import Principal
+from readmodels import bulk
 from readmodels.tables import AuditEntry
 
 
 def record(
-    db: Engine, who: Principal, action: str, *, store: str = "", target: str = "", detail: str = ""
+    db: Engine,
+    who: Principal,
+    action: str,
+    *,
+    store: str = "",
+    target: str = "",
+    detail: str = "",
+    event: str | None = None,
 ) -> AuditEntry:
+    """``event``: the id of the log event that records the action. The entry's id comes
+    from it and a second entry of one event is not written: a request retried because its
+    audit failed after the event was published is audited then, and a retry of one that
+    was audited is not audited twice."""
     entry = AuditEntry(
-        id=secrets.token_hex(16),
+        id=secrets.token_hex(16) if event is None else _entry_id(event),
         at=datetime.now(UTC),
         token_id=who.token_id,
         role=who.role.value,
@@ -28,9 +41,13 @@ def record(
         target=target[:256],
         detail=detail,
     )
-    with db.begin() as conn:  # a Core insert: the ORM's flush of one row costs more
-        conn.execute(sa.insert(_AUDIT).values(entry.model_dump()))
+    with Session(db) as s, s.begin():  # a Core insert: the ORM's flush of one row costs more
+        bulk.insert(s, _AUDIT, [entry.model_dump()], conflict="error" if event is None else "keep")
     return entry
+
+
+def _entry_id(event: str) -> str:
+    return hashlib.blake2b(event.encode(), digest_size=16, person=b"aisle-audit").hexdigest()
 
 
 _AUDIT: sa.Table = AuditEntry.__table__  # type: ignore[attr-defined]

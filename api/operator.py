@@ -12,7 +12,9 @@ import msgspec
 from fastapi import Header
 from pydantic import BaseModel
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
+from api import audit
 from api.auth import Principal
 from api.context import Context
 from api.problems import Problem
@@ -97,3 +99,21 @@ def applied_seq(
     with Session(ctx.db) as s:
         row = s.get(model, eid)
         return None if row is None else row.seq
+
+
+async def audited(
+    ctx: Context, who: Principal, done: Accepted, *, store: str, target: str, detail: str
+) -> Accepted:
+    """``done``, audited once per event: a retry whose first request published but could
+    not write the audit (a locked database) writes it then; later retries add nothing."""
+    await run_in_threadpool(
+        audit.record,
+        ctx.db,
+        who,
+        done.type,
+        store=store,
+        target=target,
+        detail=detail,
+        event=done.event_id,
+    )
+    return done

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from api import audit
 from api.auth import authenticate
 from core import events as ev
 from readmodels.maintenance import reset
@@ -232,6 +233,39 @@ def test_a_correction_is_an_event_with_who_and_why_published_once_per_key(
     assert reused.status_code == 422, reused.text
     assert reused.json()["field"] == "header.Idempotency-Key"
     assert w.count(STORE, "receipt.corrected") == 1
+
+
+def test_a_correction_published_but_not_audited_is_audited_by_its_retry(
+    c: TestClient, w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event went out, then the audit met a locked database (503): the client's retry
+    with the same key found the event in the log and skipped the audit, so the correction
+    was never audited. The audit entry is now the event's, written by whichever request
+    gets to it, once."""
+    receipt = [e for e in w.derived[STORE] if isinstance(e, ev.ReceiptIssued)][4]
+    path = f"{V1}/stores/{STORE}/receipts/{receipt.id}/corrections"
+    body = {
+        "reason": "scanned twice",
+        "adjustments": [{"sku": receipt.data.lines[0].sku, "qty": -1}],
+    }
+    key = {"Idempotency-Key": f"locked-{receipt.id}"}
+    record = audit.record
+
+    def locked(*args: object, **kwargs: object) -> None:
+        raise sa.exc.OperationalError("INSERT INTO api_audit", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(audit, "record", locked)
+    before = w.count(STORE, "receipt.corrected")
+    first = c.post(path, headers={**w.auth("operator"), **key}, json=body)
+    assert first.status_code == 503, first.text
+    assert w.count(STORE, "receipt.corrected") == before + 1, "the event was published"
+    monkeypatch.setattr(audit, "record", record)
+    for _ in range(2):
+        again = c.post(path, headers={**w.auth("operator"), **key}, json=body)
+        assert again.status_code == 202 and again.json()["duplicate"] is True, again.text
+    assert w.count(STORE, "receipt.corrected") == before + 1
+    entries = get(c, w, "admin", "/audit", action="receipt.corrected")["items"]  # type: ignore[index]
+    assert [a["target"] for a in entries].count(receipt.id) == 1
 
 
 def test_a_refund_without_an_amount_is_the_quantity_at_the_receipts_unit_price(

@@ -17,10 +17,17 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
-from api import audit
 from api.auth import Operator
 from api.context import Context, Ctx
-from api.operator import Accepted, IdempotencyKey, applied_seq, key_id, publish, same_action
+from api.operator import (
+    Accepted,
+    IdempotencyKey,
+    applied_seq,
+    audited,
+    key_id,
+    publish,
+    same_action,
+)
 from api.pages import Limit, Moment, Offset, next_offset
 from api.problems import Problem, documented
 from api.stores import open_store
@@ -182,7 +189,8 @@ async def act_on_alert(
         seq = await run_in_threadpool(applied_seq, ctx, AlertAction, eid)
         if seq is not None:
             await same_action(ctx, seq, eid, data)
-            return Accepted(event_id=eid, type=ACTIONS[action].type, seq=seq, duplicate=True)
+            done = Accepted(event_id=eid, type=ACTIONS[action].type, seq=seq, duplicate=True)
+            return await audited(ctx, who, done, store=store, target=alert.id, detail=reason)
     flight = _in_flight(ctx)
     to = STATES[ACTIONS[action].type]
     async with flight.lock:
@@ -208,8 +216,4 @@ async def act_on_alert(
             key=idempotency_key,
         )
         flight.note(alert.id, done.event_id, to)
-    if not done.duplicate:  # the first request was audited
-        await run_in_threadpool(
-            audit.record, ctx.db, who, done.type, store=store, target=alert.id, detail=reason
-        )
-    return done
+    return await audited(ctx, who, done, store=store, target=alert.id, detail=reason)

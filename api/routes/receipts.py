@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from api import audit
 from api.auth import Operator
 from api.context import Ctx
-from api.operator import Accepted, IdempotencyKey, key_id, publish, same_action
+from api.operator import Accepted, IdempotencyKey, audited, key_id, publish, same_action
 from api.operator import applied_seq as _applied_seq
 from api.pages import Limit, Moment, Offset, next_offset
 from api.problems import Problem, documented
@@ -379,7 +379,10 @@ async def correct_receipt(
         seq = await run_in_threadpool(_applied_seq, ctx, ReceiptCorrection, eid)
         if seq is not None:
             await same_action(ctx, seq, eid, data)
-            return Accepted(event_id=eid, type=ev.ReceiptCorrected.type, seq=seq, duplicate=True)
+            done = Accepted(event_id=eid, type=ev.ReceiptCorrected.type, seq=seq, duplicate=True)
+            return await audited(
+                ctx, who, done, store=store, target=receipt.id, detail=_detail(body)
+            )
     async with _in_flight(ctx).lock(receipt.id):
         retry = (
             None
@@ -400,16 +403,8 @@ async def correct_receipt(
         )
         if not done.duplicate:
             _in_flight(ctx).sent.setdefault(receipt.id, {})[done.event_id] = body.adjustments
-    if done.duplicate:
-        return done  # the first request was audited
-    detail = f"{body.reason} ({sum(a.amount_cents for a in body.adjustments):+d} cents)"
-    await run_in_threadpool(
-        audit.record,
-        ctx.db,
-        who,
-        "receipt.corrected",
-        store=store,
-        target=receipt.id,
-        detail=detail,
-    )
-    return done
+    return await audited(ctx, who, done, store=store, target=receipt.id, detail=_detail(body))
+
+
+def _detail(body: CorrectionIn) -> str:
+    return f"{body.reason} ({sum(a.amount_cents for a in body.adjustments):+d} cents)"
