@@ -179,14 +179,19 @@ def _too_large(max_bytes: int) -> str:
     return f"the file is larger than {max_bytes // 2**20} MiB, the most this kind of file may be"
 
 
-def _too_deep(text: str) -> tuple[int, int]:
-    """Where a document too deeply nested for the parser first goes past ``MAX_NESTING``:
-    in brackets (``[[[...``), else the most indented line."""
-    depth, line, col, quote = 0, 1, 0, ""
-    for ch in text:
-        col += 1
+_BRACKETS = re.compile(r"[\[\]{}'\"\n]")
+
+
+def _too_deep_in_brackets(text: str) -> tuple[int, int] | None:
+    """Where brackets (``[[[...``) first nest past ``MAX_NESTING``, if they do: looked for
+    before parsing, as the parser takes seconds to give up on a megabyte of them."""
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return None
+    depth, line, start, quote = 0, 1, 0, ""
+    for m in _BRACKETS.finditer(text):
+        ch = m.group()
         if ch == "\n":
-            line, col, quote = line + 1, 0, ""
+            line, start, quote = line + 1, m.end(), ""
         elif quote:
             quote = "" if ch == quote else quote
         elif ch in "'\"":
@@ -194,9 +199,17 @@ def _too_deep(text: str) -> tuple[int, int]:
         elif ch in "[{":
             depth += 1
             if depth > MAX_NESTING:
-                return line, col
-        elif ch in "]}":
+                return line, m.end() - start
+        else:
             depth -= 1
+    return None
+
+
+def _too_deep(text: str) -> tuple[int, int]:
+    """Where a document too deeply nested for the parser first goes past ``MAX_NESTING``:
+    in brackets, else the most indented line."""
+    if (at := _too_deep_in_brackets(text)) is not None:
+        return at
     lines = text.split("\n")
     indents = [len(s) - len(s.lstrip(" -")) for s in lines]
     deepest = max(range(len(lines)), key=indents.__getitem__, default=0)
@@ -216,6 +229,8 @@ def load_yaml(
         text = _read(source, name, max_bytes)
     elif len(text) > max_bytes or len(text.encode("utf-8", "surrogatepass")) > max_bytes:
         raise SourceError(name, 1, 1, _too_large(max_bytes))
+    if (deep := _too_deep_in_brackets(text)) is not None:
+        raise SourceError(name, *deep, f"nested more than {MAX_NESTING} levels deep")
     yaml = YAML(typ="rt", pure=True)
     try:
         root = yaml.load(text)
