@@ -388,6 +388,18 @@ def test_the_heatmap_as_cells_and_as_a_png_over_the_floor_plan(c: TestClient, w:
     assert dwell == pytest.approx(
         scalar(w.db, "SELECT sum(dwell_s) FROM heatmap_hour WHERE store = 'corner-01'")
     )
+    # Ten minutes of an hour: the hour's cells, and the answer says it is the hour's.
+    t0 = (OPEN + timedelta(hours=1)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+    def heat_of(start: datetime, end: datetime) -> dict[str, object]:
+        q = {"from": start.isoformat(), "to": end.isoformat()}
+        return get(c, w, "viewer", f"/stores/{STORE}/heatmap", **q)  # type: ignore[return-value]
+
+    part = heat_of(t0 + timedelta(minutes=20), t0 + timedelta(minutes=30))
+    hour = heat_of(t0, t0 + timedelta(hours=1))
+    assert part == hour and hour["cells"]
+    assert datetime.fromisoformat(str(part["start"])) == t0
+    assert datetime.fromisoformat(str(part["end"])) == t0 + timedelta(hours=1)
     r = c.get(f"{V1}/stores/{STORE}/heatmap.png", headers=w.auth("viewer"), params=DAY)
     assert r.headers["content-type"] == "image/png" and r.content[:8] == b"\x89PNG\r\n\x1a\n"
     empty = c.get(f"{V1}/stores/{STORE}/heatmap.png", headers=w.auth("viewer"))

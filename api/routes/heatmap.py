@@ -2,7 +2,8 @@
 
 From ``heatmap_hour``: dwell adds up exactly; ``visits`` counts a person once per 10 s
 window (a day's distinct visitors are the day window's, ``heatmap_cell`` with span
-86,400 s, given with ``day=true``)."""
+86,400 s, given with ``day=true``). The rows are hours: a range is widened to the whole
+hours it touches, and the answer's ``start`` and ``end`` say so."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class Cell(BaseModel):
 
 class HeatmapOut(BaseModel):
     store: str
-    start: datetime
+    start: datetime  # the whole hours the cells are of, the range asked for widened
     end: datetime
     size: float | None  # metres a side
     cells: list[Cell]
@@ -54,8 +55,16 @@ def _range(since: datetime | None, until: datetime | None) -> tuple[datetime, da
     return start.astimezone(UTC), end.astimezone(UTC)
 
 
+def _hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The whole hours from ``start`` to ``end``."""
+    first = start.replace(minute=0, second=0, microsecond=0)
+    last = end.replace(minute=0, second=0, microsecond=0)
+    return first, last if last == end else last + timedelta(hours=1)
+
+
 def cells(ctx: Context, store: str, start: datetime, end: datetime) -> HeatmapOut:
     h = HeatmapHour
+    start, end = _hours(start, end)
     with Session(ctx.db) as s:
         size = s.exec(
             select(h.size).where(h.store == store).order_by(col(h.hour).desc()).limit(1)
@@ -66,7 +75,7 @@ def cells(ctx: Context, store: str, start: datetime, end: datetime) -> HeatmapOu
                 .where(
                     h.store == store,
                     h.size == size,
-                    col(h.hour) >= start.replace(minute=0, second=0, microsecond=0),
+                    col(h.hour) >= start,
                     col(h.hour) < end,
                 )
                 .group_by(col(h.cell_x), col(h.cell_y))
