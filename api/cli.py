@@ -18,6 +18,7 @@ from api import audit
 from api.audit import entries
 from api.auth import Principal, Role, create_token, list_tokens, revoke_token
 from api.settings import EXAMPLE_LAYOUT, ApiSettings
+from api.stores import stores_held
 from core.config import ConfigError
 from core.console import Console
 from core.runtime import reload_embedded
@@ -101,6 +102,14 @@ def tokens_create(
     audit.record(db, CLI, "token.created", target=row.id, detail=f"{row.role} {row.name}")
     scope = ", ".join(row.stores) or "every store"
     err.print(f"token {row.id}: {row.role} of {scope}; keep it now, it is not shown again")
+    unheard = sorted(set(row.stores) - stores_held(db))
+    if unheard:  # a new store has no data yet; a mistyped one never will
+        err.print(
+            f"warning: the read models hold nothing of {', '.join(unheard)} yet: is the id "
+            f"right? (`aisle tokens revoke {row.id}` if not)",
+            style="yellow",
+            highlight=False,
+        )
     out.print(token, highlight=False, soft_wrap=True)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from api.auth import Principal, check_store
 from api.context import Context
@@ -28,12 +29,16 @@ def known_stores(ctx: Context) -> set[str]:
     hit = cache.get("*")
     if hit is not None and time.monotonic() - hit[0] < _TTL_S:
         return hit[1]  # type: ignore[return-value]
-    stores = set(ctx.layouts)
-    t = MetricHour.__table__  # type: ignore[attr-defined]
-    with ctx.db.connect() as conn:
-        stores.update(conn.execute(sa.select(t.c.store).distinct()).scalars())
+    stores = set(ctx.layouts) | stores_held(ctx.db)
     cache["*"] = (time.monotonic(), stores)
     return stores
+
+
+def stores_held(db: Engine) -> set[str]:
+    """The stores the read models hold (every store's traffic rules report metrics)."""
+    t = MetricHour.__table__  # type: ignore[attr-defined]
+    with db.connect() as conn:
+        return set(conn.execute(sa.select(t.c.store).distinct()).scalars())
 
 
 def is_known(ctx: Context, store: str) -> bool:

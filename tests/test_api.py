@@ -116,6 +116,23 @@ def test_a_missing_wrong_or_revoked_token_gets_401(c: TestClient, w: World) -> N
     assert c.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
 
+def test_a_token_for_a_store_nobody_knows_is_refused_and_me_says_every_store(
+    c: TestClient, w: World
+) -> None:
+    """A mistyped store id made a token that could open nothing, and /me showed an
+    unlimited token's stores as [] (read as: none)."""
+    typo = {"role": "viewer", "stores": [STORE, "corner-1"]}
+    r = c.post(f"{V1}/tokens", headers=w.auth("admin"), json=typo)
+    assert r.status_code == 422 and r.json()["field"] == "body.stores[1]", r.text
+    assert "'corner-1'" in r.json()["detail"] and STORE in r.json()["detail"]
+    me = c.get(f"{V1}/me", headers=w.auth("viewer")).json()
+    assert me["stores"] == [] and me["all_stores"] is True
+    limited = c.post(f"{V1}/tokens", headers=w.auth("admin"), json={**typo, "stores": [STORE]})
+    assert limited.status_code == 201, limited.text
+    bearer = {"Authorization": f"Bearer {limited.json()['token']}"}
+    assert c.get(f"{V1}/me", headers=bearer).json()["all_stores"] is False
+
+
 def test_tokens_are_stored_hashed_never_as_themselves(w: World) -> None:
     token = w.tokens["operator"]
     token_id, secret = token.split(".")

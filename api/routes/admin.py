@@ -23,6 +23,7 @@ from api.auth import (
 from api.context import Ctx
 from api.pages import Limit, Moment, Offset
 from api.problems import Problem, documented
+from api.stores import is_known, known_stores
 from readmodels.tables import AuditEntry
 
 router = APIRouter(tags=["admin"], responses=documented(401, 403, 422))
@@ -72,6 +73,16 @@ def post_token(ctx: Ctx, who: Admin, body: TokenIn) -> NewToken:
             "forbidden",
             f"a token limited to {', '.join(who.stores)} makes tokens for those stores only",
             field="body.stores",
+        )
+    unknown = [s for s in body.stores if not is_known(ctx, s)]
+    if unknown:  # a mistyped id makes a token that can open nothing, and says nothing
+        known = sorted(known_stores(ctx))
+        raise Problem(
+            422,
+            "invalid request",
+            f"no store {', '.join(map(repr, unknown))} here (no layout and nothing in the "
+            f"read models); the stores are: {', '.join(known[:20]) or 'none yet'}",
+            field=f"body.stores[{body.stores.index(unknown[0])}]",
         )
     row, token = create_token(ctx.db, body.role, body.stores, body.name)
     audit.record(ctx.db, who, "token.created", target=row.id, detail=f"{row.role} {row.stores}")

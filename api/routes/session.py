@@ -17,7 +17,8 @@ router = APIRouter(tags=["session"], responses=documented(401, 422))
 class Me(BaseModel):
     token_id: str
     role: str
-    stores: list[str]  # empty: every store
+    stores: list[str]  # empty: every store (``all_stores``)
+    all_stores: bool
     name: str
 
 
@@ -26,7 +27,13 @@ class SessionIn(BaseModel):
 
 
 def _me(who: Principal) -> Me:
-    return Me(token_id=who.token_id, role=who.role.value, stores=list(who.stores), name=who.name)
+    return Me(
+        token_id=who.token_id,
+        role=who.role.value,
+        stores=list(who.stores),
+        all_stores=not who.stores,
+        name=who.name,
+    )
 
 
 @router.get("/me", response_model=Me)
