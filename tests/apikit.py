@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nats.js.errors
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
@@ -106,6 +107,9 @@ def world(request: pytest.FixtureRequest, which: str, tmp: Path) -> Iterator[Wor
     async def teardown() -> None:
         log = await JetStreamLog.open(await connect(url, name="aisle-api-tests"), config)
         await log.delete_streams()
+        for bucket in ("rules", "engine_leases"):  # what the deploy test makes
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await log.js.delete_key_value(config.bucket(bucket))
         await log.close()
 
     with contextlib.ExitStack() as stack:

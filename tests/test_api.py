@@ -5,9 +5,11 @@ live stream, and errors as problem details naming the field."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +23,7 @@ from api.auth import authenticate
 from core import events as ev
 from readmodels.maintenance import reset
 from readmodels.runner import projections
+from rules.service.leases import Leases, WorkerStatus
 from tests.apikit import OTHER, STORE, World, world
 from tests.enginekit import OPEN
 from tests.readmodelkit import scalar
@@ -474,6 +477,24 @@ def test_rules_validate_and_deploy_for_an_admin_audited(c: TestClient, w: World)
     assert now["version"] == done.json()["version"] and set(now["files"]) == set(files)  # type: ignore[index]
     audit = get(c, w, "admin", "/audit", action="rules.deployed")
     assert audit["items"][0]["target"] == now["version"]  # type: ignore[index]
+    assert now["workers"] == []  # type: ignore[index]
+
+    async def a_worker_runs(packs: dict[str, str]) -> None:  # as `aisle engine run` says
+        log = await w._log()
+        try:
+            kv = await log.key_value("engine_leases", ttl_s=30)
+            status = WorkerStatus(
+                worker="w1", rules_version="local-1", packs=packs, stores=(STORE,),
+                started_at=time.time(), seen_at=time.time(),
+            )  # fmt: skip
+            await Leases(kv, "w1").announce(status)
+        finally:
+            await log.nc.close()
+
+    asyncio.run(a_worker_runs({"carts": "1.2.0"}))
+    (worker,) = get(c, w, "admin", "/rules")["workers"]  # type: ignore[index]
+    assert worker["worker"] == "w1" and worker["packs"] == {"carts": "1.2.0"}
+    assert worker["behind"] is True and worker["stores"] == [STORE]
 
 
 def _stream_until(c: TestClient, w: World, who: str, wanted: str, make: list[ev.Event]) -> dict:

@@ -21,6 +21,7 @@ from core.runtime import open_log
 from rules.loader import check_rules
 from rules.reference import Reference
 from rules.service.deploy import DeployError, UnreadableDeployment, deploy, deployed, rules_bucket
+from rules.service.leases import running_workers
 
 router = APIRouter(tags=["rules"], responses=documented(401, 403, 422, 503))
 
@@ -28,11 +29,20 @@ PackName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,100}\.ya
 PackText = Annotated[str, StringConstraints(max_length=512_000)]
 
 
+class WorkerOut(BaseModel):
+    worker: str
+    rules_version: str
+    behind: bool  # runs other rules than the deployed ones
+    stores: list[str]
+    packs: dict[str, str]  # pack name -> version
+
+
 class DeploymentOut(BaseModel):
     version: str | None  # None: nothing deployed (engines run the packs they started with)
     deployed_at: datetime | None = None
     by: str | None = None
     files: dict[str, str] = {}
+    workers: list[WorkerOut] = []  # the engine workers running now, and their packs
 
 
 class PacksIn(BaseModel):
@@ -70,13 +80,24 @@ async def get_rules(ctx: Ctx, who: Admin) -> DeploymentOut:
         current = await deployed(kv) if kv is not None else None
     except UnreadableDeployment as exc:
         raise Problem(503, "rules unreadable", str(exc)) from None
+    workers = [
+        WorkerOut(
+            worker=w.worker,
+            rules_version=w.rules_version,
+            behind=current is not None and w.rules_version != current.version,
+            stores=list(w.stores),
+            packs=dict(w.packs),
+        )
+        for w in await running_workers(log.js, log.config.bucket("engine_leases")) or []
+    ]
     if current is None:
-        return DeploymentOut(version=None)
+        return DeploymentOut(version=None, workers=workers)
     return DeploymentOut(
         version=current.version,
         deployed_at=datetime.fromtimestamp(current.deployed_at, UTC),
         by=current.by,
         files=current.files,
+        workers=workers,
     )
 
 

@@ -29,7 +29,6 @@ from core.cli import run as run_command
 from core.config import Settings
 from core.console import Console
 from core.durations import duration_flag
-from core.jetstream import JetStreamLog
 from core.layout import load_layout
 from core.logs import configure
 from core.runtime import open_log
@@ -50,7 +49,7 @@ from rules.service.deploy import (
     validated,
 )
 from rules.service.health import Health
-from rules.service.leases import Leases, WorkerStatus
+from rules.service.leases import WorkerStatus, running_workers
 from rules.service.metrics import EngineMetrics
 from rules.service.partition import MAX_FUTURE_S, SOURCE_IDLE_S, ServiceConfig
 from rules.service.worker import Worker
@@ -329,14 +328,6 @@ def _unconfirmed_user(settings: Settings) -> str:
     return "anonymous (the server did not say who)"
 
 
-async def _existing(log: JetStreamLog, name: str) -> KeyValue | None:
-    """A bucket if it exists: looking is a viewer's right, creating one is not."""
-    try:
-        return await log.js.key_value(log.config.bucket(name))
-    except nats.js.errors.BucketNotFoundError:
-        return None
-
-
 @rules_app.command("status")
 def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="As one JSON object.")] = False,
@@ -347,13 +338,13 @@ def status_command(
         async with open_log(
             settings, name="aisle-rules-status", role=Role.VIEWER, read_only=True
         ) as log:
-            leases = await _existing(log, "engine_leases")
             try:
                 rules = await rules_bucket(log.js, log.config.bucket("rules"))
                 current, unreadable = (await deployed(rules) if rules else None), ""
             except UnreadableDeployment as exc:
                 current, unreadable = None, str(exc)
-            workers = (await Leases(leases, "status").view())[0] if leases else []
+            leases = log.config.bucket("engine_leases")
+            workers = await running_workers(log.js, leases) or []
 
         def behind(w: WorkerStatus) -> bool:
             return current is not None and w.rules_version != current.version

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 import msgspec
 import nats.js.errors
+from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 log = logging.getLogger(__name__)
@@ -203,3 +204,14 @@ async def _entries(kv: KeyValue) -> dict[str, bytes]:
     finally:
         await watcher.stop()
     return out
+
+
+async def running_workers(js: JetStreamContext, bucket: str) -> list[WorkerStatus] | None:
+    """The engine workers alive now and what they run, read without creating the lease
+    bucket (looking is a viewer's right, creating it is not); None: no bucket, so no
+    worker has ever run in this deployment."""
+    try:
+        kv = await js.key_value(bucket)
+    except nats.js.errors.BucketNotFoundError:
+        return None
+    return (await Leases(kv, "status").view())[0]
