@@ -87,9 +87,13 @@ def heatmap_png(
     cells: Sequence[tuple[int, int, float]],
     size: float,
     scale: float = 60.0,
+    unit: str = "s",
 ) -> bytes:
     """``cells`` (x, y, value) coloured by value over the floor plan, clipped to the floor
-    polygon (or over the cells' extent where the store has no layout), as a PNG."""
+    polygon (or over the cells' extent where the store has no layout), as a PNG, with a
+    legend under it: the colour scale from 0 to the top value, in ``unit``. Light yellow
+    to dark red (ColorBrewer's YlOrRd): more is darker, in colour or in grey, where a
+    rainbow's blue read as cold to some and as much to others."""
     if layout is not None:
         x0, y0, x1, y1 = _bounds(layout)
     elif cells:
@@ -126,15 +130,38 @@ def heatmap_png(
             floor = np.zeros((h, w), np.uint8)
             cv2.fillPoly(floor, [np.array([px(*p) for p in layout.floor], np.int32)], 1)
             mask &= floor
-        colours = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
-        blend = cv2.addWeighted(img, 0.4, colours, 0.6, 0)
+        colours = cv2.applyColorMap((heat * 255).astype(np.uint8), _PALETTE)
+        blend = cv2.addWeighted(img, 0.25, colours, 0.75, 0)
         img = np.where(mask[..., None] == 1, blend, img)
     if layout is not None:
         floor = np.array([px(*p) for p in layout.floor], np.int32)
         cv2.polylines(img, [floor], True, (40, 40, 40), 3, cv2.LINE_AA)
         for s in layout.shelves:
             pts = np.array([px(*p) for p in s.footprint], np.int32)
-            cv2.polylines(img, [pts], len(s.footprint) > 2, (30, 60, 140), 3, cv2.LINE_AA)
-    ok, png = cv2.imencode(".png", img)
+            cv2.polylines(img, [pts], len(s.footprint) > 2, (110, 70, 30), 3, cv2.LINE_AA)
+    ok, png = cv2.imencode(".png", np.vstack([img, _legend(w, top, unit)]))
     assert ok
     return png.tobytes()
+
+
+# YlOrRd's ends and middle (RGB), a 256-entry lookup table in OpenCV's BGR.
+_STOPS = np.array([(255, 255, 204), (253, 141, 60), (128, 0, 38)], np.float32)
+_PALETTE = np.stack(
+    [np.interp(np.linspace(0, 2, 256), [0, 1, 2], _STOPS[:, c]) for c in (2, 1, 0)], axis=-1
+).astype(np.uint8)[:, None, :]
+LEGEND_PX = 44
+
+
+def _legend(width: int, top: float, unit: str) -> np.ndarray:
+    """A strip ``width`` wide: the colour bar, 0 at its left and ``top`` at its right."""
+    strip = np.full((LEGEND_PX, width, 3), 255, np.uint8)
+    bar = max(1, min(240, width - 20))
+    ramp = cv2.applyColorMap(np.linspace(0, 255, bar).astype(np.uint8)[None, :], _PALETTE)
+    strip[6:20, 10 : 10 + bar] = ramp.repeat(14, axis=0)
+    cv2.rectangle(strip, (10, 6), (9 + bar, 19), (120, 120, 120), 1)
+    font, ink = cv2.FONT_HERSHEY_SIMPLEX, (40, 40, 40)
+    cv2.putText(strip, "0", (10, 36), font, 0.4, ink, 1, cv2.LINE_AA)
+    label = f"{top:,.0f} {unit}" if top > 0 else "nothing seen"
+    (tw, _), _ = cv2.getTextSize(label, font, 0.4, 1)
+    cv2.putText(strip, label, (max(10, 10 + bar - tw), 36), font, 0.4, ink, 1, cv2.LINE_AA)
+    return strip

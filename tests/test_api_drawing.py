@@ -1,11 +1,11 @@
-"""The heatmap PNG: heat on the floor only, never outside the floor polygon."""
+"""The heatmap PNG: heat on the floor only, never outside the floor polygon; a legend."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from api.drawing import _bounds, heatmap_png
+from api.drawing import LEGEND_PX, _bounds, heatmap_png
 from core.layout import load_layout
 from tests.enginekit import LAYOUT_FILE
 
@@ -35,3 +35,20 @@ def test_the_heatmap_png_draws_no_cell_outside_the_floor() -> None:
     # Without a layout (nothing to clip to) every cell is drawn.
     bare = cv2.imdecode(np.frombuffer(heatmap_png(None, cells, size), np.uint8), cv2.IMREAD_COLOR)
     assert (bare != 255).any(axis=2).sum() > 2 * (size * SCALE) ** 2 * 0.9
+
+
+def test_the_heatmap_png_has_a_legend_from_nothing_to_the_top_value() -> None:
+    """The colours had no scale: a reader could not tell a busy cell from a quiet one in
+    seconds or visits, nor which end of the palette meant more."""
+    layout = load_layout(LAYOUT_FILE)
+    plain = heatmap_png(layout, [], 0.5, scale=SCALE)
+    png = heatmap_png(layout, [(4, 4, 10.0), (6, 4, 250.0)], 0.5, scale=SCALE, unit="visits")
+    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape[0] == cv2.imdecode(np.frombuffer(plain, np.uint8), cv2.IMREAD_COLOR).shape[0]
+    strip = img[-LEGEND_PX:]
+    low, high = strip[12, 11].astype(int), strip[12, 10 + 238].astype(int)
+    assert low.sum() > 600 and high.sum() < 250, (low, high)  # light for little, dark for much
+    y1 = _bounds(layout)[3]
+    quiet, busy = _pixel(img, 2.25, 2.25, y1), _pixel(img, 3.25, 2.25, y1)
+    assert sum(busy) < sum(quiet), "the busier cell is the darker"
+    assert (strip[24:40] < 128).any(), "the scale's numbers are written under it"

@@ -124,5 +124,11 @@ def get_heatmap_png(
     start, end = _range(since, until)
     out = cells(ctx, store, start, end)
     points = [(c.x, c.y, c.dwell_s if value == "dwell" else float(c.visits)) for c in out.cells]
-    png = heatmap_png(ctx.layouts.get(store), points, out.size or 0.5, scale=scale)
+    png = heatmap_png(
+        ctx.layouts.get(store),
+        points,
+        out.size or 0.5,
+        scale=scale,
+        unit="s of dwell" if value == "dwell" else "visits",
+    )
     return Response(png, media_type="image/png")
