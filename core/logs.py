@@ -49,3 +49,8 @@ def configure(level: str = "info", *, json_lines: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic says which database kind and each revision it runs at info: a developer's
+    # detail in every command that opens the read models (`projections migrate` says
+    # what it changed itself).
+    quiet = root.level > logging.DEBUG
+    logging.getLogger("alembic").setLevel(logging.WARNING if quiet else logging.DEBUG)

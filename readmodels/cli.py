@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -81,20 +82,31 @@ def _line(progress: list[Progress]) -> str:
 class _Ticker:
     """The progress line: rewritten in place on a terminal, every 10 s otherwise."""
 
+    EVERY_S = 10.0
+
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
-        self.n = 0
+        self.shown = ""
+        self.at = -self.EVERY_S
 
     def __call__(self, progress: list[Progress]) -> None:
-        self.n += 1
+        line = _line(progress)
         if self.tty:
-            sys.stderr.write("\r\x1b[2K" + _line(progress))
+            sys.stderr.write("\r\x1b[2K" + line)
             sys.stderr.flush()
-        elif self.n % 10 == 1:
-            sys.stderr.write(_line(progress) + "\n")
+        elif time.monotonic() - self.at >= self.EVERY_S:
+            self._print(line)
 
     def end(self, progress: list[Progress]) -> None:
-        sys.stderr.write(("\r\x1b[2K" if self.tty else "") + _line(progress) + "\n")
+        line = _line(progress)
+        if self.tty:
+            sys.stderr.write("\r\x1b[2K" + line + "\n")
+        elif line != self.shown:  # not the line just printed again
+            self._print(line)
+
+    def _print(self, line: str) -> None:
+        sys.stderr.write(line + "\n")
+        self.shown, self.at = line, time.monotonic()
 
 
 @projections_app.command("run")
