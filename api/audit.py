@@ -7,13 +7,14 @@ import hashlib
 import secrets
 from datetime import UTC, datetime
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from api.auth import Principal
 from readmodels import bulk
-from readmodels.tables import AuditEntry
+from readmodels.tables import AlertAction, AuditEntry, ReceiptCorrection
 
 
 def record(
@@ -75,3 +76,52 @@ def entries(
     q = q.order_by(col(AuditEntry.at).desc(), col(AuditEntry.id)).offset(offset).limit(limit)
     with Session(db) as s:
         return list(s.exec(q).all())
+
+
+class Unaudited(msgspec.Struct, frozen=True):
+    """An operator action the read models hold that no audit entry accounts for."""
+
+    event_id: str
+    seq: int
+    store: str
+    at: datetime
+    action: str  # alert.acknowledged, receipt.corrected, ...
+    target: str  # the alert's or the receipt's id
+    by: str  # as the event says: whoever published it chose it
+    source: str
+
+
+def unaudited(db: Engine) -> list[Unaudited]:
+    """The operator actions in the log (as projected) that were not made through this
+    API: the NATS server knows the ``api`` user that published an action, not the person
+    its ``by`` names, so an action published with the API's (or an admin's) credentials
+    from elsewhere shows here. So do actions of ``aisle demo`` and scenarios, and those
+    whose request failed after publishing and was never retried. An entry made before
+    entries were keyed by their event is matched by action, target and who."""
+    a, c, e = _ALERT_ACTIONS, _CORRECTIONS, _AUDIT
+    with db.connect() as conn:
+        actions = [
+            Unaudited(r.id, r.seq, r.store, r.at, f"alert.{r.action}", r.alert_id, r.by, r.source)
+            for r in conn.execute(sa.select(a))
+        ] + [
+            Unaudited(r.id, r.seq, r.store, r.at, "receipt.corrected", r.receipt_id, r.by, r.source)
+            for r in conn.execute(sa.select(c))
+        ]
+        kinds = {x.action for x in actions}
+        held = conn.execute(
+            sa.select(e.c.id, e.c.action, e.c.target, e.c.who).where(e.c.action.in_(kinds))
+        ).all()
+    ids = {r.id for r in held}
+    legacy = {(r.action, r.target, r.who) for r in held}
+    return sorted(
+        (
+            x
+            for x in actions
+            if _entry_id(x.event_id) not in ids and (x.action, x.target, x.by) not in legacy
+        ),
+        key=lambda x: x.seq,
+    )
+
+
+_ALERT_ACTIONS: sa.Table = AlertAction.__table__  # type: ignore[attr-defined]
+_CORRECTIONS: sa.Table = ReceiptCorrection.__table__  # type: ignore[attr-defined]

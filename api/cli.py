@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import msgspec
 import typer
 from rich.markup import escape
 from rich.table import Column, Table
@@ -15,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from api import audit
-from api.audit import entries
+from api.audit import entries, unaudited
 from api.auth import Principal, Role, create_token, list_tokens, revoke_token
 from api.settings import EXAMPLE_LAYOUT, ApiSettings
 from api.stores import stores_held
@@ -189,6 +190,39 @@ def audit_command(
             escape(r.detail),
         )
     out.print(table)
+
+
+@api_app.command("unaudited")
+def unaudited_command(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Operator actions in the log that were not made through this API (no audit entry):
+    published with the API's or an admin's NATS credentials from elsewhere, by the demo,
+    or by a request that failed after publishing. Exits 1 when there are any."""
+    rows = unaudited(_db())
+    if as_json:
+        for r in rows:
+            out.print(msgspec.json.encode(r).decode(), highlight=False, soft_wrap=True)
+    elif rows:
+        table = Table("seq", "at (UTC)", "store", "action", "target", "by", "source")
+        for r in rows:
+            table.add_row(
+                str(r.seq),
+                f"{r.at:%Y-%m-%d %H:%M:%S}",
+                r.store,
+                r.action,
+                escape(r.target),
+                escape(r.by),
+                escape(r.source),
+            )
+        out.print(table)
+    err.print(
+        f"{len(rows)} operator action(s) in the read models with no audit entry"
+        if rows
+        else "every operator action in the read models was made through this API"
+    )
+    if rows:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from api import audit
 from api.auth import authenticate
 from core import events as ev
+from core.cli import _load_plugins, app
 from readmodels.maintenance import reset
 from readmodels.runner import projections
 from rules.service.leases import Leases, WorkerStatus
@@ -495,6 +497,37 @@ def test_rules_validate_and_deploy_for_an_admin_audited(c: TestClient, w: World)
     (worker,) = get(c, w, "admin", "/rules")["workers"]  # type: ignore[index]
     assert worker["worker"] == "w1" and worker["packs"] == {"carts": "1.2.0"}
     assert worker["behind"] is True and worker["stores"] == [STORE]
+
+
+def test_an_operator_action_published_around_the_api_is_found_unaudited(
+    c: TestClient, w: World
+) -> None:
+    """The NATS server knows the api user, not the person an operator event's ``by``
+    names: an action published with the API's credentials from elsewhere, under anyone's
+    name, is told apart by having no audit entry."""
+    alerts = get(c, w, "operator", f"/stores/{STORE}/alerts", limit=500, active=True)
+    real, forged_on = alerts["items"][-1], alerts["items"][-2]  # type: ignore[index]
+    r = c.post(f"{V1}/stores/{STORE}/alerts/{real['id']}/acknowledge", headers=w.auth("operator"))
+    assert r.status_code == 202, r.text
+    forged = ev.new(
+        ev.AlertAcknowledged,
+        store=STORE,
+        at=datetime.now(UTC),
+        source="api",
+        subject=forged_on["subject"],
+        data=ev.AlertActionData(alert=forged_on["id"], by="the store manager"),
+    )
+    w.publish([forged])
+    w.project()
+    found = audit.unaudited(w.db)
+    assert [(x.event_id, x.by, x.action) for x in found] == [
+        (forged.id, "the store manager", "alert.acknowledged")
+    ]
+    _load_plugins()
+    said = CliRunner().invoke(
+        app, ["api", "unaudited", "--json"], env={"AISLE_DATABASE_URL": str(w.db.url)}
+    )
+    assert said.exit_code == 1 and forged.id in said.stdout, said.output
 
 
 def _stream_until(c: TestClient, w: World, who: str, wanted: str, make: list[ev.Event]) -> dict:
