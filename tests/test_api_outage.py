@@ -5,6 +5,8 @@ projections: they say so and stop answering from it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -130,6 +132,10 @@ def test_a_corrupt_database_answers_503_naming_the_rebuild_not_500(tmp_path: Pat
 
     path = tmp_path / "rm.db"
     db = sqlite_db(path)
+    db.dispose()
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # the migrations' free pages
+        conn.execute("VACUUM")  # gone: the rows below come after the schema's
+        schema = conn.execute("PRAGMA page_count").fetchone()[0]
     token = create_token(db, Role.ADMIN)[1]
     who = Principal(token_id="t", role=Role.ADMIN, name="filler")
     for i in range(400):  # rows enough for pages of their own, past the schema's
@@ -137,7 +143,8 @@ def test_a_corrupt_database_answers_503_naming_the_rebuild_not_500(tmp_path: Pat
     db.dispose()
     data = bytearray(path.read_bytes())
     pages = len(data) // 4096
-    for page in range(pages // 2, pages):  # the later half: the audit's rows
+    assert pages > schema + 10
+    for page in range(schema + 1, pages):  # the audit's rows, the schema's pages intact
         data[page * 4096 + 8 : page * 4096 + 4000] = b"\xa5" * 3992
     path.write_bytes(bytes(data))
     settings = ApiSettings(database_url=f"sqlite:///{path}", layouts=(LAYOUT_FILE,), log=False)
