@@ -25,6 +25,7 @@ from core.durations import parse_duration
 from core.yamlsource import SourceError, YamlDocument, convert, load_yaml, parse_path
 from rules import operators as op
 from rules import pack as spec
+from rules import privacy
 from rules.builders import ENVELOPE, OperatorBuilders, entry_conditions
 from rules.engine import Context, RuleSet, SetRule
 from rules.expressions import (
@@ -234,6 +235,7 @@ class _PackCompiler(OperatorBuilders):
         self.warnings: list[SourceError] = []
         self.sets: list[SetRule] = []
         self.used: set[str] = set()
+        self.reads: list[privacy.Read] = []  # every expression compiled, for the privacy check
         self.functions = reference.functions(context)
         self.constants: dict[str, Any] = {}
         for section in ("lists", "params", "sets", "macros"):
@@ -362,6 +364,7 @@ class _PackCompiler(OperatorBuilders):
         except ExpressionError as exc:
             raise self._placed(exc, source, path, part) from None
         self.used |= compiled.names & (set(self.constants) | set(self.macros))
+        self.reads.append(privacy.Read(path, compiled.paths, compiled.calls))
         if types:
             self._check_fields(compiled, types, path, part)
         return compiled
@@ -529,6 +532,7 @@ class _PackCompiler(OperatorBuilders):
             )
         seen: dict[str, int] = {}
         rules = []
+        checked = []  # what the privacy check reads of each enabled rule
         for i, r in enumerate(pack.rules):
             if r.id in seen:
                 raise self.doc.error(
@@ -537,7 +541,19 @@ class _PackCompiler(OperatorBuilders):
             seen[r.id] = i
             if r.enabled:
                 rules.append(self.rule(r, ("rules", i)))
+                checked.append((i, r.id, rules[-1].types, r.where))
         op.share_folds(rules)
+        staff = frozenset(
+            name
+            for name, s in pack.sets.items()
+            if self.types_of(s.add) == frozenset({"staff.session_started"})
+        )
+        refused, cautions = privacy.check(
+            self.doc, pack.purpose, checked, self.reads, staff, self.macros
+        )
+        if refused:
+            raise refused[0]
+        self.warnings += cautions
         for name in [*pack.lists, *pack.macros, *pack.params, *pack.sets]:
             if name not in self.used:
                 section = next(

@@ -183,6 +183,8 @@ class Pack(_S, kw_only=True):
     pack: Id
     version: Annotated[str, Meta(min_length=1, max_length=40)]
     description: str = ""
+    # What its rules are for: the privacy check (rules/privacy.py) says what each may read.
+    purpose: Literal["billing", "operations", "security", "experience", "marketing"] | None = None
     needs: list[Literal["catalog", "layout", "members", "watchlist"]] = []
     params: dict[str, str | int | float | bool] = {}
     lists: dict[str, list[str | int | float]] = {}
