@@ -57,6 +57,11 @@ cluster_app = typer.Typer(
 app.add_typer(log_app, name="log")
 app.add_typer(layout_app, name="layout")
 app.add_typer(cluster_app, name="cluster")
+privacy_app = typer.Typer(
+    help="What aisle keeps about people, and for how long (docs/privacy.md).",
+    no_args_is_help=True,
+)
+app.add_typer(privacy_app, name="privacy")
 out = Console()
 err = Console(stderr=True)
 
@@ -207,6 +212,19 @@ def _parse_from(value: str | None) -> tuple[int | None, datetime | None]:
             "give the time zone, e.g. 2026-11-28T09:00:00Z", param_hint="--from"
         )
     return None, at
+
+
+@privacy_app.command("report")
+def privacy_report(
+    store: Annotated[
+        str, typer.Option(help="The store's name, as the page should say it.")
+    ] = "this store",
+) -> None:
+    """The retention schedule and what each event holds about people, as Markdown a store
+    can publish, from this deployment's configuration (AISLE_RETENTION_*)."""
+    from core.privacy_report import report
+
+    sys.stdout.write(report(Settings.from_env().log, store))
 
 
 @log_app.command("info")
