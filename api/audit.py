@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections import Counter
 from datetime import UTC, datetime
 
 import msgspec
@@ -97,7 +98,7 @@ def unaudited(db: Engine) -> list[Unaudited]:
     its ``by`` names, so an action published with the API's (or an admin's) credentials
     from elsewhere shows here. So do actions of ``aisle demo`` and scenarios, and those
     whose request failed after publishing and was never retried. An entry made before
-    entries were keyed by their event is matched by action, target and who."""
+    entries were keyed by their event is matched by action, target and who, once."""
     a, c, e = _ALERT_ACTIONS, _CORRECTIONS, _AUDIT
     with db.connect() as conn:
         actions = [
@@ -111,16 +112,20 @@ def unaudited(db: Engine) -> list[Unaudited]:
         held = conn.execute(
             sa.select(e.c.id, e.c.action, e.c.target, e.c.who).where(e.c.action.in_(kinds))
         ).all()
+    keyed = {_entry_id(x.event_id): x for x in actions}
+    # Entries keyed by no action here are older ones (random ids): each accounts for at
+    # most one action, so a forged action copying an audited one's `by` is still found.
+    older = Counter((r.action, r.target, r.who) for r in held if r.id not in keyed)
     ids = {r.id for r in held}
-    legacy = {(r.action, r.target, r.who) for r in held}
-    return sorted(
-        (
-            x
-            for x in actions
-            if _entry_id(x.event_id) not in ids and (x.action, x.target, x.by) not in legacy
-        ),
-        key=lambda x: x.seq,
-    )
+    missing = []
+    for x in sorted(actions, key=lambda x: x.seq):
+        if _entry_id(x.event_id) in ids:
+            continue
+        if older[(x.action, x.target, x.by)] > 0:
+            older[(x.action, x.target, x.by)] -= 1
+            continue
+        missing.append(x)
+    return missing
 
 
 _ALERT_ACTIONS: sa.Table = AlertAction.__table__  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ on.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import ClassVar
 
 from sqlmodel import Session, SQLModel
@@ -61,3 +61,9 @@ class Projection:
 def hour_of(at: datetime) -> datetime:
     """The UTC hour ``at`` falls in."""
     return at.replace(minute=0, second=0, microsecond=0)
+
+
+def whole_hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The whole hours from ``start`` to ``end``: what rows kept per hour can answer."""
+    first, last = hour_of(start), hour_of(end)
+    return first, last if last == end else last + timedelta(hours=1)

@@ -132,6 +132,8 @@ def test_a_token_for_a_store_nobody_knows_is_refused_and_me_says_every_store(
     assert "'corner-1'" in r.json()["detail"] and STORE in r.json()["detail"]
     me = c.get(f"{V1}/me", headers=w.auth("viewer")).json()
     assert me["stores"] == [] and me["all_stores"] is True
+    empty = c.post(f"{V1}/tokens", headers=w.auth("admin"), json={**typo, "stores": []})
+    assert empty.status_code == 422 and "leave `stores` out" in empty.json()["detail"]
     limited = c.post(f"{V1}/tokens", headers=w.auth("admin"), json={**typo, "stores": [STORE]})
     assert limited.status_code == 201, limited.text
     bearer = {"Authorization": f"Bearer {limited.json()['token']}"}
@@ -404,18 +406,27 @@ def test_metrics_of_a_day_by_hour_and_by_day_and_as_csv(c: TestClient, w: World)
 
 
 def test_the_heatmap_as_cells_and_as_a_png_over_the_floor_plan(c: TestClient, w: World) -> None:
-    heat = get(c, w, "viewer", f"/stores/{STORE}/heatmap", **DAY)
-    assert heat["size"] == 0.5 and heat["cells"]  # type: ignore[index]
+    heat = get(c, w, "operator", f"/stores/{STORE}/heatmap", **DAY)
+    assert heat["size"] == 0.5 and heat["cells"] and heat["hours_withheld"] == 0  # type: ignore[index]
     dwell = sum(x["dwell_s"] for x in heat["cells"])  # type: ignore[index]
     assert dwell == pytest.approx(
         scalar(w.db, "SELECT sum(dwell_s) FROM heatmap_hour WHERE store = 'corner-01'")
     )
+    # A viewer: the day's one busy hour, not the minute of the next the store's clock is in.
+    seen = get(c, w, "viewer", f"/stores/{STORE}/heatmap", **DAY)
+    assert seen["hours_withheld"] == 1 and 0 < len(seen["cells"]) <= len(heat["cells"])  # type: ignore[index, arg-type]
+    first = OPEN.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    assert sum(x["dwell_s"] for x in seen["cells"]) == pytest.approx(  # type: ignore[index]
+        sum(x["dwell_s"] for x in get(c, w, "operator", f"/stores/{STORE}/heatmap", **{
+            "from": first.isoformat(), "to": (first + timedelta(hours=1)).isoformat()
+        })["cells"])  # type: ignore[index]
+    )  # fmt: skip
     # Ten minutes of an hour: the hour's cells, and the answer says it is the hour's.
     t0 = (OPEN + timedelta(hours=1)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
     def heat_of(start: datetime, end: datetime) -> dict[str, object]:
         q = {"from": start.isoformat(), "to": end.isoformat()}
-        return get(c, w, "viewer", f"/stores/{STORE}/heatmap", **q)  # type: ignore[return-value]
+        return get(c, w, "operator", f"/stores/{STORE}/heatmap", **q)  # type: ignore[return-value]
 
     part = heat_of(t0 + timedelta(minutes=20), t0 + timedelta(minutes=30))
     hour = heat_of(t0, t0 + timedelta(hours=1))
@@ -517,11 +528,30 @@ def test_an_operator_action_published_around_the_api_is_found_unaudited(
         subject=forged_on["subject"],
         data=ev.AlertActionData(alert=forged_on["id"], by="the store manager"),
     )
-    w.publish([forged])
+    # And a refund in the name of the operator who made an audited one on that receipt.
+    receipt = [e for e in w.derived[STORE] if isinstance(e, ev.ReceiptIssued)][6]
+    path = f"{V1}/stores/{STORE}/receipts/{receipt.id}/corrections"
+    body = {"reason": "broken", "adjustments": [{"sku": receipt.data.lines[0].sku, "qty": -1}]}
+    assert c.post(path, headers=w.auth("operator"), json=body).status_code == 202
+    w.project()
+    real = get(c, w, "operator", f"/stores/{STORE}/receipts/{receipt.id}")["corrections"][0]  # type: ignore[index]
+    copied = ev.new(
+        ev.ReceiptCorrected,
+        store=STORE,
+        at=datetime.now(UTC),
+        source="api",
+        subject=receipt.subject,
+        data=ev.ReceiptCorrectionData(
+            receipt=receipt.id, by=real["correction"]["by"], reason="looked again",
+            reviewed=True,
+        ),
+    )  # fmt: skip
+    w.publish([forged, copied])
     w.project()
     found = audit.unaudited(w.db)
     assert [(x.event_id, x.by, x.action) for x in found] == [
-        (forged.id, "the store manager", "alert.acknowledged")
+        (forged.id, "the store manager", "alert.acknowledged"),
+        (copied.id, real["correction"]["by"], "receipt.corrected"),
     ]
     _load_plugins()
     said = CliRunner().invoke(

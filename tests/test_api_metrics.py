@@ -35,7 +35,11 @@ def _hour(
 
 
 def _get(
-    tmp_path: Path, rows: list[MetricHour], role: Role = Role.VIEWER, path: str = "metrics"
+    tmp_path: Path,
+    rows: list[MetricHour],
+    role: Role = Role.VIEWER,
+    path: str = "metrics",
+    params: dict[str, str] | None = None,
 ) -> Response:
     db = sqlite_db(tmp_path / f"rm-{len(list(tmp_path.iterdir()))}.db")
     with Session(db) as s, s.begin():
@@ -46,7 +50,11 @@ def _get(
         r = c.get(
             f"/api/v1/stores/{STORE}/{path}",
             headers={"Authorization": f"Bearer {token}"},
-            params={"from": NINE.isoformat(), "to": (NINE + timedelta(hours=4)).isoformat()},
+            params={
+                "from": NINE.isoformat(),
+                "to": (NINE + timedelta(hours=4)).isoformat(),
+                **(params or {}),
+            },
         )
     assert r.status_code == 200, r.text
     return r
@@ -81,16 +89,19 @@ def test_capture_rates_without_passer_by_counts_are_the_hours_mean(tmp_path: Pat
     assert kpis["capture_rate_of_traffic"] is None
 
 
-# -- single visits' values -------------------------------------------------------------------
+# -- what a viewer sees ------------------------------------------------------------------------
 
 
 # The snack shelf's dwell: one visit in the first hour (its own dwell, 42 s), six in the
-# second; the footfall beside it is a count over a window, no one's own.
-def _dwell() -> list[MetricHour]:
+# second; a mean over a window beside it (over one visit, that visit's); the footfall, a
+# count; the store's clock (its latest figure) at 13:00, so 09:00 and 10:00 have ended.
+def _dwell(clock_hour: int = 3) -> list[MetricHour]:
     return [
         _hour("zone_visit_s", 0, 42.0, zone="sf-snacks", per_visit=True),
         _hour("zone_visit_s", 1, 30.0, count=6, zone="sf-snacks", per_visit=True),
+        _hour("dwell.dwell_mean", 0, 42.0, zone="sf-snacks"),
         _hour("footfall", 0, 1),
+        _hour("footfall", clock_hour, 9),
     ]
 
 
@@ -98,27 +109,53 @@ def _series(r: Response) -> dict[tuple[str, int], dict[str, object]]:
     return {(p["name"], int(p["start"][11:13])): p for p in r.json()["series"]}
 
 
-def test_a_viewer_sees_single_visits_values_only_over_enough_visits(tmp_path: Path) -> None:
+def test_a_viewer_sees_single_visits_values_only_summed_over_enough_visits(
+    tmp_path: Path,
+) -> None:
     r = _get(tmp_path, _dwell())
     s = _series(r)
     one, six = s[("zone_visit_s", 9)], s[("zone_visit_s", 10)]
-    assert one["count"] == 1 and one["per_visit"] is True
-    assert [one[k] for k in ("sum", "min", "max", "last", "mean")] == [None] * 5
-    assert six["count"] == 6 and six["mean"] == pytest.approx(30.0) and six["max"] == 30.0
-    assert six["last"] is None  # the latest visit's own dwell
+    assert (one["count"], one["withheld"], one["sum"], one["mean"]) == (1, 1, 0.0, None)
+    assert six["count"] == 6 and six["mean"] == pytest.approx(30.0) and six["withheld"] == 0
+    for p in (one, six):
+        assert p["min"] is None and p["max"] is None and p["last"] is None  # one visit's each
+    assert ("dwell.dwell_mean", 9) not in s, "a mean over one visit is that visit's"
     assert s[("footfall", 9)]["last"] == 1 and s[("footfall", 9)]["per_visit"] is False
-    assert r.json()["kpis"]["dwell_s"] == pytest.approx((42 + 180) / 7)  # over 7 visits
-    only_one = _get(tmp_path, [x for x in _dwell() if x.count == 1]).json()["kpis"]
-    assert only_one["dwell_s"] is None and only_one["footfall"] == 1
+    assert r.json()["kpis"]["dwell_s"] == pytest.approx(30.0)  # the shown hour's visits only
+    assert r.json()["role"] == "viewer"
+
+
+def test_a_viewers_day_adds_up_only_the_hours_it_shows(tmp_path: Path) -> None:
+    """Two answers that differ by a hidden hour gave its one visit: a day (09:00 and 10:00)
+    less 10:00 alone."""
+    day = _get(tmp_path, _dwell(), params={"granularity": "day"}).json()
+    (dwell,) = [p for p in day["series"] if p["name"] == "zone_visit_s"]
+    assert (dwell["count"], dwell["withheld"], dwell["sum"]) == (7, 1, pytest.approx(180.0))
+    hour = _get(tmp_path, _dwell(), params={"from": "2026-11-28T10:00:00Z"}).json()
+    (alone,) = [p for p in hour["series"] if p["name"] == "zone_visit_s"]
+    assert dwell["sum"] - alone["sum"] == 0
+
+
+def test_a_viewer_sees_an_hour_only_once_it_has_ended_by_the_stores_clock(
+    tmp_path: Path,
+) -> None:
+    """Polled while open, each new visit showed as the difference between two answers."""
+    s = _series(_get(tmp_path, _dwell(clock_hour=1)))  # the clock at 11:00: 10:00 still open
+    assert s[("zone_visit_s", 10)]["withheld"] == 6 and s[("zone_visit_s", 10)]["mean"] is None
 
 
 def test_an_operator_sees_every_value(tmp_path: Path) -> None:
-    s = _series(_get(tmp_path, _dwell(), Role.OPERATOR))
+    r = _get(tmp_path, _dwell(), Role.OPERATOR)
+    s = _series(r)
     assert s[("zone_visit_s", 9)]["sum"] == 42.0 and s[("zone_visit_s", 9)]["last"] == 42.0
+    assert s[("dwell.dwell_mean", 9)]["mean"] == 42.0 and r.json()["role"] == "operator"
 
 
 def test_the_csv_withholds_from_a_viewer_what_the_json_does(tmp_path: Path) -> None:
-    rows = list(csv.DictReader(io.StringIO(_get(tmp_path, _dwell(), path="metrics.csv").text)))
+    text = _get(tmp_path, _dwell(), path="metrics.csv").text
+    rows = list(csv.DictReader(io.StringIO(text)))
     one = next(x for x in rows if x["name"] == "zone_visit_s" and x["count"] == "1")
-    assert [one[k] for k in ("sum", "min", "max", "last", "mean")] == [""] * 5
-    assert "42" not in _get(tmp_path, _dwell(), path="metrics.csv").text
+    assert [one[k] for k in ("sum", "min", "max", "last", "mean", "withheld")] == [
+        "0.0", "", "", "", "", "1"
+    ]  # fmt: skip
+    assert "42" not in text and "dwell.dwell_mean" not in text

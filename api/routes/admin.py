@@ -74,6 +74,14 @@ def post_token(ctx: Ctx, who: Admin, body: TokenIn) -> NewToken:
             f"a token limited to {', '.join(who.stores)} makes tokens for those stores only",
             field="body.stores",
         )
+    if "stores" in body.model_fields_set and not body.stores:
+        raise Problem(
+            422,
+            "invalid request",
+            "an empty list of stores reads as none, but would make a token of every store: "
+            "leave `stores` out for every store",
+            field="body.stores",
+        )
     unknown = [s for s in body.stores if not is_known(ctx, s)]
     if unknown:  # a mistyped id makes a token that can open nothing, and says nothing
         known = sorted(known_stores(ctx))

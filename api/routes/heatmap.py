@@ -3,7 +3,11 @@
 From ``heatmap_hour``: dwell adds up exactly; ``visits`` counts a person once per 10 s
 window (a day's distinct visitors are the day window's, ``heatmap_cell`` with span
 86,400 s, given with ``day=true``). The rows are hours: a range is widened to the whole
-hours it touches, and the answer's ``start`` and ``end`` say so."""
+hours it touches, and the answer's ``start`` and ``end`` say so.
+
+A viewer sees the hours that have ended by the store's clock (its latest metric) and in
+which at least ``MIN_VISITS`` people came in: an hour of one shopper is that shopper's
+path, and an open hour polled gives each step of it."""
 
 from __future__ import annotations
 
@@ -15,13 +19,15 @@ from pydantic import BaseModel
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from api.auth import Viewer
+from api.auth import Role, Viewer
 from api.context import Context, Ctx
 from api.drawing import heatmap_png
 from api.pages import Moment
 from api.problems import Problem, documented
+from api.routes.metrics import CLOSED_AFTER, MIN_VISITS
 from api.stores import open_store
-from readmodels.tables import HeatmapHour
+from readmodels.projection import whole_hours
+from readmodels.tables import HeatmapHour, MetricHour
 
 router = APIRouter(tags=["heatmap"], responses=documented(401, 403, 404, 422))
 MAX_RANGE = timedelta(days=366)
@@ -40,6 +46,7 @@ class HeatmapOut(BaseModel):
     end: datetime
     size: float | None  # metres a side
     cells: list[Cell]
+    hours_withheld: int = 0  # a viewer's: hours too quiet, or not yet ended, left out
 
 
 def _range(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
@@ -55,42 +62,64 @@ def _range(since: datetime | None, until: datetime | None) -> tuple[datetime, da
     return start.astimezone(UTC), end.astimezone(UTC)
 
 
-def _hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """The whole hours from ``start`` to ``end``."""
-    first = start.replace(minute=0, second=0, microsecond=0)
-    last = end.replace(minute=0, second=0, microsecond=0)
-    return first, last if last == end else last + timedelta(hours=1)
-
-
-def cells(ctx: Context, store: str, start: datetime, end: datetime) -> HeatmapOut:
+def cells(
+    ctx: Context, store: str, start: datetime, end: datetime, viewer: bool = False
+) -> HeatmapOut:
     h = HeatmapHour
-    start, end = _hours(start, end)
+    start, end = whole_hours(start, end)
     with Session(ctx.db) as s:
         size = s.exec(
             select(h.size).where(h.store == store).order_by(col(h.hour).desc()).limit(1)
         ).first()
-        rows = (
-            s.exec(
-                select(h.cell_x, h.cell_y, func.sum(h.dwell_s), func.sum(h.window_visits))
-                .where(
-                    h.store == store,
-                    h.size == size,
-                    col(h.hour) >= start,
-                    col(h.hour) < end,
-                )
-                .group_by(col(h.cell_x), col(h.cell_y))
-                .order_by(col(h.cell_x), col(h.cell_y))
-            ).all()
-            if size is not None
-            else []
+        q = (
+            select(h.cell_x, h.cell_y, func.sum(h.dwell_s), func.sum(h.window_visits))
+            .where(h.store == store, h.size == size, col(h.hour) >= start, col(h.hour) < end)
+            .group_by(col(h.cell_x), col(h.cell_y))
+            .order_by(col(h.cell_x), col(h.cell_y))
         )
+        withheld = 0
+        if viewer and size is not None:
+            held = set(s.exec(select(h.hour).distinct().where(
+                h.store == store, h.size == size, col(h.hour) >= start, col(h.hour) < end
+            )).all())  # fmt: skip
+            shown = _busy_ended_hours(s, store, start, end)
+            withheld = len({_aware(x) for x in held} - shown)
+            q = q.where(col(h.hour).in_(sorted(shown)))
+        rows = s.exec(q).all() if size is not None else []
     return HeatmapOut(
         store=store,
         start=start,
         end=end,
         size=size,
         cells=[Cell(x=x, y=y, dwell_s=float(d or 0), visits=int(v or 0)) for x, y, d, v in rows],
+        hours_withheld=withheld,
     )
+
+
+def _aware(at: datetime | str) -> datetime:
+    """A time as the database gives it back (its text, or naive UTC) as a UTC time."""
+    at = datetime.fromisoformat(at) if isinstance(at, str) else at
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _busy_ended_hours(s: Session, store: str, start: datetime, end: datetime) -> set[datetime]:
+    """The hours of a range a viewer may see (the module's docstring), as UTC times."""
+    m = MetricHour
+    clock = s.exec(select(func.max(m.last_at)).where(m.store == store)).first()
+    if clock is None:
+        return set()
+    footfall = s.exec(
+        select(m.hour).where(
+            m.store == store,
+            m.name == "footfall",
+            m.zone == "",
+            col(m.hour) >= start,
+            col(m.hour) < end,
+            m.sum >= MIN_VISITS,
+        )
+    ).all()
+    ended = _aware(clock) - timedelta(hours=1) - CLOSED_AFTER
+    return {_aware(x) for x in footfall if _aware(x) <= ended}
 
 
 Since = Annotated[Moment | None, Query(alias="from", description="default: a day before to")]
@@ -103,7 +132,7 @@ def get_heatmap(
 ) -> HeatmapOut:
     open_store(ctx, who, store)
     start, end = _range(since, until)
-    return cells(ctx, store, start, end)
+    return cells(ctx, store, start, end, who.role is Role.VIEWER)
 
 
 @router.get(
@@ -122,7 +151,7 @@ def get_heatmap_png(
 ) -> Response:
     open_store(ctx, who, store)
     start, end = _range(since, until)
-    out = cells(ctx, store, start, end)
+    out = cells(ctx, store, start, end, who.role is Role.VIEWER)
     points = [(c.x, c.y, c.dwell_s if value == "dwell" else float(c.visits)) for c in out.cells]
     png = heatmap_png(
         ctx.layouts.get(store),

@@ -5,9 +5,14 @@ Each row keeps what the hour rows hold (count, sum, min, max, last) so every met
 reads as it should: footfall adds up (``sum``), occupancy is a level (``last``, ``max``),
 a rate or a wait is a mean (``mean`` = sum / count). ``kpis`` names the usual ones.
 
-A viewer sees no one's own figures: the values of metrics that are single visits' (a
-dwell, a wait, flagged ``per_visit``) only summed over at least ``MIN_VISITS`` visits,
-and never their ``last`` (one visit's value)."""
+A viewer sees no one's own figures. Counts of people (``COUNTS``: footfall, occupancy,
+queue length...) whole; single visits' values (a dwell, a wait: ``per_visit``) only
+summed over an hour of at least ``MIN_VISITS`` visits that has ended by the store's
+clock, never their min, max or last; and nothing of the other figures (means, rates,
+percentiles over a window: over one shopper they are that shopper's), which are an
+operator's. A day, and the KPIs, add up the hours a viewer may see, so that no two
+answers differ by a hidden hour. The rows are hours: a range is widened to whole hours,
+and ``start``/``end`` say which."""
 
 from __future__ import annotations
 
@@ -23,12 +28,14 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
-from api.auth import Principal, Role, Viewer
+from api.auth import Role, Viewer
 from api.context import Context, Ctx
+from api.feed import COUNTS
 from api.pages import Moment
 from api.problems import Problem, documented
 from api.stores import open_store
 from readmodels.measures import Metrics
+from readmodels.projection import whole_hours
 from readmodels.tables import MetricHour, Position
 
 router = APIRouter(tags=["metrics"], responses=documented(401, 403, 404, 422))
@@ -36,7 +43,10 @@ router = APIRouter(tags=["metrics"], responses=documented(401, 403, 404, 422))
 Granularity = Literal["hour", "day"]
 MAX_RANGE = timedelta(days=366)
 MIN_VISITS = 5  # visits a viewer sees a per-visit metric's values summed over, at least
-CSV_COLUMNS = ("start", "name", "zone", "count", "sum", "min", "max", "last", "mean", "per_visit")
+CLOSED_AFTER = timedelta(seconds=30)  # an hour a viewer sees ended this long ago (late events)
+CSV_COLUMNS = (
+    "start", "name", "zone", "count", "sum", "min", "max", "last", "mean", "per_visit", "withheld"
+)  # fmt: skip
 # The metrics of the standard packs (rules/packs/traffic.yaml), and how each reads.
 KPIS: dict[str, tuple[str, str]] = {
     "footfall": ("footfall", "sum"),
@@ -58,14 +68,13 @@ class Point(BaseModel):
     zone: str  # "" for the whole store
     start: datetime  # the bucket's start (UTC)
     count: int
-    # null for a viewer where the values are single visits' (``per_visit``) and fewer
-    # than MIN_VISITS; ``last`` of those always
-    sum: float | None
-    min: float | None
+    sum: float
+    min: float | None  # null for a viewer of single visits' values
     max: float | None
     last: float | None
-    mean: float | None
+    mean: float | None  # null where nothing was summed
     per_visit: bool
+    withheld: int = 0  # a viewer's: visits in hours too few or still open, not summed
 
 
 class MetricsOut(BaseModel):
@@ -75,6 +84,7 @@ class MetricsOut(BaseModel):
     granularity: Granularity
     timezone: str
     series: list[Point]
+    role: str  # whose view: a viewer's leaves out what the module's docstring says
     kpis: dict[str, float | None]  # over the whole range, for the store (zone "")
 
 
@@ -108,6 +118,7 @@ def _bucket(hour: datetime, granularity: Granularity, tz: ZoneInfo) -> datetime:
 
 
 Row = tuple[str, str, Any, int, float, float, float, float, Any, bool]  # times as held
+HOUR = timedelta(hours=1)
 CACHED = 256  # answers kept, the oldest dropped first
 _POSITION: sa.Table = Position.__table__  # type: ignore[attr-defined]
 _METRICS_POSITION = sa.select(_POSITION.c.scope, _POSITION.c.stream, _POSITION.c.seq).where(
@@ -150,10 +161,13 @@ def compute(
     granularity: Granularity,
     names: list[str] | None,
     zone: str | None,
+    viewer: bool = False,
 ) -> dict[str, Any]:
     """``MetricsOut`` as plain data: a day of a store's hours is a thousand rows, and
-    models for each cost more than the query."""
+    models for each cost more than the query. ``viewer``: a viewer's (the module's
+    docstring)."""
     tz = _zone(ctx, store)
+    start, end = whole_hours(start, end)
     t = MetricHour.__table__  # type: ignore[attr-defined]
     # The times as the database holds them (no per-row type processing: a day is a
     # thousand rows): ``hour`` converted once a distinct value, for its bucket; both only
@@ -170,16 +184,12 @@ def compute(
         t.c.last,
         sa.type_coerce(t.c.last_at, raw),
         t.c.per_visit,
-    ).where(  # A local day may begin before ``start``'s UTC hour: buckets are whole hours.
-        t.c.store == store,
-        t.c.hour >= start.replace(minute=0, second=0, microsecond=0),
-        t.c.hour < end,
-    )
+    ).where(t.c.store == store, t.c.hour >= start, t.c.hour < end)
     if names:
         q = q.where(t.c.name.in_(names))
     if zone is not None:
         q = q.where(t.c.zone == zone)
-    key = (store, start, end, granularity, tuple(names or ()), zone)
+    key = (store, start, end, granularity, tuple(names or ()), zone, viewer)
     cache = _cache(ctx)
     with ctx.db.connect() as conn:  # one transaction: one snapshot on SQLite
         # Where the metrics projection stands, read first: it commits the hour rows and
@@ -189,45 +199,78 @@ def compute(
         if hit is not None and hit[0] == version:
             return hit[1]
         fetched = conn.execute(q).all()
-    out = _computed(fetched, store, start, end, granularity, tz)
+        clock = conn.execute(
+            sa.select(sa.func.max(sa.type_coerce(t.c.last_at, raw))).where(t.c.store == store)
+        ).scalar()
+    withheld: list[Row] = []
+    if viewer:
+        fetched, withheld = _for_viewer(fetched, _utc(clock) if clock else None)
+    out = _computed(fetched, withheld, store, start, end, granularity, tz, viewer)
     cache[key] = (version, out)
     while len(cache) > CACHED:
         cache.pop(next(iter(cache)))
     return out
 
 
+def _for_viewer(rows: Sequence[Any], clock: datetime | None) -> tuple[list[Row], list[Row]]:
+    """The hour rows a viewer may see, and those of single visits' values held back (an
+    hour of fewer than MIN_VISITS visits, or not yet ended by the store's clock: polled,
+    each new visit would show as the difference). Figures of neither kind are left out."""
+    shown: list[Row] = []
+    held: list[Row] = []
+    for r in rows:
+        if r[9]:
+            ended = clock is not None and _utc(r[2]) + HOUR + CLOSED_AFTER <= clock
+            (shown if ended and r[3] >= MIN_VISITS else held).append(r)
+        elif r[0] in COUNTS:
+            shown.append(r)
+    return shown, held
+
+
 def _computed(
     fetched: Sequence[Any],
+    withheld: list[Row],
     store: str,
     start: datetime,
     end: datetime,
     granularity: Granularity,
     tz: ZoneInfo,
+    viewer: bool,
 ) -> dict[str, Any]:
     rows: list[Row] = fetched  # type: ignore[assignment]
-    buckets = {h: _bucket(_utc(h), granularity, tz) for h in {r[2] for r in rows}}
+    hours = {r[2] for r in rows} | {r[2] for r in withheld}
+    buckets = {h: _bucket(_utc(h), granularity, tz) for h in hours}
     groups: dict[tuple[str, str, datetime], list[Row]] = {}
     for r in rows:
         groups.setdefault((r[0], r[1], buckets[r[2]]), []).append(r)
+    held: dict[tuple[str, str, datetime], int] = {}
+    for r in withheld:
+        where = (r[0], r[1], buckets[r[2]])
+        held[where] = held.get(where, 0) + r[3]
     series: list[dict[str, Any]] = []
-    for (name, z, at), group in sorted(groups.items()):
-        count, total, lo, hi, last = _fold(group)
+    for where in sorted(groups.keys() | held.keys()):
+        name, z, at = where
+        group = groups.get(where)
+        count, total, lo, hi, last = _fold(group) if group else (0, 0.0, None, None, None)
+        per_visit = bool(group and any(r[9] for r in group)) or where in held
+        if viewer and per_visit:
+            lo = hi = last = None
         series.append(
             {
                 "name": name,
                 "zone": z,
                 "start": at,
-                "count": count,
+                "count": count + held.get(where, 0),
                 "sum": total,
                 "min": lo,
                 "max": hi,
                 "last": last,
-                "mean": total / count if count else 0.0,
-                "per_visit": any(r[9] for r in group),
+                "mean": total / count if count else None,
+                "per_visit": per_visit,
+                "withheld": held.get(where, 0),
             }
         )
     kpis: dict[str, float | None] = {}
-    visits: dict[str, int] = {}  # the KPIs of single visits' values: how many visits
     per_zone = {"zone_visit_s", "queue_wait_s", "queue_length", "zone_conversion"}
     by_name: dict[str, list[Row]] = {}
     for r in rows:
@@ -239,8 +282,9 @@ def _computed(
             kpis[kpi] = None
             continue
         count, total, _, hi, last = _fold(mine)
-        if any(r[9] for r in mine):
-            visits[kpi] = count
+        if viewer and how in ("max", "last") and any(r[9] for r in mine):
+            kpis[kpi] = None  # one visit's
+            continue
         kpis[kpi] = {
             "sum": total,
             "max": hi,
@@ -256,26 +300,8 @@ def _computed(
         "timezone": str(tz),
         "series": series,
         "kpis": kpis,
-        "kpi_visits": visits,
+        "role": "viewer" if viewer else "operator",
     }
-
-
-def as_seen_by(out: dict[str, Any], who: Principal) -> dict[str, Any]:
-    """The answer a principal may read (``compute``'s is cached for all): a viewer's
-    without single visits' values (the module's docstring)."""
-    visits: dict[str, int] = out["kpi_visits"]
-    out = {k: v for k, v in out.items() if k != "kpi_visits"}
-    if who.role is not Role.VIEWER:
-        return out
-    few = dict.fromkeys(("sum", "min", "max", "mean"))
-    out["series"] = [
-        {**p, "last": None, **(few if p["count"] < MIN_VISITS else {})} if p["per_visit"] else p
-        for p in out["series"]
-    ]
-    out["kpis"] = {
-        k: None if visits.get(k, MIN_VISITS) < MIN_VISITS else v for k, v in out["kpis"].items()
-    }
-    return out
 
 
 def _capture(by_name: dict[str, list[Row]]) -> dict[str, float | None]:
@@ -320,7 +346,7 @@ def get_metrics(
     (store and zone), dwell and queue waits, by hour or day."""
     open_store(ctx, who, store)
     start, end = _range(since, until)
-    out = as_seen_by(compute(ctx, store, start, end, granularity, name, zone), who)
+    out = compute(ctx, store, start, end, granularity, name, zone, who.role is Role.VIEWER)
     return Response(msgspec.json.encode(out), media_type="application/json")
 
 
@@ -342,7 +368,7 @@ def get_metrics_csv(
     """The same series as CSV, one row per metric, zone and bucket."""
     open_store(ctx, who, store)
     start, end = _range(since, until)
-    out = as_seen_by(compute(ctx, store, start, end, granularity, name, zone), who)
+    out = compute(ctx, store, start, end, granularity, name, zone, who.role is Role.VIEWER)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(CSV_COLUMNS)
