@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from html import escape
 
@@ -124,7 +125,8 @@ def heatmap_png(
         for cx, cy, value in cells:
             a = px(cx * size, (cy + 1) * size)
             b = px((cx + 1) * size, cy * size)
-            heat[max(a[1], 0) : max(b[1], 0), max(a[0], 0) : max(b[0], 0)] = value / top
+            share = math.sqrt(max(value, 0.0) / top)  # as the dashboard: a busy cell
+            heat[max(a[1], 0) : max(b[1], 0), max(a[0], 0) : max(b[0], 0)] = share
             mask[max(a[1], 0) : max(b[1], 0), max(a[0], 0) : max(b[0], 0)] = 1
         if layout is not None:  # people seen outside (the pavement) are no floor's heat
             floor = np.zeros((h, w), np.uint8)
@@ -139,7 +141,9 @@ def heatmap_png(
         for s in layout.shelves:
             pts = np.array([px(*p) for p in s.footprint], np.int32)
             cv2.polylines(img, [pts], len(s.footprint) > 2, (110, 70, 30), 3, cv2.LINE_AA)
-    ok, png = cv2.imencode(".png", np.vstack([img, _legend(w, top, unit)]))
+    if w < LEGEND_W:  # a narrow plan: the legend's numbers need the room
+        img = np.hstack([img, np.full((h, LEGEND_W - w, 3), 255, np.uint8)])
+    ok, png = cv2.imencode(".png", np.vstack([img, _legend(max(w, LEGEND_W), top, unit)]))
     assert ok
     return png.tobytes()
 
@@ -150,17 +154,24 @@ _PALETTE = np.stack(
     [np.interp(np.linspace(0, 2, 256), [0, 1, 2], _STOPS[:, c]) for c in (2, 1, 0)], axis=-1
 ).astype(np.uint8)[:, None, :]
 LEGEND_PX = 44
+LEGEND_W = 280  # pixels: the bar and its three numbers side by side
 
 
 def _legend(width: int, top: float, unit: str) -> np.ndarray:
-    """A strip ``width`` wide: the colour bar, 0 at its left and ``top`` at its right."""
+    """A strip ``width`` wide: the colour bar, 0 at its left, ``top`` at its right, and a
+    quarter of it in the middle (the colours follow the square root of the value, so
+    that one busy cell does not wash out the rest of the floor)."""
     strip = np.full((LEGEND_PX, width, 3), 255, np.uint8)
-    bar = max(1, min(240, width - 20))
+    bar = min(240, width - 20)
     ramp = cv2.applyColorMap(np.linspace(0, 255, bar).astype(np.uint8)[None, :], _PALETTE)
     strip[6:20, 10 : 10 + bar] = ramp.repeat(14, axis=0)
     cv2.rectangle(strip, (10, 6), (9 + bar, 19), (120, 120, 120), 1)
     font, ink = cv2.FONT_HERSHEY_SIMPLEX, (40, 40, 40)
     cv2.putText(strip, "0", (10, 36), font, 0.4, ink, 1, cv2.LINE_AA)
+    if top > 0:
+        quarter = f"{top / 4:,.0f}"
+        (qw, _), _ = cv2.getTextSize(quarter, font, 0.4, 1)
+        cv2.putText(strip, quarter, (10 + bar // 2 - qw // 2, 36), font, 0.4, ink, 1, cv2.LINE_AA)
     label = f"{top:,.0f} {unit}" if top > 0 else "nothing seen"
     (tw, _), _ = cv2.getTextSize(label, font, 0.4, 1)
     cv2.putText(strip, label, (max(10, 10 + bar - tw), 36), font, 0.4, ink, 1, cv2.LINE_AA)

@@ -52,3 +52,13 @@ def test_the_heatmap_png_has_a_legend_from_nothing_to_the_top_value() -> None:
     quiet, busy = _pixel(img, 2.25, 2.25, y1), _pixel(img, 3.25, 2.25, y1)
     assert sum(busy) < sum(quiet), "the busier cell is the darker"
     assert (strip[24:40] < 128).any(), "the scale's numbers are written under it"
+
+
+def test_a_narrow_plans_legend_keeps_its_numbers_apart() -> None:
+    """At 10 pixels a metre the numbers ran into each other ("0404 visits")."""
+    png = heatmap_png(None, [(0, 0, 4.0), (1, 0, 404.0)], 0.5, scale=10, unit="visits")
+    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape[1] >= 280
+    ink = (img[-LEGEND_PX + 24 : -4] < 128).any(axis=(0, 2))  # columns with text in them
+    runs = np.flatnonzero(np.diff(ink.astype(int)) == 1)  # where each word starts
+    assert len(runs) >= 3, "0, a quarter and the top, apart"
