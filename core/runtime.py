@@ -322,7 +322,8 @@ def _leave(marker: Path, pid: int, http_port: int | None, owner: bool) -> None:
     while (n := _connections(http_port)) and time.monotonic() < deadline:
         time.sleep(0.05)
     if n or (n is None and not owner):
-        log.info("the embedded nats-server (pid %d) keeps running for its other users", pid)
+        users = f"{n} other connection(s)" if n else "the command that started it"
+        log.info("this command leaves the embedded nats-server (pid %d) to %s", pid, users)
         return
     with suppress(OSError, ValueError, KeyError):
         if json.loads(marker.read_text())["pid"] == pid:  # not a successor's
