@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rules.loader import check_rules
+from rules.privacy import PURPOSES
 from tests.test_rule_errors import check, reference
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,3 +142,13 @@ def test_the_standard_packs_declare_their_purpose_and_pass() -> None:
     assert checked.errors == [] and checked.warnings == []
     for p in packs:
         assert "\npurpose: " in p.read_text(), p.name
+
+
+def test_the_privacy_docs_show_what_check_prints() -> None:
+    doc = (ROOT / "docs" / "privacy.md").read_text()
+    block = doc.split("$ aisle rules check my-pack.yaml\n", 1)[1].split("```", 1)[0]
+    checked = check(_pack("experience", FACE_FRUSTRATION), name="my-pack.yaml")
+    e = checked.errors[0]
+    assert " ".join(block.split()) == f"my-pack.yaml:{e.line}:{e.col}: {e.message}"
+    assert "billing, operations, security, experience or marketing" in doc
+    assert set(PURPOSES) == {"billing", "operations", "security", "experience", "marketing"}
