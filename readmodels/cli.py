@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,6 +17,7 @@ from rich.table import Table
 from sqlalchemy.exc import OperationalError
 
 from core.access import Role
+from core.cli import privacy_app
 from core.cli import run as run_command
 from core.config import Settings
 from core.console import Console
@@ -40,6 +43,7 @@ from readmodels.runner import (
     ScopeConflict,
     by_name,
 )
+from readmodels.subject_access import export
 
 projections_app = typer.Typer(
     help="Read models (SQL) projected from the log: receipts, alerts, metrics, heatmaps.",
@@ -210,6 +214,35 @@ def migrate_command() -> None:
             out.print(f"the read models in {where} are at schema {after}: nothing to do")
         else:
             out.print(f"the read models in {where}: schema {before or 'none'} -> {after}")
+
+    _run(go)
+
+
+@privacy_app.command("export")
+def privacy_export(
+    member: Annotated[str, typer.Option(help="The member's pseudonymous id (m-...).")],
+    to: Annotated[
+        Path | None, typer.Option("--out", help="Write the JSON here (default: stdout).")
+    ] = None,
+) -> None:
+    """Everything the read models hold about one enrolled member, as JSON, for a subject
+    access request: the visits their face was matched in, picks, receipts, alerts."""
+
+    async def go(settings: Settings) -> None:
+        db = make_engine(database_url(settings))
+        await asyncio.to_thread(check_schema, db, create=False)
+        held = await asyncio.to_thread(export, db, member)
+        text = json.dumps(held, indent=2, ensure_ascii=False) + "\n"
+        if to is None:
+            sys.stdout.write(text)
+        else:
+            to.write_text(text)
+            to.chmod(0o600)  # what is held about a person: theirs and the store's only
+        err.print(
+            f"{len(held['visits'])} visit(s), {len(held['face_matches'])} face match(es) of "
+            f"{member}" + (f" in {to}" if to else ""),
+            highlight=False,
+        )
 
     _run(go)
 

@@ -112,6 +112,22 @@ class Visit(SQLModel, table=True):
     staff: bool = False  # a staff session: not a shopper
 
 
+class FaceMatch(SQLModel, table=True):
+    """An enrolled member recognised at the entrance: which visit was theirs. Personal
+    (core/privacy.py): no API route shows it; a subject access export reads it."""
+
+    __tablename__ = "face_match"
+    id: str = Field(primary_key=True, max_length=EVENT_ID)  # the face.matched event's
+    seq: int = _seq()
+    store: str = Field(max_length=64)
+    subject: str = Field(max_length=NAME)  # the visit
+    member: str = Field(max_length=NAME, index=True)
+    watchlist: bool = False
+    confidence: float
+    source: str = Field(max_length=NAME)  # the camera
+    at: datetime = _at()
+
+
 # -- carts and receipts --------------------------------------------------------------------
 
 

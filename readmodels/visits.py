@@ -1,4 +1,5 @@
-"""Visits: one row per per-visit shopper id, from the door's entry and exit events."""
+"""Visits: one row per per-visit shopper id, from the door's entry and exit events; and
+which visits were an enrolled member's (their face matches)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from core import events as ev
+from readmodels import bulk
 from readmodels.projection import Projection, Unexpected
-from readmodels.tables import Visit
+from readmodels.tables import FaceMatch, Visit
 from readmodels.upsert import fold_into
 
 _EMPTY: dict[str, Any] = {
@@ -27,17 +29,32 @@ _EMPTY: dict[str, Any] = {
 
 class Visits(Projection):
     name = "visits"
-    types = frozenset({"shopper.entered", "shopper.exited", "staff.session_started"})
-    tables = (Visit,)
-    checks_first = True  # nothing to check: every entry, exit and session applies
+    types = frozenset(
+        {"shopper.entered", "shopper.exited", "staff.session_started", "face.matched"}
+    )
+    tables = (Visit, FaceMatch)
+    checks_first = True  # nothing to check: every entry, exit, session and match applies
 
     def apply_all(
         self, session: Session, batch: Sequence[tuple[int, ev.Event]]
     ) -> dict[int, Unexpected]:
         steps: dict[tuple[Any, ...], list[ev.Event]] = {}
-        for _, event in batch:
+        matches = []
+        for seq, event in batch:
+            if isinstance(event, ev.FaceMatched):
+                d = event.data
+                matches.append(
+                    {
+                        "id": event.id, "seq": seq, "store": event.store,
+                        "subject": event.subject, "member": d.member,
+                        "watchlist": d.watchlist, "confidence": d.confidence,
+                        "source": event.source, "at": event.at,
+                    }
+                )  # fmt: skip
+                continue
             steps.setdefault((event.store, event.subject), []).append(event)
         fold_into(session, _VISIT, steps, _fold)
+        bulk.insert(session, _MATCH, matches, conflict="keep")
         return {}
 
 
@@ -64,3 +81,4 @@ def _dwell(entered: datetime | None, exited: datetime | None) -> float | None:
 
 
 _VISIT: sa.Table = Visit.__table__  # type: ignore[attr-defined]
+_MATCH: sa.Table = FaceMatch.__table__  # type: ignore[attr-defined]
