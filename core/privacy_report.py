@@ -64,9 +64,10 @@ def report(log: LogConfig, store: str = "this store") -> str:
         "the events above in memory | not kept |",
         "| Face templates of enrolled members | the enrolment store, encrypted, never the "
         "event log | until the member revokes consent |",
-        "| Read models (receipts, alerts, metrics, heatmaps) | made from the events above | "
-        "until removed: not yet pruned by age (`aisle projections rebuild` keeps only what "
-        "the log still holds) |",
+        "| Read models: visits, picks, carts, receipts, alerts, face matches, ten-second "
+        "heatmaps | made from the business events | as long as the business events |",
+        "| Read models: hourly metrics, occupancy, hourly and daily heatmaps | counts for the "
+        "store, of no one | kept |",
         "",
         "No face image, face crop, template or embedding is ever written to the event log, "
         "a read model or a log line. A shopper is a new random number at each visit.",

@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -35,6 +36,7 @@ from readmodels.database import (
 from readmodels.dbfile import DatabaseGone
 from readmodels.maintenance import rebuild, standings
 from readmodels.projection import Projection
+from readmodels.retention import prune
 from readmodels.runner import (
     ALL_STORES,
     PositionMoved,
@@ -214,6 +216,24 @@ def migrate_command() -> None:
             out.print(f"the read models in {where} are at schema {after}: nothing to do")
         else:
             out.print(f"the read models in {where}: schema {before or 'none'} -> {after}")
+
+    _run(go)
+
+
+@projections_app.command("prune")
+def prune_command() -> None:
+    """Delete now what is about people and older than the log's retention (the running
+    projections do it every hour): visits, picks, carts, receipts, alerts, face matches
+    and heatmap windows shorter than a day, past AISLE_RETENTION_EVENTS."""
+
+    async def go(settings: Settings) -> None:
+        db = make_engine(database_url(settings))
+        await asyncio.to_thread(check_schema, db, create=False)
+        done = await asyncio.to_thread(prune, db, settings.log, datetime.now(UTC))
+        if not done:
+            out.print("nothing in the read models is past the log's retention")
+        for table, n in sorted(done.items()):
+            out.print(f"{table}: {n:,} row(s) deleted")
 
     _run(go)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ from core import events as ev
 from core.jetstream import JetStreamLog, SubjectFilter
 from core.log import DeadLetter, Stream
 from core.puller import ConsumerGone, Delivered, DeliveryGap, Puller
-from readmodels import bulk
+from readmodels import bulk, retention
 from readmodels.alerts import Alerts
 from readmodels.dbfile import DatabaseFile
 from readmodels.measures import Heatmaps, Metrics
@@ -442,6 +443,8 @@ class ProjectionService:
         # transactions side by side (each writes its own tables and position row), so
         # one runner's round trips and the server's work overlap another's Python.
         shared = asyncio.Lock() if db.dialect.name == "sqlite" else None
+        self.log, self.db, self.lock = log, db, shared
+        self.pruned_at = -retention.EVERY_S  # monotonic: the first round prunes
         self.runners = [
             ProjectionRunner(p, log, db, scope=scope, batch=batch, lock=shared)
             for p in (selected or projections())
@@ -474,6 +477,8 @@ class ProjectionService:
                         raise t.exception()  # type: ignore[misc]
                 if on_progress is not None:
                     on_progress(self.progress)
+                if not until_caught_up and time.monotonic() - self.pruned_at >= retention.EVERY_S:
+                    await self.prune()
         finally:
             stop.set()
             for t in tasks:
@@ -483,6 +488,17 @@ class ProjectionService:
                     await t
             for r in self.runners:
                 await r.close()
+
+    async def prune(self) -> dict[str, int]:
+        """What is past the log's retention (``readmodels.retention``), now."""
+        self.pruned_at = time.monotonic()
+        async with self.lock or contextlib.nullcontext():
+            done = await asyncio.to_thread(
+                retention.prune, self.db, self.log.config, datetime.now(UTC)
+            )
+        if done:
+            log.info("read models pruned past the log's retention", extra={"deleted": done})
+        return done
 
     async def _follow(
         self, r: ProjectionRunner, stop: asyncio.Event, until_caught_up: bool
