@@ -23,7 +23,7 @@ from rules.explain import explain_chain, render_chain
 from rules.loader import PACKS, PackError, check_rules, pack_files
 from rules.pack import json_schema
 from rules.reference import Reference, load_reference_list
-from rules.testing import run_paths
+from rules.testing import is_test_file, run_paths
 
 rules_app = typer.Typer(
     help="Rule packs: validate, unit-test, explain derived events.", no_args_is_help=True
@@ -43,7 +43,16 @@ def check(
 ) -> None:
     """Validate packs: errors as file:line:col: message; exit code 1 on any error."""
     reference = Reference.of(load_layout(layout)) if layout else Reference()
-    files = pack_files(paths)
+    named = pack_files(paths)
+    tests = [f for f in named if f.is_file() and is_test_file(f)]
+    files = [f for f in named if f not in tests] or named  # test files alone: refused
+    for f in tests if files is not named else ():  # beside packs, as a glob names them
+        err.print(
+            f"{f}: a rule test file, not a pack: skipped (`aisle rules test {f}` runs it)",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     checked = check_rules(files, reference)
     if as_json:
         sys.stdout.write(

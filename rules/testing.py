@@ -50,6 +50,18 @@ class TestFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tests: list[TestCase]
 
 
+def is_test_file(path: Path) -> bool:
+    """Whether a file is a rule test file (``tests:`` beside ``packs:``), not a pack: what
+    ``rules check rules/packs/*.yaml`` meets beside the packs."""
+    if path.name.endswith("_test.yaml"):
+        return True
+    try:
+        data = load_yaml(path).data
+    except SourceError:
+        return False  # the pack check says what is wrong with it
+    return isinstance(data, dict) and "tests" in data and "rules" not in data
+
+
 @dataclass
 class Result:
     file: str

@@ -69,6 +69,18 @@ def test_rules_check_on_a_test_file_says_it_is_a_test_file_not_a_pack() -> None:
     assert "aisle rules test" in result.output
 
 
+def test_rules_check_on_the_glob_a_person_types_checks_the_packs_and_skips_the_tests() -> None:
+    """`aisle rules check rules/packs/*.yaml` failed on the packs' own test files."""
+    named = sorted((ROOT / "rules" / "packs").glob("*.yaml"))
+    layout = ROOT / "examples" / "stores" / "convenience.yaml"
+    result = runner.invoke(app, ["rules", "check", *map(str, named), "--layout", str(layout)])
+    assert result.exit_code == 0, result.output
+    packs = [p for p in named if not p.name.endswith("_test.yaml")]
+    assert f"ok {len(packs)} packs" in result.stdout
+    skipped = [line for line in result.stderr.splitlines() if "a rule test file" in line]
+    assert len(skipped) == len(named) - len(packs) and "aisle rules test" in skipped[0]
+
+
 def test_schema_is_json_schema_for_editors() -> None:
     result = runner.invoke(app, ["rules", "schema"])
     schema = json.loads(result.stdout)
