@@ -11,29 +11,24 @@ import msgspec
 from core import events as ev
 from core.log import Record
 
-VIEWER_TYPES = frozenset({"metric", "heatmap.tiles", "heatmap.tile"})
+VIEWER_TYPES = frozenset({"metric"})
 GAUGES = frozenset({"occupancy", "queue_length"})  # counts of people now, no one's own
-# The standard packs' counts of people, gauges, and rates of counts a viewer sees anyway:
-# no one's own figure. A mean, a percentile or a rate over a window of one shopper is
-# that shopper's: those are an operator's.
-COUNTS = GAUGES | {
-    "footfall", "passersby", "queue_abandoned", "picked_not_bought",
-    "occupancy.unmatched_exits", "dwell.visits", "capture_rate", "capture_rate_of_traffic",
-}  # fmt: skip
-MIN_TILE_S = 86400.0  # heatmap windows a viewer is sent: an hour of one cell traces a person
+# The store's counts of people over a window, and rates of them: what a viewer sees
+# whole. A zone's visits, a mean, a rate or a single visit's figure over a window of few
+# shoppers is theirs (api/routes/metrics.py shows some of those over enough people).
+STORE_COUNTS = frozenset({"footfall", "passersby", "capture_rate", "capture_rate_of_traffic"})
 
 
 def for_viewer(e: ev.Event) -> bool:
-    """Whether a viewer may see the event: a count of people over a window or a gauge of
-    people present, and a day's heatmap. Not a metric one visit makes (a zone visit's or
-    a queue wait's seconds, a cart left unbought: its time and value are one shopper's),
-    nor a mean or a rate (over one shopper, theirs)."""
+    """Whether a viewer may see the event as it comes: a gauge of people present, or a
+    count of the store's over a window. Nothing of a zone or of one visit (a zone visit's
+    seconds, a cart left unbought: its time and value are one shopper's), and no heatmap
+    (a window of one shopper is their path): those come from the API, over enough people."""
     if isinstance(e, ev.Metric):
         d = e.data
         windowed = d.window_start is not None and d.window_end is not None
-        return d.name in GAUGES or (d.name in COUNTS and windowed)
-    if isinstance(e, ev.HeatmapTiles | ev.HeatmapTile):
-        return (e.data.window_end - e.data.window_start).total_seconds() >= MIN_TILE_S
+        store_level = d.labels.get("zone", "") == ""
+        return d.name in GAUGES or (d.name in STORE_COUNTS and windowed and store_level)
     return False
 
 

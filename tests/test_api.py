@@ -169,12 +169,14 @@ def test_a_token_limited_to_one_store_sees_nothing_of_another(c: TestClient, w: 
     assert get(c, w, "limited", f"/stores/{OTHER}/receipts/{mine.id}")
 
 
-def test_a_viewer_sees_counts_of_carts_and_alerts_but_not_them(c: TestClient, w: World) -> None:
+def test_a_viewer_sees_the_people_present_not_carts_or_alerts(c: TestClient, w: World) -> None:
+    """A cart opening, or an alert raised, while one person is in the store is theirs:
+    a viewer sees neither, nor how many."""
     viewer = get(c, w, "viewer", f"/stores/{STORE}/live")
     operator = get(c, w, "operator", f"/stores/{STORE}/live")
     assert viewer["carts"] is None and viewer["alerts"] is None  # type: ignore[index]
+    assert viewer["open_carts"] is None and viewer["active_alerts"] is None  # type: ignore[index]
     assert operator["open_carts"] == len(operator["carts"])  # type: ignore[index]
-    assert operator["active_alerts"] == viewer["active_alerts"]  # type: ignore[index]
     assert viewer["occupancy"] is not None  # type: ignore[index]
     listed = get(c, w, "operator", f"/stores/{STORE}/alerts", active=True, limit=500)
     assert len(listed["items"]) == operator["active_alerts"] > 0  # type: ignore[index]

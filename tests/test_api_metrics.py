@@ -7,6 +7,7 @@ import csv
 import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,7 +17,7 @@ from sqlmodel import Session
 from api.app import create_app
 from api.auth import Role, create_token
 from api.settings import ApiSettings
-from readmodels.tables import MetricHour
+from readmodels.tables import MetricHour, MetricPoint
 from tests.enginekit import LAYOUT_FILE
 from tests.readmodelkit import sqlite_db
 
@@ -36,7 +37,7 @@ def _hour(
 
 def _get(
     tmp_path: Path,
-    rows: list[MetricHour],
+    rows: list[Any],
     role: Role = Role.VIEWER,
     path: str = "metrics",
     params: dict[str, str] | None = None,
@@ -92,16 +93,36 @@ def test_capture_rates_without_passer_by_counts_are_the_hours_mean(tmp_path: Pat
 # -- what a viewer sees ------------------------------------------------------------------------
 
 
-# The snack shelf's dwell: one visit in the first hour (its own dwell, 42 s), six in the
-# second; a mean over a window beside it (over one visit, that visit's); the footfall, a
-# count; the store's clock (its latest figure) at 13:00, so 09:00 and 10:00 have ended.
-def _dwell(clock_hour: int = 3) -> list[MetricHour]:
+def _visits(name: str, hour: int, value: float, subjects: list[str], zone: str) -> list[Any]:
+    """A per-visit metric's hour: its points (one a visit) and its hour row."""
+    at = NINE + timedelta(hours=hour, minutes=10)
+    points = [
+        MetricPoint(
+            id=f"{name}-{hour}-{i}", seq=i, store=STORE, name=name, zone=zone, value=value,
+            labels={"zone": zone}, subject=who, at=at, hour=NINE + timedelta(hours=hour),
+            rule_id="r", rule_version="1",
+        )
+        for i, who in enumerate(subjects)
+    ]  # fmt: skip
+    row = _hour(name, hour, value, count=len(subjects), zone=zone, per_visit=True)
+    return [*points, row]
+
+
+# The snack shelf's dwell: one shopper in the first hour (their own dwell, 42 s), six in
+# the second, six visits of two shoppers in the third; a mean over a window beside it
+# (over one visit, that visit's); a zone's visit count; the footfall, a count; the
+# store's clock (its latest figure) at 13:00, so 09:00 to 11:00 have ended.
+def _dwell() -> list[Any]:
+    six = [f"v{i}" for i in range(6)]
     return [
-        _hour("zone_visit_s", 0, 42.0, zone="sf-snacks", per_visit=True),
-        _hour("zone_visit_s", 1, 30.0, count=6, zone="sf-snacks", per_visit=True),
+        *_visits("zone_visit_s", 0, 42.0, ["v-lone"], "sf-snacks"),
+        *_visits("zone_visit_s", 1, 30.0, six, "sf-snacks"),
+        *_visits("zone_visit_s", 2, 20.0, ["v-a", "v-b"] * 3, "sf-snacks"),
+        _hour("dwell.visits", 0, 1, zone="sf-snacks"),
+        _hour("dwell.visits", 1, 6, zone="sf-snacks"),
         _hour("dwell.dwell_mean", 0, 42.0, zone="sf-snacks"),
         _hour("footfall", 0, 1),
-        _hour("footfall", clock_hour, 9),
+        _hour("footfall", 3, 9),
     ]
 
 
@@ -109,18 +130,20 @@ def _series(r: Response) -> dict[tuple[str, int], dict[str, object]]:
     return {(p["name"], int(p["start"][11:13])): p for p in r.json()["series"]}
 
 
-def test_a_viewer_sees_single_visits_values_only_summed_over_enough_visits(
+def test_a_viewer_sees_single_visits_figures_only_over_enough_different_shoppers(
     tmp_path: Path,
 ) -> None:
     r = _get(tmp_path, _dwell())
     s = _series(r)
-    one, six = s[("zone_visit_s", 9)], s[("zone_visit_s", 10)]
-    assert (one["count"], one["withheld"], one["sum"], one["mean"]) == (1, 1, 0.0, None)
-    assert six["count"] == 6 and six["mean"] == pytest.approx(30.0) and six["withheld"] == 0
-    for p in (one, six):
-        assert p["min"] is None and p["max"] is None and p["last"] is None  # one visit's each
+    assert ("zone_visit_s", 9) not in s, "one shopper's hour: left out whole, count too"
+    assert ("zone_visit_s", 11) not in s, "six visits of two shoppers: theirs"
+    six = s[("zone_visit_s", 10)]
+    assert six["count"] == 6 and six["mean"] == pytest.approx(30.0)
+    assert six["min"] is None and six["max"] is None and six["last"] is None  # one visit's
+    assert ("dwell.visits", 9) not in s and s[("dwell.visits", 10)]["sum"] == 6
     assert ("dwell.dwell_mean", 9) not in s, "a mean over one visit is that visit's"
     assert s[("footfall", 9)]["last"] == 1 and s[("footfall", 9)]["per_visit"] is False
+    assert r.json()["hours_withheld"] == 3  # 09:00 and 11:00's dwell, 09:00's zone visits
     assert r.json()["kpis"]["dwell_s"] == pytest.approx(30.0)  # the shown hour's visits only
     assert r.json()["role"] == "viewer"
 
@@ -130,7 +153,7 @@ def test_a_viewers_day_adds_up_only_the_hours_it_shows(tmp_path: Path) -> None:
     less 10:00 alone."""
     day = _get(tmp_path, _dwell(), params={"granularity": "day"}).json()
     (dwell,) = [p for p in day["series"] if p["name"] == "zone_visit_s"]
-    assert (dwell["count"], dwell["withheld"], dwell["sum"]) == (7, 1, pytest.approx(180.0))
+    assert (dwell["count"], dwell["sum"]) == (6, pytest.approx(180.0))
     hour = _get(tmp_path, _dwell(), params={"from": "2026-11-28T10:00:00Z"}).json()
     (alone,) = [p for p in hour["series"] if p["name"] == "zone_visit_s"]
     assert dwell["sum"] - alone["sum"] == 0
@@ -140,8 +163,10 @@ def test_a_viewer_sees_an_hour_only_once_it_has_ended_by_the_stores_clock(
     tmp_path: Path,
 ) -> None:
     """Polled while open, each new visit showed as the difference between two answers."""
-    s = _series(_get(tmp_path, _dwell(clock_hour=1)))  # the clock at 11:00: 10:00 still open
-    assert s[("zone_visit_s", 10)]["withheld"] == 6 and s[("zone_visit_s", 10)]["mean"] is None
+    six = [f"v{i}" for i in range(6)]
+    rows = [*_visits("zone_visit_s", 1, 30.0, six, "sf-snacks"), _hour("footfall", 1, 6)]
+    r = _get(tmp_path, rows)  # the store's clock at 11:00: the hour from 10:00 not yet ended
+    assert ("zone_visit_s", 10) not in _series(r) and r.json()["hours_withheld"] == 1
 
 
 def test_an_operator_sees_every_value(tmp_path: Path) -> None:
@@ -149,13 +174,12 @@ def test_an_operator_sees_every_value(tmp_path: Path) -> None:
     s = _series(r)
     assert s[("zone_visit_s", 9)]["sum"] == 42.0 and s[("zone_visit_s", 9)]["last"] == 42.0
     assert s[("dwell.dwell_mean", 9)]["mean"] == 42.0 and r.json()["role"] == "operator"
+    assert r.json()["hours_withheld"] == 0
 
 
 def test_the_csv_withholds_from_a_viewer_what_the_json_does(tmp_path: Path) -> None:
     text = _get(tmp_path, _dwell(), path="metrics.csv").text
     rows = list(csv.DictReader(io.StringIO(text)))
-    one = next(x for x in rows if x["name"] == "zone_visit_s" and x["count"] == "1")
-    assert [one[k] for k in ("sum", "min", "max", "last", "mean", "withheld")] == [
-        "0.0", "", "", "", "", "1"
-    ]  # fmt: skip
+    shown = {(x["name"], x["start"][11:13]) for x in rows}
+    assert ("zone_visit_s", "10") in shown and ("zone_visit_s", "09") not in shown
     assert "42" not in text and "dwell.dwell_mean" not in text

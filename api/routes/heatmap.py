@@ -6,7 +6,7 @@ window (a day's distinct visitors are the day window's, ``heatmap_cell`` with sp
 hours it touches, and the answer's ``start`` and ``end`` say so.
 
 A viewer sees the hours that have ended by the store's clock (its latest metric) and in
-which at least ``MIN_VISITS`` people came in: an hour of one shopper is that shopper's
+which at least ``MIN_PEOPLE`` people came in: an hour of one shopper is that shopper's
 path, and an open hour polled gives each step of it."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from api.context import Context, Ctx
 from api.drawing import heatmap_png
 from api.pages import Moment
 from api.problems import Problem, documented
-from api.routes.metrics import CLOSED_AFTER, MIN_VISITS
+from api.routes.metrics import CLOSED_AFTER, MIN_PEOPLE
 from api.stores import open_store
 from readmodels.projection import whole_hours
 from readmodels.tables import HeatmapHour, MetricHour
@@ -115,7 +115,7 @@ def _busy_ended_hours(s: Session, store: str, start: datetime, end: datetime) ->
             m.zone == "",
             col(m.hour) >= start,
             col(m.hour) < end,
-            m.sum >= MIN_VISITS,
+            m.sum >= MIN_PEOPLE,
         )
     ).all()
     ended = _aware(clock) - timedelta(hours=1) - CLOSED_AFTER

@@ -5,14 +5,16 @@ Each row keeps what the hour rows hold (count, sum, min, max, last) so every met
 reads as it should: footfall adds up (``sum``), occupancy is a level (``last``, ``max``),
 a rate or a wait is a mean (``mean`` = sum / count). ``kpis`` names the usual ones.
 
-A viewer sees no one's own figures. Counts of people (``COUNTS``: footfall, occupancy,
-queue length...) whole; single visits' values (a dwell, a wait: ``per_visit``) only
-summed over an hour of at least ``MIN_VISITS`` visits that has ended by the store's
-clock, never their min, max or last; and nothing of the other figures (means, rates,
-percentiles over a window: over one shopper they are that shopper's), which are an
-operator's. A day, and the KPIs, add up the hours a viewer may see, so that no two
-answers differ by a hidden hour. The rows are hours: a range is widened to whole hours,
-and ``start``/``end`` say which."""
+A viewer sees no one's own figures. The gauges of people present and the store's counts
+(``GAUGES``, ``STORE_COUNTS``: occupancy, queue length, footfall, passers-by, capture
+rates) whole. Single visits' figures (a dwell, a wait, an unpaid cart: ``per_visit``) and
+a zone's visits only for an hour that has ended by the store's clock and in which at
+least ``MIN_PEOPLE`` different shoppers made them, never their min, max or last; an hour
+that is not is left out whole, counted in ``hours_withheld``. Nothing of the other
+figures (means, rates, percentiles over a window: over one shopper they are that
+shopper's), which are an operator's. A day, and the KPIs, add up the hours a viewer may
+see, so that no two answers differ by a hidden hour. The rows are hours: a range is
+widened to whole hours, and ``start``/``end`` say which."""
 
 from __future__ import annotations
 
@@ -30,23 +32,22 @@ from pydantic import BaseModel
 
 from api.auth import Role, Viewer
 from api.context import Context, Ctx
-from api.feed import COUNTS
+from api.feed import GAUGES, STORE_COUNTS
 from api.pages import Moment
 from api.problems import Problem, documented
 from api.stores import open_store
 from readmodels.measures import Metrics
 from readmodels.projection import whole_hours
-from readmodels.tables import MetricHour, Position
+from readmodels.tables import MetricHour, MetricPoint, Position
 
 router = APIRouter(tags=["metrics"], responses=documented(401, 403, 404, 422))
 
 Granularity = Literal["hour", "day"]
 MAX_RANGE = timedelta(days=366)
-MIN_VISITS = 5  # visits a viewer sees a per-visit metric's values summed over, at least
+MIN_PEOPLE = 5  # different shoppers behind a figure a viewer sees, at least
+ZONE_COUNTS = {"dwell.visits": "zone_visit_s"}  # a zone's visits: whose people they are
 CLOSED_AFTER = timedelta(seconds=30)  # an hour a viewer sees ended this long ago (late events)
-CSV_COLUMNS = (
-    "start", "name", "zone", "count", "sum", "min", "max", "last", "mean", "per_visit", "withheld"
-)  # fmt: skip
+CSV_COLUMNS = ("start", "name", "zone", "count", "sum", "min", "max", "last", "mean", "per_visit")
 # The metrics of the standard packs (rules/packs/traffic.yaml), and how each reads.
 KPIS: dict[str, tuple[str, str]] = {
     "footfall": ("footfall", "sum"),
@@ -74,7 +75,6 @@ class Point(BaseModel):
     last: float | None
     mean: float | None  # null where nothing was summed
     per_visit: bool
-    withheld: int = 0  # a viewer's: visits in hours too few or still open, not summed
 
 
 class MetricsOut(BaseModel):
@@ -84,6 +84,7 @@ class MetricsOut(BaseModel):
     granularity: Granularity
     timezone: str
     series: list[Point]
+    hours_withheld: int  # a viewer's: hours of few shoppers, or not yet ended, left out
     role: str  # whose view: a viewer's leaves out what the module's docstring says
     kpis: dict[str, float | None]  # over the whole range, for the store (zone "")
 
@@ -199,37 +200,63 @@ def compute(
         if hit is not None and hit[0] == version:
             return hit[1]
         fetched = conn.execute(q).all()
-        clock = conn.execute(
-            sa.select(sa.func.max(sa.type_coerce(t.c.last_at, raw))).where(t.c.store == store)
-        ).scalar()
-    withheld: list[Row] = []
-    if viewer:
-        fetched, withheld = _for_viewer(fetched, _utc(clock) if clock else None)
-    out = _computed(fetched, withheld, store, start, end, granularity, tz, viewer)
+        held = 0
+        if viewer:
+            clock = conn.execute(
+                sa.select(sa.func.max(sa.type_coerce(t.c.last_at, raw))).where(t.c.store == store)
+            ).scalar()
+            p = MetricPoint.__table__  # type: ignore[attr-defined]
+            people = {
+                (name, z, hour): n
+                for name, z, hour, n in conn.execute(
+                    sa.select(
+                        p.c.name, p.c.zone, sa.type_coerce(p.c.hour, raw),
+                        sa.func.count(sa.distinct(p.c.subject)),
+                    )
+                    .where(p.c.store == store, p.c.hour >= start, p.c.hour < end)
+                    .where(p.c.window_start.is_(None))
+                    .group_by(p.c.name, p.c.zone, p.c.hour)
+                )
+            }  # fmt: skip
+            fetched, held = _for_viewer(fetched, _utc(clock) if clock else None, people)
+    out = _computed(fetched, held, store, start, end, granularity, tz, viewer)
     cache[key] = (version, out)
     while len(cache) > CACHED:
         cache.pop(next(iter(cache)))
     return out
 
 
-def _for_viewer(rows: Sequence[Any], clock: datetime | None) -> tuple[list[Row], list[Row]]:
-    """The hour rows a viewer may see, and those of single visits' values held back (an
-    hour of fewer than MIN_VISITS visits, or not yet ended by the store's clock: polled,
-    each new visit would show as the difference). Figures of neither kind are left out."""
+def _for_viewer(
+    rows: Sequence[Any], clock: datetime | None, people: dict[tuple[Any, ...], int]
+) -> tuple[list[Row], int]:
+    """The hour rows a viewer may see, and how many of the figures of few shoppers were
+    held back (an hour of fewer than MIN_PEOPLE, or not yet ended by the store's clock:
+    polled, each new visit would show as the difference). Figures of no allowed kind are
+    left out uncounted."""
     shown: list[Row] = []
-    held: list[Row] = []
+    held = 0
     for r in rows:
-        if r[9]:
-            ended = clock is not None and _utc(r[2]) + HOUR + CLOSED_AFTER <= clock
-            (shown if ended and r[3] >= MIN_VISITS else held).append(r)
-        elif r[0] in COUNTS:
+        name, zone, hour = r[0], r[1], r[2]
+        if name in GAUGES or (name in STORE_COUNTS and zone == ""):
             shown.append(r)
+            continue
+        if r[9]:
+            n = people.get((name, zone, hour), 0)
+        elif name in ZONE_COUNTS:
+            n = people.get((ZONE_COUNTS[name], zone, hour), 0)
+        else:
+            continue
+        ended = clock is not None and _utc(hour) + HOUR + CLOSED_AFTER <= clock
+        if ended and n >= MIN_PEOPLE:
+            shown.append(r)
+        else:
+            held += 1
     return shown, held
 
 
 def _computed(
     fetched: Sequence[Any],
-    withheld: list[Row],
+    held: int,
     store: str,
     start: datetime,
     end: datetime,
@@ -238,36 +265,26 @@ def _computed(
     viewer: bool,
 ) -> dict[str, Any]:
     rows: list[Row] = fetched  # type: ignore[assignment]
-    hours = {r[2] for r in rows} | {r[2] for r in withheld}
-    buckets = {h: _bucket(_utc(h), granularity, tz) for h in hours}
+    buckets = {h: _bucket(_utc(h), granularity, tz) for h in {r[2] for r in rows}}
     groups: dict[tuple[str, str, datetime], list[Row]] = {}
     for r in rows:
         groups.setdefault((r[0], r[1], buckets[r[2]]), []).append(r)
-    held: dict[tuple[str, str, datetime], int] = {}
-    for r in withheld:
-        where = (r[0], r[1], buckets[r[2]])
-        held[where] = held.get(where, 0) + r[3]
     series: list[dict[str, Any]] = []
-    for where in sorted(groups.keys() | held.keys()):
-        name, z, at = where
-        group = groups.get(where)
-        count, total, lo, hi, last = _fold(group) if group else (0, 0.0, None, None, None)
-        per_visit = bool(group and any(r[9] for r in group)) or where in held
-        if viewer and per_visit:
-            lo = hi = last = None
+    for (name, z, at), group in sorted(groups.items()):
+        count, total, lo, hi, last = _fold(group)
+        per_visit = any(r[9] for r in group)
         series.append(
             {
                 "name": name,
                 "zone": z,
                 "start": at,
-                "count": count + held.get(where, 0),
+                "count": count,
                 "sum": total,
-                "min": lo,
-                "max": hi,
-                "last": last,
+                "min": None if viewer and per_visit else lo,
+                "max": None if viewer and per_visit else hi,
+                "last": None if viewer and per_visit else last,
                 "mean": total / count if count else None,
                 "per_visit": per_visit,
-                "withheld": held.get(where, 0),
             }
         )
     kpis: dict[str, float | None] = {}
@@ -299,6 +316,7 @@ def _computed(
         "granularity": granularity,
         "timezone": str(tz),
         "series": series,
+        "hours_withheld": held,
         "kpis": kpis,
         "role": "viewer" if viewer else "operator",
     }

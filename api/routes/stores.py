@@ -54,15 +54,16 @@ class ActiveAlertOut(BaseModel):
 
 
 class LiveOut(BaseModel):
-    """Counts for every role; the carts and alerts themselves (tied to shoppers) for
-    operators and admins only (``null`` for a viewer)."""
+    """Occupancy and queues for every role; carts and alerts (tied to shoppers: a cart
+    opening or an alert raised while one person is in the store is theirs), counted and
+    listed, for operators and admins only (``null`` for a viewer)."""
 
     store: str
     occupancy: float | None
     occupancy_at: datetime | None
     queues: list[QueueOut]
-    open_carts: int
-    active_alerts: int
+    open_carts: int | None
+    active_alerts: int | None
     carts: list[OpenCartOut] | None = None
     alerts: list[ActiveAlertOut] | None = None
 
@@ -152,10 +153,11 @@ def live(ctx: Ctx, who: Viewer, store: str) -> LiveOut:
             occupancy=last.value if last else None,
             occupancy_at=last.at if last else None,
             queues=[QueueOut(zone=q.zone, length=q.value, at=q.at) for q in queues],
-            open_carts=open_carts,
-            active_alerts=active_alerts,
+            open_carts=None,
+            active_alerts=None,
         )
         if who.may(Role.OPERATOR):
+            out.open_carts, out.active_alerts = open_carts, active_alerts
             carts = s.exec(
                 select(Cart).where(*holding).order_by(col(Cart.opened_at).desc()).limit(100)
             ).all()

@@ -184,8 +184,8 @@ async function refreshLive() {
   $("tile-occupancy").textContent = whole(live.occupancy);
   const queue = live.queues.reduce((n, q) => n + q.length, 0);
   $("tile-queue").textContent = live.queues.length ? whole(queue) : "—";
-  $("tile-carts").textContent = whole(live.open_carts);
-  $("tile-alerts").textContent = whole(live.active_alerts);
+  $("tile-carts").textContent = live.open_carts == null ? "—" : whole(live.open_carts);
+  $("tile-alerts").textContent = live.active_alerts == null ? "—" : whole(live.active_alerts);
   if (live.carts) {
     const fmt = state.fmt;
     $("carts-body").replaceChildren(...(live.carts.length
