@@ -19,7 +19,7 @@ def parse_duration(text: str | int | float) -> float:
 
     A duration is finite: YAML's ``.inf`` and ``.nan``, or 400 digits, would make windows
     that never close or fail on every event."""
-    if isinstance(text, bool):
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
         raise ValueError(f"{text!r} is not a duration")
     if isinstance(text, int | float):
         if text < 0:

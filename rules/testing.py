@@ -74,7 +74,11 @@ class Result:
         return not self.failures
 
 
-def _offset(start: datetime, value: str | int | float) -> datetime:
+def _offset(start: datetime, value: str | int | float | datetime) -> datetime:
+    """``at``: a duration from the test's start, or a time (YAML reads an unquoted ISO
+    time as one; a time without a zone is UTC)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, str) and "T" in value:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     return start + timedelta(seconds=parse_duration(value))
@@ -219,8 +223,15 @@ def _run(
     for k, spec in enumerate(t.expect):
         if "type" not in spec:
             raise doc.error((*path, "expect", k), "an expected event names its type")
+    expected = []
+    for k, spec in enumerate([*t.expect, *t.absent]):
+        part = ("expect", k) if k < len(t.expect) else ("absent", k - len(t.expect))
+        try:
+            expected.append(_expected(spec, start))
+        except ValueError as exc:
+            raise doc.error((*path, *part, "at"), f"expected event's time: {exc}") from None
     for kind in dict.fromkeys(s["type"] for s in t.expect):
-        want = [_expected(s, start) for s in t.expect if s["type"] == kind]
+        want = [w for w in expected[: len(t.expect)] if w["type"] == kind]
         got = [a for a in actual if a["type"] == kind]
         if len(want) != len(got) or not all(
             _matches(w, g) for w, g in zip(want, got, strict=False)
@@ -229,8 +240,7 @@ def _run(
             lines += [f"  - expected: {_show(w, start)}" for w in want]
             lines += [f"  + got:      {_show(g, start)}" for g in got]
             result.failures.append("\n".join(lines))
-    for spec in t.absent:
-        pattern = _expected(spec, start)
+    for pattern in expected[len(t.expect) :]:
         hits = [a for a in actual if _matches(pattern, a)]
         if hits:
             result.failures.append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -157,3 +158,32 @@ def test_explain_prints_hostile_event_text_as_text(env: dict[str, str]) -> None:
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.output and "\u202e" not in result.output
     assert "item.picked [/] \\x1b[31mred\\x1b[0m \\u202eevil" in result.output
+
+
+def test_an_unquoted_time_in_a_tests_expect_is_read_as_a_time_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """YAML reads `at: 2026-11-28T09:00:05Z` as a time: it crashed with an AttributeError."""
+    shutil.copy(ROOT / "docs" / "examples" / "count.yaml", tmp_path / "count.yaml")
+    test = tmp_path / "count_test.yaml"
+    test.write_text(
+        "packs: [count.yaml]\n"
+        "tests:\n"
+        "  - name: unquoted\n"
+        "    events: []\n"
+        "    expect:\n"
+        "      - {at: 2026-11-28T09:00:05Z, type: alert.raised}\n"
+        "    absent:\n"
+        "      - {at: [1], type: alert.raised}\n"
+    )
+    result = runner.invoke(app, ["rules", "test", str(test)])
+    assert (result.exit_code == 1 and result.exception is None) or isinstance(
+        result.exception, SystemExit
+    ), result.output
+    assert f"{test}:8:14: expected event's time: [1] is not a duration" in " ".join(
+        result.output.split()
+    ), result.output
+    test.write_text(test.read_text().split("    absent:")[0])
+    failed = runner.invoke(app, ["rules", "test", str(test)])
+    assert "alert.raised: expected 1, got 0" in failed.output
+    assert "5s alert.raised" in failed.output, "the time read, as an offset from the start"
