@@ -74,7 +74,7 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         c = self.config
         kv = await self.log.key_value("engine_leases", ttl_s=c.lease_ttl_s)
-        self.leases = Leases(kv, c.worker, Board(kv, c.lease_ttl_s))
+        self.leases = Leases(kv, c.worker, Board(kv, c.lease_ttl_s), ttl_s=c.lease_ttl_s)
         self.checkpoints = Checkpoints(
             await self.log.key_value("engine_checkpoints"),
             await self.log.object_store("engine_snapshots"),
