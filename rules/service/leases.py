@@ -154,8 +154,9 @@ class Leases:
         ``patience_s`` the error is raised (the lease stays held; the next round tries).
         """
         lost = []
+        deadline = time.monotonic() + patience_s  # one election for every lease, not one each
         for store, revision in list(self.held.items()):
-            renewed = await self._renew(store, revision, patience_s)
+            renewed = await self._renew(store, revision, deadline)
             if renewed is None:
                 del self.held[store]
                 lost.append(store)
@@ -163,10 +164,9 @@ class Leases:
                 self.held[store] = renewed
         return lost
 
-    async def _renew(self, store: str, revision: int, patience_s: float) -> int | None:
+    async def _renew(self, store: str, revision: int, deadline: float) -> int | None:
         """The lease's new revision, or None if another worker has it (or it expired)."""
         key, me = f"store.{store}", self.worker.encode()
-        deadline = time.monotonic() + patience_s
         sent = self.sent.get(store, float("-inf"))
         for _ in range(1000):  # bounded: a replica behind may show an older revision
             try:
