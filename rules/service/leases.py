@@ -180,9 +180,9 @@ class Leases:
                     if entry.value != me or entry.revision is None or entry.revision == revision:
                         return None
                     revision = entry.revision  # our own renewal, unanswered: renew it
-            except nats.js.errors.KeyDeletedError:
-                return None  # given back by whoever had it since: not ours
-            except nats.js.errors.KeyNotFoundError:
+            except nats.js.errors.KeyNotFoundError as exc:
+                if getattr(exc, "entry", None) is not None:
+                    return None  # a delete mark: given back by whoever had it since
                 if not self._unwritten_since_ours(store, sent):
                     return None
                 # Expired while the cluster could take no renewal (a leader election
