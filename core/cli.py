@@ -35,7 +35,7 @@ from core.access import Role, add_adapter, permissions
 from core.config import ConfigError, Settings
 from core.console import Console
 from core.durations import duration_flag
-from core.jetstream import ConnectError, LogUnavailable
+from core.jetstream import ELECTION_S, ConnectError, LogUnavailable, electing
 from core.log import PublishError, Record, stores_of
 from core.natsd import NatsServerError
 from core.pubacks import advice
@@ -79,29 +79,11 @@ NO_ANSWER = (
 )
 
 
-# How long a command retries what a cluster electing a leader answers (a stream without
-# one, a request nobody answers yet), quietly, before it says so; nats-server's elections
-# take a few seconds.
-ELECTION_S = 15.0
 NO_LEADER = (
     f"the NATS cluster answered no JetStream request for {ELECTION_S:g} s: it has no "
     "leader for the streams (too few of its servers are up, or they cannot reach each "
     "other); `aisle log info` shows the streams' leaders and replicas once it has"
 )
-_ELECTING = (
-    nats.errors.TimeoutError,
-    TimeoutError,  # asyncio's: a watcher or a request waited for a leader
-    nats.js.errors.NoStreamResponseError,
-    nats.errors.NoRespondersError,
-)
-
-
-def _electing(exc: BaseException) -> bool:
-    if isinstance(exc, LogUnavailable):  # a lasting refusal that says what to do
-        return False
-    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
-        return True
-    return isinstance(exc, _ELECTING) and "permissions violation" not in str(exc).lower()
 
 
 def _retrying(coro: Callable[[Settings], Awaitable[T]], settings: Settings) -> T:
@@ -112,7 +94,7 @@ def _retrying(coro: Callable[[Settings], Awaitable[T]], settings: Settings) -> T
         try:
             return asyncio.run(coro(settings))
         except Exception as exc:
-            if not _electing(exc) or time.monotonic() - began > ELECTION_S:
+            if not electing(exc) or time.monotonic() - began > ELECTION_S:
                 raise
         time.sleep(1.0)
 

@@ -287,6 +287,28 @@ class LogUnavailable(nats.js.errors.ServiceUnavailableError):
         return str(self.description)
 
 
+# How long a request that a cluster electing a leader leaves unanswered (a stream without
+# one, a request nobody answers yet) is tried again, quietly, before it counts as a
+# failure; nats-server's elections take a few seconds.
+ELECTION_S = 15.0
+_ELECTING = (
+    nats.errors.TimeoutError,
+    TimeoutError,  # asyncio's: a watcher or a request waited for a leader
+    nats.js.errors.NoStreamResponseError,
+    nats.errors.NoRespondersError,
+)
+
+
+def electing(exc: BaseException) -> bool:
+    """Whether ``exc`` is what a request meets while the cluster elects a leader (and
+    may succeed if tried again), rather than a lasting refusal."""
+    if isinstance(exc, LogUnavailable):  # a lasting refusal that says what to do
+        return False
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+        return True
+    return isinstance(exc, _ELECTING) and "permissions violation" not in str(exc).lower()
+
+
 def _version(nc: Client) -> tuple[int, ...]:
     """The server's version, as nats-py reports it; what it can filter depends on it."""
     v = nc.connected_server_version

@@ -23,6 +23,8 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from core.jetstream import ELECTION_S, electing
+
 log = logging.getLogger(__name__)
 
 
@@ -100,17 +102,33 @@ class Board:
 
 
 class Leases:
-    def __init__(self, kv: KeyValue, worker: str, board: Board | None = None) -> None:
+    def __init__(
+        self, kv: KeyValue, worker: str, board: Board | None = None, ttl_s: float = 0.0
+    ) -> None:
+        """``ttl_s``: the bucket's entry time, 0 if unknown (then an expired lease is lost)."""
         self.kv = kv
         self.worker = worker
         self.held: dict[str, int] = {}  # store -> lease revision
+        self.sent: dict[str, float] = {}  # store -> when its last confirmed write was sent
         self.board = board  # None: each look reads the bucket once (a one-off command)
+        self.ttl_s = ttl_s
+
+    def _unwritten_since_ours(self, store: str, sent: float) -> bool:
+        """Whether a lease key found absent can have been written by no one since this
+        worker's last confirmed write (sent at ``sent``). Ours expires ``ttl_s`` after it
+        was written; another worker's write comes after that and stays ``ttl_s`` more, be
+        it a lease or the mark of one given back. So the key is absent with nothing written
+        in between for ``2 * ttl_s`` after ours, measured from when ours was sent (it was
+        written later)."""
+        return bool(self.ttl_s) and time.monotonic() - sent < 2 * self.ttl_s
 
     async def take(self, store: str) -> bool:
         """Take a free store, or one this worker id held before it restarted."""
         key, me = f"store.{store}", self.worker.encode()
+        now = time.monotonic()
         try:
             self.held[store] = await self.kv.create(key, me)
+            self.sent[store] = now
             return True
         except nats.js.errors.KeyWrongLastSequenceError:
             pass
@@ -118,26 +136,74 @@ class Leases:
             entry = await self.kv.get(key)
             if entry.value != me:
                 return False
+            now = time.monotonic()
             self.held[store] = await self.kv.update(key, me, last=entry.revision)
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyWrongLastSequenceError):
             return False
+        self.sent[store] = now
         return True
 
-    async def renew(self) -> list[str]:
-        """Renew every lease held; returns the stores whose lease was lost."""
+    async def renew(self, patience_s: float = ELECTION_S) -> list[str]:
+        """Renew every lease held; returns the stores whose lease was lost.
+
+        A renewal the cluster leaves unanswered while it elects the bucket's leader is
+        tried again for ``patience_s``: giving up at once dropped a worker's own stores at
+        every node loss. Trying again after the lease time is safe, as a renewal is a
+        compare-and-set: it succeeds only if nobody has written the key since. A renewal
+        that landed although its answer was lost leaves the key one revision ahead, with
+        this worker's id: that is still this worker's lease, not a lost one. Past
+        ``patience_s`` the error is raised (the lease stays held; the next round tries).
+        """
         lost = []
+        deadline = time.monotonic() + patience_s  # one election for every lease, not one each
         for store, revision in list(self.held.items()):
-            try:
-                self.held[store] = await self.kv.update(
-                    f"store.{store}", self.worker.encode(), last=revision
-                )
-            except nats.js.errors.KeyWrongLastSequenceError:
+            renewed = await self._renew(store, revision, deadline)
+            if renewed is None:
                 del self.held[store]
                 lost.append(store)
+            else:
+                self.held[store] = renewed
         return lost
+
+    async def _renew(self, store: str, revision: int, deadline: float) -> int | None:
+        """The lease's new revision, or None if another worker has it (or it expired)."""
+        key, me = f"store.{store}", self.worker.encode()
+        sent = self.sent.get(store, float("-inf"))
+        for _ in range(1000):  # bounded: a replica behind may show an older revision
+            try:
+                try:
+                    now = time.monotonic()
+                    renewed = await self.kv.update(key, me, last=revision)
+                    self.sent[store] = now
+                    return renewed
+                except nats.js.errors.KeyWrongLastSequenceError:
+                    entry = await self.kv.get(key)
+                    if entry.value != me or entry.revision is None or entry.revision == revision:
+                        return None
+                    revision = entry.revision  # our own renewal, unanswered: renew it
+            except nats.js.errors.KeyNotFoundError as exc:
+                if getattr(exc, "entry", None) is not None:
+                    return None  # a delete mark: given back by whoever had it since
+                if not self._unwritten_since_ours(store, sent):
+                    return None
+                # Expired while the cluster could take no renewal (a leader election
+                # longer than the time left), and nobody can have written it since.
+                revision = 0
+                log.info("lease expired unrenewed; taken again", extra={"store": store})
+                continue
+            except Exception as exc:
+                if not electing(exc) or time.monotonic() > deadline:
+                    raise
+                log.info(
+                    "lease renewal unanswered; trying again",
+                    extra={"store": store, "worker": self.worker, "error": repr(exc)},
+                )
+                await asyncio.sleep(0.5)
+        return None
 
     async def give_back(self, store: str) -> None:
         revision = self.held.pop(store, None)
+        self.sent.pop(store, None)
         if revision is not None:
             try:
                 await self.kv.delete(f"store.{store}", last=revision)

@@ -26,6 +26,7 @@ fails ``max_strikes`` times goes to the dead letters, so a store never loops on 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import operator
@@ -35,7 +36,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from core import events as ev
-from core.jetstream import JetStreamLog, Refusal, SubjectFilter
+from core.jetstream import ELECTION_S, JetStreamLog, Refusal, SubjectFilter, electing
 from core.log import DeadLetter, Stream
 from core.merge import ArrivalMerge
 from core.pubacks import Sending
@@ -478,15 +479,24 @@ class StoreRunner:
         for puller in self._pullers:  # ...read through consumers as the engine made them
             await puller.verify()  # (ConsumerTampered: start over from the last checkpoint)
         start = time.monotonic()
-        self.checkpoint, self.revision = await self.checkpoints.save(
-            self.store,
-            seqs=tuple(self.seqs),
-            derived_seq=self.derived_seq,
-            packs=dict(self.engine.rules.packs),
-            state=snapshot(self.engine, [self.store]),
-            revision=self.revision,
-            previous=self.checkpoint.snapshot if self.checkpoint else None,
-        )
+        state = snapshot(self.engine, [self.store])
+        while True:  # a commit the cluster leaves unanswered in an election is tried again
+            try:
+                self.checkpoint, self.revision = await self.checkpoints.save(
+                    self.store,
+                    seqs=tuple(self.seqs),
+                    derived_seq=self.derived_seq,
+                    packs=dict(self.engine.rules.packs),
+                    state=state,
+                    revision=self.revision,
+                    previous=self.checkpoint.snapshot if self.checkpoint else None,
+                )
+                break
+            except Exception as exc:  # one that landed unanswered is then LostStore
+                if not electing(exc) or time.monotonic() - start > ELECTION_S:
+                    raise
+                log.info("checkpoint unanswered; trying again", extra={"store": self.store})
+                await asyncio.sleep(0.5)
         self.since_checkpoint = 0
         self.checkpointed_at = time.monotonic()
         self.pacer.spent(self.store, self.checkpointed_at - start)

@@ -28,7 +28,7 @@ from pathlib import Path
 from nats.js.kv import KeyValue
 
 from core import events as ev
-from core.jetstream import JetStreamLog
+from core.jetstream import JetStreamLog, electing
 from rules.engine import Engine, RuleSet
 from rules.loader import PackError, load_rules
 from rules.reference import Reference
@@ -74,7 +74,7 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         c = self.config
         kv = await self.log.key_value("engine_leases", ttl_s=c.lease_ttl_s)
-        self.leases = Leases(kv, c.worker, Board(kv, c.lease_ttl_s))
+        self.leases = Leases(kv, c.worker, Board(kv, c.lease_ttl_s), ttl_s=c.lease_ttl_s)
         self.checkpoints = Checkpoints(
             await self.log.key_value("engine_checkpoints"),
             await self.log.object_store("engine_snapshots"),
@@ -196,8 +196,8 @@ class Worker:
         )
         try:
             await runner.open()
-        except Exception:
-            log.exception("store failed to open", extra={"store": store})
+        except Exception as exc:
+            _failed("store failed to open", exc, store)
             await runner.close(commit=False)
             await self.leases.give_back(store)
             return
@@ -219,14 +219,14 @@ class Worker:
             await task
         try:
             await runner.close(commit=not task.cancelled() and task.exception() is None)
-        except Exception:
-            log.exception("checkpoint on hand-over failed", extra={"store": store})
+        except Exception as exc:
+            _failed("checkpoint on hand-over failed", exc, store)
             await runner.close(commit=False)
         del self.runners[store], self.tasks[store]
         try:
             await self.leases.give_back(store)
-        except Exception:  # it will expire instead
-            log.exception("giving the lease back failed", extra={"store": store})
+        except Exception as exc:  # it will expire instead
+            _failed("giving the lease back failed", exc, store)
         log.info("store handed over", extra={"store": store, "worker": self.config.worker})
 
     async def _drop(self, store: str) -> None:
@@ -321,3 +321,14 @@ class Worker:
                 **{f"pack_{k}": v for k, v in self.engine.rules.packs.items()},
             }
         )
+
+
+def _failed(what: str, exc: Exception, store: str) -> None:
+    """Log a store's step that failed: with its traceback if it is a bug, in one line if it
+    is what a cluster electing a leader answers (the next round tries again)."""
+    if electing(exc):
+        log.warning(
+            f"{what} (the cluster is electing a leader)", extra={"store": store, "error": repr(exc)}
+        )
+    else:
+        log.exception(what, extra={"store": store})
