@@ -655,7 +655,8 @@ async def run_scenario(log: JetStreamLog, sc: Scenario, packs: Sequence[Path]) -
 
     reference = Reference.of(store.layout, members=run.members, watchlist=sc.watchlist)
     service = ServiceConfig("scenario", lateness_s=sc.lateness_s)
-    engine = service.engine(load_rules(packs, reference))
+    rules = load_rules(packs, reference)
+    engine = service.engine(rules)
     out = engine.process(inputs)
     last = max([sc.end, *(e.at for e in inputs)])
     closing = engine.advance(sid, last.timestamp() + 24 * 3600)  # close every window
@@ -673,6 +674,9 @@ async def run_scenario(log: JetStreamLog, sc: Scenario, packs: Sequence[Path]) -
         closed=len(closing.derived),
         rule_errors=[f"{e.rule}: {e.message}" for e in out.errors],
         seconds=time.perf_counter() - began,
+        alert_names=frozenset(
+            r.output.alert.name for r in rules.rules if r.output and r.output.alert
+        ),
     )
 
 

@@ -6,6 +6,7 @@ expected beside what came, so a QA engineer can read a failure without opening t
 
 from __future__ import annotations
 
+import difflib
 import math
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -138,6 +139,7 @@ class Outcome:
     closed: int = 0  # the last of ``derived``: what only closing the run's windows derived
     rule_errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    alert_names: frozenset[str] = frozenset()  # what the loaded packs can raise (empty: unknown)
 
 
 @dataclass(frozen=True)
@@ -296,6 +298,17 @@ def _check_alert(x: Expectation, o: Outcome) -> Check:
     who = f" for {a.subject}" if a.subject else ""
     if a.labels:
         who += "{" + ",".join(f"{k}={v}" for k, v in sorted(a.labels.items())) + "}"
+    if a.alert != ANY_ALERT and o.alert_names and a.alert not in o.alert_names:
+        # A misspelt name must not fire and passes, testing nothing: say so.
+        close = difflib.get_close_matches(a.alert, sorted(o.alert_names), n=1)
+        return Check(
+            f"{name}{who} must {'' if x.must else 'not '}fire",
+            x.line,
+            False,
+            "an alert a loaded pack raises",
+            f"no loaded pack raises {a.alert!r}"
+            + (f" (did you mean {close[0]!r}?)" if close else ""),
+        )
     if not x.must:
         return Check(
             f"{name}{who} must not fire",

@@ -96,6 +96,24 @@ expect:
 """
 
 
+def test_an_alert_no_loaded_pack_raises_fails_rather_than_passing_unseen(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A misspelt name under must_not never fires, so it passed and tested nothing."""
+    text = WRONG.split("  alerts:")[0] + (
+        "  alerts:\n    must_not:\n      - {alert: hesitaton}\n      - {alert: hesitation}\n"
+    )
+    path = _scenario(tmp_path, "typo.yaml", text.replace("cola-500ml: 2", "cola-500ml: 1"))
+    result = runner.invoke(app, ["scenario", "run", str(path)], env=env)
+    assert result.exit_code == 1, result.output
+    out = " ".join(result.output.split())
+    assert (
+        "FAIL alert hesitaton must not fire: expected an alert a loaded pack raises, "
+        "got no loaded pack raises 'hesitaton' (did you mean 'hesitation'?)"
+    ) in out, out
+    assert "PASS alert hesitation must not fire: none" in out
+
+
 def test_a_wrong_expectation_fails_with_a_readable_report(
     env: dict[str, str], tmp_path: Path
 ) -> None:
