@@ -687,10 +687,24 @@ err = Console(stderr=True, highlight=False)
 
 
 def scenario_files(paths: Sequence[Path]) -> list[Path]:
+    """Files as given; in a folder, every scenario under it, subfolders too, in path
+    order (a suite kept in folders ran only its top: the rest silently not). A YAML file
+    of a folder that is not a scenario (a layout beside them) is left out."""
     files: list[Path] = []
     for p in paths:
-        files += sorted(p.glob("*.yaml")) if p.is_dir() else [p]
+        if p.is_dir():
+            files += [f for f in sorted(p.rglob("*.yaml")) if _is_scenario(f)]
+        else:
+            files.append(p)
     return files
+
+
+def _is_scenario(path: Path) -> bool:
+    try:
+        data = load_yaml(path).data
+    except SourceError:
+        return True  # its run says what is wrong with it
+    return isinstance(data, dict) and "scenario" in data
 
 
 def _print(result: Result) -> None:

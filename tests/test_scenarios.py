@@ -96,6 +96,16 @@ expect:
 """
 
 
+def test_a_folder_runs_its_subfolders_scenarios_and_leaves_out_other_yaml(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a" / "deep").mkdir(parents=True)
+    one = _scenario(tmp_path / "a", "one.yaml", WRONG)
+    two = _scenario(tmp_path / "a" / "deep", "two.yaml", WRONG)
+    (tmp_path / "a" / "store.yaml").write_text(LAYOUT.read_text())  # a layout beside them
+    assert scenario_files([tmp_path]) == [two, one]  # path order: a/deep/ before a/one
+
+
 def test_an_alert_no_loaded_pack_raises_fails_rather_than_passing_unseen(
     env: dict[str, str], tmp_path: Path
 ) -> None:
