@@ -764,7 +764,8 @@ def run_command(
 ) -> None:
     """Run scenarios through the log and the engine: a report per expectation.
 
-    Exit code 1 if any expectation fails, 2 if a scenario file is invalid.
+    Exit code 1 if any expectation fails, 2 if a scenario file is invalid (the others
+    run all the same, and the report lists it).
     """
     began = time.perf_counter()
     files = scenario_files(paths)
@@ -776,9 +777,8 @@ def run_command(
             errors.append(exc)
     for e in errors:
         err.print(escape(str(e)), soft_wrap=True)
-    if errors or not files:
-        if not files:
-            err.print("no scenario files")
+    if not files:
+        err.print("no scenario files")
         raise typer.Exit(2)
     files = pack_files(packs or [PACKS])
     if missing := [p for p in files if not p.is_file()]:
@@ -795,7 +795,7 @@ def run_command(
         err.print(f"[red]error:[/] --packs: {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     try:
-        results = asyncio.run(run_files(Settings.from_env(), scenarios, files))
+        results = asyncio.run(run_files(Settings.from_env(), scenarios, files)) if scenarios else []
     except PackError as exc:  # valid alone, invalid against a scenario's store
         for e in exc.errors:
             err.print(escape(str(e)), soft_wrap=True)
@@ -804,11 +804,13 @@ def run_command(
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     if junit is not None:
-        write_junit(junit, results)
+        write_junit(junit, results, errors)
     failed = any(r.failed for r in results)
     line = summary(results, time.perf_counter() - began)
-    out.print(f"[red]{line}[/]" if failed else f"[green]{line}[/]")
-    raise typer.Exit(1 if failed else 0)
+    if errors:
+        line += f"; {len(errors)} file(s) not valid scenarios, not run"
+    out.print(f"[red]{line}[/]" if failed or errors else f"[green]{line}[/]")
+    raise typer.Exit(2 if errors else 1 if failed else 0)
 
 
 def register(app: typer.Typer) -> None:

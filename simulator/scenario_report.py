@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from msgspec import Meta, Struct
 
 from core import events as ev
-from core.yamlsource import PathKey
+from core.yamlsource import PathKey, SourceError
 
 Name = Annotated[str, Meta(min_length=1, max_length=128)]
 Count = Annotated[int, Meta(ge=0)]
@@ -511,8 +511,10 @@ def summary(results: Sequence[Result], seconds: float) -> str:
     )
 
 
-def write_junit(path: Path, results: Sequence[Result]) -> None:
-    """One test suite per scenario file, one test case per expectation."""
+def write_junit(path: Path, results: Sequence[Result], invalid: Sequence[SourceError] = ()) -> None:
+    """One test suite per scenario file, one test case per expectation; a file that is
+    not a valid scenario is a suite of one erroneous case, so that the report says so
+    (and no stale report of an earlier run stays in its place)."""
     root = ET.Element("testsuites", name="aisle scenarios")
     by_file: dict[str, list[Result]] = {}
     for r in results:
@@ -549,8 +551,18 @@ def write_junit(path: Path, results: Sequence[Result]) -> None:
                     failure.text = "\n".join(
                         [f"{file}:{c.line}: expected {c.expected}, got {c.actual}", *c.details]
                     )
-    root.set("tests", str(total))
+    for e in invalid:
+        suite = ET.SubElement(
+            root, "testsuite", name=e.file, tests="1", failures="0", errors="1", time="0"
+        )
+        case = ET.SubElement(
+            suite, "testcase", classname=e.file, name="a valid scenario", file=e.file,
+            line=str(e.line),
+        )  # fmt: skip
+        ET.SubElement(case, "error", message=e.message).text = str(e)
+    root.set("tests", str(total + len(invalid)))
     root.set("failures", str(failures))
+    root.set("errors", str(len(invalid)))
     tree = ET.ElementTree(root)
     ET.indent(tree)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -96,6 +96,25 @@ expect:
 """
 
 
+def test_a_bad_file_in_a_batch_is_reported_as_an_error_and_the_rest_run(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """One malformed file stopped the batch and wrote no JUnit, leaving a stale one."""
+    good = WRONG.replace("cola-500ml: 2", "cola-500ml: 1").split("  alerts:")[0]
+    _scenario(tmp_path, "a_good.yaml", good)
+    _scenario(tmp_path, "b_bad.yaml", "scenario: bad\nlayout: LAYOUT\nshoppers: 7\n")
+    junit = tmp_path / "junit.xml"
+    junit.write_text("<stale/>")
+    result = runner.invoke(app, ["scenario", "run", str(tmp_path), "--junit", str(junit)], env=env)
+    assert result.exit_code == 2, result.output
+    assert "PASS receipt of cart v1" in result.output
+    assert "1 file(s) not valid scenarios, not run" in result.output
+    root = ET.parse(junit).getroot()
+    assert (root.get("errors"), root.get("failures")) == ("1", "0")
+    (bad,) = [s for s in root if s.get("errors") == "1"]
+    assert bad.get("name", "").endswith("b_bad.yaml") and bad.find("testcase/error") is not None
+
+
 def test_a_folder_runs_its_subfolders_scenarios_and_leaves_out_other_yaml(
     tmp_path: Path,
 ) -> None:
