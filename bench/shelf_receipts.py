@@ -3,7 +3,7 @@ sensors in, receipts out, against the simulator's true carts; with both, with th
 sensors alone and with the shelf cameras alone.
 
     nice -n 10 .venv/bin/python bench/shelf_receipts.py [--shoppers 500] [--hours 15] \\
-        [--seed 1] [--fps 5] [--workers 2]
+        [--seed 1] [--fps 5] [--workers 2] [--save readings.pickle | --load readings.pickle]
 
 **The store.** The example convenience store with every slot weighed (a load cell under
 each) and every shelf filmed (a shelf camera facing its front, 640x480, its slots' boxes
@@ -13,14 +13,17 @@ side by side across the image, as wide as their facings): the layout is built he
 **Weights.** ``simulator/loadcells.py``'s readings of every cell, 10 a second for the
 whole day (noise, drift, the hand on the shelf), through ``ShelfAdapter`` with the
 simulator's position samples and entries, merged in time. Each slot holds 40 units a
-facing at the start, so that none runs empty in the day (no restocking is simulated).
+facing at the start, so that none runs empty in the day (no restocking is simulated). A
+product put back on a shelf with no slot of its own lands on one of that shelf's slots
+(``strays``); the shelf cameras' renderer does not draw those (it draws a slot's own
+goods), so the cameras alone miss them.
 
 **Cameras.** Rendering and reading a whole day of seven shelf cameras is out of reach on
 this CPU (the script prints the cost a frame; docs/benchmarks.md has the arithmetic), so
 only the frames around the shelf interactions are rendered: the simulator's picks and
 put-backs at each shelf become reaches (``reaches_from_events``), reaches less than
 ``--gap`` seconds apart make one clip, and each clip is rendered from a second before its
-first reach to 1.5 s after its last, with the slot's facings full (a put-back's slot with
+first reach (0.6 s) to a second after its last, with the slot's facings full (a put-back's slot with
 a facing free for it, as a faced-up shelf would be), written to an MJPG file, decoded and
 read by ``ShelfWatch`` (MediaPipe hands) with the simulator's positions of that time.
 Each worker process has one hand tracker, reset at each clip's first frames (no hand).
@@ -41,6 +44,7 @@ import bisect
 import heapq
 import math
 import multiprocessing as mp
+import pickle
 import sys
 import tempfile
 import time
@@ -143,7 +147,12 @@ class Clip:
 
 
 def clips_of(
-    layout: Layout, run: Run, day_start: datetime, gap_s: float, lead_s: float = 1.0
+    layout: Layout,
+    run: Run,
+    day_start: datetime,
+    gap_s: float,
+    lead_s: float = 0.6,
+    tail_s: float = 1.0,
 ) -> list[Clip]:
     """Every shelf camera's clips: the reaches of the day's picks and put-backs at its
     shelf, those less than ``gap_s`` apart in one clip."""
@@ -163,7 +172,7 @@ def clips_of(
                 runs.append([r])
         for group in runs:
             t0 = group[0].start_s - lead_s
-            end = max(r.start_s for r in group) + REACH_S + 1.5
+            end = max(r.start_s for r in group) + REACH_S + tail_s
             start = day_start + timedelta(seconds=t0)
             backs = Counter(r.sku for r in group if r.action == "put_back")
             stock = tuple((sku, max(0, n - backs[sku])) for sku, n in facings.items())
@@ -251,7 +260,9 @@ def weigh(
     alone, fused = ShelfAdapter(layout), ShelfAdapter(layout)
     for r in sorted(seen, key=lambda r: r.started):
         fused.seen(r)
-    cells = readings(layout, run.events, start, end, seed=seed, noise=CellNoise(depth=40))
+    cells = readings(
+        layout, run.events, start, end, seed=seed, noise=CellNoise(depth=40), strays=True
+    )
     floor = [e for e in run.events if isinstance(e, ev.PositionSamples | ev.ShopperEntered)]
     merged = heapq.merge(
         ((r.at, 1, r) for r in cells), ((e.at, 0, e) for e in floor), key=lambda x: x[:2]
@@ -384,6 +395,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser.add_argument("--fps", type=float, default=5.0, help="the shelf cameras' frame rate")
     parser.add_argument("--gap", type=float, default=2.0, help="reaches closer: one clip (s)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--save", type=Path, help="keep the cameras' readings in this file")
+    parser.add_argument(
+        "--load", type=Path, help="the cameras' readings of a --save, not read again"
+    )
     args = parser.parse_args(argv)
     stamp.print_stamp()
     layout, text = shelved_layout(args.fps)
@@ -399,8 +414,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     )
     clips = clips_of(layout, run, OPEN, args.gap)
     t = time.perf_counter()
-    watched = watch_all(clips, text, args.workers)
-    wall = time.perf_counter() - t
+    if args.load is not None:
+        watched, wall = pickle.loads(args.load.read_bytes())
+    else:
+        watched = watch_all(clips, text, args.workers)
+        wall = time.perf_counter() - t
+        if args.save is not None:
+            args.save.write_bytes(pickle.dumps((watched, wall)))
     seen = [r for w in watched for r in w.readings]
     frames = sum(w.frames for w in watched)
     render_ms = 1000 * sum(w.render_s for w in watched) / max(1, frames)
