@@ -356,6 +356,26 @@ def causes(
     return out or ["(a line off with no pick or put-back to blame: the rules)"]
 
 
+_KINDS = (  # a review reason's words, and its kind; the first that is in it
+    ("is not sure either", "the camera unsure too"),
+    ("but the load", "the camera and the load disagree"),
+    ("no facing change", "the camera saw no facing change"),
+    ("which product went back", "a put-back of one of two products of one weight"),
+    ("weighs the same", "two SKUs fit"),
+    ("not a whole number", "no whole number of units"),
+    ("wrong slot", "a put-back of a product the cart does not hold"),
+    ("no hand was seen", "a change with no hand seen"),
+    ("nobody at the shelf", "nobody at the shelf"),
+    ("not sure", "who took it is not sure"),
+    ("faint", "a faint change"),
+    ("emptied and filled", "facings emptied and filled in one reach"),
+)
+
+
+def _review_kind(reason: str) -> str:
+    return next((kind for words, kind in _KINDS if words in reason), reason[:60])
+
+
 def report(
     mode: str, compared: list[CartReceipts], run: Run, made: list[ev.Event],
     carts: dict[str, str],
@@ -371,7 +391,7 @@ def report(
         + ", ".join(f"{t} {n:,}" for t, n in sorted(kinds.items()))
     )
     reviews = Counter(
-        e.data.reason.split(";")[0][:60] for e in made if isinstance(e, ev.ShelfUnresolved)
+        _review_kind(e.data.reason) for e in made if isinstance(e, ev.ShelfUnresolved)
     )
     for kind, n in errors.most_common():
         print(f"  {kind}: {n:,}")
