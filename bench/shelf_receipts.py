@@ -10,8 +10,9 @@ each) and every shelf filmed (a shelf camera facing its front, 640x480, its slot
 side by side across the image, as wide as their facings): the layout is built here from
 ``examples/stores/convenience.yaml``.
 
-**Weights.** ``simulator/loadcells.py``'s readings of every cell, 10 a second for the
-whole day (noise, drift, the hand on the shelf), through ``ShelfAdapter`` with the
+**Weights.** ``simulator/loadcells.py``'s readings of every cell for the whole day, 10
+a second within 20 s of a hand on the slot and one a second otherwise (noise, drift,
+the hand on the shelf), through ``ShelfAdapter`` with the
 simulator's position samples and entries, merged in time. Each slot holds 40 units a
 facing at the start, so that none runs empty in the day (no restocking is simulated). A
 product put back on a shelf with no slot of its own lands on one of that shelf's slots
@@ -78,6 +79,8 @@ from simulator.shoppers import Store  # noqa: E402
 EXAMPLE = ROOT / "examples" / "stores" / "convenience.yaml"
 OPEN = datetime(2026, 11, 28, 7, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))
 TARGET = 0.995
+# 40 units a facing: no slot runs empty in the day; a reading a second far from any hand
+NOISE = CellNoise(depth=40, quiet_hz=1.0)
 MODES = ("weights and cameras", "weights alone", "cameras alone")
 MOVES = (ev.ItemPicked, ev.ItemPutBack)
 
@@ -260,9 +263,7 @@ def weigh(
     alone, fused = ShelfAdapter(layout), ShelfAdapter(layout)
     for r in sorted(seen, key=lambda r: r.started):
         fused.seen(r)
-    cells = readings(
-        layout, run.events, start, end, seed=seed, noise=CellNoise(depth=40), strays=True
-    )
+    cells = readings(layout, run.events, start, end, seed=seed, noise=NOISE, strays=True)
     floor = [e for e in run.events if isinstance(e, ev.PositionSamples | ev.ShopperEntered)]
     merged = heapq.merge(
         ((r.at, 1, r) for r in cells), ((e.at, 0, e) for e in floor), key=lambda x: x[:2]

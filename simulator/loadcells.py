@@ -41,6 +41,8 @@ class CellNoise:
     hand_s: float = 0.8  # how long a hand rests on the shelf around a pick
     hand_g: float = 400.0  # the most it presses (or lifts) meanwhile
     depth: int = 6  # units behind each facing at the start
+    quiet_hz: float | None = None  # readings a second far from any hand (None: hz)
+    busy_s: float = 20.0  # how far from a hand the cell reads at hz
 
 
 def readings(
@@ -120,6 +122,7 @@ class _Cell:
         foreign = sorted(self.foreign)
         hands = sorted([t for t, _ in steps] + [t for t, _ in foreign])
         i, h, every, at = 0, 0, timedelta(seconds=1 / n.hz), start
+        quiet = timedelta(seconds=1 / (n.quiet_hz or n.hz))
         j, left = 0, 0.0  # foreign goods on the slot so far
         while at < end:
             while i < len(steps) and steps[i][0] <= at:
@@ -139,4 +142,12 @@ class _Cell:
             if h < len(hands) and abs((hands[h] - at).total_seconds()) <= n.hand_s / 2:
                 grams += self.rng.uniform(-0.25, 1.0) * n.hand_g  # the hand on the shelf
             yield Reading(sensor=self.sensor, at=at, grams=round(grams, 1))
-            at += every
+            at += every if n.quiet_hz is None or self._near(hands, h, at, n.busy_s) else quiet
+
+    @staticmethod
+    def _near(hands: list[datetime], h: int, at: datetime, busy_s: float) -> bool:
+        """Whether a hand (the first not yet past is ``hands[h]``) is within ``busy_s``."""
+        return any(
+            0 <= k < len(hands) and abs((hands[k] - at).total_seconds()) <= busy_s
+            for k in (h - 1, h)
+        )
