@@ -609,9 +609,10 @@ def check(the: Plan, image_path: Path) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    from adapters import shelf_cli  # aisle shelf: the weight shelves, beside the cameras
+    from adapters import shelf_cli, shelfcam_cli  # the weight shelves and shelf cameras
 
     shelf_cli.register(app)
+    shelfcam_cli.register(app)
 
     @app.command("adapt")
     def adapt_command(

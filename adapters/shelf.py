@@ -14,6 +14,12 @@ two shoppers were equally near, becomes a ``shelf.unresolved`` event with the sl
 grams, the candidates and the reason. It charges nobody; the ``shelves`` rule pack
 raises it as an alert a person looks at, and the receipt is corrected if need be.
 
+A shelf camera that saw the reach settles what the weight cannot
+(``seen``): when a change would go to review and the camera's reading of a reach at the
+same slot overlaps it in time, the camera's sure reading decides (who, taken or put
+back, and, for a change that is no whole number of units, how many); a camera that was
+unsure too, or that disagrees with the load's direction, leaves it to a person as before.
+
 Positions that never come (no camera, an empty store) do not hold changes forever: the
 caller says when to give up waiting (``release(force=True)``).
 """
@@ -22,10 +28,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict, deque
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from adapters.attribution import Attribution, Attributor, Positions
+from adapters.shelfcam import ShelfReading
 from adapters.weights import LevelSettings, SlotChange, SlotScale, scales_of
 from core import events as ev
 from core.layout import Layout
@@ -45,9 +53,13 @@ class ShelfSettings:
     """Shoppers whose group is kept (a day of a busy store is a few thousand)."""
     max_waiting: int = 10_000
     """Changes waiting for positions, at most; beyond it the oldest goes with what is known."""
+    seen_slack_s: float = 1.0
+    """A camera's reach this near a change in time (either side) is evidence for it."""
+    max_seen: int = 1000
+    """Camera readings kept per slot, unused, at most (the oldest go first)."""
 
     def __post_init__(self) -> None:
-        for name in ("after_s", "keep_s"):
+        for name in ("after_s", "keep_s", "seen_slack_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 3600):
                 raise ValueError(f"shelf setting {name}: {value!r} is not in [0, 3600]")
@@ -63,6 +75,7 @@ class ShelfStats:
     changes: int = 0
     events: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)  # why changes went to review
+    by_camera: int = 0  # changes a shelf camera's reading settled
 
 
 class ShelfAdapter:
@@ -81,6 +94,9 @@ class ShelfAdapter:
         self.groups: dict[str, str] = {}  # shopper -> group, for those who came in with others
         self.stats = ShelfStats()
         self._waiting: deque[SlotChange] = deque()
+        self._seen: dict[tuple[str, str], deque[ShelfReading]] = defaultdict(
+            lambda: deque(maxlen=s.max_seen)
+        )
 
     @property
     def waiting(self) -> int:
@@ -122,6 +138,12 @@ class ShelfAdapter:
         if self.positions_at is None or until > self.positions_at:
             self.positions_at = until
 
+    def seen(self, reading: ShelfReading) -> None:
+        """A shelf camera's reading of a reach (``adapters/shelfcam.py``): evidence for a
+        change of the same slot about then. Give it before the change is released (the
+        readings of a camera that lags behind the scales come too late to count)."""
+        self._seen[(reading.shelf, reading.sku)].append(reading)
+
     def entered(self, event: ev.ShopperEntered) -> None:
         """A shopper came in; one in a group shares the group's cart."""
         if event.data.group is not None:
@@ -147,12 +169,40 @@ class ShelfAdapter:
         a = self.settings.attributor.attribute(
             change, shelf, self.positions, self.catalog, self.held, self.groups
         )
+        if a.review is not None or a.subject is None or a.qty <= 0:
+            a = self._by_camera(change, a)
         if a.review is None and a.subject is not None and a.qty > 0:
             e = self._pick(change, a)
         else:
             e = self._unresolved(change, a)
         self.stats.events[e.type] += 1
         return [e]
+
+    def _by_camera(self, change: SlotChange, a: Attribution) -> Attribution:
+        """What a shelf camera's reading of a reach at the slot then makes of a change
+        the weight and the floor could not settle: the attribution it decides, or the
+        one given with the camera's own doubt added to the review."""
+        seen = self._seen.get((change.shelf, change.sku))
+        slack = timedelta(seconds=self.settings.seen_slack_s)
+        c = change.change
+        near = [
+            r for r in seen or () if r.started - slack <= c.settled and c.started <= r.ended + slack
+        ]
+        if not near:
+            return a
+        # the reach nearest the change in time; one reach explains one change
+        r = min(near, key=lambda r: abs((r.started - c.started).total_seconds()))
+        assert seen is not None
+        seen.remove(r)
+        doubt = _camera_doubt(r, change, self.held, self.groups)
+        if doubt is not None:
+            return replace(a, review=f"{a.review or 'no whole unit'}; {r.camera}: {doubt}")
+        assert r.subject is not None
+        qty = a.qty if change.review is None and a.qty > 0 else r.qty
+        self.stats.by_camera += 1
+        return Attribution(
+            r.subject, r.confidence, change.sku, qty, change.picked, None, a.candidates
+        )
 
     def _pick(self, change: SlotChange, a: Attribution) -> ev.Event:
         assert a.subject is not None
@@ -198,6 +248,28 @@ class ShelfAdapter:
     def flush(self) -> list[ev.Event]:
         """The end of the readings: every change still waiting, with what is known."""
         return self.release(force=True)
+
+
+def _camera_doubt(
+    r: ShelfReading,
+    change: SlotChange,
+    held: Mapping[str, Mapping[str, int]],
+    groups: Mapping[str, str],
+) -> str | None:
+    """Why a camera's reading cannot settle a change (None: it can)."""
+    if r.review is not None:
+        return f"the shelf camera is not sure either ({r.review})"
+    if r.action == "none" or r.subject is None:
+        return "the shelf camera saw a reach, but no facing change"
+    if (r.action == "picked") != change.picked:
+        moved = "fell" if change.picked else "rose"
+        return f"the shelf camera saw {r.action.replace('_', ' ')}, but the load {moved}"
+    if not change.picked and held.get(groups.get(r.subject, r.subject), {}).get(r.sku, 0) < r.qty:
+        return (
+            f"the shelf camera saw {r.subject} fill a facing of {r.sku}, but they held "
+            "none of it: which product went back is not seen"
+        )
+    return None
 
 
 def _kind(reason: str) -> str:
