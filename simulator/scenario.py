@@ -738,7 +738,10 @@ async def run_files(
                         tuple(outcome.rule_errors[:10]),
                     )
                 )
-            result = Result(sc.file, sc.name, outcome, checks)
+            seeds = {"noise_seed": sc.seed}
+            if sc.crowd is not None:
+                seeds["crowd_seed"] = sc.crowd.seed
+            result = Result(sc.file, sc.name, outcome, checks, seeds)
             _print(result)
             results.append(result)
     return results

@@ -472,6 +472,7 @@ class Result:
     name: str
     outcome: Outcome
     checks: list[Check]
+    seeds: dict[str, int] = field(default_factory=dict)  # what reproduces the run
 
     @property
     def failed(self) -> list[Check]:
@@ -533,6 +534,10 @@ def write_junit(path: Path, results: Sequence[Result], invalid: Sequence[SourceE
             errors="0",
             time=f"{sum(r.outcome.seconds for r in rs):.3f}",
         )
+        properties = ET.SubElement(suite, "properties")  # what reproduces a failure
+        for r in rs:
+            for key, value in {"store": r.outcome.store, **r.seeds}.items():
+                ET.SubElement(properties, "property", name=f"{r.name}.{key}", value=str(value))
         for r in rs:
             for c in r.checks:
                 case = ET.SubElement(

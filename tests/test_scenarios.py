@@ -166,6 +166,9 @@ def test_a_wrong_expectation_fails_with_a_readable_report(
     assert (suites.get("tests"), suites.get("failures")) == ("5", "3")
     (suite,) = suites
     assert suite.get("name") == str(path) and suite.get("failures") == "3"
+    props = {p.get("name"): p.get("value") for p in suite.findall("properties/property")}
+    assert props["wrong-on-purpose.noise_seed"] == "1", props  # what reproduces the run
+    assert props["wrong-on-purpose.store"].startswith("corner-01"), props
     cases = suite.findall("testcase")
     assert len(cases) == 5 and {c.get("classname") for c in cases} == {"wrong-on-purpose"}
     failures = [c.find("failure") for c in cases if c.find("failure") is not None]
