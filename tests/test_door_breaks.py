@@ -9,12 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import supervision as sv
 
+from adapters.background import BackgroundSubtraction
 from adapters.cli import TRACKING, DetectorKind
+from adapters.detection import Frame
+from adapters.projector import Projector
+from adapters.sources import open_source
 from adapters.store_floor import FloorSettings, StoreFloor
 from core import events as ev
 from core.layout import Layout, load_layout
-from simulator.render import Person, RenderOptions, truth_boxes
+from simulator.render import Person, RenderOptions, render_camera, truth_boxes
+from tests.test_detectors import read_gt
 
 STORES = Path(__file__).resolve().parent.parent / "examples" / "stores"
 ORIGIN = datetime(2026, 11, 28, 17, 0, tzinfo=UTC)
@@ -63,3 +69,46 @@ def test_a_shopper_lost_on_the_way_out_and_found_at_the_exit_gate_leaves_once(
     events = floor_events(corner, FRONT, frames)
     assert [e.data.line for e in events if isinstance(e, ev.ShopperExited)] == ["exit"]
     assert [e for e in events if isinstance(e, ev.ShopperEntered)] == []
+
+
+@pytest.mark.parametrize(
+    "where",
+    [(1.2, 0.6), (2.0, -0.3)],
+    ids=["inside the entrance", "outside, cut by the image border"],
+)
+def test_a_body_the_mask_cuts_in_two_is_one_person_by_its_calibrated_size(
+    corner: Layout, tmp_path: Path, where: tuple[float, float]
+) -> None:
+    """In the busy hour, where part of a shopper matches what is behind them (dark legs on
+    the dark pavement) the foreground mask parts the body, and the two blobs were two
+    people: two tracks, two entries. Here a band of the empty floor is pasted across the
+    rendered shopper; sized by the camera's calibration the two pieces are one person
+    with the body's box, while by pixels alone they are two."""
+    times = [k / FPS for k in range(40)]
+    shopper = [Person("cut", *where)]
+    stats = render_camera(
+        corner,
+        FRONT,
+        ((t, [] if k < 35 else shopper) for k, t in enumerate(times)),
+        tmp_path / "cut.mp4",
+        tmp_path / "cut.gt.txt",
+        RenderOptions(seed=3),
+    )
+    assert stats.video_path is not None
+    x1, y1, x2, y2 = read_gt(tmp_path / "cut.gt.txt")[40][0][0]
+    images = []
+    with open_source(stats.video_path, start=ORIGIN) as source:
+        images = [frame.image for frame in source]
+    band = slice(int(y1 + 0.45 * (y2 - y1)), int(y1 + 0.6 * (y2 - y1)))
+    across = slice(int(x1), int(x2))
+    plain = BackgroundSubtraction()
+    sized = BackgroundSubtraction(person=Projector(corner.camera(FRONT)))
+    for k, image in enumerate(images):
+        if k >= 35:
+            image = image.copy()
+            image[band, across] = images[0][band, across]
+        frame = Frame(image=image, number=k + 1, offset_s=times[k], at=ORIGIN, source="cut")
+        by_pixels, by_size = plain.detect(frame), sized.detect(frame)
+    assert len(by_pixels) == 2
+    (box,) = by_size.xyxy
+    assert sv.box_iou_batch(np.array([box]), np.array([[x1, y1, x2, y2]]))[0, 0] >= 0.9
