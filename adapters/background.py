@@ -61,6 +61,8 @@ _WARMUP = 25  # frames that build the model at a fast rate before still_s takes 
 _PIECE = 0.1  # the smallest piece of a body, as a share of a person's box there, kept to join
 _GAP = 0.25  # how far apart two pieces of one body may be, as a share of a person's box side
 _SLACK = 0.05  # how much worse than its better piece a union may fit one person and be joined
+_POOR = 0.5  # a fit below which a blob is not one person as it stands...
+_CROWD = 1.5  # ...when its box is also this many times a person's box there
 _WHOLE = 0.3  # the smallest share of a person's box there that a blob's box may be
 
 
@@ -271,13 +273,24 @@ class BackgroundSubtraction:
             whole = _Piece.of(person, (x, y, w, h), area, self.scale)
             if self.split is not None and area >= 4 * speck:
                 blob = (labels[y : y + h, x : x + w] == i).astype(np.uint8)
-                parts = [
-                    _Piece.of(person, (x + bx, y + by, bw, bh), a, self.scale)
-                    for bx, by, bw, bh, a in _split(blob, self.split)
-                ]
-                if len(parts) > 1 and min(p.fit for p in parts) > whole.fit:
-                    pieces += parts
-                    continue
+                # Too large for one person there: two people pressed together may share a
+                # thick middle and have one core; try the blob's pixels in two or three
+                # clusters too.
+                crowd = whole.fit < _POOR and _area(whole.box) > _CROWD * _area(whole.model)
+                ways = [_split(blob, self.split)]
+                if crowd:
+                    ways += [_clusters(blob, k) for k in (2, 3)]
+                for way in ways:
+                    parts = [
+                        _Piece.of(person, (x + bx, y + by, bw, bh), a, self.scale)
+                        for bx, by, bw, bh, a in way
+                    ]
+                    if len(parts) > 1 and min(p.fit for p in parts) > whole.fit:
+                        pieces += parts
+                        break
+                else:
+                    pieces.append(whole)
+                continue
             pieces.append(whole)
         pieces = _joined(person, pieces)
         kept = [
@@ -402,6 +415,27 @@ def _split(blob: np.ndarray, core: float) -> list[tuple[int, int, int, int, int]
     if min(p[4] for p in parts) < _MIN_PART * total:
         h, w = blob.shape
         return [(0, 0, w, h, total)]  # a limb or a head, not a second person
+    return parts
+
+
+def _clusters(blob: np.ndarray, k: int) -> list[tuple[int, int, int, int, int]]:
+    """A blob's pixels in ``k`` groups by position (OpenCV's k-means, fixed seeds by
+    kmeans++ from a fixed RNG state so that a frame gives the same boxes every run)."""
+    ys, xs = np.nonzero(blob)
+    if len(xs) < 2 * k:
+        h, w = blob.shape
+        return [(0, 0, w, h, len(xs))]
+    points = np.column_stack([xs, ys]).astype(np.float32)
+    cv2.setRNGSeed(k)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
+    _, labels, _ = cv2.kmeans(points, k, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+    parts = []
+    for j in range(k):
+        px, py = xs[labels[:, 0] == j], ys[labels[:, 0] == j]
+        if len(px) == 0:
+            continue
+        x0, y0 = int(px.min()), int(py.min())
+        parts.append((x0, y0, int(px.max()) - x0 + 1, int(py.max()) - y0 + 1, len(px)))
     return parts
 
 

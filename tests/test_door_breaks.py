@@ -112,3 +112,33 @@ def test_a_body_the_mask_cuts_in_two_is_one_person_by_its_calibrated_size(
     assert len(by_pixels) == 2
     (box,) = by_size.xyxy
     assert sv.box_iou_batch(np.array([box]), np.array([[x1, y1, x2, y2]]))[0, 0] >= 0.9
+
+
+def test_two_shoppers_pressed_together_at_the_exit_gate_are_two_people(
+    corner: Layout, tmp_path: Path
+) -> None:
+    """From the busy hour: one shopper waits at the exit gate while another walks out
+    past them; their blobs touch along a thick middle, one core, one blob. Too large for
+    one person standing there, it is split in two by its pixels' positions, and each
+    part fits a person better than the whole."""
+    times = [k / FPS for k in range(40)]
+    pair = [Person("corner-01-1-5", 2.05, 0.6), Person("corner-01-1-9", 2.38, -0.12)]
+    stats = render_camera(
+        corner,
+        FRONT,
+        ((t, [] if k < 35 else pair) for k, t in enumerate(times)),
+        tmp_path / "pair.mp4",
+        tmp_path / "pair.gt.txt",
+        RenderOptions(seed=1),
+    )
+    assert stats.video_path is not None
+    truth = np.array([box for box, _ in read_gt(tmp_path / "pair.gt.txt")[40]])
+    plain = BackgroundSubtraction()
+    sized = BackgroundSubtraction(person=Projector(corner.camera(FRONT)))
+    with open_source(stats.video_path, start=ORIGIN) as source:
+        for frame in source:
+            by_pixels, by_size = plain.detect(frame), sized.detect(frame)
+    assert len(by_pixels) == 1
+    assert len(by_size) == 2
+    iou = sv.box_iou_batch(truth, by_size.xyxy)
+    assert (iou.max(axis=1) >= 0.5).all(), iou
