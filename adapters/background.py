@@ -14,6 +14,13 @@ What this module adds is the part that makes blobs into person boxes:
 - morphology: an opening removes speckle (sensor noise, compression), a closing joins a
   body's parts (head, shoulders, arms) into one blob;
 - touching people: a blob with two thick cores (two bodies) is split between them;
+- the person's size where it stands: with the camera's calibration (``person``, the
+  projector's model of a standing person) the pieces of one body (a head apart from its
+  shoulders, legs cut off by a gap in the mask) are joined when together they fit one
+  person better than apart, a blob is split only when its parts fit people better than
+  the whole does, and a piece too small to be a person there is dropped: a fixed pixel
+  size is wrong for an overhead camera, under which a person is half as large at the
+  nadir as at the image's edge;
 - blob filtering: person sizes and shapes in pixels (``BlobLimits``), so a dropped glove
   is not a person;
 - standing still: the learning rate is set from ``still_s`` and the frames' own times, so
@@ -40,6 +47,8 @@ import numpy as np
 import supervision as sv
 
 from adapters.detection import Frame, people
+from adapters.projector import Projector
+from core.layout import Camera
 
 __all__ = ["BackgroundSubtraction", "BlobLimits"]
 
@@ -49,6 +58,12 @@ _HISTORY = 500  # only sets OpenCV's default learning rate, which detect() alway
 _BACKGROUND_RATIO = 0.9  # OpenCV's default for both subtractors
 _MIN_PART = 0.25  # the smallest share of a split blob that counts as a person of its own
 _WARMUP = 25  # frames that build the model at a fast rate before still_s takes over
+_PIECE = 0.1  # the smallest piece of a body, as a share of a person's box there, kept to join
+_GAP = 0.25  # how far apart two pieces of one body may be, as a share of a person's box side
+_SLACK = 0.05  # how much worse than its better piece a union may fit one person and be joined
+_POOR = 0.5  # a fit below which a blob is not one person as it stands...
+_CROWD = 1.5  # ...when its box is also this many times a person's box there
+_WHOLE = 0.3  # the smallest share of a person's box there that a blob's box may be
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,7 @@ class BackgroundSubtraction:
         level_every: int = 50,
         split: float | None = 0.6,
         scale: float = 0.5,
+        person: Projector | None = None,
     ) -> None:
         """``still_s``: seconds a person may stand still before fading into the
         background, on the frames' clock; ``threshold``: the subtractor's own (MOG2:
@@ -99,7 +115,9 @@ class BackgroundSubtraction:
         ``split``: how thick (a share of the blob's thickest point) a core must be to
         count as a body when splitting touching people, or None not to split;
         ``scale``: the share of the frame's width and height the model works at, in
-        (0, 1] (1: the full frame)."""
+        (0, 1] (1: the full frame); ``person``: the camera's projector, whose model of a
+        standing person sizes the blobs where they are (joining, splitting, the smallest
+        person), or None for ``limits`` alone."""
         if method == "mog2":
             self.model: cv2.BackgroundSubtractor = cv2.createBackgroundSubtractorMOG2(
                 history=_HISTORY,
@@ -131,11 +149,24 @@ class BackgroundSubtraction:
         self.close = _kernel(close_px, scale)
         self.relearn_after = relearn_after
         self.split = split
+        self.person = person
         self.level_every = level_every
         self.mask: np.ndarray | None = None  # the last foreground mask (at ``scale``)
         self.level: float | None = None  # the background's brightness
         self.frames = 0
         self.global_run = 0  # frames in a row that changed almost everywhere
+
+    @classmethod
+    def for_camera(
+        cls, camera: Camera, method: Literal["mog2", "knn"] = "mog2"
+    ) -> BackgroundSubtraction:
+        """The detector for a layout's camera: blobs sized by its calibration where it
+        can model a standing person (mounted above head height), by pixels otherwise."""
+        try:
+            person = Projector(camera)
+        except ValueError:
+            person = None
+        return cls(method, person=person)
 
     def compensate(self, image: np.ndarray) -> np.ndarray:
         """The frame scaled to the background's brightness.
@@ -201,6 +232,8 @@ class BackgroundSubtraction:
         boxes: list[tuple[float, float, float, float, float]] = []  # x, y, w, h, area
         lim = self.limits
         min_area = lim.min_area * self.scale**2  # in the shrunk mask's pixels
+        if self.person is not None:
+            return self._sized(frame, self.person, n, labels, stats)
         for i in range(1, n):
             x, y, w, h, area = (int(v) for v in stats[i])
             if area < min_area:
@@ -226,6 +259,135 @@ class BackgroundSubtraction:
         xyxy = np.column_stack([x, y, x + w, y + h])[keep]
         fill = (area / np.maximum(w * h, 1))[keep]
         return people(xyxy, fill.clip(0, 1), size=frame.size)
+
+    def _sized(
+        self, frame: Frame, person: Projector, n: int, labels: np.ndarray, stats: np.ndarray
+    ) -> sv.Detections:
+        """The blobs as people by the calibrated size of a person where each one is."""
+        pieces: list[_Piece] = []
+        speck = _PIECE * person.smallest_area() * self.scale**2
+        for i in range(1, n):
+            x, y, w, h, area = (int(v) for v in stats[i])
+            if area < speck:
+                continue
+            whole = _Piece.of(person, (x, y, w, h), area, self.scale)
+            if self.split is not None and area >= 4 * speck:
+                blob = (labels[y : y + h, x : x + w] == i).astype(np.uint8)
+                # Too large for one person there: two people pressed together may share a
+                # thick middle and have one core; try the blob's pixels in two or three
+                # clusters too.
+                crowd = whole.fit < _POOR and _area(whole.box) > _CROWD * _area(whole.model)
+                ways = [_split(blob, self.split)]
+                if crowd:
+                    ways += [_clusters(blob, k) for k in (2, 3)]
+                for way in ways:
+                    parts = [
+                        _Piece.of(person, (x + bx, y + by, bw, bh), a, self.scale)
+                        for bx, by, bw, bh, a in way
+                    ]
+                    if len(parts) > 1 and min(p.fit for p in parts) > whole.fit:
+                        pieces += parts
+                        break
+                else:
+                    pieces.append(whole)
+                continue
+            pieces.append(whole)
+        pieces = _joined(person, pieces)
+        kept = [
+            p
+            for p in pieces
+            if _area(p.box) >= _WHOLE * _area(p.model)
+            and min(_w(p.box), _h(p.box)) >= self.limits.min_side
+        ]
+        xyxy = np.array([p.box for p in kept], dtype=np.float64).reshape(-1, 4)
+        fill = np.array([p.area / max(_area(p.box), 1.0) for p in kept], dtype=np.float64)
+        return people(xyxy, fill.clip(0, 1), size=frame.size)
+
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """A blob or a part of one, in the full frame's pixels, with how well it fits the
+    calibrated person standing where it is (IoU with that person's box)."""
+
+    box: Box
+    area: float
+    model: Box
+    fit: float
+
+    @classmethod
+    def of(
+        cls, person: Projector, xywh: tuple[int, int, int, int], area: float, scale: float
+    ) -> _Piece:
+        x, y, w, h = xywh
+        box = (x / scale, y / scale, (x + w) / scale, (y + h) / scale)
+        return cls.fitted(person, box, area / scale**2)
+
+    @classmethod
+    def fitted(cls, person: Projector, box: Box, area: float) -> _Piece:
+        model = person.box_of(*person.foot(box))
+        return cls(box, area, model, _iou(box, model))
+
+
+def _joined(person: Projector, pieces: list[_Piece]) -> list[_Piece]:
+    """Pieces joined two at a time, the best first, while a union fits one person better
+    than its worse piece and about as well as its better one (a head and its shoulders, a
+    body cut by a gap); two people side by side fit one person worse than either does."""
+    pieces = list(pieces)
+    while len(pieces) > 1:
+        best: tuple[float, int, int, _Piece] | None = None
+        for i in range(len(pieces)):
+            for j in range(i + 1, len(pieces)):
+                a, b = pieces[i], pieces[j]
+                reach = _GAP * max(_w(a.model), _h(a.model), _w(b.model), _h(b.model))
+                if _gap(a.box, b.box) > reach:
+                    continue
+                box = (
+                    min(a.box[0], b.box[0]),
+                    min(a.box[1], b.box[1]),
+                    max(a.box[2], b.box[2]),
+                    max(a.box[3], b.box[3]),
+                )
+                union = _Piece.fitted(person, box, a.area + b.area)
+                gain = union.fit - max(a.fit, b.fit)
+                if union.fit <= min(a.fit, b.fit) or gain < -_SLACK:
+                    continue
+                if best is None or gain > best[0]:
+                    best = (gain, i, j, union)
+        if best is None:
+            break
+        _, i, j, union = best
+        pieces = [p for k, p in enumerate(pieces) if k not in (i, j)] + [union]
+    return pieces
+
+
+def _w(b: Box) -> float:
+    return b[2] - b[0]
+
+
+def _h(b: Box) -> float:
+    return b[3] - b[1]
+
+
+def _area(b: Box) -> float:
+    return max(_w(b), 0.0) * max(_h(b), 0.0)
+
+
+def _gap(a: Box, b: Box) -> float:
+    """The distance between two boxes (0 where they touch or overlap)."""
+    dx = max(a[0] - b[2], b[0] - a[2], 0.0)
+    dy = max(a[1] - b[3], b[1] - a[3], 0.0)
+    return max(dx, dy)
+
+
+def _iou(a: Box, b: Box) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0.0) * max(h, 0.0)
+    union = _area(a) + _area(b) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _split(blob: np.ndarray, core: float) -> list[tuple[int, int, int, int, int]]:
@@ -253,6 +415,27 @@ def _split(blob: np.ndarray, core: float) -> list[tuple[int, int, int, int, int]
     if min(p[4] for p in parts) < _MIN_PART * total:
         h, w = blob.shape
         return [(0, 0, w, h, total)]  # a limb or a head, not a second person
+    return parts
+
+
+def _clusters(blob: np.ndarray, k: int) -> list[tuple[int, int, int, int, int]]:
+    """A blob's pixels in ``k`` groups by position (OpenCV's k-means, fixed seeds by
+    kmeans++ from a fixed RNG state so that a frame gives the same boxes every run)."""
+    ys, xs = np.nonzero(blob)
+    if len(xs) < 2 * k:
+        h, w = blob.shape
+        return [(0, 0, w, h, len(xs))]
+    points = np.column_stack([xs, ys]).astype(np.float32)
+    cv2.setRNGSeed(k)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
+    _, labels, _ = cv2.kmeans(points, k, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+    parts = []
+    for j in range(k):
+        px, py = xs[labels[:, 0] == j], ys[labels[:, 0] == j]
+        if len(px) == 0:
+            continue
+        x0, y0 = int(px.min()), int(py.min())
+        parts.append((x0, y0, int(px.max()) - x0 + 1, int(py.max()) - y0 + 1, len(px)))
     return parts
 
 

@@ -154,7 +154,7 @@ def _detector(kind: DetectorKind, model: str | None, camera: Camera, every: bool
         if kind in (DetectorKind.mog2, DetectorKind.knn):
             from adapters.background import BackgroundSubtraction
 
-            return BackgroundSubtraction(kind.value)  # type: ignore[arg-type]
+            return BackgroundSubtraction.for_camera(camera, kind.value)  # type: ignore[arg-type]
         if kind is DetectorKind.hog:
             from adapters.hog import HogPeople
 

@@ -12,7 +12,8 @@ simulator's, so the standard rule packs read them unchanged:
 - **Doors.** ``shopper.entered`` and ``shopper.exited`` are crossings of the layout's door
   lines, counted by ``LineCounter`` (hysteresis), in to enter and out to leave, whatever
   the line's kind (as the simulator counts them). Cameras rarely see past a door: a
-  fused track that is born inside the store near a door came in through it, and one that
+  fused track that is born inside the store near a door came in through it (unless the
+  nearest door is exit-only: then it is someone found again), and one that
   ended near a door (``Ended.door``) went out. Such a track's path is extended to a point
   just outside the nearest door, straight through the door line, at ``walk_m_s``, and
   the counter decides as for any other path. So a door that a camera does see is counted
@@ -288,8 +289,8 @@ class FloorEvents:
     def _from_door(self, visit: _Visit, point: Point, at: float) -> None:
         """A track born inside near a door came in through it: its path starts outside."""
         door = self._door(point)
-        if door is None:
-            return
+        if door is None or door[0].kind == "exit":
+            return  # nobody comes in by an exit-only door: a track found again, not a visit
         outside = self._outside(door, point)
         before = at - math.dist(outside, point) / self.settings.walk_m_s
         self.stats.door_births += 1

@@ -16,7 +16,8 @@ before is joined, on the floor, to the nearest fused track within reach:
   waits ``unseen_s`` to be found again, because the person is still in the store: behind
   a shelf, in a blind spot between two cameras' views, hidden by others in a queue. And
   near a door, a camera track joins only a fused track lost within ``birth_m`` of it: one
-  further away is a new person coming in, not one found again.
+  further away is a new person coming in, not one found again; except at an exit-only
+  door (the layout's ``exit`` kind), by which nobody comes in.
 - **Splits and duplicates.** Links of one fused track that come apart (further than
   ``split_m``, between foot points of people seen whole) are joined afresh. Two fused
   tracks that follow one person, each through cameras the other has none of, within
@@ -46,6 +47,7 @@ __all__ = [
     "Step",
     "TrackKey",
     "near_door",
+    "nearest_door",
     "to_segment",
 ]
 
@@ -181,6 +183,16 @@ class _Fused(msgspec.Struct):
 def near_door(doors: Iterable[Line], x: float, y: float, within: float) -> bool:
     """Whether (x, y) is within ``within`` metres of one of the door lines' segments."""
     return any(to_segment(line, x, y) <= within for line in doors)
+
+
+def nearest_door(doors: Iterable[Line], x: float, y: float, within: float) -> Line | None:
+    """The door line whose segment is nearest (x, y), if within ``within`` metres."""
+    best: tuple[float, Line] | None = None
+    for line in doors:
+        d = to_segment(line, x, y)
+        if d <= within and (best is None or d < best[0]):
+            best = (d, line)
+    return None if best is None else best[1]
 
 
 def to_segment(line: Line, x: float, y: float) -> float:
@@ -327,7 +339,11 @@ class Handoff:
         st = self.settings
         pairs: list[tuple[float, int, int, Sighting, _Fused]] = []
         for i, s in enumerate(unknown):
-            at_door = near_door(self.doors, s.x, s.y, st.door_m)
+            door = nearest_door(self.doors, s.x, s.y, st.door_m)
+            at_door = door is not None
+            # Nobody comes in by an exit-only door: a track that starts there is someone
+            # found again (walking out, the tracker lost them), however far they moved.
+            way_in = door is not None and door.kind != "exit"
             for fused in self._fused.values():
                 if any(
                     camera == s.camera and link.frame == s.frame
@@ -340,7 +356,7 @@ class Handoff:
                 x, y = fused.guess or (fused.x, fused.y)
                 distance = math.hypot(s.x - x, s.y - y)
                 reach = st.gate_m + st.walk_m_s * max(0.0, gap - st.live_s)
-                if distance > reach or (at_door and distance > st.birth_m):
+                if distance > reach or (way_in and distance > st.birth_m):
                     continue
                 pairs.append((distance + 0.05 * gap, i, fused.order, s, fused))
         for fused in self._fused.values():

@@ -75,6 +75,7 @@ class Projector:
         self._front = float(np.sign(self._to_image[2] @ np.array([seen[0], seen[1], 1.0])))
         nadir = self._to_image @ np.array([*self._centre, 1.0])
         self._nadir = nadir[:2] / nadir[2] if abs(nadir[2]) > 1e-12 else None
+        self._smallest: float | None = None
 
     def clipped(self, box: Box) -> bool:
         """Whether a box touches the image border (the person may be cut by it): comes
@@ -106,6 +107,19 @@ class Projector:
         """The box (clipped to the image) the model person standing at (x, y) would have."""
         b = self._boxes(np.array([[x, y]], dtype=float))[0]
         return float(b[0]), float(b[1]), float(b[2]), float(b[3])
+
+    def smallest_area(self) -> float:
+        """The area in pixels of the smallest whole person this camera sees, over the floor
+        its calibration marks span (under an overhead camera, the one at the nadir)."""
+        if self._smallest is None:
+            floor = np.array([p.floor for p in self.camera.calibration.points], dtype=float)
+            xs = np.linspace(floor[:, 0].min(), floor[:, 0].max(), 9)
+            ys = np.linspace(floor[:, 1].min(), floor[:, 1].max(), 9)
+            grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+            b = self._boxes(grid)
+            area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+            self._smallest = float(area[np.isfinite(area)].min())
+        return self._smallest
 
     def _guess(self, box: np.ndarray) -> np.ndarray:
         """The point of the box nearest the nadir's image, on the floor: within a body's

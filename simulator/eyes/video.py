@@ -43,7 +43,7 @@ from core import events as ev
 from core.access import Role
 from core.config import Settings
 from core.jetstream import JetStreamLog
-from core.layout import Layout
+from core.layout import Camera, Layout
 from core.log import publish_in_order, read_arrived
 from core.outbox import Outbox
 from core.runtime import embedded_or_configured, log_factory, open_log
@@ -266,7 +266,7 @@ class Checked:
     """Each camera's ground-truth rows (frame, id, x, y, w, h, 1), from the film."""
 
 
-def _detector(kind: str) -> tuple[Detector, TrackerSettings]:
+def _detector(kind: str, camera: Camera) -> tuple[Detector, TrackerSettings]:
     from adapters.cli import TRACKING, DetectorKind
 
     if kind == "hog":
@@ -275,7 +275,8 @@ def _detector(kind: str) -> tuple[Detector, TrackerSettings]:
         return HogPeople(), TRACKING[DetectorKind.hog]
     from adapters.background import BackgroundSubtraction
 
-    return BackgroundSubtraction(kind), TRACKING[DetectorKind(kind)]  # type: ignore[arg-type]
+    detector = BackgroundSubtraction.for_camera(camera, kind)  # type: ignore[arg-type]
+    return detector, TRACKING[DetectorKind(kind)]
 
 
 async def _adapt(
@@ -290,7 +291,7 @@ async def _adapt(
     inputs = []
     tracking = TrackerSettings()
     for camera in layout.cameras:
-        detector, tracking = _detector(request.detector)
+        detector, tracking = _detector(request.detector, camera)
         source = source_for_camera(camera, str(the.videos[camera.id]), start=the.origin)
         inputs.append(CameraInput(camera=camera, source=source, detector=detector))
     floor = FloorSettings(tracker=tracking, events=EventSettings())
