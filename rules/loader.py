@@ -22,6 +22,7 @@ import msgspec
 
 from core import events as ev
 from core.durations import parse_duration
+from core.layout import ZoneKind
 from core.yamlsource import SourceError, YamlDocument, convert, load_yaml, parse_path
 from rules import operators as op
 from rules import pack as spec
@@ -364,6 +365,8 @@ class _PackCompiler(OperatorBuilders):
         except ExpressionError as exc:
             raise self._placed(exc, source, path, part) from None
         self.used |= compiled.names & (set(self.constants) | set(self.macros))
+        if "zone_kind" in compiled.calls:
+            self._unknown_zone_kinds(source, path, part)
         self.reads.append(privacy.Read(path, compiled.paths, compiled.calls))
         if types:
             self._check_fields(compiled, types, path, part)
@@ -425,6 +428,43 @@ class _PackCompiler(OperatorBuilders):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise self.doc.error(path, f"expected a whole number of at least 1, got {value!r}")
         return value
+
+    def _unknown_zone_kinds(self, source: str, path: tuple[Any, ...], part: Part) -> None:
+        """A zone kind no layout can have (``zone_kind(z) == "exit-gate"``) is never
+        true: the rule runs and never fires. Warned, once a place."""
+        try:
+            tree = ast.parse(source.strip(), mode="eval")
+        except SyntaxError:
+            return
+        kinds = get_args(ZoneKind)
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Compare) and len(node.ops) == 1):
+                continue
+            call, right = node.left, node.comparators[0]
+            if not (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Name)
+                and call.func.id == "zone_kind"
+            ):
+                continue
+            values = right.elts if isinstance(right, ast.List | ast.Tuple | ast.Set) else [right]
+            for v in values:
+                if (
+                    isinstance(v, ast.Constant)
+                    and isinstance(v.value, str)
+                    and v.value not in kinds
+                ):
+                    w = self._error_at(
+                        path,
+                        source,
+                        rf"""(["']){re.escape(v.value)}\1""",
+                        f"no layout has a zone of kind {v.value!r}"
+                        f"{_suggest(v.value, kinds)}: the condition is never true "
+                        f"(the kinds: {', '.join(kinds)})",
+                        part,
+                    )
+                    if all(str(w) != str(x) for x in self.warnings):
+                        self.warnings.append(w)
 
     # -- event types -------------------------------------------------------------------------
 

@@ -1312,3 +1312,25 @@ rules:
     assert report["warnings"] == [
         {"file": str(pack), "line": 4, "col": 3, "message": "'drinks' is never used"}
     ]
+
+
+def test_a_zone_kind_no_layout_has_is_warned_at_its_place() -> None:
+    """`zone_kind(data.zone) == "exit-gate"` passed the check and never fired."""
+    checked = check(
+        """pack: p
+version: "1"
+rules:
+  - id: gate
+    where: type == "zone.entered" and zone_kind(data.zone) == "exit-gate"
+    alert: {name: a}
+  - id: queues
+    where: type == "zone.entered" and zone_kind(data.zone) in ["checkout_queue", "till"]
+    alert: {name: b}
+"""
+    )
+    assert checked.errors == []
+    found = sorted((w.line, w.col, w.message.split(":")[0]) for w in checked.warnings)
+    assert found == [
+        (5, 63, "no layout has a zone of kind 'exit-gate' (did you mean 'exit_gate'?)"),
+        (8, 82, "no layout has a zone of kind 'till'"),
+    ]
