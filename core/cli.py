@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -167,7 +167,7 @@ def print_record(record: Record, as_json: bool) -> None:
         return
     line = Text.assemble(
         (f"{record.seq:>8}", "dim"),
-        f" {e.at:%Y-%m-%d %H:%M:%S.%f}"[:-3] + "  ",
+        f" {e.at.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"[:-3] + "Z  ",  # UTC, and says so
         (shown(e.store), "bold"),
         " ",
         (f"{shown(e.type):<22}", "cyan"),

@@ -87,6 +87,12 @@ def test_log_replay_info_and_deadletters(env: dict[str, str]) -> None:
     picked = runner.invoke(app, ["log", "replay", "-t", "item.picked", "--from", "3"], env=env)
     assert picked.exit_code == 0
     assert picked.stdout.count("item.picked") == 3  # one of s1's two is before seq 3
+    # Times in UTC, and marked so: scenarios and layouts speak store time.
+    assert all(
+        re.search(r" \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z ", x)
+        for x in picked.stdout.splitlines()
+        if "item.picked" in x
+    ), picked.stdout
 
     info = runner.invoke(app, ["log", "info", "--json"], env=env)
     assert info.exit_code == 0, info.output
