@@ -277,7 +277,7 @@ def convert(doc: YamlDocument, typ: type[T], *, path: PathKey = (), data: Any = 
         missing = re.match(r"Object missing required field `([^`]+)`", reason)
         if missing:
             raise doc.error(full, f"missing required field {missing.group(1)!r}") from None
-        place = ".".join(str(p) for p in full)
+        place = _place(full)
         raise doc.error(
             full, f"{place}: {_friendly(reason)}" if place else _friendly(reason)
         ) from None
@@ -376,5 +376,29 @@ def _replaced(value: Any, path: PathKey, new: Any) -> Any:
     return copy
 
 
+# A pattern's meaning in words, for errors: "a name of lower-case letters..." where the
+# message read "expected str matching regex '^[a-z][a-z0-9_]*(\\.[a-z0-9_]+)*$'".
+PATTERN_WORDS: dict[str, str] = {}
+
+
+def described(pattern: str, words: str) -> str:
+    """``pattern``, remembered with what it means for the errors that name it."""
+    PATTERN_WORDS[pattern] = words
+    return pattern
+
+
 def _friendly(reason: str) -> str:
+    m = re.fullmatch(r"Expected `str` matching regex '(.*)'", reason, re.S)
+    if m:
+        pattern = m.group(1).encode().decode("unicode_escape")
+        if pattern in PATTERN_WORDS:
+            return f"expected {PATTERN_WORDS[pattern]}"
     return reason.replace("Expected `", "expected `").replace("`", "")
+
+
+def _place(path: PathKey) -> str:
+    """``("rules", 0, "metric")`` as ``rules[0].metric``."""
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}" if out else str(p)
+    return out

@@ -12,7 +12,13 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-Id = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$", max_length=80)]
+from core.yamlsource import described
+
+ID = described(
+    r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$",
+    "a name of lower-case letters, digits and _, starting with a letter (parts may be joined by .)",
+)
+Id = Annotated[str, Meta(pattern=ID, max_length=80)]
 Expression = Annotated[str, Meta(min_length=1)]
 Duration = str | int | float
 Key = Expression | list[Expression]

@@ -411,7 +411,7 @@ LINE_AFTER_BEER = BASE[: BASE.index(BEER)].count("\n") + 2
 BROKEN = {
     # name: (text to replace in BASE, replacement, line of the error, phrase of its message)
     "yaml syntax": ("    zone: front-a\n", "    zone: front-a: x\n", 12, "YAML syntax"),
-    "wrong type": ("fps: 10", "fps: fast", 22, "cameras.0.fps: expected float, got str"),
+    "wrong type": ("fps: 10", "fps: fast", 22, "cameras[0].fps: expected float, got str"),
     "unknown field": ("height: 800}", "height: 800, depth: 3}", 21, "unknown field 'depth'"),
     "bad store id": ("id: t1,", "id: t 1,", 1, "store.id: expected str matching regex"),
     "store id with a subject wildcard": ("id: t1,", "id: 't*1',", 1, "store.id: expected str"),
@@ -422,13 +422,13 @@ BROKEN = {
         BEER,
         BEER + '  - {sku: "ap\\u200bple", name: Apple, price: 0.45}\n',
         LINE_AFTER_BEER,
-        "catalog.2.sku: expected str matching regex",
+        "catalog[2].sku: expected str matching regex",
     ),
     "sku with a control character": (
         BEER,
         BEER + '  - {sku: "ap\\tple", name: Apple, price: 0.45}\n',
         LINE_AFTER_BEER,
-        "catalog.2.sku: expected str matching regex",
+        "catalog[2].sku: expected str matching regex",
     ),
     "bad time zone": ("Europe/Paris", "Europe/Pariss", 1, "unknown time zone 'Europe/Pariss'"),
     "unknown zone in a shelf": (
@@ -527,7 +527,7 @@ BROKEN = {
         "price: 0.45",
         "price: twelve",
         32,
-        "catalog.0.price: Invalid decimal string",
+        "catalog[0].price: Invalid decimal string",
     ),
     "price with 3 decimals": ("price: 0.45", "price: 0.455", 32, "more than 2 decimals (0.455)"),
     "negative price": ("price: 0.45", "price: -0.45", 32, "is negative (-0.45)"),
@@ -553,7 +553,7 @@ BROKEN = {
         "fps: 10\n",
         "fps: 10\n    detect: {interval_s: -4}\n",
         23,
-        "cameras.0.detect.interval_s: expected float > 0.0",
+        "cameras[0].detect.interval_s: expected float > 0.0",
     ),
     "detect with an unknown field": (
         "fps: 10\n",
@@ -702,8 +702,8 @@ def test_a_layout_check_reports_every_field_of_a_section_in_one_run(tmp_path: Pa
     assert [(e.line, e.message) for e in errors] == [
         (31, "store.currency: expected str, got int"),
         (32, "store.timezone: expected str, got int"),
-        (44, "lines.0.kind: Invalid enum value 'entrancee'"),
-        (46, "lines.0.in_side: Invalid enum value 'up'"),
+        (44, "lines[0].kind: Invalid enum value 'entrancee'"),
+        (46, "lines[0].in_side: Invalid enum value 'up'"),
     ]
 
 

@@ -201,7 +201,7 @@ rules: []
 """,
         4,
         9,
-        "rules.0.id: expected str matching regex",
+        "rules[0].id: expected a name of lower-case letters, digits and _",
         "Left-Without-Paying",
     ),
     Case(
@@ -214,7 +214,7 @@ rules: []
 """,
         5,
         12,
-        "rules.0.where: expected str | null, got int",
+        "rules[0].where: expected str | null, got int",
         "5",
     ),
     Case(
