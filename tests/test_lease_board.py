@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import nats.js.errors
+import pytest
+
 from core.jetstream import JetStreamLog
-from rules.service.leases import Board
-from tests.enginekit import running
+from rules.reference import Reference
+from rules.service.leases import Board, DuplicateWorker
+from rules.service.partition import ServiceConfig
+from rules.service.worker import Worker
+from tests.enginekit import LATENESS_S, PACKS, layout, running
 
 
 async def lease_consumers(log: JetStreamLog) -> int:
@@ -46,3 +52,24 @@ async def test_the_board_sees_puts_and_deletes_at_once_and_forgets_what_expires(
         assert board.watchers == 1
     finally:
         await board.close()
+
+
+async def test_a_second_worker_of_a_running_ones_id_is_refused_and_a_stopped_one_leaves(
+    jslog: JetStreamLog,
+) -> None:
+    """Two workers of one id took each other's leases and tore down each other's
+    consumers; and a worker stopped cleanly stayed announced for a lease time, so the
+    others held back from its stores."""
+    async with running(jslog, "w-same", lease_ttl_s=3.0) as first:
+        while not first.rebalanced_at:
+            await asyncio.sleep(0.05)
+        config = ServiceConfig(worker="w-same", lateness_s=LATENESS_S, lease_ttl_s=3.0)
+        twin = Worker(jslog, Reference.of(layout()), config, packs=PACKS)
+        with pytest.raises(DuplicateWorker, match="a worker 'w-same' is running already"):
+            await twin.run(asyncio.Event())
+    kv = await jslog.key_value("engine_leases", ttl_s=3.0)
+    with pytest.raises(nats.js.errors.KeyNotFoundError):
+        await kv.get("worker.w-same")  # gone at once, not after the lease time
+    # Its id is free again: a worker of it starts (a crashed one's after a round).
+    async with running(jslog, "w-same", lease_ttl_s=3.0) as again:
+        assert again.engine is not None

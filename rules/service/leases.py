@@ -19,10 +19,12 @@ import time
 from collections.abc import Iterable
 
 import msgspec
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from core.config import ConfigError
 from core.jetstream import ELECTION_S, electing
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,10 @@ class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True):
     stores: tuple[str, ...]
     started_at: float
     seen_at: float
+
+
+class DuplicateWorker(ConfigError):
+    """Another worker of the same id is running."""
 
 
 class Board:
@@ -214,6 +220,42 @@ class Leases:
 
     async def announce(self, status: WorkerStatus) -> None:
         await self.kv.put(f"worker.{self.worker}", msgspec.json.encode(status))
+
+    async def retire(self) -> None:
+        """A worker stopping cleanly takes its announcement with it: the others count it
+        out at once (its stores were given back), not once the lease time has passed."""
+        with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, TimeoutError):
+            await self.kv.delete(f"worker.{self.worker}")
+
+    async def alone(self, patience_s: float) -> None:
+        """Refuse to start beside a running worker of the same id: the two would take one
+        lease each other's and tear down each other's consumers. A recent announcement is
+        a worker that runs or one that just died: a running one announces again within a
+        round (``patience_s``), a dead one does not, and its id may be taken again."""
+        seen = await self._seen()
+        if seen is None or time.time() - seen > self.ttl_s:
+            return
+        deadline = time.monotonic() + patience_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            now = await self._seen()
+            if now is None:
+                return  # it stopped cleanly
+            if now > seen:
+                raise DuplicateWorker(
+                    f"a worker {self.worker!r} is running already (it announced itself "
+                    f"{time.time() - now:.0f} s ago): give this one another --worker, or "
+                    "stop that one first"
+                )
+
+    async def _seen(self) -> float | None:
+        try:
+            entry = await self.kv.get(f"worker.{self.worker}")
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        return msgspec.json.decode(entry.value, type=WorkerStatus).seen_at
 
     async def view(self) -> tuple[list[WorkerStatus], dict[str, str]]:
         """The workers alive now (their announcements have not expired), and which

@@ -75,6 +75,7 @@ class Worker:
         c = self.config
         kv = await self.log.key_value("engine_leases", ttl_s=c.lease_ttl_s)
         self.leases = Leases(kv, c.worker, Board(kv, c.lease_ttl_s), ttl_s=c.lease_ttl_s)
+        await self.leases.alone(patience_s=c.lease_ttl_s / 3 + 2.0)  # a round, and some
         self.checkpoints = Checkpoints(
             await self.log.key_value("engine_checkpoints"),
             await self.log.object_store("engine_snapshots"),
@@ -110,6 +111,7 @@ class Worker:
                 await self.leases.board.close()
             for store in list(self.runners):
                 await self._hand_over(store)
+            await self.leases.retire()
             log.info("worker stopped", extra={"worker": c.worker})
 
     async def _rebalance(self) -> None:
