@@ -48,3 +48,13 @@ def test_the_dashboard_is_grafana_json_whose_panels_name_served_metrics() -> Non
         (target,) = panel["targets"]
         names = NAME.findall(target["expr"])
         assert names and all(n in have for n in names), (panel["title"], names)
+
+
+def test_a_stores_counters_are_served_from_zero_once_a_worker_takes_it() -> None:
+    """An alert on `increase(aisle_engine_preempted_events_total[1h])` had no series to
+    read until the first one counted."""
+    metrics = EngineMetrics()
+    metrics.open("corner-01")
+    served = generate_latest(metrics.registry).decode()
+    for name in ("events_in", "derived_out", "deadletter_events", "preempted_events"):
+        assert f'aisle_engine_{name}_total{{store="corner-01"}} 0.0' in served, name

@@ -93,6 +93,14 @@ class EngineMetrics:
             return source
         return "other"
 
+    def open(self, store: str) -> None:
+        """A store taken: its counters are on /metrics from 0, so that an alert on their
+        increase (``examples/monitoring``) has a series before the first one counts."""
+        for counter in (
+            self.events_in, self.derived_out, self.deadletters, self.preempted, self.rule_errors
+        ):  # fmt: skip
+            counter.labels(store=store)
+
     def forget(self, store: str) -> None:
         """A store moved away: its series go with it (the new owner reports them)."""
         for gauge in (self.lag_events, self.lag_seconds, self.snapshot_age):

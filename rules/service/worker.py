@@ -204,6 +204,7 @@ class Worker:
             await self.leases.give_back(store)
             return
         self.runners[store] = runner
+        self.metrics.open(store)
         self.tasks[store] = asyncio.create_task(self._run_store(runner))
         log.info("store taken", extra={"store": store, "worker": self.config.worker})
 
