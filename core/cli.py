@@ -522,9 +522,20 @@ def cluster_down(
     purge: Annotated[bool, typer.Option(help="Remove the folder too (every event in it).")] = False,
 ) -> None:
     """Stop the cluster's servers; their data stays unless --purge."""
-    the = _cluster(folder)
-    stopped = cluster.down(the)
-    err.print(f"{len(stopped)} servers stopped")
+    try:
+        the = cluster.Cluster.load(folder)
+    except NatsServerError:  # a damaged cluster.json: its servers are found by their files
+        the = None
+    if the is None:
+        pids = cluster.down_orphans(folder)
+        if not pids and not folder.exists():
+            err.print(f"[red]error:[/] no cluster in {folder}")
+            raise typer.Exit(2)
+        err.print(f"{len(pids)} servers stopped (found by their configuration in {folder})")
+    else:
+        # and any started beside it on the same data, which it does not name
+        stopped = len(cluster.down(the)) + len(cluster.down_orphans(folder))
+        err.print(f"{stopped} servers stopped")
     if purge:
         shutil.rmtree(folder)
         err.print(f"removed {folder}")

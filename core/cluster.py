@@ -84,8 +84,9 @@ class Cluster:
             return cls(folder, state["name"], [Node(**n) for n in state["nodes"]])
         except (ValueError, KeyError, TypeError) as exc:
             raise NatsServerError(
-                f"{path} is not a cluster aisle wrote ({exc}): stop its servers, remove the "
-                "file and run `aisle cluster up` again"
+                f"{path} is not a cluster aisle wrote ({exc}): `aisle cluster down --dir "
+                f"{folder}` stops its servers, then remove the file and run `aisle cluster up` "
+                "again"
             ) from None
 
 
@@ -115,12 +116,34 @@ def _config(cluster: Cluster, node: Node) -> dict[str, object]:
     }
 
 
+def servers_on(folder: Path) -> list[int]:
+    """The nats-server processes running on a cluster folder's configuration files,
+    whatever ``cluster.json`` says (lost, damaged, or written by another run)."""
+    binary, mine = str(find_binary()), f"{folder.resolve()}/"
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        line = _cmdline(int(proc.name))
+        if line.startswith(binary) and mine in line and "server.conf" in line:
+            found.append(int(proc.name))
+    return sorted(found)
+
+
 def up(cluster: Cluster, timeout_s: float = 60.0) -> list[Node]:
     """Start every node that is not running; wait until all answer healthy (JetStream
     needs a quorum, so they are started first and waited for together). The nodes
-    started."""
+    started. Servers already on the folder's data that ``cluster.json`` does not know
+    are refused (two servers on one store directory corrupt it); a node that cannot
+    start stops the ones this call started."""
     binary = find_binary()
+    known = {n.pid for n in cluster.nodes if n.alive()}
+    if others := [pid for pid in servers_on(cluster.folder) if pid not in known]:
+        raise NatsServerError(
+            f"nats-servers (pid {', '.join(map(str, others))}) already run on the data in "
+            f"{cluster.folder}, and its cluster.json does not name them: `aisle cluster "
+            f"down --dir {cluster.folder}` stops them"
+        )
     started = []
+    procs: dict[str, subprocess.Popen[bytes]] = {}  # its own children: asked, not /proc
     for node in cluster.nodes:
         if node.alive():
             continue
@@ -137,16 +160,24 @@ def up(cluster: Cluster, timeout_s: float = 60.0) -> list[Node]:
         )
         node.pid = proc.pid
         started.append(node)
+        procs[node.name] = proc
     cluster.save()
     deadline = time.monotonic() + timeout_s
     while (waiting := [n for n in cluster.nodes if n.health() != "ok"]) and (
         time.monotonic() < deadline
     ):
         for n in waiting:
-            if not n.alive():
+            proc = procs.get(n.name)
+            # A child just forked may not have become nats-server yet: its exit is what
+            # says it failed (and /proc, for a node another command started).
+            if (proc.poll() is not None) if proc is not None else not n.alive():
                 log = cluster.folder / n.name / "server.log"
                 tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
-                raise NatsServerError(f"nats-server {n.name} exited at start: {tail}")
+                _stop([m for m in started if m.alive()])
+                for m in started:
+                    m.pid = 0  # stopped, or never up
+                cluster.save()
+                raise NatsServerError(_why(n, tail, cluster.folder))
         time.sleep(0.2)
     if waiting:
         said = "; ".join(f"{n.name}: {n.health()}" for n in waiting)
@@ -157,22 +188,47 @@ def up(cluster: Cluster, timeout_s: float = 60.0) -> list[Node]:
     return started
 
 
+def _why(node: Node, tail: str, folder: Path) -> str:
+    """Why a node did not start, the cause first (the log's last lines after)."""
+    used = [p for p in (node.port, node.route_port, node.http_port) if f":{p}" in tail]
+    if "address already in use" in tail and used:
+        return (
+            f"nats-server {node.name} could not start: port {used[0]} is in use by another "
+            f"program. Stop that program, or take new ports: `aisle cluster down --dir "
+            f"{folder}`, remove {folder / STATE} and run `aisle cluster up` again (the data "
+            f"stays). The others started by this command were stopped. Its log: {tail}"
+        )
+    return f"nats-server {node.name} exited at start; the others started were stopped: {tail}"
+
+
+def _stop(nodes: list[Node], timeout_s: float = 30.0) -> None:
+    for n in nodes:
+        os.kill(n.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while any(n.alive() for n in nodes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for n in nodes:
+        if n.alive():
+            os.kill(n.pid, signal.SIGKILL)
+        n.pid = 0
+
+
 def down(cluster: Cluster, timeout_s: float = 30.0) -> list[Node]:
     """Stop every running node (SIGTERM, then SIGKILL); their data stays. The nodes
     stopped."""
     stopped = [n for n in cluster.nodes if n.alive()]
-    for n in stopped:
-        os.kill(n.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while any(n.alive() for n in stopped) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for n in stopped:
-        if n.alive():
-            os.kill(n.pid, signal.SIGKILL)
+    _stop(stopped, timeout_s)
     for n in cluster.nodes:
         n.pid = 0
     cluster.save()
     return stopped
+
+
+def down_orphans(folder: Path, timeout_s: float = 30.0) -> list[int]:
+    """Stop the servers on a folder's data that no readable ``cluster.json`` names."""
+    pids = servers_on(folder)
+    _stop([Node(f"pid-{pid}", 0, 0, 0, pid) for pid in pids], timeout_s)
+    return pids
 
 
 def _cmdline(pid: int) -> str:

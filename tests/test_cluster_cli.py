@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -69,3 +71,49 @@ def test_a_cluster_comes_up_loses_a_node_comes_back_and_keeps_its_streams(
     finally:
         aisle("cluster", "down", "--dir", folder, "--purge")
     assert not Path(folder).exists()
+
+
+def test_servers_on_a_folder_its_cluster_json_forgot_are_refused_and_stopped(
+    tmp_path: Path,
+) -> None:
+    """With cluster.json gone, `up` started three more servers on the same data (six on
+    three store directories), and nothing could stop the first three."""
+    folder = tmp_path / "c"
+    assert aisle("cluster", "up", "--dir", str(folder)).returncode == 0
+    pids = [n["pid"] for n in json.loads((folder / "cluster.json").read_text())["nodes"]]
+    try:
+        (folder / "cluster.json").unlink()
+        again = aisle("cluster", "up", "--dir", str(folder))
+        assert again.returncode == 2, again.stderr
+        said = " ".join(again.stderr.split())
+        assert "already run on the data in" in said and str(pids[0]) in said, said
+        assert not (folder / "cluster.json").exists() or all(
+            n["pid"] in (0, *pids)
+            for n in json.loads((folder / "cluster.json").read_text())["nodes"]
+        )
+        down = aisle("cluster", "down", "--dir", str(folder))
+        assert down.returncode == 0 and "3 servers stopped" in down.stderr, down.stderr
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        )
+
+
+def test_a_port_in_use_is_named_and_no_server_is_left_half_up(tmp_path: Path) -> None:
+    folder = tmp_path / "c"
+    assert aisle("cluster", "up", "--dir", str(folder)).returncode == 0
+    assert aisle("cluster", "down", "--dir", str(folder)).returncode == 0
+    port = json.loads((folder / "cluster.json").read_text())["nodes"][0]["port"]
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        up = aisle("cluster", "up", "--dir", str(folder))
+        said = " ".join(up.stderr.split())
+        assert up.returncode == 2 and f"port {port} is in use by another program" in said, said
+        nodes = json.loads((folder / "cluster.json").read_text())["nodes"]
+        assert [n["pid"] for n in nodes] == [0, 0, 0], "the others started were stopped"
