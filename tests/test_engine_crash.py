@@ -88,7 +88,9 @@ async def test_sigkill_at_random_points_changes_nothing(embedded_nats, tmp_path:
                 await asyncio.sleep(0.05)
 
         proc = start()
-        publishing = asyncio.create_task(publish(log, events, chunk=150, pause_s=0.3))
+        # Paced so that the day streams in over about a minute: a restart takes seconds
+        # (a worker of a just-killed one's id waits a round to be sure it is gone).
+        publishing = asyncio.create_task(publish(log, events, chunk=150, pause_s=1.0))
         during = 0
         kills = 0
         try:
