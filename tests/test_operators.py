@@ -197,6 +197,7 @@ def test_members_and_the_watch_list_join_by_pseudonymous_id(tmp_path: Path) -> N
     pack = """
 pack: p
 version: "1"
+purpose: security
 rules:
   - id: seen
     where: type == "face.matched" and (enrolled(data.member) or watchlisted(data.member))
