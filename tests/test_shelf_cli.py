@@ -200,7 +200,7 @@ def test_a_tcp_gateway_read_once_to_its_close(env: dict[str, str]) -> None:
         ) + b"\r\n"
         for k in range(60)
     )  # fmt: skip
-    ready, port = threading.Event(), [0]
+    ready, done, port = threading.Event(), threading.Event(), [0]
 
     def gateway() -> None:
         async def serve(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -212,8 +212,11 @@ def test_a_tcp_gateway_read_once_to_its_close(env: dict[str, str]) -> None:
             server = await asyncio.start_server(serve, "127.0.0.1", 0)
             port[0] = server.sockets[0].getsockname()[1]
             ready.set()
-            async with server:
-                await asyncio.sleep(2)
+            async with server:  # up until the command is done (a slow start found it gone)
+                for _ in range(300):
+                    if done.is_set():
+                        break
+                    await asyncio.sleep(0.1)
 
         asyncio.run(main())
 
@@ -224,6 +227,7 @@ def test_a_tcp_gateway_read_once_to_its_close(env: dict[str, str]) -> None:
         code, output = shelf(env, "--source", f"tcp://127.0.0.1:{port[0]}", "--once",
                              "--no-positions", "--positions-wait", "0.5")  # fmt: skip
     finally:
+        done.set()
         thread.join()
     assert code == 0, output
     (review,) = [e for e in business(env) if isinstance(e, ev.ShelfUnresolved)]
