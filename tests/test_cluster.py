@@ -20,17 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import nats.errors
-import nats.js.errors
 import pytest
 
 from core import events as ev
-from core.config import LogConfig
-from core.jetstream import JetStreamLog, connect
+from core.jetstream import JetStreamLog
 from core.natsd import EmbeddedNats, free_port
 from rules.reference import Reference
 from rules.service.partition import ServiceConfig
 from rules.service.worker import Worker
+from tests.clusterkit import replicated_log
 from tests.conftest import unique_prefix
 from tests.enginekit import (
     LATENESS_S,
@@ -104,31 +102,14 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 @contextlib.asynccontextmanager
 async def cluster_log(cluster: Cluster, prefix: str) -> AsyncIterator[JetStreamLog]:
-    """A log with R3 streams under ``prefix``; the streams are created once the cluster
-    takes them (right after a meta leader election it may not yet)."""
-    nc = await connect(cluster.url, name="aisle-cluster-tests")
-    config = LogConfig(prefix=prefix, replicas=3, publish_deadline_s=60.0)
-    deadline = time.monotonic() + 30.0
-    while True:
+    """A log with R3 streams under ``prefix`` (``clusterkit.replicated_log``), its
+    streams deleted afterwards."""
+    async with replicated_log(cluster.url, prefix) as log:
         try:
-            log = await JetStreamLog.open(nc, config)
-            break
-        except (
-            nats.errors.TimeoutError,
-            nats.errors.NoRespondersError,
-            nats.js.errors.ServiceUnavailableError,
-            nats.js.errors.ServerError,
-        ):
-            if time.monotonic() > deadline:
-                await nc.close()
-                raise
-            await asyncio.sleep(0.5)
-    try:
-        yield log
-    finally:
-        with contextlib.suppress(Exception):
-            await log.delete_streams()
-        await log.close()
+            yield log
+        finally:
+            with contextlib.suppress(Exception):
+                await log.delete_streams()
 
 
 async def test_streams_have_three_replicas(cluster: Cluster) -> None:

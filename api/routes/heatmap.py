@@ -24,7 +24,7 @@ from api.context import Context, Ctx
 from api.drawing import heatmap_png
 from api.pages import Moment
 from api.problems import Problem, documented
-from api.routes.metrics import CLOSED_AFTER, MIN_PEOPLE
+from api.routes.metrics import MIN_PEOPLE, has_ended
 from api.stores import open_store
 from readmodels.projection import whole_hours
 from readmodels.tables import HeatmapHour, MetricHour
@@ -118,8 +118,7 @@ def _busy_ended_hours(s: Session, store: str, start: datetime, end: datetime) ->
             m.sum >= MIN_PEOPLE,
         )
     ).all()
-    ended = _aware(clock) - timedelta(hours=1) - CLOSED_AFTER
-    return {_aware(x) for x in footfall if _aware(x) <= ended}
+    return {_aware(x) for x in footfall if has_ended(_aware(x), _aware(clock))}
 
 
 Since = Annotated[Moment | None, Query(alias="from", description="default: a day before to")]

@@ -226,6 +226,11 @@ def compute(
     return out
 
 
+def has_ended(hour: datetime, clock: datetime | None) -> bool:
+    """Whether the hour from ``hour`` has ended by the store's clock, late events too."""
+    return clock is not None and hour + HOUR + CLOSED_AFTER <= clock
+
+
 def _for_viewer(
     rows: Sequence[Any], clock: datetime | None, people: dict[tuple[Any, ...], int]
 ) -> tuple[list[Row], int]:
@@ -246,7 +251,7 @@ def _for_viewer(
             n = people.get((ZONE_COUNTS[name], zone, hour), 0)
         else:
             continue
-        ended = clock is not None and _utc(hour) + HOUR + CLOSED_AFTER <= clock
+        ended = has_ended(_utc(hour), clock)
         if ended and n >= MIN_PEOPLE:
             shown.append(r)
         else:
